@@ -1,0 +1,122 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/seqknock/seqknock/totp"
+	"github.com/seqknock/seqknock/totp/keyfile"
+	"github.com/urfave/cli/v2"
+)
+
+func keygenCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "keygen",
+		Usage:     "generate a key (32 random bytes, one base64 line)",
+		UsageText: "seqknock keygen [-o FILE] [--force]",
+		Description: "Writes a new key to FILE with mode 0600, or to standard output without -o. " +
+			"An existing FILE is kept unless --force is given.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the key to `FILE` (mode 0600)"},
+			&cli.BoolFlag{Name: "force", Usage: "replace FILE if it exists"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usagef("keygen: unexpected argument %q", c.Args().First())
+			}
+			key, err := keyfile.Generate()
+			if err != nil {
+				return err
+			}
+			if out := c.String("output"); out != "" {
+				return keyfile.Write(out, key, c.Bool("force"))
+			}
+			_, err = c.App.Writer.Write(keyfile.Encode(key))
+			return err
+		},
+	}
+}
+
+func isnCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "isn",
+		Usage:     "print the ISN a knock carries (for scripts and checks)",
+		UsageText: "seqknock isn --key-file F --port P [--realm R] [--slot S | --all-slots] [--counter C | --at TIME]",
+		Description: "Prints the decimal ISN alone on one line, or with --all-slots one line per slot: SLOT ISN. " +
+			"TIME is RFC 3339 (2026-01-02T15:04:05Z); the default is now.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "key-file", Usage: "key `FILE` (required)"},
+			&cli.UintFlag{Name: "port", Usage: "destination TCP `PORT` (required)"},
+			&cli.StringFlag{Name: "realm", Usage: "`REALM` the server uses (default empty)"},
+			&cli.UintFlag{Name: "slot", Usage: "`SLOT` number, 0 .. slots-1"},
+			&cli.BoolFlag{Name: "all-slots", Usage: "print every slot: SLOT ISN"},
+			&cli.UintFlag{Name: "slots", Value: totp.DefaultSlots, Usage: "number of slots the server allows"},
+			&cli.Uint64Flag{Name: "counter", Usage: "use counter `C` instead of a time"},
+			&cli.StringFlag{Name: "at", Usage: "derive for `TIME` (RFC 3339) instead of now"},
+			&cli.DurationFlag{Name: "period", Value: totp.DefaultPeriod, Usage: "counter period the server uses"},
+		},
+		Action: isnAction,
+	}
+}
+
+func isnAction(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return usagef("isn: unexpected argument %q", c.Args().First())
+	}
+	if !c.IsSet("key-file") || !c.IsSet("port") {
+		return usagef("isn: --key-file and --port are required")
+	}
+	port := c.Uint("port")
+	if port < 1 || port > 65535 {
+		return usagef("isn: --port %d out of range 1..65535", port)
+	}
+	slots := c.Uint("slots")
+	if slots < 1 || slots > totp.MaxSlots {
+		return usagef("isn: --slots %d out of range 1..%d", slots, totp.MaxSlots)
+	}
+	if c.IsSet("slot") && c.Bool("all-slots") {
+		return usagef("isn: --slot and --all-slots exclude each other")
+	}
+	slot := c.Uint("slot")
+	if slot >= slots {
+		return usagef("isn: --slot %d out of range 0..%d", slot, slots-1)
+	}
+	period := c.Duration("period")
+	if err := totp.ValidatePeriod(period); err != nil {
+		return usagef("isn: --period: %w", err)
+	}
+	if err := totp.ValidateRealm(c.String("realm")); err != nil {
+		return usagef("isn: --realm: %w", err)
+	}
+	var counter uint64
+	switch {
+	case c.IsSet("counter") && c.IsSet("at"):
+		return usagef("isn: --counter and --at exclude each other")
+	case c.IsSet("counter"):
+		counter = c.Uint64("counter")
+	case c.IsSet("at"):
+		t, err := time.Parse(time.RFC3339, c.String("at"))
+		if err != nil {
+			return usagef("isn: --at %q is not RFC 3339 (like 2026-01-02T15:04:05Z)", c.String("at"))
+		}
+		counter = totp.Counter(t, period)
+	default:
+		counter = totp.Counter(time.Now(), period)
+	}
+	key, err := keyfile.Load(c.String("key-file"))
+	if err != nil {
+		return err
+	}
+	d, err := totp.NewDeriver(key, c.String("realm"))
+	if err != nil {
+		return fmt.Errorf("isn: %w", err)
+	}
+	if c.Bool("all-slots") {
+		for s := uint(0); s < slots; s++ {
+			fmt.Fprintf(c.App.Writer, "%d %d\n", s, d.ISN(uint16(port), counter, uint8(s)))
+		}
+		return nil
+	}
+	fmt.Fprintf(c.App.Writer, "%d\n", d.ISN(uint16(port), counter, uint8(slot)))
+	return nil
+}

@@ -1,0 +1,183 @@
+package main
+
+import (
+	"bytes"
+	"encoding/base64"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+func runCLI(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var o, e bytes.Buffer
+	code = run(append([]string{"seqknock"}, args...), strings.NewReader(""), &o, &e)
+	return o.String(), e.String(), code
+}
+
+func writeKey(t *testing.T, key []byte) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(p, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// requireTool skips when a tool is missing, except under CI, where every
+// test must run.
+func requireTool(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s is required under CI=true: %v", name, err)
+		}
+		t.Skipf("%s not installed", name)
+	}
+	return p
+}
+
+// TestISNAgainstReference compares `seqknock isn` with the independent
+// Python implementation in totp/testdata on inputs DESIGN.md does not list.
+func TestISNAgainstReference(t *testing.T) {
+	py := requireTool(t, "python3")
+	ref := filepath.Join("..", "..", "..", "totp", "testdata", "isn_v1_ref.py")
+	keys := [][]byte{
+		bytes.Repeat([]byte{0x42}, 16),
+		func() []byte {
+			b := make([]byte, 64)
+			for i := range b {
+				b[i] = byte(255 - i)
+			}
+			return b
+		}(),
+		[]byte("exactly-32-bytes-of-key-material"),
+	}
+	cases := []struct {
+		port    string
+		counter string
+		slot    string
+		realm   string
+	}{
+		{"22", "18446744073709551615", "255", "fleet-a"},
+		{"65535", "0", "0", "ünïcode réalm"},
+		{"1", "9223372036854775807", "3", strings.Repeat("z", 255)},
+		{"2222", "58812345", "1", ""},
+	}
+	for ki, key := range keys {
+		kf := writeKey(t, key)
+		b64 := base64.StdEncoding.EncodeToString(key)
+		for _, tc := range cases {
+			out, err := exec.Command(py, ref, b64, tc.port, tc.counter, tc.slot, tc.realm).Output()
+			if err != nil {
+				t.Fatalf("reference: %v", err)
+			}
+			want := strings.TrimSpace(string(out))
+			args := []string{"isn", "--key-file", kf, "--port", tc.port, "--counter", tc.counter, "--slot", tc.slot, "--slots", "256"}
+			if tc.realm != "" {
+				args = append(args, "--realm", tc.realm)
+			}
+			got, errOut, code := runCLI(t, args...)
+			if code != 0 {
+				t.Fatalf("key %d %v: exit %d: %s", ki, tc, code, errOut)
+			}
+			if strings.TrimSpace(got) != want {
+				t.Errorf("key %d (%d bytes) port %s counter %s slot %s realm %q: seqknock %q, reference %q",
+					ki, len(key), tc.port, tc.counter, tc.slot, tc.realm, strings.TrimSpace(got), want)
+			}
+		}
+	}
+}
+
+func TestISNOutputForms(t *testing.T) {
+	kf := writeKey(t, func() []byte {
+		b := make([]byte, 32)
+		for i := range b {
+			b[i] = byte(i)
+		}
+		return b
+	}())
+	out, _, code := runCLI(t, "isn", "--key-file", kf, "--port", "22", "--counter", "58000000", "--slot", "3")
+	if code != 0 || out != "3644611392\n" {
+		t.Fatalf("single: %q exit %d", out, code)
+	}
+	out, _, code = runCLI(t, "isn", "--key-file", kf, "--port", "22", "--counter", "58000000", "--all-slots")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || len(lines) != 4 || lines[3] != "3 3644611392" {
+		t.Fatalf("all slots: %q exit %d", out, code)
+	}
+	// --at is the counter of that instant: 2025-02-19T21:20:00Z is unix 1740000000, counter 58000000.
+	out, _, code = runCLI(t, "isn", "--key-file", kf, "--port", "443", "--at", "2025-02-19T21:20:00Z")
+	if code != 0 || out != "4170546255\n" {
+		t.Fatalf("--at: %q exit %d", out, code)
+	}
+	out, _, code = runCLI(t, "isn", "--key-file", kf, "--port", "22")
+	if _, err := strconv.ParseUint(strings.TrimSpace(out), 10, 32); code != 0 || err != nil {
+		t.Fatalf("now: %q exit %d", out, code)
+	}
+}
+
+func TestISNErrors(t *testing.T) {
+	key := []byte("exactly-32-bytes-of-key-material")
+	kf := writeKey(t, key)
+	loose := writeKey(t, key)
+	os.Chmod(loose, 0o644)
+	short := writeKey(t, make([]byte, 8))
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"isn", "--port", "22"}, 2, "required"},
+		{[]string{"isn", "--key-file", kf, "--port", "0"}, 2, "--port 0 out of range"},
+		{[]string{"isn", "--key-file", kf, "--port", "22", "--slot", "4"}, 2, "--slot 4 out of range 0..3"},
+		{[]string{"isn", "--key-file", kf, "--port", "22", "--slot", "1", "--all-slots"}, 2, "exclude"},
+		{[]string{"isn", "--key-file", kf, "--port", "22", "--counter", "1", "--at", "2025-01-01T00:00:00Z"}, 2, "exclude"},
+		{[]string{"isn", "--key-file", kf, "--port", "22", "--at", "noon"}, 2, "RFC 3339"},
+		{[]string{"isn", "--key-file", kf, "--port", "22", "--nope"}, 2, "not defined"},
+		{[]string{"isn", "--key-file", kf, "--port", "22", "--period", "1500ms"}, 2, "whole number of seconds"},
+		{[]string{"isn", "--key-file", loose, "--port", "22"}, 1, "chmod 600 " + loose},
+		{[]string{"isn", "--key-file", short, "--port", "22"}, 1, "key is 8 bytes"},
+		{[]string{"isn", "--key-file", kf + ".missing", "--port", "22"}, 1, "no such file"},
+	} {
+		out, errOut, code := runCLI(t, tc.args...)
+		if code != tc.code || !strings.Contains(errOut, tc.want) {
+			t.Errorf("%v: exit %d stderr %q, want exit %d and %q", tc.args, code, errOut, tc.code, tc.want)
+		}
+		if out != "" {
+			t.Errorf("%v: printed %q on stdout", tc.args, out)
+		}
+		if strings.Count(errOut, "\n") != 1 {
+			t.Errorf("%v: stderr is not one line: %q", tc.args, errOut)
+		}
+	}
+}
+
+func TestKeygen(t *testing.T) {
+	out, _, code := runCLI(t, "keygen")
+	k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(out))
+	if code != 0 || err != nil || len(k) != 32 {
+		t.Fatalf("stdout key: %q exit %d %v", out, code, err)
+	}
+	p := filepath.Join(t.TempDir(), "k")
+	if _, e, code := runCLI(t, "keygen", "-o", p); code != 0 {
+		t.Fatalf("keygen -o: %s", e)
+	}
+	first, _ := os.ReadFile(p)
+	if fi, _ := os.Stat(p); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %o", fi.Mode().Perm())
+	}
+	if _, e, code := runCLI(t, "keygen", "-o", p); code == 0 || !strings.Contains(e, "--force") {
+		t.Fatalf("overwrite without --force: exit %d %q", code, e)
+	}
+	if _, e, code := runCLI(t, "keygen", "-o", p, "--force"); code != 0 {
+		t.Fatalf("--force: %s", e)
+	}
+	if second, _ := os.ReadFile(p); bytes.Equal(first, second) {
+		t.Fatal("--force kept the old key")
+	}
+}

@@ -1,0 +1,136 @@
+package keyfile
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/seqknock/seqknock/totp"
+)
+
+// GenerateSize is the length in bytes of a generated key.
+const GenerateSize = 32
+
+// maxFileSize bounds how much of a key file is read: a 64-byte key is 88
+// base64 characters, so anything much larger is not a key file.
+const maxFileSize = 4096
+
+// ErrUnsafeMode is wrapped by Load's error for a file that group or others
+// can read or write.
+var ErrUnsafeMode = errors.New("readable by group or others")
+
+// Generate returns a new random key of GenerateSize bytes.
+func Generate() ([]byte, error) {
+	k := make([]byte, GenerateSize)
+	if _, err := io.ReadFull(rand.Reader, k); err != nil {
+		return nil, fmt.Errorf("generate key: %w", err)
+	}
+	return k, nil
+}
+
+// Encode returns the key file text for key: one base64 line.
+func Encode(key []byte) []byte {
+	return []byte(base64.StdEncoding.EncodeToString(key) + "\n")
+}
+
+// Write creates path with mode 0600 holding key. It refuses to replace an
+// existing file unless force is set; a forced write replaces the file
+// atomically, so a reader never sees half a key.
+func Write(path string, key []byte, force bool) error {
+	data := Encode(key)
+	if !force {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			if errors.Is(err, os.ErrExist) {
+				return fmt.Errorf("write key: %s exists; use --force to replace it", path)
+			}
+			return fmt.Errorf("write key: %w", err)
+		}
+		if _, err := f.Write(data); err != nil {
+			f.Close()
+			os.Remove(path)
+			return fmt.Errorf("write key: %s: %w", path, err)
+		}
+		if err := f.Close(); err != nil {
+			os.Remove(path)
+			return fmt.Errorf("write key: %s: %w", path, err)
+		}
+		return nil
+	}
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("write key: %w", err)
+	}
+	// O_CREATE keeps the mode of a file that already existed: set it.
+	if err := f.Chmod(0o600); err == nil {
+		_, err = f.Write(data)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write key: %s: %w", path, err)
+	}
+	return nil
+}
+
+// Load reads the key in path. It fails, naming the file and never the key,
+// if the file is readable by group or others, is not one line of standard
+// base64, or holds a key of the wrong length.
+func Load(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("load key: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("load key: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("load key: %s: not a regular file", path)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("load key: %s: %w (mode %04o); run: chmod 600 %s", path, ErrUnsafeMode, perm, path)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("load key: %s: %w", path, err)
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes key file text; name is used in errors only.
+func Parse(name string, data []byte) ([]byte, error) {
+	if len(data) > maxFileSize {
+		return nil, fmt.Errorf("load key: %s: too large for a key file", name)
+	}
+	line := bytes.TrimRight(data, "\r\n")
+	if bytes.ContainsAny(line, "\r\n") {
+		return nil, fmt.Errorf("load key: %s: want one line of base64, found several lines", name)
+	}
+	line = bytes.TrimSpace(line)
+	if len(line) == 0 {
+		return nil, fmt.Errorf("load key: %s: empty", name)
+	}
+	key := make([]byte, base64.StdEncoding.DecodedLen(len(line)))
+	n, err := base64.StdEncoding.Strict().Decode(key, line)
+	if err != nil {
+		// The base64 error shows the offset of the bad byte, not the byte.
+		return nil, fmt.Errorf("load key: %s: not valid standard base64", name)
+	}
+	key = key[:n]
+	if err := totp.ValidateKey(key); err != nil {
+		return nil, fmt.Errorf("load key: %s: %w", name, err)
+	}
+	return key, nil
+}

@@ -1,0 +1,127 @@
+package keyfile
+
+import (
+	"bytes"
+	"encoding/base64"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestGenerateWriteLoad(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "k")
+	key, err := Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(key) != GenerateSize {
+		t.Fatalf("generated %d bytes", len(key))
+	}
+	if err := Write(path, key, false); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %o, want 0600", fi.Mode().Perm())
+	}
+	got, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, key) {
+		t.Fatal("loaded key differs from written key")
+	}
+	k2, _ := Generate()
+	if bytes.Equal(k2, key) {
+		t.Fatal("two generated keys are equal")
+	}
+	err = Write(path, k2, false)
+	if err == nil || !strings.Contains(err.Error(), "--force") {
+		t.Fatalf("overwrite without force: %v", err)
+	}
+	if got, _ := Load(path); !bytes.Equal(got, key) {
+		t.Fatal("refused overwrite changed the file")
+	}
+	// A forced write replaces the key and repairs a loose mode.
+	os.Chmod(path, 0o644)
+	if err := Write(path, k2, true); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := Load(path); err != nil || !bytes.Equal(got, k2) {
+		t.Fatalf("after force: %v", err)
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	dir := t.TempDir()
+	secret := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+	for _, tc := range []struct {
+		name    string
+		content string
+		mode    os.FileMode
+		want    string
+	}{
+		{"group-readable", secret + "\n", 0o640, "chmod 600"},
+		{"world-readable", secret + "\n", 0o604, "readable by group or others"},
+		{"bad-base64", "not*base64!\n", 0o600, "not valid standard base64"},
+		{"url-base64", strings.NewReplacer("+", "-", "/", "_").Replace(base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0xfb}, 32))) + "\n", 0o600, "not valid standard base64"},
+		{"too-short", base64.StdEncoding.EncodeToString(make([]byte, 15)) + "\n", 0o600, "key is 15 bytes, want 16 to 64"},
+		{"too-long", base64.StdEncoding.EncodeToString(make([]byte, 65)) + "\n", 0o600, "key is 65 bytes"},
+		{"two-lines", secret + "\n" + secret + "\n", 0o600, "several lines"},
+		{"empty", "", 0o600, "empty"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, tc.name)
+			if err := os.WriteFile(path, []byte(tc.content), tc.mode); err != nil {
+				t.Fatal(err)
+			}
+			os.Chmod(path, tc.mode)
+			_, err := Load(path)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, tc.want) {
+				t.Errorf("error %q does not say %q", msg, tc.want)
+			}
+			if !strings.Contains(msg, path) {
+				t.Errorf("error %q does not name the file", msg)
+			}
+			if strings.Contains(msg, secret) || strings.Contains(msg, secret[:8]) {
+				t.Errorf("error %q shows key material", msg)
+			}
+			if strings.Contains(msg, "\n") {
+				t.Errorf("error is not one line: %q", msg)
+			}
+		})
+	}
+	if _, err := Load(filepath.Join(dir, "missing")); err == nil {
+		t.Error("missing file accepted")
+	}
+	if err := Write(filepath.Join(dir, "x"), nil, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(filepath.Join(dir, "x")); err == nil || !errors.Is(err, err) {
+		t.Error("empty key accepted")
+	}
+}
+
+func TestEncodeParseRoundTrip(t *testing.T) {
+	for _, n := range []int{16, 32, 64} {
+		k := bytes.Repeat([]byte{0xa5}, n)
+		got, err := Parse("mem", Encode(k))
+		if err != nil || !bytes.Equal(got, k) {
+			t.Fatalf("%d bytes: %v", n, err)
+		}
+	}
+	// CRLF line ends, as an editor on another system may write, are fine.
+	if _, err := Parse("mem", []byte(base64.StdEncoding.EncodeToString(make([]byte, 16))+"\r\n")); err != nil {
+		t.Fatal(err)
+	}
+}
