@@ -1,0 +1,218 @@
+//go:build linux
+
+package nftgen
+
+import (
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/seqknock/seqknock/integration/netns"
+)
+
+var (
+	reCounter  = regexp.MustCompile(`counter packets \d+ bytes \d+`)
+	reElements = regexp.MustCompile(`(?s)\t\telements = \{[^}]*\}\n`)
+)
+
+// normalize drops what Render summarises instead of listing: the valid and
+// used sets' elements, and counter values.
+func normalize(listing string) string {
+	var out strings.Builder
+	blocks := strings.SplitAfter(listing, "\n\n")
+	for _, b := range blocks {
+		if strings.Contains(b, "\tset valid {") || strings.Contains(b, "\tset used {") {
+			b = reElements.ReplaceAllString(b, "")
+		}
+		out.WriteString(b)
+	}
+	return reCounter.ReplaceAllString(out.String(), "counter packets 0 bytes 0")
+}
+
+func dropComments(s string) string {
+	var keep []string
+	for _, l := range strings.SplitAfter(s, "\n") {
+		if !strings.HasPrefix(l, "#") {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "")
+}
+
+func testState() State {
+	exp := time.Unix(1_000_090, 0)
+	return State{
+		Table:       "seqknock",
+		Ports:       []uint16{2222, 22},
+		MarkBit:     1 << 23,
+		UsedTimeout: 90 * time.Second,
+		Valid: []Element{
+			{Port: 22, ISN: 2742790613, Expires: exp},
+			{Port: 2222, ISN: 185541829, Expires: exp.Add(30 * time.Second)},
+		},
+	}
+}
+
+// TestGolden installs a table and compares `nft list ruleset` with Render,
+// in a fresh namespace.
+func TestGolden(t *testing.T) {
+	netns.RequireRoot(t)
+	ns := netns.New(t, "gold")
+	c := &Conn{NetNS: ns.FD()}
+	s := testState()
+	now := time.Unix(1_000_000, 0)
+	res, err := c.Apply(s, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Created || !res.RulesRebuilt || res.Elements != 2 {
+		t.Errorf("first apply: %+v", res)
+	}
+	listing := ns.MustRun("nft", "list", "ruleset")
+	if diff := cmp.Diff(dropComments(Render(s, now)), normalize(listing)); diff != "" {
+		t.Errorf("nft list ruleset differs from Render (-render +nft):\n%s\nlisting:\n%s", diff, listing)
+	}
+	// Elements list as nft writes them, and the listing loads back.
+	set := ns.MustRun("nft", "list", "set", "inet", "seqknock", "valid")
+	for _, want := range []string{"22 . 2742790613 timeout 1m30s", "2222 . 185541829 timeout 2m"} {
+		if !strings.Contains(set, want) {
+			t.Errorf("valid set listing lacks %q:\n%s", want, set)
+		}
+	}
+	check := ns.Command("nft", "-c", "-f", "-")
+	check.Stdin = strings.NewReader(listing)
+	if out, err := check.CombinedOutput(); err != nil {
+		t.Errorf("nft -c -f - refuses our listing: %v: %s", err, out)
+	}
+}
+
+func TestApplyIdempotentKeepsCountersAndUsed(t *testing.T) {
+	netns.RequireRoot(t)
+	ns := netns.New(t, "idem")
+	c := &Conn{NetNS: ns.FD()}
+	s := testState()
+	now := time.Unix(1_000_000, 0)
+	if _, err := c.Apply(s, now); err != nil {
+		t.Fatal(err)
+	}
+	// A spent knock, as the kernel would add it.
+	ns.MustRun("nft", "add", "element", "inet", "seqknock", "used", "{ 22 . 12345 }")
+	res, err := c.Apply(s, now.Add(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Created || res.RulesRebuilt || res.UsedRecreated {
+		t.Errorf("second apply changed structure: %+v", res)
+	}
+	live, err := c.Read("seqknock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !live.Exists || live.ValidCount != 2 || live.UsedCount != 1 || !live.RulesCurrent || live.MarkBit != 1<<23 {
+		t.Errorf("live after second apply: %+v", live)
+	}
+	if got := live.Ports; len(got) != 2 || got[0] != 22 || got[1] != 2222 {
+		t.Errorf("ports %v", got)
+	}
+
+	// A new window replaces valid wholly; used keeps its element.
+	s.Valid = []Element{{Port: 22, ISN: 7, Expires: now.Add(time.Minute)}}
+	s.Ports = []uint16{22}
+	if _, err := c.Apply(s, now.Add(2*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	set := ns.MustRun("nft", "list", "set", "inet", "seqknock", "valid")
+	if strings.Contains(set, "2742790613") || !strings.Contains(set, "22 . 7 ") {
+		t.Errorf("valid not replaced:\n%s", set)
+	}
+	live, _ = c.Read("seqknock")
+	if live.UsedCount != 1 || len(live.Ports) != 1 {
+		t.Errorf("after window change: %+v", live)
+	}
+
+	// A new mark bit rebuilds the rules; a new window length recreates used
+	// and carries its elements.
+	s.MarkBit = 1 << 5
+	s.UsedTimeout = 3 * time.Minute
+	res, err = c.Apply(s, now.Add(3*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.RulesRebuilt || !res.UsedRecreated {
+		t.Errorf("config change: %+v", res)
+	}
+	live, _ = c.Read("seqknock")
+	if live.MarkBit != 1<<5 || live.UsedCount != 1 || live.UsedTimeout != 3*time.Minute {
+		t.Errorf("after config change: %+v", live)
+	}
+	if out := ns.MustRun("nft", "list", "chain", "inet", "seqknock", "knock"); !strings.Contains(out, "ct mark & 0x00000020 == 0x00000020 accept") {
+		t.Errorf("rules not rebuilt:\n%s", out)
+	}
+}
+
+// TestApplyAllOrNothing makes the kernel refuse one part of a batch and
+// checks that no part of it was applied.
+func TestApplyAllOrNothing(t *testing.T) {
+	netns.RequireRoot(t)
+	ns := netns.New(t, "atom")
+	c := &Conn{NetNS: ns.FD()}
+	s := testState()
+	now := time.Unix(1_000_000, 0)
+	if _, err := c.Apply(s, now); err != nil {
+		t.Fatal(err)
+	}
+	// Someone replaced the valid set with one of another type: our NEWSET
+	// for valid fails with EEXIST, after the ports set was already flushed
+	// and refilled in the same batch.
+	fix := ns.Command("nft", "-f", "-")
+	fix.Stdin = strings.NewReader("flush chain inet seqknock knock\ndelete set inet seqknock valid\nadd set inet seqknock valid { type ipv4_addr; }\n")
+	if out, err := fix.CombinedOutput(); err != nil {
+		t.Fatalf("prepare: %v: %s", err, out)
+	}
+	mid := ns.MustRun("nft", "list", "ruleset")
+	s2 := s
+	s2.Ports = []uint16{22, 80}
+	s2.Valid = []Element{{Port: 80, ISN: 99, Expires: now.Add(time.Minute)}}
+	_, err := c.Apply(s2, now)
+	if err == nil {
+		t.Fatal("apply over a conflicting set succeeded")
+	}
+	t.Logf("refused as expected: %v", err)
+	after := ns.MustRun("nft", "list", "ruleset")
+	if diff := cmp.Diff(normalize(mid), normalize(after)); diff != "" {
+		t.Errorf("failed apply changed the ruleset:\n%s", diff)
+	}
+	if strings.Contains(after, " 80") {
+		t.Errorf("part of the failed batch applied:\n%s", after)
+	}
+}
+
+func TestTeardownTouchesNothingElse(t *testing.T) {
+	netns.RequireRoot(t)
+	ns := netns.New(t, "tear")
+	other := ns.Command("nft", "-f", "-")
+	other.Stdin = strings.NewReader("table inet other {\n chain c {\n type filter hook input priority 0; policy accept;\n }\n}\ntable ip legacy {\n chain c {\n }\n}\n")
+	if out, err := other.CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	c := &Conn{NetNS: ns.FD()}
+	if _, err := c.Apply(testState(), time.Unix(1_000_000, 0)); err != nil {
+		t.Fatal(err)
+	}
+	removed, err := c.Teardown("seqknock")
+	if err != nil || !removed {
+		t.Fatalf("teardown: %v %v", removed, err)
+	}
+	out := ns.MustRun("nft", "list", "ruleset")
+	if strings.Contains(out, "seqknock") || !strings.Contains(out, "table inet other") || !strings.Contains(out, "table ip legacy") {
+		t.Errorf("after teardown:\n%s", out)
+	}
+	if removed, err := c.Teardown("seqknock"); err != nil || removed {
+		t.Errorf("second teardown: %v %v", removed, err)
+	}
+	if live, err := c.Read("seqknock"); err != nil || live.Exists {
+		t.Errorf("read after teardown: %+v %v", live, err)
+	}
+}

@@ -1,0 +1,99 @@
+package nftgen
+
+import (
+	"errors"
+	"fmt"
+	"math/bits"
+	"sort"
+	"time"
+)
+
+// Names of the sets and chains in the table.
+const (
+	SetPorts   = "ports"
+	SetValid   = "valid"
+	SetUsed    = "used"
+	ChainInput = "input"
+	ChainKnock = "knock"
+)
+
+// DefaultUsedSize is the smallest capacity given to the used set; it is the
+// size nft gives a dynamic set when none is named.
+const DefaultUsedSize = 65535
+
+// InputPriority is the input chain's hook priority: filter - 10, so the knock
+// check runs before a host firewall's usual filter chains.
+const InputPriority = -10
+
+// Element is one valid knock: a SYN to Port with sequence number ISN is
+// admitted until Expires.
+type Element struct {
+	Port    uint16
+	ISN     uint32
+	Expires time.Time
+}
+
+// State is the desired content of the seqknock table.
+type State struct {
+	// Table is the name of the inet table.
+	Table string
+	// Ports are the protected TCP ports.
+	Ports []uint16
+	// MarkBit is the conntrack mark bit (a mask with exactly one bit set)
+	// that marks an admitted flow.
+	MarkBit uint32
+	// UsedTimeout is how long a spent knock stays in the used set; at least
+	// the window length.
+	UsedTimeout time.Duration
+	// UsedSize is the capacity of the used set; 0 means DefaultUsedSize or
+	// the number of valid elements, whichever is larger.
+	UsedSize uint32
+	// Valid holds the knocks valid now.
+	Valid []Element
+}
+
+// Validate checks the parts of a State that the kernel would refuse or that
+// would build a ruleset other than the one DESIGN.md describes.
+func (s State) Validate() error {
+	if s.Table == "" || len(s.Table) > 255 {
+		return fmt.Errorf("table name must be 1 to 255 bytes")
+	}
+	if bits.OnesCount32(s.MarkBit) != 1 {
+		return fmt.Errorf("ct mark bit %#x must have exactly one bit set", s.MarkBit)
+	}
+	if len(s.Ports) == 0 {
+		return errors.New("no protected ports")
+	}
+	seen := map[uint16]bool{}
+	for _, p := range s.Ports {
+		if p == 0 {
+			return errors.New("port 0 cannot be protected")
+		}
+		if seen[p] {
+			return fmt.Errorf("port %d listed twice", p)
+		}
+		seen[p] = true
+	}
+	if s.UsedTimeout < time.Second {
+		return fmt.Errorf("used timeout %v is under 1s", s.UsedTimeout)
+	}
+	return nil
+}
+
+// usedSize returns the capacity the used set gets.
+func (s State) usedSize() uint32 {
+	if s.UsedSize != 0 {
+		return s.UsedSize
+	}
+	if n := len(s.Valid); n > DefaultUsedSize {
+		return uint32(n)
+	}
+	return DefaultUsedSize
+}
+
+// sortedPorts returns the ports in ascending order.
+func (s State) sortedPorts() []uint16 {
+	ps := append([]uint16(nil), s.Ports...)
+	sort.Slice(ps, func(i, j int) bool { return ps[i] < ps[j] })
+	return ps
+}
