@@ -474,3 +474,9 @@ func setBuffers(conn *netlink.Conn, batch int) error {
 	}
 	return serr
 }
+
+// ReadCounters is Read without counting set elements, which for a large
+// valid set costs a full dump.
+func (c *Conn) ReadCounters(table string) (*Live, error) {
+	return c.read(table, false)
+}

@@ -1,0 +1,233 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/seqknock/seqknock/nftgen"
+	"github.com/seqknock/seqknock/server"
+	"github.com/urfave/cli/v2"
+)
+
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func onUsageError(_ *cli.Context, err error, _ bool) error { return usageError{err} }
+
+func noArgs(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return usageError{fmt.Errorf("%s: unexpected argument %q", c.Command.Name, c.Args().First())}
+	}
+	return nil
+}
+
+func loadConfig(c *cli.Context) (*server.Config, error) {
+	return server.LoadConfig(c.String("config"))
+}
+
+func newApp(stdout, stderr io.Writer) *cli.App {
+	configFlag := &cli.StringFlag{
+		Name: "config", Aliases: []string{"c"}, Value: server.DefaultConfigPath,
+		Usage: "config `FILE`", EnvVars: []string{"SEQKNOCKD_CONFIG"},
+	}
+	app := &cli.App{
+		Name:  "seqknockd",
+		Usage: "admit a TCP SYN to a protected port only when its sequence number is a valid knock",
+		Description: "seqknockd derives the ISNs valid in each period from per-user keys (ISN-v1) and keeps them " +
+			"in the nftables table inet seqknock, where the kernel checks every SYN to a protected port. " +
+			"Run `seqknockd run` as a service, or `seqknockd sync` from a timer at every period boundary.",
+		Writer:               stdout,
+		ErrWriter:            stderr,
+		Flags:                []cli.Flag{configFlag},
+		OnUsageError:         onUsageError,
+		ExitErrHandler:       func(*cli.Context, error) {},
+		HideHelpCommand:      true,
+		EnableBashCompletion: true,
+		Commands: []*cli.Command{
+			{
+				Name:  "sync",
+				Usage: "make the table hold the current window's knocks, once (for a systemd timer)",
+				Description: "One stateless, idempotent pass: the table, sets and rules match the config and the " +
+					"valid set holds exactly the current window. One transaction: on error nothing changes.",
+				Action: func(c *cli.Context) error {
+					if err := noArgs(c); err != nil {
+						return err
+					}
+					cfg, err := loadConfig(c)
+					if err != nil {
+						return err
+					}
+					res, err := server.Sync(server.NewKernel(0), cfg, time.Now())
+					if err != nil {
+						return err
+					}
+					server.NewLogger(os.Stderr).Info("sync", "table", cfg.Table, "elements", res.Elements,
+						"created", res.Created, "rules_rebuilt", res.RulesRebuilt)
+					return nil
+				},
+			},
+			{
+				Name:  "run",
+				Usage: "sync at every period boundary until stopped (SIGHUP reloads, SIGTERM stops)",
+				Flags: []cli.Flag{
+					&cli.BoolFlag{Name: "teardown-on-exit", Usage: "remove the table on exit (default: leave it; knocks expire by themselves)"},
+				},
+				Action: func(c *cli.Context) error {
+					if err := noArgs(c); err != nil {
+						return err
+					}
+					ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+					defer stop()
+					hup := make(chan os.Signal, 1)
+					signal.Notify(hup, syscall.SIGHUP)
+					d := &server.Daemon{
+						ConfigPath:     c.String("config"),
+						Load:           server.LoadConfig,
+						Kernel:         server.NewKernel(0),
+						Now:            time.Now,
+						Log:            server.NewLogger(os.Stderr),
+						TeardownOnExit: c.Bool("teardown-on-exit"),
+					}
+					return d.Run(ctx, hup)
+				},
+			},
+			{
+				Name:  "status",
+				Usage: "show the live table: ports, users, element counts, packet counters, next rotation",
+				Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}},
+				Action: func(c *cli.Context) error {
+					if err := noArgs(c); err != nil {
+						return err
+					}
+					cfg, err := loadConfig(c)
+					if err != nil {
+						return err
+					}
+					st, err := server.GetStatus(server.NewKernel(0), cfg, time.Now())
+					if err != nil {
+						return err
+					}
+					if c.Bool("json") {
+						enc := json.NewEncoder(c.App.Writer)
+						enc.SetIndent("", "  ")
+						return enc.Encode(st)
+					}
+					printStatus(c.App.Writer, st)
+					return nil
+				},
+			},
+			{
+				Name:  "ruleset",
+				Usage: "print the nft ruleset a sync would install (valid elements summarised); changes nothing",
+				Action: func(c *cli.Context) error {
+					if err := noArgs(c); err != nil {
+						return err
+					}
+					cfg, err := loadConfig(c)
+					if err != nil {
+						return err
+					}
+					now := time.Now()
+					fmt.Fprint(c.App.Writer, nftgen.Render(server.Desired(cfg, now), now))
+					return nil
+				},
+			},
+			{
+				Name:  "teardown",
+				Usage: "remove the table (and nothing else)",
+				Flags: []cli.Flag{&cli.StringFlag{Name: "table", Usage: "remove table `NAME` instead of the config's (works without a config)"}},
+				Action: func(c *cli.Context) error {
+					if err := noArgs(c); err != nil {
+						return err
+					}
+					table := c.String("table")
+					if table == "" {
+						cfg, err := loadConfig(c)
+						if err != nil {
+							return fmt.Errorf("%w (or name the table with --table)", err)
+						}
+						table = cfg.Table
+					}
+					removed, err := server.NewKernel(0).Teardown(table)
+					if err != nil {
+						return err
+					}
+					if removed {
+						fmt.Fprintf(c.App.Writer, "removed table inet %s\n", table)
+					} else {
+						fmt.Fprintf(c.App.Writer, "no table inet %s\n", table)
+					}
+					return nil
+				},
+			},
+			{
+				Name:  "check-config",
+				Usage: "check the config and its key files; changes nothing",
+				Action: func(c *cli.Context) error {
+					if err := noArgs(c); err != nil {
+						return err
+					}
+					cfg, err := loadConfig(c)
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(c.App.Writer, "%s: ok: %d users, %d services, period %v, tolerance %d, %d slots, table %s\n",
+						cfg.Path, len(cfg.Users), len(cfg.Services), cfg.Period, cfg.Tolerance, cfg.Slots, cfg.Table)
+					return nil
+				},
+			},
+		},
+	}
+	for _, cmd := range app.Commands {
+		cmd.OnUsageError = onUsageError
+	}
+	return app
+}
+
+func printStatus(w io.Writer, st *server.Status) {
+	if !st.Present {
+		fmt.Fprintf(w, "table inet %s: not installed (run `seqknockd sync`)\n", st.Table)
+		return
+	}
+	ports := make([]string, len(st.Ports))
+	for i, p := range st.Ports {
+		ports[i] = fmt.Sprint(p)
+	}
+	rules := "current"
+	if !st.RulesCurrent {
+		rules = "differ from the config (the next sync rewrites them)"
+	}
+	fmt.Fprintf(w, "table:          inet %s (rules %s)\n", st.Table, rules)
+	fmt.Fprintf(w, "ports:          %s\n", strings.Join(ports, ", "))
+	fmt.Fprintf(w, "users:          %s\n", strings.Join(st.Users, ", "))
+	fmt.Fprintf(w, "valid knocks:   %d\n", st.Valid)
+	fmt.Fprintf(w, "used knocks:    %d\n", st.Used)
+	fmt.Fprintf(w, "admitted:       %d packets\n", st.Admitted.Packets)
+	fmt.Fprintf(w, "dropped:        %d packets\n", st.Dropped.Packets)
+	fmt.Fprintf(w, "counter:        %d (next rotation in %.1fs)\n", st.Counter, st.NextRotationS)
+}
+
+// run maps errors to exit codes: 0 ok, 2 bad usage, 1 anything else, with
+// the error on one line.
+func run(args []string, stdout, stderr io.Writer) int {
+	err := newApp(stdout, stderr).Run(args)
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintf(stderr, "seqknockd: %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
+	var ue usageError
+	if errors.As(err, &ue) {
+		return 2
+	}
+	return 1
+}

@@ -1,0 +1,332 @@
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/BurntSushi/toml"
+	"github.com/seqknock/seqknock/totp"
+	"github.com/seqknock/seqknock/totp/keyfile"
+)
+
+// DefaultConfigPath is where seqknockd looks for its config.
+const DefaultConfigPath = "/etc/seqknock/seqknockd.toml"
+
+// Defaults of the config keys.
+const (
+	DefaultTable     = "seqknock"
+	DefaultTolerance = 1
+	DefaultCtMarkBit = 23
+	MaxTolerance     = 10
+	MaxLookahead     = 10
+)
+
+// Config is a loaded, checked seqknockd config with its keys.
+type Config struct {
+	Path      string
+	Period    time.Duration
+	Tolerance int
+	Lookahead int
+	Slots     int
+	Realm     string
+	Table     string
+	CtMarkBit int
+	Services  []Service
+	Users     []User
+}
+
+// Service is one protected port and the users that may knock on it.
+type Service struct {
+	Port  uint16
+	Users []string // empty: all users
+}
+
+// User is one key holder.
+type User struct {
+	Name    string
+	KeyFile string
+	Key     []byte
+}
+
+// String never shows the key.
+func (u User) String() string { return fmt.Sprintf("user %s (%s)", u.Name, u.KeyFile) }
+
+// GoString never shows the key.
+func (u User) GoString() string { return u.String() }
+
+type rawConfig struct {
+	Period    *string      `toml:"period"`
+	Tolerance *int         `toml:"tolerance"`
+	Lookahead *int         `toml:"lookahead"`
+	Slots     *int         `toml:"slots"`
+	Realm     *string      `toml:"realm"`
+	Table     *string      `toml:"table"`
+	CtMarkBit *int         `toml:"ct_mark_bit"`
+	Service   []rawService `toml:"service"`
+	User      []rawUser    `toml:"user"`
+}
+
+type rawService struct {
+	Port  *int     `toml:"port"`
+	Users []string `toml:"users"`
+}
+
+type rawUser struct {
+	Name    *string `toml:"name"`
+	KeyFile *string `toml:"key_file"`
+}
+
+// ConfigError is a config mistake: the file, the line (0 when unknown) and
+// the field it is in.
+type ConfigError struct {
+	File  string
+	Line  int
+	Field string
+	Err   error
+}
+
+func (e *ConfigError) Error() string {
+	loc := e.File
+	if e.Line > 0 {
+		loc = fmt.Sprintf("%s:%d", e.File, e.Line)
+	}
+	if e.Field == "" {
+		return fmt.Sprintf("config %s: %v", loc, e.Err)
+	}
+	return fmt.Sprintf("config %s: %s: %v", loc, e.Field, e.Err)
+}
+
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+var tomlLineErr = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]+)"\): (.*)$`)
+var tableName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{0,63}$`)
+var userName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$`)
+
+// LoadConfig reads and checks the config at path and loads every key. Any
+// mistake gives one *ConfigError naming the file, line and field.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, &ConfigError{File: path, Err: err}
+	}
+	return ParseConfig(path, data, keyfile.Load)
+}
+
+// ParseConfig checks config text; path names it in errors and anchors
+// relative key_file paths. loadKey loads one key file.
+func ParseConfig(path string, data []byte, loadKey func(string) ([]byte, error)) (*Config, error) {
+	loc := newLocator(data)
+	fail := func(section string, idx int, key string, field string, err error) error {
+		return &ConfigError{File: path, Line: loc.line(section, idx, key), Field: field, Err: err}
+	}
+	var raw rawConfig
+	md, err := toml.Decode(string(data), &raw)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			msg := pe.Message
+			if msg == "" {
+				msg = strings.SplitN(pe.Error(), "\n", 2)[0]
+			}
+			return nil, &ConfigError{File: path, Line: pe.Position.Line, Err: errors.New(msg)}
+		}
+		if m := tomlLineErr.FindStringSubmatch(err.Error()); m != nil {
+			line, _ := strconv.Atoi(m[1])
+			return nil, &ConfigError{File: path, Line: line, Field: m[2], Err: errors.New(m[3])}
+		}
+		return nil, &ConfigError{File: path, Err: err}
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		k := und[0]
+		section, key := "", k[len(k)-1]
+		if len(k) > 1 {
+			section = k[0]
+		}
+		return nil, fail(section, -1, key, k.String(), errors.New("unknown key"))
+	}
+
+	c := &Config{
+		Path:      path,
+		Period:    totp.DefaultPeriod,
+		Tolerance: DefaultTolerance,
+		Slots:     totp.DefaultSlots,
+		Table:     DefaultTable,
+		CtMarkBit: DefaultCtMarkBit,
+	}
+	if raw.Period != nil {
+		d, err := time.ParseDuration(*raw.Period)
+		if err != nil {
+			return nil, fail("", 0, "period", "period", fmt.Errorf("%q is not a duration like \"30s\"", *raw.Period))
+		}
+		if err := totp.ValidatePeriod(d); err != nil {
+			return nil, fail("", 0, "period", "period", fmt.Errorf("%s: %w", *raw.Period, err))
+		}
+		c.Period = d
+	}
+	intKey := func(p *int, name string, lo, hi int, dst *int) error {
+		if p == nil {
+			return nil
+		}
+		if *p < lo || *p > hi {
+			return fail("", 0, name, name, fmt.Errorf("%d out of range %d..%d", *p, lo, hi))
+		}
+		*dst = *p
+		return nil
+	}
+	for _, k := range []struct {
+		p      *int
+		name   string
+		lo, hi int
+		dst    *int
+	}{
+		{raw.Tolerance, "tolerance", 0, MaxTolerance, &c.Tolerance},
+		{raw.Lookahead, "lookahead", 0, MaxLookahead, &c.Lookahead},
+		{raw.Slots, "slots", 1, totp.MaxSlots, &c.Slots},
+		{raw.CtMarkBit, "ct_mark_bit", 0, 31, &c.CtMarkBit},
+	} {
+		if err := intKey(k.p, k.name, k.lo, k.hi, k.dst); err != nil {
+			return nil, err
+		}
+	}
+	if raw.Realm != nil {
+		if !utf8.ValidString(*raw.Realm) {
+			return nil, fail("", 0, "realm", "realm", errors.New("not valid UTF-8"))
+		}
+		if err := totp.ValidateRealm(*raw.Realm); err != nil {
+			return nil, fail("", 0, "realm", "realm", err)
+		}
+		c.Realm = *raw.Realm
+	}
+	if raw.Table != nil {
+		if !tableName.MatchString(*raw.Table) {
+			return nil, fail("", 0, "table", "table", fmt.Errorf("%q: want a letter, then up to 63 letters, digits, _ or -", *raw.Table))
+		}
+		c.Table = *raw.Table
+	}
+
+	if len(raw.User) == 0 {
+		return nil, &ConfigError{File: path, Field: "user", Err: errors.New("no [[user]]: nobody could knock")}
+	}
+	names := map[string]int{}
+	for i, ru := range raw.User {
+		field := fmt.Sprintf("user[%d]", i)
+		if ru.Name == nil || *ru.Name == "" {
+			return nil, fail("user", i, "", field+".name", errors.New("missing"))
+		}
+		if !userName.MatchString(*ru.Name) {
+			return nil, fail("user", i, "name", field+".name", fmt.Errorf("%q: want letters, digits, _ . @ -", *ru.Name))
+		}
+		if j, dup := names[*ru.Name]; dup {
+			return nil, fail("user", i, "name", field+".name", fmt.Errorf("%q already defined in user[%d]", *ru.Name, j))
+		}
+		names[*ru.Name] = i
+		if ru.KeyFile == nil || *ru.KeyFile == "" {
+			return nil, fail("user", i, "", field+".key_file", errors.New("missing"))
+		}
+		kf := *ru.KeyFile
+		if !filepath.IsAbs(kf) {
+			kf = filepath.Join(filepath.Dir(path), kf)
+		}
+		key, err := loadKey(kf)
+		if err != nil {
+			return nil, fail("user", i, "key_file", field+".key_file", err)
+		}
+		c.Users = append(c.Users, User{Name: *ru.Name, KeyFile: kf, Key: key})
+	}
+
+	if len(raw.Service) == 0 {
+		return nil, &ConfigError{File: path, Field: "service", Err: errors.New("no [[service]]: nothing to protect")}
+	}
+	ports := map[int]int{}
+	for i, rs := range raw.Service {
+		field := fmt.Sprintf("service[%d]", i)
+		if rs.Port == nil {
+			return nil, fail("service", i, "", field+".port", errors.New("missing"))
+		}
+		p := *rs.Port
+		if p < 1 || p > 65535 {
+			return nil, fail("service", i, "port", field+".port", fmt.Errorf("%d out of range 1..65535", p))
+		}
+		if j, dup := ports[p]; dup {
+			return nil, fail("service", i, "port", field+".port", fmt.Errorf("%d already protected by service[%d]", p, j))
+		}
+		ports[p] = i
+		seen := map[string]bool{}
+		for _, u := range rs.Users {
+			if _, ok := names[u]; !ok {
+				return nil, fail("service", i, "users", field+".users", fmt.Errorf("no [[user]] named %q", u))
+			}
+			if seen[u] {
+				return nil, fail("service", i, "users", field+".users", fmt.Errorf("%q listed twice", u))
+			}
+			seen[u] = true
+		}
+		c.Services = append(c.Services, Service{Port: uint16(p), Users: rs.Users})
+	}
+	return c, nil
+}
+
+// MarkBit returns the ct mark bit as a mask.
+func (c *Config) MarkBit() uint32 { return 1 << uint(c.CtMarkBit) }
+
+// WindowLength is how long one knock stays valid: 2*tolerance+1+lookahead
+// periods. The used set keeps spent knocks this long.
+func (c *Config) WindowLength() time.Duration {
+	return time.Duration(2*c.Tolerance+1+c.Lookahead) * c.Period
+}
+
+// locator finds the line of a key in TOML text: in the idx-th [[section]]
+// (idx -1: any of them), or at top level where section is "".
+type locator struct{ lines []string }
+
+func newLocator(data []byte) *locator {
+	var l locator
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
+	for sc.Scan() {
+		l.lines = append(l.lines, sc.Text())
+	}
+	return &l
+}
+
+// line returns the 1-based line of key, or of the section header when key
+// is "" or not found, or 0.
+func (l *locator) line(section string, idx int, key string) int {
+	cur, count, header := "", -1, 0
+	for i, raw := range l.lines {
+		s := strings.TrimSpace(raw)
+		if strings.HasPrefix(s, "[") {
+			name := strings.Trim(s, "[] \t")
+			if j := strings.Index(name, "]"); j >= 0 {
+				name = name[:j]
+			}
+			cur = strings.TrimSpace(name)
+			if cur == section {
+				count++
+				if count == idx {
+					header = i + 1
+				}
+			}
+			continue
+		}
+		if cur != section || (section != "" && (count < 0 || (idx >= 0 && count != idx))) {
+			continue
+		}
+		if key != "" {
+			k, _, ok := strings.Cut(s, "=")
+			if ok && strings.Trim(strings.TrimSpace(k), `"'`) == key {
+				return i + 1
+			}
+		}
+	}
+	return header
+}

@@ -1,0 +1,213 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/seqknock/seqknock/nftgen"
+	"github.com/seqknock/seqknock/totp"
+)
+
+// fakeKeys loads keys from a map instead of files: "bad" fails.
+func fakeKeys(path string) ([]byte, error) {
+	if strings.HasSuffix(path, "bad") {
+		return nil, fmt.Errorf("load key: %s: readable by group or others (mode 0644); run: chmod 600 %s", path, path)
+	}
+	k := make([]byte, 32)
+	copy(k, filepath.Base(path))
+	return k, nil
+}
+
+const goodConfig = `# a comment
+period = "2s"
+tolerance = 1
+realm = "lab"
+
+[[service]]
+port = 22
+
+[[service]]
+port = 2222
+users = ["bob"]
+
+[[user]]
+name = "alice"
+key_file = "alice.key"
+
+[[user]]
+name = "bob"
+key_file = "/keys/bob.key"
+`
+
+func TestParseConfigGood(t *testing.T) {
+	c, err := ParseConfig("/etc/seqknock/seqknockd.toml", []byte(goodConfig), fakeKeys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Period != 2*time.Second || c.Tolerance != 1 || c.Slots != 4 || c.Realm != "lab" || c.Table != "seqknock" || c.CtMarkBit != 23 {
+		t.Errorf("scalars: %+v", c)
+	}
+	if c.Users[0].KeyFile != "/etc/seqknock/alice.key" || c.Users[1].KeyFile != "/keys/bob.key" {
+		t.Errorf("key files: %v", c.Users)
+	}
+	if len(c.Services) != 2 || c.Services[1].Users[0] != "bob" {
+		t.Errorf("services: %+v", c.Services)
+	}
+	if s := fmt.Sprintf("%v %+v %#v", c.Users[0], c.Users[0], c.Users); strings.Contains(s, "alice.key\x00") || strings.Contains(s, string(c.Users[0].Key)) {
+		t.Errorf("formatting a user shows its key: %s", s)
+	}
+}
+
+func TestParseConfigDefaults(t *testing.T) {
+	c, err := ParseConfig("x.toml", []byte("[[service]]\nport = 22\n[[user]]\nname = \"a\"\nkey_file = \"k\"\n"), fakeKeys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Period != 30*time.Second || c.Tolerance != 1 || c.Lookahead != 0 || c.Slots != 4 || c.Realm != "" || c.Table != "seqknock" || c.MarkBit() != 0x00800000 {
+		t.Errorf("defaults: %+v", c)
+	}
+	if c.WindowLength() != 90*time.Second {
+		t.Errorf("window %v", c.WindowLength())
+	}
+}
+
+// badConfigs is shared with the kernel test, which checks that each leaves
+// the installed table untouched.
+var badConfigs = []struct {
+	name string
+	text string
+	want string // the whole "file:line: field: message" tail
+}{
+	{"unknown top key", "perod = \"30s\"\n" + minimal, "x.toml:1: perod: unknown key"},
+	{"unknown user key", minimal + "nmae = \"x\"\n", "x.toml:7: user.nmae: unknown key"},
+	{"period short", "period = \"500ms\"\n" + minimal, "x.toml:1: period: 500ms: period must be a whole number of seconds, at least 1s"},
+	{"period fraction", "period = \"1.5s\"\n" + minimal, "x.toml:1: period: 1.5s: period must be a whole number"},
+	{"period garbage", "period = \"soon\"\n" + minimal, "x.toml:1: period: \"soon\" is not a duration"},
+	{"period type", "period = 30\n" + minimal, "x.toml:1: period: incompatible types"},
+	{"tolerance negative", "tolerance = -1\n" + minimal, "x.toml:1: tolerance: -1 out of range 0..10"},
+	{"slots zero", "slots = 0\n" + minimal, "x.toml:1: slots: 0 out of range 1..256"},
+	{"mark bit", "ct_mark_bit = 32\n" + minimal, "x.toml:1: ct_mark_bit: 32 out of range 0..31"},
+	{"table name", "table = \"my table\"\n" + minimal, "x.toml:1: table: \"my table\""},
+	{"realm long", "realm = \"" + strings.Repeat("r", 256) + "\"\n" + minimal, "x.toml:1: realm: realm is 256 bytes"},
+	{"port zero", "[[service]]\nport = 0\n[[user]]\nname = \"a\"\nkey_file = \"k\"\n", "x.toml:2: service[0].port: 0 out of range 1..65535"},
+	{"port high", "[[service]]\nport = 70000\n[[user]]\nname = \"a\"\nkey_file = \"k\"\n", "x.toml:2: service[0].port: 70000 out of range"},
+	{"port dup", minimal + "[[service]]\nport = 22\n", "x.toml:8: service[1].port: 22 already protected by service[0]"},
+	{"port missing", "[[service]]\nusers = []\n[[user]]\nname = \"a\"\nkey_file = \"k\"\n", "x.toml:1: service[0].port: missing"},
+	{"user dup", minimal + "[[user]]\nname = \"a\"\nkey_file = \"k2\"\n", "x.toml:8: user[1].name: \"a\" already defined in user[0]"},
+	{"user unknown in service", "[[service]]\nport = 22\nusers = [\"zed\"]\n[[user]]\nname = \"a\"\nkey_file = \"k\"\n", "x.toml:3: service[0].users: no [[user]] named \"zed\""},
+	{"key file missing", "[[service]]\nport = 22\n[[user]]\nname = \"a\"\n", "x.toml:3: user[0].key_file: missing"},
+	{"key file unsafe", "[[service]]\nport = 22\n[[user]]\nname = \"a\"\nkey_file = \"/k/bad\"\n", "x.toml:5: user[0].key_file: load key: /k/bad: readable by group or others (mode 0644); run: chmod 600 /k/bad"},
+	{"no users", "[[service]]\nport = 22\n", "x.toml: user: no [[user]]"},
+	{"no services", "[[user]]\nname = \"a\"\nkey_file = \"k\"\n", "x.toml: service: no [[service]]"},
+	{"syntax", "period = \"30s\n" + minimal, "x.toml:1"},
+}
+
+const minimal = "[[service]]\nport = 22\n\n[[user]]\nname = \"a\"\nkey_file = \"k\"\n"
+
+func TestParseConfigBad(t *testing.T) {
+	for _, tc := range badConfigs {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseConfig("x.toml", []byte(tc.text), fakeKeys)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			var ce *ConfigError
+			if !errors.As(err, &ce) {
+				t.Errorf("not a ConfigError: %T", err)
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, tc.want) {
+				t.Errorf("error %q\nwant it to contain %q", msg, tc.want)
+			}
+			if strings.Contains(msg, "\n") {
+				t.Errorf("error is not one line: %q", msg)
+			}
+		})
+	}
+}
+
+func TestLoadConfigRealKeyFiles(t *testing.T) {
+	dir := t.TempDir()
+	kf := filepath.Join(dir, "a.key")
+	os.WriteFile(kf, []byte("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n"), 0o600)
+	cfgPath := filepath.Join(dir, "seqknockd.toml")
+	os.WriteFile(cfgPath, []byte(minimal[:len(minimal)-len("key_file = \"k\"\n")]+"key_file = \"a.key\"\n"), 0o600)
+	c, err := LoadConfig(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Users[0].Key) != 32 {
+		t.Fatalf("key %d bytes", len(c.Users[0].Key))
+	}
+	os.Chmod(kf, 0o644)
+	_, err = LoadConfig(cfgPath)
+	if err == nil || !strings.Contains(err.Error(), cfgPath+":6: user[0].key_file: load key: "+kf+": readable by group or others") {
+		t.Fatalf("unsafe key: %v", err)
+	}
+}
+
+func TestDesired(t *testing.T) {
+	c, err := ParseConfig("/etc/x.toml", []byte(goodConfig), fakeKeys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1_000_001, 0) // counter 500000 with period 2s
+	s := Desired(c, now)
+	// port 22: alice and bob; port 2222: bob only; 3 counters x 4 slots.
+	if want := (2 + 1) * 3 * 4; len(s.Valid) != want {
+		t.Fatalf("%d elements, want %d", len(s.Valid), want)
+	}
+	if s.Table != "seqknock" || s.MarkBit != 1<<23 || s.UsedTimeout != 6*time.Second {
+		t.Errorf("state: table %s mark %#x used %v", s.Table, s.MarkBit, s.UsedTimeout)
+	}
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	// Each element is the ISN-v1 value for its user, and expires when its
+	// counter leaves the window.
+	bob, _ := totp.NewDeriver(c.Users[1].Key, "lab")
+	alice, _ := totp.NewDeriver(c.Users[0].Key, "lab")
+	find := func(port uint16, isn uint32) *nftgen.Element {
+		for i := range s.Valid {
+			if s.Valid[i].Port == port && s.Valid[i].ISN == isn {
+				return &s.Valid[i]
+			}
+		}
+		return nil
+	}
+	for _, tc := range []struct {
+		d       *totp.Deriver
+		port    uint16
+		counter uint64
+		expires int64
+		present bool
+	}{
+		{alice, 22, 500000, 1_000_004, true},
+		{alice, 22, 499999, 1_000_002, true},
+		{alice, 22, 500001, 1_000_006, true},
+		{alice, 22, 500002, 0, false},
+		{alice, 22, 499998, 0, false},
+		{alice, 2222, 500000, 0, false},
+		{bob, 2222, 500000, 1_000_004, true},
+	} {
+		for slot := uint8(0); slot < 4; slot++ {
+			e := find(tc.port, tc.d.ISN(tc.port, tc.counter, slot))
+			if (e != nil) != tc.present {
+				t.Errorf("port %d counter %d slot %d: present %v, want %v", tc.port, tc.counter, slot, e != nil, tc.present)
+				continue
+			}
+			if e != nil && e.Expires.Unix() != tc.expires {
+				t.Errorf("port %d counter %d: expires %d, want %d", tc.port, tc.counter, e.Expires.Unix(), tc.expires)
+			}
+		}
+	}
+	// Pure: the same input, the same output.
+	if s2 := Desired(c, now); fmt.Sprint(s2.Valid) != fmt.Sprint(s.Valid) {
+		t.Error("Desired is not deterministic")
+	}
+}

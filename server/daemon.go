@@ -1,0 +1,193 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/seqknock/seqknock/nftgen"
+	"github.com/seqknock/seqknock/totp"
+)
+
+// Kernel is the seam between the daemon and nftables: small function fields,
+// so tests can stand in for any of them. NewKernel fills them from an
+// nftgen.Conn.
+type Kernel struct {
+	Apply    func(s nftgen.State, now time.Time) (nftgen.Result, error)
+	Read     func(table string) (*nftgen.Live, error) // with element counts
+	Counters func(table string) (*nftgen.Live, error) // without them: cheap
+	Teardown func(table string) (bool, error)
+}
+
+// Sync makes the kernel hold the state cfg wants at now, in one transaction.
+func Sync(k Kernel, cfg *Config, now time.Time) (nftgen.Result, error) {
+	res, err := k.Apply(Desired(cfg, now), now)
+	if err != nil {
+		return res, fmt.Errorf("sync: %w", err)
+	}
+	return res, nil
+}
+
+// Daemon is `seqknockd run`: it syncs at every period boundary, reloads on
+// SIGHUP and stops on SIGTERM.
+type Daemon struct {
+	ConfigPath string
+	Load       func(path string) (*Config, error)
+	Kernel     Kernel
+	Now        func() time.Time
+	Log        *slog.Logger
+	// TeardownOnExit removes the table when Run returns; by default the
+	// table stays and its knocks expire by themselves (fail closed).
+	TeardownOnExit bool
+
+	cfg                    *Config
+	lastAdmit, lastDropped uint64
+}
+
+// Run syncs now and then at every period boundary until ctx ends. A value on
+// reload makes it reload the config and keys: a bad new config is logged and
+// the old one kept. A failed sync is logged and retried at the next
+// boundary; the knocks already installed expire on their own meanwhile.
+func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
+	cfg, err := d.Load(d.ConfigPath)
+	if err != nil {
+		return err
+	}
+	d.cfg = cfg
+	if err := d.sync("start"); err != nil {
+		return err
+	}
+	timer := time.NewTimer(d.untilNext())
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return d.exit()
+		case <-reload:
+			cfg, err := d.Load(d.ConfigPath)
+			if err != nil {
+				d.Log.Error("reload failed, keeping the previous config", "err", err)
+				continue
+			}
+			if cfg.Table != d.cfg.Table {
+				d.Log.Warn("table renamed; the old table stays until `seqknockd teardown --table` removes it", "old", d.cfg.Table, "new", cfg.Table)
+			}
+			d.cfg = cfg
+			d.lastAdmit, d.lastDropped = 0, 0
+			d.Log.Info("config reloaded", "users", len(cfg.Users), "services", len(cfg.Services))
+			d.sync("reload")
+		case <-timer.C:
+			d.sync("rotate")
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(d.untilNext())
+	}
+}
+
+func (d *Daemon) untilNext() time.Duration {
+	now := d.Now()
+	return totp.NextBoundary(now, d.cfg.Period).Sub(now)
+}
+
+// sync runs one sync and logs one line: what was written and how many knocks
+// were admitted and dropped since the last line.
+func (d *Daemon) sync(why string) error {
+	now := d.Now()
+	res, err := Sync(d.Kernel, d.cfg, now)
+	if err != nil {
+		d.Log.Error("sync failed", "why", why, "err", err)
+		return err
+	}
+	attrs := []any{"why", why, "counter", totp.Counter(now, d.cfg.Period), "elements", res.Elements}
+	if res.Created {
+		attrs = append(attrs, "created", true)
+	}
+	if res.RulesRebuilt {
+		attrs = append(attrs, "rules_rebuilt", true)
+	}
+	if live, err := d.Kernel.Counters(d.cfg.Table); err == nil {
+		a, dr := live.Admitted.Packets, live.Dropped.Packets
+		if a < d.lastAdmit || dr < d.lastDropped || res.RulesRebuilt {
+			d.lastAdmit, d.lastDropped = 0, 0 // counters were reset
+		}
+		attrs = append(attrs, "admitted", a-d.lastAdmit, "dropped", dr-d.lastDropped)
+		d.lastAdmit, d.lastDropped = a, dr
+	}
+	d.Log.Info("sync", attrs...)
+	return nil
+}
+
+func (d *Daemon) exit() error {
+	if !d.TeardownOnExit {
+		d.Log.Info("stopping; the table stays and its knocks expire by themselves", "table", d.cfg.Table)
+		return nil
+	}
+	if _, err := d.Kernel.Teardown(d.cfg.Table); err != nil {
+		return fmt.Errorf("teardown on exit: %w", err)
+	}
+	d.Log.Info("stopping; table removed", "table", d.cfg.Table)
+	return nil
+}
+
+// Status is what `seqknockd status` shows.
+type Status struct {
+	Table         string         `json:"table"`
+	Present       bool           `json:"present"`
+	RulesCurrent  bool           `json:"rules_current"`
+	Ports         []uint16       `json:"ports"`
+	Users         []string       `json:"users"`
+	Valid         int            `json:"valid_elements"`
+	Used          int            `json:"used_elements"`
+	Admitted      nftgen.Counter `json:"admitted"`
+	Dropped       nftgen.Counter `json:"dropped"`
+	Counter       uint64         `json:"counter"`
+	NextRotationS float64        `json:"seconds_to_next_rotation"`
+}
+
+// GetStatus reads the live table named by cfg.
+func GetStatus(k Kernel, cfg *Config, now time.Time) (*Status, error) {
+	live, err := k.Read(cfg.Table)
+	if err != nil {
+		return nil, fmt.Errorf("status: %w", err)
+	}
+	st := &Status{
+		Table:         cfg.Table,
+		Present:       live.Exists,
+		RulesCurrent:  live.RulesCurrent && live.MarkBit == cfg.MarkBit(),
+		Ports:         live.Ports,
+		Valid:         live.ValidCount,
+		Used:          live.UsedCount,
+		Admitted:      live.Admitted,
+		Dropped:       live.Dropped,
+		Counter:       totp.Counter(now, cfg.Period),
+		NextRotationS: totp.NextBoundary(now, cfg.Period).Sub(now).Seconds(),
+	}
+	if st.Ports == nil {
+		st.Ports = []uint16{}
+	}
+	for _, u := range cfg.Users {
+		st.Users = append(st.Users, u.Name)
+	}
+	return st, nil
+}
+
+// NewLogger returns the daemon's logger: one event a line, key=value, and no
+// timestamp of its own when journald (which stamps every line) reads it.
+func NewLogger(w *os.File) *slog.Logger {
+	underJournal := os.Getenv("JOURNAL_STREAM") != ""
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if underJournal && len(groups) == 0 && a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		},
+	}))
+}
