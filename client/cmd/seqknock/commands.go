@@ -6,5 +6,9 @@ func commands() []*cli.Command {
 	return []*cli.Command{
 		keygenCommand(),
 		isnCommand(),
+		proxyCommand(),
+		fdpassCommand(),
+		execCommand(),
+		sshConfigCommand(),
 	}
 }

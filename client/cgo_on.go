@@ -1,0 +1,5 @@
+//go:build cgo
+
+package client
+
+const builtWithCgo = true

@@ -1,0 +1,253 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+
+	"github.com/seqknock/seqknock/client"
+	"github.com/seqknock/seqknock/totp"
+	"github.com/seqknock/seqknock/totp/keyfile"
+	"github.com/urfave/cli/v2"
+)
+
+// dialFlags are shared by every command that connects.
+func dialFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "config", Usage: "client config `FILE` (default ~/.config/seqknock/client.toml of the invoking user)"},
+		&cli.StringFlag{Name: "key-file", Usage: "key `FILE` (overrides the config)"},
+		&cli.StringFlag{Name: "realm", Usage: "the server's `REALM` (overrides the config)"},
+		&cli.DurationFlag{Name: "period", Usage: "the server's counter period (overrides the config; default 30s)"},
+		&cli.IntFlag{Name: "slots", Usage: "the server's slots per period (overrides the config; default 4)"},
+		&cli.DurationFlag{Name: "syn-timeout", Value: client.DefaultSynTimeout, Usage: "wait this long for a SYN-ACK before trying the next slot"},
+		&cli.DurationFlag{Name: "timeout", Usage: "give up the whole connect after this long (default: when the slots are spent)"},
+		&cli.DurationFlag{Name: "clock-offset", Usage: "add this to the clock, to correct a known skew (e.g. -4s)"},
+		&cli.BoolFlag{Name: "4", Usage: "IPv4 only"},
+		&cli.BoolFlag{Name: "6", Usage: "IPv6 only"},
+	}
+}
+
+func hostPort(c *cli.Context) (string, uint16, error) {
+	if c.NArg() < 2 {
+		return "", 0, usagef("%s: want HOST PORT", c.Command.Name)
+	}
+	p, err := strconv.ParseUint(c.Args().Get(1), 10, 16)
+	if err != nil || p == 0 {
+		return "", 0, usagef("%s: port %q: want 1..65535", c.Command.Name, c.Args().Get(1))
+	}
+	return c.Args().Get(0), uint16(p), nil
+}
+
+// dialer builds the dialer for host:port from the flags and the invoking
+// user's config; flags win.
+func dialer(c *cli.Context, inv *client.Invoker, host string, port uint16) (*client.Dialer, error) {
+	if c.Bool("4") && c.Bool("6") {
+		return nil, usagef("-4 and -6 exclude each other")
+	}
+	cfgPath, explicit := c.String("config"), c.IsSet("config")
+	if !explicit {
+		cfgPath = filepath.Join(inv.ConfigDir(), "client.toml")
+	}
+	cfg, err := client.LoadConfig(cfgPath, inv.Home, !explicit)
+	if err != nil {
+		return nil, err
+	}
+	d := &client.Dialer{
+		Period:      totp.DefaultPeriod,
+		Slots:       totp.DefaultSlots,
+		SynTimeout:  c.Duration("syn-timeout"),
+		Timeout:     c.Duration("timeout"),
+		ClockOffset: c.Duration("clock-offset"),
+		Network:     "tcp",
+		Reserve:     inv.SlotStore().Reserve,
+	}
+	keyFile := ""
+	if e := cfg.Lookup(host, port); e != nil {
+		keyFile, d.Realm, d.Period, d.Slots = e.KeyFile, e.Realm, e.Period, e.Slots
+	}
+	if c.IsSet("key-file") {
+		keyFile = c.String("key-file")
+	}
+	if c.IsSet("realm") {
+		d.Realm = c.String("realm")
+	}
+	if c.IsSet("period") {
+		d.Period = c.Duration("period")
+	}
+	if c.IsSet("slots") {
+		d.Slots = c.Int("slots")
+	}
+	if keyFile == "" {
+		return nil, usagef("no [[host]] in %s matches %s port %d, and no --key-file given", cfgPath, host, port)
+	}
+	if err := totp.ValidatePeriod(d.Period); err != nil {
+		return nil, usagef("--period: %w", err)
+	}
+	if d.Slots < 1 || d.Slots > totp.MaxSlots {
+		return nil, usagef("--slots %d out of range 1..%d", d.Slots, totp.MaxSlots)
+	}
+	if err := totp.ValidateRealm(d.Realm); err != nil {
+		return nil, usagef("--realm: %w", err)
+	}
+	if c.Bool("4") {
+		d.Network = "tcp4"
+	}
+	if c.Bool("6") {
+		d.Network = "tcp6"
+	}
+	if d.Key, err = keyfile.Load(keyFile); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func connectCommand(name, usage, usageText, description string, extra []cli.Flag, action func(c *cli.Context, inv *client.Invoker, d *client.Dialer, host string, port uint16) error) *cli.Command {
+	return &cli.Command{
+		Name:        name,
+		Usage:       usage,
+		UsageText:   usageText,
+		Description: description,
+		Flags:       append(dialFlags(), extra...),
+		Action: func(c *cli.Context) error {
+			host, port, err := hostPort(c)
+			if err != nil {
+				return err
+			}
+			inv, err := client.CurrentInvoker(c.String("user"))
+			if err != nil {
+				return err
+			}
+			d, err := dialer(c, inv, host, port)
+			if err != nil {
+				return err
+			}
+			return action(c, inv, d, host, port)
+		},
+	}
+}
+
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+}
+
+func proxyCommand() *cli.Command {
+	return connectCommand("proxy", "connect with a knock and relay stdin/stdout (OpenSSH ProxyCommand)",
+		"seqknock proxy [options] HOST PORT",
+		"For ~/.ssh/config: ProxyCommand seqknock proxy %h %p. Needs CAP_NET_ADMIN (sudo or setcap); "+
+			"gives up every privilege once connected.",
+		nil,
+		func(c *cli.Context, inv *client.Invoker, d *client.Dialer, host string, port uint16) error {
+			if c.NArg() > 2 {
+				return usagef("proxy: unexpected argument %q", c.Args().Get(2))
+			}
+			ctx, cancel := signalContext()
+			defer cancel()
+			conn, err := d.Dial(ctx, host, port)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			if err := client.DropPrivileges(inv); err != nil {
+				return err
+			}
+			return client.Relay(conn, os.Stdin, os.Stdout)
+		})
+}
+
+func fdpassCommand() *cli.Command {
+	return connectCommand("fdpass", "connect with a knock and hand the socket to ssh (ProxyUseFdpass)",
+		"seqknock fdpass [options] HOST PORT",
+		"For ~/.ssh/config: ProxyCommand seqknock fdpass %h %p with ProxyUseFdpass yes. "+
+			"Passes the connected socket over stdout and exits.",
+		nil,
+		func(c *cli.Context, inv *client.Invoker, d *client.Dialer, host string, port uint16) error {
+			if c.NArg() > 2 {
+				return usagef("fdpass: unexpected argument %q", c.Args().Get(2))
+			}
+			ctx, cancel := signalContext()
+			defer cancel()
+			conn, err := d.Dial(ctx, host, port)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			if err := client.DropPrivileges(inv); err != nil {
+				return err
+			}
+			return client.SendFD(os.Stdout, conn)
+		})
+}
+
+func execCommand() *cli.Command {
+	return connectCommand("exec", "connect with a knock, drop to the invoking user and exec PROGRAM with the socket on fds 6 and 7",
+		"sudo seqknock exec [options] HOST PORT -- PROGRAM [ARGS...]",
+		"The root-run wrapper, in the style of UCSPI-TCP's tcpclient: connects with its privilege, becomes "+
+			"the user who ran sudo (or --user), and execs PROGRAM with the socket on fd 6 (read) and fd 7 "+
+			"(write) and TCPREMOTEIP, TCPREMOTEPORT, TCPLOCALIP, TCPLOCALPORT in the environment.",
+		[]cli.Flag{&cli.StringFlag{Name: "user", Usage: "become `USER` (name or uid) instead of SUDO_UID"}},
+		func(c *cli.Context, inv *client.Invoker, d *client.Dialer, host string, port uint16) error {
+			if c.NArg() < 3 {
+				return usagef("exec: want HOST PORT -- PROGRAM [ARGS...]")
+			}
+			args := c.Args().Slice()[2:]
+			if args[0] == "--" {
+				args = args[1:]
+			}
+			if len(args) == 0 {
+				return usagef("exec: no PROGRAM after --")
+			}
+			ctx, cancel := signalContext()
+			defer cancel()
+			conn, err := d.Dial(ctx, host, port)
+			if err != nil {
+				return err
+			}
+			return client.Exec(conn, inv, args[0], args[1:])
+		})
+}
+
+func sshConfigCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "ssh-config",
+		Usage:     "print the ~/.ssh/config stanza that connects to HOST through seqknock",
+		UsageText: "seqknock ssh-config [--fdpass] [--sudo] HOST",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "fdpass", Usage: "use ProxyUseFdpass (ssh talks to the socket directly; no relay process stays)"},
+			&cli.BoolFlag{Name: "sudo", Usage: "run seqknock with sudo (when the binary has no cap_net_admin file capability)"},
+			&cli.StringFlag{Name: "config", Usage: "pass this client config `FILE` to seqknock"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return usagef("ssh-config: want HOST")
+			}
+			host := c.Args().First()
+			self, err := os.Executable()
+			if err != nil {
+				self = "seqknock"
+			}
+			cmd := self
+			if c.Bool("sudo") {
+				cmd = "sudo -n " + cmd
+			}
+			verb := "proxy"
+			if c.Bool("fdpass") {
+				verb = "fdpass"
+			}
+			cmd += " " + verb
+			if cf := c.String("config"); cf != "" {
+				cmd += " --config " + cf
+			}
+			fmt.Fprintf(c.App.Writer, "Host %s\n    ProxyCommand %s %%h %%p\n", host, cmd)
+			if c.Bool("fdpass") {
+				fmt.Fprintf(c.App.Writer, "    ProxyUseFdpass yes\n")
+			}
+			// A knock is spent by its first SYN: let ssh make one attempt.
+			fmt.Fprintf(c.App.Writer, "    ConnectionAttempts 1\n")
+			return nil
+		},
+	}
+}

@@ -1,0 +1,182 @@
+//go:build linux
+
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/seqknock/seqknock/totp"
+)
+
+// DefaultSynTimeout is how long one knock waits for a SYN-ACK. A dropped
+// knock is silence, so this is short.
+const DefaultSynTimeout = 3 * time.Second
+
+// ErrNoAnswer is wrapped by Dial's error when no knock got a SYN-ACK.
+var ErrNoAnswer = errors.New("the knock was dropped (wrong key, realm or port, clock skew beyond the server's tolerance, " +
+	"or a middlebox rewrote the ISN) or the host is down")
+
+// Dialer opens TCP connections whose SYN carries a knock.
+type Dialer struct {
+	Key   []byte
+	Realm string
+	// Period and Slots must match the server's; zero means the defaults.
+	Period time.Duration
+	Slots  int
+	// SynTimeout bounds each attempt; Timeout bounds the whole dial
+	// (0: no bound beyond the attempts).
+	SynTimeout time.Duration
+	Timeout    time.Duration
+	// ClockOffset is added to the clock, to correct a known skew.
+	ClockOffset time.Duration
+	// Network is "tcp", "tcp4" or "tcp6".
+	Network string
+
+	// Seams; nil means the real thing.
+	Now       func() time.Time
+	Resolve   func(ctx context.Context, network, host string) ([]netip.Addr, error)
+	Reserve   func(id string, counter uint64, slots int) (int, error) // next free slot
+	OnAttempt func(addr netip.AddrPort, counter uint64, slot int, isn uint32)
+}
+
+func (d *Dialer) period() time.Duration {
+	if d.Period == 0 {
+		return totp.DefaultPeriod
+	}
+	return d.Period
+}
+
+func (d *Dialer) slots() int {
+	if d.Slots == 0 {
+		return totp.DefaultSlots
+	}
+	return d.Slots
+}
+
+func (d *Dialer) now() time.Time {
+	n := time.Now
+	if d.Now != nil {
+		n = d.Now
+	}
+	return n().Add(d.ClockOffset)
+}
+
+func (d *Dialer) resolve(ctx context.Context, host string) ([]netip.Addr, error) {
+	network := d.Network
+	if network == "" {
+		network = "tcp"
+	}
+	ipNet := map[string]string{"tcp": "ip", "tcp4": "ip4", "tcp6": "ip6"}[network]
+	if ipNet == "" {
+		return nil, fmt.Errorf("network %q: want tcp, tcp4 or tcp6", network)
+	}
+	if d.Resolve != nil {
+		return d.Resolve(ctx, ipNet, host)
+	}
+	addrs, err := net.DefaultResolver.LookupNetIP(ctx, ipNet, host)
+	if err != nil {
+		return nil, fmt.Errorf("resolve %s: %w", host, err)
+	}
+	if len(addrs) == 0 {
+		return nil, fmt.Errorf("resolve %s: no address", host)
+	}
+	return addrs, nil
+}
+
+// Dial connects to host:port with a knock. It tries the host's addresses one
+// at a time (never two SYNs with one knock at once) and, where a knock gets
+// no answer within SynTimeout, the next free slot, until the slots of the
+// period are spent.
+func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (*net.TCPConn, error) {
+	if err := totp.ValidatePeriod(d.period()); err != nil {
+		return nil, err
+	}
+	deriver, err := totp.NewDeriver(d.Key, d.Realm)
+	if err != nil {
+		return nil, fmt.Errorf("dial: %w", err)
+	}
+	if d.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d.Timeout)
+		defer cancel()
+	}
+	addrs, err := d.resolve(ctx, host)
+	if err != nil {
+		return nil, err
+	}
+	synTimeout := d.SynTimeout
+	if synTimeout == 0 {
+		synTimeout = DefaultSynTimeout
+	}
+	id := SlotID(d.Key, d.Realm, port)
+	reserve := d.Reserve
+	if reserve == nil {
+		reserve = func(string, uint64, int) (int, error) { return 0, errNoStore }
+	}
+	var local int // slot use when there is no store
+	tried := 0
+	for tried < d.slots() {
+		counter := totp.Counter(d.now(), d.period())
+		slot, err := reserve(id, counter, d.slots())
+		if errors.Is(err, errNoStore) {
+			slot, err = local, nil
+			local++
+		}
+		if err != nil {
+			return nil, err
+		}
+		tried++
+		isn := deriver.ISN(port, counter, uint8(slot))
+		for _, a := range addrs {
+			ap := netip.AddrPortFrom(a, port)
+			if d.OnAttempt != nil {
+				d.OnAttempt(ap, counter, slot, isn)
+			}
+			conn, err := d.attempt(ctx, ap, isn, synTimeout)
+			if err == nil {
+				return conn, nil
+			}
+			if errors.Is(err, ErrNoCapability) {
+				return nil, ErrNoCapability
+			}
+			if errors.Is(err, syscall.ECONNREFUSED) || ctx.Err() != nil {
+				if ctx.Err() != nil && !errors.Is(err, ErrNoCapability) {
+					return nil, fmt.Errorf("no SYN-ACK from %s: %w", net.JoinHostPort(host, strconv.Itoa(int(port))), ctx.Err())
+				}
+				return nil, fmt.Errorf("connect %s: %w", ap, err)
+			}
+			if !isTimeout(err) && !errors.Is(err, syscall.EHOSTUNREACH) && !errors.Is(err, syscall.ENETUNREACH) {
+				return nil, fmt.Errorf("connect %s: %w", ap, err)
+			}
+		}
+		if slot+1 >= d.slots() {
+			break
+		}
+	}
+	return nil, fmt.Errorf("no SYN-ACK from %s: %w", net.JoinHostPort(host, strconv.Itoa(int(port))), ErrNoAnswer)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func (d *Dialer) attempt(ctx context.Context, ap netip.AddrPort, isn uint32, synTimeout time.Duration) (*net.TCPConn, error) {
+	nd := net.Dialer{Timeout: synTimeout, Control: setISN(isn)}
+	network := "tcp4"
+	if ap.Addr().Is6() && !ap.Addr().Is4In6() {
+		network = "tcp6"
+	}
+	c, err := nd.DialContext(ctx, network, ap.String())
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.TCPConn), nil
+}

@@ -1,0 +1,282 @@
+//go:build linux
+
+package client
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/seqknock/seqknock/integration/netns"
+	"github.com/seqknock/seqknock/totp"
+)
+
+var testKey = []byte("client-test-key-0123456789abcdef")
+
+// knockHost is a server namespace with a knock table written by the nft CLI
+// (independent of nftgen), a client namespace, and a TCP listener in the
+// server namespace.
+type knockHost struct {
+	server, client *netns.NS
+	link           *netns.Link
+	ln             net.Listener
+	port           uint16
+	accepted       chan net.Conn
+}
+
+const knockTable = `
+table inet knocktest {
+  set valid { typeof tcp dport . tcp sequence; flags timeout; }
+  set used { typeof tcp dport . tcp sequence; flags dynamic,timeout; timeout 2m; }
+  chain input {
+    type filter hook input priority filter - 10; policy accept;
+    tcp dport %d jump knock
+  }
+  chain knock {
+    ct state established,related accept
+    ct mark & 0x00800000 == 0x00800000 accept
+    tcp flags & (fin|syn|rst|ack) == syn ct state new tcp dport . tcp sequence @valid tcp dport . tcp sequence != @used add @used { tcp dport . tcp sequence } ct mark set ct mark | 0x00800000 counter accept
+    counter drop
+  }
+}
+`
+
+func newKnockHost(t *testing.T, subnet int) *knockHost {
+	t.Helper()
+	netns.RequireRoot(t, "tcpdump")
+	h := &knockHost{server: netns.New(t, "csrv"), client: netns.New(t, "ccli"), port: 2222, accepted: make(chan net.Conn, 16)}
+	h.link = netns.Connect(t, h.server, h.client, subnet)
+	load := h.server.Command("nft", "-f", "-")
+	load.Stdin = strings.NewReader(fmt.Sprintf(knockTable, h.port))
+	if out, err := load.CombinedOutput(); err != nil {
+		t.Fatalf("load knock table: %v: %s", err, out)
+	}
+	err := h.server.Do(func() error {
+		var err error
+		h.ln, err = net.Listen("tcp", fmt.Sprintf(":%d", h.port))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.ln.Close() })
+	go func() {
+		for {
+			c, err := h.ln.Accept()
+			if err != nil {
+				return
+			}
+			h.accepted <- c
+		}
+	}()
+	return h
+}
+
+// allow adds the knocks of key for every slot of the counters around now.
+func (h *knockHost) allow(t *testing.T, key []byte, now time.Time) {
+	t.Helper()
+	d, _ := totp.NewDeriver(key, "")
+	var els []string
+	for _, e := range totp.Window(now, totp.DefaultPeriod, 1, 0) {
+		for s := uint8(0); s < 4; s++ {
+			els = append(els, fmt.Sprintf("%d . %d", h.port, d.ISN(h.port, e.Counter, s)))
+		}
+	}
+	h.server.MustRun("nft", "add", "element", "inet", "knocktest", "valid", "{ "+strings.Join(els, ", ")+" }")
+}
+
+func (h *knockHost) dial(t *testing.T, d *Dialer, addr string) (*net.TCPConn, error) {
+	var conn *net.TCPConn
+	err := h.client.Do(func() error {
+		var err error
+		conn, err = d.Dial(context.Background(), addr, h.port)
+		return err
+	})
+	return conn, err
+}
+
+func resolveLiteral(_ context.Context, _, host string) ([]netip.Addr, error) {
+	a, err := netip.ParseAddr(host)
+	return []netip.Addr{a}, err
+}
+
+var seqRE = regexp.MustCompile(`Flags \[S\], seq (\d+),`)
+
+// TestDialSYNCarriesISN captures the SYN in the server namespace and checks
+// that its sequence number is exactly the derived ISN, over IPv4 and IPv6.
+func TestDialSYNCarriesISN(t *testing.T) {
+	h := newKnockHost(t, 41)
+	now := time.Now()
+	h.allow(t, testKey, now)
+	// One store for both: a knock is spent by its first SYN, whatever the
+	// address family, so the IPv6 dial must take the next slot.
+	store := &SlotStore{Dir: t.TempDir(), UID: -1}
+	for _, addr := range []string{h.link.A4, h.link.A6} {
+		t.Run(addr, func(t *testing.T) {
+			dump := h.server.Command("tcpdump", "-l", "-n", "-S", "-i", h.link.AIf, "-c", "1",
+				fmt.Sprintf("tcp dst port %d and tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn", h.port))
+			if strings.Contains(addr, ":") {
+				dump = h.server.Command("tcpdump", "-l", "-n", "-S", "-i", h.link.AIf, "-c", "1",
+					fmt.Sprintf("ip6 and tcp dst port %d and ip6[13+40] & 0x12 == 0x02", h.port))
+			}
+			out, err := dump.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			stderr := &strings.Builder{}
+			dump.Stderr = stderr
+			if err := dump.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer dump.Process.Kill()
+			waitListening(t, stderr)
+
+			var attempts []uint32
+			d := &Dialer{Key: testKey, SynTimeout: 2 * time.Second, Resolve: resolveLiteral, Reserve: store.Reserve,
+				OnAttempt: func(_ netip.AddrPort, _ uint64, _ int, isn uint32) { attempts = append(attempts, isn) }}
+			conn, err := h.dial(t, d, addr)
+			if err != nil {
+				t.Fatalf("dial: %v", err)
+			}
+			defer conn.Close()
+			srv := <-h.accepted
+			defer srv.Close()
+			line, _ := bufio.NewReader(out).ReadString('\n')
+			m := seqRE.FindStringSubmatch(line)
+			if m == nil {
+				t.Fatalf("no SYN in capture: %q", line)
+			}
+			if len(attempts) != 1 || m[1] != fmt.Sprint(attempts[0]) {
+				t.Fatalf("SYN seq %s, derived ISNs %v", m[1], attempts)
+			}
+			// The connection carries data.
+			conn.Write([]byte("ping"))
+			buf := make([]byte, 4)
+			srv.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := srv.Read(buf); err != nil || string(buf) != "ping" {
+				t.Fatalf("data: %q %v", buf, err)
+			}
+		})
+	}
+}
+
+func waitListening(t *testing.T, stderr *strings.Builder) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(stderr.String(), "listening on") {
+		if time.Now().After(deadline) {
+			t.Fatalf("tcpdump did not start: %s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestDialWrongKeyIsDropped(t *testing.T) {
+	h := newKnockHost(t, 42)
+	h.allow(t, testKey, time.Now())
+	var tries []int
+	d := &Dialer{Key: []byte("another-key-that-the-server-lacks"), SynTimeout: 300 * time.Millisecond, Resolve: resolveLiteral,
+		OnAttempt: func(_ netip.AddrPort, _ uint64, slot int, _ uint32) { tries = append(tries, slot) }}
+	start := time.Now()
+	_, err := h.dial(t, d, h.link.A4)
+	if !errors.Is(err, ErrNoAnswer) {
+		t.Fatalf("wrong key: %v", err)
+	}
+	if !strings.Contains(err.Error(), "no SYN-ACK from "+h.link.A4+":2222: the knock was dropped") {
+		t.Errorf("message: %v", err)
+	}
+	if fmt.Sprint(tries) != "[0 1 2 3]" {
+		t.Errorf("slots tried %v, want every slot once", tries)
+	}
+	if time.Since(start) > 3*time.Second {
+		t.Errorf("gave up after %v", time.Since(start))
+	}
+	select {
+	case c := <-h.accepted:
+		c.Close()
+		t.Fatal("server accepted a wrong knock")
+	default:
+	}
+}
+
+// TestFourConnectionsFourSlots opens four connections in one period through
+// the slot store: each takes its own slot, and all are admitted although
+// every knock can be used once.
+func TestFourConnectionsFourSlots(t *testing.T) {
+	h := newKnockHost(t, 43)
+	now := time.Now()
+	if rest := totp.NextBoundary(now, totp.DefaultPeriod).Sub(now); rest < 5*time.Second {
+		time.Sleep(rest + 100*time.Millisecond) // stay inside one period
+		now = time.Now()
+	}
+	h.allow(t, testKey, now)
+	store := &SlotStore{Dir: t.TempDir(), UID: -1}
+	var mu sync.Mutex
+	slots := map[int]bool{}
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d := &Dialer{Key: testKey, SynTimeout: 2 * time.Second, Resolve: resolveLiteral, Reserve: store.Reserve,
+				OnAttempt: func(_ netip.AddrPort, _ uint64, slot int, _ uint32) { mu.Lock(); slots[slot] = true; mu.Unlock() }}
+			conn, err := h.dial(t, d, h.link.A4)
+			if err != nil {
+				errs <- err
+				return
+			}
+			conn.Close()
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if len(slots) != 4 {
+		t.Errorf("slots used %v, want 4 different", slots)
+	}
+	used := h.server.MustRun("nft", "list", "set", "inet", "knocktest", "used")
+	if n := strings.Count(used, "2222 . "); n != 4 {
+		t.Errorf("used set holds %d knocks, want 4:\n%s", n, used)
+	}
+	// The fifth connection of the period has no slot left.
+	d := &Dialer{Key: testKey, SynTimeout: time.Second, Resolve: resolveLiteral, Reserve: store.Reserve}
+	if _, err := h.dial(t, d, h.link.A4); !errors.Is(err, ErrSlotsSpent) {
+		t.Errorf("fifth connection: %v", err)
+	}
+}
+
+func TestDialNoCapability(t *testing.T) {
+	netns.RequireRoot(t, "setpriv")
+	// Run the seqknock binary as nobody, without any capability.
+	bin := netns.Build(t, "client/cmd/seqknock")
+	home, err := os.MkdirTemp("", "seqknock-nocap-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(home) })
+	os.Chown(home, 65534, 65534)
+	kf := home + "/k"
+	writeKeyFile(t, kf)
+	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", bin, "proxy", "--key-file", kf, "127.0.0.1", "9")
+	cmd.Env = []string{"HOME=" + home, "PATH=/usr/bin:/bin"}
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "needs CAP_NET_ADMIN") || !strings.Contains(string(out), "setcap cap_net_admin+ep") {
+		t.Fatalf("without the capability: %v: %s", err, out)
+	}
+	if strings.Count(strings.TrimSpace(string(out)), "\n") != 0 {
+		t.Errorf("not one line: %q", out)
+	}
+}

@@ -1,0 +1,57 @@
+//go:build linux
+
+package client
+
+import (
+	"errors"
+	"fmt"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// tcpSendQueue is TCP_SEND_QUEUE, the TCP_REPAIR_QUEUE value that selects
+// the send queue; x/sys/unix does not define it.
+const tcpSendQueue = 2
+
+// ErrNoCapability is returned when the process may not set a socket's ISN.
+var ErrNoCapability = errors.New("setting the TCP initial sequence number needs CAP_NET_ADMIN: " +
+	"run seqknock under sudo, or give it the capability: sudo setcap cap_net_admin+ep $(command -v seqknock)")
+
+// setISN returns a net.Dialer Control function that makes the socket's SYN
+// carry isn: TCP_REPAIR on, select the send queue, set its sequence number,
+// TCP_REPAIR off; connect() then sends SYN with that sequence number.
+func setISN(isn uint32) func(network, address string, c syscall.RawConn) error {
+	return func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = setISNFD(int(fd), isn)
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}
+}
+
+func setISNFD(fd int, isn uint32) error {
+	if err := unix.SetsockoptInt(fd, unix.SOL_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_ON); err != nil {
+		if errors.Is(err, unix.EPERM) {
+			return ErrNoCapability
+		}
+		return fmt.Errorf("set TCP_REPAIR: %w", err)
+	}
+	err := unix.SetsockoptInt(fd, unix.SOL_TCP, unix.TCP_REPAIR_QUEUE, tcpSendQueue)
+	if err == nil {
+		// The kernel reads a u32; values of 2^31 and above pass through the
+		// int conversion with the same bits.
+		err = unix.SetsockoptInt(fd, unix.SOL_TCP, unix.TCP_QUEUE_SEQ, int(int32(isn)))
+	}
+	if off := unix.SetsockoptInt(fd, unix.SOL_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_OFF); off != nil && err == nil {
+		err = off
+	}
+	if err != nil {
+		return fmt.Errorf("set ISN: %w", err)
+	}
+	return nil
+}

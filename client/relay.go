@@ -1,0 +1,44 @@
+package client
+
+import (
+	"errors"
+	"io"
+	"net"
+)
+
+// halfCloser is a connection whose write side closes alone.
+type halfCloser interface {
+	io.ReadWriter
+	CloseWrite() error
+	CloseRead() error
+}
+
+// Relay copies in to conn and conn to out until both directions end. When in
+// reaches EOF the connection's write side is shut (the peer sees EOF, and
+// can still answer); when the peer closes, out is closed. It returns the
+// first error other than the normal end of a direction.
+func Relay(conn halfCloser, in io.Reader, out io.WriteCloser) error {
+	errc := make(chan error, 2)
+	go func() {
+		_, err := io.Copy(conn, in)
+		if cerr := conn.CloseWrite(); err == nil {
+			err = cerr
+		}
+		errc <- err
+	}()
+	go func() {
+		_, err := io.Copy(out, conn)
+		if cerr := out.Close(); err == nil {
+			err = cerr
+		}
+		conn.CloseRead()
+		errc <- err
+	}()
+	var first error
+	for i := 0; i < 2; i++ {
+		if err := <-errc; err != nil && first == nil && !errors.Is(err, net.ErrClosed) {
+			first = err
+		}
+	}
+	return first
+}

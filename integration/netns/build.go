@@ -1,0 +1,59 @@
+package netns
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+var (
+	buildMu  sync.Mutex
+	buildDir string
+	built    = map[string]string{}
+)
+
+// Build compiles the module's package pkg (like "client/cmd/seqknock") with
+// CGO_ENABLED=0, as the release build is, and returns the binary's path. A
+// binary is built once per test process.
+func Build(t testing.TB, pkg string) string {
+	t.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if p, ok := built[pkg]; ok {
+		return p
+	}
+	root, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
+	if err != nil {
+		t.Fatalf("go list -m: %v", err)
+	}
+	if buildDir == "" {
+		// Shared by the tests of this process; removed by the OS's tmp
+		// cleaning, or by RemoveBuilds from TestMain.
+		buildDir, err = os.MkdirTemp("", "seqknock-bin-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(buildDir, 0o755)
+	}
+	out := filepath.Join(buildDir, filepath.Base(pkg))
+	cmd := exec.Command("go", "build", "-o", out, "./"+pkg)
+	cmd.Dir = strings.TrimSpace(string(root))
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v: %s", pkg, err, b)
+	}
+	built[pkg] = out
+	return out
+}
+
+// RemoveBuilds removes the binaries Build made; call it from TestMain.
+func RemoveBuilds() {
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+}
