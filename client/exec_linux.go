@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"syscall"
 
@@ -46,17 +47,27 @@ func Exec(conn *net.TCPConn, inv *Invoker, program string, args []string) error 
 	}
 	fd := int(f.Fd())
 	for _, target := range []int{ExecReadFD, ExecWriteFD} {
-		// dup3 without O_CLOEXEC: the copies survive exec.
+		if fd == target {
+			// Already there: only let it survive exec.
+			if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
+				return fmt.Errorf("exec: socket on fd %d: %w", target, err)
+			}
+			continue
+		}
+		// dup3 without O_CLOEXEC: the copy survives exec.
 		if err := unix.Dup3(fd, target, 0); err != nil {
 			return fmt.Errorf("exec: dup socket to fd %d: %w", target, err)
 		}
 	}
 	env := ExecEnv(os.Environ(), conn)
 	conn.Close()
-	f.Close()
+	if fd != ExecReadFD && fd != ExecWriteFD {
+		f.Close()
+	}
 	if err := DropPrivileges(inv); err != nil {
 		return err
 	}
 	err = syscall.Exec(path, append([]string{program}, args...), env)
+	runtime.KeepAlive(f) // its finalizer must not close fd 6 or 7 first
 	return fmt.Errorf("exec %s: %w", path, err)
 }

@@ -1,0 +1,147 @@
+//go:build linux
+
+package client
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/seqknock/seqknock/integration/netns"
+)
+
+// binEnv returns a key file and an environment with a private state dir.
+func binEnv(t *testing.T) (keyFile string, env []string) {
+	t.Helper()
+	dir := t.TempDir()
+	keyFile = filepath.Join(dir, "key")
+	if err := os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(testKey)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env = []string{"HOME=" + dir, "XDG_STATE_HOME=" + filepath.Join(dir, "state"), "PATH=" + os.Getenv("PATH")}
+	return keyFile, env
+}
+
+// TestProxyRelays16MiB runs `seqknock proxy` in the client namespace with
+// 16 MiB on stdin; the server reads to EOF (the relay's half-close), checks
+// what it got, then sends 16 MiB back and closes, which must end the proxy.
+func TestProxyRelays16MiB(t *testing.T) {
+	h := newKnockHost(t, 44)
+	h.allow(t, testKey, time.Now())
+	bin := netns.Build(t, "client/cmd/seqknock")
+	kf, env := binEnv(t)
+
+	const size = 16 << 20
+	up := make([]byte, size)
+	down := make([]byte, size)
+	rand.Read(up)
+	rand.Read(down)
+
+	serverGot := make(chan [32]byte, 1)
+	go func() {
+		c := <-h.accepted
+		defer c.Close()
+		hsh := sha256.New()
+		n, _ := io.Copy(hsh, c) // until the client's half-close
+		var sum [32]byte
+		copy(sum[:], hsh.Sum(nil))
+		if n != size {
+			sum = [32]byte{}
+		}
+		serverGot <- sum
+		c.Write(down)
+	}()
+
+	cmd := h.client.Command(bin, "proxy", "--key-file", kf, "--syn-timeout", "2s", h.link.A4, "2222")
+	cmd.Env = env
+	cmd.Stdin = bytes.NewReader(up)
+	var stdout bytes.Buffer
+	var stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	done := make(chan error, 1)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("proxy: %v: %s", err, stderr.String())
+		}
+	case <-time.After(60 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("proxy did not exit after both directions ended")
+	}
+	if got := <-serverGot; got != sha256.Sum256(up) {
+		t.Error("server received other bytes than the proxy's stdin")
+	}
+	if sha256.Sum256(stdout.Bytes()) != sha256.Sum256(down) {
+		t.Errorf("proxy's stdout differs from what the server sent (%d of %d bytes)", stdout.Len(), size)
+	}
+}
+
+// TestExecDropsPrivileges runs `seqknock exec --user nobody` as root: the
+// program runs as uid 65534, talks over fds 6 and 7, and sees TCPREMOTEIP.
+func TestExecDropsPrivileges(t *testing.T) {
+	h := newKnockHost(t, 45)
+	h.allow(t, testKey, time.Now())
+	bin := netns.Build(t, "client/cmd/seqknock")
+	kf, env := binEnv(t)
+	got := make(chan string, 1)
+	go func() {
+		c := <-h.accepted
+		defer c.Close()
+		c.Write([]byte("greeting\n"))
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		b, _ := io.ReadAll(io.LimitReader(c, 100))
+		got <- string(b)
+	}()
+	script := `id -u; id -G; echo "$TCPREMOTEIP:$TCPREMOTEPORT"; read line <&6; echo "got $line"; echo "hello from $(id -u)" >&7`
+	cmd := h.client.Command(bin, "exec", "--user", "nobody", "--key-file", kf, "--syn-timeout", "2s", h.link.A4, "2222", "--", "sh", "-c", script)
+	cmd.Env = env
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("exec: %v: %s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 4 || lines[0] != "65534" || lines[2] != h.link.A4+":2222" || lines[3] != "got greeting" {
+		t.Errorf("program output:\n%s", out)
+	}
+	if strings.Contains(" "+lines[1]+" ", " 0 ") {
+		t.Errorf("program kept root's group: %q", lines[1])
+	}
+	select {
+	case s := <-got:
+		if s != "hello from 65534\n" {
+			t.Errorf("server got %q", s)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("server got nothing")
+	}
+}
+
+// TestExecUnderSudoEnv checks that SUDO_UID/SUDO_GID pick the user to
+// become when no --user is given.
+func TestExecUnderSudoEnv(t *testing.T) {
+	h := newKnockHost(t, 46)
+	h.allow(t, testKey, time.Now())
+	bin := netns.Build(t, "client/cmd/seqknock")
+	kf, env := binEnv(t)
+	go func() {
+		c := <-h.accepted
+		c.Close()
+	}()
+	cmd := h.client.Command(bin, "exec", "--key-file", kf, "--syn-timeout", "2s", h.link.A4, "2222", "--", "id", "-u")
+	cmd.Env = append(env, "SUDO_UID=65534", "SUDO_GID=65534")
+	out, err := cmd.CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "65534" {
+		t.Fatalf("exec under sudo env: %v: %s", err, out)
+	}
+}
