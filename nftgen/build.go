@@ -154,7 +154,17 @@ func InputRules() [][]expr.Any {
 //	tcp flags & (fin|syn|rst|ack) == syn ct state new
 //	  tcp dport . tcp sequence @valid tcp dport . tcp sequence != @used
 //	  add @used { tcp dport . tcp sequence } ct mark set ct mark | BIT counter accept
+//	tcp flags ! syn ct state new accept
 //	counter drop
+//
+// The fourth rule is not in DESIGN.md's shape. In a namespace where nothing
+// used conntrack before the table was installed, connections that were
+// already open are untracked; their next packet is picked up mid-stream as
+// "ct state new" without SYN, and the drop rule would kill them. Accepting
+// such packets lets them become established. It opens nothing: a packet
+// without SYN cannot start a connection (a SYN cookie ACK would need a
+// SYN-ACK, which an unknocked SYN never gets), and the kernel answers a
+// stray one with a reset whether the port listens or not.
 func KnockRules(markBit uint32) [][]expr.Any {
 	accept := &expr.Verdict{Kind: expr.VerdictAccept}
 	return [][]expr.Any{
@@ -181,6 +191,16 @@ func KnockRules(markBit uint32) [][]expr.Any {
 				&expr.Counter{},
 				accept,
 			},
+		),
+		join(
+			isTCP(),
+			[]expr.Any{
+				&expr.Payload{DestRegister: regKey, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+				&expr.Bitwise{SourceRegister: regKey, DestRegister: regKey, Len: 1, Mask: []byte{tcpSYN}, Xor: []byte{0}},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: regKey, Data: []byte{0}},
+			},
+			ctBits(expr.CtKeySTATE, ctStateNew, expr.CmpOpNeq, 0),
+			[]expr.Any{accept},
 		),
 		{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}},
 	}

@@ -45,6 +45,7 @@ func Render(s State, now time.Time) string {
 	fmt.Fprintf(&b, "\t\ttcp flags syn / fin,syn,rst,ack ct state new tcp dport . tcp sequence @valid "+
 		"tcp dport . tcp sequence != @used add @used { tcp dport . tcp sequence } "+
 		"ct mark set ct mark | %s counter packets 0 bytes 0 accept\n", mark)
+	b.WriteString("\t\ttcp flags ! syn ct state new accept\n")
 	b.WriteString("\t\tcounter packets 0 bytes 0 drop\n\t}\n}\n")
 	return b.String()
 }

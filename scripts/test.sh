@@ -10,6 +10,7 @@ if [ -n "$unformatted" ]; then
 	echo "gofmt needed on:" $unformatted >&2
 	exit 1
 fi
+export CGO_ENABLED=0
 go vet ./...
 # -p 2: two packages at a time on this 2-core machine; each kernel test
 # builds its own namespaces with its own names and subnet.
