@@ -1,0 +1,296 @@
+//go:build linux
+
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/seqknock/seqknock/integration/netns"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	netns.RemoveBuilds()
+	os.Exit(code)
+}
+
+var (
+	aliceKey = []byte("e2e-alice-key-0123456789abcdefgh")
+	otherKey = []byte("e2e-other-key-0123456789abcdefgh")
+)
+
+// world is a server namespace with sshd protected by `seqknockd run`, a
+// client namespace and an attacker namespace, each joined to the server.
+type world struct {
+	t              *testing.T
+	srv, cli, atk  *netns.NS
+	cl, al         *netns.Link
+	dir            string
+	seqknock       string
+	seqknockd      string
+	sshd           *exec.Cmd
+	daemon         *exec.Cmd
+	daemonLog      *syncBuffer
+	period         time.Duration
+	configTemplate string
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+const serverConfig = `period = "%s"
+tolerance = 1
+realm = "%s"
+[[service]]
+port = 22
+[[user]]
+name = "alice"
+key_file = "alice.key"
+`
+
+func newWorld(t *testing.T, subnet int, period time.Duration) *world {
+	t.Helper()
+	netns.RequireRoot(t, "sshd", "ssh", "ssh-keygen", "tcpdump")
+	w := &world{t: t, period: period, daemonLog: &syncBuffer{}}
+	w.seqknock = netns.Build(t, "client/cmd/seqknock")
+	w.seqknockd = netns.Build(t, "server/cmd/seqknockd")
+	dir, err := os.MkdirTemp("", "seqknock-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	w.dir = dir
+	w.srv, w.cli, w.atk = netns.New(t, "esrv"), netns.New(t, "ecli"), netns.New(t, "eatk")
+	w.cl = netns.Connect(t, w.srv, w.cli, subnet)
+	w.al = netns.Connect(t, w.srv, w.atk, subnet+1)
+	// Let spoofed packets reach the firewall instead of the reverse path
+	// filter, so a replay test proves what the knock rules do.
+	for _, k := range []string{"all", "default", w.al.AIf} {
+		w.srv.Run("sysctl", "-qw", "net.ipv4.conf."+k+".rp_filter=0")
+	}
+	w.writeKey("alice.key", aliceKey)
+	w.writeKey("other.key", otherKey)
+	w.writeConfig("lab")
+	w.startSSHD()
+	return w
+}
+
+func (w *world) path(name string) string { return filepath.Join(w.dir, name) }
+
+func (w *world) writeKey(name string, key []byte) {
+	w.t.Helper()
+	if err := os.WriteFile(w.path(name), []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+func (w *world) writeConfig(realm string) {
+	w.t.Helper()
+	cfg := fmt.Sprintf(serverConfig, w.period, realm)
+	if err := os.WriteFile(w.path("seqknockd.toml"), []byte(cfg), 0o600); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+func (w *world) startSSHD() {
+	t := w.t
+	t.Helper()
+	os.MkdirAll("/run/sshd", 0o755) // sshd's privilege separation directory
+	for _, k := range []string{"hostkey", "id"} {
+		if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", w.path(k)).CombinedOutput(); err != nil {
+			t.Fatalf("ssh-keygen: %v: %s", err, out)
+		}
+	}
+	pub, _ := os.ReadFile(w.path("id.pub"))
+	os.WriteFile(w.path("authorized_keys"), pub, 0o600)
+	conf := fmt.Sprintf(`Port 22
+ListenAddress 0.0.0.0
+ListenAddress ::
+HostKey %[1]s/hostkey
+PidFile %[1]s/sshd.pid
+AuthorizedKeysFile %[1]s/authorized_keys
+StrictModes no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+PermitRootLogin prohibit-password
+LogLevel ERROR
+`, w.dir)
+	os.WriteFile(w.path("sshd_config"), []byte(conf), 0o600)
+	sshd, err := exec.LookPath("sshd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.sshd = w.srv.Command(sshd, "-D", "-e", "-f", w.path("sshd_config"))
+	w.sshd.Stderr = &syncBuffer{}
+	if err := w.sshd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.sshd.Process.Kill(); w.sshd.Wait() })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, _ := w.srv.Run("ss", "-Hltn", "sport = :22")
+		if strings.Count(out, "LISTEN") >= 2 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sshd did not listen: %s", w.sshd.Stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// startDaemon runs `seqknockd run` and waits for its first sync.
+func (w *world) startDaemon(extra ...string) {
+	t := w.t
+	t.Helper()
+	before := strings.Count(w.daemonLog.String(), "msg=sync")
+	args := append([]string{"--config", w.path("seqknockd.toml"), "run"}, extra...)
+	w.daemon = w.srv.Command(w.seqknockd, args...)
+	w.daemon.Stderr = w.daemonLog
+	if err := w.daemon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d := w.daemon
+	t.Cleanup(func() {
+		if d.ProcessState == nil {
+			d.Process.Kill()
+			d.Wait()
+		}
+	})
+	w.waitLog("msg=sync", before+1)
+}
+
+func (w *world) stopDaemon() {
+	w.t.Helper()
+	w.daemon.Process.Signal(syscall.SIGTERM)
+	if err := w.daemon.Wait(); err != nil {
+		w.t.Fatalf("seqknockd run exit: %v\n%s", err, w.daemonLog)
+	}
+}
+
+// waitLog waits until the daemon log has n lines containing s.
+func (w *world) waitLog(s string, n int) {
+	w.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for strings.Count(w.daemonLog.String(), s) < n {
+		if time.Now().After(deadline) {
+			w.t.Fatalf("daemon log never had %d× %q:\n%s", n, s, w.daemonLog)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// sshArgs are the OpenSSH client options for a test: no user config, the
+// test's key and known hosts, no prompts, one connection attempt.
+func (w *world) sshArgs(proxy string) []string {
+	return []string{
+		"-F", "/dev/null", "-i", w.path("id"), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=" + w.path("known_hosts"),
+		"-o", "ConnectionAttempts=1", "-o", "ConnectTimeout=8", "-o", "LogLevel=ERROR",
+		"-o", "ProxyCommand=" + proxy,
+	}
+}
+
+// proxyCmd is the ProxyCommand for `seqknock VERB` with extra flags.
+func (w *world) proxyCmd(verb string, flags ...string) string {
+	base := []string{w.seqknock, verb, "--key-file", w.path("alice.key"), "--realm", "lab",
+		"--period", w.period.String(), "--syn-timeout", "1s"}
+	return strings.Join(append(append(base, flags...), "%h", "%p"), " ")
+}
+
+// ssh runs the OpenSSH client in the client namespace.
+func (w *world) ssh(ctx context.Context, proxy string, fdpass bool, host string, command ...string) *exec.Cmd {
+	args := w.sshArgs(proxy)
+	if fdpass {
+		args = append(args, "-o", "ProxyUseFdpass=yes")
+	}
+	args = append(args, "root@"+host)
+	args = append(args, command...)
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", w.cli.Name, "ssh"}, args...)...)
+	cmd.Env = append(os.Environ(), "XDG_STATE_HOME="+w.path("state"))
+	return cmd
+}
+
+func (w *world) sshRun(proxy string, fdpass bool, host string, command ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	out, err := w.ssh(ctx, proxy, fdpass, host, command...).CombinedOutput()
+	return string(out), err
+}
+
+// session is a long-running ssh session that echoes lines back.
+type session struct {
+	cmd *exec.Cmd
+	in  *os.File
+	out *bufioReader
+}
+
+func (w *world) openSession() *session {
+	w.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	w.t.Cleanup(cancel)
+	cmd := w.ssh(ctx, w.proxyCmd("proxy"), false, w.cl.A4, "while read l; do echo \"echo:$l\"; done")
+	inR, inW, _ := os.Pipe()
+	cmd.Stdin = inR
+	outR, err := cmd.StdoutPipe()
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	cmd.Stderr = &syncBuffer{}
+	if err := cmd.Start(); err != nil {
+		w.t.Fatal(err)
+	}
+	inR.Close()
+	s := &session{cmd: cmd, in: inW, out: newBufioReader(outR)}
+	w.t.Cleanup(func() { inW.Close(); cmd.Process.Kill(); cmd.Wait() })
+	s.check(w.t, "hello")
+	return s
+}
+
+// check sends a line and expects it echoed within a few seconds.
+func (s *session) check(t *testing.T, line string) {
+	t.Helper()
+	fmt.Fprintln(s.in, line)
+	got, err := s.out.readLine(10 * time.Second)
+	if err != nil || got != "echo:"+line {
+		t.Fatalf("session: sent %q, got %q (%v); ssh stderr: %s", line, got, err, s.cmd.Stderr)
+	}
+}
+
+// plainConnect tries a TCP connection without a knock from ns.
+func plainConnect(ns *netns.NS, addr string, timeout time.Duration) error {
+	return ns.Do(func() error {
+		c, err := net.DialTimeout("tcp", net.JoinHostPort(addr, "22"), timeout)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+}
