@@ -45,6 +45,8 @@ type world struct {
 	daemonLog      *syncBuffer
 	period         time.Duration
 	configTemplate string
+	// sshFrom is the namespace ssh runs in; the client's when nil.
+	sshFrom *netns.NS
 }
 
 type syncBuffer struct {
@@ -233,7 +235,11 @@ func (w *world) ssh(ctx context.Context, proxy string, fdpass bool, host string,
 	}
 	args = append(args, "root@"+host)
 	args = append(args, command...)
-	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", w.cli.Name, "ssh"}, args...)...)
+	from := w.cli
+	if w.sshFrom != nil {
+		from = w.sshFrom
+	}
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", from.Name, "ssh"}, args...)...)
 	cmd.Env = append(os.Environ(), "XDG_STATE_HOME="+w.path("state"))
 	return cmd
 }
