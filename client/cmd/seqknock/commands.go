@@ -10,5 +10,24 @@ func commands() []*cli.Command {
 		fdpassCommand(),
 		execCommand(),
 		sshConfigCommand(),
+		manCommand(),
+	}
+}
+
+// manCommand prints the man page generated from these definitions; the
+// install script writes it to man1/seqknock.1.
+func manCommand() *cli.Command {
+	return &cli.Command{
+		Name:   "man",
+		Usage:  "print the man page (roff)",
+		Hidden: true,
+		Action: func(c *cli.Context) error {
+			page, err := c.App.ToManWithSection(1)
+			if err != nil {
+				return err
+			}
+			_, err = c.App.Writer.Write([]byte(page))
+			return err
+		},
 	}
 }

@@ -1,0 +1,142 @@
+//go:build linux
+
+package integration
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/seqknock/seqknock/integration/netns"
+)
+
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// TestDemo runs the README's first command and checks its three outcomes
+// and that it leaves no namespace behind.
+func TestDemo(t *testing.T) {
+	netns.RequireRoot(t)
+	cmd := exec.Command("bash", filepath.Join(repoRoot(t), "scripts", "demo.sh"))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("demo.sh: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"no answer in 3 s: the port looks filtered",
+		"hello from the protected service",
+		"dropped: a knock admits one connection only",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+	if list, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(list), fmt.Sprintf("skdemo-srv-%d", cmd.Process.Pid)) {
+		t.Errorf("demo left its namespaces:\n%s", list)
+	}
+}
+
+// tree lists every path under root with its mode and content hash.
+func tree(t *testing.T, root string) map[string]string {
+	t.Helper()
+	m := map[string]string{}
+	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == root {
+			return err
+		}
+		fi, _ := d.Info()
+		v := fi.Mode().String()
+		if d.Type().IsRegular() {
+			b, _ := os.ReadFile(p)
+			v += fmt.Sprintf(" %x", sha256.Sum256(b))
+		}
+		m[strings.TrimPrefix(p, root)] = v
+		return nil
+	})
+	return m
+}
+
+// TestInstallUninstall installs into a staging root twice (the second run
+// changes nothing), verifies the units with systemd-analyze, and checks
+// that --uninstall leaves the root empty.
+func TestInstallUninstall(t *testing.T) {
+	if _, err := exec.LookPath("systemd-analyze"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("systemd-analyze is required under CI=true")
+		}
+		t.Skip("systemd-analyze not installed")
+	}
+	root := repoRoot(t)
+	dest := t.TempDir()
+	run := func(args ...string) {
+		t.Helper()
+		cmd := exec.Command("sh", append([]string{filepath.Join(root, "scripts", "install.sh")}, args...)...)
+		cmd.Env = append(os.Environ(), "DESTDIR="+dest)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("install.sh %v: %v\n%s", args, err, out)
+		}
+	}
+	run()
+	first := tree(t, dest)
+	for path, want := range map[string]string{
+		"/usr/local/sbin/seqknockd":                     "-rwxr-xr-x",
+		"/usr/local/bin/seqknock":                       "-rwxr-xr-x",
+		"/etc/seqknock":                                 "drwx------",
+		"/etc/seqknock/seqknockd.toml.example":          "-rw-------",
+		"/etc/systemd/system/seqknockd.service":         "-rw-r--r--",
+		"/usr/local/share/man/man8/seqknockd.8":         "-rw-r--r--",
+		"/usr/local/share/man/man1/seqknock.1":          "-rw-r--r--",
+		"/usr/local/share/zsh/site-functions/_seqknock": "-rw-r--r--",
+	} {
+		if got := first[path]; !strings.HasPrefix(got, want) {
+			t.Errorf("%s: %q, want mode %s", path, got, want)
+		}
+	}
+	run()
+	second := tree(t, dest)
+	for p, v := range first {
+		if p != "/usr/local/sbin/seqknockd" && p != "/usr/local/bin/seqknock" && second[p] != v {
+			t.Errorf("second install changed %s", p)
+		}
+	}
+	if len(first) != len(second) {
+		t.Errorf("second install: %d paths, first %d", len(second), len(first))
+	}
+
+	// systemd-analyze verify, with the binaries where the staging root has
+	// them and the man pages it installed: no warning at all.
+	vdir := t.TempDir()
+	var units []string
+	for _, u := range []string{"seqknockd.service", "seqknockd-sync.service", "seqknockd-sync.timer"} {
+		b, err := os.ReadFile(filepath.Join(dest, "etc/systemd/system", u))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b = []byte(strings.ReplaceAll(string(b), "/usr/local/sbin/", dest+"/usr/local/sbin/"))
+		os.WriteFile(filepath.Join(vdir, u), b, 0o644)
+		units = append(units, u)
+	}
+	verify := exec.Command("systemd-analyze", append([]string{"verify"}, units...)...)
+	verify.Dir = vdir
+	verify.Env = append(os.Environ(), "MANPATH="+filepath.Join(dest, "usr/local/share/man"))
+	out, err := verify.CombinedOutput()
+	if err != nil || len(strings.TrimSpace(string(out))) != 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+
+	run("--uninstall")
+	if left := tree(t, dest); len(left) != 0 {
+		t.Errorf("uninstall left %v", left)
+	}
+}
