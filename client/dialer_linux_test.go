@@ -51,7 +51,9 @@ table inet knocktest {
 }
 `
 
-func newKnockHost(t *testing.T, subnet int) *knockHost {
+func newKnockHost(t *testing.T, subnet int) *knockHost { return newKnockHostTB(t, subnet) }
+
+func newKnockHostTB(t testing.TB, subnet int) *knockHost {
 	t.Helper()
 	netns.RequireRoot(t, "tcpdump")
 	h := &knockHost{server: netns.New(t, "csrv"), client: netns.New(t, "ccli"), port: 2222, accepted: make(chan net.Conn, 16)}

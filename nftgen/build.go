@@ -228,15 +228,6 @@ func parseFingerprint(b []byte) (uint32, bool) {
 	return bit, true
 }
 
-// dportSeqKey is the set key for port and isn: the port in network order
-// padded to 4 bytes, then the sequence number in network order.
-func dportSeqKey(port uint16, isn uint32) []byte {
-	k := make([]byte, 8)
-	binary.BigEndian.PutUint16(k[0:2], port)
-	binary.BigEndian.PutUint32(k[4:8], isn)
-	return k
-}
-
 // PortKey is the ports set key for port.
 func portKey(port uint16) []byte { return binary.BigEndian.AppendUint16(nil, port) }
 
@@ -245,28 +236,53 @@ func portKey(port uint16) []byte { return binary.BigEndian.AppendUint16(nil, por
 // when its knock leaves the window (rounded down to the millisecond the
 // kernel counts in). Elements already expired at now are left out.
 func Elements(valid []Element, now time.Time) []nftables.SetElement {
-	type pk struct {
-		port uint16
-		isn  uint32
+	var out []nftables.SetElement
+	eachElementChunk(valid, now, len(valid)+1, func(chunk []nftables.SetElement) error {
+		out = append(out, chunk...)
+		return nil
+	})
+	return out
+}
+
+// eachElementChunk calls fn with the valid set's elements (as Elements
+// describes them) in chunks of at most size, in order. A chunk and its keys
+// are reused after fn returns, so a cold sync of a large config never holds
+// all its SetElements at once.
+func eachElementChunk(valid []Element, now time.Time, size int, fn func([]nftables.SetElement) error) error {
+	// The latest expiry of each (port, isn); duplicates are rare (two users
+	// whose knocks collide), so this is the only full-size structure.
+	best := make(map[uint64]int32, len(valid))
+	for i, e := range valid {
+		k := uint64(e.Port)<<32 | uint64(e.ISN)
+		if j, ok := best[k]; !ok || e.Expires.After(valid[j].Expires) {
+			best[k] = int32(i)
+		}
 	}
-	idx := make(map[pk]int, len(valid))
-	out := make([]nftables.SetElement, 0, len(valid))
-	for _, e := range valid {
+	chunk := make([]nftables.SetElement, 0, min(size, len(valid)))
+	keys := make([]byte, 0, 8*cap(chunk))
+	for i, e := range valid {
+		if best[uint64(e.Port)<<32|uint64(e.ISN)] != int32(i) {
+			continue
+		}
 		ttl := e.Expires.Sub(now).Truncate(time.Millisecond)
 		if ttl <= 0 {
 			continue
 		}
-		k := pk{e.Port, e.ISN}
-		if i, ok := idx[k]; ok {
-			if ttl > out[i].Timeout {
-				out[i].Timeout = ttl
+		keys = binary.BigEndian.AppendUint16(keys, e.Port)
+		keys = append(keys, 0, 0)
+		keys = binary.BigEndian.AppendUint32(keys, e.ISN)
+		chunk = append(chunk, nftables.SetElement{Key: keys[len(keys)-8 : len(keys) : len(keys)], Timeout: ttl})
+		if len(chunk) == size {
+			if err := fn(chunk); err != nil {
+				return err
 			}
-			continue
+			chunk, keys = chunk[:0], keys[:0]
 		}
-		idx[k] = len(out)
-		out = append(out, nftables.SetElement{Key: dportSeqKey(e.Port, e.ISN), Timeout: ttl})
 	}
-	return out
+	if len(chunk) > 0 {
+		return fn(chunk)
+	}
+	return nil
 }
 
 // PortElements returns the ports set's elements.

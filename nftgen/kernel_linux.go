@@ -258,9 +258,11 @@ func (c *Conn) Apply(s State, now time.Time) (Result, error) {
 		return res, fmt.Errorf("apply: set %s: %w", SetValid, err)
 	}
 	nc.FlushSet(valid)
-	els := Elements(s.Valid, now)
-	res.Elements = len(els)
-	if err := addElements(nc, valid, els); err != nil {
+	err = eachElementChunk(s.Valid, now, elementsPerMessage, func(chunk []nftables.SetElement) error {
+		res.Elements += len(chunk)
+		return addElements(nc, valid, chunk)
+	})
+	if err != nil {
 		return res, err
 	}
 	if err := nc.AddSet(used, nil); err != nil {

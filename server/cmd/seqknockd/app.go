@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -16,6 +17,9 @@ import (
 	"github.com/seqknock/seqknock/server"
 	"github.com/urfave/cli/v2"
 )
+
+// daemonMemoryLimit is the Go runtime's soft memory limit for `run`.
+const daemonMemoryLimit = 64 << 20
 
 type usageError struct{ err error }
 
@@ -85,6 +89,12 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Action: func(c *cli.Context) error {
 					if err := noArgs(c); err != nil {
 						return err
+					}
+					// A soft limit makes the collector reclaim a sync's
+					// marshalling garbage before the heap doubles; GOMEMLIMIT
+					// in the environment overrides it.
+					if os.Getenv("GOMEMLIMIT") == "" {
+						debug.SetMemoryLimit(daemonMemoryLimit)
 					}
 					ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 					defer stop()

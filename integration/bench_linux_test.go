@@ -1,0 +1,224 @@
+//go:build linux
+
+package integration
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/seqknock/seqknock/integration/netns"
+	"github.com/seqknock/seqknock/nftgen"
+	"github.com/seqknock/seqknock/server"
+	"github.com/seqknock/seqknock/totp"
+)
+
+// benchConfig is a config of n users with random keys on ports 22 and 2222,
+// with the defaults otherwise (30 s, tolerance 1, 4 slots): 24 elements a
+// user.
+func benchConfig(n int) *server.Config {
+	c := &server.Config{Period: totp.DefaultPeriod, Tolerance: 1, Slots: totp.DefaultSlots, Table: "seqknock", CtMarkBit: 23,
+		Services: []server.Service{{Port: 22}, {Port: 2222}}}
+	for i := 0; i < n; i++ {
+		k := make([]byte, 32)
+		rand.Read(k)
+		c.Users = append(c.Users, server.User{Name: fmt.Sprintf("u%d", i), Key: k})
+	}
+	return c
+}
+
+// nftScript is the same table and elements as nft input: what an
+// administrator would load with `nft -f` to get the state Apply writes.
+func nftScript(s nftgen.State, now time.Time) string {
+	var b strings.Builder
+	for _, l := range strings.SplitAfter(nftgen.Render(s, now), "\n") {
+		if !strings.HasPrefix(l, "#") {
+			b.WriteString(strings.ReplaceAll(l, "counter packets 0 bytes 0", "counter"))
+		}
+	}
+	els := nftgen.Elements(s.Valid, now)
+	for i := 0; i < len(els); i += 4096 {
+		var parts []string
+		for _, e := range els[i:min(i+4096, len(els))] {
+			port := int(e.Key[0])<<8 | int(e.Key[1])
+			isn := uint32(e.Key[4])<<24 | uint32(e.Key[5])<<16 | uint32(e.Key[6])<<8 | uint32(e.Key[7])
+			parts = append(parts, fmt.Sprintf("%d . %d timeout %dms", port, isn, e.Timeout.Milliseconds()))
+		}
+		fmt.Fprintf(&b, "add element inet %s valid { %s }\n", s.Table, strings.Join(parts, ", "))
+	}
+	return b.String()
+}
+
+// BenchmarkColdSync10kUsers: a cold sync of 10,000 users x 2 ports with the
+// defaults (240,000 elements) into a fresh namespace, against `nft -f`
+// loading the same table and elements in the same run. Target: under 2 s,
+// and no slower than nft (ratio at most 1).
+func BenchmarkColdSync10kUsers(b *testing.B) {
+	netns.RequireRoot(b)
+	cfg := benchConfig(10000)
+	now := time.Now()
+	var ours, nft time.Duration
+	b.Run("seqknockd", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			b.StopTimer()
+			ns := netns.New(b, "bcold")
+			k := server.NewKernel(ns.FD())
+			b.StartTimer()
+			start := time.Now()
+			res, err := server.Sync(k, cfg, now)
+			ours = time.Since(start)
+			if err != nil {
+				b.Fatal(err)
+			}
+			// 240,000 knocks; random 32-bit ISNs of 120,000 per port
+			// collide about twice a port (birthday), and a collision is one
+			// element.
+			if res.Elements < 239900 || res.Elements > 240000 {
+				b.Fatalf("%d elements", res.Elements)
+			}
+		}
+		b.ReportMetric(ours.Seconds(), "s/sync")
+	})
+	script := filepath.Join(b.TempDir(), "cold.nft")
+	os.WriteFile(script, []byte(nftScript(server.Desired(cfg, now), now)), 0o600)
+	b.Run("nft-f-baseline", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			b.StopTimer()
+			ns := netns.New(b, "bnft")
+			b.StartTimer()
+			start := time.Now()
+			if out, err := ns.Run("nft", "-f", script); err != nil {
+				b.Fatalf("nft -f: %v: %s", err, out)
+			}
+			nft = time.Since(start)
+		}
+		b.ReportMetric(nft.Seconds(), "s/load")
+	})
+	if nft > 0 {
+		b.Logf("cold sync of 240,000 elements: seqknockd %v, nft -f %v, ratio %.2f (target: under 2s and ratio at most 1)",
+			ours.Round(time.Millisecond), nft.Round(time.Millisecond), ours.Seconds()/nft.Seconds())
+	}
+}
+
+// BenchmarkPeriodicSyncOneUser: the per-period sync of a one-user config
+// (a rotation: valid flushed and refilled, 12 elements), against `nft -f`
+// making the same change. Target: under 20 ms.
+func BenchmarkPeriodicSyncOneUser(b *testing.B) {
+	netns.RequireRoot(b)
+	cfg := benchConfig(1)
+	cfg.Services = cfg.Services[:1]
+	ns := netns.New(b, "bper")
+	k := server.NewKernel(ns.FD())
+	t0 := time.Now()
+	if _, err := server.Sync(k, cfg, t0); err != nil {
+		b.Fatal(err)
+	}
+	var ours, nft time.Duration
+	b.Run("seqknockd", func(b *testing.B) {
+		start := time.Now()
+		for i := 0; i < b.N; i++ {
+			if _, err := server.Sync(k, cfg, t0.Add(time.Duration(i%3)*cfg.Period)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		ours = time.Since(start) / time.Duration(b.N)
+		b.ReportMetric(float64(ours.Microseconds())/1000, "ms/sync")
+	})
+	dir := b.TempDir()
+	b.Run("nft-f-baseline", func(b *testing.B) {
+		var scripts []string
+		for j := 0; j < 3; j++ {
+			at := t0.Add(time.Duration(j) * cfg.Period)
+			s := server.Desired(cfg, at)
+			var parts []string
+			for _, e := range nftgen.Elements(s.Valid, at) {
+				port := int(e.Key[0])<<8 | int(e.Key[1])
+				isn := uint32(e.Key[4])<<24 | uint32(e.Key[5])<<16 | uint32(e.Key[6])<<8 | uint32(e.Key[7])
+				parts = append(parts, fmt.Sprintf("%d . %d timeout %dms", port, isn, e.Timeout.Milliseconds()))
+			}
+			p := filepath.Join(dir, fmt.Sprintf("rot%d.nft", j))
+			os.WriteFile(p, []byte("flush set inet seqknock valid\nadd element inet seqknock valid { "+strings.Join(parts, ", ")+" }\n"), 0o600)
+			scripts = append(scripts, p)
+		}
+		start := time.Now()
+		for i := 0; i < b.N; i++ {
+			if out, err := ns.Run("nft", "-f", scripts[i%3]); err != nil {
+				b.Fatalf("nft: %v: %s", err, out)
+			}
+		}
+		nft = time.Since(start) / time.Duration(b.N)
+		b.ReportMetric(float64(nft.Microseconds())/1000, "ms/load")
+	})
+	if nft > 0 {
+		b.Logf("per-period sync of one user: seqknockd %v, nft -f %v (a process start included), ratio %.2f (target: under 20ms)",
+			ours.Round(time.Microsecond), nft.Round(time.Microsecond), ours.Seconds()/nft.Seconds())
+	}
+}
+
+// BenchmarkRunMemory10kUsers: the peak resident size (VmHWM) of `seqknockd
+// run` with 10,000 users over three syncs, against the same with one user.
+// Target: under 100 MiB.
+func BenchmarkRunMemory10kUsers(b *testing.B) {
+	netns.RequireRoot(b)
+	bin := netns.Build(b, "server/cmd/seqknockd")
+	peak := func(users int) float64 {
+		dir := b.TempDir()
+		var cfg strings.Builder
+		cfg.WriteString("period = \"2s\"\n[[service]]\nport = 22\n[[service]]\nport = 2222\n")
+		for i := 0; i < users; i++ {
+			k := make([]byte, 32)
+			rand.Read(k)
+			name := fmt.Sprintf("u%d", i)
+			os.WriteFile(filepath.Join(dir, name+".key"), []byte(base64.StdEncoding.EncodeToString(k)+"\n"), 0o600)
+			fmt.Fprintf(&cfg, "[[user]]\nname = %q\nkey_file = %q\n", name, name+".key")
+		}
+		os.WriteFile(filepath.Join(dir, "c.toml"), []byte(cfg.String()), 0o600)
+		ns := netns.New(b, "bmem")
+		cmd := ns.Command(bin, "--config", filepath.Join(dir, "c.toml"), "run")
+		log := &syncBuffer{}
+		cmd.Stderr = log
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		defer func() { cmd.Process.Kill(); cmd.Wait() }()
+		deadline := time.Now().Add(60 * time.Second)
+		for strings.Count(log.String(), "msg=sync") < 3 {
+			if time.Now().After(deadline) || cmd.ProcessState != nil {
+				b.Fatalf("daemon did not sync 3 times:\n%s", log)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		f, err := os.Open(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if fs := strings.Fields(sc.Text()); len(fs) >= 2 && fs[0] == "VmHWM:" {
+				kb, _ := strconv.Atoi(fs[1])
+				return float64(kb) / 1024
+			}
+		}
+		b.Fatal("no VmHWM")
+		return 0
+	}
+	var big, small float64
+	for i := 0; i < b.N; i++ {
+		big = peak(10000)
+		small = peak(1)
+	}
+	b.ReportMetric(big, "MiB-peak-10k")
+	b.ReportMetric(small, "MiB-peak-1")
+	b.Logf("seqknockd run peak RSS: 10,000 users %.1f MiB, 1 user %.1f MiB, ratio %.1f (target: under 100 MiB)", big, small, big/small)
+	if big >= 100 {
+		b.Errorf("peak RSS %.1f MiB is over the 100 MiB budget", big)
+	}
+}
