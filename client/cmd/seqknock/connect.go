@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path"
 	"path/filepath"
 	"strconv"
 	"syscall"
@@ -214,17 +215,41 @@ func sshConfigCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "ssh-config",
 		Usage:     "print the ~/.ssh/config stanza that connects to HOST through seqknock",
-		UsageText: "seqknock ssh-config [--fdpass] [--sudo] HOST",
+		UsageText: "seqknock ssh-config [--fdpass] [--sudo] [--config FILE | --key-file FILE] HOST",
+		Description: "HOST must match a [[host]] entry of the client config, or --key-file must name the key " +
+			"(it then goes into the ProxyCommand).",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "fdpass", Usage: "use ProxyUseFdpass (ssh talks to the socket directly; no relay process stays)"},
 			&cli.BoolFlag{Name: "sudo", Usage: "run seqknock with sudo (when the binary has no cap_net_admin file capability)"},
-			&cli.StringFlag{Name: "config", Usage: "pass this client config `FILE` to seqknock"},
+			&cli.StringFlag{Name: "config", Usage: "client config `FILE` (default ~/.config/seqknock/client.toml)"},
+			&cli.StringFlag{Name: "key-file", Usage: "key `FILE`, for a host with no [[host]] entry"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
 				return usagef("ssh-config: want HOST")
 			}
 			host := c.Args().First()
+			inv, err := client.CurrentInvoker("")
+			if err != nil {
+				return err
+			}
+			cfgPath := c.String("config")
+			if cfgPath == "" {
+				cfgPath = filepath.Join(inv.ConfigDir(), "client.toml")
+			}
+			cfg, err := client.LoadConfig(cfgPath, inv.Home, !c.IsSet("config"))
+			if err != nil {
+				return err
+			}
+			matched := false
+			for i := range cfg.Hosts {
+				if ok, _ := path.Match(cfg.Hosts[i].Match, host); ok {
+					matched = true
+				}
+			}
+			if !matched && !c.IsSet("key-file") {
+				return usagef("ssh-config: no [[host]] in %s matches %s; add one, or give --key-file", cfgPath, host)
+			}
 			self, err := os.Executable()
 			if err != nil {
 				self = "seqknock"
@@ -238,15 +263,20 @@ func sshConfigCommand() *cli.Command {
 				verb = "fdpass"
 			}
 			cmd += " " + verb
-			if cf := c.String("config"); cf != "" {
-				cmd += " --config " + cf
+			if c.IsSet("config") {
+				cmd += " --config " + cfgPath
 			}
-			fmt.Fprintf(c.App.Writer, "Host %s\n    ProxyCommand %s %%h %%p\n", host, cmd)
+			if c.IsSet("key-file") {
+				cmd += " --key-file " + c.String("key-file")
+			}
+			w := c.App.Writer
+			fmt.Fprintf(w, "Host %s\n    ProxyCommand %s %%h %%p\n", host, cmd)
 			if c.Bool("fdpass") {
-				fmt.Fprintf(c.App.Writer, "    ProxyUseFdpass yes\n")
+				fmt.Fprintf(w, "    ProxyUseFdpass yes\n")
 			}
-			// A knock is spent by its first SYN: let ssh make one attempt.
-			fmt.Fprintf(c.App.Writer, "    ConnectionAttempts 1\n")
+			// A knock is spent by its first SYN; seqknock itself tries the
+			// other slots, so ssh makes one attempt.
+			fmt.Fprintf(w, "    ConnectionAttempts 1\n")
 			return nil
 		},
 	}

@@ -181,3 +181,25 @@ func TestKeygen(t *testing.T) {
 		t.Fatal("--force kept the old key")
 	}
 }
+
+func TestSSHConfig(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "client.toml")
+	os.WriteFile(cfg, []byte("[[host]]\nmatch = \"*.example.net\"\nkey_file = \"k\"\n"), 0o600)
+	out, e, code := runCLI(t, "ssh-config", "--config", cfg, "--fdpass", "db.example.net")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, e)
+	}
+	for _, want := range []string{"Host db.example.net\n", " fdpass --config " + cfg + " %h %p\n", "    ProxyUseFdpass yes\n", "    ConnectionAttempts 1\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stanza lacks %q:\n%s", want, out)
+		}
+	}
+	if _, e, code := runCLI(t, "ssh-config", "--config", cfg, "other.org"); code != 2 || !strings.Contains(e, "no [[host]] in "+cfg+" matches other.org") {
+		t.Errorf("unmatched host: exit %d %q", code, e)
+	}
+	out, _, code = runCLI(t, "ssh-config", "--config", cfg, "--key-file", "/k", "other.org")
+	if code != 0 || !strings.Contains(out, "proxy --config "+cfg+" --key-file /k %h %p") || strings.Contains(out, "Fdpass") {
+		t.Errorf("with --key-file: exit %d:\n%s", code, out)
+	}
+}

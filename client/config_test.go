@@ -1,0 +1,171 @@
+package client
+
+import (
+	"errors"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+const clientConfig = `# client config
+[[host]]
+match = "*.example.net"
+port = 22
+key_file = "~/.config/seqknock/example.key"
+realm = "fleet"
+
+[[host]]
+match = "db1"
+key_file = "db1.key"
+period = "10s"
+slots = 2
+`
+
+func TestClientConfig(t *testing.T) {
+	c, err := ParseConfig("/home/u/.config/seqknock/client.toml", []byte(clientConfig), "/home/u")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := c.Lookup("a.example.net", 22)
+	if e == nil || e.KeyFile != "/home/u/.config/seqknock/example.key" || e.Realm != "fleet" || e.Period != 30*time.Second || e.Slots != 4 {
+		t.Fatalf("lookup: %+v", e)
+	}
+	if c.Lookup("a.example.net", 2222) != nil {
+		t.Error("port-bound entry matched another port")
+	}
+	if e := c.Lookup("db1", 5432); e == nil || e.KeyFile != "/home/u/.config/seqknock/db1.key" || e.Period != 10*time.Second || e.Slots != 2 {
+		t.Errorf("db1: %+v", e)
+	}
+	if c.Lookup("example.net", 22) != nil {
+		t.Error("pattern matched too much")
+	}
+}
+
+func TestClientConfigErrors(t *testing.T) {
+	for _, tc := range []struct{ text, want string }{
+		{"[[host]]\nmatch = \"x\"\n", "c.toml:1: host[0].key_file: missing"},
+		{"[[host]]\nkey_file = \"k\"\n", "c.toml:1: host[0].match: missing"},
+		{"[[host]]\nmatch = \"x\"\nkey_file = \"k\"\n[[host]]\nmatch = \"y\"\nkey_file = \"k\"\nport = 0\n", "c.toml:4: host[1].port: 0 out of range"},
+		{"[[host]]\nmatch = \"x\"\nkey_file = \"k\"\nperiod = \"1.5s\"\n", "c.toml:1: host[0].period"},
+		{"[[host]]\nmatch = \"x\"\nkey_file = \"k\"\nslots = 300\n", "c.toml:1: host[0].slots: 300 out of range"},
+		{"[[host]]\nmatch = \"[\"\nkey_file = \"k\"\n", "c.toml:1: host[0].match"},
+		{"[[host]]\nmatch = \"x\"\nkeyfile = \"k\"\n", "c.toml:3: host.keyfile: unknown key"},
+		{"[[host]\n", "c.toml:2: expected end of table array name"},
+	} {
+		_, err := ParseConfig("c.toml", []byte(tc.text), "/h")
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%q: %v, want one line with %q", tc.text, err, tc.want)
+		}
+	}
+	if c, err := LoadConfig("/nonexistent/client.toml", "/h", true); err != nil || len(c.Hosts) != 0 {
+		t.Errorf("missing default config: %v", err)
+	}
+	if _, err := LoadConfig("/nonexistent/client.toml", "/h", false); err == nil {
+		t.Error("missing explicit config accepted")
+	}
+}
+
+func TestSlotStore(t *testing.T) {
+	s := &SlotStore{Dir: t.TempDir(), UID: -1}
+	id := SlotID(testKey, "", 22)
+	for want := 0; want < 4; want++ {
+		if got, err := s.Reserve(id, 100, 4); err != nil || got != want {
+			t.Fatalf("reserve %d: %d %v", want, got, err)
+		}
+	}
+	if _, err := s.Reserve(id, 100, 4); !errors.Is(err, ErrSlotsSpent) {
+		t.Fatalf("fifth: %v", err)
+	}
+	if got, _ := s.Reserve(id, 101, 4); got != 0 {
+		t.Fatalf("new period starts at slot %d", got)
+	}
+	if got, _ := s.Reserve(SlotID(testKey, "", 2222), 101, 4); got != 0 {
+		t.Fatalf("another port shares slots: %d", got)
+	}
+	if SlotID(testKey, "", 22) == SlotID(testKey, "r", 22) || SlotID(testKey, "", 22) == SlotID([]byte("another-key-0123456789abcdefghij"), "", 22) {
+		t.Error("slot ids collide across realm or key")
+	}
+	if fi, _ := os.Stat(s.Dir + "/slots.json"); fi.Mode().Perm() != 0o600 {
+		t.Errorf("state file mode %o", fi.Mode().Perm())
+	}
+	if b, _ := os.ReadFile(s.Dir + "/slots.json"); strings.Contains(string(b), string(testKey)) {
+		t.Error("state file holds the key")
+	}
+	// Parallel reservations never share a slot.
+	id = SlotID(testKey, "par", 22)
+	var mu sync.Mutex
+	seen := map[int]int{}
+	var wg sync.WaitGroup
+	for i := 0; i < 16; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if got, err := (&SlotStore{Dir: s.Dir, UID: -1}).Reserve(id, 7, 16); err == nil {
+				mu.Lock()
+				seen[got]++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(seen) != 16 {
+		t.Errorf("parallel reservations: %v", seen)
+	}
+	// A damaged file costs only slot reuse.
+	os.WriteFile(s.Dir+"/slots.json", []byte("{not json"), 0o600)
+	if _, err := s.Reserve(id, 8, 4); err != nil {
+		t.Errorf("damaged state: %v", err)
+	}
+}
+
+type nopCloser struct{ strings.Builder }
+
+func (*nopCloser) Close() error { return nil }
+
+// TestRelayHalfClose: the relay shuts the write side when stdin ends, and
+// still delivers what the peer sends after that.
+func TestRelayHalfClose(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		b := make([]byte, 64)
+		var got []byte
+		for {
+			n, err := c.Read(b)
+			got = append(got, b[:n]...)
+			if err != nil {
+				break // EOF: the relay half-closed
+			}
+		}
+		c.Write([]byte("reply-after-eof:" + string(got)))
+	}()
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &nopCloser{}
+	done := make(chan error, 1)
+	go func() { done <- Relay(conn.(*net.TCPConn), strings.NewReader("request"), out) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("relay did not end")
+	}
+	if out.String() != "reply-after-eof:request" {
+		t.Fatalf("got %q", out.String())
+	}
+}

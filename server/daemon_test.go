@@ -1,0 +1,187 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/seqknock/seqknock/nftgen"
+)
+
+// fakeKernel records applies; no root, no netlink.
+type fakeKernel struct {
+	mu       sync.Mutex
+	applied  []nftgen.State
+	torn     []string
+	failNext bool
+}
+
+func (f *fakeKernel) kernel() Kernel {
+	return Kernel{
+		Apply: func(s nftgen.State, now time.Time) (nftgen.Result, error) {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			if f.failNext {
+				f.failNext = false
+				return nftgen.Result{}, errors.New("kernel says no")
+			}
+			f.applied = append(f.applied, s)
+			return nftgen.Result{Elements: len(s.Valid)}, nil
+		},
+		Read:     func(string) (*nftgen.Live, error) { return &nftgen.Live{Exists: true}, nil },
+		Counters: func(string) (*nftgen.Live, error) { return &nftgen.Live{Exists: true}, nil },
+		Teardown: func(t string) (bool, error) { f.mu.Lock(); f.torn = append(f.torn, t); f.mu.Unlock(); return true, nil },
+	}
+}
+
+func (f *fakeKernel) count() int { f.mu.Lock(); defer f.mu.Unlock(); return len(f.applied) }
+
+type lockedBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
+func (l *lockedBuf) String() string              { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestDaemonReload drives Run through its seams: the clock is fixed at the
+// start of a 30 s period, so no rotation fires; reloads come from the
+// channel. A bad config is logged and the old one kept.
+func TestDaemonReload(t *testing.T) {
+	fk := &fakeKernel{}
+	configs := map[string]string{"v": goodConfig}
+	var cfgMu sync.Mutex
+	load := func(string) (*Config, error) {
+		cfgMu.Lock()
+		defer cfgMu.Unlock()
+		return ParseConfig("/etc/seqknock/seqknockd.toml", []byte(configs["v"]), fakeKeys)
+	}
+	log := &lockedBuf{}
+	d := &Daemon{
+		ConfigPath: "/etc/seqknock/seqknockd.toml",
+		Load:       load,
+		Kernel:     fk.kernel(),
+		Now:        func() time.Time { return time.Unix(1_800_000_000, 0) }, // a boundary: 30 s to the next
+		Log:        slog.New(slog.NewTextHandler(log, nil)),
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	reload := make(chan os.Signal, 1)
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx, reload) }()
+	waitFor(t, "first sync", func() bool { return fk.count() == 1 })
+
+	cfgMu.Lock()
+	configs["v"] = strings.Replace(goodConfig, "port = 22\n", "port = 0\n", 1)
+	cfgMu.Unlock()
+	reload <- os.Interrupt
+	waitFor(t, "failed reload log", func() bool { return strings.Contains(log.String(), "reload failed") })
+	if fk.count() != 1 {
+		t.Errorf("a bad reload synced: %d applies", fk.count())
+	}
+	if !strings.Contains(log.String(), "service[0].port: 0 out of range") {
+		t.Errorf("log: %s", log.String())
+	}
+
+	cfgMu.Lock()
+	configs["v"] = strings.Replace(goodConfig, `realm = "lab"`, `realm = "lab2"`, 1)
+	cfgMu.Unlock()
+	reload <- os.Interrupt
+	waitFor(t, "reload sync", func() bool { return fk.count() == 2 })
+	fk.mu.Lock()
+	first, second := fk.applied[0], fk.applied[1]
+	fk.mu.Unlock()
+	if first.Valid[0].ISN == second.Valid[0].ISN {
+		t.Error("the new realm did not change the knocks")
+	}
+	// A failing sync is logged and the daemon goes on.
+	fk.mu.Lock()
+	fk.failNext = true
+	fk.mu.Unlock()
+	reload <- os.Interrupt
+	waitFor(t, "sync failure log", func() bool { return strings.Contains(log.String(), "sync failed") })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if len(fk.torn) != 0 {
+		t.Error("teardown without --teardown-on-exit")
+	}
+	if !strings.Contains(log.String(), "the table stays") {
+		t.Errorf("exit not logged: %s", log.String())
+	}
+	for _, l := range strings.Split(strings.TrimSpace(log.String()), "\n") {
+		if !strings.HasPrefix(l, "time=") {
+			t.Errorf("not one event a line: %q", l)
+		}
+	}
+}
+
+func TestDaemonTeardownOnExitAndStartFailure(t *testing.T) {
+	fk := &fakeKernel{}
+	d := &Daemon{
+		Load:           func(string) (*Config, error) { return ParseConfig("x.toml", []byte(goodConfig), fakeKeys) },
+		Kernel:         fk.kernel(),
+		Now:            func() time.Time { return time.Unix(1_800_000_000, 0) },
+		Log:            slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil)),
+		TeardownOnExit: true,
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := d.Run(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(fk.torn) != 1 || fk.torn[0] != "seqknock" {
+		t.Errorf("teardown on exit: %v", fk.torn)
+	}
+	// A config that does not load at start is an error: systemd restarts.
+	d.Load = func(string) (*Config, error) { return nil, errors.New("config x.toml:1: bad") }
+	if err := d.Run(context.Background(), nil); err == nil {
+		t.Error("run started without a config")
+	}
+}
+
+func TestUntilNextIsAligned(t *testing.T) {
+	d := &Daemon{cfg: &Config{Period: 30 * time.Second}}
+	for _, tc := range []struct {
+		now  time.Time
+		want time.Duration
+	}{
+		{time.Unix(60, 0), 30 * time.Second},
+		{time.Unix(89, 500_000_000), 500 * time.Millisecond},
+		{time.Unix(75, 0), 15 * time.Second},
+	} {
+		d.Now = func() time.Time { return tc.now }
+		if got := d.untilNext(); got != tc.want {
+			t.Errorf("at %v: %v, want %v", tc.now, got, tc.want)
+		}
+	}
+}
+
+func TestLoggerUnderJournal(t *testing.T) {
+	t.Setenv("JOURNAL_STREAM", "8:12345")
+	r, w, _ := os.Pipe()
+	NewLogger(w).Info("sync", "elements", 12)
+	w.Close()
+	var b bytes.Buffer
+	b.ReadFrom(r)
+	if strings.Contains(b.String(), "time=") || !strings.Contains(b.String(), "msg=sync elements=12") {
+		t.Errorf("journald line: %q", b.String())
+	}
+}
