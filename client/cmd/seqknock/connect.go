@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"path"
@@ -135,28 +136,34 @@ func signalContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 }
 
+// dialThen is the action of proxy and fdpass: dial with a knock, give up
+// privileges, then hand the connection to use.
+func dialThen(use func(conn *net.TCPConn) error) func(*cli.Context, *client.Invoker, *client.Dialer, string, uint16) error {
+	return func(c *cli.Context, inv *client.Invoker, d *client.Dialer, host string, port uint16) error {
+		if c.NArg() > 2 {
+			return usagef("%s: unexpected argument %q", c.Command.Name, c.Args().Get(2))
+		}
+		ctx, cancel := signalContext()
+		defer cancel()
+		conn, err := d.Dial(ctx, host, port)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		if err := client.DropPrivileges(inv); err != nil {
+			return err
+		}
+		return use(conn)
+	}
+}
+
 func proxyCommand() *cli.Command {
 	return connectCommand("proxy", "connect with a knock and relay stdin/stdout (OpenSSH ProxyCommand)",
 		"seqknock proxy [options] HOST PORT",
 		"For ~/.ssh/config: ProxyCommand seqknock proxy %h %p. Needs CAP_NET_ADMIN (sudo or setcap); "+
 			"gives up every privilege once connected.",
 		nil,
-		func(c *cli.Context, inv *client.Invoker, d *client.Dialer, host string, port uint16) error {
-			if c.NArg() > 2 {
-				return usagef("proxy: unexpected argument %q", c.Args().Get(2))
-			}
-			ctx, cancel := signalContext()
-			defer cancel()
-			conn, err := d.Dial(ctx, host, port)
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			if err := client.DropPrivileges(inv); err != nil {
-				return err
-			}
-			return client.Relay(conn, os.Stdin, os.Stdout)
-		})
+		dialThen(func(conn *net.TCPConn) error { return client.Relay(conn, os.Stdin, os.Stdout) }))
 }
 
 func fdpassCommand() *cli.Command {
@@ -165,22 +172,7 @@ func fdpassCommand() *cli.Command {
 		"For ~/.ssh/config: ProxyCommand seqknock fdpass %h %p with ProxyUseFdpass yes. "+
 			"Passes the connected socket over stdout and exits.",
 		nil,
-		func(c *cli.Context, inv *client.Invoker, d *client.Dialer, host string, port uint16) error {
-			if c.NArg() > 2 {
-				return usagef("fdpass: unexpected argument %q", c.Args().Get(2))
-			}
-			ctx, cancel := signalContext()
-			defer cancel()
-			conn, err := d.Dial(ctx, host, port)
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			if err := client.DropPrivileges(inv); err != nil {
-				return err
-			}
-			return client.SendFD(os.Stdout, conn)
-		})
+		dialThen(func(conn *net.TCPConn) error { return client.SendFD(os.Stdout, conn) }))
 }
 
 func execCommand() *cli.Command {

@@ -39,6 +39,21 @@ func loadConfig(c *cli.Context) (*server.Config, error) {
 	return server.LoadConfig(c.String("config"))
 }
 
+// withConfig is the action of a command that takes no arguments and works
+// from the loaded config.
+func withConfig(fn func(c *cli.Context, cfg *server.Config) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		if err := noArgs(c); err != nil {
+			return err
+		}
+		cfg, err := loadConfig(c)
+		if err != nil {
+			return err
+		}
+		return fn(c, cfg)
+	}
+}
+
 func newApp(stdout, stderr io.Writer) *cli.App {
 	configFlag := &cli.StringFlag{
 		Name: "config", Aliases: []string{"c"}, Value: server.DefaultConfigPath,
@@ -63,14 +78,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Usage: "make the table hold the current window's knocks, once (for a systemd timer)",
 				Description: "One stateless, idempotent pass: the table, sets and rules match the config and the " +
 					"valid set holds exactly the current window. One transaction: on error nothing changes.",
-				Action: func(c *cli.Context) error {
-					if err := noArgs(c); err != nil {
-						return err
-					}
-					cfg, err := loadConfig(c)
-					if err != nil {
-						return err
-					}
+				Action: withConfig(func(c *cli.Context, cfg *server.Config) error {
 					res, err := server.Sync(server.NewKernel(0), cfg, time.Now())
 					if err != nil {
 						return err
@@ -78,7 +86,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					server.NewLogger(os.Stderr).Info("sync", "table", cfg.Table, "elements", res.Elements,
 						"created", res.Created, "rules_rebuilt", res.RulesRebuilt)
 					return nil
-				},
+				}),
 			},
 			{
 				Name:  "run",
@@ -115,14 +123,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Name:  "status",
 				Usage: "show the live table: ports, users, element counts, packet counters, next rotation",
 				Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}},
-				Action: func(c *cli.Context) error {
-					if err := noArgs(c); err != nil {
-						return err
-					}
-					cfg, err := loadConfig(c)
-					if err != nil {
-						return err
-					}
+				Action: withConfig(func(c *cli.Context, cfg *server.Config) error {
 					st, err := server.GetStatus(server.NewKernel(0), cfg, time.Now())
 					if err != nil {
 						return err
@@ -134,23 +135,16 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					}
 					printStatus(c.App.Writer, st)
 					return nil
-				},
+				}),
 			},
 			{
 				Name:  "ruleset",
 				Usage: "print the nft ruleset a sync would install (valid elements summarised); changes nothing",
-				Action: func(c *cli.Context) error {
-					if err := noArgs(c); err != nil {
-						return err
-					}
-					cfg, err := loadConfig(c)
-					if err != nil {
-						return err
-					}
+				Action: withConfig(func(c *cli.Context, cfg *server.Config) error {
 					now := time.Now()
 					fmt.Fprint(c.App.Writer, nftgen.Render(server.Desired(cfg, now), now))
 					return nil
-				},
+				}),
 			},
 			{
 				Name:  "teardown",
@@ -183,18 +177,11 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			{
 				Name:  "check-config",
 				Usage: "check the config and its key files; changes nothing",
-				Action: func(c *cli.Context) error {
-					if err := noArgs(c); err != nil {
-						return err
-					}
-					cfg, err := loadConfig(c)
-					if err != nil {
-						return err
-					}
+				Action: withConfig(func(c *cli.Context, cfg *server.Config) error {
 					fmt.Fprintf(c.App.Writer, "%s: ok: %d users, %d services, period %v, tolerance %d, %d slots, table %s\n",
 						cfg.Path, len(cfg.Users), len(cfg.Services), cfg.Period, cfg.Tolerance, cfg.Slots, cfg.Table)
 					return nil
-				},
+				}),
 			},
 		},
 	}
