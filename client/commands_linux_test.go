@@ -7,8 +7,11 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"fmt"
 	"io"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -143,5 +146,69 @@ func TestExecUnderSudoEnv(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	if err != nil || strings.TrimSpace(string(out)) != "65534" {
 		t.Fatalf("exec under sudo env: %v: %s", err, out)
+	}
+}
+
+// TestSetcapDropsCapabilities runs a copy of seqknock that has the file
+// capability cap_net_admin+ep as nobody: it connects with the knock, and
+// while it relays, its permitted and effective sets are empty on every
+// thread.
+func TestSetcapDropsCapabilities(t *testing.T) {
+	h := newKnockHost(t, 48)
+	netns.RequireRoot(t, "setcap", "setpriv")
+	h.allow(t, testKey, time.Now())
+	dir, err := os.MkdirTemp("", "seqknock-setcap-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	src, _ := os.ReadFile(netns.Build(t, "client/cmd/seqknock"))
+	bin := filepath.Join(dir, "seqknock")
+	os.WriteFile(bin, src, 0o755)
+	if out, err := exec.Command("setcap", "cap_net_admin+ep", bin).CombinedOutput(); err != nil {
+		t.Fatalf("setcap: %v: %s", err, out)
+	}
+	kf := filepath.Join(dir, "key")
+	os.WriteFile(kf, []byte(base64.StdEncoding.EncodeToString(testKey)+"\n"), 0o600)
+	os.Chown(kf, 65534, 65534)
+	os.Chown(dir, 65534, 65534)
+
+	cmd := h.client.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", bin, "proxy", "--key-file", kf, "--syn-timeout", "2s", h.link.A4, "2222")
+	cmd.Env = []string{"HOME=" + dir, "PATH=/usr/bin:/bin"}
+	stdin, _ := cmd.StdinPipe()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { stdin.Close(); cmd.Process.Kill(); cmd.Wait() }()
+	var srv net.Conn
+	select {
+	case srv = <-h.accepted:
+		defer srv.Close()
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no connection: %s", stderr.String())
+	}
+	// The relay is running: every thread of the process has dropped.
+	stdin.Write([]byte("x"))
+	srv.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := srv.Read(make([]byte, 1)); err != nil {
+		t.Fatalf("relay: %v: %s", err, stderr.String())
+	}
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", cmd.Process.Pid))
+	if len(tasks) == 0 {
+		t.Fatal("no threads found")
+	}
+	for _, st := range tasks {
+		b, _ := os.ReadFile(st)
+		for _, l := range strings.Split(string(b), "\n") {
+			if (strings.HasPrefix(l, "CapPrm:") || strings.HasPrefix(l, "CapEff:")) && !strings.HasSuffix(l, "0000000000000000") {
+				t.Errorf("%s: %s", st, l)
+			}
+			if strings.HasPrefix(l, "Uid:") && !strings.Contains(l, "65534") {
+				t.Errorf("%s: %s", st, l)
+			}
+		}
 	}
 }
