@@ -135,6 +135,16 @@ func TestInstallUninstall(t *testing.T) {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
 
+	// The installed bash completion completes commands and flags through
+	// the installed binary.
+	script := fmt.Sprintf(`source %s/usr/local/share/bash-completion/completions/seqknock
+PATH=%s/usr/local/bin:$PATH
+COMP_WORDS=(seqknock ssh); COMP_CWORD=1; _seqknock_complete; echo "${COMPREPLY[@]}"
+COMP_WORDS=(seqknock proxy --clock); COMP_CWORD=2; _seqknock_complete; echo "${COMPREPLY[@]}"`, dest, dest)
+	if out, err := exec.Command("bash", "-c", script).CombinedOutput(); err != nil || string(out) != "ssh-config\n--clock-offset\n" {
+		t.Errorf("bash completion: %v: %q", err, out)
+	}
+
 	run("--uninstall")
 	if left := tree(t, dest); len(left) != 0 {
 		t.Errorf("uninstall left %v", left)

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -389,5 +390,37 @@ func TestBadConfigChangesNothing(t *testing.T) {
 				t.Errorf("ruleset changed:\n%s", after)
 			}
 		})
+	}
+}
+
+// TestRulesetNeedsNoRoot runs `seqknockd ruleset` as nobody against a
+// config whose key files only root can read: it prints the ruleset with
+// the config's element count.
+func TestRulesetNeedsNoRoot(t *testing.T) {
+	netns.RequireRoot(t, "setpriv")
+	bin := netns.Build(t, "server/cmd/seqknockd")
+	dir, err := os.MkdirTemp("", "seqknock-ruleset-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	for _, n := range []string{"alice", "bob"} {
+		os.WriteFile(filepath.Join(dir, n+".key"), []byte(base64.StdEncoding.EncodeToString(aliceKey)+"\n"), 0o600)
+	}
+	cfg := filepath.Join(dir, "seqknockd.toml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(tbConfig, "30s", 1)), 0o644)
+	out, err := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", bin, "--config", cfg, "ruleset").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ruleset as nobody: %v: %s", err, out)
+	}
+	// alice and bob on 22, alice on 2222: 3 x 3 counters x 4 slots.
+	if !strings.HasPrefix(string(out), "# valid: 36 elements") || !strings.Contains(string(out), "table inet seqknock {") {
+		t.Errorf("ruleset:\n%s", out)
+	}
+	// check-config does read the keys, and says it cannot.
+	out, err = exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", bin, "--config", cfg, "check-config").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "permission denied") {
+		t.Errorf("check-config as nobody: %v: %s", err, out)
 	}
 }

@@ -89,7 +89,12 @@ func (d *Deriver) mac6(port uint16, counter uint64, slot uint8) []byte {
 // ISN returns the initial sequence number for port, counter and slot. It is
 // never 0: the kernel reads ISN 0 as "not set".
 func (d *Deriver) ISN(port uint16, counter uint64, slot uint8) uint32 {
-	isn := binary.BigEndian.Uint32(d.mac6(port, counter, slot)[0:4])
+	return isnFromMAC(d.mac6(port, counter, slot))
+}
+
+// isnFromMAC is u32be(mac[0:4]), with 0 mapped to 1.
+func isnFromMAC(mac []byte) uint32 {
+	isn := binary.BigEndian.Uint32(mac[0:4])
 	if isn == 0 {
 		isn = 1
 	}

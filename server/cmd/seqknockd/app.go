@@ -140,11 +140,20 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			{
 				Name:  "ruleset",
 				Usage: "print the nft ruleset a sync would install (valid elements summarised); changes nothing",
-				Action: withConfig(func(c *cli.Context, cfg *server.Config) error {
+				Description: "Reads the config but not the key files, so it needs no root. The element count " +
+					"is that of the config; the values themselves come from the keys at sync time.",
+				Action: func(c *cli.Context) error {
+					if err := noArgs(c); err != nil {
+						return err
+					}
+					cfg, err := server.LoadConfigWithoutKeys(c.String("config"))
+					if err != nil {
+						return err
+					}
 					now := time.Now()
 					fmt.Fprint(c.App.Writer, nftgen.Render(server.Desired(cfg, now), now))
 					return nil
-				}),
+				},
 			},
 			{
 				Name:  "teardown",
