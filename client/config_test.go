@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -118,6 +119,31 @@ func TestSlotStore(t *testing.T) {
 	os.WriteFile(s.Dir+"/slots.json", []byte("{not json"), 0o600)
 	if _, err := s.Reserve(id, 8, 4); err != nil {
 		t.Errorf("damaged state: %v", err)
+	}
+}
+
+// TestSlotStoreOwnership: a store for another user (a root-run client)
+// gives that user every directory it creates.
+func TestSlotStoreOwnership(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root under CI=true")
+		}
+		t.Skip("needs root to chown")
+	}
+	home := t.TempDir()
+	s := &SlotStore{Dir: home + "/.local/state/seqknock", UID: 65534, GID: 65534}
+	if _, err := s.Reserve("x", 1, 4); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"/.local", "/.local/state", "/.local/state/seqknock", "/.local/state/seqknock/slots.json"} {
+		fi, err := os.Stat(home + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := fi.Sys().(*syscall.Stat_t); st.Uid != 65534 || st.Gid != 65534 {
+			t.Errorf("%s owned by %d:%d", p, st.Uid, st.Gid)
+		}
 	}
 }
 

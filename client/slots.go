@@ -53,10 +53,9 @@ type slotEntry struct {
 
 // Reserve returns the next free slot of counter for id and marks it used.
 func (s *SlotStore) Reserve(id string, counter uint64, slots int) (int, error) {
-	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+	if err := s.mkdirs(); err != nil {
 		return 0, fmt.Errorf("slot state: %w", err)
 	}
-	s.chown(s.Dir)
 	path := filepath.Join(s.Dir, "slots.json")
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
@@ -106,6 +105,26 @@ func (s *SlotStore) Reserve(id string, counter uint64, slots int) (int, error) {
 		return 0, fmt.Errorf("slot state: %w", err)
 	}
 	return slot, nil
+}
+
+// mkdirs creates Dir and any missing parent, each owned by UID/GID when
+// set: a root-run client must not leave root-owned directories in a user's
+// home.
+func (s *SlotStore) mkdirs() error {
+	var missing []string
+	for d := filepath.Clean(s.Dir); ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil || d == filepath.Dir(d) {
+			break
+		}
+		missing = append(missing, d)
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		if err := os.Mkdir(missing[i], 0o700); err != nil && !os.IsExist(err) {
+			return err
+		}
+		s.chown(missing[i])
+	}
+	return nil
 }
 
 func (s *SlotStore) chown(path string) {

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/seqknock/seqknock/client"
 	"github.com/seqknock/seqknock/integration/netns"
 	"github.com/seqknock/seqknock/totp"
@@ -422,5 +423,49 @@ func TestRulesetNeedsNoRoot(t *testing.T) {
 	out, err = exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", bin, "--config", cfg, "check-config").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "permission denied") {
 		t.Errorf("check-config as nobody: %v: %s", err, out)
+	}
+}
+
+// TestRulesetCommandMatchesNft: what `seqknockd ruleset` prints is what
+// `nft list ruleset` shows after `seqknockd sync`, counters and elements
+// aside (cmp.Diff, in a fresh namespace).
+func TestRulesetCommandMatchesNft(t *testing.T) {
+	netns.RequireRoot(t)
+	ns := netns.New(t, "srule")
+	bin := netns.Build(t, "server/cmd/seqknockd")
+	dir := t.TempDir()
+	for _, n := range []string{"alice", "bob"} {
+		os.WriteFile(filepath.Join(dir, n+".key"), []byte(base64.StdEncoding.EncodeToString([]byte(n+"-key-0123456789abcdefghijklmnop"))+"\n"), 0o600)
+	}
+	cfg := filepath.Join(dir, "seqknockd.toml")
+	os.WriteFile(cfg, []byte(strings.Replace(fmt.Sprintf(tbConfig, "30s", 1), "realm = \"lab\"", "realm = \"lab\"\nct_mark_bit = 12\nslots = 2", 1)), 0o600)
+	want, err := exec.Command(bin, "--config", cfg, "ruleset").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := ns.Command(bin, "--config", cfg, "sync").CombinedOutput(); err != nil {
+		t.Fatalf("sync: %v: %s", err, out)
+	}
+	got := ns.MustRun("nft", "list", "ruleset")
+	norm := regexp.MustCompile(`(?s)\t\telements = \{[^}]*\}\n`)
+	var b strings.Builder
+	for _, block := range strings.SplitAfter(got, "\n\n") {
+		if strings.Contains(block, "\tset valid {") || strings.Contains(block, "\tset used {") {
+			block = norm.ReplaceAllString(block, "")
+		}
+		b.WriteString(block)
+	}
+	gotNorm := regexp.MustCompile(`counter packets \d+ bytes \d+`).ReplaceAllString(b.String(), "counter packets 0 bytes 0")
+	var w strings.Builder
+	for _, l := range strings.SplitAfter(string(want), "\n") {
+		if !strings.HasPrefix(l, "#") {
+			w.WriteString(l)
+		}
+	}
+	if diff := cmp.Diff(w.String(), gotNorm); diff != "" {
+		t.Errorf("seqknockd ruleset vs nft list ruleset (-ruleset +nft):\n%s", diff)
+	}
+	if !strings.Contains(gotNorm, "ct mark & 0x00001000 == 0x00001000 accept") {
+		t.Errorf("mark bit 12 not in the rules:\n%s", gotNorm)
 	}
 }
