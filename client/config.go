@@ -7,7 +7,6 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
@@ -76,7 +75,7 @@ func ParseConfig(file string, data []byte, home string) (*Config, error) {
 		return nil, fmt.Errorf("config %s: %s", file, msg)
 	}
 	if und := md.Undecoded(); len(und) > 0 {
-		return nil, fmt.Errorf("config %s:%d: %s: unknown key", file, lineOf(data, und[0][len(und[0])-1], -1), und[0])
+		return nil, fmt.Errorf("config %s:%d: %s: unknown key", file, lineOf(data, und[0][len(und[0])-1]), und[0])
 	}
 	headers := headerLines(data, "host")
 	c := &Config{Path: file}
@@ -169,7 +168,8 @@ func headerLines(data []byte, section string) []int {
 	return out
 }
 
-func lineOf(data []byte, key string, _ int) int {
+// lineOf is the first line that sets key.
+func lineOf(data []byte, key string) int {
 	for i, l := range strings.Split(string(data), "\n") {
 		k, _, ok := strings.Cut(strings.TrimSpace(l), "=")
 		if ok && strings.TrimSpace(k) == key {
@@ -178,6 +178,3 @@ func lineOf(data []byte, key string, _ int) int {
 	}
 	return 0
 }
-
-// portString is for messages.
-func portString(p uint16) string { return strconv.Itoa(int(p)) }

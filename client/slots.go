@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 
 	"golang.org/x/sys/unix"
 )
@@ -132,6 +131,3 @@ func (s *SlotStore) chown(path string) {
 		os.Lchown(path, s.UID, s.GID)
 	}
 }
-
-// String shows where the state lives.
-func (s *SlotStore) String() string { return s.Dir + " (uid " + strconv.Itoa(s.UID) + ")" }

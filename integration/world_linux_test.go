@@ -34,17 +34,16 @@ var (
 // world is a server namespace with sshd protected by `seqknockd run`, a
 // client namespace and an attacker namespace, each joined to the server.
 type world struct {
-	t              *testing.T
-	srv, cli, atk  *netns.NS
-	cl, al         *netns.Link
-	dir            string
-	seqknock       string
-	seqknockd      string
-	sshd           *exec.Cmd
-	daemon         *exec.Cmd
-	daemonLog      *syncBuffer
-	period         time.Duration
-	configTemplate string
+	t             *testing.T
+	srv, cli, atk *netns.NS
+	cl, al        *netns.Link
+	dir           string
+	seqknock      string
+	seqknockd     string
+	sshd          *exec.Cmd
+	daemon        *exec.Cmd
+	daemonLog     *syncBuffer
+	period        time.Duration
 	// sshFrom is the namespace ssh runs in; the client's when nil.
 	sshFrom *netns.NS
 }

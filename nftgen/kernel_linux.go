@@ -59,9 +59,6 @@ type Live struct {
 	UsedExists  bool
 	UsedTimeout time.Duration
 	UsedSize    uint32
-	// ValidExists says whether the valid set exists.
-	ValidExists bool
-	PortsExists bool
 }
 
 // Read returns the live state of table. A missing table is not an error:
@@ -95,7 +92,6 @@ func (c *Conn) read(table string, elements bool) (*Live, error) {
 	for _, s := range sets {
 		switch s.Name {
 		case SetPorts:
-			live.PortsExists = true
 			els, err := nc.GetSetElements(s)
 			if err != nil {
 				return nil, fmt.Errorf("read set %s: %w", s.Name, err)
@@ -107,7 +103,6 @@ func (c *Conn) read(table string, elements bool) (*Live, error) {
 			}
 			sort.Slice(live.Ports, func(i, j int) bool { return live.Ports[i] < live.Ports[j] })
 		case SetValid:
-			live.ValidExists = true
 			if elements {
 				els, err := nc.GetSetElements(s)
 				if err != nil {
