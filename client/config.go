@@ -136,15 +136,26 @@ func ParseConfig(file string, data []byte, home string) (*Config, error) {
 // Lookup returns the first entry matching host and port, or nil.
 func (c *Config) Lookup(host string, port uint16) *HostEntry {
 	for i := range c.Hosts {
-		e := &c.Hosts[i]
-		if e.Port != 0 && e.Port != port {
-			continue
-		}
-		if ok, _ := path.Match(e.Match, host); ok {
+		if e := &c.Hosts[i]; (e.Port == 0 || e.Port == port) && e.matches(host) {
 			return e
 		}
 	}
 	return nil
+}
+
+// HasHost reports whether any entry matches host, on whatever port.
+func (c *Config) HasHost(host string) bool {
+	for i := range c.Hosts {
+		if c.Hosts[i].matches(host) {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *HostEntry) matches(host string) bool {
+	ok, _ := path.Match(e.Match, host)
+	return ok
 }
 
 func expandHome(p, home string) string {

@@ -38,22 +38,24 @@ func benchConfig(n int) *server.Config {
 // administrator would load with `nft -f` to get the state Apply writes.
 func nftScript(s nftgen.State, now time.Time) string {
 	var b strings.Builder
-	for _, l := range strings.SplitAfter(nftgen.Render(s, now), "\n") {
-		if !strings.HasPrefix(l, "#") {
-			b.WriteString(strings.ReplaceAll(l, "counter packets 0 bytes 0", "counter"))
-		}
-	}
-	els := nftgen.Elements(s.Valid, now)
+	b.WriteString(strings.ReplaceAll(netns.DropComments(nftgen.Render(s, now)), "counter packets 0 bytes 0", "counter"))
+	els := nftElements(s.Valid, now)
 	for i := 0; i < len(els); i += 4096 {
-		var parts []string
-		for _, e := range els[i:min(i+4096, len(els))] {
-			port := int(e.Key[0])<<8 | int(e.Key[1])
-			isn := uint32(e.Key[4])<<24 | uint32(e.Key[5])<<16 | uint32(e.Key[6])<<8 | uint32(e.Key[7])
-			parts = append(parts, fmt.Sprintf("%d . %d timeout %dms", port, isn, e.Timeout.Milliseconds()))
-		}
-		fmt.Fprintf(&b, "add element inet %s valid { %s }\n", s.Table, strings.Join(parts, ", "))
+		fmt.Fprintf(&b, "add element inet %s valid { %s }\n", s.Table, strings.Join(els[i:min(i+4096, len(els))], ", "))
 	}
 	return b.String()
+}
+
+// nftElements writes the valid set's elements at now as nft does:
+// "PORT . ISN timeout Nms".
+func nftElements(valid []nftgen.Element, now time.Time) []string {
+	var out []string
+	for _, e := range nftgen.Elements(valid, now) {
+		port := int(e.Key[0])<<8 | int(e.Key[1])
+		isn := uint32(e.Key[4])<<24 | uint32(e.Key[5])<<16 | uint32(e.Key[6])<<8 | uint32(e.Key[7])
+		out = append(out, fmt.Sprintf("%d . %d timeout %dms", port, isn, e.Timeout.Milliseconds()))
+	}
+	return out
 }
 
 // BenchmarkColdSync10kUsers: a cold sync of 10,000 users x 2 ports with the
@@ -136,13 +138,7 @@ func BenchmarkPeriodicSyncOneUser(b *testing.B) {
 		var scripts []string
 		for j := 0; j < 3; j++ {
 			at := t0.Add(time.Duration(j) * cfg.Period)
-			s := server.Desired(cfg, at)
-			var parts []string
-			for _, e := range nftgen.Elements(s.Valid, at) {
-				port := int(e.Key[0])<<8 | int(e.Key[1])
-				isn := uint32(e.Key[4])<<24 | uint32(e.Key[5])<<16 | uint32(e.Key[6])<<8 | uint32(e.Key[7])
-				parts = append(parts, fmt.Sprintf("%d . %d timeout %dms", port, isn, e.Timeout.Milliseconds()))
-			}
+			parts := nftElements(server.Desired(cfg, at).Valid, at)
 			p := filepath.Join(dir, fmt.Sprintf("rot%d.nft", j))
 			os.WriteFile(p, []byte("flush set inet seqknock valid\nadd element inet seqknock valid { "+strings.Join(parts, ", ")+" }\n"), 0o600)
 			scripts = append(scripts, p)

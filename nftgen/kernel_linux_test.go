@@ -3,7 +3,6 @@
 package nftgen
 
 import (
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -11,35 +10,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/seqknock/seqknock/integration/netns"
 )
-
-var (
-	reCounter  = regexp.MustCompile(`counter packets \d+ bytes \d+`)
-	reElements = regexp.MustCompile(`(?s)\t\telements = \{[^}]*\}\n`)
-)
-
-// normalize drops what Render summarises instead of listing: the valid and
-// used sets' elements, and counter values.
-func normalize(listing string) string {
-	var out strings.Builder
-	blocks := strings.SplitAfter(listing, "\n\n")
-	for _, b := range blocks {
-		if strings.Contains(b, "\tset valid {") || strings.Contains(b, "\tset used {") {
-			b = reElements.ReplaceAllString(b, "")
-		}
-		out.WriteString(b)
-	}
-	return reCounter.ReplaceAllString(out.String(), "counter packets 0 bytes 0")
-}
-
-func dropComments(s string) string {
-	var keep []string
-	for _, l := range strings.SplitAfter(s, "\n") {
-		if !strings.HasPrefix(l, "#") {
-			keep = append(keep, l)
-		}
-	}
-	return strings.Join(keep, "")
-}
 
 func testState() State {
 	exp := time.Unix(1_000_090, 0)
@@ -71,7 +41,7 @@ func TestGolden(t *testing.T) {
 		t.Errorf("first apply: %+v", res)
 	}
 	listing := ns.MustRun("nft", "list", "ruleset")
-	if diff := cmp.Diff(dropComments(Render(s, now)), normalize(listing)); diff != "" {
+	if diff := cmp.Diff(netns.DropComments(Render(s, now)), netns.NormalizeListing(listing)); diff != "" {
 		t.Errorf("nft list ruleset differs from Render (-render +nft):\n%s\nlisting:\n%s", diff, listing)
 	}
 	// Elements list as nft writes them, and the listing loads back.
@@ -181,7 +151,7 @@ func TestApplyAllOrNothing(t *testing.T) {
 	}
 	t.Logf("refused as expected: %v", err)
 	after := ns.MustRun("nft", "list", "ruleset")
-	if diff := cmp.Diff(normalize(mid), normalize(after)); diff != "" {
+	if diff := cmp.Diff(netns.NormalizeListing(mid), netns.NormalizeListing(after)); diff != "" {
 		t.Errorf("failed apply changed the ruleset:\n%s", diff)
 	}
 	if strings.Contains(after, " 80") {

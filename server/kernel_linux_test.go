@@ -446,23 +446,8 @@ func TestRulesetCommandMatchesNft(t *testing.T) {
 	if out, err := ns.Command(bin, "--config", cfg, "sync").CombinedOutput(); err != nil {
 		t.Fatalf("sync: %v: %s", err, out)
 	}
-	got := ns.MustRun("nft", "list", "ruleset")
-	norm := regexp.MustCompile(`(?s)\t\telements = \{[^}]*\}\n`)
-	var b strings.Builder
-	for _, block := range strings.SplitAfter(got, "\n\n") {
-		if strings.Contains(block, "\tset valid {") || strings.Contains(block, "\tset used {") {
-			block = norm.ReplaceAllString(block, "")
-		}
-		b.WriteString(block)
-	}
-	gotNorm := regexp.MustCompile(`counter packets \d+ bytes \d+`).ReplaceAllString(b.String(), "counter packets 0 bytes 0")
-	var w strings.Builder
-	for _, l := range strings.SplitAfter(string(want), "\n") {
-		if !strings.HasPrefix(l, "#") {
-			w.WriteString(l)
-		}
-	}
-	if diff := cmp.Diff(w.String(), gotNorm); diff != "" {
+	gotNorm := netns.NormalizeListing(ns.MustRun("nft", "list", "ruleset"))
+	if diff := cmp.Diff(netns.DropComments(string(want)), gotNorm); diff != "" {
 		t.Errorf("seqknockd ruleset vs nft list ruleset (-ruleset +nft):\n%s", diff)
 	}
 	if !strings.Contains(gotNorm, "ct mark & 0x00001000 == 0x00001000 accept") {

@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"path"
 	"path/filepath"
 	"strconv"
 	"syscall"
@@ -233,13 +232,7 @@ func sshConfigCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			matched := false
-			for i := range cfg.Hosts {
-				if ok, _ := path.Match(cfg.Hosts[i].Match, host); ok {
-					matched = true
-				}
-			}
-			if !matched && !c.IsSet("key-file") {
+			if !cfg.HasHost(host) && !c.IsSet("key-file") {
 				return usagef("ssh-config: no [[host]] in %s matches %s; add one, or give --key-file", cfgPath, host)
 			}
 			self, err := os.Executable()
