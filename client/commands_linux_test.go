@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/seqknock/seqknock/integration/netns"
+	"github.com/seqknock/seqknock/internal/netnstest"
 )
 
 // binEnv returns a key file and an environment with a private state dir.
@@ -38,7 +38,7 @@ func binEnv(t *testing.T) (keyFile string, env []string) {
 func TestProxyRelays16MiB(t *testing.T) {
 	h := newKnockHost(t, 44)
 	h.allow(t, testKey, time.Now())
-	bin := netns.Build(t, "client/cmd/seqknock")
+	bin := netnstest.Build(t, "client/cmd/seqknock")
 	kf, env := binEnv(t)
 
 	const size = 16 << 20
@@ -95,7 +95,7 @@ func TestProxyRelays16MiB(t *testing.T) {
 func TestExecDropsPrivileges(t *testing.T) {
 	h := newKnockHost(t, 45)
 	h.allow(t, testKey, time.Now())
-	bin := netns.Build(t, "client/cmd/seqknock")
+	bin := netnstest.Build(t, "client/cmd/seqknock")
 	kf, env := binEnv(t)
 	got := make(chan string, 1)
 	go func() {
@@ -135,7 +135,7 @@ func TestExecDropsPrivileges(t *testing.T) {
 func TestExecUnderSudoEnv(t *testing.T) {
 	h := newKnockHost(t, 46)
 	h.allow(t, testKey, time.Now())
-	bin := netns.Build(t, "client/cmd/seqknock")
+	bin := netnstest.Build(t, "client/cmd/seqknock")
 	kf, env := binEnv(t)
 	go func() {
 		c := <-h.accepted
@@ -155,7 +155,7 @@ func TestExecUnderSudoEnv(t *testing.T) {
 // thread.
 func TestSetcapDropsCapabilities(t *testing.T) {
 	h := newKnockHost(t, 48)
-	netns.RequireRoot(t, "setcap", "setpriv")
+	netnstest.RequireRoot(t, "setcap", "setpriv")
 	h.allow(t, testKey, time.Now())
 	dir, err := os.MkdirTemp("", "seqknock-setcap-")
 	if err != nil {
@@ -163,7 +163,7 @@ func TestSetcapDropsCapabilities(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	os.Chmod(dir, 0o755)
-	src, _ := os.ReadFile(netns.Build(t, "client/cmd/seqknock"))
+	src, _ := os.ReadFile(netnstest.Build(t, "client/cmd/seqknock"))
 	bin := filepath.Join(dir, "seqknock")
 	os.WriteFile(bin, src, 0o755)
 	if out, err := exec.Command("setcap", "cap_net_admin+ep", bin).CombinedOutput(); err != nil {

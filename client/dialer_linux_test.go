@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/seqknock/seqknock/integration/netns"
+	"github.com/seqknock/seqknock/internal/netnstest"
 	"github.com/seqknock/seqknock/totp"
 )
 
@@ -27,8 +27,8 @@ var testKey = []byte("client-test-key-0123456789abcdef")
 // (independent of nftgen), a client namespace, and a TCP listener in the
 // server namespace.
 type knockHost struct {
-	server, client *netns.NS
-	link           *netns.Link
+	server, client *netnstest.NS
+	link           *netnstest.Link
 	ln             net.Listener
 	port           uint16
 	accepted       chan net.Conn
@@ -55,9 +55,9 @@ func newKnockHost(t *testing.T, subnet int) *knockHost { return newKnockHostTB(t
 
 func newKnockHostTB(t testing.TB, subnet int) *knockHost {
 	t.Helper()
-	netns.RequireRoot(t, "tcpdump")
-	h := &knockHost{server: netns.New(t, "csrv"), client: netns.New(t, "ccli"), port: 2222, accepted: make(chan net.Conn, 16)}
-	h.link = netns.Connect(t, h.server, h.client, subnet)
+	netnstest.RequireRoot(t, "tcpdump")
+	h := &knockHost{server: netnstest.New(t, "csrv"), client: netnstest.New(t, "ccli"), port: 2222, accepted: make(chan net.Conn, 16)}
+	h.link = netnstest.Connect(t, h.server, h.client, subnet)
 	load := h.server.Command("nft", "-f", "-")
 	load.Stdin = strings.NewReader(fmt.Sprintf(knockTable, h.port))
 	if out, err := load.CombinedOutput(); err != nil {
@@ -261,9 +261,9 @@ func TestFourConnectionsFourSlots(t *testing.T) {
 }
 
 func TestDialNoCapability(t *testing.T) {
-	netns.RequireRoot(t, "setpriv")
+	netnstest.RequireRoot(t, "setpriv")
 	// Run the seqknock binary as nobody, without any capability.
-	bin := netns.Build(t, "client/cmd/seqknock")
+	bin := netnstest.Build(t, "client/cmd/seqknock")
 	home, err := os.MkdirTemp("", "seqknock-nocap-")
 	if err != nil {
 		t.Fatal(err)

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/seqknock/seqknock/integration/netns"
+	"github.com/seqknock/seqknock/internal/netnstest"
 	"github.com/seqknock/seqknock/totp"
 	"golang.org/x/sys/unix"
 )
@@ -27,7 +27,7 @@ type capture struct {
 	errb  *syncBuffer
 }
 
-func startCapture(t *testing.T, ns *netns.NS, iface string, extra []string, filter string) *capture {
+func startCapture(t *testing.T, ns *netnstest.NS, iface string, extra []string, filter string) *capture {
 	t.Helper()
 	args := append([]string{"-l", "-n", "-S", "-i", iface}, extra...)
 	c := &capture{cmd: ns.Command("tcpdump", append(args, filter)...), errb: &syncBuffer{}}
@@ -118,7 +118,7 @@ func rewriteIPv4(pkt []byte, src netip.Addr, sport uint16, seq uint32) []byte {
 }
 
 // rawSender is a raw IPv4 socket in ns.
-func rawSender(t *testing.T, ns *netns.NS) int {
+func rawSender(t *testing.T, ns *netnstest.NS) int {
 	t.Helper()
 	var fd int
 	if err := ns.Do(func() (err error) { fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_RAW); return }); err != nil {
@@ -287,10 +287,10 @@ func TestBruteForceSample(t *testing.T) {
 func TestThroughNAT(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, 124, 2*time.Second)
-	rtr := netns.New(t, "ertr")
-	natcli := netns.New(t, "encl")
-	up := netns.Connect(t, w.srv, rtr, 126)
-	down := netns.Connect(t, rtr, natcli, 127)
+	rtr := netnstest.New(t, "ertr")
+	natcli := netnstest.New(t, "encl")
+	up := netnstest.Connect(t, w.srv, rtr, 126)
+	down := netnstest.Connect(t, rtr, natcli, 127)
 	rtr.MustRun("sysctl", "-qw", "net.ipv4.ip_forward=1")
 	nat := rtr.Command("nft", "-f", "-")
 	nat.Stdin = strings.NewReader(fmt.Sprintf("table ip nat {\n chain post {\n  type nat hook postrouting priority srcnat; policy accept;\n  oifname %q masquerade random\n }\n}\n", up.BIf))

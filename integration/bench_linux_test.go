@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/seqknock/seqknock/integration/netns"
+	"github.com/seqknock/seqknock/internal/netnstest"
 	"github.com/seqknock/seqknock/nftgen"
 	"github.com/seqknock/seqknock/server"
 	"github.com/seqknock/seqknock/totp"
@@ -38,7 +38,7 @@ func benchConfig(n int) *server.Config {
 // administrator would load with `nft -f` to get the state Apply writes.
 func nftScript(s nftgen.State, now time.Time) string {
 	var b strings.Builder
-	b.WriteString(strings.ReplaceAll(netns.DropComments(nftgen.Render(s, now)), "counter packets 0 bytes 0", "counter"))
+	b.WriteString(strings.ReplaceAll(netnstest.DropComments(nftgen.Render(s, now)), "counter packets 0 bytes 0", "counter"))
 	els := nftElements(s.Valid, now)
 	for i := 0; i < len(els); i += 4096 {
 		fmt.Fprintf(&b, "add element inet %s valid { %s }\n", s.Table, strings.Join(els[i:min(i+4096, len(els))], ", "))
@@ -63,14 +63,14 @@ func nftElements(valid []nftgen.Element, now time.Time) []string {
 // loading the same table and elements in the same run. Target: under 2 s,
 // and no slower than nft (ratio at most 1).
 func BenchmarkColdSync10kUsers(b *testing.B) {
-	netns.RequireRoot(b)
+	netnstest.RequireRoot(b)
 	cfg := benchConfig(10000)
 	now := time.Now()
 	var ours, nft time.Duration
 	b.Run("seqknockd", func(b *testing.B) {
 		for i := 0; i < b.N; i++ {
 			b.StopTimer()
-			ns := netns.New(b, "bcold")
+			ns := netnstest.New(b, "bcold")
 			k := server.NewKernel(ns.FD())
 			b.StartTimer()
 			start := time.Now()
@@ -93,7 +93,7 @@ func BenchmarkColdSync10kUsers(b *testing.B) {
 	b.Run("nft-f-baseline", func(b *testing.B) {
 		for i := 0; i < b.N; i++ {
 			b.StopTimer()
-			ns := netns.New(b, "bnft")
+			ns := netnstest.New(b, "bnft")
 			b.StartTimer()
 			start := time.Now()
 			if out, err := ns.Run("nft", "-f", script); err != nil {
@@ -113,10 +113,10 @@ func BenchmarkColdSync10kUsers(b *testing.B) {
 // (a rotation: valid flushed and refilled, 12 elements), against `nft -f`
 // making the same change. Target: under 20 ms.
 func BenchmarkPeriodicSyncOneUser(b *testing.B) {
-	netns.RequireRoot(b)
+	netnstest.RequireRoot(b)
 	cfg := benchConfig(1)
 	cfg.Services = cfg.Services[:1]
-	ns := netns.New(b, "bper")
+	ns := netnstest.New(b, "bper")
 	k := server.NewKernel(ns.FD())
 	t0 := time.Now()
 	if _, err := server.Sync(k, cfg, t0); err != nil {
@@ -162,8 +162,8 @@ func BenchmarkPeriodicSyncOneUser(b *testing.B) {
 // run` with 10,000 users over three syncs, against the same with one user.
 // Target: under 100 MiB.
 func BenchmarkRunMemory10kUsers(b *testing.B) {
-	netns.RequireRoot(b)
-	bin := netns.Build(b, "server/cmd/seqknockd")
+	netnstest.RequireRoot(b)
+	bin := netnstest.Build(b, "server/cmd/seqknockd")
 	peak := func(users int) float64 {
 		dir := b.TempDir()
 		var cfg strings.Builder
@@ -176,7 +176,7 @@ func BenchmarkRunMemory10kUsers(b *testing.B) {
 			fmt.Fprintf(&cfg, "[[user]]\nname = %q\nkey_file = %q\n", name, name+".key")
 		}
 		os.WriteFile(filepath.Join(dir, "c.toml"), []byte(cfg.String()), 0o600)
-		ns := netns.New(b, "bmem")
+		ns := netnstest.New(b, "bmem")
 		cmd := ns.Command(bin, "--config", filepath.Join(dir, "c.toml"), "run")
 		log := &syncBuffer{}
 		cmd.Stderr = log

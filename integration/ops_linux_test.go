@@ -12,7 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/seqknock/seqknock/integration/netns"
+	"github.com/seqknock/seqknock/internal/netnstest"
 )
 
 func repoRoot(t *testing.T) string {
@@ -27,7 +27,7 @@ func repoRoot(t *testing.T) string {
 // TestDemo runs the README's first command and checks its three outcomes
 // and that it leaves no namespace behind.
 func TestDemo(t *testing.T) {
-	netns.RequireRoot(t)
+	netnstest.RequireRoot(t)
 	cmd := exec.Command("bash", filepath.Join(repoRoot(t), "scripts", "demo.sh"))
 	out, err := cmd.CombinedOutput()
 	if err != nil {

@@ -17,12 +17,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/seqknock/seqknock/integration/netns"
+	"github.com/seqknock/seqknock/internal/netnstest"
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	netns.RemoveBuilds()
+	netnstest.RemoveBuilds()
 	os.Exit(code)
 }
 
@@ -35,8 +35,8 @@ var (
 // client namespace and an attacker namespace, each joined to the server.
 type world struct {
 	t             *testing.T
-	srv, cli, atk *netns.NS
-	cl, al        *netns.Link
+	srv, cli, atk *netnstest.NS
+	cl, al        *netnstest.Link
 	dir           string
 	seqknock      string
 	seqknockd     string
@@ -45,7 +45,7 @@ type world struct {
 	daemonLog     *syncBuffer
 	period        time.Duration
 	// sshFrom is the namespace ssh runs in; the client's when nil.
-	sshFrom *netns.NS
+	sshFrom *netnstest.NS
 }
 
 type syncBuffer struct {
@@ -77,19 +77,19 @@ key_file = "alice.key"
 
 func newWorld(t *testing.T, subnet int, period time.Duration) *world {
 	t.Helper()
-	netns.RequireRoot(t, "sshd", "ssh", "ssh-keygen", "tcpdump")
+	netnstest.RequireRoot(t, "sshd", "ssh", "ssh-keygen", "tcpdump")
 	w := &world{t: t, period: period, daemonLog: &syncBuffer{}}
-	w.seqknock = netns.Build(t, "client/cmd/seqknock")
-	w.seqknockd = netns.Build(t, "server/cmd/seqknockd")
+	w.seqknock = netnstest.Build(t, "client/cmd/seqknock")
+	w.seqknockd = netnstest.Build(t, "server/cmd/seqknockd")
 	dir, err := os.MkdirTemp("", "seqknock-e2e-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	w.dir = dir
-	w.srv, w.cli, w.atk = netns.New(t, "esrv"), netns.New(t, "ecli"), netns.New(t, "eatk")
-	w.cl = netns.Connect(t, w.srv, w.cli, subnet)
-	w.al = netns.Connect(t, w.srv, w.atk, subnet+1)
+	w.srv, w.cli, w.atk = netnstest.New(t, "esrv"), netnstest.New(t, "ecli"), netnstest.New(t, "eatk")
+	w.cl = netnstest.Connect(t, w.srv, w.cli, subnet)
+	w.al = netnstest.Connect(t, w.srv, w.atk, subnet+1)
 	// Let spoofed packets reach the firewall instead of the reverse path
 	// filter, so a replay test proves what the knock rules do.
 	for _, k := range []string{"all", "default", w.al.AIf} {
@@ -290,7 +290,7 @@ func (s *session) check(t *testing.T, line string) {
 }
 
 // plainConnect tries a TCP connection without a knock from ns.
-func plainConnect(ns *netns.NS, addr string, timeout time.Duration) error {
+func plainConnect(ns *netnstest.NS, addr string, timeout time.Duration) error {
 	return ns.Do(func() error {
 		c, err := net.DialTimeout("tcp", net.JoinHostPort(addr, "22"), timeout)
 		if err == nil {

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/seqknock/seqknock/integration/netns"
+	"github.com/seqknock/seqknock/internal/netnstest"
 )
 
 func testState() State {
@@ -28,8 +28,8 @@ func testState() State {
 // TestGolden installs a table and compares `nft list ruleset` with Render,
 // in a fresh namespace.
 func TestGolden(t *testing.T) {
-	netns.RequireRoot(t)
-	ns := netns.New(t, "gold")
+	netnstest.RequireRoot(t)
+	ns := netnstest.New(t, "gold")
 	c := &Conn{NetNS: ns.FD()}
 	s := testState()
 	now := time.Unix(1_000_000, 0)
@@ -41,7 +41,7 @@ func TestGolden(t *testing.T) {
 		t.Errorf("first apply: %+v", res)
 	}
 	listing := ns.MustRun("nft", "list", "ruleset")
-	if diff := cmp.Diff(netns.DropComments(Render(s, now)), netns.NormalizeListing(listing)); diff != "" {
+	if diff := cmp.Diff(netnstest.DropComments(Render(s, now)), netnstest.NormalizeListing(listing)); diff != "" {
 		t.Errorf("nft list ruleset differs from Render (-render +nft):\n%s\nlisting:\n%s", diff, listing)
 	}
 	// Elements list as nft writes them, and the listing loads back.
@@ -59,8 +59,8 @@ func TestGolden(t *testing.T) {
 }
 
 func TestApplyIdempotentKeepsCountersAndUsed(t *testing.T) {
-	netns.RequireRoot(t)
-	ns := netns.New(t, "idem")
+	netnstest.RequireRoot(t)
+	ns := netnstest.New(t, "idem")
 	c := &Conn{NetNS: ns.FD()}
 	s := testState()
 	now := time.Unix(1_000_000, 0)
@@ -125,8 +125,8 @@ func TestApplyIdempotentKeepsCountersAndUsed(t *testing.T) {
 // TestApplyAllOrNothing makes the kernel refuse one part of a batch and
 // checks that no part of it was applied.
 func TestApplyAllOrNothing(t *testing.T) {
-	netns.RequireRoot(t)
-	ns := netns.New(t, "atom")
+	netnstest.RequireRoot(t)
+	ns := netnstest.New(t, "atom")
 	c := &Conn{NetNS: ns.FD()}
 	s := testState()
 	now := time.Unix(1_000_000, 0)
@@ -151,7 +151,7 @@ func TestApplyAllOrNothing(t *testing.T) {
 	}
 	t.Logf("refused as expected: %v", err)
 	after := ns.MustRun("nft", "list", "ruleset")
-	if diff := cmp.Diff(netns.NormalizeListing(mid), netns.NormalizeListing(after)); diff != "" {
+	if diff := cmp.Diff(netnstest.NormalizeListing(mid), netnstest.NormalizeListing(after)); diff != "" {
 		t.Errorf("failed apply changed the ruleset:\n%s", diff)
 	}
 	if strings.Contains(after, " 80") {
@@ -160,8 +160,8 @@ func TestApplyAllOrNothing(t *testing.T) {
 }
 
 func TestTeardownTouchesNothingElse(t *testing.T) {
-	netns.RequireRoot(t)
-	ns := netns.New(t, "tear")
+	netnstest.RequireRoot(t)
+	ns := netnstest.New(t, "tear")
 	other := ns.Command("nft", "-f", "-")
 	other.Stdin = strings.NewReader("table inet other {\n chain c {\n type filter hook input priority 0; policy accept;\n }\n}\ntable ip legacy {\n chain c {\n }\n}\n")
 	if out, err := other.CombinedOutput(); err != nil {

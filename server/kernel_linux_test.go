@@ -19,7 +19,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/seqknock/seqknock/client"
-	"github.com/seqknock/seqknock/integration/netns"
+	"github.com/seqknock/seqknock/internal/netnstest"
 	"github.com/seqknock/seqknock/totp"
 )
 
@@ -33,8 +33,8 @@ var (
 // testbed: a server namespace running Sync, a client and an attacker
 // namespace, listeners on the protected ports.
 type testbed struct {
-	srv, cli, atk *netns.NS
-	cl, al        *netns.Link
+	srv, cli, atk *netnstest.NS
+	cl, al        *netnstest.Link
 	k             Kernel
 	dir           string
 	accepted      chan net.Conn
@@ -42,10 +42,10 @@ type testbed struct {
 
 func newTestbed(t *testing.T, subnet int) *testbed {
 	t.Helper()
-	netns.RequireRoot(t)
-	b := &testbed{srv: netns.New(t, "ssrv"), cli: netns.New(t, "scli"), atk: netns.New(t, "satk"), dir: t.TempDir(), accepted: make(chan net.Conn, 32)}
-	b.cl = netns.Connect(t, b.srv, b.cli, subnet)
-	b.al = netns.Connect(t, b.srv, b.atk, subnet+1)
+	netnstest.RequireRoot(t)
+	b := &testbed{srv: netnstest.New(t, "ssrv"), cli: netnstest.New(t, "scli"), atk: netnstest.New(t, "satk"), dir: t.TempDir(), accepted: make(chan net.Conn, 32)}
+	b.cl = netnstest.Connect(t, b.srv, b.cli, subnet)
+	b.al = netnstest.Connect(t, b.srv, b.atk, subnet+1)
 	b.k = NewKernel(b.srv.FD())
 	for _, p := range []int{22, 2222, 8080} {
 		var ln net.Listener
@@ -118,7 +118,7 @@ func literal(_ context.Context, _, host string) ([]netip.Addr, error) {
 
 // knock dials from ns and reports whether the server answered. Each
 // attempt is one slot only (Slots 1), so a dropped knock is one SYN timeout.
-func (b *testbed) knock(t *testing.T, ns *netns.NS, d client.Dialer, addr string, port uint16) error {
+func (b *testbed) knock(t *testing.T, ns *netnstest.NS, d client.Dialer, addr string, port uint16) error {
 	t.Helper()
 	d.Resolve = literal
 	if d.SynTimeout == 0 {
@@ -165,7 +165,7 @@ func TestAdmission(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name string
-		ns   *netns.NS
+		ns   *netnstest.NS
 		addr string
 		port uint16
 		d    client.Dialer
@@ -361,9 +361,9 @@ func TestEstablishedSurvives(t *testing.T) {
 // the table in config_test.go against an installed table: each fails with
 // its message and leaves the ruleset as it was.
 func TestBadConfigChangesNothing(t *testing.T) {
-	netns.RequireRoot(t)
-	ns := netns.New(t, "sbad")
-	bin := netns.Build(t, "server/cmd/seqknockd")
+	netnstest.RequireRoot(t)
+	ns := netnstest.New(t, "sbad")
+	bin := netnstest.Build(t, "server/cmd/seqknockd")
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "k"), []byte(base64.StdEncoding.EncodeToString(aliceKey)+"\n"), 0o600)
 	os.WriteFile(filepath.Join(dir, "bad"), []byte(base64.StdEncoding.EncodeToString(aliceKey)+"\n"), 0o644)
@@ -398,8 +398,8 @@ func TestBadConfigChangesNothing(t *testing.T) {
 // config whose key files only root can read: it prints the ruleset with
 // the config's element count.
 func TestRulesetNeedsNoRoot(t *testing.T) {
-	netns.RequireRoot(t, "setpriv")
-	bin := netns.Build(t, "server/cmd/seqknockd")
+	netnstest.RequireRoot(t, "setpriv")
+	bin := netnstest.Build(t, "server/cmd/seqknockd")
 	dir, err := os.MkdirTemp("", "seqknock-ruleset-")
 	if err != nil {
 		t.Fatal(err)
@@ -430,9 +430,9 @@ func TestRulesetNeedsNoRoot(t *testing.T) {
 // `nft list ruleset` shows after `seqknockd sync`, counters and elements
 // aside (cmp.Diff, in a fresh namespace).
 func TestRulesetCommandMatchesNft(t *testing.T) {
-	netns.RequireRoot(t)
-	ns := netns.New(t, "srule")
-	bin := netns.Build(t, "server/cmd/seqknockd")
+	netnstest.RequireRoot(t)
+	ns := netnstest.New(t, "srule")
+	bin := netnstest.Build(t, "server/cmd/seqknockd")
 	dir := t.TempDir()
 	for _, n := range []string{"alice", "bob"} {
 		os.WriteFile(filepath.Join(dir, n+".key"), []byte(base64.StdEncoding.EncodeToString([]byte(n+"-key-0123456789abcdefghijklmnop"))+"\n"), 0o600)
@@ -446,8 +446,8 @@ func TestRulesetCommandMatchesNft(t *testing.T) {
 	if out, err := ns.Command(bin, "--config", cfg, "sync").CombinedOutput(); err != nil {
 		t.Fatalf("sync: %v: %s", err, out)
 	}
-	gotNorm := netns.NormalizeListing(ns.MustRun("nft", "list", "ruleset"))
-	if diff := cmp.Diff(netns.DropComments(string(want)), gotNorm); diff != "" {
+	gotNorm := netnstest.NormalizeListing(ns.MustRun("nft", "list", "ruleset"))
+	if diff := cmp.Diff(netnstest.DropComments(string(want)), gotNorm); diff != "" {
 		t.Errorf("seqknockd ruleset vs nft list ruleset (-ruleset +nft):\n%s", diff)
 	}
 	if !strings.Contains(gotNorm, "ct mark & 0x00001000 == 0x00001000 accept") {
