@@ -138,7 +138,7 @@ func TestISNErrors(t *testing.T) {
 		{[]string{"isn", "--key-file", kf, "--port", "22", "--slot", "1", "--all-slots"}, 2, "exclude"},
 		{[]string{"isn", "--key-file", kf, "--port", "22", "--counter", "1", "--at", "2025-01-01T00:00:00Z"}, 2, "exclude"},
 		{[]string{"isn", "--key-file", kf, "--port", "22", "--at", "noon"}, 2, "RFC 3339"},
-		{[]string{"isn", "--key-file", kf, "--port", "22", "--nope"}, 2, "not defined"},
+		{[]string{"isn", "--key-file", kf, "--port", "22", "--nope"}, 2, "unknown flag --nope"},
 		{[]string{"isn", "--key-file", kf, "--port", "22", "--period", "1500ms"}, 2, "whole number of seconds"},
 		{[]string{"isn", "--key-file", loose, "--port", "22"}, 1, "chmod 600 " + loose},
 		{[]string{"isn", "--key-file", short, "--port", "22"}, 1, "key is 8 bytes"},

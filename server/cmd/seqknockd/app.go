@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -13,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/seqknock/seqknock/internal/cliconv"
 	"github.com/seqknock/seqknock/nftgen"
 	"github.com/seqknock/seqknock/server"
 	"github.com/urfave/cli/v2"
@@ -21,22 +21,18 @@ import (
 // daemonMemoryLimit is the Go runtime's soft memory limit for `run`.
 const daemonMemoryLimit = 64 << 20
 
-type usageError struct{ err error }
-
-func (e usageError) Error() string { return e.err.Error() }
-func (e usageError) Unwrap() error { return e.err }
-
-func onUsageError(_ *cli.Context, err error, _ bool) error { return usageError{err} }
-
 func noArgs(c *cli.Context) error {
 	if c.NArg() > 0 {
-		return usageError{fmt.Errorf("%s: unexpected argument %q", c.Command.Name, c.Args().First())}
+		return cliconv.Usagef("%s: unexpected argument %q", c.Command.Name, c.Args().First())
 	}
 	return nil
 }
 
+// configPath is --config, given before or after the command.
+func configPath(c *cli.Context) string { return cliconv.AppString(c, "config") }
+
 func loadConfig(c *cli.Context) (*server.Config, error) {
-	return server.LoadConfig(c.String("config"))
+	return server.LoadConfig(configPath(c))
 }
 
 // withConfig is the action of a command that takes no arguments and works
@@ -65,13 +61,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Description: "seqknockd derives the ISNs valid in each period from per-user keys (ISN-v1) and keeps them " +
 			"in the nftables table inet seqknock, where the kernel checks every SYN to a protected port. " +
 			"Run `seqknockd run` as a service, or `seqknockd sync` from a timer at every period boundary.",
-		Writer:               stdout,
-		ErrWriter:            stderr,
-		Flags:                []cli.Flag{configFlag},
-		OnUsageError:         onUsageError,
-		ExitErrHandler:       func(*cli.Context, error) {},
-		HideHelpCommand:      true,
-		EnableBashCompletion: true,
+		Writer:    stdout,
+		ErrWriter: stderr,
+		Flags:     []cli.Flag{configFlag},
 		Commands: []*cli.Command{
 			{
 				Name:  "sync",
@@ -109,7 +101,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					hup := make(chan os.Signal, 1)
 					signal.Notify(hup, syscall.SIGHUP)
 					d := &server.Daemon{
-						ConfigPath:     c.String("config"),
+						ConfigPath:     configPath(c),
 						Load:           server.LoadConfig,
 						Kernel:         server.NewKernel(0),
 						Now:            time.Now,
@@ -146,7 +138,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					if err := noArgs(c); err != nil {
 						return err
 					}
-					cfg, err := server.LoadConfigWithoutKeys(c.String("config"))
+					cfg, err := server.LoadConfigWithoutKeys(configPath(c))
 					if err != nil {
 						return err
 					}
@@ -207,9 +199,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			return err
 		},
 	})
-	for _, cmd := range app.Commands {
-		cmd.OnUsageError = onUsageError
-	}
+	cliconv.Prepare(app)
 	return app
 }
 
@@ -236,17 +226,8 @@ func printStatus(w io.Writer, st *server.Status) {
 	fmt.Fprintf(w, "counter:        %d (next rotation in %.1fs)\n", st.Counter, st.NextRotationS)
 }
 
-// run maps errors to exit codes: 0 ok, 2 bad usage, 1 anything else, with
+// run runs the app: exit status 0 ok, 2 bad usage, 1 anything else, with
 // the error on one line.
 func run(args []string, stdout, stderr io.Writer) int {
-	err := newApp(stdout, stderr).Run(args)
-	if err == nil {
-		return 0
-	}
-	fmt.Fprintf(stderr, "seqknockd: %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
-	var ue usageError
-	if errors.As(err, &ue) {
-		return 2
-	}
-	return 1
+	return cliconv.Run(newApp(stdout, stderr), args, stderr)
 }

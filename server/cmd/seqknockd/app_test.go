@@ -2,10 +2,20 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/seqknock/seqknock/internal/cliconv"
 )
+
+func runCLI(args ...string) (stdout, stderr string, code int) {
+	var o, e bytes.Buffer
+	code = run(append([]string{"seqknockd"}, args...), &o, &e)
+	return o.String(), e.String(), code
+}
 
 func TestCLIUsageAndDocs(t *testing.T) {
 	var o, e bytes.Buffer
@@ -33,5 +43,40 @@ func TestCLIUsageAndDocs(t *testing.T) {
 	if code := run([]string{"seqknockd", "--config", "/nonexistent.toml", "check-config"}, &o, &e); code != 1 ||
 		e.String() != "seqknockd: config /nonexistent.toml: open /nonexistent.toml: no such file or directory\n" {
 		t.Errorf("missing config: exit %d %q", code, e.String())
+	}
+}
+
+// TestCLIConventions: --version, exit status 2 and one line for an unknown
+// command or flag, --config before or after the command, help text.
+func TestCLIConventions(t *testing.T) {
+	if out, _, code := runCLI("--version"); code != 0 || out != "seqknockd "+cliconv.Version()+"\n" {
+		t.Errorf("--version: exit %d %q", code, out)
+	}
+	for _, args := range [][]string{{"bogus"}, {"--bogus"}, {"sync", "--bogus"}, {"help"}} {
+		if out, e, code := runCLI(args...); code != 2 || strings.Count(e, "\n") != 1 || out != "" {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want 2 and one line", args, code, out, e)
+		}
+	}
+	missing := filepath.Join(t.TempDir(), "missing.toml")
+	t.Setenv("SEQKNOCKD_CONFIG", "/from-env.toml")
+	for _, args := range [][]string{
+		{"check-config", "-c", missing},
+		{"-c", missing, "check-config"},
+		{"--config", "/other.toml", "check-config", "--config", missing},
+		{"ruleset", "--config", missing},
+		{"teardown", "--config=" + missing},
+	} {
+		if _, e, code := runCLI(args...); code != 1 || !strings.HasPrefix(e, "seqknockd: config "+missing+": ") {
+			t.Errorf("%v: exit %d %q, want config %s", args, code, e, missing)
+		}
+	}
+	if _, e, _ := runCLI("check-config"); !strings.HasPrefix(e, "seqknockd: config /from-env.toml: ") {
+		t.Errorf("SEQKNOCKD_CONFIG ignored: %q", e)
+	}
+	if faults := cliconv.HelpFaults(newApp(io.Discard, io.Discard), func(args ...string) string {
+		out, _, _ := runCLI(args...)
+		return out
+	}); len(faults) > 0 {
+		t.Errorf("help text:\n%s", strings.Join(faults, "\n"))
 	}
 }
