@@ -7,6 +7,26 @@
 // text, and are tested without root. Applying (Apply, Teardown) and reading
 // (Read) live in _linux.go files and talk to the kernel.
 //
+// # Where things are
+//
+//   - state.go: State (the desired table) and its validation.
+//   - rules.go: Rules, the parameters of the chains' rules, and the one list
+//     of rule descriptions from which the rule expressions, the rules' nft
+//     text and the fingerprint stored in every rule are all derived. A rule
+//     or a rule parameter changes here and nowhere else.
+//   - build.go: table, chains, sets and set elements.
+//   - render.go: the nft text of the whole table.
+//   - batch.go: the transaction Apply sends, built without a kernel;
+//     testdata/batch.golden holds a readable rendering of it
+//     (batch_test.go; `go test ./nftgen -run TestBatchGolden -update`
+//     rewrites it after an intended change).
+//   - typeof.go, patch.go: the set user data nft writes, and patching it
+//     into the batch.
+//   - live.go: what Read reports and what Apply did (Live, Counter, Result).
+//   - read_linux.go, apply_linux.go, send_linux.go: Conn, which reads the
+//     table, applies a batch and tears it down, and sends the batch over
+//     raw netlink.
+//
 // # Why nftgen sends the batch itself
 //
 // google/nftables v0.3.0 writes no "typeof" user data for a set. Without it

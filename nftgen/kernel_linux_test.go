@@ -11,20 +11,6 @@ import (
 	"github.com/seqknock/seqknock/internal/netnstest"
 )
 
-func testState() State {
-	exp := time.Unix(1_000_090, 0)
-	return State{
-		Table:       "seqknock",
-		Ports:       []uint16{2222, 22},
-		MarkBit:     1 << 23,
-		UsedTimeout: 90 * time.Second,
-		Valid: []Element{
-			{Port: 22, ISN: 2742790613, Expires: exp},
-			{Port: 2222, ISN: 185541829, Expires: exp.Add(30 * time.Second)},
-		},
-	}
-}
-
 // TestGolden installs a table and compares `nft list ruleset` with Render,
 // in a fresh namespace.
 func TestGolden(t *testing.T) {

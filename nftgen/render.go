@@ -35,18 +35,26 @@ func Render(s State, now time.Time) string {
 	b.WriteString("\tset valid {\n\t\ttypeof tcp dport . tcp sequence\n\t\tflags timeout\n\t}\n\n")
 	fmt.Fprintf(&b, "\tset used {\n\t\ttypeof tcp dport . tcp sequence\n\t\tsize %d\n\t\tflags dynamic,timeout\n\t\ttimeout %s\n\t}\n\n",
 		s.usedSize(), nftDuration(s.UsedTimeout))
-	b.WriteString("\tchain input {\n")
-	fmt.Fprintf(&b, "\t\ttype filter hook input priority filter %s; policy accept;\n", signed(InputPriority))
-	b.WriteString("\t\ttcp dport @ports jump knock\n\t}\n\n")
-	mark := fmt.Sprintf("0x%08x", s.MarkBit)
-	b.WriteString("\tchain knock {\n")
-	b.WriteString("\t\tct state established,related accept\n")
-	fmt.Fprintf(&b, "\t\tct mark & %s == %s accept\n", mark, mark)
-	fmt.Fprintf(&b, "\t\ttcp flags syn / fin,syn,rst,ack ct state new tcp dport . tcp sequence @valid "+
-		"tcp dport . tcp sequence != @used add @used { tcp dport . tcp sequence } "+
-		"ct mark set ct mark | %s counter packets 0 bytes 0 accept\n", mark)
-	b.WriteString("\t\ttcp flags ! syn ct state new accept\n")
-	b.WriteString("\t\tcounter packets 0 bytes 0 drop\n\t}\n}\n")
+	rules := s.Rules.ruleList()
+	for i, ch := range []struct{ name, header string }{
+		{ChainInput, fmt.Sprintf("type filter hook input priority filter %s; policy accept;", signed(InputPriority))},
+		{ChainKnock, ""},
+	} {
+		if i > 0 {
+			b.WriteString("\n")
+		}
+		fmt.Fprintf(&b, "\tchain %s {\n", ch.name)
+		if ch.header != "" {
+			fmt.Fprintf(&b, "\t\t%s\n", ch.header)
+		}
+		for _, r := range rules {
+			if r.chain == ch.name {
+				fmt.Fprintf(&b, "\t\t%s\n", r.text)
+			}
+		}
+		b.WriteString("\t}\n")
+	}
+	b.WriteString("}\n")
 	return b.String()
 }
 

@@ -3,7 +3,6 @@ package nftgen
 import (
 	"errors"
 	"fmt"
-	"math/bits"
 	"sort"
 	"time"
 )
@@ -39,9 +38,8 @@ type State struct {
 	Table string
 	// Ports are the protected TCP ports.
 	Ports []uint16
-	// MarkBit is the conntrack mark bit (a mask with exactly one bit set)
-	// that marks an admitted flow.
-	MarkBit uint32
+	// Rules are the parameters of the chains' rules (the ct mark bit).
+	Rules
 	// UsedTimeout is how long a spent knock stays in the used set; at least
 	// the window length.
 	UsedTimeout time.Duration
@@ -58,8 +56,8 @@ func (s State) Validate() error {
 	if s.Table == "" || len(s.Table) > 255 {
 		return fmt.Errorf("table name must be 1 to 255 bytes")
 	}
-	if bits.OnesCount32(s.MarkBit) != 1 {
-		return fmt.Errorf("ct mark bit %#x must have exactly one bit set", s.MarkBit)
+	if err := s.Rules.validate(); err != nil {
+		return err
 	}
 	if len(s.Ports) == 0 {
 		return errors.New("no protected ports")

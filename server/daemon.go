@@ -160,7 +160,7 @@ func GetStatus(k Kernel, cfg *Config, now time.Time) (*Status, error) {
 	st := &Status{
 		Table:         cfg.Table,
 		Present:       live.Exists,
-		RulesCurrent:  live.RulesCurrent && live.MarkBit == cfg.MarkBit(),
+		RulesCurrent:  live.RulesCurrent && live.Rules == rules(cfg),
 		Ports:         live.Ports,
 		Valid:         live.ValidCount,
 		Used:          live.UsedCount,

@@ -15,7 +15,7 @@ func Desired(cfg *Config, now time.Time) nftgen.State {
 	window := totp.Window(now, cfg.Period, cfg.Tolerance, cfg.Lookahead)
 	s := nftgen.State{
 		Table:       cfg.Table,
-		MarkBit:     cfg.MarkBit(),
+		Rules:       rules(cfg),
 		UsedTimeout: cfg.WindowLength(),
 	}
 	perPort := map[uint16]map[string]bool{}
@@ -59,4 +59,9 @@ func Desired(cfg *Config, now time.Time) nftgen.State {
 		}
 	}
 	return s
+}
+
+// rules returns the parameters of the rules cfg wants.
+func rules(cfg *Config) nftgen.Rules {
+	return nftgen.Rules{MarkBit: cfg.MarkBit()}
 }

@@ -1,0 +1,124 @@
+package nftgen
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+)
+
+// elementsPerMessage bounds the elements in one NEWSETELEM message: an
+// attribute's length is 16 bits, and an element takes about 40 bytes.
+const elementsPerMessage = 1024
+
+// batch is what Apply sends: the messages of one transaction, and what they
+// change.
+type batch struct {
+	msgs []netlink.Message
+	res  Result
+}
+
+// buildBatch returns the transaction that makes a table in state live into
+// s at now. usedCarry holds the used set's elements to carry over when the
+// set is recreated. It talks to no kernel: google/nftables builds the
+// messages into a recorder (see the package documentation), and the typeof
+// user data is patched in.
+func buildBatch(s State, now time.Time, live *Live, usedCarry []nftables.SetElement) (batch, error) {
+	var res Result
+	res.Created = !live.Exists
+	res.RulesRebuilt = !live.RulesCurrent || live.Rules != s.Rules
+	recreateUsed := usedRecreated(s, live)
+	res.UsedRecreated = recreateUsed
+	if recreateUsed {
+		res.RulesRebuilt = true // rules refer to the set; they go first
+	}
+
+	rec := &recorder{}
+	nc, err := nftables.New(nftables.WithTestDial(rec.dial))
+	if err != nil {
+		return batch{}, err
+	}
+	t := nc.AddTable(Table(s.Table))
+	input, knock := Chains(t)
+	nc.AddChain(input)
+	nc.AddChain(knock)
+	if res.RulesRebuilt {
+		nc.FlushChain(input)
+		nc.FlushChain(knock)
+	}
+	ports, valid, used := Sets(t, s)
+	if recreateUsed {
+		nc.DelSet(used)
+	}
+	if err := nc.AddSet(ports, nil); err != nil {
+		return batch{}, fmt.Errorf("set %s: %w", SetPorts, err)
+	}
+	nc.FlushSet(ports)
+	if err := nc.SetAddElements(ports, PortElements(s.sortedPorts())); err != nil {
+		return batch{}, fmt.Errorf("set %s: %w", SetPorts, err)
+	}
+	if err := nc.AddSet(valid, nil); err != nil {
+		return batch{}, fmt.Errorf("set %s: %w", SetValid, err)
+	}
+	nc.FlushSet(valid)
+	err = eachElementChunk(s.Valid, now, elementsPerMessage, func(chunk []nftables.SetElement) error {
+		res.Elements += len(chunk)
+		return addElements(nc, valid, chunk)
+	})
+	if err != nil {
+		return batch{}, err
+	}
+	if err := nc.AddSet(used, nil); err != nil {
+		return batch{}, fmt.Errorf("set %s: %w", SetUsed, err)
+	}
+	if err := addElements(nc, used, usedCarry); err != nil {
+		return batch{}, err
+	}
+	if res.RulesRebuilt {
+		fp := s.Rules.fingerprint()
+		chains := map[string]*nftables.Chain{ChainInput: input, ChainKnock: knock}
+		for _, r := range s.Rules.ruleList() {
+			nc.AddRule(&nftables.Rule{Table: t, Chain: chains[r.chain], Exprs: r.exprs, UserData: fp})
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		return batch{}, fmt.Errorf("build batch: %w", err)
+	}
+	msgs, err := patchSetUserData(rec.msgs)
+	if err != nil {
+		return batch{}, err
+	}
+	return batch{msgs: msgs, res: res}, nil
+}
+
+// usedRecreated says whether the used set must be recreated to get s's
+// timeout and size.
+func usedRecreated(s State, live *Live) bool {
+	return live.UsedExists && (live.UsedTimeout != s.UsedTimeout || live.UsedSize != s.usedSize())
+}
+
+func addElements(nc *nftables.Conn, s *nftables.Set, els []nftables.SetElement) error {
+	for len(els) > 0 {
+		n := min(len(els), elementsPerMessage)
+		if err := nc.SetAddElements(s, els[:n]); err != nil {
+			return fmt.Errorf("set %s: %w", s.Name, err)
+		}
+		els = els[n:]
+	}
+	return nil
+}
+
+// recorder stands in for the netlink socket while google/nftables flushes:
+// it keeps the batch and acknowledges every message.
+type recorder struct {
+	msgs []netlink.Message
+}
+
+func (r *recorder) dial(req []netlink.Message) ([]netlink.Message, error) {
+	if req != nil {
+		r.msgs = append(r.msgs, req...)
+		return nil, nil
+	}
+	return []netlink.Message{{Header: netlink.Header{Type: netlink.Error}, Data: make([]byte, 4)}}, nil
+}

@@ -1,0 +1,192 @@
+//go:build linux
+
+package nftgen
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// Conn applies and reads seqknock tables in one network namespace.
+type Conn struct {
+	// NetNS is a file descriptor of the network namespace to work in; 0 is
+	// the namespace of the calling thread.
+	NetNS int
+}
+
+func (c *Conn) nft() (*nftables.Conn, error) {
+	if c.NetNS != 0 {
+		return nftables.New(nftables.WithNetNSFd(c.NetNS))
+	}
+	return nftables.New()
+}
+
+// Read returns the live state of table. A missing table is not an error:
+// Live.Exists is false.
+func (c *Conn) Read(table string) (*Live, error) {
+	return c.read(table, true)
+}
+
+func isNotExist(err error) bool {
+	return errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENOENT)
+}
+
+func (c *Conn) read(table string, elements bool) (*Live, error) {
+	nc, err := c.nft()
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", table, err)
+	}
+	live := &Live{}
+	t, err := nc.ListTableOfFamily(table, nftables.TableFamilyINet)
+	if err != nil {
+		if isNotExist(err) {
+			return live, nil
+		}
+		return nil, fmt.Errorf("read table %s: %w", table, err)
+	}
+	live.Exists = true
+	sets, err := nc.GetSets(t)
+	if err != nil {
+		return nil, fmt.Errorf("read sets of %s: %w", table, err)
+	}
+	for _, s := range sets {
+		switch s.Name {
+		case SetPorts:
+			els, err := nc.GetSetElements(s)
+			if err != nil {
+				return nil, fmt.Errorf("read set %s: %w", s.Name, err)
+			}
+			for _, e := range els {
+				if len(e.Key) >= 2 {
+					live.Ports = append(live.Ports, uint16(e.Key[0])<<8|uint16(e.Key[1]))
+				}
+			}
+			sort.Slice(live.Ports, func(i, j int) bool { return live.Ports[i] < live.Ports[j] })
+		case SetValid:
+			if elements {
+				els, err := nc.GetSetElements(s)
+				if err != nil {
+					return nil, fmt.Errorf("read set %s: %w", s.Name, err)
+				}
+				live.ValidCount = len(els)
+			}
+		case SetUsed:
+			live.UsedExists = true
+			live.UsedTimeout = s.Timeout
+			live.UsedSize = s.Size
+			if elements {
+				els, err := nc.GetSetElements(s)
+				if err != nil {
+					return nil, fmt.Errorf("read set %s: %w", s.Name, err)
+				}
+				live.UsedCount = len(els)
+			}
+		}
+	}
+	if err := c.readRules(nc, t, live); err != nil {
+		return nil, err
+	}
+	return live, nil
+}
+
+func (c *Conn) readRules(nc *nftables.Conn, t *nftables.Table, live *Live) error {
+	chains, err := nc.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return fmt.Errorf("read chains of %s: %w", t.Name, err)
+	}
+	rules := map[string][]*nftables.Rule{}
+	for _, ch := range chains {
+		if ch.Table.Name != t.Name || (ch.Name != ChainInput && ch.Name != ChainKnock) {
+			continue
+		}
+		rs, err := nc.GetRules(t, ch)
+		if err != nil {
+			return fmt.Errorf("read rules of %s %s: %w", t.Name, ch.Name, err)
+		}
+		rules[ch.Name] = rs
+	}
+	for _, r := range rules[ChainKnock] {
+		var counter *expr.Counter
+		var dynset, drop bool
+		for _, e := range r.Exprs {
+			switch e := e.(type) {
+			case *expr.Counter:
+				counter = e
+			case *expr.Dynset:
+				dynset = true
+			case *expr.Verdict:
+				drop = e.Kind == expr.VerdictDrop
+			}
+		}
+		if counter == nil {
+			continue
+		}
+		switch {
+		case dynset:
+			live.Admitted = Counter{Packets: counter.Packets, Bytes: counter.Bytes}
+		case drop:
+			live.Dropped = Counter{Packets: counter.Packets, Bytes: counter.Bytes}
+		}
+	}
+	// The rules are current when every rule carries this version's
+	// fingerprint for one set of parameters, and the counts are those the
+	// parameters build.
+	fp, same := "", true
+	for _, rs := range rules {
+		for _, r := range rs {
+			v := string(r.UserData)
+			if fp == "" {
+				fp = v
+			}
+			if v != fp {
+				same = false
+			}
+		}
+	}
+	if r, ok := parseFingerprint([]byte(fp)); ok && same &&
+		len(rules[ChainInput]) == len(InputRules(r)) && len(rules[ChainKnock]) == len(KnockRules(r)) {
+		live.Rules, live.RulesCurrent = r, true
+	}
+	return nil
+}
+
+// ReadCounters is Read without counting set elements, which for a large
+// valid set costs a full dump.
+func (c *Conn) ReadCounters(table string) (*Live, error) {
+	return c.read(table, false)
+}
+
+// usedElements returns the used set's elements with their remaining time as
+// timeout, to carry them into a recreated set.
+func (c *Conn) usedElements(table string) ([]nftables.SetElement, error) {
+	nc, err := c.nft()
+	if err != nil {
+		return nil, err
+	}
+	s, err := nc.GetSetByName(Table(table), SetUsed)
+	if err != nil {
+		return nil, fmt.Errorf("read set %s: %w", SetUsed, err)
+	}
+	els, err := nc.GetSetElements(s)
+	if err != nil {
+		return nil, fmt.Errorf("read set %s: %w", SetUsed, err)
+	}
+	out := make([]nftables.SetElement, 0, len(els))
+	for _, e := range els {
+		left := e.Expires
+		if left <= 0 {
+			left = e.Timeout
+		}
+		if left <= 0 {
+			continue
+		}
+		out = append(out, nftables.SetElement{Key: e.Key, Timeout: left})
+	}
+	return out, nil
+}
