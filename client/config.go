@@ -6,11 +6,10 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 
-	"github.com/BurntSushi/toml"
+	"github.com/seqknock/seqknock/internal/tomlerr"
 	"github.com/seqknock/seqknock/totp"
 )
 
@@ -29,7 +28,6 @@ type HostEntry struct {
 	Realm   string
 	Period  time.Duration
 	Slots   int
-	line    int
 }
 
 type rawClientConfig struct {
@@ -43,8 +41,6 @@ type rawClientConfig struct {
 	} `toml:"host"`
 }
 
-var tomlLine = regexp.MustCompile(`line (\d+)`)
-
 // LoadConfig reads the client config. A missing file is not an error when
 // missingOK: it gives an empty config, since flags alone suffice.
 func LoadConfig(file string, home string, missingOK bool) (*Config, error) {
@@ -53,7 +49,7 @@ func LoadConfig(file string, home string, missingOK bool) (*Config, error) {
 		if missingOK && errors.Is(err, os.ErrNotExist) {
 			return &Config{Path: file}, nil
 		}
-		return nil, fmt.Errorf("config %s: %w", file, err)
+		return nil, &tomlerr.Error{File: file, Err: err}
 	}
 	return ParseConfig(file, data, home)
 }
@@ -61,46 +57,33 @@ func LoadConfig(file string, home string, missingOK bool) (*Config, error) {
 // ParseConfig checks client config text. Errors name the file, the line of
 // the [[host]] entry and the field.
 func ParseConfig(file string, data []byte, home string) (*Config, error) {
+	doc := tomlerr.New(file, data)
 	var raw rawClientConfig
-	md, err := toml.Decode(string(data), &raw)
-	if err != nil {
-		msg := strings.SplitN(err.Error(), "\n", 2)[0]
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			return nil, fmt.Errorf("config %s:%d: %s", file, pe.Position.Line, pe.Message)
-		}
-		if m := tomlLine.FindStringSubmatch(msg); m != nil {
-			return nil, fmt.Errorf("config %s:%s: %s", file, m[1], msg)
-		}
-		return nil, fmt.Errorf("config %s: %s", file, msg)
+	if err := doc.Decode(&raw); err != nil {
+		return nil, err
 	}
-	if und := md.Undecoded(); len(und) > 0 {
-		return nil, fmt.Errorf("config %s:%d: %s: unknown key", file, lineOf(data, und[0][len(und[0])-1]), und[0])
-	}
-	headers := headerLines(data, "host")
 	c := &Config{Path: file}
 	for i, h := range raw.Host {
-		line := 0
-		if i < len(headers) {
-			line = headers[i]
+		// Errors name the line of the entry's [[host]] header.
+		fail := func(field string, format string, args ...any) error {
+			return doc.At("host", i, "", fmt.Sprintf("host[%d].%s", i, field), fmt.Errorf(format, args...))
 		}
-		where := func(field string) string { return fmt.Sprintf("config %s:%d: host[%d].%s", file, line, i, field) }
-		e := HostEntry{line: line, Period: totp.DefaultPeriod, Slots: totp.DefaultSlots}
+		e := HostEntry{Period: totp.DefaultPeriod, Slots: totp.DefaultSlots}
 		if h.Match == nil || *h.Match == "" {
-			return nil, fmt.Errorf("%s: missing", where("match"))
+			return nil, fail("match", "missing")
 		}
 		if _, err := path.Match(*h.Match, ""); err != nil {
-			return nil, fmt.Errorf("%s: %q: %v", where("match"), *h.Match, err)
+			return nil, fail("match", "%q: %v", *h.Match, err)
 		}
 		e.Match = *h.Match
 		if h.Port != nil {
 			if *h.Port < 1 || *h.Port > 65535 {
-				return nil, fmt.Errorf("%s: %d out of range 1..65535", where("port"), *h.Port)
+				return nil, fail("port", "%d out of range 1..65535", *h.Port)
 			}
 			e.Port = uint16(*h.Port)
 		}
 		if h.KeyFile == nil || *h.KeyFile == "" {
-			return nil, fmt.Errorf("%s: missing", where("key_file"))
+			return nil, fail("key_file", "missing")
 		}
 		e.KeyFile = expandHome(*h.KeyFile, home)
 		if !filepath.IsAbs(e.KeyFile) {
@@ -108,7 +91,7 @@ func ParseConfig(file string, data []byte, home string) (*Config, error) {
 		}
 		if h.Realm != nil {
 			if err := totp.ValidateRealm(*h.Realm); err != nil {
-				return nil, fmt.Errorf("%s: %v", where("realm"), err)
+				return nil, fail("realm", "%v", err)
 			}
 			e.Realm = *h.Realm
 		}
@@ -118,13 +101,13 @@ func ParseConfig(file string, data []byte, home string) (*Config, error) {
 				err = totp.ValidatePeriod(d)
 			}
 			if err != nil {
-				return nil, fmt.Errorf("%s: %q: %v", where("period"), *h.Period, err)
+				return nil, fail("period", "%q: %v", *h.Period, err)
 			}
 			e.Period = d
 		}
 		if h.Slots != nil {
 			if *h.Slots < 1 || *h.Slots > totp.MaxSlots {
-				return nil, fmt.Errorf("%s: %d out of range 1..%d", where("slots"), *h.Slots, totp.MaxSlots)
+				return nil, fail("slots", "%d out of range 1..%d", *h.Slots, totp.MaxSlots)
 			}
 			e.Slots = *h.Slots
 		}
@@ -166,26 +149,4 @@ func expandHome(p, home string) string {
 		return filepath.Join(home, p[2:])
 	}
 	return p
-}
-
-func headerLines(data []byte, section string) []int {
-	var out []int
-	for i, l := range strings.Split(string(data), "\n") {
-		s := strings.TrimSpace(l)
-		if strings.HasPrefix(s, "[[") && strings.TrimSpace(strings.Trim(strings.SplitN(s, "#", 2)[0], "[] \t")) == section {
-			out = append(out, i+1)
-		}
-	}
-	return out
-}
-
-// lineOf is the first line that sets key.
-func lineOf(data []byte, key string) int {
-	for i, l := range strings.Split(string(data), "\n") {
-		k, _, ok := strings.Cut(strings.TrimSpace(l), "=")
-		if ok && strings.TrimSpace(k) == key {
-			return i + 1
-		}
-	}
-	return 0
 }

@@ -1,20 +1,16 @@
 package server
 
 import (
-	"bufio"
-	"bytes"
 	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
-	"strings"
 	"time"
 	"unicode/utf8"
 
-	"github.com/BurntSushi/toml"
+	"github.com/seqknock/seqknock/internal/tomlerr"
 	"github.com/seqknock/seqknock/totp"
 	"github.com/seqknock/seqknock/totp/keyfile"
 )
@@ -88,27 +84,8 @@ type rawUser struct {
 
 // ConfigError is a config mistake: the file, the line (0 when unknown) and
 // the field it is in.
-type ConfigError struct {
-	File  string
-	Line  int
-	Field string
-	Err   error
-}
+type ConfigError = tomlerr.Error
 
-func (e *ConfigError) Error() string {
-	loc := e.File
-	if e.Line > 0 {
-		loc = fmt.Sprintf("%s:%d", e.File, e.Line)
-	}
-	if e.Field == "" {
-		return fmt.Sprintf("config %s: %v", loc, e.Err)
-	}
-	return fmt.Sprintf("config %s: %s: %v", loc, e.Field, e.Err)
-}
-
-func (e *ConfigError) Unwrap() error { return e.Err }
-
-var tomlLineErr = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]+)"\): (.*)$`)
 var tableName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{0,63}$`)
 var userName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$`)
 
@@ -143,34 +120,13 @@ func LoadConfigWithoutKeys(path string) (*Config, error) {
 // ParseConfig checks config text; path names it in errors and anchors
 // relative key_file paths. loadKey loads one key file.
 func ParseConfig(path string, data []byte, loadKey func(string) ([]byte, error)) (*Config, error) {
-	loc := newLocator(data)
+	doc := tomlerr.New(path, data)
 	fail := func(section string, idx int, key string, field string, err error) error {
-		return &ConfigError{File: path, Line: loc.line(section, idx, key), Field: field, Err: err}
+		return doc.At(section, idx, key, field, err)
 	}
 	var raw rawConfig
-	md, err := toml.Decode(string(data), &raw)
-	if err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			msg := pe.Message
-			if msg == "" {
-				msg = strings.SplitN(pe.Error(), "\n", 2)[0]
-			}
-			return nil, &ConfigError{File: path, Line: pe.Position.Line, Err: errors.New(msg)}
-		}
-		if m := tomlLineErr.FindStringSubmatch(err.Error()); m != nil {
-			line, _ := strconv.Atoi(m[1])
-			return nil, &ConfigError{File: path, Line: line, Field: m[2], Err: errors.New(m[3])}
-		}
-		return nil, &ConfigError{File: path, Err: err}
-	}
-	if und := md.Undecoded(); len(und) > 0 {
-		k := und[0]
-		section, key := "", k[len(k)-1]
-		if len(k) > 1 {
-			section = k[0]
-		}
-		return nil, fail(section, -1, key, k.String(), errors.New("unknown key"))
+	if err := doc.Decode(&raw); err != nil {
+		return nil, err
 	}
 
 	c := &Config{
@@ -301,51 +257,4 @@ func (c *Config) MarkBit() uint32 { return 1 << uint(c.CtMarkBit) }
 // periods. The used set keeps spent knocks this long.
 func (c *Config) WindowLength() time.Duration {
 	return time.Duration(2*c.Tolerance+1+c.Lookahead) * c.Period
-}
-
-// locator finds the line of a key in TOML text: in the idx-th [[section]]
-// (idx -1: any of them), or at top level where section is "".
-type locator struct{ lines []string }
-
-func newLocator(data []byte) *locator {
-	var l locator
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
-	for sc.Scan() {
-		l.lines = append(l.lines, sc.Text())
-	}
-	return &l
-}
-
-// line returns the 1-based line of key, or of the section header when key
-// is "" or not found, or 0.
-func (l *locator) line(section string, idx int, key string) int {
-	cur, count, header := "", -1, 0
-	for i, raw := range l.lines {
-		s := strings.TrimSpace(raw)
-		if strings.HasPrefix(s, "[") {
-			name := strings.Trim(s, "[] \t")
-			if j := strings.Index(name, "]"); j >= 0 {
-				name = name[:j]
-			}
-			cur = strings.TrimSpace(name)
-			if cur == section {
-				count++
-				if count == idx {
-					header = i + 1
-				}
-			}
-			continue
-		}
-		if cur != section || (section != "" && (count < 0 || (idx >= 0 && count != idx))) {
-			continue
-		}
-		if key != "" {
-			k, _, ok := strings.Cut(s, "=")
-			if ok && strings.Trim(strings.TrimSpace(k), `"'`) == key {
-				return i + 1
-			}
-		}
-	}
-	return header
 }

@@ -1,0 +1,126 @@
+package tomlerr
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Error is a config mistake: the file, the line (0 when unknown) and the
+// field it is in ("" when none).
+type Error struct {
+	File  string
+	Line  int
+	Field string
+	Err   error
+}
+
+func (e *Error) Error() string {
+	loc := e.File
+	if e.Line > 0 {
+		loc = fmt.Sprintf("%s:%d", e.File, e.Line)
+	}
+	if e.Field == "" {
+		return fmt.Sprintf("config %s: %v", loc, e.Err)
+	}
+	return fmt.Sprintf("config %s: %s: %v", loc, e.Field, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Doc is the text of one config file, for decoding it and for naming the
+// line of a mistake.
+type Doc struct {
+	File  string
+	data  []byte
+	lines []string
+}
+
+// New returns the Doc of file, whose text is data.
+func New(file string, data []byte) *Doc {
+	d := &Doc{File: file, data: data}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
+	for sc.Scan() {
+		d.lines = append(d.lines, sc.Text())
+	}
+	return d
+}
+
+// typeErr is how the TOML decoder words a value of the wrong type.
+var typeErr = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]+)"\): (.*)$`)
+
+// Decode decodes the text into v. A syntax error, a value of the wrong type
+// and a key v has no field for are each an *Error with the line.
+func (d *Doc) Decode(v any) error {
+	md, err := toml.Decode(string(d.data), v)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			msg := pe.Message
+			if msg == "" {
+				msg = strings.SplitN(pe.Error(), "\n", 2)[0]
+			}
+			return &Error{File: d.File, Line: pe.Position.Line, Err: errors.New(msg)}
+		}
+		if m := typeErr.FindStringSubmatch(err.Error()); m != nil {
+			line, _ := strconv.Atoi(m[1])
+			return &Error{File: d.File, Line: line, Field: m[2], Err: errors.New(m[3])}
+		}
+		return &Error{File: d.File, Err: err}
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		k := und[0]
+		section, key := "", k[len(k)-1]
+		if len(k) > 1 {
+			section = k[0]
+		}
+		return d.At(section, -1, key, k.String(), errors.New("unknown key"))
+	}
+	return nil
+}
+
+// At returns the error err in field, placed at the line Line finds.
+func (d *Doc) At(section string, idx int, key, field string, err error) *Error {
+	return &Error{File: d.File, Line: d.Line(section, idx, key), Field: field, Err: err}
+}
+
+// Line returns the 1-based line that sets key in the idx-th [section] or
+// [[section]] (idx -1: in any of them; section "": at top level). When key
+// is "" or not found it returns the line of that section's header, or 0.
+func (d *Doc) Line(section string, idx int, key string) int {
+	cur, count, header := "", -1, 0
+	for i, raw := range d.lines {
+		s := strings.TrimSpace(raw)
+		if strings.HasPrefix(s, "[") {
+			name := strings.Trim(s, "[] \t")
+			if j := strings.Index(name, "]"); j >= 0 {
+				name = name[:j]
+			}
+			cur = strings.TrimSpace(name)
+			if cur == section {
+				count++
+				if count == idx {
+					header = i + 1
+				}
+			}
+			continue
+		}
+		if cur != section || (section != "" && (count < 0 || (idx >= 0 && count != idx))) {
+			continue
+		}
+		if key != "" {
+			k, _, ok := strings.Cut(s, "=")
+			if ok && strings.Trim(strings.TrimSpace(k), `"'`) == key {
+				return i + 1
+			}
+		}
+	}
+	return header
+}
