@@ -97,6 +97,7 @@ func TestInstallUninstall(t *testing.T) {
 		"/etc/systemd/system/seqknockd.service":         "-rw-r--r--",
 		"/usr/local/share/man/man8/seqknockd.8":         "-rw-r--r--",
 		"/usr/local/share/man/man1/seqknock.1":          "-rw-r--r--",
+		"/usr/local/share/man/man5/seqknockd.toml.5":    "-rw-r--r--",
 		"/usr/local/share/zsh/site-functions/_seqknock": "-rw-r--r--",
 	} {
 		if got := first[path]; !strings.HasPrefix(got, want) {
@@ -135,18 +136,53 @@ func TestInstallUninstall(t *testing.T) {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
 
-	// The installed bash completion completes commands and flags through
-	// the installed binary.
-	script := fmt.Sprintf(`source %s/usr/local/share/bash-completion/completions/seqknock
-PATH=%s/usr/local/bin:$PATH
-COMP_WORDS=(seqknock ssh); COMP_CWORD=1; _seqknock_complete; echo "${COMPREPLY[@]}"
-COMP_WORDS=(seqknock proxy --clock); COMP_CWORD=2; _seqknock_complete; echo "${COMPREPLY[@]}"`, dest, dest)
-	if out, err := exec.Command("bash", "-c", script).CombinedOutput(); err != nil || string(out) != "ssh-config\n--clock-offset\n" {
-		t.Errorf("bash completion: %v: %q", err, out)
-	}
+	checkCompletion(t, filepath.Join(dest, "usr/local/share/bash-completion/completions/seqknock"),
+		filepath.Join(dest, "usr/local/share/zsh/site-functions/_seqknock"), filepath.Join(dest, "usr/local/bin"))
 
 	run("--uninstall")
 	if left := tree(t, dest); len(left) != 0 {
 		t.Errorf("uninstall left %v", left)
+	}
+}
+
+// checkCompletion runs the installed bash and zsh completion of seqknock
+// (binary in bindir) as the shells would: commands, flags, the hosts of the
+// client config for `seqknock proxy <TAB>`, file names after a file flag,
+// and file names after "--" without running the command.
+func checkCompletion(t *testing.T, bashScript, zshScript, bindir string) {
+	t.Helper()
+	netnstest.RequireTools(t, "bash", "zsh")
+	xdg := t.TempDir()
+	os.Mkdir(filepath.Join(xdg, "seqknock"), 0o700)
+	os.WriteFile(filepath.Join(xdg, "seqknock", "client.toml"),
+		[]byte("[[host]]\nmatch = \"db.example.net\"\nkey_file = \"/k\"\n[[host]]\nmatch = \"*.example.org\"\nkey_file = \"/k\"\n"), 0o600)
+	// Words before the cursor, the word at it; what the shell offers.
+	cases := []struct{ words, bash, zsh string }{
+		{"seqknock ssh", "ssh-config", "ssh-config"},
+		{"seqknock proxy --clock", "--clock-offset", "--clock-offset"},
+		{"seqknock proxy ''", "db.example.net", "db.example.net"},
+		{"seqknock proxy d", "db.example.net", "db.example.net"},
+		{"seqknock proxy --key-file ''", "", "FILES"},
+		{"seqknock exec h 22 -- ''", "", "FILES"},
+	}
+	for _, tc := range cases {
+		bash := fmt.Sprintf(`source %s
+PATH=%s:$PATH
+COMP_WORDS=(%s); COMP_CWORD=$((${#COMP_WORDS[@]}-1)); _seqknock_complete; echo "${COMPREPLY[*]}"`, bashScript, bindir, tc.words)
+		// compadd offers the candidates that start with the word at the
+		// cursor, as zsh's does.
+		zsh := fmt.Sprintf(`compdef() { :; }; _files() { print FILES; }
+compadd() { local w; for w in ${(P)2}; do [[ $w == ${words[CURRENT]}* ]] && print -r -- $w; done; }
+source %s
+PATH=%s:$PATH
+words=(%s); CURRENT=${#words}; _seqknock`, zshScript, bindir, tc.words)
+		for _, sh := range []struct{ name, script, want string }{{"bash", bash, tc.bash}, {"zsh", zsh, tc.zsh}} {
+			cmd := exec.Command(sh.name, "-c", sh.script)
+			cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+xdg, "SUDO_UID=")
+			out, err := cmd.CombinedOutput()
+			if err != nil || strings.TrimSpace(string(out)) != sh.want {
+				t.Errorf("%s completion of %s: %v: %q, want %q", sh.name, tc.words, err, out, sh.want)
+			}
+		}
 	}
 }

@@ -22,6 +22,7 @@ FILES="$PREFIX/sbin/seqknockd
 $PREFIX/bin/seqknock
 $PREFIX/share/man/man8/seqknockd.8
 $PREFIX/share/man/man1/seqknock.1
+$PREFIX/share/man/man5/seqknockd.toml.5
 $PREFIX/share/bash-completion/completions/seqknock
 $PREFIX/share/bash-completion/completions/seqknockd
 $PREFIX/share/zsh/site-functions/_seqknock
@@ -74,10 +75,9 @@ install_all() {
 
 	install -D -m 0755 "$tmp/seqknockd" "$DESTDIR$PREFIX/sbin/seqknockd"
 	install -D -m 0755 "$tmp/seqknock" "$DESTDIR$PREFIX/bin/seqknock"
-	"$tmp/seqknockd" man >"$tmp/seqknockd.8"
-	"$tmp/seqknock" man >"$tmp/seqknock.1"
-	install -D -m 0644 "$tmp/seqknockd.8" "$DESTDIR$PREFIX/share/man/man8/seqknockd.8"
-	install -D -m 0644 "$tmp/seqknock.1" "$DESTDIR$PREFIX/share/man/man1/seqknock.1"
+	install -D -m 0644 man/seqknockd.8 "$DESTDIR$PREFIX/share/man/man8/seqknockd.8"
+	install -D -m 0644 man/seqknock.1 "$DESTDIR$PREFIX/share/man/man1/seqknock.1"
+	install -D -m 0644 man/seqknockd.toml.5 "$DESTDIR$PREFIX/share/man/man5/seqknockd.toml.5"
 	for n in seqknock seqknockd; do
 		sed "s/@NAME@/$n/g" scripts/completion/bash.in >"$tmp/$n.bash"
 		sed "s/@NAME@/$n/g" scripts/completion/zsh.in >"$tmp/_$n"

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -66,6 +67,9 @@ func Prepare(app *cli.App) {
 			}
 		}
 		setUsageHandler(cmd)
+		if cmd.BashComplete == nil {
+			cmd.BashComplete = Complete(nil)
+		}
 	}
 }
 
@@ -111,6 +115,11 @@ func AppString(c *cli.Context, name string) string {
 // 1 anything else (or an ExitCoder's own status). The error is one line on
 // stderr, after the app's name.
 func Run(app *cli.App, args []string, stderr io.Writer) int {
+	if n := len(args); n > 0 && args[n-1] == "--generate-bash-completion" && slices.Contains(args, "--") {
+		// urfave/cli would run the command for real, with the completion
+		// flag as an operand: after "--" there is nothing to offer.
+		return 0
+	}
 	err := app.Run(args)
 	if err == nil {
 		return 0

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/seqknock/seqknock/internal/netnstest"
 	"github.com/urfave/cli/v2"
 )
 
@@ -36,14 +37,7 @@ func TestVersionOf(t *testing.T) {
 // copy of this tree (a git worktree is not stamped by the go command) and
 // checks that --version names the commit.
 func TestVersionFromVCS(t *testing.T) {
-	for _, tool := range []string{"git", "go"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is required under CI=true", tool)
-			}
-			t.Skipf("%s not installed", tool)
-		}
-	}
+	netnstest.RequireTools(t, "git", "go")
 	src, err := filepath.Abs(filepath.Join("..", ".."))
 	if err != nil {
 		t.Fatal(err)

@@ -81,24 +81,3 @@ func Placeholder(f cli.Flag) string {
 	}
 	return "VALUE"
 }
-
-// HelpFaults renders the help of app and of each of its commands through
-// run (which runs the app on the given arguments and returns its standard
-// output) and returns the lines that break the conventions: a placeholder
-// that names nothing ("value") or a default said twice.
-func HelpFaults(app *cli.App, run func(args ...string) string) []string {
-	var faults []string
-	check := func(args ...string) {
-		for _, line := range strings.Split(run(args...), "\n") {
-			if strings.Count(line, "default") > 1 || strings.Contains(line, " value ") ||
-				strings.Contains(line, "(default: 0") || strings.Contains(line, "(default: false") {
-				faults = append(faults, strings.Join(args, " ")+": "+strings.TrimSpace(line))
-			}
-		}
-	}
-	check("--help")
-	for _, c := range app.Commands {
-		check(c.Name, "--help")
-	}
-	return faults
-}

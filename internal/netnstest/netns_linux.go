@@ -37,6 +37,25 @@ func RequireRoot(t testing.TB, tools ...string) {
 	t.Skipf("kernel test needs %s", strings.Join(missing, ", "))
 }
 
+// RequireTools skips t unless the tools named are installed (root or not);
+// under CI=true it fails instead.
+func RequireTools(t testing.TB, tools ...string) {
+	t.Helper()
+	var missing []string
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			missing = append(missing, tool)
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("test needs %s (CI=true: not skipping)", strings.Join(missing, ", "))
+	}
+	t.Skipf("test needs %s", strings.Join(missing, ", "))
+}
+
 // NS is one network namespace.
 type NS struct {
 	Name string

@@ -2,10 +2,13 @@ package main
 
 import (
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/seqknock/seqknock/internal/cliconv"
+	"github.com/seqknock/seqknock/internal/cliconv/clitest"
 )
 
 // TestCLIConventions: --version, exit status 2 and one line for an unknown
@@ -15,15 +18,90 @@ func TestCLIConventions(t *testing.T) {
 		t.Errorf("--version: exit %d %q", code, out)
 	}
 	for _, args := range [][]string{{"bogus"}, {"--bogus"}, {"proxy", "--bogus"}, {"proxy", "--period", "x"},
-		{"proxy", "host"}, {"help"}, {"keygen", "extra"}} {
+		{"proxy", "host"}, {"help"}, {"man"}, {"keygen", "extra"}} {
 		if out, e, code := runCLI(t, args...); code != 2 || strings.Count(e, "\n") != 1 || out != "" {
 			t.Errorf("%v: exit %d, stdout %q, stderr %q; want 2 and one line", args, code, out, e)
 		}
 	}
-	if faults := cliconv.HelpFaults(newApp(nil, io.Discard, io.Discard), func(args ...string) string {
+	clitest.CheckHelp(t, newApp(nil, io.Discard, io.Discard), func(args ...string) string {
 		out, _, _ := runCLI(t, args...)
 		return out
-	}); len(faults) > 0 {
-		t.Errorf("help text:\n%s", strings.Join(faults, "\n"))
+	})
+}
+
+// TestManPage: seqknock(1) renders without warnings and names every
+// command and flag.
+func TestManPage(t *testing.T) {
+	clitest.CheckManPage(t, filepath.Join("..", "..", "..", "man", "seqknock.1"), newApp(nil, io.Discard, io.Discard))
+}
+
+// complete runs what the completion scripts run for the words before the
+// cursor and the word being completed, cur.
+func complete(t *testing.T, cur string, before ...string) string {
+	t.Helper()
+	// urfave/cli's completion reads os.Args itself, not Run's arguments.
+	defer func(saved []string) { os.Args = saved }(os.Args)
+	args := append(append(append([]string{}, before...), cur), "--generate-bash-completion")
+	os.Args = append([]string{"seqknock"}, args...)
+	out, e, code := runCLI(t, args...)
+	if code != 0 {
+		t.Errorf("completion %v: exit %d %s", args, code, e)
+	}
+	return out
+}
+
+// TestCompletion: commands, flags, the configured hosts for HOST, and
+// nothing after a flag that takes a file (the shell then completes file
+// names).
+func TestCompletion(t *testing.T) {
+	out := complete(t, "")
+	for _, c := range []string{"keygen", "isn", "proxy", "fdpass", "exec", "ssh-config"} {
+		if !strings.Contains(out, c+"\n") {
+			t.Errorf("completion lacks %q: %q", c, out)
+		}
+	}
+	if strings.Contains(out, "man\n") || strings.Contains(out, "help\n") {
+		t.Errorf("hidden commands offered: %q", out)
+	}
+	if out := complete(t, "--s", "proxy"); out != "--slots\n--syn-timeout\n" {
+		t.Errorf("flag completion: %q", out)
+	}
+	cfg := filepath.Join(t.TempDir(), "client.toml")
+	os.WriteFile(cfg, []byte(`[[host]]
+match = "db.example.net"
+key_file = "/k"
+[[host]]
+match = "*.example.org"
+key_file = "/k"
+[[host]]
+match = "198.18.7.1"
+port = 2222
+key_file = "/k"
+`), 0o600)
+	for _, cmd := range []string{"proxy", "fdpass", "exec", "ssh-config"} {
+		if out := complete(t, "", cmd, "--config", cfg); out != "db.example.net\n198.18.7.1\n" {
+			t.Errorf("%s HOST completion: %q", cmd, out)
+		}
+		if out := complete(t, "d", cmd, "--config", cfg); out != "db.example.net\n198.18.7.1\n" {
+			t.Errorf("%s HOST completion of a prefix: %q", cmd, out)
+		}
+	}
+	if out := complete(t, "", "proxy", "--config", cfg, "db.example.net"); out != "" {
+		t.Errorf("PORT completion: %q", out)
+	}
+	// With $XDG_CONFIG_HOME/seqknock/client.toml, without --config.
+	xdg := t.TempDir()
+	os.Mkdir(filepath.Join(xdg, "seqknock"), 0o700)
+	os.WriteFile(filepath.Join(xdg, "seqknock", "client.toml"), []byte("[[host]]\nmatch = \"x.example.net\"\nkey_file = \"/k\"\n"), 0o600)
+	t.Setenv("XDG_CONFIG_HOME", xdg)
+	if os.Getuid() != 0 || os.Getenv("SUDO_UID") == "" {
+		if out := complete(t, "", "proxy"); out != "x.example.net\n" {
+			t.Errorf("HOST completion from the default config: %q", out)
+		}
+	}
+	for _, words := range [][]string{{"proxy", "--config"}, {"proxy", "--key-file"}, {"keygen", "-o"}, {"ssh-config", "--key-file"}, {"isn", "--key-file"}} {
+		if out := complete(t, "", words...); out != "" {
+			t.Errorf("%v: %q, want nothing (file names)", words, out)
+		}
 	}
 }

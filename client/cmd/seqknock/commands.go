@@ -1,33 +1,61 @@
 package main
 
-import "github.com/urfave/cli/v2"
+import (
+	"path/filepath"
+	"strings"
+
+	"github.com/seqknock/seqknock/client"
+	"github.com/seqknock/seqknock/internal/cliconv"
+	"github.com/urfave/cli/v2"
+)
 
 func commands() []*cli.Command {
-	return []*cli.Command{
+	cmds := []*cli.Command{
 		keygenCommand(),
 		isnCommand(),
 		proxyCommand(),
 		fdpassCommand(),
 		execCommand(),
 		sshConfigCommand(),
-		manCommand(),
 	}
+	for _, c := range cmds {
+		switch c.Name {
+		case "proxy", "fdpass", "exec", "ssh-config":
+			c.BashComplete = cliconv.Complete(hostOperand)
+		}
+	}
+	return cmds
 }
 
-// manCommand prints the man page generated from these definitions; the
-// install script writes it to man1/seqknock.1.
-func manCommand() *cli.Command {
-	return &cli.Command{
-		Name:   "man",
-		Usage:  "print the man page (roff)",
-		Hidden: true,
-		Action: func(c *cli.Context) error {
-			page, err := c.App.ToManWithSection(1)
-			if err != nil {
-				return err
-			}
-			_, err = c.App.Writer.Write([]byte(page))
-			return err
-		},
+// hostOperand is the shell completion of the HOST operand: the hosts the
+// client config (--config, or the invoking user's) names without a
+// pattern.
+func hostOperand(c *cli.Context, n int) []string {
+	if n != 0 {
+		return nil
 	}
+	inv, err := client.CurrentInvoker("")
+	if err != nil {
+		return nil
+	}
+	cfg, err := clientConfig(c, inv)
+	if err != nil {
+		return nil
+	}
+	var hosts []string
+	for _, h := range cfg.Hosts {
+		if !strings.ContainsAny(h.Match, `*?[\`) {
+			hosts = append(hosts, h.Match)
+		}
+	}
+	return hosts
+}
+
+// clientConfig loads --config, or the invoking user's client.toml, which
+// may be missing.
+func clientConfig(c *cli.Context, inv *client.Invoker) (*client.Config, error) {
+	if c.IsSet("config") {
+		return client.LoadConfig(c.String("config"), inv.Home, false)
+	}
+	return client.LoadConfig(filepath.Join(inv.ConfigDir(), "client.toml"), inv.Home, true)
 }

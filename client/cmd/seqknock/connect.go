@@ -224,14 +224,11 @@ func sshConfigCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			cfgPath := c.String("config")
-			if cfgPath == "" {
-				cfgPath = filepath.Join(inv.ConfigDir(), "client.toml")
-			}
-			cfg, err := client.LoadConfig(cfgPath, inv.Home, !c.IsSet("config"))
+			cfg, err := clientConfig(c, inv)
 			if err != nil {
 				return err
 			}
+			cfgPath := cfg.Path
 			if !cfg.HasHost(host) && !c.IsSet("key-file") {
 				return usagef("ssh-config: no [[host]] in %s matches %s; add one, or give --key-file", cfgPath, host)
 			}

@@ -203,31 +203,3 @@ func TestSSHConfig(t *testing.T) {
 		t.Errorf("with --key-file: exit %d:\n%s", code, out)
 	}
 }
-
-// TestCompletionAndMan: the bash/zsh completion scripts ask the binary for
-// candidates with --generate-bash-completion; the install script writes the
-// man page from `seqknock man`.
-func TestCompletionAndMan(t *testing.T) {
-	// urfave/cli's completion reads os.Args itself, not Run's arguments.
-	defer func(saved []string) { os.Args = saved }(os.Args)
-	os.Args = []string{"seqknock", "--generate-bash-completion"}
-	out, _, code := runCLI(t, "--generate-bash-completion")
-	for _, c := range []string{"keygen", "isn", "proxy", "fdpass", "exec", "ssh-config"} {
-		if code != 0 || !strings.Contains(out, c+"\n") {
-			t.Errorf("completion lacks %q: %q", c, out)
-		}
-	}
-	if strings.Contains(out, "man\n") {
-		t.Error("the hidden man command is offered")
-	}
-	// What the completion script runs for `seqknock proxy --s<TAB>`.
-	os.Args = []string{"seqknock", "proxy", "--s", "--generate-bash-completion"}
-	out, _, code = runCLI(t, "proxy", "--s", "--generate-bash-completion")
-	if code != 0 || !strings.Contains(out, "--syn-timeout") || !strings.Contains(out, "--slots") || strings.Contains(out, "--key-file") {
-		t.Errorf("flag completion: %q", out)
-	}
-	out, _, code = runCLI(t, "man")
-	if code != 0 || !strings.HasPrefix(out, ".nh\n.TH seqknock 1") || !strings.Contains(out, "ssh-config") {
-		t.Errorf("man page: %.200q", out)
-	}
-}

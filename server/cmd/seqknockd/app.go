@@ -186,19 +186,6 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			},
 		},
 	}
-	app.Commands = append(app.Commands, &cli.Command{
-		Name:   "man",
-		Usage:  "print the man page (roff)",
-		Hidden: true,
-		Action: func(c *cli.Context) error {
-			page, err := c.App.ToManWithSection(8)
-			if err != nil {
-				return err
-			}
-			_, err = c.App.Writer.Write([]byte(page))
-			return err
-		},
-	})
 	cliconv.Prepare(app)
 	return app
 }
