@@ -23,37 +23,36 @@ func RequireRoot(t testing.TB, tools ...string) {
 	if os.Geteuid() != 0 {
 		missing = append(missing, "root")
 	}
-	for _, tool := range append([]string{"ip", "nft"}, tools...) {
-		if _, err := exec.LookPath(tool); err != nil {
-			missing = append(missing, tool)
-		}
-	}
-	if len(missing) == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("kernel test needs %s (CI=true: not skipping)", strings.Join(missing, ", "))
-	}
-	t.Skipf("kernel test needs %s", strings.Join(missing, ", "))
+	require(t, "kernel test", append(missing, lookPath(append([]string{"ip", "nft"}, tools...))...))
 }
 
 // RequireTools skips t unless the tools named are installed (root or not);
 // under CI=true it fails instead.
 func RequireTools(t testing.TB, tools ...string) {
 	t.Helper()
+	require(t, "test", lookPath(tools))
+}
+
+// lookPath returns the tools that are not installed.
+func lookPath(tools []string) []string {
 	var missing []string
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
 			missing = append(missing, tool)
 		}
 	}
+	return missing
+}
+
+func require(t testing.TB, what string, missing []string) {
+	t.Helper()
 	if len(missing) == 0 {
 		return
 	}
 	if os.Getenv("CI") == "true" {
-		t.Fatalf("test needs %s (CI=true: not skipping)", strings.Join(missing, ", "))
+		t.Fatalf("%s needs %s (CI=true: not skipping)", what, strings.Join(missing, ", "))
 	}
-	t.Skipf("test needs %s", strings.Join(missing, ", "))
+	t.Skipf("%s needs %s", what, strings.Join(missing, ", "))
 }
 
 // NS is one network namespace.
