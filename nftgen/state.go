@@ -43,9 +43,6 @@ type State struct {
 	// UsedTimeout is how long a spent knock stays in the used set; at least
 	// the window length.
 	UsedTimeout time.Duration
-	// UsedSize is the capacity of the used set; 0 means DefaultUsedSize or
-	// the number of valid elements, whichever is larger.
-	UsedSize uint32
 	// Valid holds the knocks valid now.
 	Valid []Element
 }
@@ -78,11 +75,9 @@ func (s State) Validate() error {
 	return nil
 }
 
-// usedSize returns the capacity the used set gets.
+// usedSize returns the capacity the used set gets: DefaultUsedSize or the
+// number of valid elements, whichever is larger.
 func (s State) usedSize() uint32 {
-	if s.UsedSize != 0 {
-		return s.UsedSize
-	}
 	if n := len(s.Valid); n > DefaultUsedSize {
 		return uint32(n)
 	}

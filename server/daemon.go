@@ -7,28 +7,8 @@ import (
 	"os"
 	"time"
 
-	"github.com/seqknock/seqknock/nftgen"
 	"github.com/seqknock/seqknock/totp"
 )
-
-// Kernel is the seam between the daemon and nftables: small function fields,
-// so tests can stand in for any of them. NewKernel fills them from an
-// nftgen.Conn.
-type Kernel struct {
-	Apply    func(s nftgen.State, now time.Time) (nftgen.Result, error)
-	Read     func(table string) (*nftgen.Live, error) // with element counts
-	Counters func(table string) (*nftgen.Live, error) // without them: cheap
-	Teardown func(table string) (bool, error)
-}
-
-// Sync makes the kernel hold the state cfg wants at now, in one transaction.
-func Sync(k Kernel, cfg *Config, now time.Time) (nftgen.Result, error) {
-	res, err := k.Apply(Desired(cfg, now), now)
-	if err != nil {
-		return res, fmt.Errorf("sync: %w", err)
-	}
-	return res, nil
-}
 
 // Daemon is `seqknockd run`: it syncs at every period boundary, reloads on
 // SIGHUP and stops on SIGTERM.
@@ -134,60 +114,4 @@ func (d *Daemon) exit() error {
 	}
 	d.Log.Info("stopping; table removed", "table", d.cfg.Table)
 	return nil
-}
-
-// Status is what `seqknockd status` shows.
-type Status struct {
-	Table         string         `json:"table"`
-	Present       bool           `json:"present"`
-	RulesCurrent  bool           `json:"rules_current"`
-	Ports         []uint16       `json:"ports"`
-	Users         []string       `json:"users"`
-	Valid         int            `json:"valid_elements"`
-	Used          int            `json:"used_elements"`
-	Admitted      nftgen.Counter `json:"admitted"`
-	Dropped       nftgen.Counter `json:"dropped"`
-	Counter       uint64         `json:"counter"`
-	NextRotationS float64        `json:"seconds_to_next_rotation"`
-}
-
-// GetStatus reads the live table named by cfg.
-func GetStatus(k Kernel, cfg *Config, now time.Time) (*Status, error) {
-	live, err := k.Read(cfg.Table)
-	if err != nil {
-		return nil, fmt.Errorf("status: %w", err)
-	}
-	st := &Status{
-		Table:         cfg.Table,
-		Present:       live.Exists,
-		RulesCurrent:  live.RulesCurrent && live.Rules == rules(cfg),
-		Ports:         live.Ports,
-		Valid:         live.ValidCount,
-		Used:          live.UsedCount,
-		Admitted:      live.Admitted,
-		Dropped:       live.Dropped,
-		Counter:       totp.Counter(now, cfg.Period),
-		NextRotationS: totp.NextBoundary(now, cfg.Period).Sub(now).Seconds(),
-	}
-	if st.Ports == nil {
-		st.Ports = []uint16{}
-	}
-	for _, u := range cfg.Users {
-		st.Users = append(st.Users, u.Name)
-	}
-	return st, nil
-}
-
-// NewLogger returns the daemon's logger: one event a line, key=value, and no
-// timestamp of its own when journald (which stamps every line) reads it.
-func NewLogger(w *os.File) *slog.Logger {
-	underJournal := os.Getenv("JOURNAL_STREAM") != ""
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{
-		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
-			if underJournal && len(groups) == 0 && a.Key == slog.TimeKey {
-				return slog.Attr{}
-			}
-			return a
-		},
-	}))
 }

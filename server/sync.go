@@ -1,11 +1,21 @@
 package server
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/seqknock/seqknock/nftgen"
 	"github.com/seqknock/seqknock/totp"
 )
+
+// Sync makes the kernel hold the state cfg wants at now, in one transaction.
+func Sync(k Kernel, cfg *Config, now time.Time) (nftgen.Result, error) {
+	res, err := k.Apply(Desired(cfg, now), now)
+	if err != nil {
+		return res, fmt.Errorf("sync: %w", err)
+	}
+	return res, nil
+}
 
 // Desired returns the table state for cfg at now: for every service port,
 // every user allowed on it, every counter of the window and every slot, one

@@ -117,15 +117,6 @@ func ISN(key []byte, realm string, port uint16, counter uint64, slot uint8) (uin
 	return d.ISN(port, counter, slot), nil
 }
 
-// SourcePort is a one-shot form of Deriver.SourcePort.
-func SourcePort(key []byte, realm string, port uint16, counter uint64, slot uint8) (uint16, error) {
-	d, err := NewDeriver(key, realm)
-	if err != nil {
-		return 0, err
-	}
-	return d.SourcePort(port, counter, slot), nil
-}
-
 // ErrPeriod is returned for a period that is not a whole number of seconds of
 // at least one second.
 var ErrPeriod = errors.New("period must be a whole number of seconds, at least 1s")

@@ -75,7 +75,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					if err != nil {
 						return err
 					}
-					server.NewLogger(os.Stderr).Info("sync", "table", cfg.Table, "elements", res.Elements,
+					server.NewLogger(c.App.ErrWriter).Info("sync", "table", cfg.Table, "elements", res.Elements,
 						"created", res.Created, "rules_rebuilt", res.RulesRebuilt)
 					return nil
 				}),
@@ -105,7 +105,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 						Load:           server.LoadConfig,
 						Kernel:         server.NewKernel(0),
 						Now:            time.Now,
-						Log:            server.NewLogger(os.Stderr),
+						Log:            server.NewLogger(c.App.ErrWriter),
 						TeardownOnExit: c.Bool("teardown-on-exit"),
 					}
 					return d.Run(ctx, hup)
