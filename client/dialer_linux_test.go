@@ -125,23 +125,12 @@ func TestDialSYNCarriesISN(t *testing.T) {
 	store := &SlotStore{Dir: t.TempDir(), UID: -1}
 	for _, addr := range []string{h.link.A4, h.link.A6} {
 		t.Run(addr, func(t *testing.T) {
-			dump := h.server.Command("tcpdump", "-l", "-n", "-S", "-i", h.link.AIf, "-c", "1",
-				fmt.Sprintf("tcp dst port %d and tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn", h.port))
+			args := []string{"-l", "-n", "-S", "-i", h.link.AIf, "-c", "1",
+				fmt.Sprintf("tcp dst port %d and tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn", h.port)}
 			if strings.Contains(addr, ":") {
-				dump = h.server.Command("tcpdump", "-l", "-n", "-S", "-i", h.link.AIf, "-c", "1",
-					fmt.Sprintf("ip6 and tcp dst port %d and ip6[13+40] & 0x12 == 0x02", h.port))
+				args[len(args)-1] = fmt.Sprintf("ip6 and tcp dst port %d and ip6[13+40] & 0x12 == 0x02", h.port)
 			}
-			out, err := dump.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			stderr := &strings.Builder{}
-			dump.Stderr = stderr
-			if err := dump.Start(); err != nil {
-				t.Fatal(err)
-			}
-			defer dump.Process.Kill()
-			waitListening(t, stderr)
+			_, out := h.server.StartTcpdump(t, args...)
 
 			var attempts []uint32
 			d := &Dialer{Key: testKey, SynTimeout: 2 * time.Second, Resolve: resolveLiteral, Reserve: store.Reserve,
@@ -169,17 +158,6 @@ func TestDialSYNCarriesISN(t *testing.T) {
 				t.Fatalf("data: %q %v", buf, err)
 			}
 		})
-	}
-}
-
-func waitListening(t *testing.T, stderr *strings.Builder) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(stderr.String(), "listening on") {
-		if time.Now().After(deadline) {
-			t.Fatalf("tcpdump did not start: %s", stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

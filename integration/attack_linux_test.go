@@ -24,28 +24,13 @@ import (
 type capture struct {
 	cmd   *exec.Cmd
 	lines *bufioReader
-	errb  *syncBuffer
 }
 
 func startCapture(t *testing.T, ns *netnstest.NS, iface string, extra []string, filter string) *capture {
 	t.Helper()
 	args := append([]string{"-l", "-n", "-S", "-i", iface}, extra...)
-	c := &capture{cmd: ns.Command("tcpdump", append(args, filter)...), errb: &syncBuffer{}}
-	out, _ := c.cmd.StdoutPipe()
-	c.cmd.Stderr = c.errb
-	if err := c.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.cmd.Process.Kill(); c.cmd.Wait() })
-	c.lines = newBufioReader(out)
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(c.errb.String(), "listening on") {
-		if time.Now().After(deadline) {
-			t.Fatalf("tcpdump did not start: %s", c.errb)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return c
+	cmd, out := ns.StartTcpdump(t, append(args, filter)...)
+	return &capture{cmd: cmd, lines: newBufioReader(out)}
 }
 
 // stop ends the capture and returns every line it printed.
@@ -161,16 +146,8 @@ func TestReplayCapturedSYN(t *testing.T) {
 	// The attacker reaches the client link's subnet through the server.
 	w.atk.MustRun("ip", "route", "add", w.cl.Subnet4, "via", w.al.A4)
 	pcap := w.path("syn.pcap")
-	dump := w.srv.Command("tcpdump", "-n", "-i", w.cl.AIf, "-c", "1", "-w", pcap,
+	dump, _ := w.srv.StartTcpdump(t, "-n", "-i", w.cl.AIf, "-c", "1", "-w", pcap,
 		"tcp dst port 22 and tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn")
-	errb := &syncBuffer{}
-	dump.Stderr = errb
-	if err := dump.Start(); err != nil {
-		t.Fatal(err)
-	}
-	for !strings.Contains(errb.String(), "listening on") {
-		time.Sleep(20 * time.Millisecond)
-	}
 	if out, err := w.sshRun(w.proxyCmd("proxy"), false, w.cl.A4, "true"); err != nil {
 		t.Fatalf("legitimate ssh: %v: %s", err, out)
 	}

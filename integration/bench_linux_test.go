@@ -178,7 +178,7 @@ func BenchmarkRunMemory10kUsers(b *testing.B) {
 		os.WriteFile(filepath.Join(dir, "c.toml"), []byte(cfg.String()), 0o600)
 		ns := netnstest.New(b, "bmem")
 		cmd := ns.Command(bin, "--config", filepath.Join(dir, "c.toml"), "run")
-		log := &syncBuffer{}
+		log := &netnstest.Buffer{}
 		cmd.Stderr = log
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)

@@ -3,7 +3,6 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -42,27 +40,10 @@ type world struct {
 	seqknockd     string
 	sshd          *exec.Cmd
 	daemon        *exec.Cmd
-	daemonLog     *syncBuffer
+	daemonLog     *netnstest.Buffer
 	period        time.Duration
 	// sshFrom is the namespace ssh runs in; the client's when nil.
 	sshFrom *netnstest.NS
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 const serverConfig = `period = "%s"
@@ -78,7 +59,7 @@ key_file = "alice.key"
 func newWorld(t *testing.T, subnet int, period time.Duration) *world {
 	t.Helper()
 	netnstest.RequireRoot(t, "sshd", "ssh", "ssh-keygen", "tcpdump")
-	w := &world{t: t, period: period, daemonLog: &syncBuffer{}}
+	w := &world{t: t, period: period, daemonLog: &netnstest.Buffer{}}
 	w.seqknock = netnstest.Build(t, "client/cmd/seqknock")
 	w.seqknockd = netnstest.Build(t, "server/cmd/seqknockd")
 	dir, err := os.MkdirTemp("", "seqknock-e2e-")
@@ -149,7 +130,7 @@ LogLevel ERROR
 		t.Fatal(err)
 	}
 	w.sshd = w.srv.Command(sshd, "-D", "-e", "-f", w.path("sshd_config"))
-	w.sshd.Stderr = &syncBuffer{}
+	w.sshd.Stderr = &netnstest.Buffer{}
 	if err := w.sshd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -268,7 +249,7 @@ func (w *world) openSession() *session {
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	cmd.Stderr = &syncBuffer{}
+	cmd.Stderr = &netnstest.Buffer{}
 	if err := cmd.Start(); err != nil {
 		w.t.Fatal(err)
 	}

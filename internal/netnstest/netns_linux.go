@@ -6,11 +6,13 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -188,4 +190,35 @@ func Connect(t testing.TB, a, b *NS, n int) *Link {
 		side.ns.MustRun("ip", "link", "set", side.ifn, "up")
 	}
 	return l
+}
+
+// StartTcpdump starts tcpdump in the namespace with args and returns once it
+// listens, with its standard output. It is killed when the test ends, if it
+// has not exited by then.
+func (ns *NS) StartTcpdump(t testing.TB, args ...string) (*exec.Cmd, io.Reader) {
+	t.Helper()
+	cmd := ns.Command("tcpdump", args...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	errb := &Buffer{}
+	cmd.Stderr = errb
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start tcpdump: %v", err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(errb.String(), "listening on") {
+		if time.Now().After(deadline) {
+			t.Fatalf("tcpdump did not start: %s", errb)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return cmd, out
 }
