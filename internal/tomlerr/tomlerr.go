@@ -21,15 +21,20 @@ type Error struct {
 	Err   error
 }
 
+// oneLine escapes line breaks: the decoder quotes the offending text in
+// some messages, and that text may hold one.
+var oneLine = strings.NewReplacer("\n", `\n`, "\r", `\r`)
+
+// Error is always one line.
 func (e *Error) Error() string {
 	loc := e.File
 	if e.Line > 0 {
 		loc = fmt.Sprintf("%s:%d", e.File, e.Line)
 	}
 	if e.Field == "" {
-		return fmt.Sprintf("config %s: %v", loc, e.Err)
+		return oneLine.Replace(fmt.Sprintf("config %s: %v", loc, e.Err))
 	}
-	return fmt.Sprintf("config %s: %s: %v", loc, e.Field, e.Err)
+	return oneLine.Replace(fmt.Sprintf("config %s: %s: %v", loc, e.Field, e.Err))
 }
 
 func (e *Error) Unwrap() error { return e.Err }

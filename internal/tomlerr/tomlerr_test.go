@@ -56,6 +56,8 @@ func TestDecodeErrors(t *testing.T) {
 		{"type", "top = \"one\"\n", "config f.toml:1: top: incompatible types: TOML value has type string; destination has type integer"},
 		{"unknown key", "top = 1\n[[svc]]\nport = 1\nprot = 2\n", "config f.toml:4: svc.prot: unknown key"},
 		{"unknown top key", "top = 1\ntpo = 2\n", "config f.toml:2: tpo: unknown key"},
+		// Found by FuzzParseConfig: the decoder quotes a line break.
+		{"line break in message", "[[svc]]\nport=0b\n0\n", `config f.toml:2: not a binary number: '0b\n'`},
 	} {
 		var c cfg
 		err := New("f.toml", []byte(tc.text)).Decode(&c)
