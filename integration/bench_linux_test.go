@@ -29,7 +29,7 @@ func benchConfig(n int) *server.Config {
 	for i := 0; i < n; i++ {
 		k := make([]byte, 32)
 		rand.Read(k)
-		c.Users = append(c.Users, server.User{Name: fmt.Sprintf("u%d", i), Key: k})
+		c.Users = append(c.Users, server.User{Name: fmt.Sprintf("u%d", i), Keys: []server.UserKey{{Key: k}}})
 	}
 	return c
 }

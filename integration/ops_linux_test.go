@@ -94,6 +94,7 @@ func TestInstallUninstall(t *testing.T) {
 		"/usr/local/bin/seqknock":                       "-rwxr-xr-x",
 		"/etc/seqknock":                                 "drwx------",
 		"/etc/seqknock/seqknockd.toml.example":          "-rw-------",
+		"/etc/seqknock/seqknockd.d":                     "drwx------",
 		"/etc/systemd/system/seqknockd.service":         "-rw-r--r--",
 		"/usr/local/share/man/man8/seqknockd.8":         "-rw-r--r--",
 		"/usr/local/share/man/man1/seqknock.1":          "-rw-r--r--",

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Builds and installs seqknock and seqknockd, the systemd units, man pages,
-# shell completion, and /etc/seqknock (0700) with an example config.
+# shell completion, and /etc/seqknock (0700) with an example config and
+# an empty drop-in directory seqknockd.d.
 # Idempotent: running it again replaces what it installed and keeps your
 # config and keys.
 #
@@ -54,6 +55,7 @@ uninstall() {
 			while [ "$d" != "$DESTDIR" ] && rmdir "$d" 2>/dev/null; do d=$(dirname "$d"); done
 		fi
 	done
+	rmdir "$DESTDIR$CONF_DIR/seqknockd.d" 2>/dev/null || true
 	if [ -d "$DESTDIR$CONF_DIR" ]; then
 		if rmdir "$DESTDIR$CONF_DIR" 2>/dev/null; then
 			d=$(dirname "$DESTDIR$CONF_DIR")
@@ -90,6 +92,7 @@ install_all() {
 	done
 	install -d -m 0700 "$DESTDIR$CONF_DIR"
 	chmod 0700 "$DESTDIR$CONF_DIR"
+	install -d -m 0700 "$DESTDIR$CONF_DIR/seqknockd.d"
 	install -m 0600 scripts/seqknockd.toml.example "$DESTDIR$CONF_DIR/seqknockd.toml.example"
 	if live; then systemctl daemon-reload; fi
 	cat <<MSG

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sort"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -39,6 +41,8 @@ type Config struct {
 	CtMarkBit int
 	Services  []Service
 	Users     []User
+	// Files are the drop-in files read through include, in order.
+	Files []string
 }
 
 // Service is one protected port and the users that may knock on it.
@@ -47,20 +51,49 @@ type Service struct {
 	Users []string // empty: all users
 }
 
-// User is one key holder.
+// User is one key holder, with one key or, during a key rotation, several:
+// knocks made with any of its unexpired keys are valid.
 type User struct {
-	Name    string
-	KeyFile string
-	Key     []byte
+	Name string
+	Keys []UserKey
 }
 
+// UserKey is one of a user's keys.
+type UserKey struct {
+	File string
+	Key  []byte
+	// NotAfter is when the key stops working; zero: never.
+	NotAfter time.Time
+}
+
+// ValidAt reports whether the key makes valid knocks at now.
+func (k UserKey) ValidAt(now time.Time) bool { return k.NotAfter.IsZero() || now.Before(k.NotAfter) }
+
 // String never shows the key.
-func (u User) String() string { return fmt.Sprintf("user %s (%s)", u.Name, u.KeyFile) }
+func (k UserKey) String() string {
+	if k.NotAfter.IsZero() {
+		return k.File
+	}
+	return k.File + " until " + k.NotAfter.UTC().Format(time.RFC3339)
+}
+
+// GoString never shows the key.
+func (k UserKey) GoString() string { return k.String() }
+
+// String never shows the key.
+func (u User) String() string {
+	files := make([]string, len(u.Keys))
+	for i, k := range u.Keys {
+		files[i] = k.String()
+	}
+	return fmt.Sprintf("user %s (%s)", u.Name, strings.Join(files, ", "))
+}
 
 // GoString never shows the key.
 func (u User) GoString() string { return u.String() }
 
 type rawConfig struct {
+	Include   []string     `toml:"include"`
 	Period    *string      `toml:"period"`
 	Tolerance *int         `toml:"tolerance"`
 	Lookahead *int         `toml:"lookahead"`
@@ -78,9 +111,17 @@ type rawService struct {
 }
 
 type rawUser struct {
-	Name    *string `toml:"name"`
-	KeyFile *string `toml:"key_file"`
+	Name     *string     `toml:"name"`
+	KeyFile  *string     `toml:"key_file"`
+	KeyFiles []rawKeyRef `toml:"key_files"`
 }
+
+// rawKeyRef is one key_files entry as written: a string or a table, checked
+// by keyRefs. Decoding it this way tells the decoder that the table's keys
+// are handled.
+type rawKeyRef struct{ v any }
+
+func (r *rawKeyRef) UnmarshalTOML(v any) error { r.v = v; return nil }
 
 // ConfigError is a config mistake: the file, the line (0 when unknown) and
 // the field it is in.
@@ -118,16 +159,15 @@ func LoadConfigWithoutKeys(path string) (*Config, error) {
 }
 
 // ParseConfig checks config text; path names it in errors and anchors
-// relative key_file paths. loadKey loads one key file.
+// relative key_file paths and include patterns. loadKey loads one key
+// file. The drop-in files that include names are read from disk.
 func ParseConfig(path string, data []byte, loadKey func(string) ([]byte, error)) (*Config, error) {
-	doc := tomlerr.New(path, data)
-	fail := func(section string, idx int, key string, field string, err error) error {
-		return doc.At(section, idx, key, field, err)
-	}
+	main := tomlerr.New(path, data)
 	var raw rawConfig
-	if err := doc.Decode(&raw); err != nil {
+	if err := main.Decode(&raw); err != nil {
 		return nil, err
 	}
+	fail := func(key string, err error) error { return main.At("", 0, key, key, err) }
 
 	c := &Config{
 		Path:      path,
@@ -140,22 +180,12 @@ func ParseConfig(path string, data []byte, loadKey func(string) ([]byte, error))
 	if raw.Period != nil {
 		d, err := time.ParseDuration(*raw.Period)
 		if err != nil {
-			return nil, fail("", 0, "period", "period", fmt.Errorf("%q is not a duration like \"30s\"", *raw.Period))
+			return nil, fail("period", fmt.Errorf("%q is not a duration like \"30s\"", *raw.Period))
 		}
 		if err := totp.ValidatePeriod(d); err != nil {
-			return nil, fail("", 0, "period", "period", fmt.Errorf("%s: %w", *raw.Period, err))
+			return nil, fail("period", fmt.Errorf("%s: %w", *raw.Period, err))
 		}
 		c.Period = d
-	}
-	intKey := func(p *int, name string, lo, hi int, dst *int) error {
-		if p == nil {
-			return nil
-		}
-		if *p < lo || *p > hi {
-			return fail("", 0, name, name, fmt.Errorf("%d out of range %d..%d", *p, lo, hi))
-		}
-		*dst = *p
-		return nil
 	}
 	for _, k := range []struct {
 		p      *int
@@ -168,86 +198,310 @@ func ParseConfig(path string, data []byte, loadKey func(string) ([]byte, error))
 		{raw.Slots, "slots", 1, totp.MaxSlots, &c.Slots},
 		{raw.CtMarkBit, "ct_mark_bit", 0, 31, &c.CtMarkBit},
 	} {
-		if err := intKey(k.p, k.name, k.lo, k.hi, k.dst); err != nil {
-			return nil, err
+		if k.p == nil {
+			continue
 		}
+		if *k.p < k.lo || *k.p > k.hi {
+			return nil, fail(k.name, fmt.Errorf("%d out of range %d..%d", *k.p, k.lo, k.hi))
+		}
+		*k.dst = *k.p
 	}
 	if raw.Realm != nil {
 		if !utf8.ValidString(*raw.Realm) {
-			return nil, fail("", 0, "realm", "realm", errors.New("not valid UTF-8"))
+			return nil, fail("realm", errors.New("not valid UTF-8"))
 		}
 		if err := totp.ValidateRealm(*raw.Realm); err != nil {
-			return nil, fail("", 0, "realm", "realm", err)
+			return nil, fail("realm", err)
 		}
 		c.Realm = *raw.Realm
 	}
 	if raw.Table != nil {
 		if !tableName.MatchString(*raw.Table) {
-			return nil, fail("", 0, "table", "table", fmt.Errorf("%q: want a letter, then up to 63 letters, digits, _ or -", *raw.Table))
+			return nil, fail("table", fmt.Errorf("%q: want a letter, then up to 63 letters, digits, _ or -", *raw.Table))
 		}
 		c.Table = *raw.Table
 	}
 
-	if len(raw.User) == 0 {
-		return nil, &ConfigError{File: path, Field: "user", Err: errors.New("no [[user]]: nobody could knock")}
+	parts := []configPart{{doc: main, users: raw.User, services: raw.Service}}
+	dropIns, err := readDropIns(main, raw.Include)
+	if err != nil {
+		return nil, err
 	}
-	names := map[string]int{}
-	for i, ru := range raw.User {
-		field := fmt.Sprintf("user[%d]", i)
-		if ru.Name == nil || *ru.Name == "" {
-			return nil, fail("user", i, "", field+".name", errors.New("missing"))
-		}
-		if !userName.MatchString(*ru.Name) {
-			return nil, fail("user", i, "name", field+".name", fmt.Errorf("%q: want letters, digits, _ . @ -", *ru.Name))
-		}
-		if j, dup := names[*ru.Name]; dup {
-			return nil, fail("user", i, "name", field+".name", fmt.Errorf("%q already defined in user[%d]", *ru.Name, j))
-		}
-		names[*ru.Name] = i
-		if ru.KeyFile == nil || *ru.KeyFile == "" {
-			return nil, fail("user", i, "", field+".key_file", errors.New("missing"))
-		}
-		kf := *ru.KeyFile
-		if !filepath.IsAbs(kf) {
-			kf = filepath.Join(filepath.Dir(path), kf)
-		}
-		key, err := loadKey(kf)
-		if err != nil {
-			return nil, fail("user", i, "key_file", field+".key_file", err)
-		}
-		c.Users = append(c.Users, User{Name: *ru.Name, KeyFile: kf, Key: key})
+	for _, p := range dropIns {
+		c.Files = append(c.Files, p.doc.File)
 	}
-
-	if len(raw.Service) == 0 {
-		return nil, &ConfigError{File: path, Field: "service", Err: errors.New("no [[service]]: nothing to protect")}
+	parts = append(parts, dropIns...)
+	if c.Users, err = parseUsers(parts, loadKey); err != nil {
+		return nil, err
 	}
-	ports := map[int]int{}
-	for i, rs := range raw.Service {
-		field := fmt.Sprintf("service[%d]", i)
-		if rs.Port == nil {
-			return nil, fail("service", i, "", field+".port", errors.New("missing"))
-		}
-		p := *rs.Port
-		if p < 1 || p > 65535 {
-			return nil, fail("service", i, "port", field+".port", fmt.Errorf("%d out of range 1..65535", p))
-		}
-		if j, dup := ports[p]; dup {
-			return nil, fail("service", i, "port", field+".port", fmt.Errorf("%d already protected by service[%d]", p, j))
-		}
-		ports[p] = i
-		seen := map[string]bool{}
-		for _, u := range rs.Users {
-			if _, ok := names[u]; !ok {
-				return nil, fail("service", i, "users", field+".users", fmt.Errorf("no [[user]] named %q", u))
-			}
-			if seen[u] {
-				return nil, fail("service", i, "users", field+".users", fmt.Errorf("%q listed twice", u))
-			}
-			seen[u] = true
-		}
-		c.Services = append(c.Services, Service{Port: uint16(p), Users: rs.Users})
+	if c.Services, err = parseServices(parts, c.Users); err != nil {
+		return nil, err
 	}
 	return c, nil
+}
+
+// configPart is the [[user]] and [[service]] tables of one file: the main
+// config or a drop-in.
+type configPart struct {
+	doc      *tomlerr.Doc
+	users    []rawUser
+	services []rawService
+}
+
+// origin names where a user or service was defined, for a duplicate's
+// error.
+type origin struct {
+	doc  *tomlerr.Doc
+	idx  int
+	line int
+}
+
+func (o origin) String(section string) string {
+	return fmt.Sprintf("%s:%d (%s[%d])", o.doc.File, o.line, section, o.idx)
+}
+
+// readDropIns reads the files the include patterns match, each pattern's
+// matches in lexical order. Relative patterns are relative to the main
+// file's directory. A drop-in holds only [[user]] and [[service]] tables.
+func readDropIns(main *tomlerr.Doc, patterns []string) ([]configPart, error) {
+	var parts []configPart
+	seen := map[string]bool{filepath.Clean(main.File): true}
+	for _, pat := range patterns {
+		fail := func(err error) error { return main.At("", 0, "include", "include", err) }
+		if pat == "" {
+			return nil, fail(errors.New("empty pattern"))
+		}
+		if !filepath.IsAbs(pat) {
+			pat = filepath.Join(filepath.Dir(main.File), pat)
+		}
+		files, err := filepath.Glob(pat)
+		if err != nil {
+			return nil, fail(fmt.Errorf("%q: %w", pat, err))
+		}
+		sort.Strings(files)
+		for _, f := range files {
+			if seen[filepath.Clean(f)] {
+				if filepath.Clean(f) == filepath.Clean(main.File) {
+					return nil, fail(fmt.Errorf("%q matches the main config %s", pat, main.File))
+				}
+				continue // matched by an earlier pattern
+			}
+			seen[filepath.Clean(f)] = true
+			data, err := os.ReadFile(f)
+			if err != nil {
+				return nil, &ConfigError{File: f, Err: err}
+			}
+			d := tomlerr.New(f, data)
+			var raw rawConfig
+			if err := d.Decode(&raw); err != nil {
+				return nil, err
+			}
+			for _, k := range []struct {
+				name string
+				set  bool
+			}{
+				{"include", raw.Include != nil}, {"period", raw.Period != nil}, {"tolerance", raw.Tolerance != nil},
+				{"lookahead", raw.Lookahead != nil}, {"slots", raw.Slots != nil}, {"realm", raw.Realm != nil},
+				{"table", raw.Table != nil}, {"ct_mark_bit", raw.CtMarkBit != nil},
+			} {
+				if k.set {
+					return nil, d.At("", 0, k.name, k.name, fmt.Errorf("only [[user]] and [[service]] tables may be in a drop-in; set it in %s", main.File))
+				}
+			}
+			parts = append(parts, configPart{doc: d, users: raw.User, services: raw.Service})
+		}
+	}
+	return parts, nil
+}
+
+// parseUsers checks the [[user]] tables of every part and loads their keys.
+func parseUsers(parts []configPart, loadKey func(string) ([]byte, error)) ([]User, error) {
+	var users []User
+	names := map[string]origin{}
+	for _, p := range parts {
+		for i, ru := range p.users {
+			field := fmt.Sprintf("user[%d]", i)
+			fail := func(key, sub string, err error) error { return p.doc.At("user", i, key, field+"."+sub, err) }
+			if ru.Name == nil || *ru.Name == "" {
+				return nil, fail("", "name", errors.New("missing"))
+			}
+			if !userName.MatchString(*ru.Name) {
+				return nil, fail("name", "name", fmt.Errorf("%q: want letters, digits, _ . @ -", *ru.Name))
+			}
+			if o, dup := names[*ru.Name]; dup {
+				if o.doc == p.doc {
+					return nil, fail("name", "name", fmt.Errorf("%q already defined in user[%d]", *ru.Name, o.idx))
+				}
+				return nil, fail("name", "name", fmt.Errorf("%q already defined in %s", *ru.Name, o.String("user")))
+			}
+			names[*ru.Name] = origin{doc: p.doc, idx: i, line: p.doc.Line("user", i, "name")}
+			u := User{Name: *ru.Name}
+			refs, key, sub, err := keyRefs(ru)
+			if err != nil {
+				return nil, fail(keyLine(ru, key), sub, err)
+			}
+			seen := map[string]bool{}
+			for j, ref := range refs {
+				kf := ref.File
+				if !filepath.IsAbs(kf) {
+					kf = filepath.Join(filepath.Dir(p.doc.File), kf)
+				}
+				if seen[kf] {
+					return nil, fail(key, fmt.Sprintf("%s[%d]", key, j), fmt.Errorf("listed twice: %s", kf))
+				}
+				seen[kf] = true
+				k, err := loadKey(kf)
+				if err != nil {
+					sub := key
+					if key == "key_files" {
+						sub = fmt.Sprintf("%s[%d]", key, j)
+					}
+					return nil, fail(key, sub, err)
+				}
+				u.Keys = append(u.Keys, UserKey{File: kf, Key: k, NotAfter: ref.NotAfter})
+			}
+			users = append(users, u)
+		}
+	}
+	if len(users) == 0 {
+		return nil, &ConfigError{File: parts[0].doc.File, Field: "user", Err: errors.New("no [[user]]: nobody could knock")}
+	}
+	return users, nil
+}
+
+// keyLine is the key whose line an error in key names: none (the header)
+// when it is missing.
+func keyLine(ru rawUser, key string) string {
+	if (key == "key_file" && ru.KeyFile == nil) || (key == "key_files" && ru.KeyFiles == nil) {
+		return ""
+	}
+	return key
+}
+
+// keyRef is one entry of key_files before its key is loaded.
+type keyRef struct {
+	File     string
+	NotAfter time.Time
+}
+
+// keyRefs returns a user's key files from key_file or key_files; on error,
+// the key it is in and the field to name. A key_files entry is a path, or
+// a table { file = PATH, not_after = TIME } where TIME is an RFC 3339
+// date-time with an offset, written bare or quoted.
+func keyRefs(ru rawUser) (refs []keyRef, key, field string, err error) {
+	switch {
+	case ru.KeyFile != nil && ru.KeyFiles != nil:
+		return nil, "key_files", "key_files", errors.New("set key_file or key_files, not both")
+	case ru.KeyFile != nil:
+		if *ru.KeyFile == "" {
+			return nil, "key_file", "key_file", errors.New("empty")
+		}
+		return []keyRef{{File: *ru.KeyFile}}, "key_file", "", nil
+	case ru.KeyFiles == nil:
+		return nil, "key_file", "key_file", errors.New("missing (set key_file or key_files)")
+	case len(ru.KeyFiles) == 0:
+		return nil, "key_files", "key_files", errors.New("empty: a user needs at least one key")
+	}
+	for j, raw := range ru.KeyFiles {
+		field := fmt.Sprintf("key_files[%d]", j)
+		var ref keyRef
+		switch v := raw.v.(type) {
+		case string:
+			ref.File = v
+		case map[string]any:
+			for k := range v {
+				if k != "file" && k != "not_after" {
+					return nil, "key_files", field + "." + k, errors.New("unknown key (want file, not_after)")
+				}
+			}
+			f, ok := v["file"].(string)
+			if !ok {
+				return nil, "key_files", field + ".file", errors.New("missing, or not a string")
+			}
+			ref.File = f
+			if na, ok := v["not_after"]; ok {
+				t, err := notAfter(na)
+				if err != nil {
+					return nil, "key_files", field + ".not_after", err
+				}
+				ref.NotAfter = t
+			}
+		default:
+			return nil, "key_files", field, fmt.Errorf("want a path or { file = PATH, not_after = TIME }, not %T", v)
+		}
+		if ref.File == "" {
+			return nil, "key_files", field, errors.New("empty path")
+		}
+		refs = append(refs, ref)
+	}
+	return refs, "key_files", "", nil
+}
+
+// notAfter reads a not_after value: a TOML offset date-time or a string in
+// RFC 3339. A date or a date-time without offset is ambiguous and refused.
+func notAfter(v any) (time.Time, error) {
+	const want = "want an RFC 3339 time with offset, like 2027-01-01T00:00:00Z"
+	switch v := v.(type) {
+	case time.Time:
+		// The decoder marks dates and times without offset by their zone's
+		// name.
+		if n := v.Location().String(); strings.HasSuffix(n, "-local") {
+			return time.Time{}, fmt.Errorf("%s has no UTC offset: %s", v.Format("2006-01-02T15:04:05"), want)
+		}
+		return v, nil
+	case string:
+		t, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			return time.Time{}, fmt.Errorf("%q: %s", v, want)
+		}
+		return t, nil
+	}
+	return time.Time{}, fmt.Errorf("%v: %s", v, want)
+}
+
+// parseServices checks the [[service]] tables of every part.
+func parseServices(parts []configPart, users []User) ([]Service, error) {
+	names := map[string]bool{}
+	for _, u := range users {
+		names[u.Name] = true
+	}
+	var services []Service
+	ports := map[int]origin{}
+	for _, p := range parts {
+		for i, rs := range p.services {
+			field := fmt.Sprintf("service[%d]", i)
+			fail := func(key, sub string, err error) error { return p.doc.At("service", i, key, field+"."+sub, err) }
+			if rs.Port == nil {
+				return nil, fail("", "port", errors.New("missing"))
+			}
+			port := *rs.Port
+			if port < 1 || port > 65535 {
+				return nil, fail("port", "port", fmt.Errorf("%d out of range 1..65535", port))
+			}
+			if o, dup := ports[port]; dup {
+				if o.doc == p.doc {
+					return nil, fail("port", "port", fmt.Errorf("%d already protected by service[%d]", port, o.idx))
+				}
+				return nil, fail("port", "port", fmt.Errorf("%d already protected in %s", port, o.String("service")))
+			}
+			ports[port] = origin{doc: p.doc, idx: i, line: p.doc.Line("service", i, "port")}
+			seen := map[string]bool{}
+			for _, u := range rs.Users {
+				if !names[u] {
+					return nil, fail("users", "users", fmt.Errorf("no [[user]] named %q", u))
+				}
+				if seen[u] {
+					return nil, fail("users", "users", fmt.Errorf("%q listed twice", u))
+				}
+				seen[u] = true
+			}
+			services = append(services, Service{Port: uint16(port), Users: rs.Users})
+		}
+	}
+	if len(services) == 0 {
+		return nil, &ConfigError{File: parts[0].doc.File, Field: "service", Err: errors.New("no [[service]]: nothing to protect")}
+	}
+	return services, nil
 }
 
 // MarkBit returns the ct mark bit as a mask.

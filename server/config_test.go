@@ -52,13 +52,13 @@ func TestParseConfigGood(t *testing.T) {
 	if c.Period != 2*time.Second || c.Tolerance != 1 || c.Slots != 4 || c.Realm != "lab" || c.Table != "seqknock" || c.CtMarkBit != 23 {
 		t.Errorf("scalars: %+v", c)
 	}
-	if c.Users[0].KeyFile != "/etc/seqknock/alice.key" || c.Users[1].KeyFile != "/keys/bob.key" {
+	if c.Users[0].Keys[0].File != "/etc/seqknock/alice.key" || c.Users[1].Keys[0].File != "/keys/bob.key" {
 		t.Errorf("key files: %v", c.Users)
 	}
 	if len(c.Services) != 2 || c.Services[1].Users[0] != "bob" {
 		t.Errorf("services: %+v", c.Services)
 	}
-	if s := fmt.Sprintf("%v %+v %#v", c.Users[0], c.Users[0], c.Users); strings.Contains(s, "alice.key\x00") || strings.Contains(s, string(c.Users[0].Key)) {
+	if s := fmt.Sprintf("%v %+v %#v", c.Users[0], c.Users[0], c.Users); strings.Contains(s, "alice.key\x00") || strings.Contains(s, string(c.Users[0].Keys[0].Key)) {
 		t.Errorf("formatting a user shows its key: %s", s)
 	}
 }
@@ -105,7 +105,24 @@ var badConfigs = []struct {
 	{"no users", "[[service]]\nport = 22\n", "x.toml: user: no [[user]]"},
 	{"no services", "[[user]]\nname = \"a\"\nkey_file = \"k\"\n", "x.toml: service: no [[service]]"},
 	{"syntax", "period = \"30s\n" + minimal, "x.toml:1"},
+	{"key_file and key_files", minimal + "key_files = [\"k2\"]\n", "x.toml:7: user[0].key_files: set key_file or key_files, not both"},
+	{"key_files empty", minimalUser + "key_files = []\n", "x.toml:6: user[0].key_files: empty"},
+	{"key_files not_after local", minimalUser + "key_files = [\"k\", { file = \"k2\", not_after = 2027-01-01T00:00:00 }]\n",
+		"x.toml:6: user[0].key_files[1].not_after: 2027-01-01T00:00:00 has no UTC offset"},
+	{"key_files not_after date", minimalUser + "key_files = [{ file = \"k2\", not_after = 2027-01-01 }]\n",
+		"x.toml:6: user[0].key_files[0].not_after: 2027-01-01T00:00:00 has no UTC offset"},
+	{"key_files not_after garbage", minimalUser + "key_files = [{ file = \"k2\", not_after = \"soon\" }]\n",
+		"x.toml:6: user[0].key_files[0].not_after: \"soon\": want an RFC 3339 time with offset"},
+	{"key_files unknown key", minimalUser + "key_files = [{ file = \"k2\", expires = 1 }]\n", "x.toml:6: user[0].key_files[0].expires: unknown key"},
+	{"key_files no file", minimalUser + "key_files = [{ not_after = 2027-01-01T00:00:00Z }]\n", "x.toml:6: user[0].key_files[0].file: missing"},
+	{"key_files number", minimalUser + "key_files = [\"k\", 7]\n", "x.toml:6: user[0].key_files[1]: want a path"},
+	{"key_files twice", minimalUser + "key_files = [\"k\", \"k\"]\n", "x.toml:6: user[0].key_files[1]: listed twice"},
+	{"key_files unsafe", minimalUser + "key_files = [\"k\", \"/k/bad\"]\n", "x.toml:6: user[0].key_files[1]: load key: /k/bad: readable by group or others"},
+	{"include in wrong place", minimal + "include = [\"d/*.toml\"]\n", "x.toml:7: user.include: unknown key"},
 }
+
+// minimalUser is minimal without the user's key.
+const minimalUser = "[[service]]\nport = 22\n\n[[user]]\nname = \"a\"\n"
 
 const minimal = "[[service]]\nport = 22\n\n[[user]]\nname = \"a\"\nkey_file = \"k\"\n"
 
@@ -141,8 +158,8 @@ func TestLoadConfigRealKeyFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(c.Users[0].Key) != 32 {
-		t.Fatalf("key %d bytes", len(c.Users[0].Key))
+	if len(c.Users[0].Keys[0].Key) != 32 {
+		t.Fatalf("key %d bytes", len(c.Users[0].Keys[0].Key))
 	}
 	os.Chmod(kf, 0o644)
 	_, err = LoadConfig(cfgPath)
@@ -170,8 +187,8 @@ func TestDesired(t *testing.T) {
 	}
 	// Each element is the ISN-v1 value for its user, and expires when its
 	// counter leaves the window.
-	bob, _ := totp.NewDeriver(c.Users[1].Key, "lab")
-	alice, _ := totp.NewDeriver(c.Users[0].Key, "lab")
+	bob, _ := totp.NewDeriver(c.Users[1].Keys[0].Key, "lab")
+	alice, _ := totp.NewDeriver(c.Users[0].Keys[0].Key, "lab")
 	find := func(port uint16, isn uint32) *nftgen.Element {
 		for i := range s.Valid {
 			if s.Valid[i].Port == port && s.Valid[i].ISN == isn {

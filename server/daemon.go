@@ -24,6 +24,7 @@ type Daemon struct {
 
 	cfg                    *Config
 	lastAdmit, lastDropped uint64
+	expiredLogged          map[string]bool
 }
 
 // Run syncs now and then at every period boundary until ctx ends. A value on
@@ -101,7 +102,23 @@ func (d *Daemon) sync(why string) error {
 		d.lastAdmit, d.lastDropped = a, dr
 	}
 	d.Log.Info("sync", attrs...)
+	d.logExpired(now)
 	return nil
+}
+
+// logExpired logs, once each, the keys that have passed their not_after:
+// the sync just applied left them out.
+func (d *Daemon) logExpired(now time.Time) {
+	for _, k := range ExpiredKeys(d.cfg, now) {
+		if d.expiredLogged[k] {
+			continue
+		}
+		if d.expiredLogged == nil {
+			d.expiredLogged = map[string]bool{}
+		}
+		d.expiredLogged[k] = true
+		d.Log.Warn("key expired; its knocks are no longer valid", "key", k)
+	}
 }
 
 func (d *Daemon) exit() error {

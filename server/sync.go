@@ -18,60 +18,117 @@ func Sync(k Kernel, cfg *Config, now time.Time) (nftgen.Result, error) {
 }
 
 // Desired returns the table state for cfg at now: for every service port,
-// every user allowed on it, every counter of the window and every slot, one
-// valid element that expires when its counter leaves the window. It is pure:
-// the same config and time give the same state.
+// every user allowed on it, every unexpired key of that user, every counter
+// of the window and every slot, one valid element that expires when its
+// counter leaves the window or at its key's not_after, whichever is first.
+// It is pure: the same config and time give the same state.
 func Desired(cfg *Config, now time.Time) nftgen.State {
-	window := totp.Window(now, cfg.Period, cfg.Tolerance, cfg.Lookahead)
 	s := nftgen.State{
 		Table:       cfg.Table,
 		Rules:       rules(cfg),
 		UsedTimeout: cfg.WindowLength(),
 	}
-	perPort := map[uint16]map[string]bool{}
 	for _, svc := range cfg.Services {
 		s.Ports = append(s.Ports, svc.Port)
-		if len(svc.Users) > 0 {
-			allowed := map[string]bool{}
-			for _, u := range svc.Users {
-				allowed[u] = true
-			}
-			perPort[svc.Port] = allowed
-		}
 	}
-	n := 0
-	for _, svc := range cfg.Services {
-		if a := perPort[svc.Port]; a != nil {
-			n += len(a)
-		} else {
-			n += len(cfg.Users)
-		}
-	}
-	s.Valid = make([]nftgen.Element, 0, n*len(window)*cfg.Slots)
+	s.Valid = make([]nftgen.Element, 0, knockCount(cfg, now))
+	EachKnock(cfg, now, func(k Knock) {
+		s.Valid = append(s.Valid, nftgen.Element{Port: k.Port, ISN: k.ISN, Expires: k.Expires})
+	})
+	return s
+}
+
+// Knock is one valid knock and what made it.
+type Knock struct {
+	User    string
+	Key     int // index in the user's Keys
+	Port    uint16
+	Counter uint64
+	Slot    uint8
+	ISN     uint32
+	Expires time.Time
+}
+
+// EachKnock calls fn for every knock valid at now, in the order of users,
+// their keys, services, counters and slots.
+func EachKnock(cfg *Config, now time.Time, fn func(Knock)) {
+	window := totp.Window(now, cfg.Period, cfg.Tolerance, cfg.Lookahead)
+	ports := userPorts(cfg)
 	for _, u := range cfg.Users {
-		d, err := totp.NewDeriver(u.Key, cfg.Realm)
-		if err != nil {
-			continue // LoadConfig checked every key; unreachable
-		}
-		for _, svc := range cfg.Services {
-			if a := perPort[svc.Port]; a != nil && !a[u.Name] {
-				continue
+		for ki, key := range u.Keys {
+			if !key.ValidAt(now) {
+				continue // expired: its knocks left with their own timeouts
 			}
-			for _, e := range window {
-				for slot := 0; slot < cfg.Slots; slot++ {
-					s.Valid = append(s.Valid, nftgen.Element{
-						Port:    svc.Port,
-						ISN:     d.ISN(svc.Port, e.Counter, uint8(slot)),
-						Expires: e.Expires,
-					})
+			d, err := totp.NewDeriver(key.Key, cfg.Realm)
+			if err != nil {
+				continue // LoadConfig checked every key; unreachable
+			}
+			for _, port := range ports[u.Name] {
+				for _, e := range window {
+					// A key's knocks end at its not_after, in the kernel.
+					exp := e.Expires
+					if !key.NotAfter.IsZero() && key.NotAfter.Before(exp) {
+						exp = key.NotAfter
+					}
+					for slot := 0; slot < cfg.Slots; slot++ {
+						fn(Knock{User: u.Name, Key: ki, Port: port, Counter: e.Counter, Slot: uint8(slot),
+							ISN: d.ISN(port, e.Counter, uint8(slot)), Expires: exp})
+					}
 				}
 			}
 		}
 	}
-	return s
+}
+
+// knockCount is how many knocks EachKnock gives at now.
+func knockCount(cfg *Config, now time.Time) int {
+	counters := len(totp.Window(now, cfg.Period, cfg.Tolerance, cfg.Lookahead))
+	ports := userPorts(cfg)
+	n := 0
+	for _, u := range cfg.Users {
+		keys := 0
+		for _, k := range u.Keys {
+			if k.ValidAt(now) {
+				keys++
+			}
+		}
+		n += keys * len(ports[u.Name])
+	}
+	return n * counters * cfg.Slots
+}
+
+// userPorts returns the ports each user may knock on, in service order.
+func userPorts(cfg *Config) map[string][]uint16 {
+	ports := make(map[string][]uint16, len(cfg.Users))
+	for _, svc := range cfg.Services {
+		if len(svc.Users) == 0 {
+			for _, u := range cfg.Users {
+				ports[u.Name] = append(ports[u.Name], svc.Port)
+			}
+			continue
+		}
+		for _, u := range svc.Users {
+			ports[u] = append(ports[u], svc.Port)
+		}
+	}
+	return ports
 }
 
 // rules returns the parameters of the rules cfg wants.
 func rules(cfg *Config) nftgen.Rules {
 	return nftgen.Rules{MarkBit: cfg.MarkBit()}
+}
+
+// ExpiredKeys returns the keys of cfg that no longer make valid knocks at
+// now, as "user: file until time" strings; the daemon logs each once.
+func ExpiredKeys(cfg *Config, now time.Time) []string {
+	var out []string
+	for _, u := range cfg.Users {
+		for _, k := range u.Keys {
+			if !k.ValidAt(now) {
+				out = append(out, u.Name+": "+k.String())
+			}
+		}
+	}
+	return out
 }

@@ -181,6 +181,12 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Action: withConfig(func(c *cli.Context, cfg *server.Config) error {
 					fmt.Fprintf(c.App.Writer, "%s: ok: %d users, %d services, period %v, tolerance %d, %d slots, table %s\n",
 						cfg.Path, len(cfg.Users), len(cfg.Services), cfg.Period, cfg.Tolerance, cfg.Slots, cfg.Table)
+					for _, f := range cfg.Files {
+						fmt.Fprintf(c.App.Writer, "included: %s\n", f)
+					}
+					for _, k := range server.ExpiredKeys(cfg, time.Now()) {
+						fmt.Fprintf(c.App.Writer, "expired (no longer knocks; remove it): %s\n", k)
+					}
 					return nil
 				}),
 			},
