@@ -72,6 +72,18 @@ func TestApplyIdempotentKeepsCountersAndUsed(t *testing.T) {
 	if got := live.Ports; len(got) != 2 || got[0] != 22 || got[1] != 2222 {
 		t.Errorf("ports %v", got)
 	}
+	if len(live.UsedKeys) != 1 || live.UsedKeys[0] != (Key{Port: 22, ISN: 12345}) {
+		t.Errorf("used keys %v", live.UsedKeys)
+	}
+	valid := map[Key]bool{}
+	for _, k := range live.ValidKeys {
+		valid[k] = true
+	}
+	for _, e := range s.Valid {
+		if !valid[Key{e.Port, e.ISN}] {
+			t.Errorf("valid keys %v lack %d . %d", live.ValidKeys, e.Port, e.ISN)
+		}
+	}
 
 	// A new window replaces valid wholly; used keeps its element.
 	s.Valid = []Element{{Port: 22, ISN: 7, Expires: now.Add(time.Minute)}}

@@ -15,6 +15,9 @@ type Live struct {
 	// ValidCount and UsedCount are the numbers of elements in the sets.
 	ValidCount int
 	UsedCount  int
+	// ValidKeys and UsedKeys are the sets' elements (Read only).
+	ValidKeys []Key
+	UsedKeys  []Key
 	// Admitted counts SYNs admitted by a knock; Dropped everything the
 	// knock chain dropped.
 	Admitted Counter
@@ -35,4 +38,20 @@ type Result struct {
 	RulesRebuilt  bool // the chains' rules were (re)written
 	UsedRecreated bool // the used set was recreated with new parameters
 	Elements      int  // valid elements written
+}
+
+// Key is the key of a valid or used element: a SYN to Port with sequence
+// number ISN.
+type Key struct {
+	Port uint16
+	ISN  uint32
+}
+
+// keyOf decodes a "tcp dport . tcp sequence" element key: the port in the
+// first 4-byte slot, big endian, then the sequence number.
+func keyOf(b []byte) (Key, bool) {
+	if len(b) < 8 {
+		return Key{}, false
+	}
+	return Key{Port: uint16(b[0])<<8 | uint16(b[1]), ISN: uint32(b[4])<<24 | uint32(b[5])<<16 | uint32(b[6])<<8 | uint32(b[7])}, true
 }

@@ -75,6 +75,7 @@ func (c *Conn) read(table string, elements bool) (*Live, error) {
 					return nil, fmt.Errorf("read set %s: %w", s.Name, err)
 				}
 				live.ValidCount = len(els)
+				live.ValidKeys = keysOf(els)
 			}
 		case SetUsed:
 			live.UsedExists = true
@@ -86,6 +87,7 @@ func (c *Conn) read(table string, elements bool) (*Live, error) {
 					return nil, fmt.Errorf("read set %s: %w", s.Name, err)
 				}
 				live.UsedCount = len(els)
+				live.UsedKeys = keysOf(els)
 			}
 		}
 	}
@@ -189,4 +191,14 @@ func (c *Conn) usedElements(table string) ([]nftables.SetElement, error) {
 		out = append(out, nftables.SetElement{Key: e.Key, Timeout: left})
 	}
 	return out, nil
+}
+
+func keysOf(els []nftables.SetElement) []Key {
+	out := make([]Key, 0, len(els))
+	for _, e := range els {
+		if k, ok := keyOf(e.Key); ok {
+			out = append(out, k)
+		}
+	}
+	return out
 }

@@ -2,17 +2,23 @@ package server
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/seqknock/seqknock/nftgen"
 	"github.com/seqknock/seqknock/totp"
 )
 
-// Status is what `seqknockd status` shows.
+// Status is what `seqknockd status` shows. Current is true when the table
+// is installed, its rules are the ones this version builds for the config,
+// it protects exactly the config's ports and holds knocks of exactly the
+// config's users; otherwise Differences says, one item each, what is off.
 type Status struct {
 	Table         string         `json:"table"`
 	Present       bool           `json:"present"`
 	RulesCurrent  bool           `json:"rules_current"`
+	Current       bool           `json:"current"`
+	Differences   []string       `json:"differences"`
 	Ports         []uint16       `json:"ports"`
 	Users         []string       `json:"users"`
 	Valid         int            `json:"valid_elements"`
@@ -23,16 +29,22 @@ type Status struct {
 	NextRotationS float64        `json:"seconds_to_next_rotation"`
 }
 
-// GetStatus reads the live table named by cfg.
+// GetStatus reads the live table named by cfg and compares it with what
+// cfg wants at now.
 func GetStatus(k Kernel, cfg *Config, now time.Time) (*Status, error) {
 	live, err := k.Read(cfg.Table)
 	if err != nil {
 		return nil, fmt.Errorf("status: %w", err)
 	}
+	return CompareStatus(live, cfg, now), nil
+}
+
+// CompareStatus is the pure part of GetStatus: live against cfg at now.
+func CompareStatus(live *nftgen.Live, cfg *Config, now time.Time) *Status {
 	st := &Status{
 		Table:         cfg.Table,
 		Present:       live.Exists,
-		RulesCurrent:  live.RulesCurrent && live.Rules == rules(cfg),
+		RulesCurrent:  live.Exists && live.RulesCurrent && live.Rules == rules(cfg),
 		Ports:         live.Ports,
 		Valid:         live.ValidCount,
 		Used:          live.UsedCount,
@@ -40,6 +52,7 @@ func GetStatus(k Kernel, cfg *Config, now time.Time) (*Status, error) {
 		Dropped:       live.Dropped,
 		Counter:       totp.Counter(now, cfg.Period),
 		NextRotationS: totp.NextBoundary(now, cfg.Period).Sub(now).Seconds(),
+		Differences:   []string{},
 	}
 	if st.Ports == nil {
 		st.Ports = []uint16{}
@@ -47,5 +60,78 @@ func GetStatus(k Kernel, cfg *Config, now time.Time) (*Status, error) {
 	for _, u := range cfg.Users {
 		st.Users = append(st.Users, u.Name)
 	}
-	return st, nil
+	st.Differences = differences(live, cfg, now, st.RulesCurrent)
+	st.Current = len(st.Differences) == 0
+	return st
+}
+
+func differences(live *nftgen.Live, cfg *Config, now time.Time, rulesCurrent bool) []string {
+	if !live.Exists {
+		return []string{fmt.Sprintf("table inet %s is not installed", cfg.Table)}
+	}
+	diff := []string{}
+	if !rulesCurrent {
+		diff = append(diff, "the rules are not the ones this version writes for the config")
+	}
+	want := map[uint16]bool{}
+	for _, svc := range cfg.Services {
+		want[svc.Port] = true
+		if !slices.Contains(live.Ports, svc.Port) {
+			diff = append(diff, fmt.Sprintf("port %d is in the config but not protected", svc.Port))
+		}
+	}
+	for _, p := range live.Ports {
+		if !want[p] {
+			diff = append(diff, fmt.Sprintf("port %d is protected but not in the config", p))
+		}
+	}
+
+	// Users: every user with an unexpired key must have knocks of the
+	// window in the table (valid, or spent in used); every valid element
+	// must be a knock of the config. Knocks of the previous period count
+	// too, so a status read at a boundary, just before the daemon's sync,
+	// is not a difference.
+	inTable := make(map[nftgen.Key]bool, len(live.ValidKeys)+len(live.UsedKeys))
+	for _, k := range live.ValidKeys {
+		inTable[k] = true
+	}
+	for _, k := range live.UsedKeys {
+		inTable[k] = true
+	}
+	known := make(map[nftgen.Key]bool, len(live.ValidKeys))
+	present := map[string]bool{}
+	note := func(k Knock) {
+		key := nftgen.Key{Port: k.Port, ISN: k.ISN}
+		known[key] = true
+		if inTable[key] {
+			present[k.User] = true
+		}
+	}
+	EachKnock(cfg, now, note)
+	EachKnock(cfg, now.Add(-cfg.Period), note)
+	ports := userPorts(cfg)
+	for _, u := range cfg.Users {
+		if !present[u.Name] && hasValidKey(u, now) && len(ports[u.Name]) > 0 {
+			diff = append(diff, fmt.Sprintf("user %s has no knocks in the table", u.Name))
+		}
+	}
+	foreign := 0
+	for _, k := range live.ValidKeys {
+		if !known[k] {
+			foreign++
+		}
+	}
+	if foreign > 0 {
+		diff = append(diff, fmt.Sprintf("%d valid knocks are not from the config (a removed user or key, or another realm, period or port)", foreign))
+	}
+	return diff
+}
+
+func hasValidKey(u User, now time.Time) bool {
+	for _, k := range u.Keys {
+		if k.ValidAt(now) {
+			return true
+		}
+	}
+	return false
 }

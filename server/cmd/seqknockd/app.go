@@ -18,6 +18,10 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
+// statusNotCurrent is the exit status of `status` when the table is not
+// what the config wants: 3, systemd's "not running" of LSB status actions.
+const statusNotCurrent = 3
+
 // daemonMemoryLimit is the Go runtime's soft memory limit for `run`.
 const daemonMemoryLimit = 64 << 20
 
@@ -114,6 +118,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			{
 				Name:  "status",
 				Usage: "show the live table: ports, users, element counts, packet counters, next rotation",
+				Description: "Exits 0 when the table is current: installed, with the rules, ports and users of the " +
+					"config. Exits 3 (as systemctl status does for a unit not running) when it is not, and says " +
+					"what differs; --json carries the same in \"current\" and \"differences\".",
 				Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}},
 				Action: withConfig(func(c *cli.Context, cfg *server.Config) error {
 					st, err := server.GetStatus(server.NewKernel(0), cfg, time.Now())
@@ -123,9 +130,15 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					if c.Bool("json") {
 						enc := json.NewEncoder(c.App.Writer)
 						enc.SetIndent("", "  ")
-						return enc.Encode(st)
+						if err := enc.Encode(st); err != nil {
+							return err
+						}
+					} else {
+						printStatus(c.App.Writer, st)
 					}
-					printStatus(c.App.Writer, st)
+					if !st.Current {
+						return cli.Exit("table inet "+st.Table+" is not current: "+strings.Join(st.Differences, "; "), statusNotCurrent)
+					}
 					return nil
 				}),
 			},
@@ -205,11 +218,14 @@ func printStatus(w io.Writer, st *server.Status) {
 	for i, p := range st.Ports {
 		ports[i] = fmt.Sprint(p)
 	}
-	rules := "current"
-	if !st.RulesCurrent {
-		rules = "differ from the config (the next sync rewrites them)"
+	state := "current"
+	if !st.Current {
+		state = "NOT current (the next sync rewrites it)"
 	}
-	fmt.Fprintf(w, "table:          inet %s (rules %s)\n", st.Table, rules)
+	fmt.Fprintf(w, "table:          inet %s (%s)\n", st.Table, state)
+	for _, d := range st.Differences {
+		fmt.Fprintf(w, "differs:        %s\n", d)
+	}
 	fmt.Fprintf(w, "ports:          %s\n", strings.Join(ports, ", "))
 	fmt.Fprintf(w, "users:          %s\n", strings.Join(st.Users, ", "))
 	fmt.Fprintf(w, "valid knocks:   %d\n", st.Valid)
