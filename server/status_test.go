@@ -52,7 +52,9 @@ func TestCompareStatus(t *testing.T) {
 		{"user added", func() *nftgen.Live { return liveOf(cfg, now) },
 			parse(goodConfig + "[[user]]\nname = \"carol\"\nkey_file = \"carol.key\"\n"), now,
 			[]string{"user carol has no knocks in the table"}},
-		{"user removed", func() *nftgen.Live { return liveOf(parse(goodConfig+"[[user]]\nname = \"carol\"\nkey_file = \"carol.key\"\n"), now) },
+		{"user removed", func() *nftgen.Live {
+			return liveOf(parse(goodConfig+"[[user]]\nname = \"carol\"\nkey_file = \"carol.key\"\n"), now)
+		},
 			cfg, now, []string{"12 valid knocks are not from the config"}},
 		{"spent knocks count as present", func() *nftgen.Live {
 			l := liveOf(cfg, now)
