@@ -25,9 +25,12 @@ type HostEntry struct {
 	Match   string
 	Port    uint16 // 0: any port
 	KeyFile string
-	Realm   string
-	Period  time.Duration
-	Slots   int
+	// Fallback are keys to try, in order, when KeyFile's knock gets no
+	// answer: the old keys during a key rotation (key_files).
+	Fallback []string
+	Realm    string
+	Period   time.Duration
+	Slots    int
 }
 
 type rawClientConfig struct {
@@ -35,9 +38,11 @@ type rawClientConfig struct {
 		Match   *string `toml:"match"`
 		Port    *int    `toml:"port"`
 		KeyFile *string `toml:"key_file"`
-		Realm   *string `toml:"realm"`
-		Period  *string `toml:"period"`
-		Slots   *int    `toml:"slots"`
+		// KeyFiles: the preferred key, then fallbacks.
+		KeyFiles []string `toml:"key_files"`
+		Realm    *string  `toml:"realm"`
+		Period   *string  `toml:"period"`
+		Slots    *int     `toml:"slots"`
 	} `toml:"host"`
 }
 
@@ -82,12 +87,38 @@ func ParseConfig(file string, data []byte, home string) (*Config, error) {
 			}
 			e.Port = uint16(*h.Port)
 		}
-		if h.KeyFile == nil || *h.KeyFile == "" {
+		keyFiles := h.KeyFiles
+		switch {
+		case h.KeyFile != nil && h.KeyFiles != nil:
+			return nil, fail("key_files", "set key_file or key_files, not both")
+		case h.KeyFile != nil:
+			keyFiles = []string{*h.KeyFile}
+		case h.KeyFiles == nil:
 			return nil, fail("key_file", "missing")
+		case len(h.KeyFiles) == 0:
+			return nil, fail("key_files", "empty: list the new key first, then the old one")
 		}
-		e.KeyFile = expandHome(*h.KeyFile, home)
-		if !filepath.IsAbs(e.KeyFile) {
-			e.KeyFile = filepath.Join(filepath.Dir(file), e.KeyFile)
+		seen := map[string]bool{}
+		for j, kf := range keyFiles {
+			if kf == "" {
+				if h.KeyFile != nil {
+					return nil, fail("key_file", "missing")
+				}
+				return nil, fail(fmt.Sprintf("key_files[%d]", j), "empty")
+			}
+			kf = expandHome(kf, home)
+			if !filepath.IsAbs(kf) {
+				kf = filepath.Join(filepath.Dir(file), kf)
+			}
+			if seen[kf] {
+				return nil, fail(fmt.Sprintf("key_files[%d]", j), "listed twice: %s", kf)
+			}
+			seen[kf] = true
+			if j == 0 {
+				e.KeyFile = kf
+			} else {
+				e.Fallback = append(e.Fallback, kf)
+			}
 		}
 		if h.Realm != nil {
 			if err := totp.ValidateRealm(*h.Realm); err != nil {

@@ -23,6 +23,10 @@ match = "db1"
 key_file = "db1.key"
 period = "10s"
 slots = 2
+
+[[host]]
+match = "rotating"
+key_files = ["~/.config/seqknock/new.key", "old.key"]
 `
 
 func TestClientConfig(t *testing.T) {
@@ -43,6 +47,13 @@ func TestClientConfig(t *testing.T) {
 	if c.Lookup("example.net", 22) != nil {
 		t.Error("pattern matched too much")
 	}
+	if e := c.Lookup("db1", 22); len(e.Fallback) != 0 {
+		t.Errorf("db1 has fallbacks: %v", e.Fallback)
+	}
+	if e := c.Lookup("rotating", 22); e == nil || e.KeyFile != "/home/u/.config/seqknock/new.key" ||
+		len(e.Fallback) != 1 || e.Fallback[0] != "/home/u/.config/seqknock/old.key" {
+		t.Errorf("rotating: %+v", e)
+	}
 }
 
 func TestClientConfigErrors(t *testing.T) {
@@ -55,6 +66,11 @@ func TestClientConfigErrors(t *testing.T) {
 		{"[[host]]\nmatch = \"[\"\nkey_file = \"k\"\n", "c.toml:1: host[0].match"},
 		{"[[host]]\nmatch = \"x\"\nkeyfile = \"k\"\n", "c.toml:3: host.keyfile: unknown key"},
 		{"[[host]\n", "c.toml:2: expected end of table array name"},
+		{"[[host]]\nmatch = \"x\"\nkey_file = \"k\"\nkey_files = [\"k2\"]\n", "c.toml:1: host[0].key_files: set key_file or key_files, not both"},
+		{"[[host]]\nmatch = \"x\"\nkey_files = []\n", "c.toml:1: host[0].key_files: empty"},
+		{"[[host]]\nmatch = \"x\"\nkey_files = [\"a\", \"\"]\n", "c.toml:1: host[0].key_files[1]: empty"},
+		{"[[host]]\nmatch = \"x\"\nkey_files = [\"a\", \"./a\"]\n", "c.toml:1: host[0].key_files[1]: listed twice"},
+		{"[[host]]\nmatch = \"x\"\nkey_files = \"a\"\n", "c.toml:3: host.key_files: incompatible types"},
 	} {
 		_, err := ParseConfig("c.toml", []byte(tc.text), "/h")
 		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {

@@ -25,8 +25,12 @@ var ErrNoAnswer = errors.New("the knock was dropped (wrong key, realm or port, c
 
 // Dialer opens TCP connections whose SYN carries a knock.
 type Dialer struct {
-	Key   []byte
-	Realm string
+	Key []byte
+	// Fallback are older keys to knock with when Key's knock gets no
+	// answer, during a key rotation: attempts alternate between the keys,
+	// preferred first, each spending a slot of its own key.
+	Fallback [][]byte
+	Realm    string
 	// Period and Slots must match the server's; zero means the defaults.
 	Period time.Duration
 	Slots  int
@@ -93,14 +97,28 @@ func (d *Dialer) resolve(ctx context.Context, host string) ([]netip.Addr, error)
 // Dial connects to host:port with a knock. It tries the host's addresses one
 // at a time (never two SYNs with one knock at once) and, where a knock gets
 // no answer within SynTimeout, the next free slot, until the slots of the
-// period are spent.
+// period are spent. With Fallback keys, the attempts go round the keys,
+// Key first: a knock of the new key, then one of the old, then the new
+// key's next slot, so a server that does not know the new key yet costs one
+// SynTimeout, and a lost SYN of the new key costs one slot of the old.
 func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (*net.TCPConn, error) {
 	if err := totp.ValidatePeriod(d.period()); err != nil {
 		return nil, err
 	}
-	deriver, err := totp.NewDeriver(d.Key, d.Realm)
-	if err != nil {
-		return nil, fmt.Errorf("dial: %w", err)
+	type knockKey struct {
+		deriver *totp.Deriver
+		id      string
+		local   int // slot use when there is no store
+		tried   int
+		done    bool
+	}
+	var keys []*knockKey
+	for _, key := range append([][]byte{d.Key}, d.Fallback...) {
+		deriver, err := totp.NewDeriver(key, d.Realm)
+		if err != nil {
+			return nil, fmt.Errorf("dial: %w", err)
+		}
+		keys = append(keys, &knockKey{deriver: deriver, id: SlotID(key, d.Realm, port)})
 	}
 	if d.Timeout > 0 {
 		var cancel context.CancelFunc
@@ -115,50 +133,66 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (*net.TCPCo
 	if synTimeout == 0 {
 		synTimeout = DefaultSynTimeout
 	}
-	id := SlotID(d.Key, d.Realm, port)
 	reserve := d.Reserve
 	if reserve == nil {
 		reserve = func(string, uint64, int) (int, error) { return 0, errNoStore }
 	}
-	var local int // slot use when there is no store
-	tried := 0
-	for tried < d.slots() {
-		counter := totp.Counter(d.now(), d.period())
-		slot, err := reserve(id, counter, d.slots())
-		if errors.Is(err, errNoStore) {
-			slot, err = local, nil
-			local++
-		}
-		if err != nil {
-			return nil, err
-		}
-		tried++
-		isn := deriver.ISN(port, counter, uint8(slot))
-		for _, a := range addrs {
-			ap := netip.AddrPortFrom(a, port)
-			if d.OnAttempt != nil {
-				d.OnAttempt(ap, counter, slot, isn)
+	var spent error // the store's answer when a key's slots were all used
+	attempts := 0
+	for more := true; more; {
+		more = false
+		for _, k := range keys {
+			if k.done {
+				continue
 			}
-			conn, err := d.attempt(ctx, ap, isn, synTimeout)
-			if err == nil {
-				return conn, nil
+			counter := totp.Counter(d.now(), d.period())
+			slot, err := reserve(k.id, counter, d.slots())
+			if errors.Is(err, errNoStore) {
+				slot, err = k.local, nil
+				k.local++
 			}
-			if errors.Is(err, ErrNoCapability) {
-				return nil, ErrNoCapability
+			if errors.Is(err, ErrSlotsSpent) {
+				k.done, spent = true, err
+				continue
 			}
-			if errors.Is(err, syscall.ECONNREFUSED) || ctx.Err() != nil {
-				if ctx.Err() != nil && !errors.Is(err, ErrNoCapability) {
-					return nil, fmt.Errorf("no SYN-ACK from %s: %w", net.JoinHostPort(host, strconv.Itoa(int(port))), ctx.Err())
+			if err != nil {
+				return nil, err
+			}
+			// At most slots attempts per key, also when a period boundary
+			// passes and the store starts the new period at slot 0.
+			k.tried++
+			if slot+1 >= d.slots() || k.tried >= d.slots() {
+				k.done = true
+			}
+			more = more || !k.done
+			attempts++
+			isn := k.deriver.ISN(port, counter, uint8(slot))
+			for _, a := range addrs {
+				ap := netip.AddrPortFrom(a, port)
+				if d.OnAttempt != nil {
+					d.OnAttempt(ap, counter, slot, isn)
 				}
-				return nil, fmt.Errorf("connect %s: %w", ap, err)
-			}
-			if !isTimeout(err) && !errors.Is(err, syscall.EHOSTUNREACH) && !errors.Is(err, syscall.ENETUNREACH) {
-				return nil, fmt.Errorf("connect %s: %w", ap, err)
+				conn, err := d.attempt(ctx, ap, isn, synTimeout)
+				if err == nil {
+					return conn, nil
+				}
+				if errors.Is(err, ErrNoCapability) {
+					return nil, ErrNoCapability
+				}
+				if errors.Is(err, syscall.ECONNREFUSED) || ctx.Err() != nil {
+					if ctx.Err() != nil {
+						return nil, fmt.Errorf("no SYN-ACK from %s: %w", net.JoinHostPort(host, strconv.Itoa(int(port))), ctx.Err())
+					}
+					return nil, fmt.Errorf("connect %s: %w", ap, err)
+				}
+				if !isTimeout(err) && !errors.Is(err, syscall.EHOSTUNREACH) && !errors.Is(err, syscall.ENETUNREACH) {
+					return nil, fmt.Errorf("connect %s: %w", ap, err)
+				}
 			}
 		}
-		if slot+1 >= d.slots() {
-			break
-		}
+	}
+	if attempts == 0 && spent != nil {
+		return nil, spent
 	}
 	return nil, fmt.Errorf("no SYN-ACK from %s: %w", net.JoinHostPort(host, strconv.Itoa(int(port))), ErrNoAnswer)
 }

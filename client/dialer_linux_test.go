@@ -260,3 +260,66 @@ func TestDialNoCapability(t *testing.T) {
 		t.Errorf("not one line: %q", out)
 	}
 }
+
+// TestDialFallbackKey: during a key rotation the dialer knocks with the new
+// key first and falls back to the old one, alternating, each attempt
+// spending a slot of its own key.
+func TestDialFallbackKey(t *testing.T) {
+	h := newKnockHost(t, 58)
+	now := time.Now()
+	if rest := totp.NextBoundary(now, totp.DefaultPeriod).Sub(now); rest < 8*time.Second {
+		time.Sleep(rest + 100*time.Millisecond) // stay inside one period
+		now = time.Now()
+	}
+	newKey, oldKey := []byte("rotation-new-key-0123456789abcdef"), []byte("rotation-old-key-0123456789abcdef")
+	newD, _ := totp.NewDeriver(newKey, "")
+	oldD, _ := totp.NewDeriver(oldKey, "")
+	counter := totp.Counter(now, totp.DefaultPeriod)
+	name := func(isn uint32) string {
+		for s := uint8(0); s < 4; s++ {
+			switch isn {
+			case newD.ISN(h.port, counter, s):
+				return fmt.Sprintf("new%d", s)
+			case oldD.ISN(h.port, counter, s):
+				return fmt.Sprintf("old%d", s)
+			}
+		}
+		return "?"
+	}
+	store := &SlotStore{Dir: t.TempDir(), UID: -1}
+	dial := func(key []byte, fallback ...[]byte) ([]string, error) {
+		var tries []string
+		d := &Dialer{Key: key, Fallback: fallback, SynTimeout: 300 * time.Millisecond, Resolve: resolveLiteral, Reserve: store.Reserve,
+			OnAttempt: func(_ netip.AddrPort, _ uint64, _ int, isn uint32) { tries = append(tries, name(isn)) }}
+		conn, err := h.dial(t, d, h.link.A4)
+		if err == nil {
+			conn.Close()
+		}
+		return tries, err
+	}
+
+	// The server knows only the old key: one attempt of the new key, then
+	// the old key's.
+	h.allow(t, oldKey, now)
+	tries, err := dial(newKey, oldKey)
+	if err != nil || fmt.Sprint(tries) != "[new0 old0]" {
+		t.Errorf("old key only: tries %v, err %v; want [new0 old0]", tries, err)
+	}
+	// The server knows both: the new key's next slot works at once.
+	h.allow(t, newKey, now)
+	tries, err = dial(newKey, oldKey)
+	if err != nil || fmt.Sprint(tries) != "[new1]" {
+		t.Errorf("both keys: tries %v, err %v; want [new1]", tries, err)
+	}
+	// Neither key known: the attempts alternate until both keys' slots
+	// are spent.
+	other1, other2 := []byte("rotation-xx1-key-0123456789abcdef"), []byte("rotation-xx2-key-0123456789abcdef")
+	tries, err = dial(other1, other2)
+	if !errors.Is(err, ErrNoAnswer) || len(tries) != 8 {
+		t.Errorf("unknown keys: %d tries, err %v; want 8 and no answer", len(tries), err)
+	}
+	// Both keys' slots spent: the store says so.
+	if _, err := dial(other1, other2); !errors.Is(err, ErrSlotsSpent) {
+		t.Errorf("all slots spent: %v", err)
+	}
+}

@@ -66,12 +66,12 @@ func dialer(c *cli.Context, inv *client.Invoker, host string, port uint16) (*cli
 		Network:     "tcp",
 		Reserve:     inv.SlotStore().Reserve,
 	}
-	keyFile := ""
+	keyFile, fallback := "", []string(nil)
 	if e := cfg.Lookup(host, port); e != nil {
-		keyFile, d.Realm, d.Period, d.Slots = e.KeyFile, e.Realm, e.Period, e.Slots
+		keyFile, fallback, d.Realm, d.Period, d.Slots = e.KeyFile, e.Fallback, e.Realm, e.Period, e.Slots
 	}
 	if c.IsSet("key-file") {
-		keyFile = c.String("key-file")
+		keyFile, fallback = c.String("key-file"), nil
 	}
 	if c.IsSet("realm") {
 		d.Realm = c.String("realm")
@@ -102,6 +102,13 @@ func dialer(c *cli.Context, inv *client.Invoker, host string, port uint16) (*cli
 	}
 	if d.Key, err = keyfile.Load(keyFile); err != nil {
 		return nil, err
+	}
+	for _, f := range fallback {
+		k, err := keyfile.Load(f)
+		if err != nil {
+			return nil, err
+		}
+		d.Fallback = append(d.Fallback, k)
 	}
 	return d, nil
 }

@@ -9,6 +9,11 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/seqknock/seqknock/client"
+	"github.com/seqknock/seqknock/server"
+	"github.com/seqknock/seqknock/totp/keyfile"
 )
 
 func runCLI(t *testing.T, args ...string) (stdout, stderr string, code int) {
@@ -201,5 +206,85 @@ func TestSSHConfig(t *testing.T) {
 	out, _, code = runCLI(t, "ssh-config", "--config", cfg, "--key-file", "/k", "other.org")
 	if code != 0 || !strings.Contains(out, "proxy --config "+cfg+" --key-file /k %h %p") || strings.Contains(out, "Fdpass") {
 		t.Errorf("with --key-file: exit %d:\n%s", code, out)
+	}
+}
+
+// TestKeygenStanzas: keygen --stanzas writes the key and prints a server
+// [[user]] and a client [[host]] stanza that both configs accept as they
+// are, and no key material; with --replaces, the rotation's stanzas.
+func TestKeygenStanzas(t *testing.T) {
+	dir := t.TempDir()
+	keyPath := filepath.Join(dir, "alice-2027.key")
+	out, e, code := runCLI(t, "keygen", "-o", keyPath, "--stanzas", "--realm", "lab \"1\"", "alice", "server1.example.net")
+	if code != 0 {
+		t.Fatalf("keygen --stanzas: %d %s", code, e)
+	}
+	key, err := keyfile.Load(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out, strings.TrimSpace(string(keyfile.Encode(key)))) {
+		t.Fatalf("stanzas print the key:\n%s", out)
+	}
+	serverPart, clientPart, ok := strings.Cut(out, "# Client")
+	if !ok {
+		t.Fatalf("no client stanza:\n%s", out)
+	}
+	sc, err := server.ParseConfig(filepath.Join(dir, "seqknockd.toml"), []byte("[[service]]\nport = 22\n"+serverPart), keyfile.Load)
+	if err != nil {
+		t.Fatalf("server stanza: %v\n%s", err, serverPart)
+	}
+	if u := sc.Users[0]; u.Name != "alice" || u.Keys[0].File != keyPath || string(u.Keys[0].Key) != string(key) {
+		t.Errorf("server user: %v", u)
+	}
+	cc, err := client.ParseConfig("/home/a/.config/seqknock/client.toml", []byte("# Client"+clientPart), "/home/a")
+	if err != nil {
+		t.Fatalf("client stanza: %v\n%s", err, clientPart)
+	}
+	if h := cc.Lookup("server1.example.net", 22); h == nil || h.KeyFile != "/home/a/.config/seqknock/alice-2027.key" || h.Realm != "lab \"1\"" || len(h.Fallback) != 0 {
+		t.Errorf("client host: %+v", h)
+	}
+
+	// A rotation: the old key stays valid until --not-after.
+	oldPath := filepath.Join(dir, "alice-2026.key")
+	runCLI(t, "keygen", "-o", oldPath)
+	newPath := filepath.Join(dir, "alice-2028.key")
+	out, e, code = runCLI(t, "keygen", "-o", newPath, "--stanzas", "--replaces", oldPath, "--not-after", "2027-01-15T00:00:00+01:00", "--port", "2222", "alice", "*.example.net")
+	if code != 0 {
+		t.Fatalf("keygen --replaces: %d %s", code, e)
+	}
+	serverPart, clientPart, _ = strings.Cut(out, "# Client")
+	sc, err = server.ParseConfig(filepath.Join(dir, "seqknockd.toml"), []byte("[[service]]\nport = 22\n"+serverPart), keyfile.Load)
+	if err != nil {
+		t.Fatalf("server stanza: %v\n%s", err, serverPart)
+	}
+	if k := sc.Users[0].Keys; len(k) != 2 || k[0].File != newPath || !k[0].NotAfter.IsZero() || k[1].File != oldPath ||
+		!k[1].NotAfter.Equal(time.Date(2027, 1, 14, 23, 0, 0, 0, time.UTC)) {
+		t.Errorf("server keys: %v", k)
+	}
+	cc, err = client.ParseConfig("/home/a/.config/seqknock/client.toml", []byte("# Client"+clientPart), "/home/a")
+	if err != nil {
+		t.Fatalf("client stanza: %v\n%s", err, clientPart)
+	}
+	if h := cc.Lookup("a.example.net", 2222); h == nil || h.KeyFile != "/home/a/.config/seqknock/alice-2028.key" ||
+		len(h.Fallback) != 1 || h.Fallback[0] != "/home/a/.config/seqknock/alice-2026.key" {
+		t.Errorf("client host: %+v", h)
+	}
+
+	for _, args := range [][]string{
+		{"keygen", "--stanzas", "alice", "h"},                                                    // no -o: the key would go to stdout with them
+		{"keygen", "-o", filepath.Join(dir, "x1"), "--stanzas", "alice"},                         // one argument
+		{"keygen", "-o", filepath.Join(dir, "x2"), "--stanzas", "bad name", "h"},                 // not a user name
+		{"keygen", "-o", filepath.Join(dir, "x3"), "--stanzas", "--replaces", oldPath, "a", "h"}, // no --not-after
+		{"keygen", "-o", filepath.Join(dir, "x4"), "--port", "22"},                               // --port without --stanzas
+	} {
+		if _, e, code := runCLI(t, args...); code != 2 || strings.Count(e, "\n") != 1 {
+			t.Errorf("%v: exit %d, %q; want 2 and one line", args, code, e)
+		}
+	}
+	for _, f := range []string{"x1", "x2", "x3", "x4"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
+			t.Errorf("a refused keygen wrote %s", f)
+		}
 	}
 }
