@@ -194,11 +194,7 @@ func TestDialWrongKeyIsDropped(t *testing.T) {
 // every knock can be used once.
 func TestFourConnectionsFourSlots(t *testing.T) {
 	h := newKnockHost(t, 43)
-	now := time.Now()
-	if rest := totp.NextBoundary(now, totp.DefaultPeriod).Sub(now); rest < 5*time.Second {
-		time.Sleep(rest + 100*time.Millisecond) // stay inside one period
-		now = time.Now()
-	}
+	now := stayInPeriod(5 * time.Second)
 	h.allow(t, testKey, now)
 	store := &SlotStore{Dir: t.TempDir(), UID: -1}
 	var mu sync.Mutex
@@ -266,11 +262,7 @@ func TestDialNoCapability(t *testing.T) {
 // spending a slot of its own key.
 func TestDialFallbackKey(t *testing.T) {
 	h := newKnockHost(t, 58)
-	now := time.Now()
-	if rest := totp.NextBoundary(now, totp.DefaultPeriod).Sub(now); rest < 8*time.Second {
-		time.Sleep(rest + 100*time.Millisecond) // stay inside one period
-		now = time.Now()
-	}
+	now := stayInPeriod(8 * time.Second)
 	newKey, oldKey := []byte("rotation-new-key-0123456789abcdef"), []byte("rotation-old-key-0123456789abcdef")
 	newD, _ := totp.NewDeriver(newKey, "")
 	oldD, _ := totp.NewDeriver(oldKey, "")
@@ -322,4 +314,15 @@ func TestDialFallbackKey(t *testing.T) {
 	if _, err := dial(other1, other2); !errors.Is(err, ErrSlotsSpent) {
 		t.Errorf("all slots spent: %v", err)
 	}
+}
+
+// stayInPeriod returns now, after waiting for the next period when fewer
+// than need are left of this one, so a test's knocks stay in one period.
+func stayInPeriod(need time.Duration) time.Time {
+	now := time.Now()
+	if rest := totp.NextBoundary(now, totp.DefaultPeriod).Sub(now); rest < need {
+		time.Sleep(rest + 100*time.Millisecond)
+		now = time.Now()
+	}
+	return now
 }

@@ -4,20 +4,14 @@ package server
 
 import (
 	"bufio"
-	"bytes"
-	"encoding/base64"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/seqknock/seqknock/internal/netnstest"
 )
 
 // execReload returns the ExecReload command lines of the repository's
@@ -46,31 +40,14 @@ func execReload(t *testing.T) []string {
 	return lines
 }
 
-type safeBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *safeBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *safeBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 // TestReloadBadConfigFails does what `systemctl reload seqknockd` does,
 // without systemd: it runs the unit's ExecReload lines in order, as systemd
 // does, stopping at the first that fails. With a bad config the reload
 // fails with the config's one-line error, the daemon is not signalled and
 // the table is unchanged; with a good one the daemon reloads it.
 func TestReloadBadConfigFails(t *testing.T) {
-	netnstest.RequireRoot(t)
-	ns := netnstest.New(t, "sreld")
-	bin := netnstest.Build(t, "server/cmd/seqknockd")
-	dir := t.TempDir()
-	for _, n := range []string{"alice", "bob"} {
-		os.WriteFile(filepath.Join(dir, n+".key"), []byte(base64.StdEncoding.EncodeToString([]byte(n+"-key-0123456789abcdefghijklmnop"))+"\n"), 0o600)
-	}
-	cfg := filepath.Join(dir, "seqknockd.toml")
-	text := fmt.Sprintf(tbConfig, "30s", 1)
-	os.WriteFile(cfg, []byte(text), 0o600)
-	log := &safeBuf{}
+	ns, bin, _, cfg, text := binBed(t, "sreld")
+	log := &lockedBuf{}
 	daemon := ns.Command(bin, "--config", cfg, "run")
 	daemon.Stderr = log
 	if err := daemon.Start(); err != nil {

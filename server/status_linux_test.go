@@ -20,16 +20,7 @@ import (
 // current, 3 after `nft delete table` and after a config change of ports
 // not yet synced, saying what differs, in text and in --json.
 func TestStatusExitCode(t *testing.T) {
-	netnstest.RequireRoot(t)
-	ns := netnstest.New(t, "sstat")
-	bin := netnstest.Build(t, "server/cmd/seqknockd")
-	dir := t.TempDir()
-	for _, n := range []string{"alice", "bob"} {
-		os.WriteFile(filepath.Join(dir, n+".key"), []byte(base64.StdEncoding.EncodeToString([]byte(n+"-key-0123456789abcdefghijklmnop"))+"\n"), 0o600)
-	}
-	cfg := filepath.Join(dir, "seqknockd.toml")
-	text := fmt.Sprintf(tbConfig, "30s", 1)
-	os.WriteFile(cfg, []byte(text), 0o600)
+	ns, bin, dir, cfg, text := binBed(t, "sstat")
 	status := func(args ...string) (stdout, stderr string, code int) {
 		t.Helper()
 		cmd := ns.Command(bin, append([]string{"--config", cfg, "status"}, args...)...)
@@ -78,4 +69,24 @@ func TestStatusExitCode(t *testing.T) {
 	expect("after a user was added", 3, "user carol has no knocks in the table")
 	ns.MustRun(bin, "--config", cfg, "sync")
 	expect("after syncing the new config", 0, "(current)")
+}
+
+// binBed is a namespace, the seqknockd binary, and a directory with alice's
+// and bob's keys and the config tbConfig (30 s) at cfg, whose text it
+// returns: the setting of the tests that run the binary.
+func binBed(t *testing.T, role string) (ns *netnstest.NS, bin, dir, cfg, text string) {
+	t.Helper()
+	netnstest.RequireRoot(t)
+	ns = netnstest.New(t, role)
+	bin = netnstest.Build(t, "server/cmd/seqknockd")
+	dir = t.TempDir()
+	for _, n := range []string{"alice", "bob"} {
+		os.WriteFile(filepath.Join(dir, n+".key"), []byte(base64.StdEncoding.EncodeToString([]byte(n+"-key-0123456789abcdefghijklmnop"))+"\n"), 0o600)
+	}
+	cfg = filepath.Join(dir, "seqknockd.toml")
+	text = fmt.Sprintf(tbConfig, "30s", 1)
+	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return
 }
