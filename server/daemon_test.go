@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/seqknock/seqknock/internal/netnstest"
 	"github.com/seqknock/seqknock/nftgen"
 )
 
@@ -42,18 +43,6 @@ func (f *fakeKernel) kernel() Kernel {
 
 func (f *fakeKernel) count() int { f.mu.Lock(); defer f.mu.Unlock(); return len(f.applied) }
 
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *lockedBuf) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
-
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
@@ -77,7 +66,7 @@ func TestDaemonReload(t *testing.T) {
 		defer cfgMu.Unlock()
 		return ParseConfig("/etc/seqknock/seqknockd.toml", []byte(configs["v"]), fakeKeys)
 	}
-	log := &lockedBuf{}
+	log := &netnstest.Buffer{}
 	d := &Daemon{
 		ConfigPath: "/etc/seqknock/seqknockd.toml",
 		Load:       load,
