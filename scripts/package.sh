@@ -37,8 +37,11 @@ if [ "$(debversion "$b/seqknock")" != "$version" ]; then
 	exit 1
 fi
 
-for u in scripts/systemd/*; do
-	sed "s|/usr/local/sbin/|/usr/sbin/|g" "$u" >"$b/units/$(basename "$u")"
+# Every file under scripts/systemd, drop-in directories (NAME.d/) too.
+units=$(cd scripts/systemd && find . -type f | sed 's|^\./||' | sort)
+for u in $units; do
+	mkdir -p "$b/units/$(dirname "$u")"
+	sed "s|/usr/local/sbin/|/usr/sbin/|g" "scripts/systemd/$u" >"$b/units/$u"
 done
 for p in man/*.[158]; do
 	gzip -9n <"$p" >"$b/man/$(basename "$p").gz"
@@ -93,7 +96,7 @@ contents:
     file_info: {mode: 0700}
 YAML
 	file "$b/seqknockd" /usr/sbin/seqknockd 755
-	for u in "$b"/units/*; do file "$u" "/usr/lib/systemd/system/$(basename "$u")" 644; done
+	for u in $units; do file "$b/units/$u" "/usr/lib/systemd/system/$u" 644; done
 	file "$b/man/seqknockd.8.gz" /usr/share/man/man8/seqknockd.8.gz 644
 	file "$b/man/seqknockd.toml.5.gz" /usr/share/man/man5/seqknockd.toml.5.gz 644
 	file "$b/seqknockd.bash" /usr/share/bash-completion/completions/seqknockd 644
