@@ -44,11 +44,28 @@ type Dialer struct {
 	Network string
 
 	// Seams; nil means the real thing.
-	Now       func() time.Time
-	Resolve   func(ctx context.Context, network, host string) ([]netip.Addr, error)
-	Reserve   func(id string, counter uint64, slots int) (int, error) // next free slot
-	OnAttempt func(addr netip.AddrPort, counter uint64, slot int, isn uint32)
+	Now     func() time.Time
+	Resolve func(ctx context.Context, network, host string) ([]netip.Addr, error)
+	Reserve func(id string, counter uint64, slots int) (int, error) // next free slot
+	// CheckCapability runs before any slot is reserved or packet sent
+	// (default: CheckCapability).
+	CheckCapability func() error
+	OnAttempt       func(addr netip.AddrPort, counter uint64, slot int, isn uint32)
 }
+
+// SlotsSpentError says that every knock of the period is spent, and how
+// long until the next period starts. It wraps ErrSlotsSpent.
+type SlotsSpentError struct {
+	Slots int
+	Wait  time.Duration
+}
+
+func (e *SlotsSpentError) Error() string {
+	return fmt.Sprintf("all %d knocks of this period are spent; the next period starts in %d s",
+		e.Slots, (e.Wait+time.Second-1)/time.Second)
+}
+
+func (e *SlotsSpentError) Unwrap() error { return ErrSlotsSpent }
 
 func (d *Dialer) period() time.Duration {
 	if d.Period == 0 {
@@ -120,6 +137,13 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (*net.TCPCo
 		}
 		keys = append(keys, &knockKey{deriver: deriver, id: SlotID(key, d.Realm, port)})
 	}
+	check := d.CheckCapability
+	if check == nil {
+		check = CheckCapability
+	}
+	if err := check(); err != nil {
+		return nil, err
+	}
 	if d.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, d.Timeout)
@@ -128,6 +152,11 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (*net.TCPCo
 	addrs, err := d.resolve(ctx, host)
 	if err != nil {
 		return nil, err
+	}
+	for i := range addrs {
+		// An IPv4 address as IPv4 (198.18.0.1, not ::ffff:198.18.0.1), in
+		// messages and on the wire.
+		addrs[i] = addrs[i].Unmap()
 	}
 	synTimeout := d.SynTimeout
 	if synTimeout == 0 {
@@ -192,7 +221,9 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (*net.TCPCo
 		}
 	}
 	if attempts == 0 && spent != nil {
-		return nil, spent
+		now := d.now()
+		next := time.Unix(int64(totp.Counter(now, d.period())+1)*int64(d.period()/time.Second), 0)
+		return nil, &SlotsSpentError{Slots: d.slots(), Wait: next.Sub(now)}
 	}
 	return nil, fmt.Errorf("no SYN-ACK from %s: %w", net.JoinHostPort(host, strconv.Itoa(int(port))), ErrNoAnswer)
 }
@@ -208,6 +239,7 @@ func (d *Dialer) attempt(ctx context.Context, ap netip.AddrPort, isn uint32, syn
 	if ap.Addr().Is6() && !ap.Addr().Is4In6() {
 		network = "tcp6"
 	}
+	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	c, err := nd.DialContext(ctx, network, ap.String())
 	if err != nil {
 		return nil, err

@@ -18,6 +18,27 @@ const tcpSendQueue = 2
 var ErrNoCapability = errors.New("setting the TCP initial sequence number needs CAP_NET_ADMIN: " +
 	"run seqknock under sudo, or give it the capability: sudo setcap cap_net_admin+ep $(command -v seqknock)")
 
+// CheckCapability returns ErrNoCapability when this process may not set a
+// socket's ISN. It turns TCP_REPAIR on for a socket it then closes: no
+// packet is sent and no slot is spent.
+func CheckCapability() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		fd, err = unix.Socket(unix.AF_INET6, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	}
+	if err != nil {
+		return fmt.Errorf("capability check: %w", err)
+	}
+	defer unix.Close(fd)
+	if err := unix.SetsockoptInt(fd, unix.SOL_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_ON); err != nil {
+		if errors.Is(err, unix.EPERM) {
+			return ErrNoCapability
+		}
+		return fmt.Errorf("capability check: set TCP_REPAIR: %w", err)
+	}
+	return nil
+}
+
 // setISN returns a net.Dialer Control function that makes the socket's SYN
 // carry isn: TCP_REPAIR on, select the send queue, set its sequence number,
 // TCP_REPAIR off; connect() then sends SYN with that sequence number.
