@@ -22,6 +22,9 @@ import (
 // what the config wants: 3, systemd's "not running" of LSB status actions.
 const statusNotCurrent = 3
 
+// unitDirs are where check-config looks for the timer unit.
+var unitDirs = server.UnitDirs
+
 // daemonMemoryLimit is the Go runtime's soft memory limit for `run`.
 const daemonMemoryLimit = 64 << 20
 
@@ -190,7 +193,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			},
 			{
 				Name:  "check-config",
-				Usage: "check the config and its key files; changes nothing",
+				Usage: "check the config and its key files, and that the timer unit fires at every period boundary; changes nothing",
 				Action: withConfig(func(c *cli.Context, cfg *server.Config) error {
 					fmt.Fprintf(c.App.Writer, "%s: ok: %d users, %d services, period %v, tolerance %d, %d slots, table %s\n",
 						cfg.Path, len(cfg.Users), len(cfg.Services), cfg.Period, cfg.Tolerance, cfg.Slots, cfg.Table)
@@ -199,6 +202,13 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					}
 					for _, k := range server.ExpiredKeys(cfg, time.Now()) {
 						fmt.Fprintf(c.App.Writer, "expired (no longer knocks; remove it): %s\n", k)
+					}
+					w, err := server.TimerWarning(unitDirs, cfg.Period)
+					if err != nil {
+						return err
+					}
+					if w != "" {
+						fmt.Fprintf(c.App.ErrWriter, "seqknockd: warning: %s\n", w)
 					}
 					return nil
 				}),

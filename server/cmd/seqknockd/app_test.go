@@ -107,3 +107,31 @@ func TestCompletion(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckConfigTimer: check-config warns, on stderr and with exit status
+// 0, when the timer unit does not fire at every period boundary.
+func TestCheckConfigTimer(t *testing.T) {
+	dir := t.TempDir()
+	units := filepath.Join(dir, "units")
+	os.Mkdir(units, 0o755)
+	shipped, err := os.ReadFile(filepath.Join("..", "..", "..", "scripts", "systemd", "seqknockd-sync.timer"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(units, "seqknockd-sync.timer"), shipped, 0o644)
+	defer func(saved []string) { unitDirs = saved }(unitDirs)
+	unitDirs = []string{units}
+	os.WriteFile(filepath.Join(dir, "alice.key"), []byte("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n"), 0o600)
+	for _, tc := range []struct{ period, warning string }{
+		{"30s", ""},
+		{"15s", "seqknockd: warning: " + units + "/seqknockd-sync.timer: OnCalendar=*:*:00/30 fires every 30s but period is 15s: " +
+			"with the timer form, set OnCalendar=*:*:00/15 (systemctl edit seqknockd-sync.timer)\n"},
+	} {
+		cfg := filepath.Join(dir, "seqknockd.toml")
+		os.WriteFile(cfg, []byte("period = \""+tc.period+"\"\n[[service]]\nport = 22\n[[user]]\nname = \"alice\"\nkey_file = \"alice.key\"\n"), 0o600)
+		out, e, code := runCLI("check-config", "-c", cfg)
+		if code != 0 || !strings.Contains(out, ": ok: ") || e != tc.warning {
+			t.Errorf("period %s: exit %d %q, stderr %q, want %q", tc.period, code, out, e, tc.warning)
+		}
+	}
+}
