@@ -3,6 +3,7 @@ package integration
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/seqknock/seqknock/internal/netnstest"
+	"golang.org/x/sys/unix"
 )
 
 // TestDebianVersion: scripts/debversion.awk turns a binary's build info
@@ -38,11 +40,14 @@ func TestDebianVersion(t *testing.T) {
 // TestDebianPackages builds the .debs with scripts/package.sh and installs,
 // removes and purges each with dpkg. dpkg runs inside a network namespace,
 // so the table the maintainer scripts remove is that namespace's, never the
-// host's. The packages install into the real /usr: the test refuses to run
-// where either package or /etc/seqknock already exists, and purges both at
-// the end, also on failure.
+// host's. The packages install into the real /usr: the test holds a
+// machine-wide lock, refuses to run where either package or /etc/seqknock
+// already exists, and purges both at the end, also on failure.
 func TestDebianPackages(t *testing.T) {
 	netnstest.RequireRoot(t, "dpkg", "dpkg-deb", "dpkg-query", "systemd-analyze", "go", "getent")
+	// Other checkouts on this machine may run this test at the same time:
+	// one at a time, until this one has purged what it installed.
+	lockMachine(t, "seqknock-package-test.lock", 20*time.Minute)
 	for _, p := range []string{"seqknock", "seqknockd"} {
 		if out, err := exec.Command("dpkg-query", "-W", "-f", "${Status}", p).Output(); err == nil && strings.Contains(string(out), "installed") {
 			t.Fatalf("package %s is installed on this machine (%s); this test installs and purges it and will not touch an existing install", p, out)
@@ -218,4 +223,26 @@ func TestDebianPackages(t *testing.T) {
 	if out, _ := exec.Command("dpkg-query", "-W", "-f", "${Status}", "seqknock").Output(); strings.Contains(string(out), "installed") {
 		t.Errorf("seqknock still %s", out)
 	}
+}
+
+// lockMachine holds an exclusive lock on /run/lock/NAME until t ends (its
+// cleanup runs after every cleanup registered later), waiting at most wait
+// for another process to release it.
+func lockMachine(t *testing.T, name string, wait time.Duration) {
+	t.Helper()
+	f, err := os.OpenFile(filepath.Join("/run/lock", name), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(wait); ; time.Sleep(time.Second) {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) || time.Now().After(deadline) {
+			f.Close()
+			t.Fatalf("lock /run/lock/%s: %v", name, err)
+		}
+	}
+	t.Cleanup(func() { f.Close() })
 }
