@@ -49,8 +49,8 @@ func TestDebianPackages(t *testing.T) {
 	// one at a time, until this one has purged what it installed.
 	lockMachine(t, "seqknock-package-test.lock", 20*time.Minute)
 	for _, p := range []string{"seqknock", "seqknockd"} {
-		if out, err := exec.Command("dpkg-query", "-W", "-f", "${Status}", p).Output(); err == nil && strings.Contains(string(out), "installed") {
-			t.Fatalf("package %s is installed on this machine (%s); this test installs and purges it and will not touch an existing install", p, out)
+		if st := pkgStatus(p); st != "not-installed" {
+			t.Fatalf("package %s is %s on this machine; this test installs and purges it and will not touch an existing install", p, st)
 		}
 	}
 	if _, err := os.Stat("/etc/seqknock"); err == nil {
@@ -220,8 +220,10 @@ func TestDebianPackages(t *testing.T) {
 	mustDpkg("-r", "seqknock")
 	modes(map[string]string{"/usr/bin/seqknock": "", "/usr/share/man/man1/seqknock.1.gz": ""})
 	mustDpkg("--purge", "seqknock")
-	if out, _ := exec.Command("dpkg-query", "-W", "-f", "${Status}", "seqknock").Output(); strings.Contains(string(out), "installed") {
-		t.Errorf("seqknock still %s", out)
+	for _, p := range []string{"seqknock", "seqknockd"} {
+		if st := pkgStatus(p); st != "not-installed" {
+			t.Errorf("package %s is %s after purge", p, st)
+		}
 	}
 }
 
@@ -245,4 +247,15 @@ func lockMachine(t *testing.T, name string, wait time.Duration) {
 		}
 	}
 	t.Cleanup(func() { f.Close() })
+}
+
+// pkgStatus is the state of a package as dpkg knows it: "installed",
+// "config-files", "not-installed" (also for a package dpkg never saw), ...
+func pkgStatus(name string) string {
+	out, err := exec.Command("dpkg-query", "-W", "-f", "${Status}", name).Output()
+	f := strings.Fields(string(out))
+	if err != nil || len(f) == 0 {
+		return "not-installed"
+	}
+	return f[len(f)-1]
 }
