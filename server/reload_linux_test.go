@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/seqknock/seqknock/internal/netnstest"
 )
 
 // execReload returns the ExecReload command lines of the repository's
@@ -47,7 +49,7 @@ func execReload(t *testing.T) []string {
 // the table is unchanged; with a good one the daemon reloads it.
 func TestReloadBadConfigFails(t *testing.T) {
 	ns, bin, _, cfg, text := binBed(t, "sreld")
-	log := &lockedBuf{}
+	log := &netnstest.Buffer{}
 	daemon := ns.Command(bin, "--config", cfg, "run")
 	daemon.Stderr = log
 	if err := daemon.Start(); err != nil {

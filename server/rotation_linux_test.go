@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/seqknock/seqknock/client"
+	"github.com/seqknock/seqknock/internal/netnstest"
 )
 
 // TestKeyRotation runs the README's rotation against the kernel, with
@@ -44,7 +45,7 @@ key_files = ["alice-new.key", { file = "alice.key", not_after = %s }]
 `, notAfter.UTC().Format(time.RFC3339))
 	path := filepath.Join(b.dir, "seqknockd.toml")
 	os.WriteFile(path, []byte(text), 0o600)
-	log := &lockedBuf{}
+	log := &netnstest.Buffer{}
 	d := &Daemon{ConfigPath: path, Load: LoadConfig, Kernel: b.k, Now: time.Now, Log: slog.New(slog.NewTextHandler(log, nil))}
 	ctx, cancel := context.WithCancel(context.Background())
 	reload := make(chan os.Signal, 1)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/seqknock/seqknock/internal/netnstest"
 	"github.com/seqknock/seqknock/nftgen"
 	"github.com/seqknock/seqknock/totp"
 )
@@ -118,7 +119,7 @@ func TestDaemonLogsExpiredKeyOnce(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 30, 0, time.UTC)
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	fk := &fakeKernel{}
-	log := &lockedBuf{}
+	log := &netnstest.Buffer{}
 	reload := make(chan os.Signal, 1)
 	d := &Daemon{ConfigPath: "x", Load: func(string) (*Config, error) { return c, nil }, Kernel: fk.kernel(), Now: clock,
 		Log: slog.New(slog.NewTextHandler(log, nil))}

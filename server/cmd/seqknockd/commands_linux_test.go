@@ -58,8 +58,8 @@ func TestCommandsInNamespace(t *testing.T) {
 		t.Errorf("check-config: exit %d %q %q, want %q", code, out, e, want)
 	}
 	out, _, code = runIn(t, ns, "-c", cfg, "status")
-	if code != 0 || out != "table inet skcmd: not installed (run `seqknockd sync`)\n" {
-		t.Errorf("status before sync: exit %d %q", code, out)
+	if code != 3 || out != "table inet skcmd: not installed (run `seqknockd sync`)\n" {
+		t.Errorf("status before sync: exit %d %q, want 3", code, out)
 	}
 	ruleset, _, code := runIn(t, ns, "-c", cfg, "ruleset")
 	if code != 0 || !strings.Contains(ruleset, "# valid: 24 elements at ") || !strings.Contains(ruleset, "table inet skcmd {") {
@@ -84,7 +84,7 @@ func TestCommandsInNamespace(t *testing.T) {
 
 	out, _, code = runIn(t, ns, "-c", cfg, "status")
 	for _, want := range []string{
-		"table:          inet skcmd (rules current)\n",
+		"table:          inet skcmd (current)\n",
 		"ports:          22, 2222\n",
 		"users:          alice\n",
 		"valid knocks:   24\n",
@@ -109,8 +109,8 @@ func TestCommandsInNamespace(t *testing.T) {
 
 	// Rules someone else changed differ from the config.
 	ns.MustRun("nft", "flush", "chain", "inet", "skcmd", "knock")
-	if out, _, _ = runIn(t, ns, "-c", cfg, "status"); !strings.Contains(out, "(rules differ from the config (the next sync rewrites them))") {
-		t.Errorf("status with foreign rules:\n%s", out)
+	if out, _, code = runIn(t, ns, "-c", cfg, "status"); code != 3 || !strings.Contains(out, "differs:        the rules are not the ones this version writes for the config\n") {
+		t.Errorf("status with foreign rules: exit %d, want 3:\n%s", code, out)
 	}
 
 	out, _, code = runIn(t, ns, "-c", cfg, "teardown")
