@@ -13,7 +13,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -90,62 +92,74 @@ func TestProxyRelays16MiB(t *testing.T) {
 	}
 }
 
-// TestExecDropsPrivileges runs `seqknock exec --user nobody` as root: the
-// program runs as uid 65534, talks over fds 6 and 7, and sees TCPREMOTEIP.
+// TestExecDropsPrivileges runs `seqknock exec --user USER` as root (USER a
+// user made for the test, whose key seqknock reads as USER): the program
+// runs as USER with USER's groups only, talks over fds 6 and 7, sees
+// TCPREMOTEIP, and the exit status of the program is seqknock's.
 func TestExecDropsPrivileges(t *testing.T) {
 	h := newKnockHost(t, 45)
-	h.allow(t, testKey, time.Now())
+	h.allowSlots(t, testKey, time.Now(), 32)
 	bin := netnstest.Build(t, "client/cmd/seqknock")
-	kf, env := binEnv(t)
-	got := make(chan string, 1)
-	go func() {
-		c := <-h.accepted
-		defer c.Close()
-		c.Write([]byte("greeting\n"))
-		c.SetReadDeadline(time.Now().Add(20 * time.Second))
-		b, _ := io.ReadAll(io.LimitReader(c, 100))
-		got <- string(b)
-	}()
-	script := `id -u; id -G; echo "$TCPREMOTEIP:$TCPREMOTEPORT"; read line <&6; echo "got $line"; echo "hello from $(id -u)" >&7`
-	cmd := h.client.Command(bin, "exec", "--user", "nobody", "--key-file", kf, "--syn-timeout", "2s", h.link.A4, "2222", "--", "sh", "-c", script)
-	cmd.Env = env
+	u := netnstest.NewUser(t)
+	kf := u.WriteFile("own.key", keyText(testKey), 0o600)
+	got := h.greetOnce()
+	script := `id -u; id -G; echo "$TCPREMOTEIP:$TCPREMOTEPORT"; read line <&6; echo "got $line"; echo "hello from $(id -u)" >&7; exit 7`
+	cmd := h.client.Command(bin, "exec", "--user", u.Name, "--key-file", kf, "--slots", "32", "--syn-timeout", "2s", h.link.A4, "2222", "--", "sh", "-c", script)
+	cmd.Env = []string{"HOME=/root", "PATH=/usr/bin:/bin"}
 	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("exec: %v: %s", err, out)
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 7 {
+		t.Fatalf("exec: %v, want exit status 7: %s", err, out)
 	}
+	uid, gid := strconv.Itoa(u.UID), strconv.Itoa(u.GID)
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	if len(lines) != 4 || lines[0] != "65534" || lines[2] != h.link.A4+":2222" || lines[3] != "got greeting" {
+	if len(lines) != 4 || lines[0] != uid || lines[1] != gid || lines[2] != h.link.A4+":2222" || lines[3] != "got greeting" {
 		t.Errorf("program output:\n%s", out)
-	}
-	if strings.Contains(" "+lines[1]+" ", " 0 ") {
-		t.Errorf("program kept root's group: %q", lines[1])
 	}
 	select {
 	case s := <-got:
-		if s != "hello from 65534\n" {
+		if s != "hello from "+uid+"\n" {
 			t.Errorf("server got %q", s)
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("server got nothing")
 	}
-}
-
-// TestExecUnderSudoEnv checks that SUDO_UID/SUDO_GID pick the user to
-// become when no --user is given.
-func TestExecUnderSudoEnv(t *testing.T) {
-	h := newKnockHost(t, 46)
-	h.allow(t, testKey, time.Now())
-	bin := netnstest.Build(t, "client/cmd/seqknock")
-	kf, env := binEnv(t)
+	// A program killed by a signal: seqknock ends by the same signal.
 	go func() {
 		c := <-h.accepted
 		c.Close()
 	}()
-	cmd := h.client.Command(bin, "exec", "--key-file", kf, "--syn-timeout", "2s", h.link.A4, "2222", "--", "id", "-u")
-	cmd.Env = append(env, "SUDO_UID=65534", "SUDO_GID=65534")
+	cmd = h.client.Command(bin, "exec", "--user", u.Name, "--key-file", kf, "--slots", "32", "--syn-timeout", "2s", h.link.A4, "2222", "--", "sh", "-c", "kill -TERM $$")
+	cmd.Env = []string{"HOME=/root", "PATH=/usr/bin:/bin"}
+	err = cmd.Run()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGTERM {
+		t.Errorf("program killed by SIGTERM: seqknock ended with %v", err)
+	}
+}
+
+// TestExecUnderSudoEnv checks that SUDO_UID/SUDO_GID pick the user to
+// become when no --user is given, and that --user is then refused.
+func TestExecUnderSudoEnv(t *testing.T) {
+	h := newKnockHost(t, 46)
+	h.allowSlots(t, testKey, time.Now(), 32)
+	bin := netnstest.Build(t, "client/cmd/seqknock")
+	u := netnstest.NewUser(t)
+	kf := u.WriteFile("own.key", keyText(testKey), 0o600)
+	go func() {
+		c := <-h.accepted
+		c.Close()
+	}()
+	env := []string{"HOME=/root", "PATH=/usr/bin:/bin", "SUDO_UID=" + strconv.Itoa(u.UID), "SUDO_GID=" + strconv.Itoa(u.GID)}
+	cmd := h.client.Command(bin, "exec", "--key-file", kf, "--slots", "32", "--syn-timeout", "2s", h.link.A4, "2222", "--", "id", "-u")
+	cmd.Env = env
 	out, err := cmd.CombinedOutput()
-	if err != nil || strings.TrimSpace(string(out)) != "65534" {
+	if err != nil || strings.TrimSpace(string(out)) != strconv.Itoa(u.UID) {
 		t.Fatalf("exec under sudo env: %v: %s", err, out)
+	}
+	cmd = h.client.Command(bin, "exec", "--user", "nobody", "--key-file", kf, "--syn-timeout", "2s", h.link.A4, "2222", "--", "id", "-u")
+	cmd.Env = env
+	out, err = cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "--user is for root only") {
+		t.Fatalf("--user under sudo env: %v: %s", err, out)
 	}
 }
 

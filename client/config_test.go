@@ -4,9 +4,9 @@ import (
 	"errors"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -86,7 +86,7 @@ func TestClientConfigErrors(t *testing.T) {
 }
 
 func TestSlotStore(t *testing.T) {
-	s := &SlotStore{Dir: t.TempDir(), UID: -1}
+	s := &SlotStore{Base: t.TempDir(), Sub: []string{"seqknock"}}
 	id := SlotID(testKey, "", 22)
 	for want := 0; want < 4; want++ {
 		if got, err := s.Reserve(id, 100, 4); err != nil || got != want {
@@ -105,10 +105,10 @@ func TestSlotStore(t *testing.T) {
 	if SlotID(testKey, "", 22) == SlotID(testKey, "r", 22) || SlotID(testKey, "", 22) == SlotID([]byte("another-key-0123456789abcdefghij"), "", 22) {
 		t.Error("slot ids collide across realm or key")
 	}
-	if fi, _ := os.Stat(s.Dir + "/slots.json"); fi.Mode().Perm() != 0o600 {
+	if fi, _ := os.Stat(s.Path()); fi.Mode().Perm() != 0o600 {
 		t.Errorf("state file mode %o", fi.Mode().Perm())
 	}
-	if b, _ := os.ReadFile(s.Dir + "/slots.json"); strings.Contains(string(b), string(testKey)) {
+	if b, _ := os.ReadFile(s.Path()); strings.Contains(string(b), string(testKey)) {
 		t.Error("state file holds the key")
 	}
 	// Parallel reservations never share a slot.
@@ -120,7 +120,7 @@ func TestSlotStore(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if got, err := (&SlotStore{Dir: s.Dir, UID: -1}).Reserve(id, 7, 16); err == nil {
+			if got, err := (&SlotStore{Base: s.Base, Sub: s.Sub}).Reserve(id, 7, 16); err == nil {
 				mu.Lock()
 				seen[got]++
 				mu.Unlock()
@@ -132,34 +132,82 @@ func TestSlotStore(t *testing.T) {
 		t.Errorf("parallel reservations: %v", seen)
 	}
 	// A damaged file costs only slot reuse.
-	os.WriteFile(s.Dir+"/slots.json", []byte("{not json"), 0o600)
+	os.WriteFile(s.Path(), []byte("{not json"), 0o600)
 	if _, err := s.Reserve(id, 8, 4); err != nil {
 		t.Errorf("damaged state: %v", err)
 	}
 }
 
-// TestSlotStoreOwnership: a store for another user (a root-run client)
-// gives that user every directory it creates.
-func TestSlotStoreOwnership(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root under CI=true")
+// TestSlotStoreRefusesLinks: a symbolic link anywhere below the base
+// (the state file, the seqknock directory, ~/.local) is refused, never
+// followed, and its target stays as it was; what the store creates is
+// 0700 and 0600, and an existing state directory open to others is closed.
+func TestSlotStoreRefusesLinks(t *testing.T) {
+	sub := []string{".local", "state", "seqknock"}
+	fresh := func() (home, target string) {
+		home, other := t.TempDir(), t.TempDir()
+		target = filepath.Join(other, "precious")
+		if err := os.WriteFile(target, []byte("precious bytes\n"), 0o644); err != nil {
+			t.Fatal(err)
 		}
-		t.Skip("needs root to chown")
+		return home, target
 	}
-	home := t.TempDir()
-	s := &SlotStore{Dir: home + "/.local/state/seqknock", UID: 65534, GID: 65534}
+	for _, tc := range []struct {
+		name string
+		link func(home, target string)
+	}{
+		{"state file", func(home, target string) {
+			os.MkdirAll(filepath.Join(home, ".local/state/seqknock"), 0o700)
+			os.Symlink(target, filepath.Join(home, ".local/state/seqknock/slots.json"))
+		}},
+		{"state dir", func(home, target string) {
+			os.MkdirAll(filepath.Join(home, ".local/state"), 0o700)
+			os.Symlink(filepath.Dir(target), filepath.Join(home, ".local/state/seqknock"))
+		}},
+		{"dot local", func(home, target string) {
+			os.MkdirAll(filepath.Join(filepath.Dir(target), "state/seqknock"), 0o700)
+			os.Symlink(filepath.Dir(target), filepath.Join(home, ".local"))
+		}},
+		{"dangling state file", func(home, target string) {
+			os.MkdirAll(filepath.Join(home, ".local/state/seqknock"), 0o700)
+			os.Symlink(target+".new", filepath.Join(home, ".local/state/seqknock/slots.json"))
+		}},
+	} {
+		home, target := fresh()
+		tc.link(home, target)
+		_, err := (&SlotStore{Base: home, Sub: sub}).Reserve("x", 1, 4)
+		if err == nil || !strings.Contains(err.Error(), "symbolic link") || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: %v, want a one-line refusal naming the symbolic link", tc.name, err)
+		}
+		if b, _ := os.ReadFile(target); string(b) != "precious bytes\n" {
+			t.Errorf("%s: target now holds %q", tc.name, b)
+		}
+		for _, p := range []string{target + ".new", filepath.Join(filepath.Dir(target), "slots.json"), filepath.Join(filepath.Dir(target), "state/seqknock/slots.json")} {
+			if _, err := os.Lstat(p); err == nil {
+				t.Errorf("%s: created %s through the link", tc.name, p)
+			}
+		}
+	}
+	home, _ := fresh()
+	s := &SlotStore{Base: home, Sub: sub}
 	if _, err := s.Reserve("x", 1, 4); err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []string{"/.local", "/.local/state", "/.local/state/seqknock", "/.local/state/seqknock/slots.json"} {
-		fi, err := os.Stat(home + p)
-		if err != nil {
-			t.Fatal(err)
+	for p, want := range map[string]os.FileMode{".local": 0o700, ".local/state": 0o700, ".local/state/seqknock": 0o700, ".local/state/seqknock/slots.json": 0o600} {
+		if fi, err := os.Lstat(filepath.Join(home, p)); err != nil || fi.Mode().Perm() != want {
+			t.Errorf("%s: %v mode %v, want %o", p, err, fi.Mode().Perm(), want)
 		}
-		if st := fi.Sys().(*syscall.Stat_t); st.Uid != 65534 || st.Gid != 65534 {
-			t.Errorf("%s owned by %d:%d", p, st.Uid, st.Gid)
-		}
+	}
+	os.Chmod(filepath.Join(home, ".local/state/seqknock"), 0o755)
+	os.Chmod(s.Path(), 0o644)
+	if _, err := s.Reserve("x", 1, 4); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(filepath.Join(home, ".local/state/seqknock")); fi.Mode().Perm() != 0o700 {
+		t.Errorf("state dir left %o", fi.Mode().Perm())
+	}
+	if fi, _ := os.Stat(s.Path()); fi.Mode().Perm() != 0o600 {
+		t.Errorf("state file left %o", fi.Mode().Perm())
 	}
 }
 

@@ -122,7 +122,7 @@ func TestDialSYNCarriesISN(t *testing.T) {
 	h.allow(t, testKey, now)
 	// One store for both: a knock is spent by its first SYN, whatever the
 	// address family, so the IPv6 dial must take the next slot.
-	store := &SlotStore{Dir: t.TempDir(), UID: -1}
+	store := &SlotStore{Base: t.TempDir(), Sub: []string{"seqknock"}}
 	for _, addr := range []string{h.link.A4, h.link.A6} {
 		t.Run(addr, func(t *testing.T) {
 			args := []string{"-l", "-n", "-S", "-i", h.link.AIf, "-c", "1",
@@ -196,7 +196,7 @@ func TestFourConnectionsFourSlots(t *testing.T) {
 	h := newKnockHost(t, 43)
 	now := stayInPeriod(5 * time.Second)
 	h.allow(t, testKey, now)
-	store := &SlotStore{Dir: t.TempDir(), UID: -1}
+	store := &SlotStore{Base: t.TempDir(), Sub: []string{"seqknock"}}
 	var mu sync.Mutex
 	slots := map[int]bool{}
 	var wg sync.WaitGroup
@@ -278,7 +278,7 @@ func TestDialFallbackKey(t *testing.T) {
 		}
 		return "?"
 	}
-	store := &SlotStore{Dir: t.TempDir(), UID: -1}
+	store := &SlotStore{Base: t.TempDir(), Sub: []string{"seqknock"}}
 	dial := func(key []byte, fallback ...[]byte) ([]string, error) {
 		var tries []string
 		d := &Dialer{Key: key, Fallback: fallback, SynTimeout: 300 * time.Millisecond, Resolve: resolveLiteral, Reserve: store.Reserve,

@@ -1,10 +1,54 @@
 // Package client is the seqknock user's side: a dialer that puts the knock in
 // its SYN, the slot bookkeeping that lets several connections share a period,
 // and the ways the connected socket reaches a program: a stdin/stdout relay
-// (OpenSSH ProxyCommand), fd passing (ProxyUseFdpass) and a root-run exec
-// wrapper in the style of UCSPI-TCP's tcpclient.
+// (OpenSSH ProxyCommand), fd passing (ProxyUseFdpass) and an exec wrapper in
+// the style of UCSPI-TCP's tcpclient.
+//
+// # Privilege
 //
 // Setting a socket's initial sequence number takes TCP_REPAIR, and so
-// CAP_NET_ADMIN: seqknock runs under sudo or with that file capability, and
-// gives up every privilege as soon as the socket is connected (DropPrivileges).
+// CAP_NET_ADMIN. That is the one thing seqknock may do with privilege, and
+// only for the user it acts for. The process gets it in one of three ways:
+//
+//   - setcap cap_net_admin+ep on the binary: a process of the user holding
+//     that capability alone;
+//   - sudo (or a set-user-ID root binary): root acting for another user;
+//   - root itself, acting for itself (or, with --user, for another user).
+//
+// Under sudo (real user root and SUDO_UID another uid), in a set-user-ID run
+// (real and effective ids differ) and for root's --user, the process is
+// elevated: before it reads or writes a single file, Become turns it into
+// the invoking user. On one locked thread it sets PR_SET_KEEPCAPS, then the
+// user's groups, gid and uid on every thread; it cuts that thread's
+// capabilities to CAP_NET_ADMIN and raises it in the ambient set, and execs
+// /proc/self/exe with the same arguments and a scrubbed environment (HOME,
+// USER and LOGNAME from the user database; PATH, TERM and the locale kept;
+// LD_*, GO*, XDG_* and the rest dropped). execve replaces every thread with
+// the credentials of that one: the new image is an ordinary process of the
+// user whose only privilege is CAP_NET_ADMIN. Every config, key and state
+// file is then opened exactly as the user could open it without sudo: no
+// path is checked and then opened with root's rights, because root's rights
+// are gone before any path is looked at. The same image is what a setcap
+// run starts as, so the two modes share one code path from there on.
+//
+// While it holds the capability, the user cannot ptrace the process or read
+// its memory (/proc/PID/mem, /proc/PID/fd): the kernel lets a tracer attach
+// only if its permitted set includes the tracee's. Once the socket is
+// connected, DropPrivileges clears the capability sets of every thread
+// (capset through syscall.AllThreadsSyscall; clearing the permitted and
+// inheritable sets also empties the ambient set), so the relay, the fd
+// passing and the exec'd program run with no capability at all.
+//
+// Refused outright when elevated: --user (only root, acting for itself, may
+// name another user), and keygen and isn, which need no privilege.
+//
+// State files are opened below the user's home (or $XDG_STATE_HOME) with
+// openat and O_NOFOLLOW|O_DIRECTORY per directory and O_NOFOLLOW on the file
+// (see SlotStore): a symbolic link there is refused, never followed.
+//
+// exec starts its program with fork/exec and an explicit file table (the
+// socket at fds 6 and 7, fds 3 to 5 closed), then waits for it and exits
+// the way it did. No descriptor of the running process is ever overwritten,
+// so the Go runtime's own descriptors (its epoll instance) stay intact,
+// whatever numbers they have.
 package client

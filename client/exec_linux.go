@@ -3,15 +3,15 @@
 package client
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"runtime"
 	"strconv"
 	"syscall"
-
-	"golang.org/x/sys/unix"
 )
 
 // Fds on which Exec gives the program the socket, as UCSPI-TCP's tcpclient.
@@ -33,10 +33,35 @@ func ExecEnv(env []string, conn *net.TCPConn) []string {
 	)
 }
 
-// Exec replaces the process with program, the socket of conn on fds 6 (read)
-// and 7 (write), after giving up privileges for inv. It returns only on
-// error.
-func Exec(conn *net.TCPConn, inv *Invoker, program string, args []string) error {
+// ExitStatus is Exec's error when the program did not exit with status 0:
+// its exit code, or the signal that ended it.
+type ExitStatus struct {
+	Code   int
+	Signal syscall.Signal // 0 unless a signal ended the program
+}
+
+func (e *ExitStatus) Error() string {
+	if e.Signal != 0 {
+		return fmt.Sprintf("program ended by signal %d (%v)", int(e.Signal), e.Signal)
+	}
+	return fmt.Sprintf("program exited with status %d", e.Code)
+}
+
+// forwarded are the signals Exec passes on to the program while it waits.
+var forwarded = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH}
+
+// Exec runs program with the socket of conn on fds 6 (read) and 7 (write),
+// waits for it and returns nil or its *ExitStatus. The caller gives up its
+// privileges first (DropPrivileges): the program runs with the process's
+// credentials and inherits no capability.
+//
+// The socket reaches fds 6 and 7 only in the new program: fork/exec with
+// an explicit file table (fds 3 to 5 closed, the socket at 6 and 7), so no
+// descriptor of this process is ever overwritten, whatever numbers the Go
+// runtime, the slot lock or inherited files hold here. Signals that would
+// end a wrapper (INT, TERM, HUP, QUIT, USR1, USR2, WINCH) are passed on to
+// the program.
+func Exec(conn *net.TCPConn, program string, args []string) error {
 	path, err := exec.LookPath(program)
 	if err != nil {
 		return fmt.Errorf("exec: %w", err)
@@ -45,29 +70,57 @@ func Exec(conn *net.TCPConn, inv *Invoker, program string, args []string) error 
 	if err != nil {
 		return fmt.Errorf("exec: %w", err)
 	}
-	fd := int(f.Fd())
-	for _, target := range []int{ExecReadFD, ExecWriteFD} {
-		if fd == target {
-			// Already there: only let it survive exec.
-			if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
-				return fmt.Errorf("exec: socket on fd %d: %w", target, err)
-			}
-			continue
-		}
-		// dup3 without O_CLOEXEC: the copy survives exec.
-		if err := unix.Dup3(fd, target, 0); err != nil {
-			return fmt.Errorf("exec: dup socket to fd %d: %w", target, err)
+	cmd := &exec.Cmd{
+		Path:   path,
+		Args:   append([]string{program}, args...),
+		Env:    ExecEnv(os.Environ(), conn),
+		Stdin:  os.Stdin,
+		Stdout: os.Stdout,
+		Stderr: os.Stderr,
+		// Entry i is fd 3+i; nil entries are closed in the program.
+		ExtraFiles: []*os.File{ExecReadFD - 3: f, ExecWriteFD - 3: f},
+	}
+	// Start from a thread whose own capability sets are checked empty:
+	// the program gets the credentials of the thread that forks it.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if os.Geteuid() != 0 {
+		if held, err := hasCapabilities(); err != nil || held {
+			f.Close()
+			return fmt.Errorf("exec: capabilities still held; refusing to start %s (%v)", path, err)
 		}
 	}
-	env := ExecEnv(os.Environ(), conn)
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, forwarded...)
+	defer signal.Stop(sigs)
+	err = cmd.Start()
+	f.Close()
 	conn.Close()
-	if fd != ExecReadFD && fd != ExecWriteFD {
-		f.Close()
+	if err != nil {
+		return fmt.Errorf("exec %s: %w", path, err)
 	}
-	if err := DropPrivileges(inv); err != nil {
-		return err
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			select {
+			case s := <-sigs:
+				cmd.Process.Signal(s)
+			case <-done:
+				return
+			}
+		}
+	}()
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return &ExitStatus{Code: 128 + int(ws.Signal()), Signal: ws.Signal()}
+		}
+		return &ExitStatus{Code: ee.ExitCode()}
 	}
-	err = syscall.Exec(path, append([]string{program}, args...), env)
-	runtime.KeepAlive(f) // its finalizer must not close fd 6 or 7 first
-	return fmt.Errorf("exec %s: %w", path, err)
+	if err != nil {
+		return fmt.Errorf("exec %s: %w", path, err)
+	}
+	return nil
 }

@@ -36,14 +36,26 @@ func SlotID(key []byte, realm string, port uint16) string {
 }
 
 // SlotStore keeps, per SlotID, the counter of the last period used and the
-// next free slot in it, in one JSON file under Dir, locked with flock so
-// parallel clients never take the same slot.
+// next free slot in it, in one JSON file, locked with flock so parallel
+// clients never take the same slot.
+//
+// The file is Base/Sub.../slots.json. Base (the user's home, or
+// $XDG_STATE_HOME) is opened as given (and made, 0700, if missing); every directory of Sub is opened
+// with openat and O_NOFOLLOW|O_DIRECTORY (created with mode 0700 where
+// missing) and must belong to the process's user; the file is opened with
+// O_NOFOLLOW, created with mode 0600, and must be a regular file of that
+// user. A symbolic link anywhere below Base is refused, never followed.
 type SlotStore struct {
-	Dir string
-	// Owner, when not -1, is the uid and gid that should own what the
-	// store creates (a root-run client writing a user's state).
-	UID, GID int
+	Base string
+	Sub  []string
 }
+
+// Path is the slot file's path, for messages.
+func (s *SlotStore) Path() string {
+	return filepath.Join(append(append([]string{s.Base}, s.Sub...), slotFile)...)
+}
+
+const slotFile = "slots.json"
 
 type slotEntry struct {
 	Counter uint64 `json:"counter"`
@@ -52,16 +64,12 @@ type slotEntry struct {
 
 // Reserve returns the next free slot of counter for id and marks it used.
 func (s *SlotStore) Reserve(id string, counter uint64, slots int) (int, error) {
-	if err := s.mkdirs(); err != nil {
-		return 0, fmt.Errorf("slot state: %w", err)
-	}
-	path := filepath.Join(s.Dir, "slots.json")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := s.open()
 	if err != nil {
 		return 0, fmt.Errorf("slot state: %w", err)
 	}
 	defer f.Close()
-	s.chown(path)
+	path := f.Name()
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
 		return 0, fmt.Errorf("slot state: lock %s: %w", path, err)
 	}
@@ -106,28 +114,92 @@ func (s *SlotStore) Reserve(id string, counter uint64, slots int) (int, error) {
 	return slot, nil
 }
 
-// mkdirs creates Dir and any missing parent, each owned by UID/GID when
-// set: a root-run client must not leave root-owned directories in a user's
-// home.
-func (s *SlotStore) mkdirs() error {
-	var missing []string
-	for d := filepath.Clean(s.Dir); ; d = filepath.Dir(d) {
-		if _, err := os.Stat(d); err == nil || d == filepath.Dir(d) {
-			break
+// open opens (creating where missing) the slot file without following a
+// symbolic link anywhere below Base.
+func (s *SlotStore) open() (*os.File, error) {
+	uid := os.Geteuid()
+	dir, err := unix.Open(s.Base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		// A fresh $XDG_STATE_HOME: made as the process's user, who chose it.
+		if err := os.MkdirAll(s.Base, 0o700); err != nil {
+			return nil, err
 		}
-		missing = append(missing, d)
+		dir, err = unix.Open(s.Base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	}
-	for i := len(missing) - 1; i >= 0; i-- {
-		if err := os.Mkdir(missing[i], 0o700); err != nil && !os.IsExist(err) {
-			return err
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", s.Base, err)
+	}
+	path := s.Base
+	for _, name := range s.Sub {
+		path = filepath.Join(path, name)
+		next, err := openDirAt(dir, name, path, uid)
+		unix.Close(dir)
+		if err != nil {
+			return nil, err
 		}
-		s.chown(missing[i])
+		dir = next
 	}
-	return nil
+	defer unix.Close(dir)
+	var st unix.Stat_t
+	if err := unix.Fstat(dir, &st); err != nil {
+		return nil, fmt.Errorf("stat %s: %w", path, err)
+	}
+	if st.Mode&0o077 != 0 {
+		if err := unix.Fchmod(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("chmod 700 %s: %w", path, err)
+		}
+	}
+	path = filepath.Join(path, slotFile)
+	fd, err := unix.Openat(dir, slotFile, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		if errors.Is(err, unix.ELOOP) {
+			return nil, fmt.Errorf("%s is a symbolic link; refusing to follow it", path)
+		}
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("stat %s: %w", path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || int(st.Uid) != uid {
+		unix.Close(fd)
+		return nil, fmt.Errorf("%s is not a regular file of uid %d; refusing it", path, uid)
+	}
+	if st.Mode&0o777 != 0o600 {
+		if err := unix.Fchmod(fd, 0o600); err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("chmod 600 %s: %w", path, err)
+		}
+	}
+	return os.NewFile(uintptr(fd), path), nil
 }
 
-func (s *SlotStore) chown(path string) {
-	if s.UID > 0 {
-		os.Lchown(path, s.UID, s.GID)
+// openDirAt opens the directory name under dir without following a
+// symbolic link, creating it with mode 0700 if it is missing, and checks
+// that it belongs to uid.
+func openDirAt(dir int, name, path string, uid int) (int, error) {
+	const flags = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	fd, err := unix.Openat(dir, name, flags, 0)
+	if errors.Is(err, unix.ENOENT) {
+		if err := unix.Mkdirat(dir, name, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
+			return -1, fmt.Errorf("mkdir %s: %w", path, err)
+		}
+		fd, err = unix.Openat(dir, name, flags, 0)
 	}
+	if err != nil {
+		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
+			return -1, fmt.Errorf("%s is a symbolic link or not a directory; refusing to follow it", path)
+		}
+		return -1, fmt.Errorf("open %s: %w", path, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("stat %s: %w", path, err)
+	}
+	if int(st.Uid) != uid {
+		unix.Close(fd)
+		return -1, fmt.Errorf("%s belongs to uid %d, not to uid %d; refusing it", path, st.Uid, uid)
+	}
+	return fd, nil
 }

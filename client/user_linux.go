@@ -17,35 +17,77 @@ import (
 )
 
 // Invoker is the user seqknock acts for: under sudo the user who ran sudo,
-// otherwise the process's own user.
+// in a set-user-ID run the real user, otherwise the process's own user.
 type Invoker struct {
 	UID, GID int
 	Groups   []int
+	Name     string
 	Home     string
-	// Elevated says the process runs as root for another user (sudo), so
-	// it must switch to Invoker before it runs anything of the user's.
+	// Elevated says the process holds another user's rights (root under
+	// sudo, a set-user-ID run, or root with --user) for this one: it must
+	// become this user (Become) before it reads a single file.
 	Elevated bool
+	// Via says how the process came to be elevated, for messages: "sudo",
+	// "set-user-ID" or "--user".
+	Via string
 }
 
-// CurrentInvoker returns the invoking user. name, when set (--user), names
-// the user to act for instead of SUDO_UID/SUDO_GID.
-func CurrentInvoker(name string) (*Invoker, error) {
-	uid := os.Getuid()
-	if name == "" && uid == 0 {
-		if s := os.Getenv("SUDO_UID"); s != "" {
-			name = s
+// ErrUserNeedsRoot is returned for --user by anyone but root.
+var ErrUserNeedsRoot = errors.New("--user is for root only: a user running seqknock under sudo acts as themself")
+
+// CurrentInvoker returns the user the process acts for, from its
+// credentials alone:
+//   - real and effective user (or group) differ: a set-user-ID run for the
+//     real user;
+//   - real user root and SUDO_UID set to another uid: sudo, for that user
+//     (only root could have set SUDO_UID in the environment of a process
+//     whose real user is root);
+//   - otherwise the process's own user, not elevated.
+func CurrentInvoker() (*Invoker, error) {
+	ruid, euid := os.Getuid(), os.Geteuid()
+	rgid, egid := os.Getgid(), os.Getegid()
+	switch {
+	case ruid != euid || rgid != egid:
+		inv, err := lookupInvoker(strconv.Itoa(ruid))
+		if err != nil {
+			return nil, err
 		}
-	}
-	if name == "" {
-		inv := &Invoker{UID: uid, GID: os.Getgid()}
-		inv.Home = os.Getenv("HOME")
-		if u, err := user.LookupId(strconv.Itoa(uid)); err == nil {
-			if inv.Home == "" {
-				inv.Home = u.HomeDir
-			}
+		inv.GID = rgid
+		if gs, err := syscall.Getgroups(); err == nil {
+			inv.Groups = gs
 		}
+		inv.Elevated, inv.Via = true, "set-user-ID"
+		return inv, nil
+	case ruid == 0 && os.Getenv("SUDO_UID") != "" && os.Getenv("SUDO_UID") != "0":
+		s := os.Getenv("SUDO_UID")
+		if _, err := strconv.ParseUint(s, 10, 32); err != nil {
+			return nil, fmt.Errorf("SUDO_UID %q: not a uid", s)
+		}
+		inv, err := lookupInvoker(s)
+		if err != nil {
+			return nil, err
+		}
+		if g, err := strconv.ParseUint(os.Getenv("SUDO_GID"), 10, 32); err == nil {
+			inv.GID = int(g)
+		}
+		inv.Elevated, inv.Via = true, "sudo"
 		return inv, nil
 	}
+	inv := &Invoker{UID: ruid, GID: rgid, Home: os.Getenv("HOME")}
+	if u, err := user.LookupId(strconv.Itoa(ruid)); err == nil {
+		inv.Name = u.Username
+		if inv.Home == "" {
+			inv.Home = u.HomeDir
+		}
+	}
+	if gs, err := syscall.Getgroups(); err == nil {
+		inv.Groups = gs
+	}
+	return inv, nil
+}
+
+// lookupInvoker reads a user's entry (uid or name) from the user database.
+func lookupInvoker(name string) (*Invoker, error) {
 	u, err := user.LookupId(name)
 	if err != nil {
 		u, err = user.Lookup(name)
@@ -53,14 +95,9 @@ func CurrentInvoker(name string) (*Invoker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("user %s: %w", name, err)
 	}
-	inv := &Invoker{Home: u.HomeDir, Elevated: uid == 0}
+	inv := &Invoker{Name: u.Username, Home: u.HomeDir}
 	inv.UID, _ = strconv.Atoi(u.Uid)
 	inv.GID, _ = strconv.Atoi(u.Gid)
-	if s := os.Getenv("SUDO_GID"); s != "" && os.Getenv("SUDO_UID") == u.Uid {
-		if g, err := strconv.Atoi(s); err == nil {
-			inv.GID = g
-		}
-	}
 	if gids, err := u.GroupIds(); err == nil {
 		for _, g := range gids {
 			if n, err := strconv.Atoi(g); err == nil {
@@ -74,53 +111,62 @@ func CurrentInvoker(name string) (*Invoker, error) {
 	return inv, nil
 }
 
-// ConfigDir is $XDG_CONFIG_HOME/seqknock, or ~/.config/seqknock of the
-// invoking user (under sudo: not root's).
+// ForUser returns the invoker for --user name. Only root acting for itself
+// may name another user; anyone may name themself (a no-op, which is also
+// what the process Become starts sees).
+func (inv *Invoker) ForUser(name string) (*Invoker, error) {
+	if name == "" {
+		return inv, nil
+	}
+	target, err := lookupInvoker(name)
+	if err != nil {
+		return nil, err
+	}
+	if !inv.Elevated && target.UID == inv.UID {
+		return inv, nil
+	}
+	if inv.Elevated || inv.UID != 0 || os.Geteuid() != 0 {
+		if inv.Elevated {
+			return nil, fmt.Errorf("%w (refused under %s for uid %d)", ErrUserNeedsRoot, inv.Via, inv.UID)
+		}
+		return nil, ErrUserNeedsRoot
+	}
+	target.Elevated, target.Via = true, "--user"
+	return target, nil
+}
+
+// ConfigDir is $XDG_CONFIG_HOME/seqknock, or ~/.config/seqknock. Under sudo
+// the process has become the invoking user with a scrubbed environment
+// before it gets here (see Become), so this is that user's.
 func (inv *Invoker) ConfigDir() string {
-	if d := os.Getenv("XDG_CONFIG_HOME"); d != "" && !inv.Elevated {
+	if d := os.Getenv("XDG_CONFIG_HOME"); filepath.IsAbs(d) {
 		return filepath.Join(d, "seqknock")
 	}
 	return filepath.Join(inv.Home, ".config", "seqknock")
 }
 
-// StateDir is $XDG_STATE_HOME/seqknock, or ~/.local/state/seqknock of the
-// invoking user.
-func (inv *Invoker) StateDir() string {
-	if d := os.Getenv("XDG_STATE_HOME"); d != "" && !inv.Elevated {
-		return filepath.Join(d, "seqknock")
-	}
-	return filepath.Join(inv.Home, ".local", "state", "seqknock")
-}
-
-// SlotStore returns the invoking user's slot store.
+// SlotStore returns the invoking user's slot store:
+// $XDG_STATE_HOME/seqknock or ~/.local/state/seqknock.
 func (inv *Invoker) SlotStore() *SlotStore {
-	s := &SlotStore{Dir: inv.StateDir(), UID: -1, GID: -1}
-	if inv.Elevated {
-		s.UID, s.GID = inv.UID, inv.GID
+	if d := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(d) {
+		return &SlotStore{Base: d, Sub: []string{"seqknock"}}
 	}
-	return s
+	return &SlotStore{Base: inv.Home, Sub: []string{".local", "state", "seqknock"}}
 }
 
 // ErrCgoCaps is returned where capabilities cannot be dropped on every
 // thread: a binary built with cgo.
 var ErrCgoCaps = errors.New("this seqknock binary was built with cgo and cannot drop capabilities on every thread; build it with CGO_ENABLED=0")
 
-// DropPrivileges gives up every privilege once the socket is connected:
-// under sudo it becomes the invoking user (groups, gid, uid: which also
-// clears every capability); otherwise it clears the capability sets of
-// every thread (a binary run with cap_net_admin+ep). It is a no-op for a
-// process that holds no capability.
-func DropPrivileges(inv *Invoker) error {
-	if inv.Elevated {
-		if err := syscall.Setgroups(inv.Groups); err != nil {
-			return fmt.Errorf("drop privileges: setgroups: %w", err)
-		}
-		if err := syscall.Setgid(inv.GID); err != nil {
-			return fmt.Errorf("drop privileges: setgid: %w", err)
-		}
-		if err := syscall.Setuid(inv.UID); err != nil {
-			return fmt.Errorf("drop privileges: setuid: %w", err)
-		}
+// DropPrivileges gives up every capability once the socket is connected:
+// it clears the permitted, effective, inheritable (and so the ambient)
+// capability sets of every thread. The process is by then its user's own
+// (Become ran before anything else), so nothing else is left to give up.
+// Root acting for itself has nothing to drop. It is a no-op for a process
+// that holds no capability.
+func DropPrivileges() error {
+	if os.Geteuid() == 0 && os.Getuid() == 0 {
+		return nil
 	}
 	held, err := hasCapabilities()
 	if err != nil || !held {
@@ -146,7 +192,8 @@ func DropPrivileges(inv *Invoker) error {
 }
 
 // hasCapabilities reports whether the calling thread holds any capability
-// in its permitted or effective set.
+// in its permitted, effective or inheritable set (the ambient set is a
+// subset of permitted and inheritable).
 func hasCapabilities() (bool, error) {
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	var data [2]unix.CapUserData
@@ -154,7 +201,7 @@ func hasCapabilities() (bool, error) {
 		return false, fmt.Errorf("capget: %w", err)
 	}
 	for _, d := range data {
-		if d.Permitted != 0 || d.Effective != 0 {
+		if d.Permitted != 0 || d.Effective != 0 || d.Inheritable != 0 {
 			return true, nil
 		}
 	}

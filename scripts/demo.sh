@@ -13,6 +13,9 @@ if [ "$(id -u)" != 0 ]; then
 	echo "demo.sh: run as root (it makes network namespaces and nftables rules)" >&2
 	exit 1
 fi
+# The demo is root's own: started with sudo, seqknock would otherwise act
+# for the user who ran sudo, who cannot read the root-owned key made below.
+unset SUDO_UID SUDO_GID SUDO_USER SUDO_COMMAND
 for tool in go ip nft; do
 	command -v $tool >/dev/null || { echo "demo.sh: needs $tool (apt-get install golang iproute2 nftables)" >&2; exit 1; }
 done
@@ -51,7 +54,7 @@ ip -n "$srv" link set "$veth_s" up
 ip -n "$cli" link set "$veth_c" up
 
 say "server: a key for alice, a config, seqknockd run, and the service on port 2222"
-"$tmp/seqknock" keygen -o "$tmp/alice.key"
+"$tmp/seqknockd" keygen -o "$tmp/alice.key"
 cat >"$tmp/seqknockd.toml" <<CFG
 [[service]]
 port = 2222

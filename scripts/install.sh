@@ -97,7 +97,7 @@ install_all() {
 	if live; then systemctl daemon-reload; fi
 	cat <<MSG
 seqknock installed under ${DESTDIR:-}$PREFIX. Next:
-  seqknock keygen -o $CONF_DIR/alice.key     # one key per user; give it to the user
+  seqknockd keygen -o $CONF_DIR/alice.key    # one key per user; give it to the user
   cp $CONF_DIR/seqknockd.toml.example $CONF_DIR/seqknockd.toml   # and edit
   seqknockd --config $CONF_DIR/seqknockd.toml check-config
   systemctl enable --now seqknockd.service   # or: seqknockd-sync.service seqknockd-sync.timer

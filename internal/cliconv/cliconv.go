@@ -113,7 +113,8 @@ func AppString(c *cli.Context, name string) string {
 
 // Run runs app and maps its error to an exit status: 0 success, 2 bad usage,
 // 1 anything else (or an ExitCoder's own status). The error is one line on
-// stderr, after the app's name.
+// stderr, after the app's name; an ExitCoder with an empty message (cli.Exit("",
+// n)) prints nothing.
 func Run(app *cli.App, args []string, stderr io.Writer) int {
 	if n := len(args); n > 0 && args[n-1] == "--generate-bash-completion" && slices.Contains(args, "--") {
 		// urfave/cli would run the command for real, with the completion
@@ -124,12 +125,15 @@ func Run(app *cli.App, args []string, stderr io.Writer) int {
 	if err == nil {
 		return 0
 	}
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) && err.Error() == "" {
+		return ec.ExitCode()
+	}
 	fmt.Fprintf(stderr, "%s: %s\n", app.Name, strings.ReplaceAll(err.Error(), "\n", " "))
 	var ue UsageError
 	if errors.As(err, &ue) {
 		return 2
 	}
-	var ec cli.ExitCoder
 	if errors.As(err, &ec) && ec.ExitCode() != 0 {
 		return ec.ExitCode()
 	}

@@ -29,13 +29,14 @@ func commands() []*cli.Command {
 
 // hostOperand is the shell completion of the HOST operand: the hosts the
 // client config (--config, or the invoking user's) names without a
-// pattern.
+// pattern. Under sudo it offers nothing.
 func hostOperand(c *cli.Context, n int) []string {
 	if n != 0 {
 		return nil
 	}
-	inv, err := client.CurrentInvoker("")
-	if err != nil {
+	inv, err := client.CurrentInvoker()
+	if err != nil || inv.Elevated {
+		// Never read a config with another user's rights.
 		return nil
 	}
 	cfg, err := clientConfig(c, inv)

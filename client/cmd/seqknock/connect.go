@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -9,8 +10,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/seqknock/seqknock/client"
+	"github.com/seqknock/seqknock/internal/cliconv"
 	"github.com/seqknock/seqknock/totp"
 	"github.com/seqknock/seqknock/totp/keyfile"
 	"github.com/urfave/cli/v2"
@@ -19,7 +22,7 @@ import (
 // dialFlags are shared by every command that connects.
 func dialFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "config", Usage: "client config `FILE` (default ~/.config/seqknock/client.toml of the invoking user)"},
+		&cli.StringFlag{Name: "config", Usage: "client config `FILE` (default ~/.config/seqknock/client.toml; under sudo, read as the invoking user)"},
 		&cli.StringFlag{Name: "key-file", Usage: "key `FILE` (overrides the config)"},
 		&cli.StringFlag{Name: "realm", Usage: "the server's `REALM` (overrides the config)"},
 		&cli.DurationFlag{Name: "period", Usage: "the server's counter period (overrides the config; default 30s)"},
@@ -125,7 +128,7 @@ func connectCommand(name, usage, usageText, description string, extra []cli.Flag
 			if err != nil {
 				return err
 			}
-			inv, err := client.CurrentInvoker(c.String("user"))
+			inv, err := actFor(c, true)
 			if err != nil {
 				return err
 			}
@@ -136,6 +139,57 @@ func connectCommand(name, usage, usageText, description string, extra []cli.Flag
 			return action(c, inv, d, host, port)
 		},
 	}
+}
+
+// actFor returns the user the command acts for. Under sudo (or in a
+// set-user-ID run, or for root's --user) it first becomes that user,
+// keeping CAP_NET_ADMIN alone when netAdmin, and starts afresh as them
+// (client.Become), so nothing is read or written with root's rights.
+func actFor(c *cli.Context, netAdmin bool) (*client.Invoker, error) {
+	inv, err := client.CurrentInvoker()
+	if err != nil {
+		return nil, err
+	}
+	if inv, err = inv.ForUser(c.String("user")); err != nil {
+		return nil, cliconv.UsageError{Err: err}
+	}
+	if inv.Elevated {
+		return nil, client.Become(inv, netAdmin, os.Args)
+	}
+	return inv, nil
+}
+
+// programExit ends seqknock exec the way its program ended, without a
+// message: the same signal (for those the Go runtime turns into death by
+// that signal) or the same status (128+n for other signals, as a shell
+// reports them).
+func programExit(err error) error {
+	var es *client.ExitStatus
+	if !errors.As(err, &es) {
+		return err
+	}
+	switch es.Signal {
+	case syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGKILL:
+		signal.Reset(es.Signal)
+		syscall.Kill(os.Getpid(), es.Signal)
+		// The signal arrives asynchronously: wait for it rather than
+		// exit first.
+		time.Sleep(time.Second)
+	}
+	return cli.Exit("", es.Code)
+}
+
+// refuseElevated is the first step of the commands that need no privilege:
+// they do not run with another user's rights at all.
+func refuseElevated(c *cli.Context) error {
+	inv, err := client.CurrentInvoker()
+	if err != nil {
+		return err
+	}
+	if inv.Elevated {
+		return fmt.Errorf("%s needs no privilege: run it without sudo (refused under %s for uid %d)", c.Command.Name, inv.Via, inv.UID)
+	}
+	return nil
 }
 
 func signalContext() (context.Context, context.CancelFunc) {
@@ -156,7 +210,7 @@ func dialThen(use func(conn *net.TCPConn) error) func(*cli.Context, *client.Invo
 			return err
 		}
 		defer conn.Close()
-		if err := client.DropPrivileges(inv); err != nil {
+		if err := client.DropPrivileges(); err != nil {
 			return err
 		}
 		return use(conn)
@@ -182,12 +236,13 @@ func fdpassCommand() *cli.Command {
 }
 
 func execCommand() *cli.Command {
-	return connectCommand("exec", "connect with a knock, drop to the invoking user and exec PROGRAM with the socket on fds 6 and 7",
-		"sudo seqknock exec [options] HOST PORT -- PROGRAM [ARGS...]",
-		"The root-run wrapper, in the style of UCSPI-TCP's tcpclient: connects with its privilege, becomes "+
-			"the user who ran sudo (or --user), and execs PROGRAM with the socket on fd 6 (read) and fd 7 "+
-			"(write) and TCPREMOTEIP, TCPREMOTEPORT, TCPLOCALIP, TCPLOCALPORT in the environment.",
-		[]cli.Flag{&cli.StringFlag{Name: "user", Usage: "become `USER` (name or uid) instead of SUDO_UID"}},
+	return connectCommand("exec", "connect with a knock, give up every privilege and run PROGRAM with the socket on fds 6 and 7",
+		"seqknock exec [options] HOST PORT -- PROGRAM [ARGS...]",
+		"In the style of UCSPI-TCP's tcpclient: connects, gives up every privilege, and runs PROGRAM "+
+			"with the socket on fd 6 (read) and fd 7 (write) and TCPREMOTEIP, TCPREMOTEPORT, TCPLOCALIP, "+
+			"TCPLOCALPORT in the environment; waits for it and exits as it did. Under sudo everything runs "+
+			"as the user who ran sudo.",
+		[]cli.Flag{&cli.StringFlag{Name: "user", Usage: "root only: act for `USER` (name or uid) as under sudo; refused for anyone else"}},
 		func(c *cli.Context, inv *client.Invoker, d *client.Dialer, host string, port uint16) error {
 			if c.NArg() < 3 {
 				return usagef("exec: want HOST PORT -- PROGRAM [ARGS...]")
@@ -205,7 +260,11 @@ func execCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			return client.Exec(conn, inv, args[0], args[1:])
+			if err := client.DropPrivileges(); err != nil {
+				conn.Close()
+				return err
+			}
+			return programExit(client.Exec(conn, args[0], args[1:]))
 		})
 }
 
@@ -227,7 +286,7 @@ func sshConfigCommand() *cli.Command {
 				return usagef("ssh-config: want HOST")
 			}
 			host := c.Args().First()
-			inv, err := client.CurrentInvoker("")
+			inv, err := actFor(c, false)
 			if err != nil {
 				return err
 			}

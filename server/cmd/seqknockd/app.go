@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/seqknock/seqknock/internal/cliconv"
+	"github.com/seqknock/seqknock/internal/keygencmd"
 	"github.com/seqknock/seqknock/nftgen"
 	"github.com/seqknock/seqknock/server"
 	"github.com/urfave/cli/v2"
@@ -213,10 +214,20 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					return nil
 				}),
 			},
+			keygenCommand(),
 		},
 	}
 	cliconv.Prepare(app)
 	return app
+}
+
+// keygenCommand is how an administrator makes users' keys under
+// /etc/seqknock (the client's keygen refuses to run under sudo).
+func keygenCommand() *cli.Command {
+	c := keygencmd.Command("seqknockd", nil)
+	c.Usage = "generate a user's key (32 random bytes, one base64 line)"
+	c.Description += " This is how an administrator makes users' keys: sudo seqknockd keygen -o /etc/seqknock/alice.key."
+	return c
 }
 
 func printStatus(w io.Writer, st *server.Status) {

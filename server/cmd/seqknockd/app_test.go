@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/base64"
 	"io"
 	"os"
 	"path/filepath"
@@ -133,5 +134,32 @@ func TestCheckConfigTimer(t *testing.T) {
 		if code != 0 || !strings.Contains(out, ": ok: ") || e != tc.warning {
 			t.Errorf("period %s: exit %d %q, stderr %q, want %q", tc.period, code, out, e, tc.warning)
 		}
+	}
+}
+
+// TestKeygen: seqknockd keygen is how an administrator makes a user's key
+// (the client's keygen refuses sudo): mode 0600, one base64 line of 32
+// bytes, an existing file kept without --force.
+func TestKeygen(t *testing.T) {
+	out, _, code := runCLI("keygen")
+	if k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(out)); code != 0 || err != nil || len(k) != 32 {
+		t.Fatalf("stdout key: %q exit %d %v", out, code, err)
+	}
+	p := filepath.Join(t.TempDir(), "alice.key")
+	if _, e, code := runCLI("keygen", "-o", p); code != 0 {
+		t.Fatalf("keygen -o: %s", e)
+	}
+	first, _ := os.ReadFile(p)
+	if fi, _ := os.Stat(p); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %o", fi.Mode().Perm())
+	}
+	if _, e, code := runCLI("keygen", "-o", p); code != 1 || !strings.Contains(e, "--force") {
+		t.Fatalf("overwrite without --force: exit %d %q", code, e)
+	}
+	if _, e, code := runCLI("keygen", "-o", p, "--force"); code != 0 {
+		t.Fatalf("--force: %s", e)
+	}
+	if second, _ := os.ReadFile(p); bytes.Equal(first, second) {
+		t.Fatal("--force kept the old key")
 	}
 }

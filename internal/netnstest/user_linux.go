@@ -1,0 +1,111 @@
+//go:build linux
+
+package netnstest
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// User is a real unprivileged user made for one test with useradd (and
+// removed with userdel when it ends), with a home directory of its own.
+type User struct {
+	Name     string
+	UID, GID int
+	Home     string
+	t        testing.TB
+}
+
+// NewUser creates a user with a fresh home directory.
+func NewUser(t testing.TB) *User {
+	t.Helper()
+	RequireRoot(t, "useradd", "userdel", "setpriv")
+	parent, err := os.MkdirTemp("", "seqknock-home-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(parent, 0o755)
+	u := &User{Name: "skt" + suffix(), t: t}
+	u.Home = filepath.Join(parent, u.Name)
+	if out, err := exec.Command("useradd", "-m", "-d", u.Home, "-s", "/bin/sh", "-U", u.Name).CombinedOutput(); err != nil {
+		os.RemoveAll(parent)
+		t.Fatalf("useradd %s: %v: %s", u.Name, err, out)
+	}
+	t.Cleanup(func() {
+		exec.Command("pkill", "-KILL", "-U", u.Name).Run()
+		if out, err := exec.Command("userdel", "-f", u.Name).CombinedOutput(); err != nil {
+			t.Errorf("userdel %s: %v: %s", u.Name, err, out)
+		}
+		os.RemoveAll(parent)
+	})
+	for _, f := range []struct {
+		flag string
+		dst  *int
+	}{{"-u", &u.UID}, {"-g", &u.GID}} {
+		out, err := exec.Command("id", f.flag, u.Name).Output()
+		if err != nil {
+			t.Fatalf("id %s %s: %v", f.flag, u.Name, err)
+		}
+		*f.dst, _ = strconv.Atoi(strings.TrimSpace(string(out)))
+	}
+	return u
+}
+
+// AllowSudo installs a sudoers rule that lets the user run exactly the
+// program at path as root, without a password, and removes it when the
+// test ends.
+func (u *User) AllowSudo(path string) {
+	t := u.t
+	t.Helper()
+	RequireRoot(t, "sudo", "visudo")
+	rule := filepath.Join("/etc/sudoers.d", "seqknock-test-"+suffix())
+	line := u.Name + " ALL=(root) NOPASSWD: " + path + "\n"
+	if err := os.WriteFile(rule, []byte(line), 0o440); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(rule) })
+	if out, err := exec.Command("visudo", "-c", "-f", rule).CombinedOutput(); err != nil {
+		t.Fatalf("visudo -c %s: %v: %s", rule, err, out)
+	}
+}
+
+// Command returns a command that runs name as the user (setpriv with the
+// user's uid, gid and groups) in ns, or in the current namespace when ns
+// is nil, with an environment like a login's.
+func (u *User) Command(ns *NS, name string, args ...string) *exec.Cmd {
+	argv := append([]string{"--reuid=" + strconv.Itoa(u.UID), "--regid=" + strconv.Itoa(u.GID), "--init-groups", name}, args...)
+	var cmd *exec.Cmd
+	if ns != nil {
+		cmd = ns.Command("setpriv", argv...)
+	} else {
+		cmd = exec.Command("setpriv", argv...)
+	}
+	cmd.Dir = u.Home
+	cmd.Env = []string{"HOME=" + u.Home, "USER=" + u.Name, "LOGNAME=" + u.Name, "PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"}
+	return cmd
+}
+
+// WriteFile writes a file under the user's home (path relative to it),
+// creating parent directories, all owned by the user.
+func (u *User) WriteFile(rel string, data []byte, perm os.FileMode) string {
+	u.t.Helper()
+	p := filepath.Join(u.Home, rel)
+	for d := filepath.Dir(p); d != u.Home && len(d) > len(u.Home); d = filepath.Dir(d) {
+		defer os.Chown(d, u.UID, u.GID)
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		u.t.Fatal(err)
+	}
+	if err := os.WriteFile(p, data, perm); err != nil {
+		u.t.Fatal(err)
+	}
+	os.Chmod(p, perm)
+	if err := os.Chown(p, u.UID, u.GID); err != nil {
+		u.t.Fatal(err)
+	}
+	return p
+}
