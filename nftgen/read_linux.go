@@ -18,6 +18,8 @@ type Conn struct {
 	// NetNS is a file descriptor of the network namespace to work in; 0 is
 	// the namespace of the calling thread.
 	NetNS int
+
+	own ownPorts // sockets our batches went out on, for Watch
 }
 
 func (c *Conn) nft() (*nftables.Conn, error) {

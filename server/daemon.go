@@ -10,8 +10,15 @@ import (
 	"github.com/seqknock/seqknock/totp"
 )
 
-// Daemon is `seqknockd run`: it syncs at every period boundary, reloads on
-// SIGHUP and stops on SIGTERM.
+// Retry delays after a failed sync: the first, doubling up to the last.
+const (
+	FirstRetry = 20 * time.Millisecond
+	MaxRetry   = 5 * time.Second
+)
+
+// Daemon is `seqknockd run`: it syncs at every period boundary, repairs the
+// table as soon as anyone else changes it, retries a failed sync with a
+// backoff, reloads on SIGHUP and stops on SIGTERM.
 type Daemon struct {
 	ConfigPath string
 	Load       func(path string) (*Config, error)
@@ -21,70 +28,205 @@ type Daemon struct {
 	// TeardownOnExit removes the table when Run returns; by default the
 	// table stays and its knocks expire by themselves (fail closed).
 	TeardownOnExit bool
+	// Notify sends a state ("READY=1", "WATCHDOG=1") to the service
+	// manager; nil sends nothing. See SdNotify.
+	Notify func(state string) error
+	// Watchdog is systemd's watchdog timeout (WATCHDOG_USEC); 0: none.
+	// The loop pings at half of it while it is healthy (see healthy).
+	Watchdog time.Duration
+	// After is the timer source; nil is time.After. Tests pass a fake clock.
+	After func(time.Duration) <-chan time.Time
 
 	cfg                    *Config
 	lastAdmit, lastDropped uint64
 	expiredLogged          map[string]bool
+
+	// The daemon's clock: never goes back (see clock).
+	lastWall, eff time.Time
+	clockBehind   bool
+
+	// Failed syncs: since when, how many, the next delay.
+	failing      bool
+	failingSince time.Time
+	failures     int
+	backoff      time.Duration
+	retryAt      time.Time
 }
 
-// Run syncs now and then at every period boundary until ctx ends. A value on
-// reload makes it reload the config and keys: a bad new config is logged and
-// the old one kept. A failed sync is logged and retried at the next
-// boundary; the knocks already installed expire on their own meanwhile.
+// Run syncs now, then at every period boundary, and whenever Kernel.Watch
+// reports that someone else changed the table, until ctx ends. A value on
+// reload makes it reload the config and keys: a bad new config is logged
+// and the old one kept. A failed sync is logged and retried after
+// FirstRetry, doubling up to MaxRetry; meanwhile the knocks already
+// installed expire on their own. Notify gets READY=1 after the first good
+// sync and WATCHDOG=1 while the loop is healthy.
 func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 	cfg, err := d.Load(d.ConfigPath)
 	if err != nil {
 		return err
 	}
 	d.cfg = cfg
-	if err := d.sync("start"); err != nil {
-		return err
+	after := d.After
+	if after == nil {
+		after = time.After
 	}
-	timer := time.NewTimer(d.untilNext())
-	defer timer.Stop()
+	var watch <-chan struct{}
+	var watchRetry <-chan time.Time
+	startWatch := func() {
+		watch, watchRetry = nil, nil
+		if d.Kernel.Watch == nil {
+			return
+		}
+		ch, err := d.Kernel.Watch(ctx, d.cfg.Table)
+		if err != nil {
+			d.Log.Error("cannot watch nftables; retrying in 1s (until then the table is only checked at each boundary)", "err", err)
+			watchRetry = after(time.Second)
+			return
+		}
+		watch = ch
+	}
+	// Watch first: a change made while the first sync runs is not missed.
+	startWatch()
+	ready := false
+	if d.sync("start") == nil {
+		ready = true
+		d.notify("READY=1")
+	}
+	var ping <-chan time.Time
+	if d.Watchdog > 0 {
+		ping = after(d.Watchdog / 2)
+	}
 	for {
+		wait, why := d.untilNext(), "rotate"
+		if d.failing {
+			if r := d.retryAt.Sub(d.clock()); r < wait {
+				wait, why = max(r, 0), "retry"
+			}
+		}
+		wake := after(wait)
+		var err error
+		synced := false
 		select {
 		case <-ctx.Done():
+			d.notify("STOPPING=1")
 			return d.exit()
 		case <-reload:
-			cfg, err := d.Load(d.ConfigPath)
-			if err != nil {
-				d.Log.Error("reload failed, keeping the previous config", "err", err)
+			cfg, lerr := d.Load(d.ConfigPath)
+			if lerr != nil {
+				d.Log.Error("reload failed, keeping the previous config", "err", lerr)
 				continue
 			}
 			if cfg.Table != d.cfg.Table {
 				d.Log.Warn("table renamed; the old table stays until `seqknockd teardown --table` removes it", "old", d.cfg.Table, "new", cfg.Table)
+				d.cfg = cfg
+				startWatch()
 			}
 			d.cfg = cfg
 			d.lastAdmit, d.lastDropped = 0, 0
 			d.Log.Info("config reloaded", "users", len(cfg.Users), "services", len(cfg.Services))
-			d.sync("reload")
-		case <-timer.C:
-			d.sync("rotate")
-		}
-		if !timer.Stop() {
-			select {
-			case <-timer.C:
-			default:
+			err, synced = d.sync("reload"), true
+		case _, ok := <-watch:
+			if !ok {
+				d.Log.Error("nftables watch ended; watching again")
+				startWatch()
+				err, synced = d.sync("repair"), true
+				break
 			}
+			if d.failing && d.clock().Before(d.retryAt) {
+				continue // the retry comes soon; do not hammer a failing kernel
+			}
+			err, synced = d.sync("repair"), true
+		case <-watchRetry:
+			startWatch()
+			if watch != nil {
+				err, synced = d.sync("repair"), true
+			}
+		case <-wake:
+			err, synced = d.sync(why), true
+		case <-ping:
+			if d.healthy(d.clock()) {
+				d.notify("WATCHDOG=1")
+			}
+			ping = after(d.Watchdog / 2)
 		}
-		timer.Reset(d.untilNext())
+		if synced && err == nil && !ready {
+			ready = true
+			d.notify("READY=1")
+		}
 	}
 }
 
+// healthy says whether the loop may feed the watchdog at now: it is
+// running (it got here), and syncs have not been failing for a whole
+// watchdog timeout. A loop stuck in a kernel call never gets here.
+func (d *Daemon) healthy(now time.Time) bool {
+	return !d.failing || now.Sub(d.failingSince) < d.Watchdog
+}
+
+func (d *Daemon) notify(state string) {
+	if d.Notify == nil {
+		return
+	}
+	if err := d.Notify(state); err != nil {
+		d.Log.Warn("cannot notify the service manager", "state", state, "err", err)
+	}
+}
+
+// clock returns the daemon's time: the wall clock, except that it never goes
+// back. After the wall clock is stepped back, the daemon's time goes on from
+// where it was, by the time elapsed since (monotonic, when Now gives
+// monotonic readings as time.Now does), until the wall clock catches up. So
+// a window, once passed, is never installed again. One warning when the
+// clock falls behind, one line when it has caught up.
+func (d *Daemon) clock() time.Time {
+	wall := d.Now()
+	if d.eff.IsZero() {
+		d.lastWall, d.eff = wall, wall
+		return wall
+	}
+	eff := d.eff.Add(max(wall.Sub(d.lastWall), 0))
+	if wall.After(eff) {
+		eff = wall
+	}
+	behind := eff.Sub(wall)
+	switch {
+	case behind > 0 && !d.clockBehind:
+		d.clockBehind = true
+		d.Log.Warn("the clock went back; keeping the highest counter until it catches up", "behind", behind.String())
+	case behind == 0 && d.clockBehind:
+		d.clockBehind = false
+		d.Log.Info("the clock caught up")
+	}
+	d.lastWall, d.eff = wall, eff
+	return eff
+}
+
 func (d *Daemon) untilNext() time.Duration {
-	now := d.Now()
+	now := d.clock()
 	return totp.NextBoundary(now, d.cfg.Period).Sub(now)
 }
 
 // sync runs one sync and logs one line: what was written and how many knocks
-// were admitted and dropped since the last line.
+// were admitted and dropped since the last line. A failure logs one line and
+// schedules the retry; the first success after failures logs the recovery.
 func (d *Daemon) sync(why string) error {
-	now := d.Now()
+	now := d.clock()
 	res, err := Sync(d.Kernel, d.cfg, now)
 	if err != nil {
-		d.Log.Error("sync failed", "why", why, "err", err)
+		now = d.clock() // the call may have taken long
+		if !d.failing {
+			d.failing, d.failingSince, d.failures, d.backoff = true, now, 0, FirstRetry
+		} else {
+			d.backoff = min(2*d.backoff, MaxRetry)
+		}
+		d.failures++
+		d.retryAt = now.Add(d.backoff)
+		d.Log.Error("sync failed", "why", why, "err", err, "retry_in", d.backoff.String())
 		return err
+	}
+	if d.failing {
+		d.Log.Info("sync recovered", "failures", d.failures, "after", now.Sub(d.failingSince).String())
+		d.failing = false
 	}
 	attrs := []any{"why", why, "counter", totp.Counter(now, d.cfg.Period), "elements", res.Elements}
 	if res.Created {

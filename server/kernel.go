@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"time"
 
 	"github.com/seqknock/seqknock/nftgen"
@@ -14,4 +15,7 @@ type Kernel struct {
 	Read     func(table string) (*nftgen.Live, error) // with element counts
 	Counters func(table string) (*nftgen.Live, error) // without them: cheap
 	Teardown func(table string) (bool, error)
+	// Watch reports changes to table made by anyone but this Kernel (see
+	// nftgen.Conn.Watch); nil: the daemon does not watch.
+	Watch func(ctx context.Context, table string) (<-chan struct{}, error)
 }

@@ -13,5 +13,6 @@ func NewKernel(netns int) Kernel {
 		Read:     c.Read,
 		Counters: c.ReadCounters,
 		Teardown: c.Teardown,
+		Watch:    c.Watch,
 	}
 }

@@ -90,7 +90,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			},
 			{
 				Name:  "run",
-				Usage: "sync at every period boundary until stopped (SIGHUP reloads, SIGTERM stops)",
+				Usage: "keep the table in force until stopped: sync at every period boundary, repair it at once when anyone else changes it (SIGHUP reloads, SIGTERM stops)",
 				Flags: []cli.Flag{
 					&cli.BoolFlag{Name: "teardown-on-exit", Usage: "remove the table on exit (default: leave it; knocks expire by themselves)"},
 				},
@@ -115,6 +115,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 						Now:            time.Now,
 						Log:            server.NewLogger(c.App.ErrWriter),
 						TeardownOnExit: c.Bool("teardown-on-exit"),
+						Notify:         server.SdNotify,
+						Watchdog:       server.WatchdogTimeout(),
 					}
 					return d.Run(ctx, hup)
 				},
