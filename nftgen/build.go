@@ -98,9 +98,7 @@ func eachElementChunk(valid []Element, now time.Time, size int, fn func([]nftabl
 		if ttl <= 0 {
 			continue
 		}
-		keys = binary.BigEndian.AppendUint16(keys, e.Port)
-		keys = append(keys, 0, 0)
-		keys = binary.BigEndian.AppendUint32(keys, e.ISN)
+		keys = appendDportSeq(keys, e.Port, e.ISN)
 		chunk = append(chunk, nftables.SetElement{Key: keys[len(keys)-8 : len(keys) : len(keys)], Timeout: ttl})
 		if len(chunk) == size {
 			if err := fn(chunk); err != nil {
@@ -123,3 +121,13 @@ func PortElements(ports []uint16) []nftables.SetElement {
 	}
 	return out
 }
+
+// appendDportSeq appends the key of "tcp dport . tcp sequence" for port and
+// isn: the port in the first 4-byte slot of the concatenation, padded.
+func appendDportSeq(b []byte, port uint16, isn uint32) []byte {
+	b = binary.BigEndian.AppendUint16(b, port)
+	b = append(b, 0, 0)
+	return binary.BigEndian.AppendUint32(b, isn)
+}
+
+func dportSeqKey(port uint16, isn uint32) []byte { return appendDportSeq(nil, port, isn) }

@@ -23,6 +23,10 @@ type Rules struct {
 	// MarkBit is the conntrack mark bit (a mask with exactly one bit set)
 	// that marks an admitted flow.
 	MarkBit uint32
+	// LogGroup, when not 0, is the nflog group the admit rule sends each
+	// admitted SYN's headers to (`log group N`), so the daemon learns every
+	// spent knock at once (package admitlog reads them).
+	LogGroup uint16
 }
 
 func (r Rules) validate() error {
@@ -33,9 +37,13 @@ func (r Rules) validate() error {
 }
 
 // String spells the parameters as the fingerprint stores them:
-// "mark=0x800000".
+// "mark=0x800000", then " log=N" when LogGroup is set.
 func (r Rules) String() string {
-	return fmt.Sprintf("mark=%#08x", r.MarkBit)
+	s := fmt.Sprintf("mark=%#08x", r.MarkBit)
+	if r.LogGroup != 0 {
+		s += fmt.Sprintf(" log=%d", r.LogGroup)
+	}
+	return s
 }
 
 // parseRules reads what String wrote; anything else is an error.
@@ -50,6 +58,12 @@ func parseRules(s string) (Rules, error) {
 				return Rules{}, fmt.Errorf("mark: %w", err)
 			}
 			r.MarkBit = uint32(n)
+		case "log":
+			n, err := strconv.ParseUint(v, 10, 16)
+			if err != nil {
+				return Rules{}, fmt.Errorf("log: %w", err)
+			}
+			r.LogGroup = uint16(n)
 		default:
 			return Rules{}, fmt.Errorf("unknown parameter %q", k)
 		}
@@ -63,7 +77,7 @@ func parseRules(s string) (Rules, error) {
 // RulesVersion names the rule shapes this package builds; it is part of the
 // fingerprint. Bump it whenever a rule changes in a way no Rules field
 // records.
-const RulesVersion = "seqknock/rules/v1"
+const RulesVersion = "seqknock/rules/v2"
 
 // udataRuleFingerprint is a rule user data TLV type that nft does not know
 // and so neither shows nor rejects (it reads only type 0, the comment).
@@ -108,9 +122,12 @@ type part struct {
 
 func rule(chain string, parts ...part) ruleDesc {
 	r := ruleDesc{chain: chain}
-	texts := make([]string, len(parts))
-	for i, p := range parts {
-		texts[i] = p.text
+	var texts []string
+	for _, p := range parts {
+		if p.text == "" {
+			continue // an optional part that is off
+		}
+		texts = append(texts, p.text)
 		r.exprs = append(r.exprs, p.exprs...)
 	}
 	r.text = strings.Join(texts, " ")
@@ -126,7 +143,8 @@ func rule(chain string, parts ...part) ruleDesc {
 //	ct mark & BIT == BIT accept
 //	tcp flags syn / fin,syn,rst,ack ct state new
 //	  tcp dport . tcp sequence @valid tcp dport . tcp sequence != @used
-//	  add @used { tcp dport . tcp sequence } ct mark set ct mark | BIT counter accept
+//	  add @used { tcp dport . tcp sequence } ct mark set ct mark | BIT
+//	  [log group N] counter accept
 //	tcp flags ! syn ct state new accept
 //	counter drop
 //
@@ -162,6 +180,7 @@ func (r Rules) ruleList() []ruleDesc {
 				&expr.Bitwise{SourceRegister: regKey, DestRegister: regKey, Len: 4, Mask: ne32(^r.MarkBit), Xor: ne32(r.MarkBit)},
 				&expr.Ct{Key: expr.CtKeyMARK, Register: regKey, SourceRegister: true},
 			}},
+			r.logAdmitted(),
 			counter(),
 			accept()),
 		rule(ChainKnock,
@@ -258,6 +277,17 @@ func tcpFlags(text string, mask, want byte) part {
 		&expr.Bitwise{SourceRegister: regKey, DestRegister: regKey, Len: 1, Mask: []byte{mask}, Xor: []byte{0}},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: regKey, Data: []byte{want}},
 	)}
+}
+
+// logAdmitted is "log group N" (the packet's headers to nflog group N),
+// or nothing when no group is set.
+func (r Rules) logAdmitted() part {
+	if r.LogGroup == 0 {
+		return part{}
+	}
+	return part{fmt.Sprintf("log group %d", r.LogGroup), []expr.Any{
+		&expr.Log{Key: 1 << unix.NFTA_LOG_GROUP, Group: r.LogGroup},
+	}}
 }
 
 func counter() part {

@@ -45,6 +45,11 @@ type State struct {
 	UsedTimeout time.Duration
 	// Valid holds the knocks valid now.
 	Valid []Element
+	// Spent holds knocks already used (Expires: when their used entry
+	// ends). Apply puts them into the used set with their remaining time
+	// and leaves them out of valid, so a rebuilt table, or one whose used
+	// set was lost, does not admit them again.
+	Spent []Element
 }
 
 // Validate checks the parts of a State that the kernel would refuse or that

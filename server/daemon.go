@@ -36,6 +36,12 @@ type Daemon struct {
 	Watchdog time.Duration
 	// After is the timer source; nil is time.After. Tests pass a fake clock.
 	After func(time.Duration) <-chan time.Time
+	// StatePath is the state file (spent knocks, highest clock); "" or
+	// NoState keeps none.
+	StatePath string
+
+	state *State        // spent knocks and the highest time synced
+	feed  AdmissionFeed // nil when the nflog group could not be bound
 
 	cfg                    *Config
 	lastAdmit, lastDropped uint64
@@ -66,6 +72,13 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 		return err
 	}
 	d.cfg = cfg
+	d.loadState()
+	d.openFeed()
+	defer func() {
+		if d.feed != nil {
+			d.feed.Close()
+		}
+	}()
 	after := d.After
 	if after == nil {
 		after = time.After
@@ -116,12 +129,19 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 				d.Log.Error("reload failed, keeping the previous config", "err", lerr)
 				continue
 			}
-			if cfg.Table != d.cfg.Table {
-				d.Log.Warn("table renamed; the old table stays until `seqknockd teardown --table` removes it", "old", d.cfg.Table, "new", cfg.Table)
-				d.cfg = cfg
+			old := d.cfg
+			d.cfg = cfg
+			if cfg.Table != old.Table {
+				d.Log.Warn("table renamed; the old table stays until `seqknockd teardown --table` removes it", "old", old.Table, "new", cfg.Table)
+				d.state = &State{Table: cfg.Table, High: d.state.High}
 				startWatch()
 			}
-			d.cfg = cfg
+			if cfg.LogGroup != old.LogGroup {
+				if d.feed != nil {
+					d.feed.Close()
+				}
+				d.openFeed()
+			}
 			d.lastAdmit, d.lastDropped = 0, 0
 			d.Log.Info("config reloaded", "users", len(cfg.Users), "services", len(cfg.Services))
 			err, synced = d.sync("reload"), true
@@ -143,6 +163,8 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 			}
 		case <-wake:
 			err, synced = d.sync(why), true
+		case <-d.feedReady():
+			d.drainFeed()
 		case <-ping:
 			if d.healthy(d.clock()) {
 				d.notify("WATCHDOG=1")
@@ -153,6 +175,80 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 			ready = true
 			d.notify("READY=1")
 		}
+	}
+}
+
+// loadState reads the state file: the spent knocks it holds, and the
+// highest time synced, behind which the daemon's clock never goes.
+func (d *Daemon) loadState() {
+	st, err := LoadState(d.StatePath, d.cfg.Table)
+	if err != nil {
+		d.Log.Error("cannot read the state file; starting without it (spent knocks still in the kernel's used set stay spent)", "err", err)
+	}
+	d.state = st
+	now := d.Now()
+	if st.High.After(now) {
+		d.lastWall, d.eff = now, st.High
+		d.clockBehind = true
+		d.Log.Warn("the clock is behind the last time synced; keeping the highest counter until it catches up", "behind", st.High.Sub(now).String())
+	}
+	if n := st.Len(); n > 0 {
+		d.Log.Info("state restored", "spent_knocks", n)
+	}
+}
+
+// saveState writes the state file; a failure is logged.
+func (d *Daemon) saveState() {
+	if err := d.state.Save(d.StatePath); err != nil {
+		d.Log.Error("cannot write the state file", "err", err)
+	}
+}
+
+// openFeed binds the admit rule's nflog group, so each spent knock is known
+// the moment it is spent. Without it (another process holds the group),
+// the used set read at each sync is the only source: a knock spent between
+// a sync and a table removal would be lost.
+func (d *Daemon) openFeed() {
+	d.feed = nil
+	if d.Kernel.Admissions == nil {
+		return
+	}
+	f, err := d.Kernel.Admissions(uint16(d.cfg.LogGroup))
+	if err != nil {
+		d.Log.Error("cannot read admissions from the kernel; spent knocks are learned at each sync only", "log_group", d.cfg.LogGroup, "err", err)
+		return
+	}
+	d.feed = f
+}
+
+func (d *Daemon) feedReady() <-chan struct{} {
+	if d.feed == nil {
+		return nil
+	}
+	return d.feed.Ready()
+}
+
+// drainFeed records every admission the kernel has logged so far as a
+// spent knock, until its used entry ends, and saves the state when that
+// changed anything. It runs before every sync too, so a table rebuilt
+// after a removal holds every knock spent before it.
+func (d *Daemon) drainFeed() {
+	if d.feed == nil {
+		return
+	}
+	adms, err := d.feed.Drain()
+	if err != nil {
+		d.Log.Warn("admission feed", "err", err)
+	}
+	until := d.clock().Add(d.cfg.WindowLength())
+	changed := false
+	for _, a := range adms {
+		if d.state.Add(a.Dst.Port(), a.Seq, until) {
+			changed = true
+		}
+	}
+	if changed {
+		d.saveState()
 	}
 }
 
@@ -210,8 +306,9 @@ func (d *Daemon) untilNext() time.Duration {
 // were admitted and dropped since the last line. A failure logs one line and
 // schedules the retry; the first success after failures logs the recovery.
 func (d *Daemon) sync(why string) error {
+	d.drainFeed()
 	now := d.clock()
-	res, err := Sync(d.Kernel, d.cfg, now)
+	res, err := SyncKeeping(d.Kernel, d.cfg, now, &d.state.Spent)
 	if err != nil {
 		now = d.clock() // the call may have taken long
 		if !d.failing {
@@ -224,6 +321,10 @@ func (d *Daemon) sync(why string) error {
 		d.Log.Error("sync failed", "why", why, "err", err, "retry_in", d.backoff.String())
 		return err
 	}
+	if now.After(d.state.High) {
+		d.state.High = now
+	}
+	d.saveState()
 	if d.failing {
 		d.Log.Info("sync recovered", "failures", d.failures, "after", now.Sub(d.failingSince).String())
 		d.failing = false
@@ -265,9 +366,18 @@ func (d *Daemon) logExpired(now time.Time) {
 
 func (d *Daemon) exit() error {
 	if !d.TeardownOnExit {
+		d.drainFeed()
 		d.Log.Info("stopping; the table stays and its knocks expire by themselves", "table", d.cfg.Table)
 		return nil
 	}
+	// The used set goes with the table: keep its knocks first.
+	d.drainFeed()
+	if d.Kernel.Spent != nil {
+		if live, err := d.Kernel.Spent(d.cfg.Table, d.clock()); err == nil {
+			d.state.Merge(live)
+		}
+	}
+	d.saveState()
 	if _, err := d.Kernel.Teardown(d.cfg.Table); err != nil {
 		return fmt.Errorf("teardown on exit: %w", err)
 	}

@@ -113,8 +113,29 @@ type inForce struct {
 
 func newInForce(t testing.TB, subnet int, text string) *inForce {
 	t.Helper()
-	f := &inForce{testbed: newTestbed(t, subnet), log: &lockedBuf{}}
+	f := &inForce{testbed: newTestbed(t, subnet)}
 	f.cfg = f.config(t, text)
+	t.Cleanup(func() {
+		if f.stop != nil {
+			f.stop()
+		}
+	})
+	f.start(t, daemonOpts{})
+	return f
+}
+
+// daemonOpts are the Daemon fields a test sets.
+type daemonOpts struct {
+	statePath      string
+	teardownOnExit bool
+	now            func() time.Time
+}
+
+// start runs a daemon (the previous one must be stopped) and waits for its
+// first sync.
+func (f *inForce) start(t testing.TB, o daemonOpts) {
+	t.Helper()
+	f.log = &lockedBuf{}
 	k := f.k
 	apply := k.Apply
 	k.Apply = func(s nftgen.State, now time.Time) (nftgen.Result, error) {
@@ -124,29 +145,29 @@ func newInForce(t testing.TB, subnet int, text string) *inForce {
 		}
 		return apply(s, now)
 	}
+	if o.now == nil {
+		o.now = time.Now
+	}
 	d := &Daemon{
-		ConfigPath: f.cfg.Path,
-		Load:       LoadConfig,
-		Kernel:     k,
-		Now:        time.Now,
-		Log:        slog.New(slog.NewTextHandler(f.log, nil)),
+		ConfigPath:     f.cfg.Path,
+		Load:           LoadConfig,
+		Kernel:         k,
+		Now:            o.now,
+		Log:            slog.New(slog.NewTextHandler(f.log, nil)),
+		StatePath:      o.statePath,
+		TeardownOnExit: o.teardownOnExit,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx, nil) }()
 	f.stop = func() {
+		f.stop = nil
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("run: %v", err)
 		}
 	}
-	t.Cleanup(func() {
-		if f.stop != nil {
-			f.stop()
-		}
-	})
 	waitFor(t, "first sync", func() bool { return strings.Contains(f.log.String(), "why=start") })
-	return f
 }
 
 // nextProbe returns a source address and port no probe used before,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/seqknock/seqknock/admitlog"
 	"github.com/seqknock/seqknock/nftgen"
 )
 
@@ -18,4 +19,18 @@ type Kernel struct {
 	// Watch reports changes to table made by anyone but this Kernel (see
 	// nftgen.Conn.Watch); nil: the daemon does not watch.
 	Watch func(ctx context.Context, table string) (<-chan struct{}, error)
+	// Spent reads the knocks in table's used set (see nftgen.Conn.Spent);
+	// nil: none are read.
+	Spent func(table string, now time.Time) ([]nftgen.Element, error)
+	// Admissions binds the nflog group the admit rule logs to (see package
+	// admitlog); nil: the daemon learns spent knocks only from Spent.
+	Admissions func(group uint16) (AdmissionFeed, error)
+}
+
+// AdmissionFeed is an *admitlog.Listener: Ready signals that admissions
+// may be queued, Drain returns them all without blocking.
+type AdmissionFeed interface {
+	Ready() <-chan struct{}
+	Drain() ([]admitlog.Admission, error)
+	Close() error
 }

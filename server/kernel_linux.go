@@ -2,7 +2,10 @@
 
 package server
 
-import "github.com/seqknock/seqknock/nftgen"
+import (
+	"github.com/seqknock/seqknock/admitlog"
+	"github.com/seqknock/seqknock/nftgen"
+)
 
 // NewKernel returns the Kernel for the network namespace netns (0: the
 // current one).
@@ -14,5 +17,9 @@ func NewKernel(netns int) Kernel {
 		Counters: c.ReadCounters,
 		Teardown: c.Teardown,
 		Watch:    c.Watch,
+		Spent:    c.Spent,
+		Admissions: func(group uint16) (AdmissionFeed, error) {
+			return admitlog.Listen(netns, group)
+		},
 	}
 }
