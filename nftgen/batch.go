@@ -75,6 +75,9 @@ func buildBatch(s State, now time.Time, live *Live, usedCarry []nftables.SetElem
 	if err := addElements(nc, used, mergeUsed(usedCarry, s.Spent, now)); err != nil {
 		return batch{}, err
 	}
+	if err := addSessions(nc, t, s.Sessions); err != nil {
+		return batch{}, err
+	}
 	if res.RulesRebuilt {
 		fp := s.Rules.fingerprint()
 		chains := map[string]*nftables.Chain{ChainInput: input, ChainKnock: knock}
@@ -90,6 +93,25 @@ func buildBatch(s State, now time.Time, live *Live, usedCarry []nftables.SetElem
 		return batch{}, err
 	}
 	return batch{msgs: msgs, res: res}, nil
+}
+
+// addSessions adds the sessions sets, flushed and filled with ss.
+func addSessions(nc *nftables.Conn, t *nftables.Table, ss []Session) error {
+	s4, s6 := SessionSets(t)
+	e4, e6 := SessionElements(ss)
+	for _, x := range []struct {
+		set *nftables.Set
+		els []nftables.SetElement
+	}{{s4, e4}, {s6, e6}} {
+		if err := nc.AddSet(x.set, nil); err != nil {
+			return fmt.Errorf("set %s: %w", x.set.Name, err)
+		}
+		nc.FlushSet(x.set)
+		if err := addElements(nc, x.set, x.els); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // withoutSpent returns valid without the knocks in spent.

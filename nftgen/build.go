@@ -42,6 +42,38 @@ func Sets(t *nftables.Table, s State) (ports, valid, used *nftables.Set) {
 	return ports, valid, used
 }
 
+// Key types of the sessions sets: "ip saddr . tcp sport . ip daddr . tcp
+// dport" and its IPv6 twin.
+var (
+	sessions4Type = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService, nftables.TypeIPAddr, nftables.TypeInetService)
+	sessions6Type = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetService, nftables.TypeIP6Addr, nftables.TypeInetService)
+)
+
+// SessionSets returns the sets of connections that exist on the host.
+func SessionSets(t *nftables.Table) (s4, s6 *nftables.Set) {
+	return &nftables.Set{Table: t, Name: SetSessions4, KeyType: sessions4Type},
+		&nftables.Set{Table: t, Name: SetSessions6, KeyType: sessions6Type}
+}
+
+// SessionElements returns the elements of the sessions sets for ss.
+func SessionElements(ss []Session) (v4, v6 []nftables.SetElement) {
+	port := func(b []byte, p uint16) []byte { return append(binary.BigEndian.AppendUint16(b, p), 0, 0) }
+	for _, s := range ss {
+		src, dst := s.Src.Addr().Unmap(), s.Dst.Addr().Unmap()
+		if src.Is4() != dst.Is4() {
+			continue
+		}
+		k := port(src.AsSlice(), s.Src.Port())
+		k = port(append(k, dst.AsSlice()...), s.Dst.Port())
+		if src.Is4() {
+			v4 = append(v4, nftables.SetElement{Key: k})
+		} else {
+			v6 = append(v6, nftables.SetElement{Key: k})
+		}
+	}
+	return v4, v6
+}
+
 // Chains returns the input base chain and the knock chain.
 func Chains(t *nftables.Table) (input, knock *nftables.Chain) {
 	prio := nftables.ChainPriority(InputPriority)

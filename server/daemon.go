@@ -10,6 +10,10 @@ import (
 	"github.com/seqknock/seqknock/totp"
 )
 
+// SessionsDelay is how long after conntrack lost entries the sessions
+// sets are refreshed.
+const SessionsDelay = 100 * time.Millisecond
+
 // Retry delays after a failed sync: the first, doubling up to the last.
 const (
 	FirstRetry = 20 * time.Millisecond
@@ -48,7 +52,7 @@ type Daemon struct {
 	expiredLogged          map[string]bool
 
 	// The daemon's clock: never goes back (see clock).
-	lastWall, eff time.Time
+	lastMono, eff time.Time
 	clockBehind   bool
 
 	// Failed syncs: since when, how many, the next delay.
@@ -100,6 +104,15 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 	}
 	// Watch first: a change made while the first sync runs is not missed.
 	startWatch()
+	var lost <-chan struct{}
+	var refresh <-chan time.Time
+	if d.Kernel.ConntrackLost != nil {
+		ch, err := d.Kernel.ConntrackLost(ctx)
+		if err != nil {
+			d.Log.Warn("cannot watch conntrack; connections it forgets are found again at the next sync only", "err", err)
+		}
+		lost = ch
+	}
 	ready := false
 	if d.sync("start") == nil {
 		ready = true
@@ -165,6 +178,20 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 			err, synced = d.sync(why), true
 		case <-d.feedReady():
 			d.drainFeed()
+		case _, ok := <-lost:
+			if !ok {
+				lost = nil
+				continue
+			}
+			// Conntrack destroys entries all the time (every closed
+			// connection): refresh at most every SessionsDelay, which
+			// is shorter than TCP's first retransmission.
+			if refresh == nil {
+				refresh = after(SessionsDelay)
+			}
+		case <-refresh:
+			refresh = nil
+			d.refreshSessions()
 		case <-ping:
 			if d.healthy(d.clock()) {
 				d.notify("WATCHDOG=1")
@@ -188,7 +215,7 @@ func (d *Daemon) loadState() {
 	d.state = st
 	now := d.Now()
 	if st.High.After(now) {
-		d.lastWall, d.eff = now, st.High
+		d.lastMono, d.eff = time.Now(), st.High
 		d.clockBehind = true
 		d.Log.Warn("the clock is behind the last time synced; keeping the highest counter until it catches up", "behind", st.High.Sub(now).String())
 	}
@@ -252,6 +279,29 @@ func (d *Daemon) drainFeed() {
 	}
 }
 
+// refreshSessions refills the sessions sets after conntrack forgot
+// connections (`conntrack -F`, timeouts): the next packet of each is picked
+// up mid-stream, and is accepted only if its connection is in the sets. A
+// connection whose packet the table drops meanwhile retransmits it. On
+// failure (no table, say) the whole table is synced.
+func (d *Daemon) refreshSessions() {
+	if d.Kernel.Sessions == nil || d.Kernel.ApplySessions == nil {
+		return
+	}
+	ports := make([]uint16, 0, len(d.cfg.Services))
+	for _, s := range d.cfg.Services {
+		ports = append(ports, s.Port)
+	}
+	ss, err := d.Kernel.Sessions(ports)
+	if err == nil {
+		err = d.Kernel.ApplySessions(d.cfg.Table, ss)
+	}
+	if err != nil {
+		d.Log.Warn("cannot refresh the sessions sets; syncing", "err", err)
+		d.sync("repair")
+	}
+}
+
 // healthy says whether the loop may feed the watchdog at now: it is
 // running (it got here), and syncs have not been failing for a whole
 // watchdog timeout. A loop stuck in a kernel call never gets here.
@@ -268,32 +318,32 @@ func (d *Daemon) notify(state string) {
 	}
 }
 
-// clock returns the daemon's time: the wall clock, except that it never goes
-// back. After the wall clock is stepped back, the daemon's time goes on from
-// where it was, by the time elapsed since (monotonic, when Now gives
-// monotonic readings as time.Now does), until the wall clock catches up. So
+// clock returns the daemon's time: the wall clock (Now), except that it
+// never goes back. After the wall clock is stepped back, the daemon's time
+// goes on from where it was by the time that really elapsed (the system's
+// monotonic clock, which no step moves), until the wall clock catches up. So
 // a window, once passed, is never installed again. One warning when the
 // clock falls behind, one line when it has caught up.
 func (d *Daemon) clock() time.Time {
-	wall := d.Now()
+	wall, mono := d.Now(), time.Now()
 	if d.eff.IsZero() {
-		d.lastWall, d.eff = wall, wall
+		d.lastMono, d.eff = mono, wall
 		return wall
 	}
-	eff := d.eff.Add(max(wall.Sub(d.lastWall), 0))
+	eff := d.eff.Add(max(mono.Sub(d.lastMono), 0))
 	if wall.After(eff) {
 		eff = wall
 	}
 	behind := eff.Sub(wall)
 	switch {
-	case behind > 0 && !d.clockBehind:
+	case behind > time.Second && !d.clockBehind: // a step, not scheduling jitter
 		d.clockBehind = true
 		d.Log.Warn("the clock went back; keeping the highest counter until it catches up", "behind", behind.String())
 	case behind == 0 && d.clockBehind:
 		d.clockBehind = false
 		d.Log.Info("the clock caught up")
 	}
-	d.lastWall, d.eff = wall, eff
+	d.lastMono, d.eff = mono, eff
 	return eff
 }
 

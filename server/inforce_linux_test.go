@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -222,7 +223,11 @@ func repairEvents(dir string) []struct {
 // last answered one; and the same from the moment the event's command was
 // started (which adds the nft process's start-up). Both are 0 when no SYN
 // was answered.
-func (f *inForce) measureWindow(t testing.TB, event func(*inForce) error) (open, sinceCommand time.Duration) {
+//
+// stall is the longest gap between two probes around the window: on a
+// loaded machine the prober itself can be descheduled, and the window is
+// then known only to within that gap.
+func (f *inForce) measureWindow(t testing.TB, event func(*inForce) error) (open, sinceCommand, stall time.Duration) {
 	stop := make(chan struct{})
 	res := make(chan []probe, 1)
 	errc := make(chan error, 1)
@@ -244,7 +249,13 @@ func (f *inForce) measureWindow(t testing.TB, event func(*inForce) error) (open,
 		t.Fatal(err)
 	}
 	var closedAt, first, last time.Time
+	var prev time.Time
+	stall = 0
 	for _, p := range probes {
+		if !prev.IsZero() && p.at.After(start.Add(-10*time.Millisecond)) && (first.IsZero() || !p.at.After(last.Add(time.Millisecond))) {
+			stall = max(stall, p.at.Sub(prev)) // the prober's own gaps around the window
+		}
+		prev = p.at
 		switch {
 		case p.answered && p.at.Before(start):
 			t.Fatalf("port answered an unknocked SYN %v before the event", start.Sub(p.at))
@@ -258,9 +269,24 @@ func (f *inForce) measureWindow(t testing.TB, event func(*inForce) error) (open,
 		}
 	}
 	if first.IsZero() {
-		return 0, 0
+		return 0, 0, stall
 	}
-	return last.Sub(closedAt), last.Sub(start)
+	return last.Sub(closedAt), last.Sub(start), stall
+}
+
+// measureSharp is measureWindow repeated (up to 5 times) until the prober
+// ran without a gap of more than 10 ms around the window.
+func (f *inForce) measureSharp(t testing.TB, event func(*inForce) error) (open, sinceCommand time.Duration) {
+	for try := 0; ; try++ {
+		open, sinceCommand, stall := f.measureWindow(t, event)
+		if stall <= 10*time.Millisecond || try == 4 {
+			if stall > 10*time.Millisecond {
+				t.Logf("the prober stalled for %v: the window is known to within that", stall)
+			}
+			return open, sinceCommand
+		}
+		waitFor(t, "table restored", func() bool { _, err := f.srv.Run("nft", "list", "table", "inet", "seqknock"); return err == nil })
+	}
 }
 
 // tableNow returns the table's chains and set declarations, without
@@ -298,28 +324,15 @@ func TestStayInForce(t *testing.T) {
 			c.Close() // probes that got through
 		}
 	}()
-	ping := func(step string) {
-		t.Helper()
-		msg := []byte(step + "\n")
-		conn.SetDeadline(time.Now().Add(3 * time.Second))
-		srv.SetDeadline(time.Now().Add(3 * time.Second))
-		if _, err := conn.Write(msg); err != nil {
-			t.Fatalf("%s: %v", step, err)
-		}
-		buf := make([]byte, len(msg))
-		if _, err := srv.Read(buf); err != nil || string(buf) != string(msg) {
-			t.Fatalf("%s: session broken: %q %v", step, buf, err)
-		}
-	}
 	const reps = 3
 	for _, ev := range repairEvents(f.dir) {
 		t.Run(ev.name, func(t *testing.T) {
 			var worst, worstCmd time.Duration
 			for i := 0; i < reps; i++ {
-				w, c := f.measureWindow(t, ev.run)
+				w, c := f.measureSharp(t, ev.run)
 				worst, worstCmd = max(worst, w), max(worstCmd, c)
 				waitFor(t, "table restored", func() bool { return f.tableNow(t) == want })
-				ping(fmt.Sprintf("%s %d", ev.name, i))
+				pingBoth(t, conn, srv, fmt.Sprintf("%s %d", ev.name, i))
 			}
 			t.Logf("%s: worst window %v (%v from starting the command) over %d repetitions", ev.name, worst, worstCmd, reps)
 			if worst > 100*time.Millisecond {
@@ -355,7 +368,7 @@ func benchRepairWindow(b *testing.B) {
 	for _, ev := range repairEvents(f.dir) {
 		var ws, cs []time.Duration
 		for i := 0; i < 20; i++ {
-			w, c := f.measureWindow(b, ev.run)
+			w, c := f.measureSharp(b, ev.run)
 			ws, cs = append(ws, w), append(cs, c)
 			time.Sleep(100 * time.Millisecond)
 		}
@@ -368,3 +381,24 @@ func benchRepairWindow(b *testing.B) {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// pingBoth sends a line each way over an established session (client c,
+// server side s) and fails t if it does not arrive within 5 s.
+func pingBoth(t testing.TB, c, s net.Conn, step string) {
+	t.Helper()
+	msg := []byte(step + "\n")
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	s.SetDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, len(msg))
+	for _, dir := range []struct {
+		name     string
+		from, to net.Conn
+	}{{"client to server", c, s}, {"server to client", s, c}} {
+		if _, err := dir.from.Write(msg); err != nil {
+			t.Fatalf("%s: %s: %v", step, dir.name, err)
+		}
+		if _, err := io.ReadFull(dir.to, buf); err != nil || string(buf) != string(msg) {
+			t.Fatalf("%s: session broken, %s: %q %v", step, dir.name, buf, err)
+		}
+	}
+}

@@ -25,6 +25,15 @@ type Kernel struct {
 	// Admissions binds the nflog group the admit rule logs to (see package
 	// admitlog); nil: the daemon learns spent knocks only from Spent.
 	Admissions func(group uint16) (AdmissionFeed, error)
+	// Sessions returns the connections on the host to ports (see package
+	// hostconns); nil: none, so no mid-stream pickup is admitted.
+	Sessions func(ports []uint16) ([]nftgen.Session, error)
+	// ApplySessions refills only the table's sessions sets.
+	ApplySessions func(table string, ss []nftgen.Session) error
+	// ConntrackLost reports when conntrack forgets connections (see
+	// hostconns.WatchLost); nil: the sessions are refreshed at each sync
+	// only.
+	ConntrackLost func(ctx context.Context) (<-chan struct{}, error)
 }
 
 // AdmissionFeed is an *admitlog.Listener: Ready signals that admissions

@@ -3,7 +3,10 @@
 package server
 
 import (
+	"context"
+
 	"github.com/seqknock/seqknock/admitlog"
+	"github.com/seqknock/seqknock/hostconns"
 	"github.com/seqknock/seqknock/nftgen"
 )
 
@@ -20,6 +23,18 @@ func NewKernel(netns int) Kernel {
 		Spent:    c.Spent,
 		Admissions: func(group uint16) (AdmissionFeed, error) {
 			return admitlog.Listen(netns, group)
+		},
+		Sessions: func(ports []uint16) ([]nftgen.Session, error) {
+			conns, err := hostconns.Established(netns, ports)
+			out := make([]nftgen.Session, len(conns))
+			for i, c := range conns {
+				out[i] = nftgen.Session{Src: c.Remote, Dst: c.Local}
+			}
+			return out, err
+		},
+		ApplySessions: c.ApplySessions,
+		ConntrackLost: func(ctx context.Context) (<-chan struct{}, error) {
+			return hostconns.WatchLost(ctx, netns)
 		},
 	}
 }

@@ -68,27 +68,7 @@ func csum(b []byte) uint16 {
 }
 
 // send sends one SYN with sequence number seq to port 22.
-func (s *synSender) send(t testing.TB, seq uint32) {
-	s.sport++
-	p := make([]byte, 40)
-	p[0], p[8], p[9] = 0x45, 64, unix.IPPROTO_TCP
-	binary.BigEndian.PutUint16(p[2:4], 40)
-	src, dst := s.src.As4(), s.dst.As4()
-	copy(p[12:16], src[:])
-	copy(p[16:20], dst[:])
-	binary.BigEndian.PutUint16(p[10:12], csum(p[:20]))
-	tcp := p[20:]
-	binary.BigEndian.PutUint16(tcp[0:2], s.sport)
-	binary.BigEndian.PutUint16(tcp[2:4], 22)
-	binary.BigEndian.PutUint32(tcp[4:8], seq)
-	tcp[12], tcp[13] = 5<<4, 0x02
-	binary.BigEndian.PutUint16(tcp[14:16], 64240)
-	pseudo := append(append(append([]byte{}, src[:]...), dst[:]...), 0, unix.IPPROTO_TCP, 0, 20)
-	binary.BigEndian.PutUint16(tcp[16:18], csum(append(pseudo, tcp...)))
-	if err := unix.Sendto(s.fd, p, 0, &unix.SockaddrInet4{Addr: dst}); err != nil {
-		t.Fatal(err)
-	}
-}
+func (s *synSender) send(t testing.TB, seq uint32) { s.sendTCP(t, 0x02, seq, 0, nil) }
 
 var rePackets = regexp.MustCompile(`counter packets (\d+)`)
 
@@ -187,7 +167,7 @@ func TestSpentStaysSpent(t *testing.T) {
 		{"teardown + sync", func() {
 			f.stop()
 			for _, cmd := range []string{"teardown", "sync"} {
-				if out, err := f.srv.Command(bin, "--config", f.cfg.Path, "--state", state, cmd).CombinedOutput(); err != nil {
+				if out, err := f.srv.Command(bin, "--config", f.cfg.Path, cmd, "--state", state).CombinedOutput(); err != nil {
 					t.Fatalf("seqknockd %s: %v: %s", cmd, err, out)
 				}
 			}

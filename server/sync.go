@@ -16,7 +16,8 @@ func Sync(k Kernel, cfg *Config, now time.Time) (nftgen.Result, error) {
 // SyncKeeping is Sync that keeps spent knocks spent: it adds the live used
 // set's knocks to spent, and installs the state with all of spent in the
 // used set and none of it in valid. Where the used set cannot be read (no
-// table), spent alone counts.
+// table), spent alone counts. The sessions sets get the host's connections
+// to the protected ports.
 func SyncKeeping(k Kernel, cfg *Config, now time.Time, spent *Spent) (nftgen.Result, error) {
 	if k.Spent != nil {
 		live, err := k.Spent(cfg.Table, now)
@@ -28,6 +29,13 @@ func SyncKeeping(k Kernel, cfg *Config, now time.Time, spent *Spent) (nftgen.Res
 	spent.Prune(now)
 	s := Desired(cfg, now)
 	s.Spent = spent.List()
+	if k.Sessions != nil {
+		ss, err := k.Sessions(s.Ports)
+		if err != nil {
+			return nftgen.Result{}, fmt.Errorf("sync: %w", err)
+		}
+		s.Sessions = ss
+	}
 	res, err := k.Apply(s, now)
 	if err != nil {
 		return res, fmt.Errorf("sync: %w", err)

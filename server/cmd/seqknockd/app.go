@@ -75,16 +75,17 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			"Run `seqknockd run` as a service, or `seqknockd sync` from a timer at every period boundary.",
 		Writer:    stdout,
 		ErrWriter: stderr,
-		Flags:     []cli.Flag{configFlag, stateFlag},
+		Flags:     []cli.Flag{configFlag},
 		Commands: []*cli.Command{
 			{
 				Name:  "sync",
+				Flags: []cli.Flag{stateFlag},
 				Usage: "make the table hold the current window's knocks, once (for a systemd timer)",
 				Description: "One idempotent pass: the table, sets and rules match the config and the " +
 					"valid set holds exactly the current window, less the knocks already spent (the used set's and " +
 					"the state file's), which stay in the used set. One transaction: on error nothing changes.",
 				Action: withConfig(func(c *cli.Context, cfg *server.Config) error {
-					path := cliconv.AppString(c, "state")
+					path := c.String("state")
 					st, err := server.LoadState(path, cfg.Table)
 					if err != nil {
 						return err
@@ -110,6 +111,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Name:  "run",
 				Usage: "keep the table in force until stopped: sync at every period boundary, repair it at once when anyone else changes it (SIGHUP reloads, SIGTERM stops)",
 				Flags: []cli.Flag{
+					stateFlag,
 					&cli.BoolFlag{Name: "teardown-on-exit", Usage: "remove the table on exit (default: leave it; knocks expire by themselves)"},
 				},
 				Action: func(c *cli.Context) error {
@@ -133,7 +135,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 						Now:            time.Now,
 						Log:            server.NewLogger(c.App.ErrWriter),
 						TeardownOnExit: c.Bool("teardown-on-exit"),
-						StatePath:      cliconv.AppString(c, "state"),
+						StatePath:      c.String("state"),
 						Notify:         server.SdNotify,
 						Watchdog:       server.WatchdogTimeout(),
 					}
@@ -188,7 +190,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			{
 				Name:  "teardown",
 				Usage: "remove the table (and nothing else)",
-				Flags: []cli.Flag{&cli.StringFlag{Name: "table", Usage: "remove table `NAME` instead of the config's (works without a config)"}},
+				Flags: []cli.Flag{stateFlag, &cli.StringFlag{Name: "table", Usage: "remove table `NAME` instead of the config's (works without a config)"}},
 				Action: func(c *cli.Context) error {
 					if err := noArgs(c); err != nil {
 						return err
@@ -204,7 +206,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					// The used set goes with the table: keep its spent
 					// knocks in the state file, for the next sync.
 					k := server.NewKernel(0)
-					path := cliconv.AppString(c, "state")
+					path := c.String("state")
 					st, err := server.LoadState(path, table)
 					if err != nil {
 						return err
