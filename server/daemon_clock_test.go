@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/seqknock/seqknock/internal/netnstest"
 	"github.com/seqknock/seqknock/nftgen"
 )
 
@@ -135,9 +136,9 @@ func (n *notes) count(s string) int {
 	return c
 }
 
-func startDaemon(t *testing.T, clock *fakeClock, k Kernel, n *notes, watchdog time.Duration, period string) (*lockedBuf, func()) {
+func startDaemon(t *testing.T, clock *fakeClock, k Kernel, n *notes, watchdog time.Duration, period string) (*netnstest.Buffer, func()) {
 	t.Helper()
-	log := &lockedBuf{}
+	log := &netnstest.Buffer{}
 	d := &Daemon{
 		Load: func(string) (*Config, error) {
 			return ParseConfig("x.toml", []byte(strings.Replace(goodConfig, `period = "2s"`, `period = "`+period+`"`, 1)), fakeKeys)

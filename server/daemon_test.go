@@ -43,9 +43,6 @@ func (f *fakeKernel) kernel() Kernel {
 
 func (f *fakeKernel) count() int { f.mu.Lock(); defer f.mu.Unlock(); return len(f.applied) }
 
-// lockedBuf is a log buffer safe for the daemon's goroutine and the test.
-type lockedBuf = netnstest.Buffer
-
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)

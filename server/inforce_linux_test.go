@@ -108,7 +108,7 @@ type inForce struct {
 	probeAddr  netip.Addr
 	probePort  int
 	probeAddrs int
-	log        *lockedBuf
+	log        *netnstest.Buffer
 	stop       func()
 }
 
@@ -136,7 +136,7 @@ type daemonOpts struct {
 // first sync.
 func (f *inForce) start(t testing.TB, o daemonOpts) {
 	t.Helper()
-	f.log = &lockedBuf{}
+	f.log = &netnstest.Buffer{}
 	k := f.k
 	apply := k.Apply
 	k.Apply = func(s nftgen.State, now time.Time) (nftgen.Result, error) {
