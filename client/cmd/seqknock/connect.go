@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
+	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -32,6 +35,8 @@ func dialFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "clock-offset", Usage: "add this to the clock, to correct a known skew (e.g. -4s)"},
 		&cli.BoolFlag{Name: "4", Usage: "IPv4 only"},
 		&cli.BoolFlag{Name: "6", Usage: "IPv6 only"},
+		&cli.StringFlag{Name: "alias", Usage: "the `NAME` given to ssh (its %n), looked up in the config before HOST"},
+		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "say on stderr which [[host]] matched and each knock tried (address, counter, slot, wait)"},
 	}
 }
 
@@ -69,12 +74,23 @@ func dialer(c *cli.Context, inv *client.Invoker, host string, port uint16) (*cli
 		Network:     "tcp",
 		Reserve:     inv.SlotStore().Reserve,
 	}
+	// The name given to ssh first (Host prod), then the one it connects to
+	// (its HostName, 203.0.113.7).
+	names := []string{host}
+	if a := c.String("alias"); a != "" && a != host {
+		names = []string{a, host}
+	}
 	keyFile, fallback := "", []string(nil)
-	if e := cfg.Lookup(host, port); e != nil {
-		keyFile, fallback, d.Realm, d.Period, d.Slots = e.KeyFile, e.Fallback, e.Realm, e.Period, e.Slots
+	for _, n := range names {
+		if e := cfg.Lookup(n, port); e != nil {
+			keyFile, fallback, d.Realm, d.Period, d.Slots = e.KeyFile, e.Fallback, e.Realm, e.Period, e.Slots
+			verbosef(c, "%s matches [[host]] match = %q in %s", n, e.Match, cfgPath)
+			break
+		}
 	}
 	if c.IsSet("key-file") {
 		keyFile, fallback = c.String("key-file"), nil
+		verbosef(c, "key from --key-file %s", keyFile)
 	}
 	if c.IsSet("realm") {
 		d.Realm = c.String("realm")
@@ -86,7 +102,7 @@ func dialer(c *cli.Context, inv *client.Invoker, host string, port uint16) (*cli
 		d.Slots = c.Int("slots")
 	}
 	if keyFile == "" {
-		return nil, usagef("no [[host]] in %s matches %s port %d, and no --key-file given", cfgPath, host, port)
+		return nil, usagef("no [[host]] in %s matches %s port %d, and no --key-file given", cfgPath, strings.Join(names, " or "), port)
 	}
 	if err := totp.ValidatePeriod(d.Period); err != nil {
 		return nil, usagef("--period: %w", err)
@@ -113,7 +129,21 @@ func dialer(c *cli.Context, inv *client.Invoker, host string, port uint16) (*cli
 		}
 		d.Fallback = append(d.Fallback, k)
 	}
+	if c.Bool("verbose") {
+		synTimeout := d.SynTimeout
+		d.OnAttempt = func(ap netip.AddrPort, counter uint64, slot int, _ uint32) {
+			verbosef(c, "knock %s counter %d slot %d (of %d), waiting %v for a SYN-ACK", ap, counter, slot, d.Slots, synTimeout)
+		}
+	}
 	return d, nil
+}
+
+// verbosef writes one line to stderr under -v; never to stdout, which
+// carries the connection.
+func verbosef(c *cli.Context, format string, a ...any) {
+	if c.Bool("verbose") {
+		fmt.Fprintf(c.App.ErrWriter, "seqknock: "+format+"\n", a...)
+	}
 }
 
 func connectCommand(name, usage, usageText, description string, extra []cli.Flag, action func(c *cli.Context, inv *client.Invoker, d *client.Dialer, host string, port uint16) error) *cli.Command {
@@ -273,11 +303,13 @@ func sshConfigCommand() *cli.Command {
 		Name:      "ssh-config",
 		Usage:     "print the ~/.ssh/config stanza that connects to HOST through seqknock",
 		UsageText: "seqknock ssh-config [--fdpass] [--sudo] [--config FILE | --key-file FILE] HOST",
-		Description: "HOST must match a [[host]] entry of the client config, or --key-file must name the key " +
-			"(it then goes into the ProxyCommand).",
+		Description: "HOST, the name you give ssh, must match a [[host]] entry of the client config, or --key-file " +
+			"must name the key (it then goes into the ProxyCommand). The ProxyCommand passes ssh's %n as --alias, " +
+			"so a [[host]] may name the alias (Host prod) while ssh connects to its HostName. The stanza ends with " +
+			"commented ControlMaster lines; with --sudo, with the sudoers rule that sudo -n needs.",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "fdpass", Usage: "use ProxyUseFdpass (ssh talks to the socket directly; no relay process stays)"},
-			&cli.BoolFlag{Name: "sudo", Usage: "run seqknock with sudo (when the binary has no cap_net_admin file capability)"},
+			&cli.BoolFlag{Name: "sudo", Usage: "run seqknock with sudo -n (when the binary has no cap_net_admin file capability); needs a NOPASSWD sudoers rule, printed as a comment"},
 			&cli.StringFlag{Name: "config", Usage: "client config `FILE` (default ~/.config/seqknock/client.toml)"},
 			&cli.StringFlag{Name: "key-file", Usage: "key `FILE`, for a host with no [[host]] entry"},
 		},
@@ -311,21 +343,43 @@ func sshConfigCommand() *cli.Command {
 				verb = "fdpass"
 			}
 			cmd += " " + verb
+			// ssh runs the ProxyCommand from wherever it was started.
 			if c.IsSet("config") {
-				cmd += " --config " + cfgPath
+				cmd += " --config " + absPath(cfgPath)
 			}
 			if c.IsSet("key-file") {
-				cmd += " --key-file " + c.String("key-file")
+				if _, err := keyfile.Load(c.String("key-file")); err != nil {
+					return fmt.Errorf("ssh-config: %w", err)
+				}
+				cmd += " --key-file " + absPath(c.String("key-file"))
 			}
 			w := c.App.Writer
-			fmt.Fprintf(w, "Host %s\n    ProxyCommand %s %%h %%p\n", host, cmd)
+			fmt.Fprintf(w, "Host %s\n    ProxyCommand %s --alias %%n %%h %%p\n", host, cmd)
 			if c.Bool("fdpass") {
 				fmt.Fprintf(w, "    ProxyUseFdpass yes\n")
 			}
 			// A knock is spent by its first SYN; seqknock itself tries the
 			// other slots, so ssh makes one attempt.
 			fmt.Fprintf(w, "    ConnectionAttempts 1\n")
+			fmt.Fprintf(w, "    # Each connection spends a knock and a server allows a few per period (4 by default):\n"+
+				"    # uncomment to let repeated ssh, scp and Ansible runs share one connection.\n"+
+				"    # ControlMaster auto\n    # ControlPath ~/.ssh/seqknock-%%C\n    # ControlPersist 10m\n")
+			if c.Bool("sudo") {
+				name := "USER"
+				if u, err := user.Current(); err == nil {
+					name = u.Username
+				}
+				fmt.Fprintf(w, "    # sudo -n needs this rule, added with: sudo visudo -f /etc/sudoers.d/seqknock\n"+
+					"    #   %s ALL=(root) NOPASSWD: %s %s *\n", name, self, verb)
+			}
 			return nil
 		},
 	}
+}
+
+func absPath(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
 }
