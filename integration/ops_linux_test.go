@@ -129,6 +129,24 @@ func TestInstallUninstall(t *testing.T) {
 		os.WriteFile(filepath.Join(vdir, u), b, 0o644)
 		units = append(units, u)
 	}
+	// The drop-in for nftables.service, on a stand-in for Debian's unit.
+	os.MkdirAll(filepath.Join(vdir, "nftables.service.d"), 0o755)
+	os.WriteFile(filepath.Join(vdir, "nftables.service"), []byte("[Unit]\nDescription=nftables\n[Service]\nType=oneshot\nRemainAfterExit=yes\n"+
+		"ExecStart=/usr/sbin/nft -f /etc/nftables.conf\nExecReload=/usr/sbin/nft -f /etc/nftables.conf\n"), 0o644)
+	dropin, err := os.ReadFile(filepath.Join(dest, "etc/systemd/system/nftables.service.d/seqknock.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(vdir, "nftables.service.d/seqknock.conf"), []byte(strings.ReplaceAll(string(dropin), "/usr/local/sbin/", dest+"/usr/local/sbin/")), 0o644)
+	units = append(units, "nftables.service")
+	// The long-running form tells systemd when it is ready, feeds a
+	// watchdog, and follows nftables.service.
+	svc, _ := os.ReadFile(filepath.Join(vdir, "seqknockd.service"))
+	for _, want := range []string{"\nType=notify\n", "\nWatchdogSec=", "\nReloadPropagatedFrom=nftables.service\n", "After=local-fs.target nftables.service\n"} {
+		if !strings.Contains(string(svc), want) {
+			t.Errorf("seqknockd.service lacks %q", strings.TrimSpace(want))
+		}
+	}
 	verify := exec.Command("systemd-analyze", append([]string{"verify"}, units...)...)
 	verify.Dir = vdir
 	verify.Env = append(os.Environ(), "MANPATH="+filepath.Join(dest, "usr/local/share/man"))

@@ -139,14 +139,15 @@ func TestDebianPackages(t *testing.T) {
 	mustDpkg("-i", server)
 	units := []string{"seqknockd.service", "seqknockd-sync.service", "seqknockd-sync.timer"}
 	files := map[string]string{
-		"/usr/sbin/seqknockd":                              "-rwxr-xr-x",
-		"/etc/seqknock":                                    "drwx------",
-		"/etc/seqknock/seqknockd.toml":                     "-rw-------",
-		"/usr/share/man/man8/seqknockd.8.gz":               "-rw-r--r--",
-		"/usr/share/man/man5/seqknockd.toml.5.gz":          "-rw-r--r--",
-		"/usr/share/bash-completion/completions/seqknockd": "-rw-r--r--",
-		"/usr/share/zsh/vendor-completions/_seqknockd":     "-rw-r--r--",
-		"/usr/share/doc/seqknockd/copyright":               "-rw-r--r--",
+		"/usr/sbin/seqknockd":                                      "-rwxr-xr-x",
+		"/etc/seqknock":                                            "drwx------",
+		"/etc/seqknock/seqknockd.toml":                             "-rw-------",
+		"/usr/share/man/man8/seqknockd.8.gz":                       "-rw-r--r--",
+		"/usr/share/man/man5/seqknockd.toml.5.gz":                  "-rw-r--r--",
+		"/usr/share/bash-completion/completions/seqknockd":         "-rw-r--r--",
+		"/usr/share/zsh/vendor-completions/_seqknockd":             "-rw-r--r--",
+		"/usr/share/doc/seqknockd/copyright":                       "-rw-r--r--",
+		"/usr/lib/systemd/system/nftables.service.d/seqknock.conf": "-rw-r--r--",
 	}
 	for _, u := range units {
 		files["/usr/lib/systemd/system/"+u] = "-rw-r--r--"

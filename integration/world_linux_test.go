@@ -19,6 +19,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// The seqknockd binaries the tests run keep no state file: the default
+	// is a path on the host, shared by every test.
+	os.Setenv("SEQKNOCKD_STATE", "none")
 	code := m.Run()
 	netnstest.RemoveBuilds()
 	os.Exit(code)

@@ -62,7 +62,7 @@ func buildBatch(s State, now time.Time, live *Live, usedCarry []nftables.SetElem
 		return batch{}, fmt.Errorf("set %s: %w", SetValid, err)
 	}
 	nc.FlushSet(valid)
-	err = eachElementChunk(s.Valid, now, elementsPerMessage, func(chunk []nftables.SetElement) error {
+	err = eachElementChunk(withoutSpent(s.Valid, s.Spent), now, elementsPerMessage, func(chunk []nftables.SetElement) error {
 		res.Elements += len(chunk)
 		return addElements(nc, valid, chunk)
 	})
@@ -72,7 +72,10 @@ func buildBatch(s State, now time.Time, live *Live, usedCarry []nftables.SetElem
 	if err := nc.AddSet(used, nil); err != nil {
 		return batch{}, fmt.Errorf("set %s: %w", SetUsed, err)
 	}
-	if err := addElements(nc, used, usedCarry); err != nil {
+	if err := addElements(nc, used, mergeUsed(usedCarry, s.Spent, now)); err != nil {
+		return batch{}, err
+	}
+	if err := addSessions(nc, t, s.Sessions); err != nil {
 		return batch{}, err
 	}
 	if res.RulesRebuilt {
@@ -90,6 +93,73 @@ func buildBatch(s State, now time.Time, live *Live, usedCarry []nftables.SetElem
 		return batch{}, err
 	}
 	return batch{msgs: msgs, res: res}, nil
+}
+
+// addSessions adds the sessions sets, flushed and filled with ss.
+func addSessions(nc *nftables.Conn, t *nftables.Table, ss []Session) error {
+	s4, s6 := SessionSets(t)
+	e4, e6 := SessionElements(ss)
+	for _, x := range []struct {
+		set *nftables.Set
+		els []nftables.SetElement
+	}{{s4, e4}, {s6, e6}} {
+		if err := nc.AddSet(x.set, nil); err != nil {
+			return fmt.Errorf("set %s: %w", x.set.Name, err)
+		}
+		nc.FlushSet(x.set)
+		if err := addElements(nc, x.set, x.els); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// withoutSpent returns valid without the knocks in spent.
+func withoutSpent(valid, spent []Element) []Element {
+	if len(spent) == 0 {
+		return valid
+	}
+	skip := make(map[uint64]bool, len(spent))
+	for _, e := range spent {
+		skip[uint64(e.Port)<<32|uint64(e.ISN)] = true
+	}
+	out := make([]Element, 0, len(valid))
+	for _, e := range valid {
+		if !skip[uint64(e.Port)<<32|uint64(e.ISN)] {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// mergeUsed returns the used set's elements to add: those carried over
+// from the live set and the spent knocks, each with its remaining time at
+// now (the longer where both hold a knock); spent knocks already expired
+// are left out.
+func mergeUsed(carry []nftables.SetElement, spent []Element, now time.Time) []nftables.SetElement {
+	if len(spent) == 0 {
+		return carry
+	}
+	idx := make(map[string]int, len(carry)+len(spent))
+	out := make([]nftables.SetElement, 0, len(carry)+len(spent))
+	for _, e := range carry {
+		idx[string(e.Key)] = len(out)
+		out = append(out, e)
+	}
+	for _, e := range spent {
+		ttl := e.Expires.Sub(now).Truncate(time.Millisecond)
+		if ttl <= 0 {
+			continue
+		}
+		key := dportSeqKey(e.Port, e.ISN)
+		if i, ok := idx[string(key)]; ok {
+			out[i].Timeout = max(out[i].Timeout, ttl)
+			continue
+		}
+		idx[string(key)] = len(out)
+		out = append(out, nftables.SetElement{Key: key, Timeout: ttl})
+	}
+	return out
 }
 
 // usedRecreated says whether the used set must be recreated to get s's

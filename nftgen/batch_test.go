@@ -25,7 +25,7 @@ func testState() State {
 	return State{
 		Table:       "seqknock",
 		Ports:       []uint16{2222, 22},
-		Rules:       Rules{MarkBit: 1 << 23},
+		Rules:       Rules{MarkBit: 1 << 23, LogGroup: 23},
 		UsedTimeout: 90 * time.Second,
 		Valid: []Element{
 			{Port: 22, ISN: 2742790613, Expires: exp},
@@ -34,14 +34,21 @@ func testState() State {
 	}
 }
 
-// batchState is testState with two valid elements Apply leaves out.
+// batchState is testState with three valid elements Apply leaves out, and
+// spent knocks: one spent until 60 s after now goes into used (and out of
+// valid), one already over is left out.
 func batchState() State {
 	s := testState()
 	exp := time.Unix(1_000_090, 0)
 	s.Valid = append(s.Valid,
 		Element{Port: 22, ISN: 2742790613, Expires: exp.Add(-30 * time.Second)}, // collides: the later expiry wins
 		Element{Port: 22, ISN: 5, Expires: time.Unix(1_000_000, 0)},             // expired at now: left out
+		Element{Port: 2222, ISN: 77, Expires: exp},                              // spent: left out
 	)
+	s.Spent = []Element{
+		{Port: 2222, ISN: 77, Expires: time.Unix(1_000_060, 0)},
+		{Port: 22, ISN: 78, Expires: time.Unix(999_999, 0)},
+	}
 	return s
 }
 

@@ -42,6 +42,38 @@ func Sets(t *nftables.Table, s State) (ports, valid, used *nftables.Set) {
 	return ports, valid, used
 }
 
+// Key types of the sessions sets: "ip saddr . tcp sport . ip daddr . tcp
+// dport" and its IPv6 twin.
+var (
+	sessions4Type = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService, nftables.TypeIPAddr, nftables.TypeInetService)
+	sessions6Type = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetService, nftables.TypeIP6Addr, nftables.TypeInetService)
+)
+
+// SessionSets returns the sets of connections that exist on the host.
+func SessionSets(t *nftables.Table) (s4, s6 *nftables.Set) {
+	return &nftables.Set{Table: t, Name: SetSessions4, KeyType: sessions4Type},
+		&nftables.Set{Table: t, Name: SetSessions6, KeyType: sessions6Type}
+}
+
+// SessionElements returns the elements of the sessions sets for ss.
+func SessionElements(ss []Session) (v4, v6 []nftables.SetElement) {
+	port := func(b []byte, p uint16) []byte { return append(binary.BigEndian.AppendUint16(b, p), 0, 0) }
+	for _, s := range ss {
+		src, dst := s.Src.Addr().Unmap(), s.Dst.Addr().Unmap()
+		if src.Is4() != dst.Is4() {
+			continue
+		}
+		k := port(src.AsSlice(), s.Src.Port())
+		k = port(append(k, dst.AsSlice()...), s.Dst.Port())
+		if src.Is4() {
+			v4 = append(v4, nftables.SetElement{Key: k})
+		} else {
+			v6 = append(v6, nftables.SetElement{Key: k})
+		}
+	}
+	return v4, v6
+}
+
 // Chains returns the input base chain and the knock chain.
 func Chains(t *nftables.Table) (input, knock *nftables.Chain) {
 	prio := nftables.ChainPriority(InputPriority)
@@ -98,9 +130,7 @@ func eachElementChunk(valid []Element, now time.Time, size int, fn func([]nftabl
 		if ttl <= 0 {
 			continue
 		}
-		keys = binary.BigEndian.AppendUint16(keys, e.Port)
-		keys = append(keys, 0, 0)
-		keys = binary.BigEndian.AppendUint32(keys, e.ISN)
+		keys = appendDportSeq(keys, e.Port, e.ISN)
 		chunk = append(chunk, nftables.SetElement{Key: keys[len(keys)-8 : len(keys) : len(keys)], Timeout: ttl})
 		if len(chunk) == size {
 			if err := fn(chunk); err != nil {
@@ -123,3 +153,13 @@ func PortElements(ports []uint16) []nftables.SetElement {
 	}
 	return out
 }
+
+// appendDportSeq appends the key of "tcp dport . tcp sequence" for port and
+// isn: the port in the first 4-byte slot of the concatenation, padded.
+func appendDportSeq(b []byte, port uint16, isn uint32) []byte {
+	b = binary.BigEndian.AppendUint16(b, port)
+	b = append(b, 0, 0)
+	return binary.BigEndian.AppendUint32(b, isn)
+}
+
+func dportSeqKey(port uint16, isn uint32) []byte { return appendDportSeq(nil, port, isn) }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -18,6 +19,8 @@ type Conn struct {
 	// NetNS is a file descriptor of the network namespace to work in; 0 is
 	// the namespace of the calling thread.
 	NetNS int
+
+	own ownPorts // sockets our batches went out on, for Watch
 }
 
 func (c *Conn) nft() (*nftables.Conn, error) {
@@ -201,4 +204,41 @@ func keysOf(els []nftables.SetElement) []Key {
 		}
 	}
 	return out
+}
+
+// Spent returns the knocks in table's used set, each expiring when its
+// entry will (now plus its remaining time). A missing table or set gives
+// none and no error.
+func (c *Conn) Spent(table string, now time.Time) ([]Element, error) {
+	nc, err := c.nft()
+	if err != nil {
+		return nil, fmt.Errorf("read spent knocks: %w", err)
+	}
+	s, err := nc.GetSetByName(Table(table), SetUsed)
+	if err != nil {
+		if isNotExist(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("read set %s: %w", SetUsed, err)
+	}
+	els, err := nc.GetSetElements(s)
+	if err != nil {
+		if isNotExist(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("read set %s: %w", SetUsed, err)
+	}
+	out := make([]Element, 0, len(els))
+	for _, e := range els {
+		left := e.Expires
+		if left <= 0 {
+			left = e.Timeout
+		}
+		k, ok := keyOf(e.Key)
+		if left <= 0 || !ok {
+			continue
+		}
+		out = append(out, Element{Port: k.Port, ISN: k.ISN, Expires: now.Add(left)})
+	}
+	return out, nil
 }

@@ -9,7 +9,8 @@ import (
 // Render returns the table for s as `nft list ruleset` shows it once
 // installed, with rule counters at zero. The valid set's elements, which
 // change every period, are summarised in comment lines before the table
-// instead of listed; the ports are listed.
+// instead of listed; the ports are listed. The sessions sets are shown
+// empty: what they hold is the host's connections of the moment.
 func Render(s State, now time.Time) string {
 	var b strings.Builder
 	els := Elements(s.Valid, now)
@@ -35,6 +36,8 @@ func Render(s State, now time.Time) string {
 	b.WriteString("\tset valid {\n\t\ttypeof tcp dport . tcp sequence\n\t\tflags timeout\n\t}\n\n")
 	fmt.Fprintf(&b, "\tset used {\n\t\ttypeof tcp dport . tcp sequence\n\t\tsize %d\n\t\tflags dynamic,timeout\n\t\ttimeout %s\n\t}\n\n",
 		s.usedSize(), nftDuration(s.UsedTimeout))
+	b.WriteString("\tset sessions4 {\n\t\ttype ipv4_addr . inet_service . ipv4_addr . inet_service\n\t}\n\n")
+	b.WriteString("\tset sessions6 {\n\t\ttype ipv6_addr . inet_service . ipv6_addr . inet_service\n\t}\n\n")
 	rules := s.Rules.ruleList()
 	for i, ch := range []struct{ name, header string }{
 		{ChainInput, fmt.Sprintf("type filter hook input priority filter %s; policy accept;", signed(InputPriority))},

@@ -23,6 +23,10 @@ type Rules struct {
 	// MarkBit is the conntrack mark bit (a mask with exactly one bit set)
 	// that marks an admitted flow.
 	MarkBit uint32
+	// LogGroup, when not 0, is the nflog group the admit rule sends each
+	// admitted SYN's headers to (`log group N`), so the daemon learns every
+	// spent knock at once (package admitlog reads them).
+	LogGroup uint16
 }
 
 func (r Rules) validate() error {
@@ -33,9 +37,13 @@ func (r Rules) validate() error {
 }
 
 // String spells the parameters as the fingerprint stores them:
-// "mark=0x800000".
+// "mark=0x800000", then " log=N" when LogGroup is set.
 func (r Rules) String() string {
-	return fmt.Sprintf("mark=%#08x", r.MarkBit)
+	s := fmt.Sprintf("mark=%#08x", r.MarkBit)
+	if r.LogGroup != 0 {
+		s += fmt.Sprintf(" log=%d", r.LogGroup)
+	}
+	return s
 }
 
 // parseRules reads what String wrote; anything else is an error.
@@ -50,6 +58,12 @@ func parseRules(s string) (Rules, error) {
 				return Rules{}, fmt.Errorf("mark: %w", err)
 			}
 			r.MarkBit = uint32(n)
+		case "log":
+			n, err := strconv.ParseUint(v, 10, 16)
+			if err != nil {
+				return Rules{}, fmt.Errorf("log: %w", err)
+			}
+			r.LogGroup = uint16(n)
 		default:
 			return Rules{}, fmt.Errorf("unknown parameter %q", k)
 		}
@@ -63,7 +77,7 @@ func parseRules(s string) (Rules, error) {
 // RulesVersion names the rule shapes this package builds; it is part of the
 // fingerprint. Bump it whenever a rule changes in a way no Rules field
 // records.
-const RulesVersion = "seqknock/rules/v1"
+const RulesVersion = "seqknock/rules/v3"
 
 // udataRuleFingerprint is a rule user data TLV type that nft does not know
 // and so neither shows nor rejects (it reads only type 0, the comment).
@@ -108,9 +122,12 @@ type part struct {
 
 func rule(chain string, parts ...part) ruleDesc {
 	r := ruleDesc{chain: chain}
-	texts := make([]string, len(parts))
-	for i, p := range parts {
-		texts[i] = p.text
+	var texts []string
+	for _, p := range parts {
+		if p.text == "" {
+			continue // an optional part that is off
+		}
+		texts = append(texts, p.text)
 		r.exprs = append(r.exprs, p.exprs...)
 	}
 	r.text = strings.Join(texts, " ")
@@ -126,18 +143,22 @@ func rule(chain string, parts ...part) ruleDesc {
 //	ct mark & BIT == BIT accept
 //	tcp flags syn / fin,syn,rst,ack ct state new
 //	  tcp dport . tcp sequence @valid tcp dport . tcp sequence != @used
-//	  add @used { tcp dport . tcp sequence } ct mark set ct mark | BIT counter accept
-//	tcp flags ! syn ct state new accept
+//	  add @used { tcp dport . tcp sequence } ct mark set ct mark | BIT
+//	  [log group N] counter accept
+//	tcp flags ! syn ct state new ip saddr . tcp sport . ip daddr . tcp dport @sessions4 accept
+//	tcp flags ! syn ct state new ip6 saddr . tcp sport . ip6 daddr . tcp dport @sessions6 accept
 //	counter drop
 //
-// The fourth knock rule is not in DESIGN.md's shape. In a namespace where
-// nothing used conntrack before the table was installed, connections that
-// were already open are untracked; their next packet is picked up
-// mid-stream as "ct state new" without SYN, and the drop rule would kill
-// them. Accepting such packets lets them become established. It opens
-// nothing: a packet without SYN cannot start a connection (a SYN cookie ACK
-// would need a SYN-ACK, which an unknocked SYN never gets), and the kernel
-// answers a stray one with a reset whether the port listens or not.
+// The two sessions rules are not in DESIGN.md's shape. Conntrack picks up
+// a connection it does not know (one open before the table was installed,
+// while conntrack was idle, or any after `conntrack -F`) mid-stream: its
+// next packet is "ct state new" without SYN, and the drop rule would kill
+// it. Such a packet is accepted only when its 4-tuple is a connection that
+// really exists on this host: the sessions sets hold the established
+// sockets on the protected ports, from sock_diag, refilled at every sync
+// and whenever conntrack loses entries. A non-SYN packet of any other flow
+// (a scanner's ACK, FIN or data) is dropped like an unknocked SYN, so the
+// port neither answers it with a reset nor lets a guessed SYN cookie in.
 func (r Rules) ruleList() []ruleDesc {
 	mark := fmt.Sprintf("0x%08x", r.MarkBit)
 	return []ruleDesc{
@@ -162,11 +183,18 @@ func (r Rules) ruleList() []ruleDesc {
 				&expr.Bitwise{SourceRegister: regKey, DestRegister: regKey, Len: 4, Mask: ne32(^r.MarkBit), Xor: ne32(r.MarkBit)},
 				&expr.Ct{Key: expr.CtKeyMARK, Register: regKey, SourceRegister: true},
 			}},
+			r.logAdmitted(),
 			counter(),
 			accept()),
 		rule(ChainKnock,
 			tcpFlags("! syn", tcpSYN, 0),
 			ctState("new", ctStateNew),
+			sessionLookup(false),
+			accept()),
+		rule(ChainKnock,
+			tcpFlags("! syn", tcpSYN, 0),
+			ctState("new", ctStateNew),
+			sessionLookup(true),
 			accept()),
 		rule(ChainKnock,
 			counter(),
@@ -258,6 +286,44 @@ func tcpFlags(text string, mask, want byte) part {
 		&expr.Bitwise{SourceRegister: regKey, DestRegister: regKey, Len: 1, Mask: []byte{mask}, Xor: []byte{0}},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: regKey, Data: []byte{want}},
 	)}
+}
+
+// sessionLookup is "ip saddr . tcp sport . ip daddr . tcp dport
+// @sessions4" (or its ip6 twin): the packet's 4-tuple, from its own point
+// of view, is a connection in the set. The addresses are loaded after a
+// "meta nfproto" check, which nft lists implicitly.
+func sessionLookup(v6 bool) part {
+	if v6 {
+		return part{"ip6 saddr . tcp sport . ip6 daddr . tcp dport @" + SetSessions6, []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: regKey},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: regKey, Data: []byte{unix.NFPROTO_IPV6}},
+			&expr.Payload{DestRegister: regKey, Base: expr.PayloadBaseNetworkHeader, Offset: 8, Len: 16},
+			&expr.Payload{DestRegister: unix.NFT_REG32_04, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2},
+			&expr.Payload{DestRegister: unix.NFT_REG32_05, Base: expr.PayloadBaseNetworkHeader, Offset: 24, Len: 16},
+			&expr.Payload{DestRegister: unix.NFT_REG32_09, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			&expr.Lookup{SourceRegister: regKey, SetName: SetSessions6},
+		}}
+	}
+	return part{"ip saddr . tcp sport . ip daddr . tcp dport @" + SetSessions4, []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: regKey},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: regKey, Data: []byte{unix.NFPROTO_IPV4}},
+		&expr.Payload{DestRegister: regKey, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+		&expr.Payload{DestRegister: unix.NFT_REG32_01, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2},
+		&expr.Payload{DestRegister: unix.NFT_REG32_02, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+		&expr.Payload{DestRegister: unix.NFT_REG32_03, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Lookup{SourceRegister: regKey, SetName: SetSessions4},
+	}}
+}
+
+// logAdmitted is "log group N" (the packet's headers to nflog group N),
+// or nothing when no group is set.
+func (r Rules) logAdmitted() part {
+	if r.LogGroup == 0 {
+		return part{}
+	}
+	return part{fmt.Sprintf("log group %d", r.LogGroup), []expr.Any{
+		&expr.Log{Key: 1 << unix.NFTA_LOG_GROUP, Group: r.LogGroup},
+	}}
 }
 
 func counter() part {

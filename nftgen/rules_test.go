@@ -8,10 +8,12 @@ import (
 
 func TestFingerprintRoundTrip(t *testing.T) {
 	for _, bit := range []uint32{1, 1 << 5, 1 << 23, 1 << 31} {
-		r := Rules{MarkBit: bit}
-		got, ok := parseFingerprint(r.fingerprint())
-		if !ok || got != r {
-			t.Errorf("mark %#x: parsed %+v, %v", bit, got, ok)
+		for _, group := range []uint16{0, 1, 23, 65535} {
+			r := Rules{MarkBit: bit, LogGroup: group}
+			got, ok := parseFingerprint(r.fingerprint())
+			if !ok || got != r {
+				t.Errorf("mark %#x log %d: parsed %+v, %v", bit, group, got, ok)
+			}
 		}
 	}
 }
@@ -24,6 +26,9 @@ func TestFingerprintRefusesOthers(t *testing.T) {
 		RulesVersion + " mark=8388608",        // not as String spells it
 		RulesVersion + " mark=0x00800000 x=1", // a parameter this version lacks
 		RulesVersion + " mark=zz",
+		RulesVersion + " mark=0x00800000 log=70000", // out of range
+		RulesVersion + " mark=0x00800000 log=023",   // not canonical
+		RulesVersion + " log=23 mark=0x00800000",    // not in order
 		RulesVersion,
 	} {
 		b := tlv(udataRuleFingerprint, []byte(text))
@@ -43,7 +48,7 @@ func TestFingerprintRefusesOthers(t *testing.T) {
 // a text, and that the expressions KnockRules and InputRules return are the
 // ones Render's text stands for, in the same order.
 func TestRuleTextsAndExpressionsPair(t *testing.T) {
-	r := Rules{MarkBit: 1 << 23}
+	r := Rules{MarkBit: 1 << 23, LogGroup: 23}
 	list := r.ruleList()
 	if n := len(InputRules(r)) + len(KnockRules(r)); n != len(list) {
 		t.Fatalf("%d rules by chain, %d in the list", n, len(list))

@@ -20,6 +20,7 @@ func (c *Conn) send(msgs []netlink.Message) error {
 		return fmt.Errorf("dial netlink: %w", err)
 	}
 	defer conn.Close()
+	c.own.add(conn.PID())
 	_ = conn.SetOption(netlink.ExtendedAcknowledge, true)
 	total := 0
 	for i := range msgs {

@@ -3,17 +3,22 @@ package nftgen
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"sort"
 	"time"
 )
 
 // Names of the sets and chains in the table.
 const (
-	SetPorts   = "ports"
-	SetValid   = "valid"
-	SetUsed    = "used"
-	ChainInput = "input"
-	ChainKnock = "knock"
+	SetPorts = "ports"
+	SetValid = "valid"
+	SetUsed  = "used"
+	// The connections that exist on the host, by address family: a
+	// packet of one may be picked up mid-stream (see ruleList).
+	SetSessions4 = "sessions4"
+	SetSessions6 = "sessions6"
+	ChainInput   = "input"
+	ChainKnock   = "knock"
 )
 
 // DefaultUsedSize is the smallest capacity given to the used set; it is the
@@ -45,6 +50,21 @@ type State struct {
 	UsedTimeout time.Duration
 	// Valid holds the knocks valid now.
 	Valid []Element
+	// Spent holds knocks already used (Expires: when their used entry
+	// ends). Apply puts them into the used set with their remaining time
+	// and leaves them out of valid, so a rebuilt table, or one whose used
+	// set was lost, does not admit them again.
+	Spent []Element
+	// Sessions are the TCP connections to the protected ports that exist
+	// on the host (from sock_diag): a non-SYN packet that conntrack sees
+	// as new is accepted only when it belongs to one of them.
+	Sessions []Session
+}
+
+// Session is one connection as an incoming packet of it carries it: Src is
+// the peer, Dst the local address and protected port.
+type Session struct {
+	Src, Dst netip.AddrPort
 }
 
 // Validate checks the parts of a State that the kernel would refuse or that

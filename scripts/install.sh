@@ -19,6 +19,9 @@ SYSTEMD_DIR=${SYSTEMD_DIR:-/etc/systemd/system}
 CONF_DIR=${CONF_DIR:-/etc/seqknock}
 
 UNITS="seqknockd.service seqknockd-sync.service seqknockd-sync.timer"
+# A drop-in that re-syncs after nftables.service starts or reloads (which
+# flushes the ruleset); see the file.
+DROPINS="nftables.service.d/seqknock.conf"
 FILES="$PREFIX/sbin/seqknockd
 $PREFIX/bin/seqknock
 $PREFIX/share/man/man8/seqknockd.8
@@ -29,7 +32,7 @@ $PREFIX/share/bash-completion/completions/seqknockd
 $PREFIX/share/zsh/site-functions/_seqknock
 $PREFIX/share/zsh/site-functions/_seqknockd
 $CONF_DIR/seqknockd.toml.example"
-for u in $UNITS; do FILES="$FILES
+for u in $UNITS $DROPINS; do FILES="$FILES
 $SYSTEMD_DIR/$u"; done
 
 live() { [ -z "$DESTDIR" ] && [ -d /run/systemd/system ]; }
@@ -49,6 +52,7 @@ uninstall() {
 	fi
 	echo "$FILES" | while read -r f; do
 		rm -f "$DESTDIR$f"
+		case "$f" in "$SYSTEMD_DIR"/*.d/*) [ -n "$DESTDIR" ] || rmdir "$(dirname "$f")" 2>/dev/null || true ;; esac
 		# Inside a staging root, leave no empty directory behind.
 		if [ -n "$DESTDIR" ]; then
 			d=$(dirname "$DESTDIR$f")
@@ -86,9 +90,10 @@ install_all() {
 		install -D -m 0644 "$tmp/$n.bash" "$DESTDIR$PREFIX/share/bash-completion/completions/$n"
 		install -D -m 0644 "$tmp/_$n" "$DESTDIR$PREFIX/share/zsh/site-functions/_$n"
 	done
-	for u in $UNITS; do
-		sed -e "s|/usr/local/sbin/|$PREFIX/sbin/|g" -e "s|/etc/seqknock/|$CONF_DIR/|g" "scripts/systemd/$u" >"$tmp/$u"
-		install -D -m 0644 "$tmp/$u" "$DESTDIR$SYSTEMD_DIR/$u"
+	for u in $UNITS $DROPINS; do
+		f="$tmp/$(basename "$u")"
+		sed -e "s|/usr/local/sbin/|$PREFIX/sbin/|g" -e "s|/etc/seqknock/|$CONF_DIR/|g" "scripts/systemd/$u" >"$f"
+		install -D -m 0644 "$f" "$DESTDIR$SYSTEMD_DIR/$u"
 	done
 	install -d -m 0700 "$DESTDIR$CONF_DIR"
 	chmod 0700 "$DESTDIR$CONF_DIR"

@@ -25,6 +25,7 @@ const (
 	DefaultTable     = "seqknock"
 	DefaultTolerance = 1
 	DefaultCtMarkBit = 23
+	DefaultLogGroup  = 23
 	MaxTolerance     = 10
 	MaxLookahead     = 10
 )
@@ -39,6 +40,7 @@ type Config struct {
 	Realm     string
 	Table     string
 	CtMarkBit int
+	LogGroup  int
 	Services  []Service
 	Users     []User
 	// Files are the drop-in files read through include, in order.
@@ -101,6 +103,7 @@ type rawConfig struct {
 	Realm     *string      `toml:"realm"`
 	Table     *string      `toml:"table"`
 	CtMarkBit *int         `toml:"ct_mark_bit"`
+	LogGroup  *int         `toml:"log_group"`
 	Service   []rawService `toml:"service"`
 	User      []rawUser    `toml:"user"`
 }
@@ -176,6 +179,7 @@ func ParseConfig(path string, data []byte, loadKey func(string) ([]byte, error))
 		Slots:     totp.DefaultSlots,
 		Table:     DefaultTable,
 		CtMarkBit: DefaultCtMarkBit,
+		LogGroup:  DefaultLogGroup,
 	}
 	if raw.Period != nil {
 		d, err := time.ParseDuration(*raw.Period)
@@ -197,6 +201,7 @@ func ParseConfig(path string, data []byte, loadKey func(string) ([]byte, error))
 		{raw.Lookahead, "lookahead", 0, MaxLookahead, &c.Lookahead},
 		{raw.Slots, "slots", 1, totp.MaxSlots, &c.Slots},
 		{raw.CtMarkBit, "ct_mark_bit", 0, 31, &c.CtMarkBit},
+		{raw.LogGroup, "log_group", 1, 65535, &c.LogGroup},
 	} {
 		if k.p == nil {
 			continue

@@ -10,8 +10,19 @@ import (
 	"github.com/seqknock/seqknock/totp"
 )
 
-// Daemon is `seqknockd run`: it syncs at every period boundary, reloads on
-// SIGHUP and stops on SIGTERM.
+// SessionsDelay is how long after conntrack lost entries the sessions
+// sets are refreshed.
+const SessionsDelay = 100 * time.Millisecond
+
+// Retry delays after a failed sync: the first, doubling up to the last.
+const (
+	FirstRetry = 20 * time.Millisecond
+	MaxRetry   = 5 * time.Second
+)
+
+// Daemon is `seqknockd run`: it syncs at every period boundary, repairs the
+// table as soon as anyone else changes it, retries a failed sync with a
+// backoff, reloads on SIGHUP and stops on SIGTERM.
 type Daemon struct {
 	ConfigPath string
 	Load       func(path string) (*Config, error)
@@ -21,70 +32,352 @@ type Daemon struct {
 	// TeardownOnExit removes the table when Run returns; by default the
 	// table stays and its knocks expire by themselves (fail closed).
 	TeardownOnExit bool
+	// Notify sends a state ("READY=1", "WATCHDOG=1") to the service
+	// manager; nil sends nothing. See SdNotify.
+	Notify func(state string) error
+	// Watchdog is systemd's watchdog timeout (WATCHDOG_USEC); 0: none.
+	// The loop pings at half of it while it is healthy (see healthy).
+	Watchdog time.Duration
+	// After is the timer source; nil is time.After. Tests pass a fake clock.
+	After func(time.Duration) <-chan time.Time
+	// StatePath is the state file (spent knocks, highest clock); "" or
+	// NoState keeps none.
+	StatePath string
+
+	state *State        // spent knocks and the highest time synced
+	feed  AdmissionFeed // nil when the nflog group could not be bound
 
 	cfg                    *Config
 	lastAdmit, lastDropped uint64
 	expiredLogged          map[string]bool
+
+	// The daemon's clock: never goes back (see clock).
+	lastMono, eff time.Time
+	clockBehind   bool
+
+	// Failed syncs: since when, how many, the next delay.
+	failing      bool
+	failingSince time.Time
+	failures     int
+	backoff      time.Duration
+	retryAt      time.Time
 }
 
-// Run syncs now and then at every period boundary until ctx ends. A value on
-// reload makes it reload the config and keys: a bad new config is logged and
-// the old one kept. A failed sync is logged and retried at the next
-// boundary; the knocks already installed expire on their own meanwhile.
+// Run syncs now, then at every period boundary, and whenever Kernel.Watch
+// reports that someone else changed the table, until ctx ends. A value on
+// reload makes it reload the config and keys: a bad new config is logged
+// and the old one kept. A failed sync is logged and retried after
+// FirstRetry, doubling up to MaxRetry; meanwhile the knocks already
+// installed expire on their own. Notify gets READY=1 after the first good
+// sync and WATCHDOG=1 while the loop is healthy.
 func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 	cfg, err := d.Load(d.ConfigPath)
 	if err != nil {
 		return err
 	}
 	d.cfg = cfg
-	if err := d.sync("start"); err != nil {
-		return err
+	d.loadState()
+	d.openFeed()
+	defer func() {
+		if d.feed != nil {
+			d.feed.Close()
+		}
+	}()
+	after := d.After
+	if after == nil {
+		after = time.After
 	}
-	timer := time.NewTimer(d.untilNext())
-	defer timer.Stop()
+	var watch <-chan struct{}
+	var watchRetry <-chan time.Time
+	startWatch := func() {
+		watch, watchRetry = nil, nil
+		if d.Kernel.Watch == nil {
+			return
+		}
+		ch, err := d.Kernel.Watch(ctx, d.cfg.Table)
+		if err != nil {
+			d.Log.Error("cannot watch nftables; retrying in 1s (until then the table is only checked at each boundary)", "err", err)
+			watchRetry = after(time.Second)
+			return
+		}
+		watch = ch
+	}
+	// Watch first: a change made while the first sync runs is not missed.
+	startWatch()
+	var lost <-chan struct{}
+	var refresh <-chan time.Time
+	if d.Kernel.ConntrackLost != nil {
+		ch, err := d.Kernel.ConntrackLost(ctx)
+		if err != nil {
+			d.Log.Warn("cannot watch conntrack; connections it forgets are found again at the next sync only", "err", err)
+		}
+		lost = ch
+	}
+	ready := false
+	if d.sync("start") == nil {
+		ready = true
+		d.notify("READY=1")
+	}
+	var ping <-chan time.Time
+	if d.Watchdog > 0 {
+		ping = after(d.Watchdog / 2)
+	}
 	for {
+		wait, why := d.untilNext(), "rotate"
+		if d.failing {
+			if r := d.retryAt.Sub(d.clock()); r < wait {
+				wait, why = max(r, 0), "retry"
+			}
+		}
+		wake := after(wait)
+		var err error
+		synced := false
 		select {
 		case <-ctx.Done():
+			d.notify("STOPPING=1")
 			return d.exit()
 		case <-reload:
-			cfg, err := d.Load(d.ConfigPath)
-			if err != nil {
-				d.Log.Error("reload failed, keeping the previous config", "err", err)
+			cfg, lerr := d.Load(d.ConfigPath)
+			if lerr != nil {
+				d.Log.Error("reload failed, keeping the previous config", "err", lerr)
 				continue
 			}
-			if cfg.Table != d.cfg.Table {
-				d.Log.Warn("table renamed; the old table stays until `seqknockd teardown --table` removes it", "old", d.cfg.Table, "new", cfg.Table)
-			}
+			old := d.cfg
 			d.cfg = cfg
+			if cfg.Table != old.Table {
+				d.Log.Warn("table renamed; the old table stays until `seqknockd teardown --table` removes it", "old", old.Table, "new", cfg.Table)
+				d.state = &State{Table: cfg.Table, High: d.state.High}
+				startWatch()
+			}
+			if cfg.LogGroup != old.LogGroup {
+				if d.feed != nil {
+					d.feed.Close()
+				}
+				d.openFeed()
+			}
 			d.lastAdmit, d.lastDropped = 0, 0
 			d.Log.Info("config reloaded", "users", len(cfg.Users), "services", len(cfg.Services))
-			d.sync("reload")
-		case <-timer.C:
-			d.sync("rotate")
-		}
-		if !timer.Stop() {
-			select {
-			case <-timer.C:
-			default:
+			err, synced = d.sync("reload"), true
+		case _, ok := <-watch:
+			if !ok {
+				d.Log.Error("nftables watch ended; watching again")
+				startWatch()
+				err, synced = d.sync("repair"), true
+				break
 			}
+			if d.failing && d.clock().Before(d.retryAt) {
+				continue // the retry comes soon; do not hammer a failing kernel
+			}
+			err, synced = d.sync("repair"), true
+		case <-watchRetry:
+			startWatch()
+			if watch != nil {
+				err, synced = d.sync("repair"), true
+			}
+		case <-wake:
+			err, synced = d.sync(why), true
+		case <-d.feedReady():
+			d.drainFeed()
+		case _, ok := <-lost:
+			if !ok {
+				lost = nil
+				continue
+			}
+			// Conntrack destroys entries all the time (every closed
+			// connection): refresh at most every SessionsDelay, which
+			// is shorter than TCP's first retransmission.
+			if refresh == nil {
+				refresh = after(SessionsDelay)
+			}
+		case <-refresh:
+			refresh = nil
+			d.refreshSessions()
+		case <-ping:
+			if d.healthy(d.clock()) {
+				d.notify("WATCHDOG=1")
+			}
+			ping = after(d.Watchdog / 2)
 		}
-		timer.Reset(d.untilNext())
+		if synced && err == nil && !ready {
+			ready = true
+			d.notify("READY=1")
+		}
 	}
 }
 
-func (d *Daemon) untilNext() time.Duration {
+// loadState reads the state file: the spent knocks it holds, and the
+// highest time synced, behind which the daemon's clock never goes.
+func (d *Daemon) loadState() {
+	st, err := LoadState(d.StatePath, d.cfg.Table)
+	if err != nil {
+		d.Log.Error("cannot read the state file; starting without it (spent knocks still in the kernel's used set stay spent)", "err", err)
+	}
+	d.state = st
 	now := d.Now()
+	if st.High.After(now) {
+		d.lastMono, d.eff = time.Now(), st.High
+		d.clockBehind = true
+		d.Log.Warn("the clock is behind the last time synced; keeping the highest counter until it catches up", "behind", st.High.Sub(now).String())
+	}
+	if n := st.Len(); n > 0 {
+		d.Log.Info("state restored", "spent_knocks", n)
+	}
+}
+
+// saveState writes the state file; a failure is logged.
+func (d *Daemon) saveState() {
+	if err := d.state.Save(d.StatePath); err != nil {
+		d.Log.Error("cannot write the state file", "err", err)
+	}
+}
+
+// openFeed binds the admit rule's nflog group, so each spent knock is known
+// the moment it is spent. Without it (another process holds the group),
+// the used set read at each sync is the only source: a knock spent between
+// a sync and a table removal would be lost.
+func (d *Daemon) openFeed() {
+	d.feed = nil
+	if d.Kernel.Admissions == nil {
+		return
+	}
+	f, err := d.Kernel.Admissions(uint16(d.cfg.LogGroup))
+	if err != nil {
+		d.Log.Error("cannot read admissions from the kernel; spent knocks are learned at each sync only", "log_group", d.cfg.LogGroup, "err", err)
+		return
+	}
+	d.feed = f
+}
+
+func (d *Daemon) feedReady() <-chan struct{} {
+	if d.feed == nil {
+		return nil
+	}
+	return d.feed.Ready()
+}
+
+// drainFeed records every admission the kernel has logged so far as a
+// spent knock, until its used entry ends, and saves the state when that
+// changed anything. It runs before every sync too, so a table rebuilt
+// after a removal holds every knock spent before it.
+func (d *Daemon) drainFeed() {
+	if d.feed == nil {
+		return
+	}
+	adms, err := d.feed.Drain()
+	if err != nil {
+		d.Log.Warn("admission feed", "err", err)
+	}
+	until := d.clock().Add(d.cfg.WindowLength())
+	changed := false
+	for _, a := range adms {
+		if d.state.Add(a.Dst.Port(), a.Seq, until) {
+			changed = true
+		}
+	}
+	if changed {
+		d.saveState()
+	}
+}
+
+// refreshSessions refills the sessions sets after conntrack forgot
+// connections (`conntrack -F`, timeouts): the next packet of each is picked
+// up mid-stream, and is accepted only if its connection is in the sets. A
+// connection whose packet the table drops meanwhile retransmits it. On
+// failure (no table, say) the whole table is synced.
+func (d *Daemon) refreshSessions() {
+	if d.Kernel.Sessions == nil || d.Kernel.ApplySessions == nil {
+		return
+	}
+	ports := make([]uint16, 0, len(d.cfg.Services))
+	for _, s := range d.cfg.Services {
+		ports = append(ports, s.Port)
+	}
+	ss, err := d.Kernel.Sessions(ports)
+	if err == nil {
+		err = d.Kernel.ApplySessions(d.cfg.Table, ss)
+	}
+	if err != nil {
+		d.Log.Warn("cannot refresh the sessions sets; syncing", "err", err)
+		d.sync("repair")
+	}
+}
+
+// healthy says whether the loop may feed the watchdog at now: it is
+// running (it got here), and syncs have not been failing for a whole
+// watchdog timeout. A loop stuck in a kernel call never gets here.
+func (d *Daemon) healthy(now time.Time) bool {
+	return !d.failing || now.Sub(d.failingSince) < d.Watchdog
+}
+
+func (d *Daemon) notify(state string) {
+	if d.Notify == nil {
+		return
+	}
+	if err := d.Notify(state); err != nil {
+		d.Log.Warn("cannot notify the service manager", "state", state, "err", err)
+	}
+}
+
+// clock returns the daemon's time: the wall clock (Now), except that it
+// never goes back. After the wall clock is stepped back, the daemon's time
+// goes on from where it was by the time that really elapsed (the system's
+// monotonic clock, which no step moves), until the wall clock catches up. So
+// a window, once passed, is never installed again. One warning when the
+// clock falls behind, one line when it has caught up.
+func (d *Daemon) clock() time.Time {
+	wall, mono := d.Now(), time.Now()
+	if d.eff.IsZero() {
+		d.lastMono, d.eff = mono, wall
+		return wall
+	}
+	eff := d.eff.Add(max(mono.Sub(d.lastMono), 0))
+	if wall.After(eff) {
+		eff = wall
+	}
+	behind := eff.Sub(wall)
+	switch {
+	case behind > time.Second && !d.clockBehind: // a step, not scheduling jitter
+		d.clockBehind = true
+		d.Log.Warn("the clock went back; keeping the highest counter until it catches up", "behind", behind.String())
+	case behind == 0 && d.clockBehind:
+		d.clockBehind = false
+		d.Log.Info("the clock caught up")
+	}
+	d.lastMono, d.eff = mono, eff
+	return eff
+}
+
+func (d *Daemon) untilNext() time.Duration {
+	now := d.clock()
 	return totp.NextBoundary(now, d.cfg.Period).Sub(now)
 }
 
 // sync runs one sync and logs one line: what was written and how many knocks
-// were admitted and dropped since the last line.
+// were admitted and dropped since the last line. A failure logs one line and
+// schedules the retry; the first success after failures logs the recovery.
 func (d *Daemon) sync(why string) error {
-	now := d.Now()
-	res, err := Sync(d.Kernel, d.cfg, now)
+	d.drainFeed()
+	now := d.clock()
+	res, err := SyncKeeping(d.Kernel, d.cfg, now, &d.state.Spent)
 	if err != nil {
-		d.Log.Error("sync failed", "why", why, "err", err)
+		now = d.clock() // the call may have taken long
+		if !d.failing {
+			d.failing, d.failingSince, d.failures, d.backoff = true, now, 0, FirstRetry
+		} else {
+			d.backoff = min(2*d.backoff, MaxRetry)
+		}
+		d.failures++
+		d.retryAt = now.Add(d.backoff)
+		d.Log.Error("sync failed", "why", why, "err", err, "retry_in", d.backoff.String())
 		return err
+	}
+	if now.After(d.state.High) {
+		d.state.High = now
+	}
+	d.saveState()
+	if d.failing {
+		d.Log.Info("sync recovered", "failures", d.failures, "after", now.Sub(d.failingSince).String())
+		d.failing = false
 	}
 	attrs := []any{"why", why, "counter", totp.Counter(now, d.cfg.Period), "elements", res.Elements}
 	if res.Created {
@@ -123,9 +416,18 @@ func (d *Daemon) logExpired(now time.Time) {
 
 func (d *Daemon) exit() error {
 	if !d.TeardownOnExit {
+		d.drainFeed()
 		d.Log.Info("stopping; the table stays and its knocks expire by themselves", "table", d.cfg.Table)
 		return nil
 	}
+	// The used set goes with the table: keep its knocks first.
+	d.drainFeed()
+	if d.Kernel.Spent != nil {
+		if live, err := d.Kernel.Spent(d.cfg.Table, d.clock()); err == nil {
+			d.state.Merge(live)
+		}
+	}
+	d.saveState()
 	if _, err := d.Kernel.Teardown(d.cfg.Table); err != nil {
 		return fmt.Errorf("teardown on exit: %w", err)
 	}

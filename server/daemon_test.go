@@ -43,7 +43,7 @@ func (f *fakeKernel) kernel() Kernel {
 
 func (f *fakeKernel) count() int { f.mu.Lock(); defer f.mu.Unlock(); return len(f.applied) }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for !cond() {
@@ -151,7 +151,6 @@ func TestDaemonTeardownOnExitAndStartFailure(t *testing.T) {
 }
 
 func TestUntilNextIsAligned(t *testing.T) {
-	d := &Daemon{cfg: &Config{Period: 30 * time.Second}}
 	for _, tc := range []struct {
 		now  time.Time
 		want time.Duration
@@ -160,7 +159,7 @@ func TestUntilNextIsAligned(t *testing.T) {
 		{time.Unix(89, 500_000_000), 500 * time.Millisecond},
 		{time.Unix(75, 0), 15 * time.Second},
 	} {
-		d.Now = func() time.Time { return tc.now }
+		d := &Daemon{cfg: &Config{Period: 30 * time.Second}, Now: func() time.Time { return tc.now }}
 		if got := d.untilNext(); got != tc.want {
 			t.Errorf("at %v: %v, want %v", tc.now, got, tc.want)
 		}

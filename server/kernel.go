@@ -1,8 +1,10 @@
 package server
 
 import (
+	"context"
 	"time"
 
+	"github.com/seqknock/seqknock/admitlog"
 	"github.com/seqknock/seqknock/nftgen"
 )
 
@@ -14,4 +16,30 @@ type Kernel struct {
 	Read     func(table string) (*nftgen.Live, error) // with element counts
 	Counters func(table string) (*nftgen.Live, error) // without them: cheap
 	Teardown func(table string) (bool, error)
+	// Watch reports changes to table made by anyone but this Kernel (see
+	// nftgen.Conn.Watch); nil: the daemon does not watch.
+	Watch func(ctx context.Context, table string) (<-chan struct{}, error)
+	// Spent reads the knocks in table's used set (see nftgen.Conn.Spent);
+	// nil: none are read.
+	Spent func(table string, now time.Time) ([]nftgen.Element, error)
+	// Admissions binds the nflog group the admit rule logs to (see package
+	// admitlog); nil: the daemon learns spent knocks only from Spent.
+	Admissions func(group uint16) (AdmissionFeed, error)
+	// Sessions returns the connections on the host to ports (see package
+	// hostconns); nil: none, so no mid-stream pickup is admitted.
+	Sessions func(ports []uint16) ([]nftgen.Session, error)
+	// ApplySessions refills only the table's sessions sets.
+	ApplySessions func(table string, ss []nftgen.Session) error
+	// ConntrackLost reports when conntrack forgets connections (see
+	// hostconns.WatchLost); nil: the sessions are refreshed at each sync
+	// only.
+	ConntrackLost func(ctx context.Context) (<-chan struct{}, error)
+}
+
+// AdmissionFeed is an *admitlog.Listener: Ready signals that admissions
+// may be queued, Drain returns them all without blocking.
+type AdmissionFeed interface {
+	Ready() <-chan struct{}
+	Drain() ([]admitlog.Admission, error)
+	Close() error
 }

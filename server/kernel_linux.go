@@ -2,7 +2,13 @@
 
 package server
 
-import "github.com/seqknock/seqknock/nftgen"
+import (
+	"context"
+
+	"github.com/seqknock/seqknock/admitlog"
+	"github.com/seqknock/seqknock/hostconns"
+	"github.com/seqknock/seqknock/nftgen"
+)
 
 // NewKernel returns the Kernel for the network namespace netns (0: the
 // current one).
@@ -13,5 +19,22 @@ func NewKernel(netns int) Kernel {
 		Read:     c.Read,
 		Counters: c.ReadCounters,
 		Teardown: c.Teardown,
+		Watch:    c.Watch,
+		Spent:    c.Spent,
+		Admissions: func(group uint16) (AdmissionFeed, error) {
+			return admitlog.Listen(netns, group)
+		},
+		Sessions: func(ports []uint16) ([]nftgen.Session, error) {
+			conns, err := hostconns.Established(netns, ports)
+			out := make([]nftgen.Session, len(conns))
+			for i, c := range conns {
+				out[i] = nftgen.Session{Src: c.Remote, Dst: c.Local}
+			}
+			return out, err
+		},
+		ApplySessions: c.ApplySessions,
+		ConntrackLost: func(ctx context.Context) (<-chan struct{}, error) {
+			return hostconns.WatchLost(ctx, netns)
+		},
 	}
 }

@@ -23,7 +23,10 @@ import (
 	"github.com/seqknock/seqknock/totp"
 )
 
-var reExpires = regexp.MustCompile(` expires [0-9a-z]+`)
+var (
+	reExpires = regexp.MustCompile(` expires [0-9a-z]+`)
+	reCounter = regexp.MustCompile(` packets [0-9]+ bytes [0-9]+`)
+)
 
 var (
 	aliceKey = []byte("alice-key-0123456789abcdefghijkl")
@@ -40,7 +43,7 @@ type testbed struct {
 	accepted      chan net.Conn
 }
 
-func newTestbed(t *testing.T, subnet int) *testbed {
+func newTestbed(t testing.TB, subnet int) *testbed {
 	t.Helper()
 	netnstest.RequireRoot(t)
 	b := &testbed{srv: netnstest.New(t, "ssrv"), cli: netnstest.New(t, "scli"), atk: netnstest.New(t, "satk"), dir: t.TempDir(), accepted: make(chan net.Conn, 32)}
@@ -69,7 +72,7 @@ func newTestbed(t *testing.T, subnet int) *testbed {
 	return b
 }
 
-func (b *testbed) config(t *testing.T, text string) *Config {
+func (b *testbed) config(t testing.TB, text string) *Config {
 	t.Helper()
 	path := filepath.Join(b.dir, "seqknockd.toml")
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {

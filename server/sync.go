@@ -10,7 +10,33 @@ import (
 
 // Sync makes the kernel hold the state cfg wants at now, in one transaction.
 func Sync(k Kernel, cfg *Config, now time.Time) (nftgen.Result, error) {
-	res, err := k.Apply(Desired(cfg, now), now)
+	return SyncKeeping(k, cfg, now, &Spent{})
+}
+
+// SyncKeeping is Sync that keeps spent knocks spent: it adds the live used
+// set's knocks to spent, and installs the state with all of spent in the
+// used set and none of it in valid. Where the used set cannot be read (no
+// table), spent alone counts. The sessions sets get the host's connections
+// to the protected ports.
+func SyncKeeping(k Kernel, cfg *Config, now time.Time, spent *Spent) (nftgen.Result, error) {
+	if k.Spent != nil {
+		live, err := k.Spent(cfg.Table, now)
+		if err != nil {
+			return nftgen.Result{}, fmt.Errorf("sync: %w", err)
+		}
+		spent.Merge(live)
+	}
+	spent.Prune(now)
+	s := Desired(cfg, now)
+	s.Spent = spent.List()
+	if k.Sessions != nil {
+		ss, err := k.Sessions(s.Ports)
+		if err != nil {
+			return nftgen.Result{}, fmt.Errorf("sync: %w", err)
+		}
+		s.Sessions = ss
+	}
+	res, err := k.Apply(s, now)
 	if err != nil {
 		return res, fmt.Errorf("sync: %w", err)
 	}
@@ -116,7 +142,7 @@ func userPorts(cfg *Config) map[string][]uint16 {
 
 // rules returns the parameters of the rules cfg wants.
 func rules(cfg *Config) nftgen.Rules {
-	return nftgen.Rules{MarkBit: cfg.MarkBit()}
+	return nftgen.Rules{MarkBit: cfg.MarkBit(), LogGroup: uint16(cfg.LogGroup)}
 }
 
 // ExpiredKeys returns the keys of cfg that no longer make valid knocks at

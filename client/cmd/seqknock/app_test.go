@@ -105,3 +105,41 @@ key_file = "/k"
 		}
 	}
 }
+
+// TestSSHConfigExplains: the stanza passes ssh's %n as --alias, offers
+// ControlMaster lines (commented, with the reason), prints the sudoers rule
+// that --sudo needs, and a --key-file must be a usable key.
+func TestSSHConfigExplains(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "client.toml")
+	os.WriteFile(cfg, []byte("[[host]]\nmatch = \"prod\"\nkey_file = \"k\"\n"), 0o600)
+	self, _ := os.Executable()
+	out, e, code := runCLI(t, "ssh-config", "--config", cfg, "--sudo", "prod")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, e)
+	}
+	for _, want := range []string{
+		"Host prod\n    ProxyCommand sudo -n " + self + " proxy --config " + cfg + " --alias %n %h %p\n",
+		"    # Each connection spends a knock and a server allows a few per period (4 by default):\n" +
+			"    # uncomment to let repeated ssh, scp and Ansible runs share one connection.\n" +
+			"    # ControlMaster auto\n    # ControlPath ~/.ssh/seqknock-%C\n    # ControlPersist 10m\n",
+		"    # sudo -n needs this rule, added with: sudo visudo -f /etc/sudoers.d/seqknock\n",
+		" ALL=(root) NOPASSWD: " + self + " proxy *\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stanza lacks %q:\n%s", want, out)
+		}
+	}
+	if out, _, _ := runCLI(t, "ssh-config", "--config", cfg, "prod"); strings.Contains(out, "sudo") {
+		t.Errorf("sudo without --sudo:\n%s", out)
+	}
+	missing := filepath.Join(dir, "missing.key")
+	if out, e, code := runCLI(t, "ssh-config", "--key-file", missing, "x.example.net"); code != 1 || out != "" || !strings.Contains(e, missing) {
+		t.Errorf("missing key file: exit %d, %q, %q", code, out, e)
+	}
+	open := filepath.Join(dir, "open.key")
+	os.WriteFile(open, []byte("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n"), 0o644)
+	if out, e, code := runCLI(t, "ssh-config", "--key-file", open, "x.example.net"); code != 1 || out != "" {
+		t.Errorf("key file readable by others: exit %d, %q, %q", code, out, e)
+	}
+}

@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
+	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -32,6 +35,8 @@ func dialFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "clock-offset", Usage: "add this to the clock, to correct a known skew (e.g. -4s)"},
 		&cli.BoolFlag{Name: "4", Usage: "IPv4 only"},
 		&cli.BoolFlag{Name: "6", Usage: "IPv6 only"},
+		&cli.StringFlag{Name: "alias", Usage: "the `NAME` given to ssh (its %n), looked up in the config before HOST"},
+		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "say on stderr which [[host]] matched and each knock tried (address, counter, slot, wait)"},
 	}
 }
 
@@ -69,12 +74,23 @@ func dialer(c *cli.Context, inv *client.Invoker, host string, port uint16) (*cli
 		Network:     "tcp",
 		Reserve:     inv.SlotStore().Reserve,
 	}
+	// The name given to ssh first (Host prod), then the one it connects to
+	// (its HostName, 203.0.113.7).
+	names := []string{host}
+	if a := c.String("alias"); a != "" && a != host {
+		names = []string{a, host}
+	}
 	keyFile, fallback := "", []string(nil)
-	if e := cfg.Lookup(host, port); e != nil {
-		keyFile, fallback, d.Realm, d.Period, d.Slots = e.KeyFile, e.Fallback, e.Realm, e.Period, e.Slots
+	for _, n := range names {
+		if e := cfg.Lookup(n, port); e != nil {
+			keyFile, fallback, d.Realm, d.Period, d.Slots = e.KeyFile, e.Fallback, e.Realm, e.Period, e.Slots
+			verbosef(c, "%s matches [[host]] match = %q in %s", n, e.Match, cfgPath)
+			break
+		}
 	}
 	if c.IsSet("key-file") {
 		keyFile, fallback = c.String("key-file"), nil
+		verbosef(c, "key from --key-file %s", keyFile)
 	}
 	if c.IsSet("realm") {
 		d.Realm = c.String("realm")
@@ -86,7 +102,7 @@ func dialer(c *cli.Context, inv *client.Invoker, host string, port uint16) (*cli
 		d.Slots = c.Int("slots")
 	}
 	if keyFile == "" {
-		return nil, usagef("no [[host]] in %s matches %s port %d, and no --key-file given", cfgPath, host, port)
+		return nil, usagef("no [[host]] in %s matches %s port %d, and no --key-file given", cfgPath, strings.Join(names, " or "), port)
 	}
 	if err := totp.ValidatePeriod(d.Period); err != nil {
 		return nil, usagef("--period: %w", err)
@@ -113,14 +129,24 @@ func dialer(c *cli.Context, inv *client.Invoker, host string, port uint16) (*cli
 		}
 		d.Fallback = append(d.Fallback, k)
 	}
+	if c.Bool("verbose") {
+		synTimeout := d.SynTimeout
+		d.OnAttempt = func(ap netip.AddrPort, counter uint64, slot int, _ uint32) {
+			verbosef(c, "knock %s counter %d slot %d (of %d), waiting %v for a SYN-ACK", ap, counter, slot, d.Slots, synTimeout)
+		}
+	}
 	return d, nil
 }
 
-// connectCommand is proxy, fdpass or exec: check the operands (check),
-// connect with a knock and give up every privilege (connect), and hand the
-// socket on (use).
-func connectCommand(name, usage, usageText, description string, extra []cli.Flag,
-	check func(c *cli.Context) error, use func(c *cli.Context, conn *net.TCPConn) error) *cli.Command {
+// verbosef writes one line to stderr under -v; never to stdout, which
+// carries the connection.
+func verbosef(c *cli.Context, format string, a ...any) {
+	if c.Bool("verbose") {
+		fmt.Fprintf(c.App.ErrWriter, "seqknock: "+format+"\n", a...)
+	}
+}
+
+func connectCommand(name, usage, usageText, description string, extra []cli.Flag, action func(c *cli.Context, inv *client.Invoker, d *client.Dialer, host string, port uint16) error) *cli.Command {
 	return &cli.Command{
 		Name:        name,
 		Usage:       usage,
@@ -132,45 +158,17 @@ func connectCommand(name, usage, usageText, description string, extra []cli.Flag
 			if err != nil {
 				return err
 			}
-			if err := check(c); err != nil {
-				return err
-			}
-			conn, err := connect(c, host, port)
+			inv, err := actFor(c, true)
 			if err != nil {
 				return err
 			}
-			defer conn.Close()
-			return use(c, conn)
+			d, err := dialer(c, inv, host, port)
+			if err != nil {
+				return err
+			}
+			return action(c, inv, d, host, port)
 		},
 	}
-}
-
-// connect acts for the invoking user (actFor), dials host:port with a
-// knock and gives up every privilege. In the image a cgo build hands the
-// socket to (client.HandOver), it takes that socket instead.
-func connect(c *cli.Context, host string, port uint16) (*net.TCPConn, error) {
-	inv, err := actFor(c, true)
-	if err != nil {
-		return nil, err
-	}
-	if conn, err := client.Handed(); conn != nil || err != nil {
-		return conn, err
-	}
-	d, err := dialer(c, inv, host, port)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := signalContext()
-	defer cancel()
-	conn, err := d.Dial(ctx, host, port)
-	if err != nil {
-		return nil, err
-	}
-	if err := client.DropPrivileges(conn); err != nil {
-		conn.Close()
-		return nil, err
-	}
-	return conn, nil
 }
 
 // actFor returns the user the command acts for. Under sudo (or in a
@@ -228,12 +226,25 @@ func signalContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 }
 
-// noMoreArgs is the operand check of proxy and fdpass: HOST PORT only.
-func noMoreArgs(c *cli.Context) error {
-	if c.NArg() > 2 {
-		return usagef("%s: unexpected argument %q", c.Command.Name, c.Args().Get(2))
+// dialThen is the action of proxy and fdpass: dial with a knock, give up
+// privileges, then hand the connection to use.
+func dialThen(use func(conn *net.TCPConn) error) func(*cli.Context, *client.Invoker, *client.Dialer, string, uint16) error {
+	return func(c *cli.Context, inv *client.Invoker, d *client.Dialer, host string, port uint16) error {
+		if c.NArg() > 2 {
+			return usagef("%s: unexpected argument %q", c.Command.Name, c.Args().Get(2))
+		}
+		ctx, cancel := signalContext()
+		defer cancel()
+		conn, err := d.Dial(ctx, host, port)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		if err := client.DropPrivileges(); err != nil {
+			return err
+		}
+		return use(conn)
 	}
-	return nil
 }
 
 func proxyCommand() *cli.Command {
@@ -241,8 +252,8 @@ func proxyCommand() *cli.Command {
 		"seqknock proxy [options] HOST PORT",
 		"For ~/.ssh/config: ProxyCommand seqknock proxy %h %p. Needs CAP_NET_ADMIN (sudo or setcap); "+
 			"gives up every privilege once connected.",
-		nil, noMoreArgs,
-		func(_ *cli.Context, conn *net.TCPConn) error { return client.Relay(conn, os.Stdin, os.Stdout) })
+		nil,
+		dialThen(func(conn *net.TCPConn) error { return client.Relay(conn, os.Stdin, os.Stdout) }))
 }
 
 func fdpassCommand() *cli.Command {
@@ -250,8 +261,8 @@ func fdpassCommand() *cli.Command {
 		"seqknock fdpass [options] HOST PORT",
 		"For ~/.ssh/config: ProxyCommand seqknock fdpass %h %p with ProxyUseFdpass yes. "+
 			"Passes the connected socket over stdout and exits.",
-		nil, noMoreArgs,
-		func(_ *cli.Context, conn *net.TCPConn) error { return client.SendFD(os.Stdout, conn) })
+		nil,
+		dialThen(func(conn *net.TCPConn) error { return client.SendFD(os.Stdout, conn) }))
 }
 
 func execCommand() *cli.Command {
@@ -262,29 +273,29 @@ func execCommand() *cli.Command {
 			"TCPLOCALPORT in the environment; waits for it and exits as it did. Under sudo everything runs "+
 			"as the user who ran sudo.",
 		[]cli.Flag{&cli.StringFlag{Name: "user", Usage: "root only: act for `USER` (name or uid) as under sudo; refused for anyone else"}},
-		func(c *cli.Context) error {
-			_, err := programArgs(c)
-			return err
-		},
-		func(c *cli.Context, conn *net.TCPConn) error {
-			args, _ := programArgs(c)
+		func(c *cli.Context, inv *client.Invoker, d *client.Dialer, host string, port uint16) error {
+			if c.NArg() < 3 {
+				return usagef("exec: want HOST PORT -- PROGRAM [ARGS...]")
+			}
+			args := c.Args().Slice()[2:]
+			if args[0] == "--" {
+				args = args[1:]
+			}
+			if len(args) == 0 {
+				return usagef("exec: no PROGRAM after --")
+			}
+			ctx, cancel := signalContext()
+			defer cancel()
+			conn, err := d.Dial(ctx, host, port)
+			if err != nil {
+				return err
+			}
+			if err := client.DropPrivileges(); err != nil {
+				conn.Close()
+				return err
+			}
 			return programExit(client.Exec(conn, args[0], args[1:]))
 		})
-}
-
-// programArgs is exec's PROGRAM [ARGS...], after HOST PORT and "--".
-func programArgs(c *cli.Context) ([]string, error) {
-	if c.NArg() < 3 {
-		return nil, usagef("exec: want HOST PORT -- PROGRAM [ARGS...]")
-	}
-	args := c.Args().Slice()[2:]
-	if args[0] == "--" {
-		args = args[1:]
-	}
-	if len(args) == 0 {
-		return nil, usagef("exec: no PROGRAM after --")
-	}
-	return args, nil
 }
 
 func sshConfigCommand() *cli.Command {
@@ -292,11 +303,13 @@ func sshConfigCommand() *cli.Command {
 		Name:      "ssh-config",
 		Usage:     "print the ~/.ssh/config stanza that connects to HOST through seqknock",
 		UsageText: "seqknock ssh-config [--fdpass] [--sudo] [--config FILE | --key-file FILE] HOST",
-		Description: "HOST must match a [[host]] entry of the client config, or --key-file must name the key " +
-			"(it then goes into the ProxyCommand).",
+		Description: "HOST, the name you give ssh, must match a [[host]] entry of the client config, or --key-file " +
+			"must name the key (it then goes into the ProxyCommand). The ProxyCommand passes ssh's %n as --alias, " +
+			"so a [[host]] may name the alias (Host prod) while ssh connects to its HostName. The stanza ends with " +
+			"commented ControlMaster lines; with --sudo, with the sudoers rule that sudo -n needs.",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "fdpass", Usage: "use ProxyUseFdpass (ssh talks to the socket directly; no relay process stays)"},
-			&cli.BoolFlag{Name: "sudo", Usage: "run seqknock with sudo (when the binary has no cap_net_admin file capability)"},
+			&cli.BoolFlag{Name: "sudo", Usage: "run seqknock with sudo -n (when the binary has no cap_net_admin file capability); needs a NOPASSWD sudoers rule, printed as a comment"},
 			&cli.StringFlag{Name: "config", Usage: "client config `FILE` (default ~/.config/seqknock/client.toml)"},
 			&cli.StringFlag{Name: "key-file", Usage: "key `FILE`, for a host with no [[host]] entry"},
 		},
@@ -330,21 +343,43 @@ func sshConfigCommand() *cli.Command {
 				verb = "fdpass"
 			}
 			cmd += " " + verb
+			// ssh runs the ProxyCommand from wherever it was started.
 			if c.IsSet("config") {
-				cmd += " --config " + cfgPath
+				cmd += " --config " + absPath(cfgPath)
 			}
 			if c.IsSet("key-file") {
-				cmd += " --key-file " + c.String("key-file")
+				if _, err := keyfile.Load(c.String("key-file")); err != nil {
+					return fmt.Errorf("ssh-config: %w", err)
+				}
+				cmd += " --key-file " + absPath(c.String("key-file"))
 			}
 			w := c.App.Writer
-			fmt.Fprintf(w, "Host %s\n    ProxyCommand %s %%h %%p\n", host, cmd)
+			fmt.Fprintf(w, "Host %s\n    ProxyCommand %s --alias %%n %%h %%p\n", host, cmd)
 			if c.Bool("fdpass") {
 				fmt.Fprintf(w, "    ProxyUseFdpass yes\n")
 			}
 			// A knock is spent by its first SYN; seqknock itself tries the
 			// other slots, so ssh makes one attempt.
 			fmt.Fprintf(w, "    ConnectionAttempts 1\n")
+			fmt.Fprintf(w, "    # Each connection spends a knock and a server allows a few per period (4 by default):\n"+
+				"    # uncomment to let repeated ssh, scp and Ansible runs share one connection.\n"+
+				"    # ControlMaster auto\n    # ControlPath ~/.ssh/seqknock-%%C\n    # ControlPersist 10m\n")
+			if c.Bool("sudo") {
+				name := "USER"
+				if u, err := user.Current(); err == nil {
+					name = u.Username
+				}
+				fmt.Fprintf(w, "    # sudo -n needs this rule, added with: sudo visudo -f /etc/sudoers.d/seqknock\n"+
+					"    #   %s ALL=(root) NOPASSWD: %s %s *\n", name, self, verb)
+			}
 			return nil
 		},
 	}
+}
+
+func absPath(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
 }

@@ -195,7 +195,7 @@ func TestSSHConfig(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, e)
 	}
-	for _, want := range []string{"Host db.example.net\n", " fdpass --config " + cfg + " %h %p\n", "    ProxyUseFdpass yes\n", "    ConnectionAttempts 1\n"} {
+	for _, want := range []string{"Host db.example.net\n", " fdpass --config " + cfg + " --alias %n %h %p\n", "    ProxyUseFdpass yes\n", "    ConnectionAttempts 1\n"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("stanza lacks %q:\n%s", want, out)
 		}
@@ -203,8 +203,9 @@ func TestSSHConfig(t *testing.T) {
 	if _, e, code := runCLI(t, "ssh-config", "--config", cfg, "other.org"); code != 2 || !strings.Contains(e, "no [[host]] in "+cfg+" matches other.org") {
 		t.Errorf("unmatched host: exit %d %q", code, e)
 	}
-	out, _, code = runCLI(t, "ssh-config", "--config", cfg, "--key-file", "/k", "other.org")
-	if code != 0 || !strings.Contains(out, "proxy --config "+cfg+" --key-file /k %h %p") || strings.Contains(out, "Fdpass") {
+	kf := writeKey(t, make([]byte, 32))
+	out, _, code = runCLI(t, "ssh-config", "--config", cfg, "--key-file", kf, "other.org")
+	if code != 0 || !strings.Contains(out, "proxy --config "+cfg+" --key-file "+kf+" --alias %n %h %p") || strings.Contains(out, "Fdpass") {
 		t.Errorf("with --key-file: exit %d:\n%s", code, out)
 	}
 }

@@ -63,6 +63,10 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Name: "config", Aliases: []string{"c"}, Value: server.DefaultConfigPath,
 		Usage: "config `FILE`", EnvVars: []string{"SEQKNOCKD_CONFIG"},
 	}
+	stateFlag := &cli.StringFlag{
+		Name: "state", Value: server.DefaultStatePath, EnvVars: []string{"SEQKNOCKD_STATE"},
+		Usage: "state `FILE`: spent knocks and the highest time synced, kept across table removals, teardowns and restarts (\"" + server.NoState + "\": keep none)",
+	}
 	app := &cli.App{
 		Name:  "seqknockd",
 		Usage: "admit a TCP SYN to a protected port only when its sequence number is a valid knock",
@@ -75,12 +79,27 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Commands: []*cli.Command{
 			{
 				Name:  "sync",
+				Flags: []cli.Flag{stateFlag},
 				Usage: "make the table hold the current window's knocks, once (for a systemd timer)",
-				Description: "One stateless, idempotent pass: the table, sets and rules match the config and the " +
-					"valid set holds exactly the current window. One transaction: on error nothing changes.",
+				Description: "One idempotent pass: the table, sets and rules match the config and the " +
+					"valid set holds exactly the current window, less the knocks already spent (the used set's and " +
+					"the state file's), which stay in the used set. One transaction: on error nothing changes.",
 				Action: withConfig(func(c *cli.Context, cfg *server.Config) error {
-					res, err := server.Sync(server.NewKernel(0), cfg, time.Now())
+					path := c.String("state")
+					st, err := server.LoadState(path, cfg.Table)
 					if err != nil {
+						return err
+					}
+					now := time.Now()
+					if st.High.After(now) {
+						now = st.High // the clock went back: never install an older window
+					}
+					res, err := server.SyncKeeping(server.NewKernel(0), cfg, now, &st.Spent)
+					if err != nil {
+						return err
+					}
+					st.High = now
+					if err := st.Save(path); err != nil {
 						return err
 					}
 					server.NewLogger(c.App.ErrWriter).Info("sync", "table", cfg.Table, "elements", res.Elements,
@@ -90,8 +109,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			},
 			{
 				Name:  "run",
-				Usage: "sync at every period boundary until stopped (SIGHUP reloads, SIGTERM stops)",
+				Usage: "keep the table in force until stopped: sync at every period boundary, repair it at once when anyone else changes it (SIGHUP reloads, SIGTERM stops)",
 				Flags: []cli.Flag{
+					stateFlag,
 					&cli.BoolFlag{Name: "teardown-on-exit", Usage: "remove the table on exit (default: leave it; knocks expire by themselves)"},
 				},
 				Action: func(c *cli.Context) error {
@@ -115,6 +135,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 						Now:            time.Now,
 						Log:            server.NewLogger(c.App.ErrWriter),
 						TeardownOnExit: c.Bool("teardown-on-exit"),
+						StatePath:      c.String("state"),
+						Notify:         server.SdNotify,
+						Watchdog:       server.WatchdogTimeout(),
 					}
 					return d.Run(ctx, hup)
 				},
@@ -167,7 +190,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			{
 				Name:  "teardown",
 				Usage: "remove the table (and nothing else)",
-				Flags: []cli.Flag{&cli.StringFlag{Name: "table", Usage: "remove table `NAME` instead of the config's (works without a config)"}},
+				Flags: []cli.Flag{stateFlag, &cli.StringFlag{Name: "table", Usage: "remove table `NAME` instead of the config's (works without a config)"}},
 				Action: func(c *cli.Context) error {
 					if err := noArgs(c); err != nil {
 						return err
@@ -180,7 +203,23 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 						}
 						table = cfg.Table
 					}
-					removed, err := server.NewKernel(0).Teardown(table)
+					// The used set goes with the table: keep its spent
+					// knocks in the state file, for the next sync.
+					k := server.NewKernel(0)
+					path := c.String("state")
+					st, err := server.LoadState(path, table)
+					if err != nil {
+						return err
+					}
+					live, err := k.Spent(table, time.Now())
+					if err != nil {
+						return err
+					}
+					st.Merge(live)
+					if err := st.Save(path); err != nil {
+						return err
+					}
+					removed, err := k.Teardown(table)
 					if err != nil {
 						return err
 					}

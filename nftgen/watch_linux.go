@@ -1,0 +1,135 @@
+//go:build linux
+
+package nftgen
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// ownPorts remembers the netlink port ids of the sockets this Conn sent
+// batches from, so Watch can tell its own transactions from anyone else's.
+type ownPorts struct {
+	mu  sync.Mutex
+	ids [16]uint32
+	n   int
+}
+
+func (o *ownPorts) add(id uint32) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.ids[o.n%len(o.ids)] = id
+	o.n++
+}
+
+func (o *ownPorts) has(id uint32) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for i := 0; i < min(o.n, len(o.ids)); i++ {
+		if o.ids[i] == id {
+			return true
+		}
+	}
+	return false
+}
+
+// Watch reports, on the returned channel, every committed nftables
+// transaction that touched the inet table named table (created, deleted or
+// changed it, its chains, rules, sets or elements) and that this Conn did
+// not send itself. Reports coalesce: the channel holds at most one. A lost
+// notification (the socket's queue overflowed) is reported too, since it may
+// have hidden a change. The channel closes when ctx ends or the socket
+// fails; the caller then watches again.
+//
+// The kernel sends every change to the NFNLGRP_NFTABLES group as one message
+// per object, then one NEWGEN message for the transaction. The messages of a
+// transaction carry, in their header, the netlink port id of the socket that
+// sent it: that is how our own batches are told apart, whatever pid
+// namespace we run in. Knocks spent in the packet path emit no messages.
+func (c *Conn) Watch(ctx context.Context, table string) (<-chan struct{}, error) {
+	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: c.NetNS})
+	if err != nil {
+		return nil, fmt.Errorf("watch: dial netlink: %w", err)
+	}
+	if err := conn.JoinGroup(unix.NFNLGRP_NFTABLES); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("watch: join nftables group: %w", err)
+	}
+	_ = conn.SetReadBuffer(1 << 20)
+	out := make(chan struct{}, 1)
+	notify := func() {
+		select {
+		case out <- struct{}{}:
+		default:
+		}
+	}
+	go func() {
+		<-ctx.Done()
+		conn.Close()
+	}()
+	go func() {
+		defer close(out)
+		touched := map[uint32]bool{} // port id -> touched our table
+		for {
+			msgs, err := conn.Receive()
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				if errors.Is(err, unix.ENOBUFS) {
+					clear(touched)
+					notify()
+					continue
+				}
+				return
+			}
+			for _, m := range msgs {
+				if m.Header.Type>>8 != unix.NFNL_SUBSYS_NFTABLES {
+					continue
+				}
+				switch uint16(m.Header.Type & 0xff) {
+				case unix.NFT_MSG_NEWGEN:
+					port := m.Header.PID
+					if touched[port] && !c.own.has(port) {
+						notify()
+					}
+					delete(touched, port)
+				default:
+					if touchesTable(m.Data, table) {
+						touched[m.Header.PID] = true
+					}
+				}
+			}
+		}
+	}()
+	return out, nil
+}
+
+// touchesTable reports whether an nftables notification (nfgenmsg and
+// attributes) is about the inet table named table. Attribute 1 is the table
+// name in the messages of every object type.
+func touchesTable(data []byte, table string) bool {
+	if len(data) < 4 || data[0] != unix.NFPROTO_INET {
+		return false
+	}
+	b := data[4:]
+	for len(b) >= 4 {
+		l := int(binary.NativeEndian.Uint16(b[0:2]))
+		typ := binary.NativeEndian.Uint16(b[2:4]) & 0x3fff
+		if l < 4 || l > len(b) {
+			return false
+		}
+		if typ == 1 {
+			return string(bytes.TrimRight(b[4:l], "\x00")) == table
+		}
+		b = b[(l+3)&^3:]
+	}
+	return false
+}

@@ -1,0 +1,13 @@
+package server
+
+import (
+	"os"
+	"testing"
+)
+
+func TestMain(m *testing.M) {
+	// seqknockd binaries run by the tests keep no state file unless a test
+	// names one: the default is a path on the host, shared by every test.
+	os.Setenv("SEQKNOCKD_STATE", NoState)
+	os.Exit(m.Run())
+}
