@@ -170,14 +170,27 @@ func TestExecUnderSudoEnv(t *testing.T) {
 func TestSetcapDropsCapabilities(t *testing.T) {
 	h := newKnockHost(t, 48)
 	netnstest.RequireRoot(t, "setcap", "setpriv")
-	h.allow(t, testKey, time.Now())
+	h.allowSlots(t, testKey, time.Now(), 32)
+	for _, b := range builds {
+		t.Run(b.name, func(t *testing.T) { setcapRun(t, h, b.build(t, "client/cmd/seqknock")) })
+	}
+}
+
+// builds are the two ways the client is built: CGO_ENABLED=0 (the release
+// build) and with cgo (plain go build or go install where a C compiler is).
+var builds = []struct {
+	name  string
+	build func(t testing.TB, pkg string) string
+}{{"static", netnstest.Build}, {"cgo", netnstest.BuildCgo}}
+
+func setcapRun(t *testing.T, h *knockHost, built string) {
 	dir, err := os.MkdirTemp("", "seqknock-setcap-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	os.Chmod(dir, 0o755)
-	src, _ := os.ReadFile(netnstest.Build(t, "client/cmd/seqknock"))
+	src, _ := os.ReadFile(built)
 	bin := filepath.Join(dir, "seqknock")
 	os.WriteFile(bin, src, 0o755)
 	if out, err := exec.Command("setcap", "cap_net_admin+ep", bin).CombinedOutput(); err != nil {
@@ -188,7 +201,7 @@ func TestSetcapDropsCapabilities(t *testing.T) {
 	os.Chown(kf, 65534, 65534)
 	os.Chown(dir, 65534, 65534)
 
-	cmd := h.client.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", bin, "proxy", "--key-file", kf, "--syn-timeout", "2s", h.link.A4, "2222")
+	cmd := h.client.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", bin, "proxy", "--key-file", kf, "--slots", "32", "--syn-timeout", "2s", h.link.A4, "2222")
 	cmd.Env = []string{"HOME=" + dir, "PATH=/usr/bin:/bin"}
 	stdin, _ := cmd.StdinPipe()
 	var stderr strings.Builder
@@ -217,12 +230,62 @@ func TestSetcapDropsCapabilities(t *testing.T) {
 	for _, st := range tasks {
 		b, _ := os.ReadFile(st)
 		for _, l := range strings.Split(string(b), "\n") {
-			if (strings.HasPrefix(l, "CapPrm:") || strings.HasPrefix(l, "CapEff:")) && !strings.HasSuffix(l, "0000000000000000") {
+			if (strings.HasPrefix(l, "CapPrm:") || strings.HasPrefix(l, "CapEff:") || strings.HasPrefix(l, "CapAmb:") || strings.HasPrefix(l, "CapInh:")) && !strings.HasSuffix(l, "0000000000000000") {
 				t.Errorf("%s: %s", st, l)
 			}
 			if strings.HasPrefix(l, "Uid:") && !strings.Contains(l, "65534") {
 				t.Errorf("%s: %s", st, l)
 			}
 		}
+	}
+	// A capable process never takes a socket from its environment (the
+	// hand-over of a cgo build), whatever the caller puts there.
+	cmd = h.client.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", bin, "proxy", "--key-file", kf, h.link.A4, "2222")
+	cmd.Env = []string{"HOME=" + dir, "PATH=/usr/bin:/bin", "SEQKNOCK_CONNECTED_FD=0"}
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "SEQKNOCK_CONNECTED_FD: refused in a process that holds capabilities") {
+		t.Errorf("SEQKNOCK_CONNECTED_FD in a capable process: %v: %s", err, out)
+	}
+}
+
+// TestRootModesBothBuilds: root acting for itself has nothing to drop and
+// works with either build (the program runs as root); root with --user
+// runs everything as that user, and the program holds no capability,
+// with either build.
+func TestRootModesBothBuilds(t *testing.T) {
+	h := newKnockHost(t, 166)
+	h.allowSlots(t, testKey, time.Now(), 32)
+	u := netnstest.NewUser(t)
+	kf := u.WriteFile("own.key", keyText(testKey), 0o600)
+	go func() {
+		for c := range h.accepted {
+			c.Close()
+		}
+	}()
+	for _, b := range builds {
+		t.Run(b.name, func(t *testing.T) {
+			bin := b.build(t, "client/cmd/seqknock")
+			run := func(args ...string) string {
+				cmd := h.client.Command(bin, append([]string{"exec", "--key-file", kf, "--slots", "32", "--syn-timeout", "2s"}, args...)...)
+				cmd.Env = []string{"HOME=" + t.TempDir(), "PATH=/usr/bin:/bin"}
+				out, err := cmd.CombinedOutput()
+				if err != nil {
+					t.Fatalf("%v: %v: %s", args, err, out)
+				}
+				return string(out)
+			}
+			if out := run(h.link.A4, "2222", "--", "id", "-u"); out != "0\n" {
+				t.Errorf("root for itself: %q", out)
+			}
+			out := run("--user", u.Name, h.link.A4, "2222", "--", "sh", "-c", "id -u; grep -E '^Cap(Inh|Prm|Eff|Amb):' /proc/self/status /proc/$PPID/task/*/status")
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			if len(lines) < 9 || lines[0] != strconv.Itoa(u.UID) {
+				t.Fatalf("--user %s: %q", u.Name, out)
+			}
+			for _, l := range lines[1:] {
+				if !strings.HasSuffix(l, "0000000000000000") {
+					t.Errorf("--user %s: %s", u.Name, l)
+				}
+			}
+		})
 	}
 }

@@ -37,7 +37,14 @@
 // connected, DropPrivileges clears the capability sets of every thread
 // (capset through syscall.AllThreadsSyscall; clearing the permitted and
 // inheritable sets also empties the ambient set), so the relay, the fd
-// passing and the exec'd program run with no capability at all.
+// passing and the exec'd program run with no capability at all. A cgo build
+// (plain go build or go install where a C compiler is) cannot reach the C
+// runtime's threads that way: it hands the connected socket to a fresh
+// image of itself instead (HandOver: capability sets of one locked thread
+// cleared, PR_SET_NO_NEW_PRIVS so a setcap binary regains nothing, execve
+// with SEQKNOCK_CONNECTED_FD naming the socket), which starts with no
+// capability on any thread. Every build works in every mode: root, sudo,
+// setcap. Root acting for itself has nothing to drop.
 //
 // Refused outright when elevated: --user (only root, acting for itself, may
 // name another user), and keygen and isn, which need no privilege.

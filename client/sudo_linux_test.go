@@ -124,7 +124,13 @@ func (h *knockHost) drainAccepted() int {
 // with empty stdin.
 func (b *sudoBed) sudo(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	cmd := b.u.Command(b.h.client, "sudo", append([]string{"-n", b.bin}, args...)...)
+	return b.sudoBin(t, b.bin, args...)
+}
+
+// sudoBin is sudo with another binary the user may run under sudo.
+func (b *sudoBed) sudoBin(t *testing.T, bin string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := b.u.Command(b.h.client, "sudo", append([]string{"-n", bin}, args...)...)
 	var o, e bytes.Buffer
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = strings.NewReader(""), &o, &e
 	// Its own process group, so a run that hangs (as the old code's relay
@@ -394,31 +400,41 @@ func checkUnprivileged(t *testing.T, what, status string, u *netnstest.User) {
 func TestSudoExecAsUser(t *testing.T) {
 	b := newSudoBed(t, 158)
 	b.u.WriteFile(".config/seqknock/client.toml", []byte("[[host]]\nmatch = \"198.18.*\"\nkey_file = \"~/.config/seqknock/own.key\"\nslots = 32\n"), 0o600)
-	got := b.h.greetOnce()
-	script := `cat /proc/self/status; echo ==; for s in /proc/$PPID/task/*/status; do cat $s; echo ==; done; ` +
-		`echo "$TCPREMOTEIP:$TCPREMOTEPORT"; read line <&6; echo "got $line"; echo "hello from $(id -u)" >&7`
-	stdout, stderr, code := b.sudo(t, "exec", "--syn-timeout", "2s", b.h.link.A4, "2222", "--", "sh", "-c", script)
-	if code != 0 {
-		t.Fatalf("exec: exit %d: %s", code, stderr)
-	}
-	parts := strings.Split(stdout, "==\n")
-	if len(parts) < 3 {
-		t.Fatalf("program output:\n%s", stdout)
-	}
-	checkUnprivileged(t, "program", parts[0], b.u)
-	for i, p := range parts[1 : len(parts)-1] {
-		checkUnprivileged(t, fmt.Sprintf("seqknock thread %d", i), p, b.u)
-	}
-	if tail := parts[len(parts)-1]; tail != b.h.link.A4+":2222\ngot greeting\n" {
-		t.Errorf("program output tail: %q", tail)
-	}
-	select {
-	case s := <-got:
-		if s != fmt.Sprintf("hello from %d\n", b.u.UID) {
-			t.Errorf("server got %q", s)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("server got nothing")
+	// Both builds: a cgo build hands the socket to a fresh image of itself
+	// instead of clearing capabilities in-process.
+	for _, build := range builds {
+		t.Run(build.name, func(t *testing.T) {
+			bin := build.build(t, "client/cmd/seqknock")
+			if bin != b.bin {
+				b.u.AllowSudo(bin)
+			}
+			got := b.h.greetOnce()
+			script := `cat /proc/self/status; echo ==; for s in /proc/$PPID/task/*/status; do cat $s; echo ==; done; ` +
+				`echo "$TCPREMOTEIP:$TCPREMOTEPORT"; read line <&6; echo "got $line"; echo "hello from $(id -u)" >&7`
+			stdout, stderr, code := b.sudoBin(t, bin, "exec", "--syn-timeout", "2s", b.h.link.A4, "2222", "--", "sh", "-c", script)
+			if code != 0 {
+				t.Fatalf("exec: exit %d: %s", code, stderr)
+			}
+			parts := strings.Split(stdout, "==\n")
+			if len(parts) < 3 {
+				t.Fatalf("program output:\n%s", stdout)
+			}
+			checkUnprivileged(t, "program", parts[0], b.u)
+			for i, p := range parts[1 : len(parts)-1] {
+				checkUnprivileged(t, fmt.Sprintf("seqknock thread %d", i), p, b.u)
+			}
+			if tail := parts[len(parts)-1]; tail != b.h.link.A4+":2222\ngot greeting\n" {
+				t.Errorf("program output tail: %q", tail)
+			}
+			select {
+			case s := <-got:
+				if s != fmt.Sprintf("hello from %d\n", b.u.UID) {
+					t.Errorf("server got %q", s)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("server got nothing")
+			}
+		})
 	}
 	for p, mode := range map[string]os.FileMode{".local": 0o700, ".local/state": 0o700, ".local/state/seqknock": 0o700, ".local/state/seqknock/slots.json": 0o600} {
 		s := stateOf(filepath.Join(b.u.Home, p))

@@ -5,6 +5,7 @@ package client
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -154,17 +155,19 @@ func (inv *Invoker) SlotStore() *SlotStore {
 	return &SlotStore{Base: inv.Home, Sub: []string{".local", "state", "seqknock"}}
 }
 
-// ErrCgoCaps is returned where capabilities cannot be dropped on every
-// thread: a binary built with cgo.
-var ErrCgoCaps = errors.New("this seqknock binary was built with cgo and cannot drop capabilities on every thread; build it with CGO_ENABLED=0")
-
-// DropPrivileges gives up every capability once the socket is connected:
-// it clears the permitted, effective, inheritable (and so the ambient)
-// capability sets of every thread. The process is by then its user's own
-// (Become ran before anything else), so nothing else is left to give up.
-// Root acting for itself has nothing to drop. It is a no-op for a process
-// that holds no capability.
-func DropPrivileges() error {
+// DropPrivileges gives up every capability once conn is connected, on
+// every thread. The process is by then its user's own (Become ran before
+// anything else), so nothing else is left to give up. Root acting for
+// itself has nothing to drop; a process that holds no capability has
+// nothing to do.
+//
+// In a CGO_ENABLED=0 build it clears the permitted, effective and
+// inheritable (and so the ambient) sets of every thread with one capset
+// through syscall.AllThreadsSyscall. A cgo build cannot reach the threads
+// the C runtime made that way, so it hands conn over to a fresh image of
+// this binary instead (HandOver), which starts with no capability at all;
+// then DropPrivileges does not return.
+func DropPrivileges(conn *net.TCPConn) error {
 	if os.Geteuid() == 0 && os.Getuid() == 0 {
 		return nil
 	}
@@ -173,7 +176,7 @@ func DropPrivileges() error {
 		return err
 	}
 	if builtWithCgo {
-		return ErrCgoCaps
+		return HandOver(conn, os.Args)
 	}
 	// Heap objects do not move, so their addresses stay valid through the
 	// call; KeepAlive holds them until it returns.

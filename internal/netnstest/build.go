@@ -20,9 +20,25 @@ var (
 // binary is built once per test process.
 func Build(t testing.TB, pkg string) string {
 	t.Helper()
+	return build(t, pkg, false)
+}
+
+// BuildCgo is Build with CGO_ENABLED=1: the binary `go build` and `go
+// install` make on a machine with a C compiler.
+func BuildCgo(t testing.TB, pkg string) string {
+	t.Helper()
+	return build(t, pkg, true)
+}
+
+func build(t testing.TB, pkg string, cgo bool) string {
+	t.Helper()
 	buildMu.Lock()
 	defer buildMu.Unlock()
-	if p, ok := built[pkg]; ok {
+	key, name, env := pkg, filepath.Base(pkg), "CGO_ENABLED=0"
+	if cgo {
+		key, name, env = pkg+" cgo", filepath.Base(pkg)+"-cgo", "CGO_ENABLED=1"
+	}
+	if p, ok := built[key]; ok {
 		return p
 	}
 	root, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
@@ -38,14 +54,14 @@ func Build(t testing.TB, pkg string) string {
 		}
 		os.Chmod(buildDir, 0o755)
 	}
-	out := filepath.Join(buildDir, filepath.Base(pkg))
+	out := filepath.Join(buildDir, name)
 	cmd := exec.Command("go", "build", "-o", out, "./"+pkg)
 	cmd.Dir = strings.TrimSpace(string(root))
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	cmd.Env = append(os.Environ(), env)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build %s: %v: %s", pkg, err, b)
 	}
-	built[pkg] = out
+	built[key] = out
 	return out
 }
 

@@ -146,7 +146,11 @@ func verbosef(c *cli.Context, format string, a ...any) {
 	}
 }
 
-func connectCommand(name, usage, usageText, description string, extra []cli.Flag, action func(c *cli.Context, inv *client.Invoker, d *client.Dialer, host string, port uint16) error) *cli.Command {
+// connectCommand is proxy, fdpass or exec: check the operands (check),
+// connect with a knock and give up every privilege (connect), and hand the
+// socket on (use).
+func connectCommand(name, usage, usageText, description string, extra []cli.Flag,
+	check func(c *cli.Context) error, use func(c *cli.Context, conn *net.TCPConn) error) *cli.Command {
 	return &cli.Command{
 		Name:        name,
 		Usage:       usage,
@@ -158,17 +162,45 @@ func connectCommand(name, usage, usageText, description string, extra []cli.Flag
 			if err != nil {
 				return err
 			}
-			inv, err := actFor(c, true)
+			if err := check(c); err != nil {
+				return err
+			}
+			conn, err := connect(c, host, port)
 			if err != nil {
 				return err
 			}
-			d, err := dialer(c, inv, host, port)
-			if err != nil {
-				return err
-			}
-			return action(c, inv, d, host, port)
+			defer conn.Close()
+			return use(c, conn)
 		},
 	}
+}
+
+// connect acts for the invoking user (actFor), dials host:port with a
+// knock and gives up every privilege. In the image a cgo build hands the
+// socket to (client.HandOver), it takes that socket instead.
+func connect(c *cli.Context, host string, port uint16) (*net.TCPConn, error) {
+	inv, err := actFor(c, true)
+	if err != nil {
+		return nil, err
+	}
+	if conn, err := client.Handed(); conn != nil || err != nil {
+		return conn, err
+	}
+	d, err := dialer(c, inv, host, port)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	conn, err := d.Dial(ctx, host, port)
+	if err != nil {
+		return nil, err
+	}
+	if err := client.DropPrivileges(conn); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
 }
 
 // actFor returns the user the command acts for. Under sudo (or in a
@@ -226,25 +258,12 @@ func signalContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 }
 
-// dialThen is the action of proxy and fdpass: dial with a knock, give up
-// privileges, then hand the connection to use.
-func dialThen(use func(conn *net.TCPConn) error) func(*cli.Context, *client.Invoker, *client.Dialer, string, uint16) error {
-	return func(c *cli.Context, inv *client.Invoker, d *client.Dialer, host string, port uint16) error {
-		if c.NArg() > 2 {
-			return usagef("%s: unexpected argument %q", c.Command.Name, c.Args().Get(2))
-		}
-		ctx, cancel := signalContext()
-		defer cancel()
-		conn, err := d.Dial(ctx, host, port)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		if err := client.DropPrivileges(); err != nil {
-			return err
-		}
-		return use(conn)
+// noMoreArgs is the operand check of proxy and fdpass: HOST PORT only.
+func noMoreArgs(c *cli.Context) error {
+	if c.NArg() > 2 {
+		return usagef("%s: unexpected argument %q", c.Command.Name, c.Args().Get(2))
 	}
+	return nil
 }
 
 func proxyCommand() *cli.Command {
@@ -252,8 +271,8 @@ func proxyCommand() *cli.Command {
 		"seqknock proxy [options] HOST PORT",
 		"For ~/.ssh/config: ProxyCommand seqknock proxy %h %p. Needs CAP_NET_ADMIN (sudo or setcap); "+
 			"gives up every privilege once connected.",
-		nil,
-		dialThen(func(conn *net.TCPConn) error { return client.Relay(conn, os.Stdin, os.Stdout) }))
+		nil, noMoreArgs,
+		func(_ *cli.Context, conn *net.TCPConn) error { return client.Relay(conn, os.Stdin, os.Stdout) })
 }
 
 func fdpassCommand() *cli.Command {
@@ -261,8 +280,8 @@ func fdpassCommand() *cli.Command {
 		"seqknock fdpass [options] HOST PORT",
 		"For ~/.ssh/config: ProxyCommand seqknock fdpass %h %p with ProxyUseFdpass yes. "+
 			"Passes the connected socket over stdout and exits.",
-		nil,
-		dialThen(func(conn *net.TCPConn) error { return client.SendFD(os.Stdout, conn) }))
+		nil, noMoreArgs,
+		func(_ *cli.Context, conn *net.TCPConn) error { return client.SendFD(os.Stdout, conn) })
 }
 
 func execCommand() *cli.Command {
@@ -273,29 +292,29 @@ func execCommand() *cli.Command {
 			"TCPLOCALPORT in the environment; waits for it and exits as it did. Under sudo everything runs "+
 			"as the user who ran sudo.",
 		[]cli.Flag{&cli.StringFlag{Name: "user", Usage: "root only: act for `USER` (name or uid) as under sudo; refused for anyone else"}},
-		func(c *cli.Context, inv *client.Invoker, d *client.Dialer, host string, port uint16) error {
-			if c.NArg() < 3 {
-				return usagef("exec: want HOST PORT -- PROGRAM [ARGS...]")
-			}
-			args := c.Args().Slice()[2:]
-			if args[0] == "--" {
-				args = args[1:]
-			}
-			if len(args) == 0 {
-				return usagef("exec: no PROGRAM after --")
-			}
-			ctx, cancel := signalContext()
-			defer cancel()
-			conn, err := d.Dial(ctx, host, port)
-			if err != nil {
-				return err
-			}
-			if err := client.DropPrivileges(); err != nil {
-				conn.Close()
-				return err
-			}
+		func(c *cli.Context) error {
+			_, err := programArgs(c)
+			return err
+		},
+		func(c *cli.Context, conn *net.TCPConn) error {
+			args, _ := programArgs(c)
 			return programExit(client.Exec(conn, args[0], args[1:]))
 		})
+}
+
+// programArgs is exec's PROGRAM [ARGS...], after HOST PORT and "--".
+func programArgs(c *cli.Context) ([]string, error) {
+	if c.NArg() < 3 {
+		return nil, usagef("exec: want HOST PORT -- PROGRAM [ARGS...]")
+	}
+	args := c.Args().Slice()[2:]
+	if args[0] == "--" {
+		args = args[1:]
+	}
+	if len(args) == 0 {
+		return nil, usagef("exec: no PROGRAM after --")
+	}
+	return args, nil
 }
 
 func sshConfigCommand() *cli.Command {
