@@ -147,9 +147,19 @@ func TestInstallUninstall(t *testing.T) {
 			t.Errorf("seqknockd.service lacks %q", strings.TrimSpace(want))
 		}
 	}
+	// With the metrics drop-ins the README documents, read from the
+	// unit's .d directory on the unit path.
+	os.Mkdir(filepath.Join(vdir, "seqknockd.service.d"), 0o755)
+	for _, c := range []string{"metrics-http.conf", "metrics-textfile.conf"} {
+		b, err := os.ReadFile(filepath.Join(root, "scripts", "systemd", "seqknockd.service.d-examples", c))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(vdir, "seqknockd.service.d", c), b, 0o644)
+	}
 	verify := exec.Command("systemd-analyze", append([]string{"verify"}, units...)...)
 	verify.Dir = vdir
-	verify.Env = append(os.Environ(), "MANPATH="+filepath.Join(dest, "usr/local/share/man"))
+	verify.Env = append(os.Environ(), "MANPATH="+filepath.Join(dest, "usr/local/share/man"), "SYSTEMD_UNIT_PATH="+vdir+":")
 	out, err := verify.CombinedOutput()
 	if err != nil || len(strings.TrimSpace(string(out))) != 0 {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)

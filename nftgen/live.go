@@ -12,7 +12,8 @@ type Counter struct {
 type Live struct {
 	Exists bool
 	Ports  []uint16
-	// ValidCount and UsedCount are the numbers of elements in the sets.
+	// ValidCount and UsedCount are the numbers of elements in the sets;
+	// ReadCounters leaves ValidCount 0 (the valid set is large).
 	ValidCount int
 	UsedCount  int
 	// ValidKeys and UsedKeys are the sets' elements (Read only).

@@ -84,12 +84,14 @@ func (c *Conn) read(table string, elements bool) (*Live, error) {
 			live.UsedExists = true
 			live.UsedTimeout = s.Timeout
 			live.UsedSize = s.Size
+			// Counted also without elements: the used set holds only
+			// spent knocks, few next to the valid set.
+			els, err := nc.GetSetElements(s)
+			if err != nil {
+				return nil, fmt.Errorf("read set %s: %w", s.Name, err)
+			}
+			live.UsedCount = len(els)
 			if elements {
-				els, err := nc.GetSetElements(s)
-				if err != nil {
-					return nil, fmt.Errorf("read set %s: %w", s.Name, err)
-				}
-				live.UsedCount = len(els)
 				live.UsedKeys = keysOf(els)
 			}
 		}

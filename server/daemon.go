@@ -44,6 +44,12 @@ type Daemon struct {
 	// NoState keeps none.
 	StatePath string
 
+	// Metrics, when set, counts syncs, repairs and the rule counters, and
+	// MetricsTextfile is where they are written at every sync and every
+	// housekeeping tick (node_exporter's textfile collector).
+	Metrics         *Metrics
+	MetricsTextfile string
+
 	state *State        // spent knocks and the highest time synced
 	feed  AdmissionFeed // nil when the nflog group could not be bound
 
@@ -122,6 +128,12 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 	if d.Watchdog > 0 {
 		ping = after(d.Watchdog / 2)
 	}
+	var tick <-chan time.Time
+	if d.Metrics != nil {
+		t := time.NewTicker(housekeeping)
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
 		wait, why := d.untilNext(), "rotate"
 		if d.failing {
@@ -136,6 +148,8 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 		case <-ctx.Done():
 			d.notify("STOPPING=1")
 			return d.exit()
+		case <-tick:
+			d.housekeep()
 		case <-reload:
 			cfg, lerr := d.Load(d.ConfigPath)
 			if lerr != nil {
@@ -358,8 +372,16 @@ func (d *Daemon) untilNext() time.Duration {
 func (d *Daemon) sync(why string) error {
 	d.drainFeed()
 	now := d.clock()
+	start := time.Now()
 	res, err := SyncKeeping(d.Kernel, d.cfg, now, &d.state.Spent)
+	if d.Metrics != nil {
+		d.Metrics.SyncDone(now, time.Since(start), err, res.Elements)
+		if err == nil && why == "repair" {
+			d.Metrics.Repaired()
+		}
+	}
 	if err != nil {
+		defer d.writeMetrics()
 		now = d.clock() // the call may have taken long
 		if !d.failing {
 			d.failing, d.failingSince, d.failures, d.backoff = true, now, 0, FirstRetry
@@ -393,10 +415,37 @@ func (d *Daemon) sync(why string) error {
 		}
 		attrs = append(attrs, "admitted", a-d.lastAdmit, "dropped", dr-d.lastDropped)
 		d.lastAdmit, d.lastDropped = a, dr
+		if d.Metrics != nil {
+			d.Metrics.Counters(a, dr, live.UsedCount)
+		}
 	}
 	d.Log.Info("sync", attrs...)
 	d.logExpired(now)
+	d.writeMetrics()
 	return nil
+}
+
+// housekeeping is how often the daemon refreshes the rule counters and
+// rewrites the metrics textfile between syncs.
+const housekeeping = 10 * time.Second
+
+func (d *Daemon) housekeep() {
+	if d.Metrics != nil {
+		if live, err := d.Kernel.Counters(d.cfg.Table); err == nil {
+			d.Metrics.Counters(live.Admitted.Packets, live.Dropped.Packets, live.UsedCount)
+		}
+	}
+	d.writeMetrics()
+}
+
+// writeMetrics writes the textfile, when one is configured.
+func (d *Daemon) writeMetrics() {
+	if d.Metrics == nil || d.MetricsTextfile == "" {
+		return
+	}
+	if err := d.Metrics.WriteTextfile(d.MetricsTextfile, d.Now()); err != nil {
+		d.Log.Error("cannot write the metrics textfile", "err", err)
+	}
 }
 
 // logExpired logs, once each, the keys that have passed their not_after:

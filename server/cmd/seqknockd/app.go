@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -113,6 +116,10 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Flags: []cli.Flag{
 					stateFlag,
 					&cli.BoolFlag{Name: "teardown-on-exit", Usage: "remove the table on exit (default: leave it; knocks expire by themselves)"},
+					&cli.StringFlag{Name: "metrics-listen", EnvVars: []string{"SEQKNOCKD_METRICS_LISTEN"},
+						Usage: "serve Prometheus metrics over HTTP on `ADDR`, a loopback address and port (127.0.0.1:9810)"},
+					&cli.StringFlag{Name: "metrics-textfile", EnvVars: []string{"SEQKNOCKD_METRICS_TEXTFILE"},
+						Usage: "write the metrics to `FILE` for node_exporter's textfile collector, at every sync and every 10s"},
 				},
 				Action: func(c *cli.Context) error {
 					if err := noArgs(c); err != nil {
@@ -128,16 +135,30 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					defer stop()
 					hup := make(chan os.Signal, 1)
 					signal.Notify(hup, syscall.SIGHUP)
+					log := server.NewLogger(c.App.ErrWriter)
 					d := &server.Daemon{
-						ConfigPath:     configPath(c),
-						Load:           server.LoadConfig,
-						Kernel:         server.NewKernel(0),
-						Now:            time.Now,
-						Log:            server.NewLogger(c.App.ErrWriter),
-						TeardownOnExit: c.Bool("teardown-on-exit"),
-						StatePath:      c.String("state"),
-						Notify:         server.SdNotify,
-						Watchdog:       server.WatchdogTimeout(),
+						ConfigPath:      configPath(c),
+						Load:            server.LoadConfig,
+						Kernel:          server.NewKernel(0),
+						Now:             time.Now,
+						Log:             log,
+						TeardownOnExit:  c.Bool("teardown-on-exit"),
+						StatePath:       c.String("state"),
+						Notify:          server.SdNotify,
+						Watchdog:        server.WatchdogTimeout(),
+						MetricsTextfile: c.String("metrics-textfile"),
+					}
+					if d.MetricsTextfile != "" || c.String("metrics-listen") != "" {
+						d.Metrics = &server.Metrics{}
+					}
+					if addr := c.String("metrics-listen"); addr != "" {
+						ln, err := listenLoopback(addr)
+						if err != nil {
+							return err
+						}
+						srv := &http.Server{Handler: d.Metrics.Handler(time.Now), ReadHeaderTimeout: 5 * time.Second}
+						go srv.Serve(ln)
+						defer srv.Close()
 					}
 					return d.Run(ctx, hup)
 				},
@@ -293,6 +314,23 @@ func printStatus(w io.Writer, st *server.Status) {
 	fmt.Fprintf(w, "admitted:       %d packets\n", st.Admitted.Packets)
 	fmt.Fprintf(w, "dropped:        %d packets\n", st.Dropped.Packets)
 	fmt.Fprintf(w, "counter:        %d (next rotation in %.1fs)\n", st.Counter, st.NextRotationS)
+}
+
+// listenLoopback listens on addr, which must be a loopback address: the
+// metrics name users and are for the host's own collector.
+func listenLoopback(addr string) (net.Listener, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, cliconv.Usagef("--metrics-listen %q: %v", addr, err)
+	}
+	if ip, err := netip.ParseAddr(host); err != nil || !ip.IsLoopback() {
+		return nil, cliconv.Usagef("--metrics-listen %q: want a loopback address, like 127.0.0.1:9810 or [::1]:9810", addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	return ln, nil
 }
 
 // run runs the app: exit status 0 ok, 2 bad usage, 1 anything else, with

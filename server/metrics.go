@@ -1,0 +1,150 @@
+package server
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Metrics are the daemon's counters and gauges, in the Prometheus text
+// exposition format (version 0.0.4), which both the node_exporter textfile
+// collector and a Prometheus scrape read. The format is a few lines of
+// text, so no client library is needed for it.
+type Metrics struct {
+	mu           sync.Mutex
+	syncs        uint64
+	syncFailures uint64
+	repairs      uint64
+	lastDuration time.Duration
+	lastGood     time.Time
+	valid        int
+	used         int
+	dropped      uint64 // packets dropped by the knock chain, from its counter
+	admittedRule uint64 // SYNs admitted, from the admit rule's counter
+}
+
+// SyncDone records a sync: its duration, whether it failed, and on success
+// the number of valid elements it wrote.
+func (m *Metrics) SyncDone(now time.Time, took time.Duration, err error, elements int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.syncs++
+	m.lastDuration = took
+	if err != nil {
+		m.syncFailures++
+		return
+	}
+	m.lastGood = now
+	m.valid = elements
+}
+
+// Repaired records a table repair (the table or its parts restored after
+// someone else changed them).
+func (m *Metrics) Repaired() {
+	m.mu.Lock()
+	m.repairs++
+	m.mu.Unlock()
+}
+
+// Counters records the knock chain's rule counters and the used set's
+// size, as last read.
+func (m *Metrics) Counters(admitted, dropped uint64, used int) {
+	m.mu.Lock()
+	m.admittedRule, m.dropped, m.used = admitted, dropped, used
+	m.mu.Unlock()
+}
+
+// metric is one family: name, type, help and its samples.
+type metric struct {
+	name, typ, help string
+	samples         []sample
+}
+
+type sample struct {
+	labels string // `{user="alice",port="22"}` or ""
+	value  float64
+}
+
+// Write writes every metric at now in the text format.
+func (m *Metrics) Write(w io.Writer, now time.Time) error {
+	m.mu.Lock()
+	var since float64 = -1
+	if !m.lastGood.IsZero() {
+		since = now.Sub(m.lastGood).Seconds()
+	}
+	families := []metric{
+		{"seqknock_admitted_syns_total", "counter", "SYNs admitted by the knock rule (its nftables counter; resets when the rules are rewritten).",
+			[]sample{{"", float64(m.admittedRule)}}},
+		{"seqknock_unknocked_packets_total", "counter", "Packets to protected ports dropped for want of a valid knock (the drop rule's counter; resets when the rules are rewritten).",
+			[]sample{{"", float64(m.dropped)}}},
+		{"seqknock_valid_elements", "gauge", "Knocks valid now (elements of the valid set written by the last good sync).",
+			[]sample{{"", float64(m.valid)}}},
+		{"seqknock_used_elements", "gauge", "Knocks spent and remembered (elements of the used set).",
+			[]sample{{"", float64(m.used)}}},
+		{"seqknock_syncs_total", "counter", "Syncs run.", []sample{{"", float64(m.syncs)}}},
+		{"seqknock_sync_failures_total", "counter", "Syncs that failed (nothing changed).", []sample{{"", float64(m.syncFailures)}}},
+		{"seqknock_sync_duration_seconds", "gauge", "Duration of the last sync.", []sample{{"", m.lastDuration.Seconds()}}},
+		{"seqknock_table_repairs_total", "counter", "Times the table was restored after someone else changed or removed it.",
+			[]sample{{"", float64(m.repairs)}}},
+		{"seqknock_last_good_sync_seconds", "gauge", "Seconds since the last good sync at the time of writing (-1: none yet).",
+			[]sample{{"", since}}},
+		{"seqknock_last_good_sync_timestamp_seconds", "gauge", "Unix time of the last good sync (0: none yet).",
+			[]sample{{"", unixOrZero(m.lastGood)}}},
+	}
+	m.mu.Unlock()
+	bw := bufio.NewWriter(w)
+	for _, f := range families {
+		fmt.Fprintf(bw, "# HELP %s %s\n# TYPE %s %s\n", f.name, f.help, f.name, f.typ)
+		for _, s := range f.samples {
+			fmt.Fprintf(bw, "%s%s %s\n", f.name, s.labels, strconv.FormatFloat(s.value, 'g', -1, 64))
+		}
+	}
+	return bw.Flush()
+}
+
+func unixOrZero(t time.Time) float64 {
+	if t.IsZero() {
+		return 0
+	}
+	return float64(t.UnixNano()) / 1e9
+}
+
+// WriteTextfile writes the metrics to path for node_exporter's textfile
+// collector: into a temporary file in the same directory, then renamed, so
+// the collector never reads half a file.
+func (m *Metrics) WriteTextfile(path string, now time.Time) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := m.Write(tmp, now); err != nil {
+		tmp.Close()
+		return fmt.Errorf("metrics: %w", err)
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return fmt.Errorf("metrics: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	return nil
+}
+
+// Handler serves the metrics, for a Prometheus scrape.
+func (m *Metrics) Handler(now func() time.Time) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		m.Write(w, now())
+	})
+}
