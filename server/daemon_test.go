@@ -169,11 +169,15 @@ func TestUntilNextIsAligned(t *testing.T) {
 func TestLoggerUnderJournal(t *testing.T) {
 	t.Setenv("JOURNAL_STREAM", "8:12345")
 	r, w, _ := os.Pipe()
-	NewLogger(w).Info("sync", "elements", 12)
+	log := NewLogger(w)
+	log.Info("sync", "elements", 12)
+	log.Warn("key expired")
+	log.Error("sync failed", "err", "no table")
 	w.Close()
 	var b bytes.Buffer
 	b.ReadFrom(r)
-	if strings.Contains(b.String(), "time=") || !strings.Contains(b.String(), "msg=sync elements=12") {
-		t.Errorf("journald line: %q", b.String())
+	want := "<6>level=INFO msg=sync elements=12\n<4>level=WARN msg=\"key expired\"\n<3>level=ERROR msg=\"sync failed\" err=\"no table\"\n"
+	if b.String() != want {
+		t.Errorf("journald lines:\n%s\nwant:\n%s", b.String(), want)
 	}
 }
