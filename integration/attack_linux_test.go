@@ -102,6 +102,21 @@ func rewriteIPv4(pkt []byte, src netip.Addr, sport uint16, seq uint32) []byte {
 	return p
 }
 
+// synTemplate is an IPv4 TCP SYN to dst:port without source, ports'
+// checksums or sequence number; rewriteIPv4 fills them in.
+func synTemplate(dst string, port uint16) []byte {
+	tmpl := make([]byte, 40)
+	tmpl[0], tmpl[8], tmpl[9] = 0x45, 64, unix.IPPROTO_TCP
+	binary.BigEndian.PutUint16(tmpl[2:4], 40)
+	d := netip.MustParseAddr(dst).As4()
+	copy(tmpl[16:20], d[:])
+	binary.BigEndian.PutUint16(tmpl[22:24], port)
+	tmpl[32] = 5 << 4 // data offset
+	tmpl[33] = 0x02   // SYN
+	binary.BigEndian.PutUint16(tmpl[34:36], 64240)
+	return tmpl
+}
+
 // rawSender is a raw IPv4 socket in ns.
 func rawSender(t *testing.T, ns *netnstest.NS) int {
 	t.Helper()
@@ -206,15 +221,7 @@ func TestBruteForceSample(t *testing.T) {
 			valid[d.ISN(22, c, s)] = true
 		}
 	}
-	tmpl := make([]byte, 40)
-	tmpl[0], tmpl[8], tmpl[9] = 0x45, 64, unix.IPPROTO_TCP
-	binary.BigEndian.PutUint16(tmpl[2:4], 40)
-	dst := netip.MustParseAddr(w.al.A4).As4()
-	copy(tmpl[16:20], dst[:])
-	binary.BigEndian.PutUint16(tmpl[22:24], 22)
-	tmpl[32] = 5 << 4 // data offset
-	tmpl[33] = 0x02   // SYN
-	binary.BigEndian.PutUint16(tmpl[34:36], 64240)
+	tmpl := synTemplate(w.al.A4, 22)
 	src := netip.MustParseAddr(w.al.B4)
 
 	c := startCapture(t, w.srv, w.al.AIf, nil, "tcp src port 22 and tcp[tcpflags] & (tcp-syn|tcp-ack) == (tcp-syn|tcp-ack)")

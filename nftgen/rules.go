@@ -27,7 +27,15 @@ type Rules struct {
 	// admitted SYN's headers to (`log group N`), so the daemon learns every
 	// spent knock at once (package admitlog reads them).
 	LogGroup uint16
+	// DropLogGroup, when not 0, is the nflog group a rule before the drop
+	// sends a sample of the dropped packets to, at most DropLogRate a
+	// second (`limit rate N/second log group M`), so the daemon can say
+	// who is knocking wrongly without user space work per packet.
+	DropLogGroup uint16
 }
+
+// DropLogRate is how many dropped packets a second the drop log samples.
+const DropLogRate = 10
 
 func (r Rules) validate() error {
 	if bits.OnesCount32(r.MarkBit) != 1 {
@@ -37,11 +45,15 @@ func (r Rules) validate() error {
 }
 
 // String spells the parameters as the fingerprint stores them:
-// "mark=0x800000", then " log=N" when LogGroup is set.
+// "mark=0x800000", then " log=N" when LogGroup is set and " droplog=M"
+// when DropLogGroup is.
 func (r Rules) String() string {
 	s := fmt.Sprintf("mark=%#08x", r.MarkBit)
 	if r.LogGroup != 0 {
 		s += fmt.Sprintf(" log=%d", r.LogGroup)
+	}
+	if r.DropLogGroup != 0 {
+		s += fmt.Sprintf(" droplog=%d", r.DropLogGroup)
 	}
 	return s
 }
@@ -64,6 +76,12 @@ func parseRules(s string) (Rules, error) {
 				return Rules{}, fmt.Errorf("log: %w", err)
 			}
 			r.LogGroup = uint16(n)
+		case "droplog":
+			n, err := strconv.ParseUint(v, 10, 16)
+			if err != nil {
+				return Rules{}, fmt.Errorf("droplog: %w", err)
+			}
+			r.DropLogGroup = uint16(n)
 		default:
 			return Rules{}, fmt.Errorf("unknown parameter %q", k)
 		}
@@ -147,6 +165,7 @@ func rule(chain string, parts ...part) ruleDesc {
 //	  [log group N] counter accept
 //	tcp flags ! syn ct state new ip saddr . tcp sport . ip daddr . tcp dport @sessions4 accept
 //	tcp flags ! syn ct state new ip6 saddr . tcp sport . ip6 daddr . tcp dport @sessions6 accept
+//	[limit rate 10/second log group M]
 //	counter drop
 //
 // The two sessions rules are not in DESIGN.md's shape. Conntrack picks up
@@ -161,7 +180,17 @@ func rule(chain string, parts ...part) ruleDesc {
 // port neither answers it with a reset nor lets a guessed SYN cookie in.
 func (r Rules) ruleList() []ruleDesc {
 	mark := fmt.Sprintf("0x%08x", r.MarkBit)
-	return []ruleDesc{
+	drop := []ruleDesc{rule(ChainKnock,
+		counter(),
+		part{"drop", []expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}}})}
+	if r.DropLogGroup != 0 {
+		drop = append([]ruleDesc{rule(ChainKnock,
+			part{fmt.Sprintf("limit rate %d/second", DropLogRate), []expr.Any{
+				&expr.Limit{Type: expr.LimitTypePkts, Rate: DropLogRate, Unit: expr.LimitTimeSecond, Burst: 5},
+			}},
+			logGroup(r.DropLogGroup))}, drop...)
+	}
+	return append([]ruleDesc{
 		rule(ChainInput,
 			part{"tcp dport @ports", append(isTCP(), loadDport(), &expr.Lookup{SourceRegister: regKey, SetName: SetPorts})},
 			jump(ChainKnock)),
@@ -196,10 +225,7 @@ func (r Rules) ruleList() []ruleDesc {
 			ctState("new", ctStateNew),
 			sessionLookup(true),
 			accept()),
-		rule(ChainKnock,
-			counter(),
-			part{"drop", []expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}}}),
-	}
+	}, drop...)
 }
 
 // chainRules returns the expressions of chain's rules, in order.
@@ -321,8 +347,13 @@ func (r Rules) logAdmitted() part {
 	if r.LogGroup == 0 {
 		return part{}
 	}
-	return part{fmt.Sprintf("log group %d", r.LogGroup), []expr.Any{
-		&expr.Log{Key: 1 << unix.NFTA_LOG_GROUP, Group: r.LogGroup},
+	return logGroup(r.LogGroup)
+}
+
+// logGroup is "log group N": the packet's headers to nflog group N.
+func logGroup(n uint16) part {
+	return part{fmt.Sprintf("log group %d", n), []expr.Any{
+		&expr.Log{Key: 1 << unix.NFTA_LOG_GROUP, Group: n},
 	}}
 }
 

@@ -9,10 +9,12 @@ import (
 func TestFingerprintRoundTrip(t *testing.T) {
 	for _, bit := range []uint32{1, 1 << 5, 1 << 23, 1 << 31} {
 		for _, group := range []uint16{0, 1, 23, 65535} {
-			r := Rules{MarkBit: bit, LogGroup: group}
-			got, ok := parseFingerprint(r.fingerprint())
-			if !ok || got != r {
-				t.Errorf("mark %#x log %d: parsed %+v, %v", bit, group, got, ok)
+			for _, drop := range []uint16{0, 24, 65535} {
+				r := Rules{MarkBit: bit, LogGroup: group, DropLogGroup: drop}
+				got, ok := parseFingerprint(r.fingerprint())
+				if !ok || got != r {
+					t.Errorf("mark %#x log %d droplog %d: parsed %+v, %v", bit, group, drop, got, ok)
+				}
 			}
 		}
 	}
@@ -26,9 +28,10 @@ func TestFingerprintRefusesOthers(t *testing.T) {
 		RulesVersion + " mark=8388608",        // not as String spells it
 		RulesVersion + " mark=0x00800000 x=1", // a parameter this version lacks
 		RulesVersion + " mark=zz",
-		RulesVersion + " mark=0x00800000 log=70000", // out of range
-		RulesVersion + " mark=0x00800000 log=023",   // not canonical
-		RulesVersion + " log=23 mark=0x00800000",    // not in order
+		RulesVersion + " mark=0x00800000 log=70000",         // out of range
+		RulesVersion + " mark=0x00800000 log=023",           // not canonical
+		RulesVersion + " log=23 mark=0x00800000",            // not in order
+		RulesVersion + " mark=0x00800000 droplog=24 log=23", // not in order
 		RulesVersion,
 	} {
 		b := tlv(udataRuleFingerprint, []byte(text))

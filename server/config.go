@@ -201,7 +201,7 @@ func ParseConfig(path string, data []byte, loadKey func(string) ([]byte, error))
 		{raw.Lookahead, "lookahead", 0, MaxLookahead, &c.Lookahead},
 		{raw.Slots, "slots", 1, totp.MaxSlots, &c.Slots},
 		{raw.CtMarkBit, "ct_mark_bit", 0, 31, &c.CtMarkBit},
-		{raw.LogGroup, "log_group", 1, 65535, &c.LogGroup},
+		{raw.LogGroup, "log_group", 1, 65534, &c.LogGroup},
 	} {
 		if k.p == nil {
 			continue
@@ -508,6 +508,10 @@ func parseServices(parts []configPart, users []User) ([]Service, error) {
 	}
 	return services, nil
 }
+
+// DropLogGroup is the nflog group the drop rule samples dropped packets
+// to: the one after LogGroup.
+func (c *Config) DropLogGroup() int { return c.LogGroup + 1 }
 
 // MarkBit returns the ct mark bit as a mask.
 func (c *Config) MarkBit() uint32 { return 1 << uint(c.CtMarkBit) }

@@ -92,7 +92,7 @@ var badConfigs = []struct {
 	{"tolerance negative", "tolerance = -1\n" + minimal, "x.toml:1: tolerance: -1 out of range 0..10"},
 	{"slots zero", "slots = 0\n" + minimal, "x.toml:1: slots: 0 out of range 1..256"},
 	{"mark bit", "ct_mark_bit = 32\n" + minimal, "x.toml:1: ct_mark_bit: 32 out of range 0..31"},
-	{"log group", "log_group = 0\n" + minimal, "x.toml:1: log_group: 0 out of range 1..65535"},
+	{"log group", "log_group = 0\n" + minimal, "x.toml:1: log_group: 0 out of range 1..65534"},
 	{"table name", "table = \"my table\"\n" + minimal, "x.toml:1: table: \"my table\""},
 	{"realm long", "realm = \"" + strings.Repeat("r", 256) + "\"\n" + minimal, "x.toml:1: realm: realm is 256 bytes"},
 	{"port zero", "[[service]]\nport = 0\n[[user]]\nname = \"a\"\nkey_file = \"k\"\n", "x.toml:2: service[0].port: 0 out of range 1..65535"},

@@ -2,11 +2,14 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"time"
 
+	"github.com/seqknock/seqknock/admitlog"
+	"github.com/seqknock/seqknock/nftgen"
 	"github.com/seqknock/seqknock/totp"
 )
 
@@ -44,6 +47,9 @@ type Daemon struct {
 	// NoState keeps none.
 	StatePath string
 
+	// Audit, when set, logs each admitted connection (from the admission
+	// feed) and summarises the sampled drops (from the drop log group).
+	Audit *Auditor
 	// Metrics, when set, counts syncs, repairs and the rule counters, and
 	// MetricsTextfile is where they are written at every sync and every
 	// housekeeping tick (node_exporter's textfile collector).
@@ -52,6 +58,7 @@ type Daemon struct {
 
 	state *State        // spent knocks and the highest time synced
 	feed  AdmissionFeed // nil when the nflog group could not be bound
+	drops AdmissionFeed // the drop log group; nil without Audit
 
 	cfg                    *Config
 	lastAdmit, lastDropped uint64
@@ -88,7 +95,13 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 		if d.feed != nil {
 			d.feed.Close()
 		}
+		if d.drops != nil {
+			d.drops.Close()
+		}
 	}()
+	if d.Metrics != nil && d.Audit != nil {
+		d.Metrics.Admitted = d.Audit.AdmittedCounts
+	}
 	after := d.After
 	if after == nil {
 		after = time.After
@@ -129,7 +142,7 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 		ping = after(d.Watchdog / 2)
 	}
 	var tick <-chan time.Time
-	if d.Metrics != nil {
+	if d.Metrics != nil || d.Audit != nil {
 		t := time.NewTicker(housekeeping)
 		defer t.Stop()
 		tick = t.C
@@ -192,6 +205,8 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 			err, synced = d.sync(why), true
 		case <-d.feedReady():
 			d.drainFeed()
+		case <-d.dropsReady():
+			d.drainDrops()
 		case _, ok := <-lost:
 			if !ok {
 				lost = nil
@@ -251,6 +266,7 @@ func (d *Daemon) saveState() {
 // a sync and a table removal would be lost.
 func (d *Daemon) openFeed() {
 	d.feed = nil
+	d.openDrops()
 	if d.Kernel.Admissions == nil {
 		return
 	}
@@ -260,6 +276,42 @@ func (d *Daemon) openFeed() {
 		return
 	}
 	d.feed = f
+}
+
+// openDrops binds the drop rule's nflog group, whose samples of dropped
+// packets the audit sums up.
+func (d *Daemon) openDrops() {
+	if d.drops != nil {
+		d.drops.Close()
+		d.drops = nil
+	}
+	if d.Audit == nil || d.Kernel.Admissions == nil {
+		return
+	}
+	f, err := d.Kernel.Admissions(uint16(d.cfg.DropLogGroup()))
+	if err != nil {
+		d.Log.Error("cannot read the drop samples from the kernel; drops are only counted", "group", d.cfg.DropLogGroup(), "err", err)
+		return
+	}
+	d.drops = f
+}
+
+func (d *Daemon) dropsReady() <-chan struct{} {
+	if d.drops == nil {
+		return nil
+	}
+	return d.drops.Ready()
+}
+
+// drainDrops counts the sampled drops per source; housekeep logs them.
+func (d *Daemon) drainDrops() {
+	pkts, err := d.drops.Drain()
+	if err != nil && !errors.Is(err, admitlog.ErrLost) {
+		d.Log.Warn("drop samples", "err", err)
+	}
+	for _, p := range pkts {
+		d.Audit.Dropped(p.Src.Addr(), p.Dst.Port())
+	}
 }
 
 func (d *Daemon) feedReady() <-chan struct{} {
@@ -284,6 +336,9 @@ func (d *Daemon) drainFeed() {
 	until := d.clock().Add(d.cfg.WindowLength())
 	changed := false
 	for _, a := range adms {
+		if d.Audit != nil {
+			d.Audit.Admitted(a.Src, a.Dst, a.Seq)
+		}
 		if d.state.Add(a.Dst.Port(), a.Seq, until) {
 			changed = true
 		}
@@ -373,7 +428,16 @@ func (d *Daemon) sync(why string) error {
 	d.drainFeed()
 	now := d.clock()
 	start := time.Now()
-	res, err := SyncKeeping(d.Kernel, d.cfg, now, &d.state.Spent)
+	sync := func(onKnock func(Knock)) (nftgen.Result, error) {
+		return SyncKeepingWith(d.Kernel, d.cfg, now, &d.state.Spent, onKnock)
+	}
+	var res nftgen.Result
+	var err error
+	if d.Audit != nil {
+		res, err = d.Audit.Record(d.cfg, now, sync)
+	} else {
+		res, err = sync(nil)
+	}
 	if d.Metrics != nil {
 		d.Metrics.SyncDone(now, time.Since(start), err, res.Elements)
 		if err == nil && why == "repair" {
@@ -425,11 +489,15 @@ func (d *Daemon) sync(why string) error {
 	return nil
 }
 
-// housekeeping is how often the daemon refreshes the rule counters and
-// rewrites the metrics textfile between syncs.
+// housekeeping is how often the daemon logs the drop summaries that are
+// due, refreshes the rule counters and rewrites the metrics textfile
+// between syncs.
 const housekeeping = 10 * time.Second
 
 func (d *Daemon) housekeep() {
+	if d.Audit != nil {
+		d.Audit.FlushDrops(d.clock())
+	}
 	if d.Metrics != nil {
 		if live, err := d.Kernel.Counters(d.cfg.Table); err == nil {
 			d.Metrics.Counters(live.Admitted.Packets, live.Dropped.Packets, live.UsedCount)

@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -17,6 +19,10 @@ import (
 // collector and a Prometheus scrape read. The format is a few lines of
 // text, so no client library is needed for it.
 type Metrics struct {
+	// Admitted, when set, returns the audit's admissions per user and
+	// port.
+	Admitted func() map[AdmitKey]uint64
+
 	mu           sync.Mutex
 	syncs        uint64
 	syncFailures uint64
@@ -79,6 +85,7 @@ func (m *Metrics) Write(w io.Writer, now time.Time) error {
 		since = now.Sub(m.lastGood).Seconds()
 	}
 	families := []metric{
+		{"seqknock_admitted_knocks_total", "counter", "Connections admitted by a knock, per user and port (audit log).", nil},
 		{"seqknock_admitted_syns_total", "counter", "SYNs admitted by the knock rule (its nftables counter; resets when the rules are rewritten).",
 			[]sample{{"", float64(m.admittedRule)}}},
 		{"seqknock_unknocked_packets_total", "counter", "Packets to protected ports dropped for want of a valid knock (the drop rule's counter; resets when the rules are rewritten).",
@@ -98,6 +105,23 @@ func (m *Metrics) Write(w io.Writer, now time.Time) error {
 			[]sample{{"", unixOrZero(m.lastGood)}}},
 	}
 	m.mu.Unlock()
+	if m.Admitted != nil {
+		admitted := m.Admitted()
+		keys := make([]AdmitKey, 0, len(admitted))
+		for k := range admitted {
+			keys = append(keys, k)
+		}
+		sort.Slice(keys, func(i, j int) bool {
+			if keys[i].User != keys[j].User {
+				return keys[i].User < keys[j].User
+			}
+			return keys[i].Port < keys[j].Port
+		})
+		for _, k := range keys {
+			families[0].samples = append(families[0].samples,
+				sample{fmt.Sprintf(`{user=%s,port="%d"}`, labelValue(k.User), k.Port), float64(admitted[k])})
+		}
+	}
 	bw := bufio.NewWriter(w)
 	for _, f := range families {
 		fmt.Fprintf(bw, "# HELP %s %s\n# TYPE %s %s\n", f.name, f.help, f.name, f.typ)
@@ -113,6 +137,11 @@ func unixOrZero(t time.Time) float64 {
 		return 0
 	}
 	return float64(t.UnixNano()) / 1e9
+}
+
+// labelValue quotes a label value as the text format wants.
+func labelValue(s string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(s) + `"`
 }
 
 // WriteTextfile writes the metrics to path for node_exporter's textfile

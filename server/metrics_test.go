@@ -23,6 +23,9 @@ func TestMetricsText(t *testing.T) {
 	m.SyncDone(t0, 20*time.Millisecond, nil, 24)
 	m.SyncDone(t0.Add(30*time.Second), 5*time.Millisecond, errors.New("no"), 0)
 	m.Repaired()
+	m.Admitted = func() map[AdmitKey]uint64 {
+		return map[AdmitKey]uint64{{"bob", 22}: 1, {"alice", 22}: 2, {`ev"il`, 2222}: 1}
+	}
 	m.Counters(3, 10_000, 3)
 	b.Reset()
 	if err := m.Write(&b, t0.Add(31*time.Second)); err != nil {
@@ -30,6 +33,9 @@ func TestMetricsText(t *testing.T) {
 	}
 	out := b.String()
 	for _, want := range []string{
+		`seqknock_admitted_knocks_total{user="alice",port="22"} 2`,
+		`seqknock_admitted_knocks_total{user="bob",port="22"} 1`,
+		`seqknock_admitted_knocks_total{user="ev\"il",port="2222"} 1`,
 		"seqknock_admitted_syns_total 3",
 		"seqknock_unknocked_packets_total 10000",
 		"seqknock_valid_elements 24",

@@ -19,6 +19,13 @@ func Sync(k Kernel, cfg *Config, now time.Time) (nftgen.Result, error) {
 // table), spent alone counts. The sessions sets get the host's connections
 // to the protected ports.
 func SyncKeeping(k Kernel, cfg *Config, now time.Time, spent *Spent) (nftgen.Result, error) {
+	return SyncKeepingWith(k, cfg, now, spent, nil)
+}
+
+// SyncKeepingWith is SyncKeeping that also calls onKnock with every knock
+// it installs, from the same pass that derives them (the audit's map costs
+// no second derivation); onKnock may be nil.
+func SyncKeepingWith(k Kernel, cfg *Config, now time.Time, spent *Spent, onKnock func(Knock)) (nftgen.Result, error) {
 	if k.Spent != nil {
 		live, err := k.Spent(cfg.Table, now)
 		if err != nil {
@@ -27,7 +34,7 @@ func SyncKeeping(k Kernel, cfg *Config, now time.Time, spent *Spent) (nftgen.Res
 		spent.Merge(live)
 	}
 	spent.Prune(now)
-	s := Desired(cfg, now)
+	s := desired(cfg, now, onKnock)
 	s.Spent = spent.List()
 	if k.Sessions != nil {
 		ss, err := k.Sessions(s.Ports)
@@ -48,7 +55,9 @@ func SyncKeeping(k Kernel, cfg *Config, now time.Time, spent *Spent) (nftgen.Res
 // of the window and every slot, one valid element that expires when its
 // counter leaves the window or at its key's not_after, whichever is first.
 // It is pure: the same config and time give the same state.
-func Desired(cfg *Config, now time.Time) nftgen.State {
+func Desired(cfg *Config, now time.Time) nftgen.State { return desired(cfg, now, nil) }
+
+func desired(cfg *Config, now time.Time, onKnock func(Knock)) nftgen.State {
 	s := nftgen.State{
 		Table:       cfg.Table,
 		Rules:       rules(cfg),
@@ -60,6 +69,9 @@ func Desired(cfg *Config, now time.Time) nftgen.State {
 	s.Valid = make([]nftgen.Element, 0, knockCount(cfg, now))
 	EachKnock(cfg, now, func(k Knock) {
 		s.Valid = append(s.Valid, nftgen.Element{Port: k.Port, ISN: k.ISN, Expires: k.Expires})
+		if onKnock != nil {
+			onKnock(k)
+		}
 	})
 	return s
 }
@@ -142,7 +154,7 @@ func userPorts(cfg *Config) map[string][]uint16 {
 
 // rules returns the parameters of the rules cfg wants.
 func rules(cfg *Config) nftgen.Rules {
-	return nftgen.Rules{MarkBit: cfg.MarkBit(), LogGroup: uint16(cfg.LogGroup)}
+	return nftgen.Rules{MarkBit: cfg.MarkBit(), LogGroup: uint16(cfg.LogGroup), DropLogGroup: uint16(cfg.DropLogGroup())}
 }
 
 // ExpiredKeys returns the keys of cfg that no longer make valid knocks at

@@ -116,6 +116,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Flags: []cli.Flag{
 					stateFlag,
 					&cli.BoolFlag{Name: "teardown-on-exit", Usage: "remove the table on exit (default: leave it; knocks expire by themselves)"},
+					&cli.BoolFlag{Name: "audit", Value: true,
+						Usage: "log each admitted connection (user, port, source, counter, slot) and summaries of drops; --audit=false turns it off"},
 					&cli.StringFlag{Name: "metrics-listen", EnvVars: []string{"SEQKNOCKD_METRICS_LISTEN"},
 						Usage: "serve Prometheus metrics over HTTP on `ADDR`, a loopback address and port (127.0.0.1:9810)"},
 					&cli.StringFlag{Name: "metrics-textfile", EnvVars: []string{"SEQKNOCKD_METRICS_TEXTFILE"},
@@ -147,6 +149,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 						Notify:          server.SdNotify,
 						Watchdog:        server.WatchdogTimeout(),
 						MetricsTextfile: c.String("metrics-textfile"),
+					}
+					if c.Bool("audit") {
+						d.Audit = &server.Auditor{Log: log}
 					}
 					if d.MetricsTextfile != "" || c.String("metrics-listen") != "" {
 						d.Metrics = &server.Metrics{}

@@ -1,0 +1,118 @@
+//go:build linux
+
+package integration
+
+import (
+	"context"
+	"encoding/base64"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/seqknock/seqknock/client"
+	"github.com/seqknock/seqknock/internal/netnstest"
+	"github.com/seqknock/seqknock/totp"
+)
+
+// BenchmarkKnockAuditOverhead: the median time from dial to an established
+// connection through `seqknockd run` with the audit log and both metrics
+// exporters on, against the same daemon with them off, in one run on one
+// pair of namespaces. The knock is checked in the kernel either way; the
+// audit reads the kernel's nflog messages after the fact. Target: ratio at
+// most 1.05.
+func BenchmarkKnockAuditOverhead(b *testing.B) {
+	netnstest.RequireRoot(b)
+	bin := netnstest.Build(b, "server/cmd/seqknockd")
+	srv, cli := netnstest.New(b, "baud"), netnstest.New(b, "bauc")
+	link := netnstest.Connect(b, srv, cli, 144)
+	var ln net.Listener
+	if err := srv.Do(func() (err error) { ln, err = net.Listen("tcp", ":22"); return }); err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	dir := b.TempDir()
+	key := []byte("bench-audit-key-0123456789abcdefg")
+	os.WriteFile(filepath.Join(dir, "k.key"), []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600)
+	cfg := filepath.Join(dir, "seqknockd.toml")
+	os.WriteFile(cfg, []byte("slots = 256\n[[service]]\nport = 22\n[[user]]\nname = \"u\"\nkey_file = \"k.key\"\n"), 0o600)
+
+	// Slots are handed out in order per period; a fresh period starts at 0.
+	var last uint64
+	next := 0
+	reserve := func(_ string, counter uint64, slots int) (int, error) {
+		if counter != last {
+			last, next = counter, 0
+		}
+		if next >= slots {
+			return 0, client.ErrSlotsSpent
+		}
+		next++
+		return next - 1, nil
+	}
+	d := &client.Dialer{Key: key, Slots: 256, SynTimeout: time.Second, Reserve: reserve,
+		Resolve: func(context.Context, string, string) ([]netip.Addr, error) {
+			return []netip.Addr{netip.MustParseAddr(link.A4)}, nil
+		}}
+	const dials = 150
+	median := func(audit bool, args ...string) time.Duration {
+		cmd := srv.Command(bin, append([]string{"--config", cfg, "run", "--teardown-on-exit"}, args...)...)
+		log := &netnstest.Buffer{}
+		cmd.Stderr = log
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		defer func() { cmd.Process.Kill(); cmd.Wait() }()
+		for !strings.Contains(log.String(), "msg=sync") {
+			time.Sleep(20 * time.Millisecond)
+		}
+		// Stay inside one period: 150 of its 256 slots.
+		if now := time.Now(); totp.NextBoundary(now, totp.DefaultPeriod).Sub(now) < 10*time.Second {
+			time.Sleep(totp.NextBoundary(now, totp.DefaultPeriod).Sub(now) + 200*time.Millisecond)
+		}
+		times := make([]time.Duration, 0, dials)
+		for i := 0; i < dials; i++ {
+			var conn *net.TCPConn
+			start := time.Now()
+			err := cli.Do(func() (err error) { conn, err = d.Dial(context.Background(), link.A4, 22); return })
+			if err != nil {
+				b.Fatalf("dial %d: %v\n%s", i, err, log)
+			}
+			times = append(times, time.Since(start))
+			conn.Close()
+		}
+		sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
+		if n := strings.Count(log.String(), "knock admitted"); audit && n != dials {
+			// Let the audit catch up: it reads the kernel's messages.
+			time.Sleep(time.Second)
+			if n = strings.Count(log.String(), "knock admitted"); n != dials {
+				b.Errorf("%d audit lines for %d connections", n, dials)
+			}
+		}
+		return times[len(times)/2]
+	}
+	var off, on time.Duration
+	for i := 0; i < b.N; i++ {
+		off = median(false, "--audit=false")
+		on = median(true, "--metrics-textfile", filepath.Join(dir, "m.prom"), "--metrics-listen", "127.0.0.1:9810")
+	}
+	ratio := on.Seconds() / off.Seconds()
+	b.ReportMetric(float64(off.Microseconds()), "us-median-off")
+	b.ReportMetric(float64(on.Microseconds()), "us-median-on")
+	b.ReportMetric(ratio, "ratio")
+	b.Logf("median time to an established connection over %d dials: audit and metrics off %v, on %v, ratio %.3f (target: at most 1.05)",
+		dials, off.Round(time.Microsecond), on.Round(time.Microsecond), ratio)
+}
