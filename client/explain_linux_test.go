@@ -100,3 +100,24 @@ func TestNoCapabilitySpendsNoSlot(t *testing.T) {
 		t.Errorf("slot state written: %v", state)
 	}
 }
+
+// TestAddressesUnmapped: an IPv4 address the resolver hands back in its
+// IPv6-mapped form is dialled and reported as IPv4. The attempt is
+// cancelled before it sends anything.
+func TestAddressesUnmapped(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var got []string
+	d := &Dialer{Key: testKey,
+		CheckCapability: func() error { return nil },
+		Resolve: func(context.Context, string, string) ([]netip.Addr, error) {
+			return []netip.Addr{netip.MustParseAddr("::ffff:198.18.77.1")}, nil
+		},
+		Reserve:   func(string, uint64, int) (int, error) { return 0, nil },
+		OnAttempt: func(ap netip.AddrPort, _ uint64, _ int, _ uint32) { got = append(got, ap.String()); cancel() },
+	}
+	_, err := d.Dial(ctx, "h", 22)
+	if len(got) != 1 || got[0] != "198.18.77.1:22" || err == nil || strings.Contains(err.Error(), "::ffff:") {
+		t.Errorf("attempts %v, error %v", got, err)
+	}
+}
