@@ -123,8 +123,8 @@ func TestSSHConfigExplains(t *testing.T) {
 		"    # Each connection spends a knock and a server allows a few per period (4 by default):\n" +
 			"    # uncomment to let repeated ssh, scp and Ansible runs share one connection.\n" +
 			"    # ControlMaster auto\n    # ControlPath ~/.ssh/seqknock-%C\n    # ControlPersist 10m\n",
-		"    # sudo -n needs this rule, added with: sudo visudo -f /etc/sudoers.d/seqknock\n",
-		" ALL=(root) NOPASSWD: " + self + " proxy *\n",
+		"    # sudo -n asks no password, so it needs this rule (sudo visudo -f /etc/sudoers.d/seqknock)\n" +
+			"    #   %seqknock ALL=(root) NOPASSWD: " + self + "\n    # and you in group seqknock (sudo usermod -aG seqknock ",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("stanza lacks %q:\n%s", want, out)

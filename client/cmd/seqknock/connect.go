@@ -388,8 +388,9 @@ func sshConfigCommand() *cli.Command {
 				if u, err := user.Current(); err == nil {
 					name = u.Username
 				}
-				fmt.Fprintf(w, "    # sudo -n needs this rule, added with: sudo visudo -f /etc/sudoers.d/seqknock\n"+
-					"    #   %s ALL=(root) NOPASSWD: %s %s *\n", name, self, verb)
+				fmt.Fprintf(w, "    # sudo -n asks no password, so it needs this rule (sudo visudo -f /etc/sudoers.d/seqknock)\n"+
+					"    #   %%seqknock ALL=(root) NOPASSWD: %s\n"+
+					"    # and you in group seqknock (sudo usermod -aG seqknock %s); see UNDER SUDO in seqknock(1).\n", self, name)
 			}
 			return nil
 		},
