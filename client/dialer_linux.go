@@ -246,13 +246,3 @@ func (d *Dialer) attempt(ctx context.Context, ap netip.AddrPort, isn uint32, syn
 	}
 	return c.(*net.TCPConn), nil
 }
-
-// DialISN connects to addr:port with a SYN carrying exactly isn, once, with
-// no slots or retries: for tests and diagnostics.
-func DialISN(addr string, port uint16, isn uint32, timeout time.Duration) (*net.TCPConn, error) {
-	a, err := netip.ParseAddr(addr)
-	if err != nil {
-		return nil, err
-	}
-	return (&Dialer{}).attempt(context.Background(), netip.AddrPortFrom(a, port), isn, timeout)
-}

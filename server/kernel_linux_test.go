@@ -203,7 +203,7 @@ func TestAdmission(t *testing.T) {
 		isn := d22.ISN(22, totp.Counter(time.Now(), cfg.Period), 3)
 		var sock net.Conn
 		err := b.cli.Do(func() (err error) {
-			sock, err = client.DialISN(b.cl.A4, 2222, isn, 700*time.Millisecond)
+			sock, err = dialISN(b.cl.A4, 2222, isn, 700*time.Millisecond)
 			return
 		})
 		if err == nil {
@@ -218,6 +218,15 @@ func TestAdmission(t *testing.T) {
 	if st.Admitted.Packets != 4 || st.Dropped.Packets == 0 || st.Used != 4 {
 		t.Errorf("status after the table: admitted %d dropped %d used %d", st.Admitted.Packets, st.Dropped.Packets, st.Used)
 	}
+	// The knock for another port above failed for its port, not for
+	// dialISN: the same slot's knock made for 2222 opens 2222.
+	d, _ := totp.NewDeriver(aliceKey, "lab")
+	isn := d.ISN(2222, totp.Counter(time.Now(), cfg.Period), 3)
+	var sock net.Conn
+	if err := b.cli.Do(func() (err error) { sock, err = dialISN(b.cl.A4, 2222, isn, 2*time.Second); return }); err != nil {
+		t.Fatalf("alice's knock for 2222: %v", err)
+	}
+	sock.Close()
 }
 
 // TestReplay: a knock admits once; the same knock again, from the same
