@@ -125,3 +125,41 @@ func TestEncodeParseRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestWriteAndLoadRefuseWhatTheyShould: a directory is no key file, a
+// missing directory is reported, a forced write fixes a loose mode, and a
+// file too large for a key is refused before it is parsed.
+func TestWriteAndLoadRefuseWhatTheyShould(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("directory: %v", err)
+	}
+	k := bytes.Repeat([]byte{7}, 32)
+	for _, force := range []bool{false, true} {
+		if err := Write(filepath.Join(dir, "no", "such", "dir"), k, force); err == nil || !strings.HasPrefix(err.Error(), "write key: ") {
+			t.Errorf("force=%v into a missing directory: %v", force, err)
+		}
+	}
+	loose := filepath.Join(dir, "loose")
+	os.WriteFile(loose, []byte("x\n"), 0o644)
+	os.Chmod(loose, 0o644)
+	if err := Write(loose, k, true); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(loose); fi.Mode().Perm() != 0o600 {
+		t.Errorf("forced write left mode %o", fi.Mode().Perm())
+	}
+	if _, err := os.Stat(loose + ".tmp"); !os.IsNotExist(err) {
+		t.Errorf("temporary file left: %v", err)
+	}
+	big := filepath.Join(dir, "big")
+	os.WriteFile(big, bytes.Repeat([]byte("A"), 1<<20), 0o600)
+	if _, err := Load(big); err == nil || !strings.Contains(err.Error(), "too large for a key file") {
+		t.Errorf("large file: %v", err)
+	}
+	if k1, err := Generate(); err != nil || len(k1) != GenerateSize {
+		t.Errorf("generate: %d bytes, %v", len(k1), err)
+	} else if k2, _ := Generate(); bytes.Equal(k1, k2) {
+		t.Error("two generated keys are equal")
+	}
+}
