@@ -33,7 +33,12 @@
 //
 // While it holds the capability, the user cannot ptrace the process or read
 // its memory (/proc/PID/mem, /proc/PID/fd): the kernel lets a tracer attach
-// only if its permitted set includes the tracee's. Once the socket is
+// only if its permitted set includes the tracee's. That rule holds thread
+// by thread, and the image Become starts is dumpable (its ids do not change
+// in that execve), so GuardCapabilities also makes it non-dumpable before it
+// reads a file: otherwise a thread DropPrivileges has already cleared could
+// be traced while another still holds CAP_NET_ADMIN, and the memory they
+// share written (a setcap run is non-dumpable from its execve). Once the socket is
 // connected, DropPrivileges clears the capability sets of every thread
 // (capset through syscall.AllThreadsSyscall; clearing the permitted and
 // inheritable sets also empties the ambient set), so the relay, the fd

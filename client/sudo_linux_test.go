@@ -482,3 +482,34 @@ func TestExecBusyFDs(t *testing.T) {
 		})
 	}
 }
+
+// Attack: get at the process that holds CAP_NET_ADMIN for the user. The
+// image Become starts is the user's own; the kernel keeps the user from
+// tracing a thread that holds a capability the user lacks, but only thread
+// by thread, and DropPrivileges clears the threads one after another. The
+// attacker (testdata/memrace, run as the user) holds the slot file locked
+// so that seqknock waits with the capability, checks that /proc/PID/environ is not
+// the user's (the process is non-dumpable), then lets it connect and keeps
+// trying to open /proc/PID/task/TID/mem read-write while the capability is
+// dropped. Against a dumpable process it won (the memory of a process with
+// a thread holding CAP_NET_ADMIN, open for writing) in 5 of 12 runs.
+func TestSudoCapableProcessSealed(t *testing.T) {
+	b := newSudoBed(t, 166)
+	atk := netnstest.Build(t, "client/testdata/memrace")
+	for i := 0; i < 8; i++ {
+		cmd := b.u.Command(b.h.client, atk, "-n", b.bin, "proxy", "--key-file", b.key, "--slots", "32", "--syn-timeout", "2s", b.h.link.A4, "2222")
+		var e bytes.Buffer
+		cmd.Stderr = &e
+		cmd.WaitDelay = 2 * time.Second
+		timer := time.AfterFunc(40*time.Second, func() { cmd.Process.Kill() })
+		out, err := cmd.Output()
+		timer.Stop()
+		if err != nil || !strings.HasPrefix(string(out), "target\n") {
+			t.Fatalf("run %d: %v: %q %q", i, err, out, e.String())
+		}
+		if got := strings.Fields(string(out)); len(got) != 2 || got[1] != "sealed" {
+			t.Errorf("run %d: the user got at the capable process: %q", i, out)
+		}
+		b.h.drainAccepted()
+	}
+}

@@ -178,6 +178,13 @@ func DropPrivileges(conn *net.TCPConn) error {
 	if builtWithCgo {
 		return HandOver(conn, os.Args)
 	}
+	// capset reaches the threads one after another: a thread that has
+	// dropped could be traced by the user (and the memory it shares with
+	// those that still hold the capability written through its
+	// /proc/PID/task/TID/mem) unless the process is non-dumpable.
+	if err := GuardCapabilities(); err != nil {
+		return err
+	}
 	// Heap objects do not move, so their addresses stay valid through the
 	// call; KeepAlive holds them until it returns.
 	hdr := &unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
@@ -190,6 +197,32 @@ func DropPrivileges(conn *net.TCPConn) error {
 	}
 	if held, err := hasCapabilities(); err != nil || held {
 		return fmt.Errorf("drop privileges: capabilities remain after capset (%v)", err)
+	}
+	return nil
+}
+
+// GuardCapabilities makes a process that holds a capability, and is not
+// root, non-dumpable (PR_SET_DUMPABLE 0), and keeps it so: then no thread
+// of it can be traced, and none of its /proc/PID files (mem, environ, fd)
+// opened, by its user, and it leaves no core file. The kernel already does
+// this for a setcap binary, but not for the image Become starts (its uids
+// do not change in that execve, and its capabilities do not grow), and the
+// ptrace rule that protects a thread holding a capability (the tracer's
+// permitted set must include the tracee's) holds thread by thread: while
+// DropPrivileges clears one thread after another, a thread already cleared
+// of a dumpable process could be traced, and the memory it shares with the
+// threads still holding CAP_NET_ADMIN written. A program the process
+// starts is dumpable again (execve resets it).
+func GuardCapabilities() error {
+	if os.Geteuid() == 0 && os.Getuid() == 0 {
+		return nil
+	}
+	held, err := hasCapabilities()
+	if err != nil || !held {
+		return err
+	}
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return fmt.Errorf("guard capabilities: set non-dumpable: %w", err)
 	}
 	return nil
 }

@@ -218,6 +218,11 @@ func actFor(c *cli.Context, netAdmin bool) (*client.Invoker, error) {
 	if inv.Elevated {
 		return nil, client.Become(inv, netAdmin, os.Args)
 	}
+	// Before a file is read: while it holds CAP_NET_ADMIN, the process
+	// must not be traceable or readable through /proc by its user.
+	if err := client.GuardCapabilities(); err != nil {
+		return nil, err
+	}
 	return inv, nil
 }
 
