@@ -175,15 +175,16 @@ func DropPrivileges(conn *net.TCPConn) error {
 	if err != nil || !held {
 		return err
 	}
-	if builtWithCgo {
-		return HandOver(conn, os.Args)
-	}
-	// capset reaches the threads one after another: a thread that has
-	// dropped could be traced by the user (and the memory it shares with
-	// those that still hold the capability written through its
+	// Threads lose the capability one after another (capset on each, or
+	// HandOver's one thread before its execve): a thread that has dropped
+	// could be traced by the user (and the memory it shares with those
+	// that still hold the capability written through its
 	// /proc/PID/task/TID/mem) unless the process is non-dumpable.
 	if err := GuardCapabilities(); err != nil {
 		return err
+	}
+	if builtWithCgo {
+		return HandOver(conn, os.Args)
 	}
 	// Heap objects do not move, so their addresses stay valid through the
 	// call; KeepAlive holds them until it returns.
