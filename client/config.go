@@ -73,7 +73,7 @@ func ParseConfig(file string, data []byte, home string) (*Config, error) {
 		fail := func(field string, format string, args ...any) error {
 			return doc.At("host", i, "", fmt.Sprintf("host[%d].%s", i, field), fmt.Errorf(format, args...))
 		}
-		e := HostEntry{Period: totp.DefaultPeriod, Slots: totp.DefaultSlots}
+		e := newHostEntry()
 		if h.Match == nil || *h.Match == "" {
 			return nil, fail("match", "missing")
 		}
@@ -137,8 +137,8 @@ func ParseConfig(file string, data []byte, home string) (*Config, error) {
 			e.Period = d
 		}
 		if h.Slots != nil {
-			if *h.Slots < 1 || *h.Slots > totp.MaxSlots {
-				return nil, fail("slots", "%d out of range 1..%d", *h.Slots, totp.MaxSlots)
+			if err := ValidateSlots(*h.Slots); err != nil {
+				return nil, fail("slots", "%v", err)
 			}
 			e.Slots = *h.Slots
 		}

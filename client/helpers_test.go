@@ -3,6 +3,7 @@ package client
 import (
 	"encoding/base64"
 	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -15,4 +16,31 @@ func writeKeyFile(t *testing.T, path string) {
 	// then refuses it... so make it theirs and private instead.
 	os.Chown(path, 65534, 65534)
 	os.Chmod(path, 0o600)
+}
+
+// settingsConfig writes three keys and a config naming them into a fresh
+// directory.
+func settingsConfig(t *testing.T) (*Config, string) {
+	t.Helper()
+	dir := t.TempDir()
+	for _, k := range []string{"a.key", "new.key", "old.key"} {
+		writeKeyFile(t, filepath.Join(dir, k))
+	}
+	file := filepath.Join(dir, "client.toml")
+	cfg, err := ParseConfig(file, []byte(`
+[[host]]
+match = "prod"
+key_file = "a.key"
+realm = "lab"
+period = "10s"
+slots = 2
+
+[[host]]
+match = "*.example.net"
+key_files = ["new.key", "old.key"]
+`), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg, dir
 }

@@ -146,6 +146,16 @@ func (inv *Invoker) ConfigDir() string {
 	return filepath.Join(inv.Home, ".config", "seqknock")
 }
 
+// LoadConfig loads the client config file, or with file "" the invoking
+// user's client.toml in ConfigDir, which may be missing (flags alone
+// suffice).
+func (inv *Invoker) LoadConfig(file string) (*Config, error) {
+	if file != "" {
+		return LoadConfig(file, inv.Home, false)
+	}
+	return LoadConfig(filepath.Join(inv.ConfigDir(), "client.toml"), inv.Home, true)
+}
+
 // SlotStore returns the invoking user's slot store:
 // $XDG_STATE_HOME/seqknock or ~/.local/state/seqknock.
 func (inv *Invoker) SlotStore() *SlotStore {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"path/filepath"
 	"strings"
 
 	"github.com/seqknock/seqknock/client"
@@ -39,7 +38,7 @@ func hostOperand(c *cli.Context, n int) []string {
 		// Never read a config with another user's rights.
 		return nil
 	}
-	cfg, err := clientConfig(c, inv)
+	cfg, err := inv.LoadConfig(c.String("config"))
 	if err != nil {
 		return nil
 	}
@@ -50,13 +49,4 @@ func hostOperand(c *cli.Context, n int) []string {
 		}
 	}
 	return hosts
-}
-
-// clientConfig loads --config, or the invoking user's client.toml, which
-// may be missing.
-func clientConfig(c *cli.Context, inv *client.Invoker) (*client.Config, error) {
-	if c.IsSet("config") {
-		return client.LoadConfig(c.String("config"), inv.Home, false)
-	}
-	return client.LoadConfig(filepath.Join(inv.ConfigDir(), "client.toml"), inv.Home, true)
 }

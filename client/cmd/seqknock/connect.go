@@ -4,21 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
-	"net/netip"
 	"os"
 	"os/signal"
 	"os/user"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/seqknock/seqknock/client"
 	"github.com/seqknock/seqknock/internal/cliconv"
-	"github.com/seqknock/seqknock/totp"
-	"github.com/seqknock/seqknock/totp/keyfile"
 	"github.com/urfave/cli/v2"
 )
 
@@ -52,90 +48,49 @@ func hostPort(c *cli.Context) (string, uint16, error) {
 }
 
 // dialer builds the dialer for host:port from the flags and the invoking
-// user's config; flags win.
+// user's config (client.Resolve: flags win).
 func dialer(c *cli.Context, inv *client.Invoker, host string, port uint16) (*client.Dialer, error) {
-	if c.Bool("4") && c.Bool("6") {
-		return nil, usagef("-4 and -6 exclude each other")
-	}
-	cfgPath, explicit := c.String("config"), c.IsSet("config")
-	if !explicit {
-		cfgPath = filepath.Join(inv.ConfigDir(), "client.toml")
-	}
-	cfg, err := client.LoadConfig(cfgPath, inv.Home, !explicit)
+	cfg, err := inv.LoadConfig(c.String("config"))
 	if err != nil {
 		return nil, err
 	}
-	d := &client.Dialer{
-		Period:      totp.DefaultPeriod,
-		Slots:       totp.DefaultSlots,
+	f := client.Flags{
+		Alias:       c.String("alias"),
+		KeyFile:     c.String("key-file"),
+		IPv4:        c.Bool("4"),
+		IPv6:        c.Bool("6"),
 		SynTimeout:  c.Duration("syn-timeout"),
 		Timeout:     c.Duration("timeout"),
 		ClockOffset: c.Duration("clock-offset"),
-		Network:     "tcp",
-		Reserve:     inv.SlotStore().Reserve,
-	}
-	// The name given to ssh first (Host prod), then the one it connects to
-	// (its HostName, 203.0.113.7).
-	names := []string{host}
-	if a := c.String("alias"); a != "" && a != host {
-		names = []string{a, host}
-	}
-	keyFile, fallback := "", []string(nil)
-	for _, n := range names {
-		if e := cfg.Lookup(n, port); e != nil {
-			keyFile, fallback, d.Realm, d.Period, d.Slots = e.KeyFile, e.Fallback, e.Realm, e.Period, e.Slots
-			verbosef(c, "%s matches [[host]] match = %q in %s", n, e.Match, cfgPath)
-			break
-		}
-	}
-	if c.IsSet("key-file") {
-		keyFile, fallback = c.String("key-file"), nil
-		verbosef(c, "key from --key-file %s", keyFile)
 	}
 	if c.IsSet("realm") {
-		d.Realm = c.String("realm")
+		r := c.String("realm")
+		f.Realm = &r
 	}
 	if c.IsSet("period") {
-		d.Period = c.Duration("period")
+		p := c.Duration("period")
+		f.Period = &p
 	}
 	if c.IsSet("slots") {
-		d.Slots = c.Int("slots")
-	}
-	if keyFile == "" {
-		return nil, usagef("no [[host]] in %s matches %s port %d, and no --key-file given", cfgPath, strings.Join(names, " or "), port)
-	}
-	if err := totp.ValidatePeriod(d.Period); err != nil {
-		return nil, usagef("--period: %w", err)
-	}
-	if d.Slots < 1 || d.Slots > totp.MaxSlots {
-		return nil, usagef("--slots %d out of range 1..%d", d.Slots, totp.MaxSlots)
-	}
-	if err := totp.ValidateRealm(d.Realm); err != nil {
-		return nil, usagef("--realm: %w", err)
-	}
-	if c.Bool("4") {
-		d.Network = "tcp4"
-	}
-	if c.Bool("6") {
-		d.Network = "tcp6"
-	}
-	if d.Key, err = keyfile.Load(keyFile); err != nil {
-		return nil, err
-	}
-	for _, f := range fallback {
-		k, err := keyfile.Load(f)
-		if err != nil {
-			return nil, err
-		}
-		d.Fallback = append(d.Fallback, k)
+		n := c.Int("slots")
+		f.Slots = &n
 	}
 	if c.Bool("verbose") {
-		synTimeout := d.SynTimeout
-		d.OnAttempt = func(ap netip.AddrPort, counter uint64, slot int, _ uint32) {
-			verbosef(c, "knock %s counter %d slot %d (of %d), waiting %v for a SYN-ACK", ap, counter, slot, d.Slots, synTimeout)
-		}
+		f.Verbosef = func(format string, a ...any) { verbosef(c, format, a...) }
 	}
-	return d, nil
+	s, err := client.Resolve(cfg, f, host, port)
+	if err != nil {
+		return nil, usageError(err)
+	}
+	return s.Dialer(inv.SlotStore().Reserve), nil
+}
+
+// usageError gives client's usage errors exit status 2.
+func usageError(err error) error {
+	if errors.As(err, new(client.UsageError)) {
+		return cliconv.UsageError{Err: err}
+	}
+	return err
 }
 
 // verbosef writes one line to stderr under -v; never to stdout, which
@@ -277,7 +232,9 @@ func proxyCommand() *cli.Command {
 		"For ~/.ssh/config: ProxyCommand seqknock proxy %h %p. Needs CAP_NET_ADMIN (sudo or setcap); "+
 			"gives up every privilege once connected.",
 		nil, noMoreArgs,
-		func(_ *cli.Context, conn *net.TCPConn) error { return client.Relay(conn, os.Stdin, os.Stdout) })
+		func(c *cli.Context, conn *net.TCPConn) error {
+			return client.Relay(conn, c.App.Reader, writeCloser(c.App.Writer))
+		})
 }
 
 func fdpassCommand() *cli.Command {
@@ -341,70 +298,49 @@ func sshConfigCommand() *cli.Command {
 			if c.NArg() != 1 {
 				return usagef("ssh-config: want HOST")
 			}
-			host := c.Args().First()
 			inv, err := actFor(c, false)
 			if err != nil {
 				return err
 			}
-			cfg, err := clientConfig(c, inv)
+			cfg, err := inv.LoadConfig(c.String("config"))
 			if err != nil {
 				return err
-			}
-			cfgPath := cfg.Path
-			if !cfg.HasHost(host) && !c.IsSet("key-file") {
-				return usagef("ssh-config: no [[host]] in %s matches %s; add one, or give --key-file", cfgPath, host)
 			}
 			self, err := os.Executable()
 			if err != nil {
 				self = "seqknock"
 			}
-			cmd := self
-			if c.Bool("sudo") {
-				cmd = "sudo -n " + cmd
+			name := "USER"
+			if u, err := user.Current(); err == nil {
+				name = u.Username
 			}
-			verb := "proxy"
-			if c.Bool("fdpass") {
-				verb = "fdpass"
+			stanza, err := client.SSHConfig(client.Stanza{
+				Host:       c.Args().First(),
+				Config:     cfg,
+				ConfigFile: c.String("config"),
+				KeyFile:    c.String("key-file"),
+				Self:       self,
+				User:       name,
+				FDPass:     c.Bool("fdpass"),
+				Sudo:       c.Bool("sudo"),
+			})
+			if err != nil {
+				return usageError(err)
 			}
-			cmd += " " + verb
-			// ssh runs the ProxyCommand from wherever it was started.
-			if c.IsSet("config") {
-				cmd += " --config " + absPath(cfgPath)
-			}
-			if c.IsSet("key-file") {
-				if _, err := keyfile.Load(c.String("key-file")); err != nil {
-					return fmt.Errorf("ssh-config: %w", err)
-				}
-				cmd += " --key-file " + absPath(c.String("key-file"))
-			}
-			w := c.App.Writer
-			fmt.Fprintf(w, "Host %s\n    ProxyCommand %s --alias %%n %%h %%p\n", host, cmd)
-			if c.Bool("fdpass") {
-				fmt.Fprintf(w, "    ProxyUseFdpass yes\n")
-			}
-			// A knock is spent by its first SYN; seqknock itself tries the
-			// other slots, so ssh makes one attempt.
-			fmt.Fprintf(w, "    ConnectionAttempts 1\n")
-			fmt.Fprintf(w, "    # Each connection spends a knock and a server allows a few per period (4 by default):\n"+
-				"    # uncomment to let repeated ssh, scp and Ansible runs share one connection.\n"+
-				"    # ControlMaster auto\n    # ControlPath ~/.ssh/seqknock-%%C\n    # ControlPersist 10m\n")
-			if c.Bool("sudo") {
-				name := "USER"
-				if u, err := user.Current(); err == nil {
-					name = u.Username
-				}
-				fmt.Fprintf(w, "    # sudo -n asks no password, so it needs this rule (sudo visudo -f /etc/sudoers.d/seqknock)\n"+
-					"    #   %%seqknock ALL=(root) NOPASSWD: %s\n"+
-					"    # and you in group seqknock (sudo usermod -aG seqknock %s); see UNDER SUDO in seqknock(1).\n", self, name)
-			}
+			fmt.Fprint(c.App.Writer, stanza)
 			return nil
 		},
 	}
 }
 
-func absPath(p string) string {
-	if a, err := filepath.Abs(p); err == nil {
-		return a
+// writeCloser is w, closed by Relay when the peer closes if w can be.
+func writeCloser(w io.Writer) io.WriteCloser {
+	if wc, ok := w.(io.WriteCloser); ok {
+		return wc
 	}
-	return p
+	return nopCloser{w}
 }
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/seqknock/seqknock/client"
+
 	"github.com/seqknock/seqknock/internal/keygencmd"
 	"github.com/seqknock/seqknock/totp"
 	"github.com/seqknock/seqknock/totp/keyfile"
@@ -52,9 +54,9 @@ func isnAction(c *cli.Context) error {
 	if port < 1 || port > 65535 {
 		return usagef("isn: --port %d out of range 1..65535", port)
 	}
-	slots := c.Uint("slots")
-	if slots < 1 || slots > totp.MaxSlots {
-		return usagef("isn: --slots %d out of range 1..%d", slots, totp.MaxSlots)
+	slots, period := c.Uint("slots"), c.Duration("period")
+	if err := client.CheckKnockFlags(c.String("realm"), period, int(slots)); err != nil {
+		return usagef("isn: %w", err)
 	}
 	if c.IsSet("slot") && c.Bool("all-slots") {
 		return usagef("isn: --slot and --all-slots exclude each other")
@@ -62,13 +64,6 @@ func isnAction(c *cli.Context) error {
 	slot := c.Uint("slot")
 	if slot >= slots {
 		return usagef("isn: --slot %d out of range 0..%d", slot, slots-1)
-	}
-	period := c.Duration("period")
-	if err := totp.ValidatePeriod(period); err != nil {
-		return usagef("isn: --period: %w", err)
-	}
-	if err := totp.ValidateRealm(c.String("realm")); err != nil {
-		return usagef("isn: --realm: %w", err)
 	}
 	var counter uint64
 	switch {

@@ -1,0 +1,163 @@
+package client
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/seqknock/seqknock/totp"
+	"github.com/seqknock/seqknock/totp/keyfile"
+)
+
+// Flags are the command line's say in a connection: each overrides what
+// the client config's matching [[host]] says. A nil field, or an empty
+// string, was not given.
+type Flags struct {
+	// Alias is the name given to ssh (its %n), looked up before the host.
+	Alias   string
+	KeyFile string
+	Realm   *string
+	Period  *time.Duration
+	Slots   *int
+	// IPv4 and IPv6 restrict the addresses tried (-4, -6).
+	IPv4, IPv6 bool
+	// SynTimeout, Timeout and ClockOffset go to the Dialer as they are.
+	SynTimeout  time.Duration
+	Timeout     time.Duration
+	ClockOffset time.Duration
+	// Verbosef, when set, is told which [[host]] matched, where the key
+	// comes from, and (through the Dialer) each knock tried.
+	Verbosef func(format string, a ...any)
+}
+
+// Settings are everything one connection needs, resolved from the config
+// and the flags: checked, defaults applied, keys loaded.
+type Settings struct {
+	Key []byte
+	// Fallback are older keys, from the matching [[host]]'s key_files.
+	Fallback    [][]byte
+	Realm       string
+	Period      time.Duration
+	Slots       int
+	Network     string // "tcp", "tcp4" or "tcp6"
+	SynTimeout  time.Duration
+	Timeout     time.Duration
+	ClockOffset time.Duration
+	Verbosef    func(format string, a ...any)
+}
+
+// UsageError is a mistake in how seqknock was called (a flag out of range,
+// no key for the host): the command line, not the world, must change.
+type UsageError struct{ Err error }
+
+func (e UsageError) Error() string { return e.Err.Error() }
+func (e UsageError) Unwrap() error { return e.Err }
+
+func usagef(format string, a ...any) error { return UsageError{fmt.Errorf(format, a...)} }
+
+// newHostEntry is a [[host]] that sets nothing: the defaults, the one place
+// the client sets them.
+func newHostEntry() HostEntry {
+	return HostEntry{Period: totp.DefaultPeriod, Slots: totp.DefaultSlots}
+}
+
+// ValidateSlots reports whether n slots per period can be used: 1 to
+// totp.MaxSlots.
+func ValidateSlots(n int) error {
+	if n < 1 || n > totp.MaxSlots {
+		return fmt.Errorf("%d out of range 1..%d", n, totp.MaxSlots)
+	}
+	return nil
+}
+
+// CheckKnockFlags checks a realm, period and number of slots given as the
+// flags --realm, --period and --slots; the error names the flag.
+func CheckKnockFlags(realm string, period time.Duration, slots int) error {
+	if err := totp.ValidatePeriod(period); err != nil {
+		return usagef("--period: %w", err)
+	}
+	if err := ValidateSlots(slots); err != nil {
+		return usagef("--slots %w", err)
+	}
+	if err := totp.ValidateRealm(realm); err != nil {
+		return usagef("--realm: %w", err)
+	}
+	return nil
+}
+
+// Resolve turns the client config and the flags into the settings of a
+// connection to host:port. The first [[host]] matching the alias, then the
+// host, gives the key, realm, period and slots; each flag given overrides
+// its field (--key-file also drops the entry's fallback keys). Mistakes in
+// the flags, or no key at all, are a UsageError; a key file that cannot be
+// used is an error from keyfile.Load.
+func Resolve(cfg *Config, f Flags, host string, port uint16) (*Settings, error) {
+	verbosef := f.Verbosef
+	if verbosef == nil {
+		verbosef = func(string, ...any) {}
+	}
+	if f.IPv4 && f.IPv6 {
+		return nil, usagef("-4 and -6 exclude each other")
+	}
+	// The name given to ssh first (Host prod), then the one it connects to
+	// (its HostName, 203.0.113.7).
+	names := []string{host}
+	if f.Alias != "" && f.Alias != host {
+		names = []string{f.Alias, host}
+	}
+	e := newHostEntry()
+	for _, n := range names {
+		if m := cfg.Lookup(n, port); m != nil {
+			e = *m
+			verbosef("%s matches [[host]] match = %q in %s", n, m.Match, cfg.Path)
+			break
+		}
+	}
+	if f.KeyFile != "" {
+		e.KeyFile, e.Fallback = f.KeyFile, nil
+		verbosef("key from --key-file %s", f.KeyFile)
+	}
+	if f.Realm != nil {
+		e.Realm = *f.Realm
+	}
+	if f.Period != nil {
+		e.Period = *f.Period
+	}
+	if f.Slots != nil {
+		e.Slots = *f.Slots
+	}
+	if e.KeyFile == "" {
+		return nil, usagef("no [[host]] in %s matches %s port %d, and no --key-file given", cfg.Path, strings.Join(names, " or "), port)
+	}
+	if err := CheckKnockFlags(e.Realm, e.Period, e.Slots); err != nil {
+		return nil, err
+	}
+	s := &Settings{
+		Realm:       e.Realm,
+		Period:      e.Period,
+		Slots:       e.Slots,
+		Network:     "tcp",
+		SynTimeout:  f.SynTimeout,
+		Timeout:     f.Timeout,
+		ClockOffset: f.ClockOffset,
+		Verbosef:    f.Verbosef,
+	}
+	if f.IPv4 {
+		s.Network = "tcp4"
+	}
+	if f.IPv6 {
+		s.Network = "tcp6"
+	}
+	for i, file := range append([]string{e.KeyFile}, e.Fallback...) {
+		k, err := keyfile.Load(file)
+		if err != nil {
+			return nil, err
+		}
+		if i == 0 {
+			s.Key = k
+		} else {
+			s.Fallback = append(s.Fallback, k)
+		}
+	}
+	return s, nil
+}

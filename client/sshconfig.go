@@ -1,0 +1,80 @@
+package client
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/seqknock/seqknock/totp/keyfile"
+)
+
+// Stanza says what goes into a ~/.ssh/config stanza for a host.
+type Stanza struct {
+	// Host is the name given to ssh; it must match a [[host]] of Config
+	// unless KeyFile is set.
+	Host   string
+	Config *Config
+	// ConfigFile and KeyFile, when set, go into the ProxyCommand (as
+	// absolute paths: ssh runs it from wherever it was started).
+	ConfigFile string
+	KeyFile    string
+	// Self is the seqknock binary; User the user who will run it.
+	Self string
+	User string
+	// FDPass uses ProxyUseFdpass; Sudo runs seqknock with sudo -n.
+	FDPass bool
+	Sudo   bool
+}
+
+// SSHConfig returns the ~/.ssh/config stanza that connects to s.Host
+// through seqknock. The ProxyCommand passes ssh's %n as --alias, so a
+// [[host]] may name the alias while ssh connects to its HostName. A host
+// that no [[host]] matches, without a KeyFile, is a UsageError; a KeyFile
+// must be a usable key.
+func SSHConfig(s Stanza) (string, error) {
+	if !s.Config.HasHost(s.Host) && s.KeyFile == "" {
+		return "", usagef("ssh-config: no [[host]] in %s matches %s; add one, or give --key-file", s.Config.Path, s.Host)
+	}
+	cmd := s.Self
+	if s.Sudo {
+		cmd = "sudo -n " + cmd
+	}
+	verb := "proxy"
+	if s.FDPass {
+		verb = "fdpass"
+	}
+	cmd += " " + verb
+	if s.ConfigFile != "" {
+		cmd += " --config " + absPath(s.ConfigFile)
+	}
+	if s.KeyFile != "" {
+		if _, err := keyfile.Load(s.KeyFile); err != nil {
+			return "", fmt.Errorf("ssh-config: %w", err)
+		}
+		cmd += " --key-file " + absPath(s.KeyFile)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "Host %s\n    ProxyCommand %s --alias %%n %%h %%p\n", s.Host, cmd)
+	if s.FDPass {
+		fmt.Fprintf(&b, "    ProxyUseFdpass yes\n")
+	}
+	// A knock is spent by its first SYN; seqknock itself tries the other
+	// slots, so ssh makes one attempt.
+	fmt.Fprintf(&b, "    ConnectionAttempts 1\n")
+	fmt.Fprintf(&b, "    # Each connection spends a knock and a server allows a few per period (4 by default):\n"+
+		"    # uncomment to let repeated ssh, scp and Ansible runs share one connection.\n"+
+		"    # ControlMaster auto\n    # ControlPath ~/.ssh/seqknock-%%C\n    # ControlPersist 10m\n")
+	if s.Sudo {
+		fmt.Fprintf(&b, "    # sudo -n asks no password, so it needs this rule (sudo visudo -f /etc/sudoers.d/seqknock)\n"+
+			"    #   %%seqknock ALL=(root) NOPASSWD: %s\n"+
+			"    # and you in group seqknock (sudo usermod -aG seqknock %s); see UNDER SUDO in seqknock(1).\n", s.Self, s.User)
+	}
+	return b.String(), nil
+}
+
+func absPath(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
+}
