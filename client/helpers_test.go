@@ -44,3 +44,8 @@ key_files = ["new.key", "old.key"]
 	}
 	return cfg, dir
 }
+
+// Path is the slot file's path.
+func (s *SlotStore) Path() string {
+	return filepath.Join(append(append([]string{s.Base}, s.Sub...), slotFile)...)
+}

@@ -50,11 +50,6 @@ type SlotStore struct {
 	Sub  []string
 }
 
-// Path is the slot file's path, for messages.
-func (s *SlotStore) Path() string {
-	return filepath.Join(append(append([]string{s.Base}, s.Sub...), slotFile)...)
-}
-
 const slotFile = "slots.json"
 
 type slotEntry struct {

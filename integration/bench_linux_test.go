@@ -74,7 +74,7 @@ func BenchmarkColdSync10kUsers(b *testing.B) {
 			k := server.NewKernel(ns.FD())
 			b.StartTimer()
 			start := time.Now()
-			res, err := server.Sync(k, cfg, now)
+			res, err := server.SyncKeeping(k, cfg, now, &server.Spent{})
 			ours = time.Since(start)
 			if err != nil {
 				b.Fatal(err)
@@ -119,14 +119,14 @@ func BenchmarkPeriodicSyncOneUser(b *testing.B) {
 	ns := netnstest.New(b, "bper")
 	k := server.NewKernel(ns.FD())
 	t0 := time.Now()
-	if _, err := server.Sync(k, cfg, t0); err != nil {
+	if _, err := server.SyncKeeping(k, cfg, t0, &server.Spent{}); err != nil {
 		b.Fatal(err)
 	}
 	var ours, nft time.Duration
 	b.Run("seqknockd", func(b *testing.B) {
 		start := time.Now()
 		for i := 0; i < b.N; i++ {
-			if _, err := server.Sync(k, cfg, t0.Add(time.Duration(i%3)*cfg.Period)); err != nil {
+			if _, err := server.SyncKeeping(k, cfg, t0.Add(time.Duration(i%3)*cfg.Period), &server.Spent{}); err != nil {
 				b.Fatal(err)
 			}
 		}

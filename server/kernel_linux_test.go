@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/seqknock/seqknock/client"
 	"github.com/seqknock/seqknock/internal/netnstest"
+	"github.com/seqknock/seqknock/nftgen"
 	"github.com/seqknock/seqknock/totp"
 )
 
@@ -467,4 +468,10 @@ func TestRulesetCommandMatchesNft(t *testing.T) {
 	if !strings.Contains(gotNorm, "ct mark & 0x00001000 == 0x00001000 accept") {
 		t.Errorf("mark bit 12 not in the rules:\n%s", gotNorm)
 	}
+}
+
+// Sync is SyncKeeping with nothing spent before: one sync as a fresh
+// seqknockd makes it.
+func Sync(k Kernel, cfg *Config, now time.Time) (nftgen.Result, error) {
+	return SyncKeeping(k, cfg, now, &Spent{})
 }

@@ -8,12 +8,8 @@ import (
 	"github.com/seqknock/seqknock/totp"
 )
 
-// Sync makes the kernel hold the state cfg wants at now, in one transaction.
-func Sync(k Kernel, cfg *Config, now time.Time) (nftgen.Result, error) {
-	return SyncKeeping(k, cfg, now, &Spent{})
-}
-
-// SyncKeeping is Sync that keeps spent knocks spent: it adds the live used
+// SyncKeeping makes the kernel hold the state cfg wants at now, in one
+// transaction, and keeps spent knocks spent: it adds the live used
 // set's knocks to spent, and installs the state with all of spent in the
 // used set and none of it in valid. Where the used set cannot be read (no
 // table), spent alone counts. The sessions sets get the host's connections

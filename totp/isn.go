@@ -108,15 +108,6 @@ func (d *Deriver) SourcePort(port uint16, counter uint64, slot uint8) uint16 {
 	return uint16(1024 + uint32(v)%64512)
 }
 
-// ISN is a one-shot form of Deriver.ISN.
-func ISN(key []byte, realm string, port uint16, counter uint64, slot uint8) (uint32, error) {
-	d, err := NewDeriver(key, realm)
-	if err != nil {
-		return 0, err
-	}
-	return d.ISN(port, counter, slot), nil
-}
-
 // ErrPeriod is returned for a period that is not a whole number of seconds of
 // at least one second.
 var ErrPeriod = errors.New("period must be a whole number of seconds, at least 1s")

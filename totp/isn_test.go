@@ -297,3 +297,13 @@ func FuzzISN(f *testing.F) {
 		}
 	})
 }
+
+// ISN is a one-shot form of Deriver.ISN: a fresh HMAC per value, the
+// reference the Deriver's reuse is checked and benchmarked against.
+func ISN(key []byte, realm string, port uint16, counter uint64, slot uint8) (uint32, error) {
+	d, err := NewDeriver(key, realm)
+	if err != nil {
+		return 0, err
+	}
+	return d.ISN(port, counter, slot), nil
+}
