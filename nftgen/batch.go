@@ -41,11 +41,15 @@ func buildBatch(s State, now time.Time, live *Live, usedCarry []nftables.SetElem
 	}
 	t := nc.AddTable(Table(s.Table))
 	input, knock := Chains(t)
-	nc.AddChain(input)
-	nc.AddChain(knock)
+	pre, syn, lockout := PreChains(t)
+	chains := map[string]*nftables.Chain{ChainInput: input, ChainKnock: knock, ChainPre: pre, ChainSyn: syn, ChainLockout: lockout}
+	for _, name := range chainOrder {
+		nc.AddChain(chains[name])
+	}
 	if res.RulesRebuilt {
-		nc.FlushChain(input)
-		nc.FlushChain(knock)
+		for _, name := range chainOrder {
+			nc.FlushChain(chains[name])
+		}
 	}
 	ports, valid, used := Sets(t, s)
 	if recreateUsed {
@@ -78,9 +82,11 @@ func buildBatch(s State, now time.Time, live *Live, usedCarry []nftables.SetElem
 	if err := addSessions(nc, t, s.Sessions); err != nil {
 		return batch{}, err
 	}
+	if err := addModeSets(nc, t, s, res.RulesRebuilt); err != nil {
+		return batch{}, err
+	}
 	if res.RulesRebuilt {
 		fp := s.Rules.fingerprint()
-		chains := map[string]*nftables.Chain{ChainInput: input, ChainKnock: knock}
 		for _, r := range s.Rules.ruleList() {
 			nc.AddRule(&nftables.Rule{Table: t, Chain: chains[r.chain], Exprs: r.exprs, UserData: fp})
 		}
@@ -108,6 +114,36 @@ func addSessions(nc *nftables.Conn, t *nftables.Table, ss []Session) error {
 		}
 		nc.FlushSet(x.set)
 		if err := addElements(nc, x.set, x.els); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// addModeSets adds the sets of the closed-port mode and the limits:
+// rstports flushed and filled; unknocked given every protected port and
+// never flushed, so its per-port counters count on across syncs (a port
+// no longer protected keeps its element, which nothing looks up); the
+// meters and lockouts keep their sources, except when the rules are
+// rebuilt, whose limits may have changed.
+func addModeSets(nc *nftables.Conn, t *nftables.Table, s State, rebuilt bool) error {
+	for _, set := range ModeSets(t) {
+		if err := nc.AddSet(set, nil); err != nil {
+			return fmt.Errorf("set %s: %w", set.Name, err)
+		}
+		var els []nftables.SetElement
+		switch set.Name {
+		case SetReset:
+			nc.FlushSet(set)
+			els = PortElements(sortPorts(s.ResetPorts))
+		case SetUnknocked:
+			els = PortElements(s.sortedPorts())
+		default:
+			if rebuilt {
+				nc.FlushSet(set)
+			}
+		}
+		if err := addElements(nc, set, els); err != nil {
 			return err
 		}
 	}

@@ -23,9 +23,12 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden from the curr
 func testState() State {
 	exp := time.Unix(1_000_090, 0)
 	return State{
-		Table:       "seqknock",
-		Ports:       []uint16{2222, 22},
-		Rules:       Rules{MarkBit: 1 << 23, LogGroup: 23},
+		Table:      "seqknock",
+		Ports:      []uint16{2222, 22},
+		ResetPorts: []uint16{2222},
+		Rules: Rules{MarkBit: 1 << 23, LogGroup: 23,
+			Guess: Limit{Rate: 10, Unit: PerSecond, Burst: 20}, Prefix4: 32, Prefix6: 64,
+			Global: Limit{Rate: 1000, Unit: PerSecond, Burst: GlobalBurst}},
 		UsedTimeout: 90 * time.Second,
 		Valid: []Element{
 			{Port: 22, ISN: 2742790613, Expires: exp},

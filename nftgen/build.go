@@ -74,20 +74,47 @@ func SessionElements(ss []Session) (v4, v6 []nftables.SetElement) {
 	return v4, v6
 }
 
-// Chains returns the input base chain and the knock chain.
-func Chains(t *nftables.Table) (input, knock *nftables.Chain) {
-	prio := nftables.ChainPriority(InputPriority)
+// ModeSets returns the sets of the closed-port mode and the limits, in the
+// order Apply creates them: rstports, unknocked (with a counter per
+// element), guess4, guess6, limited4, limited6.
+func ModeSets(t *nftables.Table) []*nftables.Set {
+	meter := func(name string, key nftables.SetDatatype, timeout time.Duration) *nftables.Set {
+		return &nftables.Set{Table: t, Name: name, KeyType: key, HasTimeout: true, Dynamic: true, Timeout: timeout, Size: DefaultSetSize}
+	}
+	return []*nftables.Set{
+		{Table: t, Name: SetReset, KeyType: nftables.TypeInetService, KeyByteOrder: binaryutil.BigEndian},
+		{Table: t, Name: SetUnknocked, KeyType: nftables.TypeInetService, KeyByteOrder: binaryutil.BigEndian, Counter: true},
+		meter(SetGuess4, nftables.TypeIPAddr, GuessTimeout),
+		meter(SetGuess6, nftables.TypeIP6Addr, GuessTimeout),
+		meter(SetLimited4, nftables.TypeIPAddr, LockoutTimeout),
+		meter(SetLimited6, nftables.TypeIP6Addr, LockoutTimeout),
+	}
+}
+
+// PreChains returns the pre base chain (prerouting, priority raw) and the
+// syn and lockout chains.
+func PreChains(t *nftables.Table) (pre, syn, lockout *nftables.Chain) {
+	pre = baseChain(t, ChainPre, nftables.ChainHookPrerouting, PrePriority)
+	return pre, &nftables.Chain{Table: t, Name: ChainSyn}, &nftables.Chain{Table: t, Name: ChainLockout}
+}
+
+// baseChain is a filter chain on hook at priority, policy accept.
+func baseChain(t *nftables.Table, name string, hook *nftables.ChainHook, priority int) *nftables.Chain {
+	prio := nftables.ChainPriority(priority)
 	policy := nftables.ChainPolicyAccept
-	input = &nftables.Chain{
+	return &nftables.Chain{
 		Table:    t,
-		Name:     ChainInput,
+		Name:     name,
 		Type:     nftables.ChainTypeFilter,
-		Hooknum:  nftables.ChainHookInput,
+		Hooknum:  hook,
 		Priority: &prio,
 		Policy:   &policy,
 	}
-	knock = &nftables.Chain{Table: t, Name: ChainKnock}
-	return input, knock
+}
+
+// Chains returns the input base chain and the knock chain.
+func Chains(t *nftables.Table) (input, knock *nftables.Chain) {
+	return baseChain(t, ChainInput, nftables.ChainHookInput, InputPriority), &nftables.Chain{Table: t, Name: ChainKnock}
 }
 
 // PortKey is the ports set key for port.

@@ -11,13 +11,36 @@ import (
 	"github.com/seqknock/seqknock/internal/netnstest"
 )
 
+// goldenStates are the states TestGolden installs: every mode and limit
+// on (reset mode on one of two ports, both limits, drop logging), and every
+// one off (drop mode only, no limits, no logging), and the limits keyed on
+// other prefixes.
+func goldenStates() map[string]State {
+	all := testState()
+	all.DropLogGroup = 24
+	off := testState()
+	off.ResetPorts = nil
+	off.Rules = Rules{MarkBit: 1 << 23}
+	prefixes := testState()
+	prefixes.ResetPorts = []uint16{22, 2222}
+	prefixes.Prefix4, prefixes.Prefix6 = 24, 56
+	prefixes.Guess = Limit{Rate: 600, Unit: PerMinute, Burst: 5}
+	prefixes.Global = Limit{}
+	return map[string]State{"all on": all, "all off": off, "prefixes": prefixes}
+}
+
 // TestGolden installs a table and compares `nft list ruleset` with Render,
-// in a fresh namespace.
+// in a fresh namespace, for each of goldenStates.
 func TestGolden(t *testing.T) {
+	for name, s := range goldenStates() {
+		t.Run(name, func(t *testing.T) { testGolden(t, s) })
+	}
+}
+
+func testGolden(t *testing.T, s State) {
 	netnstest.RequireRoot(t)
 	ns := netnstest.New(t, "gold")
 	c := &Conn{NetNS: ns.FD()}
-	s := testState()
 	now := time.Unix(1_000_000, 0)
 	res, err := c.Apply(s, now)
 	if err != nil {
@@ -87,7 +110,7 @@ func TestApplyIdempotentKeepsCountersAndUsed(t *testing.T) {
 
 	// A new window replaces valid wholly; used keeps its element.
 	s.Valid = []Element{{Port: 22, ISN: 7, Expires: now.Add(time.Minute)}}
-	s.Ports = []uint16{22}
+	s.Ports, s.ResetPorts = []uint16{22}, nil
 	if _, err := c.Apply(s, now.Add(2*time.Second)); err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +158,7 @@ func TestApplyAllOrNothing(t *testing.T) {
 	// for valid fails with EEXIST, after the ports set was already flushed
 	// and refilled in the same batch.
 	fix := ns.Command("nft", "-f", "-")
-	fix.Stdin = strings.NewReader("flush chain inet seqknock knock\ndelete set inet seqknock valid\nadd set inet seqknock valid { type ipv4_addr; }\n")
+	fix.Stdin = strings.NewReader("flush chain inet seqknock knock\nflush chain inet seqknock syn\ndelete set inet seqknock valid\nadd set inet seqknock valid { type ipv4_addr; }\n")
 	if out, err := fix.CombinedOutput(); err != nil {
 		t.Fatalf("prepare: %v: %s", err, out)
 	}

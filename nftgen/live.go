@@ -8,6 +8,8 @@ type Counter struct {
 	Bytes   uint64 `json:"bytes"`
 }
 
+func (c *Counter) add(o Counter) { c.Packets += o.Packets; c.Bytes += o.Bytes }
+
 // Live is what a table holds now, as Conn.Read finds it.
 type Live struct {
 	Exists bool
@@ -19,10 +21,22 @@ type Live struct {
 	// ValidKeys and UsedKeys are the sets' elements (Read only).
 	ValidKeys []Key
 	UsedKeys  []Key
-	// Admitted counts SYNs admitted by a knock; Dropped everything the
-	// knock chain dropped.
+	// Admitted counts SYNs admitted by a knock; Dropped the unknocked
+	// packets dropped (in the knock and syn chains), Rejected those
+	// answered with a reset (ports in reset mode), Lockout the SYNs of
+	// locked-out sources dropped before any lookup.
 	Admitted Counter
 	Dropped  Counter
+	Rejected Counter
+	Lockout  Counter
+	// Unknocked counts, per port, the packets that reached the end of the
+	// knock or syn chain: neither a knock, nor a connection, nor a
+	// locked-out source's.
+	Unknocked map[uint16]Counter
+	// ResetPorts are the ports in reset mode.
+	ResetPorts []uint16
+	// LockedOut is the number of sources locked out now.
+	LockedOut int
 	// RulesCurrent says whether both chains hold exactly the rules this
 	// version of the package builds for Rules.
 	RulesCurrent bool

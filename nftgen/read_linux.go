@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sort"
+	"slices"
 	"time"
 
 	"github.com/google/nftables"
@@ -65,12 +65,7 @@ func (c *Conn) read(table string, elements bool) (*Live, error) {
 			if err != nil {
 				return nil, fmt.Errorf("read set %s: %w", s.Name, err)
 			}
-			for _, e := range els {
-				if len(e.Key) >= 2 {
-					live.Ports = append(live.Ports, uint16(e.Key[0])<<8|uint16(e.Key[1]))
-				}
-			}
-			sort.Slice(live.Ports, func(i, j int) bool { return live.Ports[i] < live.Ports[j] })
+			live.Ports = portsOf(els)
 		case SetValid:
 			if elements {
 				els, err := nc.GetSetElements(s)
@@ -80,6 +75,29 @@ func (c *Conn) read(table string, elements bool) (*Live, error) {
 				live.ValidCount = len(els)
 				live.ValidKeys = keysOf(els)
 			}
+		case SetUnknocked:
+			els, err := nc.GetSetElements(s)
+			if err != nil {
+				return nil, fmt.Errorf("read set %s: %w", s.Name, err)
+			}
+			live.Unknocked = map[uint16]Counter{}
+			for _, e := range els {
+				if len(e.Key) >= 2 && e.Counter != nil {
+					live.Unknocked[uint16(e.Key[0])<<8|uint16(e.Key[1])] = Counter{Packets: e.Counter.Packets, Bytes: e.Counter.Bytes}
+				}
+			}
+		case SetReset:
+			els, err := nc.GetSetElements(s)
+			if err != nil {
+				return nil, fmt.Errorf("read set %s: %w", s.Name, err)
+			}
+			live.ResetPorts = portsOf(els)
+		case SetLimited4, SetLimited6:
+			els, err := nc.GetSetElements(s)
+			if err != nil {
+				return nil, fmt.Errorf("read set %s: %w", s.Name, err)
+			}
+			live.LockedOut += len(els)
 		case SetUsed:
 			live.UsedExists = true
 			live.UsedTimeout = s.Timeout
@@ -109,7 +127,7 @@ func (c *Conn) readRules(nc *nftables.Conn, t *nftables.Table, live *Live) error
 	}
 	rules := map[string][]*nftables.Rule{}
 	for _, ch := range chains {
-		if ch.Table.Name != t.Name || (ch.Name != ChainInput && ch.Name != ChainKnock) {
+		if ch.Table.Name != t.Name || !slices.Contains(chainOrder, ch.Name) {
 			continue
 		}
 		rs, err := nc.GetRules(t, ch)
@@ -117,29 +135,6 @@ func (c *Conn) readRules(nc *nftables.Conn, t *nftables.Table, live *Live) error
 			return fmt.Errorf("read rules of %s %s: %w", t.Name, ch.Name, err)
 		}
 		rules[ch.Name] = rs
-	}
-	for _, r := range rules[ChainKnock] {
-		var counter *expr.Counter
-		var dynset, drop bool
-		for _, e := range r.Exprs {
-			switch e := e.(type) {
-			case *expr.Counter:
-				counter = e
-			case *expr.Dynset:
-				dynset = true
-			case *expr.Verdict:
-				drop = e.Kind == expr.VerdictDrop
-			}
-		}
-		if counter == nil {
-			continue
-		}
-		switch {
-		case dynset:
-			live.Admitted = Counter{Packets: counter.Packets, Bytes: counter.Bytes}
-		case drop:
-			live.Dropped = Counter{Packets: counter.Packets, Bytes: counter.Bytes}
-		}
 	}
 	// The rules are current when every rule carries this version's
 	// fingerprint for one set of parameters, and the counts are those the
@@ -156,9 +151,55 @@ func (c *Conn) readRules(nc *nftables.Conn, t *nftables.Table, live *Live) error
 			}
 		}
 	}
-	if r, ok := parseFingerprint([]byte(fp)); ok && same &&
-		len(rules[ChainInput]) == len(InputRules(r)) && len(rules[ChainKnock]) == len(KnockRules(r)) {
-		live.Rules, live.RulesCurrent = r, true
+	want := map[string][]ruleDesc{}
+	if r, ok := parseFingerprint([]byte(fp)); ok && same {
+		for _, d := range r.ruleList() {
+			want[d.chain] = append(want[d.chain], d)
+		}
+		current := true
+		for _, ch := range chainOrder {
+			current = current && len(rules[ch]) == len(want[ch])
+		}
+		if current {
+			live.Rules, live.RulesCurrent = r, true
+		}
+	}
+	for _, ch := range chainOrder {
+		for i, r := range rules[ch] {
+			var counter *expr.Counter
+			ro := roleNone
+			if live.RulesCurrent {
+				ro = want[ch][i].role
+			}
+			for _, e := range r.Exprs {
+				switch e := e.(type) {
+				case *expr.Counter:
+					counter = e
+				case *expr.Dynset:
+					if !live.RulesCurrent && ch == ChainKnock {
+						ro = roleAdmit
+					}
+				case *expr.Verdict:
+					if !live.RulesCurrent && ch == ChainKnock && e.Kind == expr.VerdictDrop && ro == roleNone {
+						ro = roleDrop
+					}
+				}
+			}
+			if counter == nil {
+				continue
+			}
+			c := Counter{Packets: counter.Packets, Bytes: counter.Bytes}
+			switch ro {
+			case roleAdmit:
+				live.Admitted.add(c)
+			case roleDrop:
+				live.Dropped.add(c)
+			case roleReject:
+				live.Rejected.add(c)
+			case roleLockout:
+				live.Lockout.add(c)
+			}
+		}
 	}
 	return nil
 }
@@ -196,6 +237,17 @@ func (c *Conn) usedElements(table string) ([]nftables.SetElement, error) {
 		out = append(out, nftables.SetElement{Key: e.Key, Timeout: left})
 	}
 	return out, nil
+}
+
+// portsOf returns the ports of a ports set's elements, sorted.
+func portsOf(els []nftables.SetElement) []uint16 {
+	var out []uint16
+	for _, e := range els {
+		if len(e.Key) >= 2 {
+			out = append(out, uint16(e.Key[0])<<8|uint16(e.Key[1]))
+		}
+	}
+	return sortPorts(out)
 }
 
 func keysOf(els []nftables.SetElement) []Key {

@@ -24,34 +24,39 @@ func Render(s State, now time.Time) string {
 	}
 	b.WriteString("\n")
 	fmt.Fprintf(&b, "table inet %s {\n", s.Table)
-	b.WriteString("\tset ports {\n\t\ttype inet_service\n")
-	if ps := s.sortedPorts(); len(ps) > 0 {
-		strs := make([]string, len(ps))
-		for i, p := range ps {
-			strs[i] = fmt.Sprint(p)
-		}
-		fmt.Fprintf(&b, "\t\telements = { %s }\n", strings.Join(strs, ", "))
-	}
-	b.WriteString("\t}\n\n")
+	fmt.Fprintf(&b, "\tset ports {\n\t\ttype inet_service\n%s\t}\n\n", portList(s.sortedPorts(), ""))
 	b.WriteString("\tset valid {\n\t\ttypeof tcp dport . tcp sequence\n\t\tflags timeout\n\t}\n\n")
 	fmt.Fprintf(&b, "\tset used {\n\t\ttypeof tcp dport . tcp sequence\n\t\tsize %d\n\t\tflags dynamic,timeout\n\t\ttimeout %s\n\t}\n\n",
 		s.usedSize(), nftDuration(s.UsedTimeout))
 	b.WriteString("\tset sessions4 {\n\t\ttype ipv4_addr . inet_service . ipv4_addr . inet_service\n\t}\n\n")
 	b.WriteString("\tset sessions6 {\n\t\ttype ipv6_addr . inet_service . ipv6_addr . inet_service\n\t}\n\n")
-	rules := s.Rules.ruleList()
-	for i, ch := range []struct{ name, header string }{
-		{ChainInput, fmt.Sprintf("type filter hook input priority filter %s; policy accept;", signed(InputPriority))},
-		{ChainKnock, ""},
+	fmt.Fprintf(&b, "\tset %s {\n\t\ttype inet_service\n%s\t}\n\n", SetReset, portList(sortPorts(s.ResetPorts), ""))
+	fmt.Fprintf(&b, "\tset %s {\n\t\ttype inet_service\n\t\tcounter\n%s\t}\n\n", SetUnknocked, portList(s.sortedPorts(), " counter packets 0 bytes 0"))
+	for _, m := range []struct {
+		name, typ string
+		timeout   time.Duration
+	}{
+		{SetGuess4, "ipv4_addr", GuessTimeout}, {SetGuess6, "ipv6_addr", GuessTimeout},
+		{SetLimited4, "ipv4_addr", LockoutTimeout}, {SetLimited6, "ipv6_addr", LockoutTimeout},
 	} {
+		fmt.Fprintf(&b, "\tset %s {\n\t\ttype %s\n\t\tsize %d\n\t\tflags dynamic,timeout\n\t\ttimeout %s\n\t}\n\n",
+			m.name, m.typ, DefaultSetSize, nftDuration(m.timeout))
+	}
+	rules := s.Rules.ruleList()
+	headers := map[string]string{
+		ChainInput: fmt.Sprintf("type filter hook input priority filter %s; policy accept;", signed(InputPriority)),
+		ChainPre:   "type filter hook prerouting priority raw; policy accept;",
+	}
+	for i, ch := range chainOrder {
 		if i > 0 {
 			b.WriteString("\n")
 		}
-		fmt.Fprintf(&b, "\tchain %s {\n", ch.name)
-		if ch.header != "" {
-			fmt.Fprintf(&b, "\t\t%s\n", ch.header)
+		fmt.Fprintf(&b, "\tchain %s {\n", ch)
+		if h := headers[ch]; h != "" {
+			fmt.Fprintf(&b, "\t\t%s\n", h)
 		}
 		for _, r := range rules {
-			if r.chain == ch.name {
+			if r.chain == ch {
 				fmt.Fprintf(&b, "\t\t%s\n", r.text)
 			}
 		}
@@ -59,6 +64,19 @@ func Render(s State, now time.Time) string {
 	}
 	b.WriteString("}\n")
 	return b.String()
+}
+
+// portList is a set's elements line for ports as nft lists it, each
+// followed by suffix; nothing when there are none.
+func portList(ports []uint16, suffix string) string {
+	if len(ports) == 0 {
+		return ""
+	}
+	strs := make([]string, len(ports))
+	for i, p := range ports {
+		strs[i] = fmt.Sprint(p) + suffix
+	}
+	return fmt.Sprintf("\t\telements = { %s }\n", strings.Join(strs, ", "))
 }
 
 // signed writes a priority offset as nft does: "- 10", "+ 10".

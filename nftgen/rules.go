@@ -4,8 +4,10 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/bits"
+	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
@@ -32,21 +34,161 @@ type Rules struct {
 	// second (`limit rate N/second log group M`), so the daemon can say
 	// who is knocking wrongly without user space work per packet.
 	DropLogGroup uint16
+	// Guess, when its rate is not 0, limits each source's unknocked SYNs
+	// to the protected ports: a source over it is locked out (every SYN it
+	// sends dropped before any knock lookup) for LockoutTimeout at a time.
+	Guess Limit
+	// Prefix4 and Prefix6 are the prefix lengths that make one source for
+	// Guess: 32 and 64 by default.
+	Prefix4, Prefix6 uint8
+	// Global, when its rate is not 0, caps unknocked SYNs from all sources
+	// together: over it, every source that sends one is locked out. Knocks
+	// are looked up first, so it never touches a knocked SYN.
+	Global Limit
+}
+
+// Limit is a packet rate as nft writes it: Rate packets per Unit, with
+// Burst packets more allowed at once (nft's burst: on top of the rate).
+type Limit struct {
+	Rate  uint32
+	Unit  RateUnit
+	Burst uint32
+}
+
+// RateUnit is the time unit of a Limit.
+type RateUnit string
+
+// The units a Limit may use.
+const (
+	PerSecond RateUnit = "second"
+	PerMinute RateUnit = "minute"
+	PerHour   RateUnit = "hour"
+)
+
+// Off reports whether the limit is off (rate 0).
+func (l Limit) Off() bool { return l.Rate == 0 }
+
+// String is "10/second+20" ("0" when off).
+func (l Limit) String() string {
+	if l.Off() {
+		return "0"
+	}
+	return fmt.Sprintf("%d/%s+%d", l.Rate, l.Unit, l.Burst)
+}
+
+// PerSecond is the limit's rate in packets a second.
+func (l Limit) PerSecond() float64 {
+	switch l.Unit {
+	case PerMinute:
+		return float64(l.Rate) / 60
+	case PerHour:
+		return float64(l.Rate) / 3600
+	}
+	return float64(l.Rate)
+}
+
+func (u RateUnit) expr() (expr.LimitTime, bool) {
+	switch u {
+	case PerSecond:
+		return expr.LimitTimeSecond, true
+	case PerMinute:
+		return expr.LimitTimeMinute, true
+	case PerHour:
+		return expr.LimitTimeHour, true
+	}
+	return 0, false
+}
+
+// ParseLimit reads "N/second", "N/minute" or "N/hour" (burst left 0), or
+// "0" for off.
+func ParseLimit(s string) (Limit, error) {
+	if s == "0" {
+		return Limit{}, nil
+	}
+	n, u, ok := strings.Cut(s, "/")
+	rate, err := strconv.ParseUint(n, 10, 32)
+	if !ok || err != nil || rate == 0 {
+		return Limit{}, fmt.Errorf("%q: want N/second, N/minute or N/hour (N at least 1), or \"0\" for off", s)
+	}
+	l := Limit{Rate: uint32(rate), Unit: RateUnit(u)}
+	if _, ok := l.Unit.expr(); !ok {
+		return Limit{}, fmt.Errorf("%q: unit %q is not second, minute or hour", s, u)
+	}
+	return l, nil
+}
+
+func parseLimitField(s string) (Limit, error) {
+	if s == "0" {
+		return Limit{}, nil
+	}
+	r, b, ok := strings.Cut(s, "+")
+	if !ok {
+		return Limit{}, fmt.Errorf("%q: no burst", s)
+	}
+	l, err := ParseLimit(r)
+	if err != nil {
+		return Limit{}, err
+	}
+	burst, err := strconv.ParseUint(b, 10, 32)
+	if err != nil {
+		return Limit{}, fmt.Errorf("burst: %w", err)
+	}
+	l.Burst = uint32(burst)
+	return l, nil
 }
 
 // DropLogRate is how many dropped packets a second the drop log samples.
 const DropLogRate = 10
 
+// GlobalBurst is the burst of the global cap: nft's default, which it
+// leaves out of the listing.
+const GlobalBurst = 5
+
+// LockoutTimeout is how long a source over a limit stays locked out; the
+// lockout sets' timeout. While it lasts, the source's SYNs are dropped
+// before any lookup; after it, its meter decides again.
+const LockoutTimeout = time.Second
+
+// GuessTimeout is how long a source's meter lives after its last
+// unknocked SYN (the guess sets' timeout): well beyond the time its
+// bucket needs to fill up again.
+const GuessTimeout = time.Minute
+
+// DefaultSetSize is the capacity of the dynamic sets: what nft gives one
+// when none is named.
+const DefaultSetSize = 65535
+
 func (r Rules) validate() error {
 	if bits.OnesCount32(r.MarkBit) != 1 {
 		return fmt.Errorf("ct mark bit %#x must have exactly one bit set", r.MarkBit)
 	}
+	for _, l := range []Limit{r.Guess, r.Global} {
+		if _, ok := l.Unit.expr(); !l.Off() && !ok {
+			return fmt.Errorf("limit unit %q is not second, minute or hour", l.Unit)
+		}
+	}
+	if !r.Guess.Off() && (r.Prefix4 < 1 || r.Prefix4 > 32 || r.Prefix6 < 1 || r.Prefix6 > 128) {
+		return fmt.Errorf("source prefixes /%d, /%d: want 1..32 and 1..128", r.Prefix4, r.Prefix6)
+	}
 	return nil
 }
 
+// prefixes returns the source prefix lengths the lockout sets key on.
+func (r Rules) prefixes() (p4, p6 uint8) {
+	p4, p6 = r.Prefix4, r.Prefix6
+	if p4 == 0 {
+		p4 = 32
+	}
+	if p6 == 0 {
+		p6 = 64
+	}
+	return p4, p6
+}
+
 // String spells the parameters as the fingerprint stores them:
-// "mark=0x800000", then " log=N" when LogGroup is set and " droplog=M"
-// when DropLogGroup is.
+// "mark=0x800000", then " log=N" when LogGroup is set, " droplog=M"
+// when DropLogGroup is, " guess=10/second+20 prefix=32/64" when Guess is
+// on and " global=1000/second+5" when Global is.
 func (r Rules) String() string {
 	s := fmt.Sprintf("mark=%#08x", r.MarkBit)
 	if r.LogGroup != 0 {
@@ -54,6 +196,12 @@ func (r Rules) String() string {
 	}
 	if r.DropLogGroup != 0 {
 		s += fmt.Sprintf(" droplog=%d", r.DropLogGroup)
+	}
+	if !r.Guess.Off() {
+		s += fmt.Sprintf(" guess=%s prefix=%d/%d", r.Guess, r.Prefix4, r.Prefix6)
+	}
+	if !r.Global.Off() {
+		s += fmt.Sprintf(" global=%s", r.Global)
 	}
 	return s
 }
@@ -82,6 +230,24 @@ func parseRules(s string) (Rules, error) {
 				return Rules{}, fmt.Errorf("droplog: %w", err)
 			}
 			r.DropLogGroup = uint16(n)
+		case "guess", "global":
+			l, err := parseLimitField(v)
+			if err != nil {
+				return Rules{}, fmt.Errorf("%s: %w", k, err)
+			}
+			if k == "guess" {
+				r.Guess = l
+			} else {
+				r.Global = l
+			}
+		case "prefix":
+			a, b, _ := strings.Cut(v, "/")
+			p4, err4 := strconv.ParseUint(a, 10, 8)
+			p6, err6 := strconv.ParseUint(b, 10, 8)
+			if err4 != nil || err6 != nil {
+				return Rules{}, fmt.Errorf("prefix: %q", v)
+			}
+			r.Prefix4, r.Prefix6 = uint8(p4), uint8(p6)
 		default:
 			return Rules{}, fmt.Errorf("unknown parameter %q", k)
 		}
@@ -95,7 +261,7 @@ func parseRules(s string) (Rules, error) {
 // RulesVersion names the rule shapes this package builds; it is part of the
 // fingerprint. Bump it whenever a rule changes in a way no Rules field
 // records.
-const RulesVersion = "seqknock/rules/v3"
+const RulesVersion = "seqknock/rules/v4"
 
 // udataRuleFingerprint is a rule user data TLV type that nft does not know
 // and so neither shows nor rejects (it reads only type 0, the comment).
@@ -125,12 +291,25 @@ func parseFingerprint(b []byte) (Rules, bool) {
 }
 
 // ruleDesc is one rule of the table: the chain it goes in, its expressions
-// and its text as `nft list ruleset` shows it (counters at zero).
+// and its text as `nft list ruleset` shows it (counters at zero), and what
+// its counter counts, if it has one.
 type ruleDesc struct {
 	chain string
 	exprs []expr.Any
 	text  string
+	role  role
 }
+
+// role is what a rule's counter counts, for Read.
+type role int
+
+const (
+	roleNone    role = iota
+	roleAdmit        // SYNs admitted by a knock
+	roleDrop         // unknocked packets dropped
+	roleReject       // unknocked packets answered with a reset
+	roleLockout      // SYNs of locked-out sources dropped
+)
 
 // part is a piece of a rule: its expressions and how nft lists them.
 type part struct {
@@ -152,9 +331,15 @@ func rule(chain string, parts ...part) ruleDesc {
 	return r
 }
 
+func (d ruleDesc) as(r role) ruleDesc { d.role = r; return d }
+
+// chainOrder is the table's chains in the order Apply creates and nft
+// lists them.
+var chainOrder = []string{ChainInput, ChainKnock, ChainPre, ChainSyn, ChainLockout}
+
 // ruleList returns every rule of the table, in chain order:
 //
-//	chain input:
+//	chain input (hook input, priority filter - 10):
 //	tcp dport @ports jump knock
 //	chain knock:
 //	ct state established,related accept
@@ -166,7 +351,28 @@ func rule(chain string, parts ...part) ruleDesc {
 //	tcp flags ! syn ct state new ip saddr . tcp sport . ip daddr . tcp dport @sessions4 accept
 //	tcp flags ! syn ct state new ip6 saddr . tcp sport . ip6 daddr . tcp dport @sessions6 accept
 //	[limit rate 10/second log group M]
+//	tcp dport @unknocked
+//	tcp dport @rstports counter reject with tcp reset
 //	counter drop
+//	chain pre (hook prerouting, priority raw: before conntrack):
+//	tcp flags syn / fin,syn,rst,ack tcp dport @ports fib daddr type local jump syn
+//	chain syn:
+//	[ip saddr @limited4 counter drop]                      (a limit on)
+//	[ip6 saddr & PREFIX == @limited6 counter drop]
+//	tcp dport . tcp sequence @valid accept
+//	tcp dport . tcp sequence @used accept
+//	[update @guess4 { ip saddr limit rate over R burst B packets }
+//	  add @limited4 { ip saddr } counter drop]              (guess limit on)
+//	[update @guess6 { ip6 saddr & PREFIX limit rate over R burst B packets }
+//	  add @limited6 { ip6 saddr & PREFIX } counter drop]
+//	[limit rate over G jump lockout]                       (global cap on)
+//	tcp dport @unknocked
+//	[limit rate 10/second log group M]
+//	tcp dport @rstports counter reject with tcp reset
+//	counter drop
+//	chain lockout:
+//	add @limited4 { ip saddr } counter drop
+//	add @limited6 { ip6 saddr & PREFIX } counter drop
 //
 // The two sessions rules are not in DESIGN.md's shape. Conntrack picks up
 // a connection it does not know (one open before the table was installed,
@@ -176,28 +382,46 @@ func rule(chain string, parts ...part) ruleDesc {
 // really exists on this host: the sessions sets hold the established
 // sockets on the protected ports, from sock_diag, refilled at every sync
 // and whenever conntrack loses entries. A non-SYN packet of any other flow
-// (a scanner's ACK, FIN or data) is dropped like an unknocked SYN, so the
-// port neither answers it with a reset nor lets a guessed SYN cookie in.
+// (a scanner's ACK, FIN or data) is treated like an unknocked SYN: dropped,
+// or at a port in reset mode answered as a closed port answers it, so a
+// guessed SYN cookie never gets in.
+//
+// The pre and syn chains run before conntrack (priority raw, -300;
+// conntrack is at -200 in prerouting), so a SYN that carries no knock at
+// all costs no conntrack entry: only a SYN to a local address, to a
+// protected port, whose knock is in valid or used goes on to conntrack and
+// the knock chain (where replays and the ct state are judged). A knock in
+// used passes too, so the SYN retransmissions of an admitted flow reach
+// the ct mark rule after a sync took the knock out of valid. The fib check
+// keeps forwarded traffic to the same port out, as the input hook did.
+//
+// A port in reset mode is in rstports: what would be dropped there is
+// answered with "reject with tcp reset", which builds the reply the kernel
+// sends from a port where nothing listens (RST/ACK acknowledging a SYN,
+// FIN or bare packet; RST with the peer's ack number to an ACK; window 0,
+// no options). The reject works from prerouting since Linux 5.x. A source
+// over a limit is dropped, not answered, in either mode: answering a flood
+// would be work done for the attacker.
+//
+// The limits: the guess sets are meters (a limit per source, refreshed
+// while the source keeps guessing); a source over its meter, or any source
+// that guesses while all sources together are over the global cap, goes
+// into limited4/6 for LockoutTimeout, and until then each of its SYNs is
+// dropped before the knock lookup, so a flood's guesses never reach the
+// valid set. Knocks are looked up before any meter counts, so a knock
+// never uses up a source's allowance.
 func (r Rules) ruleList() []ruleDesc {
 	mark := fmt.Sprintf("0x%08x", r.MarkBit)
-	drop := []ruleDesc{rule(ChainKnock,
-		counter(),
-		part{"drop", []expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}}})}
-	if r.DropLogGroup != 0 {
-		drop = append([]ruleDesc{rule(ChainKnock,
-			part{fmt.Sprintf("limit rate %d/second", DropLogRate), []expr.Any{
-				&expr.Limit{Type: expr.LimitTypePkts, Rate: DropLogRate, Unit: expr.LimitTimeSecond, Burst: 5},
-			}},
-			logGroup(r.DropLogGroup))}, drop...)
-	}
-	return append([]ruleDesc{
-		rule(ChainInput,
-			part{"tcp dport @ports", append(isTCP(), loadDport(), &expr.Lookup{SourceRegister: regKey, SetName: SetPorts})},
-			jump(ChainKnock)),
+	var out []ruleDesc
+	add := func(ds ...ruleDesc) { out = append(out, ds...) }
 
-		rule(ChainKnock,
-			ctState("established,related", ctStateEstablished|ctStateRelated),
-			accept()),
+	add(rule(ChainInput,
+		part{"tcp dport @ports", append(isTCP(), loadDport(), &expr.Lookup{SourceRegister: regKey, SetName: SetPorts})},
+		jump(ChainKnock)))
+
+	add(rule(ChainKnock,
+		ctState("established,related", ctStateEstablished|ctStateRelated),
+		accept()),
 		rule(ChainKnock,
 			part{"ct mark & " + mark + " == " + mark, ctBits(expr.CtKeyMARK, r.MarkBit, expr.CmpOpEq, r.MarkBit)},
 			accept()),
@@ -214,7 +438,7 @@ func (r Rules) ruleList() []ruleDesc {
 			}},
 			r.logAdmitted(),
 			counter(),
-			accept()),
+			accept()).as(roleAdmit),
 		rule(ChainKnock,
 			tcpFlags("! syn", tcpSYN, 0),
 			ctState("new", ctStateNew),
@@ -224,8 +448,160 @@ func (r Rules) ruleList() []ruleDesc {
 			tcpFlags("! syn", tcpSYN, 0),
 			ctState("new", ctStateNew),
 			sessionLookup(true),
-			accept()),
-	}, drop...)
+			accept()))
+	add(r.unknocked(ChainKnock)...)
+
+	add(rule(ChainPre,
+		tcpFlags("syn / fin,syn,rst,ack", tcpFIN|tcpSYN|tcpRST|tcpACK, tcpSYN),
+		part{"tcp dport @ports", []expr.Any{loadDport(), &expr.Lookup{SourceRegister: regKey, SetName: SetPorts}}},
+		part{"fib daddr type local", []expr.Any{
+			&expr.Fib{Register: regKey, ResultADDRTYPE: true, FlagDADDR: true},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: regKey, Data: ne32(unix.RTN_LOCAL)},
+		}},
+		jump(ChainSyn)))
+
+	limits := !r.Guess.Off() || !r.Global.Off()
+	if limits {
+		add(rule(ChainSyn, r.source(false, "@"+SetLimited4), counter(), drop()).as(roleLockout),
+			rule(ChainSyn, r.source(true, "@"+SetLimited6), counter(), drop()).as(roleLockout))
+	}
+	add(rule(ChainSyn,
+		part{"tcp dport . tcp sequence @valid", append(append(isTCP(), loadDportSeq()...), &expr.Lookup{SourceRegister: regKey, SetName: SetValid})},
+		accept()),
+		rule(ChainSyn,
+			part{"tcp dport . tcp sequence @used", append(append(isTCP(), loadDportSeq()...), &expr.Lookup{SourceRegister: regKey, SetName: SetUsed})},
+			accept()))
+	if !r.Guess.Off() {
+		for _, v6 := range []bool{false, true} {
+			meter, lock := SetGuess4, SetLimited4
+			if v6 {
+				meter, lock = SetGuess6, SetLimited6
+			}
+			add(rule(ChainSyn, r.meter(v6, meter), r.lockout(v6, lock, true), counter(), drop()).as(roleLockout))
+		}
+	}
+	if !r.Global.Off() {
+		add(rule(ChainSyn, limitOver(r.Global), jump(ChainLockout)))
+	}
+	add(r.unknocked(ChainSyn)...)
+	if limits {
+		add(rule(ChainLockout, r.lockout(false, SetLimited4, false), counter(), drop()).as(roleLockout),
+			rule(ChainLockout, r.lockout(true, SetLimited6, false), counter(), drop()).as(roleLockout))
+	}
+	return out
+}
+
+// unknocked returns the rules that end chain for a packet nothing
+// admitted: counted per port, sampled to the drop log, answered with a
+// reset at a port in reset mode, dropped at the others.
+func (r Rules) unknocked(chain string) []ruleDesc {
+	out := []ruleDesc{rule(chain,
+		part{"tcp dport @" + SetUnknocked, append(isTCP(), loadDport(), &expr.Lookup{SourceRegister: regKey, SetName: SetUnknocked})})}
+	if r.DropLogGroup != 0 {
+		out = append(out, rule(chain,
+			part{fmt.Sprintf("limit rate %d/second", DropLogRate), []expr.Any{
+				&expr.Limit{Type: expr.LimitTypePkts, Rate: DropLogRate, Unit: expr.LimitTimeSecond, Burst: 5},
+			}},
+			logGroup(r.DropLogGroup)))
+	}
+	return append(out,
+		rule(chain,
+			part{"tcp dport @" + SetReset, append(isTCP(), loadDport(), &expr.Lookup{SourceRegister: regKey, SetName: SetReset})},
+			counter(),
+			part{"reject with tcp reset", []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_TCP_RST}}}).as(roleReject),
+		rule(chain, counter(), drop()).as(roleDrop))
+}
+
+// sourceKey loads the packet's source prefix (ip saddr, or ip6 saddr
+// masked to Prefix6; ip saddr masked where Prefix4 is under 32) into
+// register 1, and returns its text.
+func (r Rules) sourceKey(v6 bool) (string, []expr.Any) {
+	text, ex := r.sourceLoad(v6)
+	fam := byte(unix.NFPROTO_IPV4)
+	if v6 {
+		fam = unix.NFPROTO_IPV6
+	}
+	return text, append([]expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: regKey},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: regKey, Data: []byte{fam}},
+	}, ex...)
+}
+
+// sourceLoad is sourceKey without the family check, for a rule that made
+// it already (nft writes the check once per rule).
+func (r Rules) sourceLoad(v6 bool) (string, []expr.Any) {
+	p4, p6 := r.prefixes()
+	off, n, bitsLen, name := uint32(12), uint32(4), int(p4), "ip saddr"
+	if v6 {
+		off, n, bitsLen, name = 8, 16, int(p6), "ip6 saddr"
+	}
+	ex := []expr.Any{
+		&expr.Payload{DestRegister: regKey, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
+	}
+	if bitsLen == int(n)*8 {
+		return name, ex
+	}
+	mask := make([]byte, n)
+	for i := range mask {
+		switch {
+		case bitsLen >= 8*(i+1):
+			mask[i] = 0xff
+		case bitsLen > 8*i:
+			mask[i] = byte(0xff << (8 - (bitsLen - 8*i)))
+		}
+	}
+	ex = append(ex, &expr.Bitwise{SourceRegister: regKey, DestRegister: regKey, Len: n, Mask: mask, Xor: make([]byte, n)})
+	var a netip.Addr
+	if v6 {
+		a = netip.AddrFrom16([16]byte(mask))
+	} else {
+		a = netip.AddrFrom4([4]byte(mask))
+	}
+	return name + " & " + a.String(), ex
+}
+
+// source is "SOURCE @SET": the source prefix is in set (nft writes "=="
+// after a mask).
+func (r Rules) source(v6 bool, set string) part {
+	text, ex := r.sourceKey(v6)
+	op := " "
+	if strings.Contains(text, "&") {
+		op = " == "
+	}
+	return part{text + op + set, append(ex, &expr.Lookup{SourceRegister: regKey, SetName: strings.TrimPrefix(set, "@")})}
+}
+
+// meter is "update @SET { SOURCE limit rate over R burst B packets }":
+// the source's meter counts the packet and matches when it is over.
+func (r Rules) meter(v6 bool, set string) part {
+	text, ex := r.sourceKey(v6)
+	lim := limitOver(r.Guess)
+	return part{"update @" + set + " { " + text + " " + lim.text + " }", append(ex, &expr.Dynset{
+		SrcRegKey: regKey, SetName: set, Operation: unix.NFT_DYNSET_OP_UPDATE, Exprs: lim.exprs,
+	})}
+}
+
+// lockout is "add @SET { SOURCE }": the source is locked out. checked
+// says the rule checked the family already (after a meter).
+func (r Rules) lockout(v6 bool, set string, checked bool) part {
+	text, ex := r.sourceKey(v6)
+	if checked {
+		text, ex = r.sourceLoad(v6)
+	}
+	return part{"add @" + set + " { " + text + " }", append(ex, &expr.Dynset{
+		SrcRegKey: regKey, SetName: set, Operation: unix.NFT_DYNSET_OP_ADD,
+	})}
+}
+
+// limitOver is "limit rate over R/UNIT [burst B packets]" (nft leaves its
+// default burst of 5 out).
+func limitOver(l Limit) part {
+	unit, _ := l.Unit.expr()
+	text := fmt.Sprintf("limit rate over %d/%s", l.Rate, l.Unit)
+	if l.Burst != 0 && l.Burst != 5 {
+		text += fmt.Sprintf(" burst %d packets", l.Burst)
+	}
+	return part{text, []expr.Any{&expr.Limit{Type: expr.LimitTypePkts, Rate: uint64(l.Rate), Over: true, Unit: unit, Burst: l.Burst}}}
 }
 
 // chainRules returns the expressions of chain's rules, in order.
@@ -359,6 +735,10 @@ func logGroup(n uint16) part {
 
 func counter() part {
 	return part{"counter packets 0 bytes 0", []expr.Any{&expr.Counter{}}}
+}
+
+func drop() part {
+	return part{"drop", []expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}}}
 }
 
 func accept() part {

@@ -17,9 +17,24 @@ const (
 	// packet of one may be picked up mid-stream (see ruleList).
 	SetSessions4 = "sessions4"
 	SetSessions6 = "sessions6"
+	// Ports in reset mode, and a per-port counter of unknocked packets
+	// (the set's elements carry counters; it is only added to).
+	SetReset     = "rstports"
+	SetUnknocked = "unknocked"
+	// The guess meters and the locked-out sources, by address family.
+	SetGuess4    = "guess4"
+	SetGuess6    = "guess6"
+	SetLimited4  = "limited4"
+	SetLimited6  = "limited6"
 	ChainInput   = "input"
 	ChainKnock   = "knock"
+	ChainPre     = "pre"
+	ChainSyn     = "syn"
+	ChainLockout = "lockout"
 )
+
+// PrePriority is the pre chain's hook priority: raw, before conntrack.
+const PrePriority = -300
 
 // DefaultUsedSize is the smallest capacity given to the used set; it is the
 // size nft gives a dynamic set when none is named.
@@ -43,6 +58,9 @@ type State struct {
 	Table string
 	// Ports are the protected TCP ports.
 	Ports []uint16
+	// ResetPorts are the protected ports in reset mode: an unknocked
+	// packet there is answered as at a closed port. Each is also in Ports.
+	ResetPorts []uint16
 	// Rules are the parameters of the chains' rules (the ct mark bit).
 	Rules
 	// UsedTimeout is how long a spent knock stays in the used set; at least
@@ -89,6 +107,11 @@ func (s State) Validate() error {
 		}
 		seen[p] = true
 	}
+	for _, p := range s.ResetPorts {
+		if !seen[p] {
+			return fmt.Errorf("reset port %d is not protected", p)
+		}
+	}
 	if s.UsedTimeout < time.Second {
 		return fmt.Errorf("used timeout %v is under 1s", s.UsedTimeout)
 	}
@@ -105,8 +128,10 @@ func (s State) usedSize() uint32 {
 }
 
 // sortedPorts returns the ports in ascending order.
-func (s State) sortedPorts() []uint16 {
-	ps := append([]uint16(nil), s.Ports...)
+func (s State) sortedPorts() []uint16 { return sortPorts(s.Ports) }
+
+func sortPorts(ports []uint16) []uint16 {
+	ps := append([]uint16(nil), ports...)
 	sort.Slice(ps, func(i, j int) bool { return ps[i] < ps[j] })
 	return ps
 }

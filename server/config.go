@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/seqknock/seqknock/internal/tomlerr"
+	"github.com/seqknock/seqknock/nftgen"
 	"github.com/seqknock/seqknock/totp"
 	"github.com/seqknock/seqknock/totp/keyfile"
 )
@@ -28,6 +29,21 @@ const (
 	DefaultLogGroup  = 23
 	MaxTolerance     = 10
 	MaxLookahead     = 10
+	// The guess limit: per source (an IPv4 /32, an IPv6 /64), unknocked
+	// SYNs a second and the burst nft allows on top; and the global cap on
+	// unknocked SYNs from all sources together.
+	DefaultGuessLimit       = "10/second"
+	DefaultGuessBurst       = 20
+	DefaultGuessPrefix4     = 32
+	DefaultGuessPrefix6     = 64
+	DefaultGuessGlobalLimit = "1000/second"
+)
+
+// The closed-port modes of a service: what an unknocked packet to its port
+// gets.
+const (
+	UnknockedDrop  = "drop"  // nothing: the port looks filtered
+	UnknockedReset = "reset" // what a port without a listener sends
 )
 
 // Config is a loaded, checked seqknockd config with its keys.
@@ -41,8 +57,14 @@ type Config struct {
 	Table     string
 	CtMarkBit int
 	LogGroup  int
-	Services  []Service
-	Users     []User
+	// Guess is the per-source limit on unknocked SYNs (Rate 0: off), keyed
+	// on GuessPrefix4/6; GuessGlobal the cap on all sources together.
+	Guess        nftgen.Limit
+	GuessPrefix4 int
+	GuessPrefix6 int
+	GuessGlobal  nftgen.Limit
+	Services     []Service
+	Users        []User
 	// Files are the drop-in files read through include, in order.
 	Files []string
 }
@@ -51,6 +73,8 @@ type Config struct {
 type Service struct {
 	Port  uint16
 	Users []string // empty: all users
+	// Unknocked is UnknockedDrop or UnknockedReset.
+	Unknocked string
 }
 
 // User is one key holder, with one key or, during a key rotation, several:
@@ -95,22 +119,29 @@ func (u User) String() string {
 func (u User) GoString() string { return u.String() }
 
 type rawConfig struct {
-	Include   []string     `toml:"include"`
-	Period    *string      `toml:"period"`
-	Tolerance *int         `toml:"tolerance"`
-	Lookahead *int         `toml:"lookahead"`
-	Slots     *int         `toml:"slots"`
-	Realm     *string      `toml:"realm"`
-	Table     *string      `toml:"table"`
-	CtMarkBit *int         `toml:"ct_mark_bit"`
-	LogGroup  *int         `toml:"log_group"`
-	Service   []rawService `toml:"service"`
-	User      []rawUser    `toml:"user"`
+	Include   []string `toml:"include"`
+	Period    *string  `toml:"period"`
+	Tolerance *int     `toml:"tolerance"`
+	Lookahead *int     `toml:"lookahead"`
+	Slots     *int     `toml:"slots"`
+	Realm     *string  `toml:"realm"`
+	Table     *string  `toml:"table"`
+	CtMarkBit *int     `toml:"ct_mark_bit"`
+	LogGroup  *int     `toml:"log_group"`
+	// The guess limit.
+	GuessLimit       *string      `toml:"guess_limit"`
+	GuessBurst       *int         `toml:"guess_burst"`
+	GuessPrefix4     *int         `toml:"guess_prefix4"`
+	GuessPrefix6     *int         `toml:"guess_prefix6"`
+	GuessGlobalLimit *string      `toml:"guess_global_limit"`
+	Service          []rawService `toml:"service"`
+	User             []rawUser    `toml:"user"`
 }
 
 type rawService struct {
-	Port  *int     `toml:"port"`
-	Users []string `toml:"users"`
+	Port      *int     `toml:"port"`
+	Users     []string `toml:"users"`
+	Unknocked *string  `toml:"unknocked"`
 }
 
 type rawUser struct {
@@ -180,7 +211,11 @@ func ParseConfig(path string, data []byte, loadKey func(string) ([]byte, error))
 		Table:     DefaultTable,
 		CtMarkBit: DefaultCtMarkBit,
 		LogGroup:  DefaultLogGroup,
+
+		GuessPrefix4: DefaultGuessPrefix4,
+		GuessPrefix6: DefaultGuessPrefix6,
 	}
+	guessBurst := DefaultGuessBurst
 	if raw.Period != nil {
 		d, err := time.ParseDuration(*raw.Period)
 		if err != nil {
@@ -202,6 +237,9 @@ func ParseConfig(path string, data []byte, loadKey func(string) ([]byte, error))
 		{raw.Slots, "slots", 1, totp.MaxSlots, &c.Slots},
 		{raw.CtMarkBit, "ct_mark_bit", 0, 31, &c.CtMarkBit},
 		{raw.LogGroup, "log_group", 1, 65534, &c.LogGroup},
+		{raw.GuessBurst, "guess_burst", 0, 1_000_000, &guessBurst},
+		{raw.GuessPrefix4, "guess_prefix4", 1, 32, &c.GuessPrefix4},
+		{raw.GuessPrefix6, "guess_prefix6", 1, 128, &c.GuessPrefix6},
 	} {
 		if k.p == nil {
 			continue
@@ -210,6 +248,31 @@ func ParseConfig(path string, data []byte, loadKey func(string) ([]byte, error))
 			return nil, fail(k.name, fmt.Errorf("%d out of range %d..%d", *k.p, k.lo, k.hi))
 		}
 		*k.dst = *k.p
+	}
+	for _, k := range []struct {
+		p    *string
+		name string
+		def  string
+		dst  *nftgen.Limit
+	}{
+		{raw.GuessLimit, "guess_limit", DefaultGuessLimit, &c.Guess},
+		{raw.GuessGlobalLimit, "guess_global_limit", DefaultGuessGlobalLimit, &c.GuessGlobal},
+	} {
+		v := k.def
+		if k.p != nil {
+			v = *k.p
+		}
+		l, err := nftgen.ParseLimit(v)
+		if err != nil {
+			return nil, fail(k.name, err)
+		}
+		*k.dst = l
+	}
+	if !c.Guess.Off() {
+		c.Guess.Burst = uint32(guessBurst)
+	}
+	if !c.GuessGlobal.Off() {
+		c.GuessGlobal.Burst = nftgen.GlobalBurst
 	}
 	if raw.Realm != nil {
 		if !utf8.ValidString(*raw.Realm) {
@@ -308,6 +371,9 @@ func readDropIns(main *tomlerr.Doc, patterns []string) ([]configPart, error) {
 				{"include", raw.Include != nil}, {"period", raw.Period != nil}, {"tolerance", raw.Tolerance != nil},
 				{"lookahead", raw.Lookahead != nil}, {"slots", raw.Slots != nil}, {"realm", raw.Realm != nil},
 				{"table", raw.Table != nil}, {"ct_mark_bit", raw.CtMarkBit != nil},
+				{"log_group", raw.LogGroup != nil}, {"guess_limit", raw.GuessLimit != nil},
+				{"guess_burst", raw.GuessBurst != nil}, {"guess_prefix4", raw.GuessPrefix4 != nil},
+				{"guess_prefix6", raw.GuessPrefix6 != nil}, {"guess_global_limit", raw.GuessGlobalLimit != nil},
 			} {
 				if k.set {
 					return nil, d.At("", 0, k.name, k.name, fmt.Errorf("only [[user]] and [[service]] tables may be in a drop-in; set it in %s", main.File))
@@ -500,7 +566,14 @@ func parseServices(parts []configPart, users []User) ([]Service, error) {
 				}
 				seen[u] = true
 			}
-			services = append(services, Service{Port: uint16(port), Users: rs.Users})
+			mode := UnknockedDrop
+			if rs.Unknocked != nil {
+				mode = *rs.Unknocked
+				if mode != UnknockedDrop && mode != UnknockedReset {
+					return nil, fail("unknocked", "unknocked", fmt.Errorf("%q: want %q or %q", mode, UnknockedDrop, UnknockedReset))
+				}
+			}
+			services = append(services, Service{Port: uint16(port), Users: rs.Users, Unknocked: mode})
 		}
 	}
 	if len(services) == 0 {

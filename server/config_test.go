@@ -74,6 +74,30 @@ func TestParseConfigDefaults(t *testing.T) {
 	if c.WindowLength() != 90*time.Second {
 		t.Errorf("window %v", c.WindowLength())
 	}
+	r := rules(c)
+	if c.Services[0].Unknocked != UnknockedDrop || r.Guess.String() != "10/second+20" || r.Global.String() != "1000/second+5" || r.Prefix4 != 32 || r.Prefix6 != 64 {
+		t.Errorf("mode and limit defaults: %+v, rules %v", c.Services[0], r)
+	}
+}
+
+func TestParseConfigModesAndLimits(t *testing.T) {
+	text := "guess_limit = \"0\"\nguess_global_limit = \"30/minute\"\nguess_prefix6 = 48\n" +
+		"[[service]]\nport = 22\n[[service]]\nport = 2222\nunknocked = \"reset\"\n[[service]]\nport = 443\nunknocked = \"drop\"\n" +
+		"[[user]]\nname = \"a\"\nkey_file = \"k\"\n"
+	c, err := ParseConfig("x.toml", []byte(text), fakeKeys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rules(c)
+	// The guess limit off leaves the prefixes out of the rules (they
+	// would only make a fingerprint differ).
+	if !r.Guess.Off() || r.Prefix6 != 0 || r.Global.String() != "30/minute+5" {
+		t.Errorf("rules %v", r)
+	}
+	s := Desired(c, time.Unix(1_800_000_000, 0))
+	if fmt.Sprint(s.Ports) != "[22 2222 443]" || fmt.Sprint(s.ResetPorts) != "[2222]" {
+		t.Errorf("ports %v, reset %v", s.Ports, s.ResetPorts)
+	}
 }
 
 // badConfigs is shared with the kernel test, which checks that each leaves
@@ -93,6 +117,13 @@ var badConfigs = []struct {
 	{"slots zero", "slots = 0\n" + minimal, "x.toml:1: slots: 0 out of range 1..256"},
 	{"mark bit", "ct_mark_bit = 32\n" + minimal, "x.toml:1: ct_mark_bit: 32 out of range 0..31"},
 	{"log group", "log_group = 0\n" + minimal, "x.toml:1: log_group: 0 out of range 1..65534"},
+	{"guess limit unit", "guess_limit = \"10/day\"\n" + minimal, `x.toml:1: guess_limit: "10/day": unit "day" is not second, minute or hour`},
+	{"guess limit form", "period = \"30s\"\nguess_limit = \"10\"\n" + minimal, `x.toml:2: guess_limit: "10": want N/second, N/minute or N/hour (N at least 1), or "0" for off`},
+	{"guess global", "guess_global_limit = \"0/second\"\n" + minimal, `x.toml:1: guess_global_limit: "0/second": want N/second`},
+	{"guess burst", "guess_burst = -1\n" + minimal, "x.toml:1: guess_burst: -1 out of range 0..1000000"},
+	{"guess prefix6", "guess_prefix6 = 129\n" + minimal, "x.toml:1: guess_prefix6: 129 out of range 1..128"},
+	{"guess prefix4", "guess_prefix4 = 0\n" + minimal, "x.toml:1: guess_prefix4: 0 out of range 1..32"},
+	{"unknocked mode", "[[service]]\nport = 22\nunknocked = \"rst\"\n[[user]]\nname = \"a\"\nkey_file = \"k\"\n", `x.toml:3: service[0].unknocked: "rst": want "drop" or "reset"`},
 	{"table name", "table = \"my table\"\n" + minimal, "x.toml:1: table: \"my table\""},
 	{"realm long", "realm = \"" + strings.Repeat("r", 256) + "\"\n" + minimal, "x.toml:1: realm: realm is 256 bytes"},
 	{"port zero", "[[service]]\nport = 0\n[[user]]\nname = \"a\"\nkey_file = \"k\"\n", "x.toml:2: service[0].port: 0 out of range 1..65535"},

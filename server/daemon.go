@@ -480,7 +480,7 @@ func (d *Daemon) sync(why string) error {
 		attrs = append(attrs, "admitted", a-d.lastAdmit, "dropped", dr-d.lastDropped)
 		d.lastAdmit, d.lastDropped = a, dr
 		if d.Metrics != nil {
-			d.Metrics.Counters(a, dr, live.UsedCount)
+			d.Metrics.Counters(live)
 		}
 	}
 	d.Log.Info("sync", attrs...)
@@ -500,7 +500,7 @@ func (d *Daemon) housekeep() {
 	}
 	if d.Metrics != nil {
 		if live, err := d.Kernel.Counters(d.cfg.Table); err == nil {
-			d.Metrics.Counters(live.Admitted.Packets, live.Dropped.Packets, live.UsedCount)
+			d.Metrics.Counters(live)
 		}
 	}
 	d.writeMetrics()

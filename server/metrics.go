@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/seqknock/seqknock/nftgen"
 )
 
 // Metrics are the daemon's counters and gauges, in the Prometheus text
@@ -31,8 +33,10 @@ type Metrics struct {
 	lastGood     time.Time
 	valid        int
 	used         int
-	dropped      uint64 // packets dropped by the knock chain, from its counter
 	admittedRule uint64 // SYNs admitted, from the admit rule's counter
+	unknocked    map[uint16]uint64
+	lockout      uint64 // SYNs of locked-out sources dropped
+	lockedOut    int    // sources locked out now
 }
 
 // SyncDone records a sync: its duration, whether it failed, and on success
@@ -58,12 +62,17 @@ func (m *Metrics) Repaired() {
 	m.mu.Unlock()
 }
 
-// Counters records the knock chain's rule counters and the used set's
-// size, as last read.
-func (m *Metrics) Counters(admitted, dropped uint64, used int) {
+// Counters records the table's counters and the used set's size, as last
+// read.
+func (m *Metrics) Counters(live *nftgen.Live) {
 	m.mu.Lock()
-	m.admittedRule, m.dropped, m.used = admitted, dropped, used
-	m.mu.Unlock()
+	defer m.mu.Unlock()
+	m.admittedRule, m.used = live.Admitted.Packets, live.UsedCount
+	m.lockout, m.lockedOut = live.Lockout.Packets, live.LockedOut
+	m.unknocked = make(map[uint16]uint64, len(live.Unknocked))
+	for p, c := range live.Unknocked {
+		m.unknocked[p] = c.Packets
+	}
 }
 
 // metric is one family: name, type, help and its samples.
@@ -88,8 +97,12 @@ func (m *Metrics) Write(w io.Writer, now time.Time) error {
 		{"seqknock_admitted_knocks_total", "counter", "Connections admitted by a knock, per user and port (audit log).", nil},
 		{"seqknock_admitted_syns_total", "counter", "SYNs admitted by the knock rule (its nftables counter; resets when the rules are rewritten).",
 			[]sample{{"", float64(m.admittedRule)}}},
-		{"seqknock_unknocked_packets_total", "counter", "Packets to protected ports dropped for want of a valid knock (the drop rule's counter; resets when the rules are rewritten).",
-			[]sample{{"", float64(m.dropped)}}},
+		{"seqknock_unknocked_packets_total", "counter", "Packets to a protected port that neither carried a valid knock nor belonged to an admitted connection, dropped or answered with a reset, per port (counters of the unknocked set; they reset only when the table is recreated).",
+			m.unknockedSamples()},
+		{"seqknock_lockout_drops_total", "counter", "SYNs of sources over the guess limit dropped before any knock lookup (rule counters; reset when the rules are rewritten).",
+			[]sample{{"", float64(m.lockout)}}},
+		{"seqknock_locked_out_sources", "gauge", "Sources (addresses or prefixes) locked out by the guess limit or the global cap now.",
+			[]sample{{"", float64(m.lockedOut)}}},
 		{"seqknock_valid_elements", "gauge", "Knocks valid now (elements of the valid set written by the last good sync).",
 			[]sample{{"", float64(m.valid)}}},
 		{"seqknock_used_elements", "gauge", "Knocks spent and remembered (elements of the used set).",
@@ -130,6 +143,21 @@ func (m *Metrics) Write(w io.Writer, now time.Time) error {
 		}
 	}
 	return bw.Flush()
+}
+
+// unknockedSamples are the per-port unknocked counts, by port. Called with
+// m.mu held.
+func (m *Metrics) unknockedSamples() []sample {
+	ports := make([]int, 0, len(m.unknocked))
+	for p := range m.unknocked {
+		ports = append(ports, int(p))
+	}
+	sort.Ints(ports)
+	out := make([]sample, 0, len(ports))
+	for _, p := range ports {
+		out = append(out, sample{fmt.Sprintf(`{port="%d"}`, p), float64(m.unknocked[uint16(p)])})
+	}
+	return out
 }
 
 func unixOrZero(t time.Time) float64 {

@@ -54,7 +54,7 @@ func TestMetricsExport(t *testing.T) {
 	for {
 		b, _ := os.ReadFile(prom)
 		text = string(b)
-		if v := value(text, "seqknock_unknocked_packets_total"); v != "" && v != "0" {
+		if v := value(text, `seqknock_unknocked_packets_total\{port="22"\}`); v != "" && v != "0" {
 			break
 		}
 		if time.Now().After(deadline) {

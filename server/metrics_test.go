@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/seqknock/seqknock/nftgen"
 )
 
 var sampleLine = regexp.MustCompile(`^[a-z_]+(\{[a-z_]+="[^"\\]*"(,[a-z_]+="[^"\\]*")*\})? -?[0-9.e+-]+$`)
@@ -26,7 +28,9 @@ func TestMetricsText(t *testing.T) {
 	m.Admitted = func() map[AdmitKey]uint64 {
 		return map[AdmitKey]uint64{{"bob", 22}: 1, {"alice", 22}: 2, {`ev"il`, 2222}: 1}
 	}
-	m.Counters(3, 10_000, 3)
+	m.Counters(&nftgen.Live{Admitted: nftgen.Counter{Packets: 3}, UsedCount: 3,
+		Unknocked: map[uint16]nftgen.Counter{2222: {Packets: 7}, 22: {Packets: 10_000}},
+		Lockout:   nftgen.Counter{Packets: 99_000}, LockedOut: 2})
 	b.Reset()
 	if err := m.Write(&b, t0.Add(31*time.Second)); err != nil {
 		t.Fatal(err)
@@ -37,7 +41,10 @@ func TestMetricsText(t *testing.T) {
 		`seqknock_admitted_knocks_total{user="bob",port="22"} 1`,
 		`seqknock_admitted_knocks_total{user="ev\"il",port="2222"} 1`,
 		"seqknock_admitted_syns_total 3",
-		"seqknock_unknocked_packets_total 10000",
+		`seqknock_unknocked_packets_total{port="22"} 10000`,
+		`seqknock_unknocked_packets_total{port="2222"} 7`,
+		"seqknock_lockout_drops_total 99000",
+		"seqknock_locked_out_sources 2",
 		"seqknock_valid_elements 24",
 		"seqknock_used_elements 3",
 		"seqknock_syncs_total 2",

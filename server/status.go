@@ -14,19 +14,33 @@ import (
 // it protects exactly the config's ports and holds knocks of exactly the
 // config's users; otherwise Differences says, one item each, what is off.
 type Status struct {
-	Table         string         `json:"table"`
-	Present       bool           `json:"present"`
-	RulesCurrent  bool           `json:"rules_current"`
-	Current       bool           `json:"current"`
-	Differences   []string       `json:"differences"`
-	Ports         []uint16       `json:"ports"`
-	Users         []string       `json:"users"`
-	Valid         int            `json:"valid_elements"`
-	Used          int            `json:"used_elements"`
-	Admitted      nftgen.Counter `json:"admitted"`
-	Dropped       nftgen.Counter `json:"dropped"`
-	Counter       uint64         `json:"counter"`
-	NextRotationS float64        `json:"seconds_to_next_rotation"`
+	Table        string         `json:"table"`
+	Present      bool           `json:"present"`
+	RulesCurrent bool           `json:"rules_current"`
+	Current      bool           `json:"current"`
+	Differences  []string       `json:"differences"`
+	Ports        []uint16       `json:"ports"`
+	Users        []string       `json:"users"`
+	Valid        int            `json:"valid_elements"`
+	Used         int            `json:"used_elements"`
+	Admitted     nftgen.Counter `json:"admitted"`
+	Dropped      nftgen.Counter `json:"dropped"`
+	// Rejected counts unknocked packets answered with a reset, Lockout
+	// the SYNs of locked-out sources dropped, LockedOut the sources
+	// locked out now, Unknocked the unknocked packets per port.
+	Rejected  nftgen.Counter            `json:"rejected"`
+	Lockout   nftgen.Counter            `json:"lockout_dropped"`
+	LockedOut int                       `json:"locked_out_sources"`
+	Unknocked map[string]nftgen.Counter `json:"unknocked"`
+	// Modes is each protected port's closed-port mode in the table:
+	// "drop" or "reset"; GuessLimit and GlobalLimit the limits the config
+	// sets ("0": off), as "10/second+20".
+	Modes         map[string]string `json:"modes"`
+	GuessLimit    string            `json:"guess_limit"`
+	GuessPrefix   string            `json:"guess_prefix"`
+	GlobalLimit   string            `json:"guess_global_limit"`
+	Counter       uint64            `json:"counter"`
+	NextRotationS float64           `json:"seconds_to_next_rotation"`
 }
 
 // GetStatus reads the live table named by cfg and compares it with what
@@ -50,6 +64,14 @@ func CompareStatus(live *nftgen.Live, cfg *Config, now time.Time) *Status {
 		Used:          live.UsedCount,
 		Admitted:      live.Admitted,
 		Dropped:       live.Dropped,
+		Rejected:      live.Rejected,
+		Lockout:       live.Lockout,
+		LockedOut:     live.LockedOut,
+		Unknocked:     map[string]nftgen.Counter{},
+		Modes:         map[string]string{},
+		GuessLimit:    cfg.Guess.String(),
+		GuessPrefix:   fmt.Sprintf("/%d, /%d", cfg.GuessPrefix4, cfg.GuessPrefix6),
+		GlobalLimit:   cfg.GuessGlobal.String(),
 		Counter:       totp.Counter(now, cfg.Period),
 		NextRotationS: totp.NextBoundary(now, cfg.Period).Sub(now).Seconds(),
 		Differences:   []string{},
@@ -59,6 +81,16 @@ func CompareStatus(live *nftgen.Live, cfg *Config, now time.Time) *Status {
 	}
 	for _, u := range cfg.Users {
 		st.Users = append(st.Users, u.Name)
+	}
+	for _, p := range live.Ports {
+		mode := UnknockedDrop
+		if slices.Contains(live.ResetPorts, p) {
+			mode = UnknockedReset
+		}
+		st.Modes[fmt.Sprint(p)] = mode
+		if c, ok := live.Unknocked[p]; ok {
+			st.Unknocked[fmt.Sprint(p)] = c
+		}
 	}
 	st.Differences = differences(live, cfg, now, st.RulesCurrent)
 	st.Current = len(st.Differences) == 0
@@ -78,6 +110,8 @@ func differences(live *nftgen.Live, cfg *Config, now time.Time, rulesCurrent boo
 		want[svc.Port] = true
 		if !slices.Contains(live.Ports, svc.Port) {
 			diff = append(diff, fmt.Sprintf("port %d is in the config but not protected", svc.Port))
+		} else if reset := slices.Contains(live.ResetPorts, svc.Port); reset != (svc.Unknocked == UnknockedReset) {
+			diff = append(diff, fmt.Sprintf("port %d is in %s mode, the config says %s", svc.Port, map[bool]string{true: UnknockedReset, false: UnknockedDrop}[reset], svc.Unknocked))
 		}
 	}
 	for _, p := range live.Ports {

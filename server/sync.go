@@ -61,6 +61,9 @@ func desired(cfg *Config, now time.Time, onKnock func(Knock)) nftgen.State {
 	}
 	for _, svc := range cfg.Services {
 		s.Ports = append(s.Ports, svc.Port)
+		if svc.Unknocked == UnknockedReset {
+			s.ResetPorts = append(s.ResetPorts, svc.Port)
+		}
 	}
 	s.Valid = make([]nftgen.Element, 0, knockCount(cfg, now))
 	EachKnock(cfg, now, func(k Knock) {
@@ -150,7 +153,14 @@ func userPorts(cfg *Config) map[string][]uint16 {
 
 // rules returns the parameters of the rules cfg wants.
 func rules(cfg *Config) nftgen.Rules {
-	return nftgen.Rules{MarkBit: cfg.MarkBit(), LogGroup: uint16(cfg.LogGroup), DropLogGroup: uint16(cfg.DropLogGroup())}
+	r := nftgen.Rules{MarkBit: cfg.MarkBit(), LogGroup: uint16(cfg.LogGroup), DropLogGroup: uint16(cfg.DropLogGroup()),
+		Guess: cfg.Guess, Global: cfg.GuessGlobal}
+	if !r.Guess.Off() {
+		// The prefixes matter (and are in the fingerprint) only with the
+		// per-source limit on.
+		r.Prefix4, r.Prefix6 = uint8(cfg.GuessPrefix4), uint8(cfg.GuessPrefix6)
+	}
+	return r
 }
 
 // ExpiredKeys returns the keys of cfg that no longer make valid knocks at

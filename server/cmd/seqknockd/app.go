@@ -312,13 +312,33 @@ func printStatus(w io.Writer, st *server.Status) {
 	for _, d := range st.Differences {
 		fmt.Fprintf(w, "differs:        %s\n", d)
 	}
+	for i, p := range st.Ports {
+		ports[i] += " (" + st.Modes[fmt.Sprint(p)] + ")"
+	}
 	fmt.Fprintf(w, "ports:          %s\n", strings.Join(ports, ", "))
 	fmt.Fprintf(w, "users:          %s\n", strings.Join(st.Users, ", "))
 	fmt.Fprintf(w, "valid knocks:   %d\n", st.Valid)
 	fmt.Fprintf(w, "used knocks:    %d\n", st.Used)
 	fmt.Fprintf(w, "admitted:       %d packets\n", st.Admitted.Packets)
 	fmt.Fprintf(w, "dropped:        %d packets\n", st.Dropped.Packets)
+	fmt.Fprintf(w, "reset:          %d packets\n", st.Rejected.Packets)
+	unk := make([]string, len(st.Ports))
+	for i, p := range st.Ports {
+		unk[i] = fmt.Sprintf("%d: %d", p, st.Unknocked[fmt.Sprint(p)].Packets)
+	}
+	fmt.Fprintf(w, "unknocked:      %s packets\n", strings.Join(unk, ", "))
+	fmt.Fprintf(w, "guess limit:    %s per source (%s), global %s\n", limitText(st.GuessLimit), st.GuessPrefix, limitText(st.GlobalLimit))
+	fmt.Fprintf(w, "locked out:     %d sources now; %d SYNs dropped\n", st.LockedOut, st.Lockout.Packets)
 	fmt.Fprintf(w, "counter:        %d (next rotation in %.1fs)\n", st.Counter, st.NextRotationS)
+}
+
+// limitText spells a status limit ("10/second+20", "0") for people.
+func limitText(s string) string {
+	if s == "0" {
+		return "off"
+	}
+	rate, burst, _ := strings.Cut(s, "+")
+	return rate + " (burst " + burst + ")"
 }
 
 // listenLoopback listens on addr, which must be a loopback address: the

@@ -27,7 +27,7 @@ func cmdConfig(t *testing.T) string {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, "seqknockd.toml")
-	text := "table = \"skcmd\"\n[[service]]\nport = 22\n[[service]]\nport = 2222\n[[user]]\nname = \"alice\"\nkey_file = \"alice.key\"\n"
+	text := "table = \"skcmd\"\n[[service]]\nport = 22\n[[service]]\nport = 2222\nunknocked = \"reset\"\n[[user]]\nname = \"alice\"\nkey_file = \"alice.key\"\n"
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +85,9 @@ func TestCommandsInNamespace(t *testing.T) {
 	out, _, code = runIn(t, ns, "-c", cfg, "status")
 	for _, want := range []string{
 		"table:          inet skcmd (current)\n",
-		"ports:          22, 2222\n",
+		"ports:          22 (drop), 2222 (reset)\n",
+		"guess limit:    10/second (burst 20) per source (/32, /64), global 1000/second (burst 5)\n",
+		"locked out:     0 sources now; 0 SYNs dropped\n",
 		"users:          alice\n",
 		"valid knocks:   24\n",
 		"used knocks:    0\n",
