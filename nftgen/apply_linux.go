@@ -3,7 +3,9 @@
 package nftgen
 
 import (
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/nftables"
@@ -34,9 +36,46 @@ func (c *Conn) Apply(s State, now time.Time) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("apply: %w", err)
 	}
-	if err := c.send(b.msgs); err != nil {
+	if err := c.send(b); err != nil {
 		return b.res, fmt.Errorf("apply %s: %w", s.Table, err)
 	}
+	b.res.Bytes = b.size()
+	return b.res, nil
+}
+
+// ErrStale is AddValid's answer when the live table is not the one s
+// describes, apart from its valid elements: absent, its rules, ports or
+// used set differ. The caller applies s whole instead.
+var ErrStale = errors.New("table not current: apply it whole")
+
+// AddValid is a rotation: it adds s's valid knocks (Valid and Knocks) to
+// the valid set without flushing it, so the knocks already there stay until
+// their own timeouts end, and refills the sessions sets, in one
+// transaction. It first reads the table (without the valid set's
+// elements); if the table, its rules, ports or used set are not what s
+// describes, it writes nothing and returns ErrStale. It cannot see whether
+// someone else removed valid elements: the caller watches for that (Watch)
+// and applies whole after any foreign change. On error nothing has changed.
+func (c *Conn) AddValid(s State, now time.Time) (Result, error) {
+	if err := s.Validate(); err != nil {
+		return Result{}, fmt.Errorf("add valid: %w", err)
+	}
+	live, err := c.read(s.Table, false)
+	if err != nil {
+		return Result{}, fmt.Errorf("add valid: %w", err)
+	}
+	if !live.Exists || !live.RulesCurrent || live.Rules != s.Rules || !live.UsedExists || usedRecreated(s, live) ||
+		!slices.Equal(live.Ports, s.sortedPorts()) {
+		return Result{}, fmt.Errorf("add valid: %w", ErrStale)
+	}
+	b, err := buildAddBatch(s, now)
+	if err != nil {
+		return Result{}, fmt.Errorf("add valid: %w", err)
+	}
+	if err := c.send(b); err != nil {
+		return b.res, fmt.Errorf("add valid %s: %w", s.Table, err)
+	}
+	b.res.Bytes = b.size()
 	return b.res, nil
 }
 

@@ -5,25 +5,25 @@ import (
 	"time"
 
 	"github.com/google/nftables"
-	"github.com/mdlayher/netlink"
 )
 
 // elementsPerMessage bounds the elements in one NEWSETELEM message: an
-// attribute's length is 16 bits, and an element takes about 40 bytes.
+// attribute's length is 16 bits, and an element takes 32 bytes.
 const elementsPerMessage = 1024
 
-// batch is what Apply sends: the messages of one transaction, and what they
-// change.
+// batch is what Apply sends: the messages of one transaction, encoded as
+// sendmsg takes them, and what they change.
 type batch struct {
-	msgs []netlink.Message
+	segs [][]byte
 	res  Result
 }
 
 // buildBatch returns the transaction that makes a table in state live into
 // s at now. usedCarry holds the used set's elements to carry over when the
 // set is recreated. It talks to no kernel: google/nftables builds the
-// messages into a recorder (see the package documentation), and the typeof
-// user data is patched in.
+// messages into a recorder (see the package documentation), the typeof
+// user data is patched in, and the valid set's elements are encoded
+// straight into the batch as they are derived.
 func buildBatch(s State, now time.Time, live *Live, usedCarry []nftables.SetElement) (batch, error) {
 	var res Result
 	res.Created = !live.Exists
@@ -34,8 +34,8 @@ func buildBatch(s State, now time.Time, live *Live, usedCarry []nftables.SetElem
 		res.RulesRebuilt = true // rules refer to the set; they go first
 	}
 
-	rec := &recorder{}
-	nc, err := nftables.New(nftables.WithTestDial(rec.dial))
+	w := newBatchWriter()
+	nc, err := nftables.New(nftables.WithTestDial(w.record))
 	if err != nil {
 		return batch{}, err
 	}
@@ -66,11 +66,7 @@ func buildBatch(s State, now time.Time, live *Live, usedCarry []nftables.SetElem
 		return batch{}, fmt.Errorf("set %s: %w", SetValid, err)
 	}
 	nc.FlushSet(valid)
-	err = eachElementChunk(withoutSpent(s.Valid, s.Spent), now, elementsPerMessage, func(chunk []nftables.SetElement) error {
-		res.Elements += len(chunk)
-		return addElements(nc, valid, chunk)
-	})
-	if err != nil {
+	if res.Elements, err = w.validElements(nc, valid, s, now); err != nil {
 		return batch{}, err
 	}
 	if err := nc.AddSet(used, nil); err != nil {
@@ -91,14 +87,33 @@ func buildBatch(s State, now time.Time, live *Live, usedCarry []nftables.SetElem
 			nc.AddRule(&nftables.Rule{Table: t, Chain: chains[r.chain], Exprs: r.exprs, UserData: fp})
 		}
 	}
-	if err := nc.Flush(); err != nil {
-		return batch{}, fmt.Errorf("build batch: %w", err)
-	}
-	msgs, err := patchSetUserData(rec.msgs)
+	return w.finish(nc, res)
+}
+
+// buildAddBatch returns the transaction of a rotation: s's valid knocks
+// added to the valid set, which is not flushed (the knocks already there
+// expire by their own timeouts), and the sessions sets refilled. Nothing
+// else is written: the caller has checked that the table is otherwise
+// what s describes.
+func buildAddBatch(s State, now time.Time) (batch, error) {
+	w := newBatchWriter()
+	nc, err := nftables.New(nftables.WithTestDial(w.record))
 	if err != nil {
 		return batch{}, err
 	}
-	return batch{msgs: msgs, res: res}, nil
+	t := nc.AddTable(Table(s.Table))
+	_, valid, _ := Sets(t, s)
+	if err := nc.AddSet(valid, nil); err != nil {
+		return batch{}, fmt.Errorf("set %s: %w", SetValid, err)
+	}
+	var res Result
+	if res.Elements, err = w.validElements(nc, valid, s, now); err != nil {
+		return batch{}, err
+	}
+	if err := addSessions(nc, t, s.Sessions); err != nil {
+		return batch{}, err
+	}
+	return w.finish(nc, res)
 }
 
 // addSessions adds the sessions sets, flushed and filled with ss.
@@ -150,24 +165,6 @@ func addModeSets(nc *nftables.Conn, t *nftables.Table, s State, rebuilt bool) er
 	return nil
 }
 
-// withoutSpent returns valid without the knocks in spent.
-func withoutSpent(valid, spent []Element) []Element {
-	if len(spent) == 0 {
-		return valid
-	}
-	skip := make(map[uint64]bool, len(spent))
-	for _, e := range spent {
-		skip[uint64(e.Port)<<32|uint64(e.ISN)] = true
-	}
-	out := make([]Element, 0, len(valid))
-	for _, e := range valid {
-		if !skip[uint64(e.Port)<<32|uint64(e.ISN)] {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
 // mergeUsed returns the used set's elements to add: those carried over
 // from the live set and the spent knocks, each with its remaining time at
 // now (the longer where both hold a knock); spent knocks already expired
@@ -213,18 +210,4 @@ func addElements(nc *nftables.Conn, s *nftables.Set, els []nftables.SetElement) 
 		els = els[n:]
 	}
 	return nil
-}
-
-// recorder stands in for the netlink socket while google/nftables flushes:
-// it keeps the batch and acknowledges every message.
-type recorder struct {
-	msgs []netlink.Message
-}
-
-func (r *recorder) dial(req []netlink.Message) ([]netlink.Message, error) {
-	if req != nil {
-		r.msgs = append(r.msgs, req...)
-		return nil, nil
-	}
-	return []netlink.Message{{Header: netlink.Header{Type: netlink.Error}, Data: make([]byte, 4)}}, nil
 }

@@ -87,9 +87,37 @@ func TestBatchGolden(t *testing.T) {
 			t.Errorf("%s: result %+v, want %+v", c.name, b.res, c.want)
 		}
 		fmt.Fprintf(&out, "=== %s\n", c.name)
-		out.WriteString(renderBatch(b.msgs))
+		msgs, err := b.messages()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out.WriteString(renderBatch(msgs))
 		out.WriteString("\n")
 	}
+	// A rotation: the new counter's knocks (streamed through Knocks) added,
+	// valid not flushed, spent ones left out, sessions refilled; nothing else.
+	rot := testState()
+	rot.Valid = nil
+	rot.Spent = s.Spent
+	rot.Knocks = func(yield func(Element) bool) {
+		for _, e := range []Element{{Port: 22, ISN: 99, Expires: time.Unix(1_000_120, 0)}, {Port: 2222, ISN: 77, Expires: time.Unix(1_000_120, 0)}} {
+			if !yield(e) {
+				return
+			}
+		}
+	}
+	b, err := buildAddBatch(rot, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.res != (Result{Elements: 1}) {
+		t.Errorf("rotation: result %+v", b.res)
+	}
+	msgs, err := b.messages()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out.WriteString("=== rotation: one new knock added, valid not flushed\n" + renderBatch(msgs) + "\n")
 	golden := filepath.Join("testdata", "batch.golden")
 	if *update {
 		if err := os.WriteFile(golden, []byte(out.String()), 0o644); err != nil {

@@ -126,20 +126,17 @@ func portKey(port uint16) []byte { return binary.BigEndian.AppendUint16(nil, por
 // kernel counts in). Elements already expired at now are left out.
 func Elements(valid []Element, now time.Time) []nftables.SetElement {
 	var out []nftables.SetElement
-	eachElementChunk(valid, now, len(valid)+1, func(chunk []nftables.SetElement) error {
-		out = append(out, chunk...)
-		return nil
+	eachUnique(valid, now, nil, func(port uint16, isn uint32, ttl time.Duration) {
+		out = append(out, nftables.SetElement{Key: dportSeqKey(port, isn), Timeout: ttl})
 	})
 	return out
 }
 
-// eachElementChunk calls fn with the valid set's elements (as Elements
-// describes them) in chunks of at most size, in order. A chunk and its keys
-// are reused after fn returns, so a cold sync of a large config never holds
-// all its SetElements at once.
-func eachElementChunk(valid []Element, now time.Time, size int, fn func([]nftables.SetElement) error) error {
+// eachUnique calls fn with the elements Elements describes, in order,
+// leaving out the keys in skip.
+func eachUnique(valid []Element, now time.Time, skip map[uint64]bool, fn func(port uint16, isn uint32, ttl time.Duration)) {
 	// The latest expiry of each (port, isn); duplicates are rare (two users
-	// whose knocks collide), so this is the only full-size structure.
+	// whose knocks collide).
 	best := make(map[uint64]int32, len(valid))
 	for i, e := range valid {
 		k := uint64(e.Port)<<32 | uint64(e.ISN)
@@ -147,29 +144,41 @@ func eachElementChunk(valid []Element, now time.Time, size int, fn func([]nftabl
 			best[k] = int32(i)
 		}
 	}
-	chunk := make([]nftables.SetElement, 0, min(size, len(valid)))
-	keys := make([]byte, 0, 8*cap(chunk))
 	for i, e := range valid {
-		if best[uint64(e.Port)<<32|uint64(e.ISN)] != int32(i) {
+		k := uint64(e.Port)<<32 | uint64(e.ISN)
+		if best[k] != int32(i) || skip[k] {
 			continue
 		}
-		ttl := e.Expires.Sub(now).Truncate(time.Millisecond)
-		if ttl <= 0 {
-			continue
-		}
-		keys = appendDportSeq(keys, e.Port, e.ISN)
-		chunk = append(chunk, nftables.SetElement{Key: keys[len(keys)-8 : len(keys) : len(keys)], Timeout: ttl})
-		if len(chunk) == size {
-			if err := fn(chunk); err != nil {
-				return err
-			}
-			chunk, keys = chunk[:0], keys[:0]
+		if ttl := e.Expires.Sub(now).Truncate(time.Millisecond); ttl > 0 {
+			fn(e.Port, e.ISN, ttl)
 		}
 	}
-	if len(chunk) > 0 {
-		return fn(chunk)
+}
+
+// eachValid calls fn with every element the valid set gets from s at now:
+// Valid's as Elements describes them, then what Knocks yields, each with
+// its remaining time; expired knocks and those in s.Spent are left out.
+func (s State) eachValid(now time.Time, fn func(port uint16, isn uint32, ttl time.Duration)) {
+	var skip map[uint64]bool
+	if len(s.Spent) > 0 {
+		skip = make(map[uint64]bool, len(s.Spent))
+		for _, e := range s.Spent {
+			skip[uint64(e.Port)<<32|uint64(e.ISN)] = true
+		}
 	}
-	return nil
+	eachUnique(s.Valid, now, skip, fn)
+	if s.Knocks == nil {
+		return
+	}
+	s.Knocks(func(e Element) bool {
+		if skip[uint64(e.Port)<<32|uint64(e.ISN)] {
+			return true
+		}
+		if ttl := e.Expires.Sub(now).Truncate(time.Millisecond); ttl > 0 {
+			fn(e.Port, e.ISN, ttl)
+		}
+		return true
+	})
 }
 
 // PortElements returns the ports set's elements.

@@ -3,6 +3,7 @@
 package nftgen
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -205,5 +206,53 @@ func TestTeardownTouchesNothingElse(t *testing.T) {
 	}
 	if live, err := c.Read("seqknock"); err != nil || live.Exists {
 		t.Errorf("read after teardown: %+v %v", live, err)
+	}
+}
+
+// TestAddValid: a rotation adds knocks to the valid set and keeps those
+// already there; when the table is not as the state describes (here: no
+// table, then other rules) it writes nothing and says so.
+func TestAddValid(t *testing.T) {
+	netnstest.RequireRoot(t)
+	ns := netnstest.New(t, "addv")
+	c := &Conn{NetNS: ns.FD()}
+	s := testState()
+	now := time.Unix(1_000_000, 0)
+	if _, err := c.AddValid(s, now); !errors.Is(err, ErrStale) {
+		t.Fatalf("add to no table: %v, want ErrStale", err)
+	}
+	if out := ns.MustRun("nft", "list", "ruleset"); strings.TrimSpace(out) != "" {
+		t.Fatalf("a refused rotation wrote:\n%s", out)
+	}
+	if _, err := c.Apply(s, now); err != nil {
+		t.Fatal(err)
+	}
+	rot := s
+	rot.Valid = nil
+	rot.KnockCount = len(s.Valid)
+	rot.Knocks = func(yield func(Element) bool) { yield(Element{Port: 22, ISN: 4242, Expires: now.Add(2 * time.Minute)}) }
+	res, err := c.AddValid(rot, now.Add(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Elements != 1 || res.Created || res.RulesRebuilt || res.Bytes == 0 {
+		t.Errorf("rotation result %+v", res)
+	}
+	live, err := c.Read("seqknock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Key{{22, 4242}, {22, 2742790613}, {2222, 185541829}}
+	got := map[Key]bool{}
+	for _, k := range live.ValidKeys {
+		got[k] = true
+	}
+	if len(got) != len(want) || !got[want[0]] || !got[want[1]] || !got[want[2]] {
+		t.Errorf("valid after rotation %v, want %v", live.ValidKeys, want)
+	}
+	other := rot
+	other.Rules.MarkBit = 1 << 5
+	if _, err := c.AddValid(other, now); !errors.Is(err, ErrStale) {
+		t.Errorf("add with other rules: %v, want ErrStale", err)
 	}
 }

@@ -53,6 +53,7 @@ type Result struct {
 	RulesRebuilt  bool // the chains' rules were (re)written
 	UsedRecreated bool // the used set was recreated with new parameters
 	Elements      int  // valid elements written
+	Bytes         int  // netlink bytes sent (the whole batch)
 }
 
 // Key is the key of a valid or used element: a SYN to Port with sequence

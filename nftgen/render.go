@@ -13,7 +13,7 @@ import (
 // empty: what they hold is the host's connections of the moment.
 func Render(s State, now time.Time) string {
 	var b strings.Builder
-	els := Elements(s.Valid, now)
+	els := Elements(s.ValidList(), now)
 	fmt.Fprintf(&b, "# valid: %d elements at %s", len(els), now.UTC().Format(time.RFC3339))
 	if len(els) > 0 {
 		lo, hi := els[0].Timeout, els[0].Timeout

@@ -11,10 +11,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// send writes the batch in one sendmsg and waits for the kernel's answer.
-// Only the last message asks for an acknowledgement; the kernel reports an
-// error for any message that fails, and then applies none of the batch.
-func (c *Conn) send(msgs []netlink.Message) error {
+// send writes the batch in one sendmsg, its segments as the iovecs, and
+// waits for the kernel's answer (see batchWriter).
+func (c *Conn) send(b batch) error {
+	if len(b.segs) == 0 {
+		return errors.New("empty batch")
+	}
 	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: c.NetNS})
 	if err != nil {
 		return fmt.Errorf("dial netlink: %w", err)
@@ -22,24 +24,27 @@ func (c *Conn) send(msgs []netlink.Message) error {
 	defer conn.Close()
 	c.own.add(conn.PID())
 	_ = conn.SetOption(netlink.ExtendedAcknowledge, true)
-	total := 0
-	for i := range msgs {
-		msgs[i].Header.Length = 0
-		msgs[i].Header.Sequence = 0
-		msgs[i].Header.PID = 0
-		msgs[i].Header.Flags &^= netlink.Acknowledge
-		total += 16 + len(msgs[i].Data) + 3
-	}
-	// The last message before BATCH_END asks for the acknowledgement.
-	last := len(msgs) - 2
-	if last < 0 {
-		return errors.New("empty batch")
-	}
-	msgs[last].Header.Flags |= netlink.Acknowledge
+	total := b.size()
 	if err := setBuffers(conn, total); err != nil {
 		return err
 	}
-	if _, err := conn.SendMessages(msgs); err != nil {
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var n int
+	var serr error
+	err = raw.Write(func(fd uintptr) bool {
+		n, serr = unix.SendmsgBuffers(int(fd), b.segs, nil, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}, 0)
+		return serr != unix.EAGAIN
+	})
+	if err == nil {
+		err = serr
+	}
+	if err == nil && n != total {
+		err = fmt.Errorf("sent %d of %d bytes", n, total)
+	}
+	if err != nil {
 		return fmt.Errorf("send batch: %w", err)
 	}
 	if err := conn.SetReadDeadline(time.Now().Add(30 * time.Second)); err != nil {

@@ -12,18 +12,19 @@ import (
 // transaction, and touches nothing else. The table must exist (Apply makes
 // it); on error nothing has changed.
 func (c *Conn) ApplySessions(table string, ss []Session) error {
-	rec := &recorder{}
-	nc, err := nftables.New(nftables.WithTestDial(rec.dial))
+	w := newBatchWriter()
+	nc, err := nftables.New(nftables.WithTestDial(w.record))
 	if err != nil {
 		return fmt.Errorf("apply sessions: %w", err)
 	}
 	if err := addSessions(nc, Table(table), ss); err != nil {
 		return fmt.Errorf("apply sessions: %w", err)
 	}
-	if err := nc.Flush(); err != nil {
-		return fmt.Errorf("apply sessions: build batch: %w", err)
+	b, err := w.finish(nc, Result{})
+	if err != nil {
+		return fmt.Errorf("apply sessions: %w", err)
 	}
-	if err := c.send(rec.msgs); err != nil {
+	if err := c.send(b); err != nil {
 		return fmt.Errorf("apply sessions %s: %w", table, err)
 	}
 	return nil

@@ -68,6 +68,16 @@ type State struct {
 	UsedTimeout time.Duration
 	// Valid holds the knocks valid now.
 	Valid []Element
+	// Knocks, when not nil, yields further valid knocks (in the daemon,
+	// all of them), derived as Apply writes them: a large config's
+	// knocks are never all held at once. Unlike Valid's, knocks that
+	// collide on (port, isn) are not merged: the kernel keeps one element,
+	// with the timeout of the one written last.
+	Knocks func(yield func(Element) bool)
+	// KnockCount is how many knocks the whole window holds (Valid and
+	// Knocks together, or more: see AddValid); it sizes the used set. 0:
+	// len(Valid).
+	KnockCount int
 	// Spent holds knocks already used (Expires: when their used entry
 	// ends). Apply puts them into the used set with their remaining time
 	// and leaves them out of valid, so a rebuilt table, or one whose used
@@ -121,10 +131,23 @@ func (s State) Validate() error {
 // usedSize returns the capacity the used set gets: DefaultUsedSize or the
 // number of valid elements, whichever is larger.
 func (s State) usedSize() uint32 {
-	if n := len(s.Valid); n > DefaultUsedSize {
+	if n := max(len(s.Valid), s.KnockCount); n > DefaultUsedSize {
 		return uint32(n)
 	}
 	return DefaultUsedSize
+}
+
+// ValidList returns Valid followed by what Knocks yields: every valid
+// knock, held at once (for tests and small configs).
+func (s State) ValidList() []Element {
+	out := append([]Element(nil), s.Valid...)
+	if s.Knocks != nil {
+		s.Knocks(func(e Element) bool {
+			out = append(out, e)
+			return true
+		})
+	}
+	return out
 }
 
 // sortedPorts returns the ports in ascending order.

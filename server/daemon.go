@@ -60,7 +60,15 @@ type Daemon struct {
 	feed  AdmissionFeed // nil when the nflog group could not be bound
 	drops AdmissionFeed // the drop log group; nil without Audit
 
-	cfg                    *Config
+	cfg *Config
+	// installed is the config the last sync installed, through the
+	// counter installedEnd, with no failure and no foreign change seen
+	// since; nil: the next sync is whole. watching: Kernel.Watch is
+	// running, so a foreign change is seen (a rotation relies on it).
+	installed    *Config
+	installedEnd uint64
+	watching     bool
+
 	lastAdmit, lastDropped uint64
 	expiredLogged          map[string]bool
 
@@ -110,6 +118,7 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 	var watchRetry <-chan time.Time
 	startWatch := func() {
 		watch, watchRetry = nil, nil
+		d.watching, d.installed = false, nil
 		if d.Kernel.Watch == nil {
 			return
 		}
@@ -119,7 +128,7 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 			watchRetry = after(time.Second)
 			return
 		}
-		watch = ch
+		watch, d.watching = ch, true
 	}
 	// Watch first: a change made while the first sync runs is not missed.
 	startWatch()
@@ -192,6 +201,7 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 				err, synced = d.sync("repair"), true
 				break
 			}
+			d.installed = nil // someone else changed the table: the next sync is whole
 			if d.failing && d.clock().Before(d.retryAt) {
 				continue // the retry comes soon; do not hammer a failing kernel
 			}
@@ -428,15 +438,31 @@ func (d *Daemon) sync(why string) error {
 	d.drainFeed()
 	now := d.clock()
 	start := time.Now()
+	// A rotation adds only the counters the last sync did not install;
+	// anything else (start, reload, repair, retry, or a table found not
+	// current) writes the whole table.
+	rotate := why == "rotate" && d.watching && d.installed == d.cfg
 	sync := func(onKnock func(Knock)) (nftgen.Result, error) {
+		if rotate {
+			res, err := RotateKeepingWith(d.Kernel, d.cfg, now, d.installedEnd+1, &d.state.Spent, onKnock)
+			if !errors.Is(err, nftgen.ErrStale) {
+				return res, err
+			}
+			rotate = false
+			d.Log.Warn("table not current at the rotation; syncing it whole", "err", err)
+		}
 		return SyncKeepingWith(d.Kernel, d.cfg, now, &d.state.Spent, onKnock)
 	}
 	var res nftgen.Result
 	var err error
+	d.installed = nil
 	if d.Audit != nil {
 		res, err = d.Audit.Record(d.cfg, now, sync)
 	} else {
 		res, err = sync(nil)
+	}
+	if err == nil {
+		d.installed, d.installedEnd = d.cfg, WindowEnd(d.cfg, now)
 	}
 	if d.Metrics != nil {
 		d.Metrics.SyncDone(now, time.Since(start), err, res.Elements)
@@ -466,6 +492,9 @@ func (d *Daemon) sync(why string) error {
 		d.failing = false
 	}
 	attrs := []any{"why", why, "counter", totp.Counter(now, d.cfg.Period), "elements", res.Elements}
+	if rotate {
+		attrs = append(attrs, "added_only", true)
+	}
 	if res.Created {
 		attrs = append(attrs, "created", true)
 	}

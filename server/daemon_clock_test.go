@@ -103,6 +103,7 @@ func (k *scriptedKernel) kernel() Kernel {
 			k.mu.Lock()
 			defer k.mu.Unlock()
 			k.applies = append(k.applies, k.clock.Now())
+			s.Valid, s.Knocks = s.ValidList(), nil // derive them, as Apply does
 			k.states = append(k.states, s)
 			if k.fail {
 				return nftgen.Result{}, errors.New("kernel says no")

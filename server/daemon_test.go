@@ -32,6 +32,7 @@ func (f *fakeKernel) kernel() Kernel {
 				f.failNext = false
 				return nftgen.Result{}, errors.New("kernel says no")
 			}
+			s.Valid, s.Knocks = s.ValidList(), nil // derive them, as Apply does
 			f.applied = append(f.applied, s)
 			return nftgen.Result{Elements: len(s.Valid)}, nil
 		},

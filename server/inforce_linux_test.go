@@ -138,14 +138,16 @@ func (f *inForce) start(t testing.TB, o daemonOpts) {
 	t.Helper()
 	f.log = &netnstest.Buffer{}
 	k := f.k
-	apply := k.Apply
-	k.Apply = func(s nftgen.State, now time.Time) (nftgen.Result, error) {
-		if f.failNext.Load() > 0 {
-			f.failNext.Add(-1)
-			return nftgen.Result{}, errors.New("injected failure")
+	failing := func(apply func(nftgen.State, time.Time) (nftgen.Result, error)) func(nftgen.State, time.Time) (nftgen.Result, error) {
+		return func(s nftgen.State, now time.Time) (nftgen.Result, error) {
+			if f.failNext.Load() > 0 {
+				f.failNext.Add(-1)
+				return nftgen.Result{}, errors.New("injected failure")
+			}
+			return apply(s, now)
 		}
-		return apply(s, now)
 	}
+	k.Apply, k.AddValid = failing(k.Apply), failing(k.AddValid)
 	if o.now == nil {
 		o.now = time.Now
 	}

@@ -12,7 +12,10 @@ import (
 // so tests can stand in for any of them. NewKernel fills them from an
 // nftgen.Conn.
 type Kernel struct {
-	Apply    func(s nftgen.State, now time.Time) (nftgen.Result, error)
+	Apply func(s nftgen.State, now time.Time) (nftgen.Result, error)
+	// AddValid adds s's knocks to the valid set, flushing nothing (a
+	// rotation; see nftgen.Conn.AddValid); nil: every sync is whole.
+	AddValid func(s nftgen.State, now time.Time) (nftgen.Result, error)
 	Read     func(table string) (*nftgen.Live, error) // with element counts
 	Counters func(table string) (*nftgen.Live, error) // without them: cheap
 	Teardown func(table string) (bool, error)

@@ -16,6 +16,7 @@ func NewKernel(netns int) Kernel {
 	c := &nftgen.Conn{NetNS: netns}
 	return Kernel{
 		Apply:    c.Apply,
+		AddValid: c.AddValid,
 		Read:     c.Read,
 		Counters: c.ReadCounters,
 		Teardown: c.Teardown,

@@ -82,7 +82,11 @@ func TestSyncKeepingLeavesSpentOut(t *testing.T) {
 	fromState, fromKernel := all[0], all[5]
 	var applied nftgen.State
 	k := Kernel{
-		Apply: func(s nftgen.State, _ time.Time) (nftgen.Result, error) { applied = s; return nftgen.Result{}, nil },
+		Apply: func(s nftgen.State, _ time.Time) (nftgen.Result, error) {
+			s.Valid, s.Knocks = s.ValidList(), nil
+			applied = s
+			return nftgen.Result{}, nil
+		},
 		Spent: func(string, time.Time) ([]nftgen.Element, error) { return []nftgen.Element{fromKernel}, nil },
 	}
 	var spent Spent

@@ -20,8 +20,27 @@ func SyncKeeping(k Kernel, cfg *Config, now time.Time, spent *Spent) (nftgen.Res
 
 // SyncKeepingWith is SyncKeeping that also calls onKnock with every knock
 // it installs, from the same pass that derives them (the audit's map costs
-// no second derivation); onKnock may be nil.
+// no second derivation); onKnock may be nil. The knocks are derived as the
+// batch is written (nftgen.State.Knocks), never all held at once.
 func SyncKeepingWith(k Kernel, cfg *Config, now time.Time, spent *Spent, onKnock func(Knock)) (nftgen.Result, error) {
+	return syncWith(k, k.Apply, cfg, now, 0, spent, onKnock)
+}
+
+// RotateKeepingWith is a rotation: SyncKeepingWith, but it writes only the
+// knocks of counters from `from` on (the ones the last sync did not
+// install) and adds them to the valid set without flushing it; the knocks
+// already there expire by their own timeouts. It writes O(new knocks), not
+// O(all). When the table is not otherwise current, or the Kernel cannot
+// add (no AddValid), it writes nothing and returns an error that wraps
+// nftgen.ErrStale: the caller syncs whole instead.
+func RotateKeepingWith(k Kernel, cfg *Config, now time.Time, from uint64, spent *Spent, onKnock func(Knock)) (nftgen.Result, error) {
+	if k.AddValid == nil {
+		return nftgen.Result{}, fmt.Errorf("rotate: %w", nftgen.ErrStale)
+	}
+	return syncWith(k, k.AddValid, cfg, now, from, spent, onKnock)
+}
+
+func syncWith(k Kernel, apply func(nftgen.State, time.Time) (nftgen.Result, error), cfg *Config, now time.Time, from uint64, spent *Spent, onKnock func(Knock)) (nftgen.Result, error) {
 	if k.Spent != nil {
 		live, err := k.Spent(cfg.Table, now)
 		if err != nil {
@@ -30,7 +49,7 @@ func SyncKeepingWith(k Kernel, cfg *Config, now time.Time, spent *Spent, onKnock
 		spent.Merge(live)
 	}
 	spent.Prune(now)
-	s := desired(cfg, now, onKnock)
+	s := streamed(cfg, now, from, onKnock)
 	s.Spent = spent.List()
 	if k.Sessions != nil {
 		ss, err := k.Sessions(s.Ports)
@@ -39,11 +58,35 @@ func SyncKeepingWith(k Kernel, cfg *Config, now time.Time, spent *Spent, onKnock
 		}
 		s.Sessions = ss
 	}
-	res, err := k.Apply(s, now)
+	res, err := apply(s, now)
 	if err != nil {
 		return res, fmt.Errorf("sync: %w", err)
 	}
 	return res, nil
+}
+
+// streamed is Desired with the knocks of counters from `from` on yielded
+// by s.Knocks as they are derived, each passed to onKnock too, instead of
+// held in s.Valid; s.KnockCount counts the whole window.
+func streamed(cfg *Config, now time.Time, from uint64, onKnock func(Knock)) nftgen.State {
+	s := header(cfg)
+	s.KnockCount = knockCount(cfg, now)
+	s.Knocks = func(yield func(nftgen.Element) bool) {
+		eachKnockFrom(cfg, now, from, func(k Knock) {
+			if onKnock != nil {
+				onKnock(k)
+			}
+			yield(nftgen.Element{Port: k.Port, ISN: k.ISN, Expires: k.Expires})
+		})
+	}
+	return s
+}
+
+// WindowEnd is the newest counter of the window at now: what a sync at now
+// installs last, and after which the next rotation starts.
+func WindowEnd(cfg *Config, now time.Time) uint64 {
+	w := totp.Window(now, cfg.Period, cfg.Tolerance, cfg.Lookahead)
+	return w[len(w)-1].Counter
 }
 
 // Desired returns the table state for cfg at now: for every service port,
@@ -54,6 +97,19 @@ func SyncKeepingWith(k Kernel, cfg *Config, now time.Time, spent *Spent, onKnock
 func Desired(cfg *Config, now time.Time) nftgen.State { return desired(cfg, now, nil) }
 
 func desired(cfg *Config, now time.Time, onKnock func(Knock)) nftgen.State {
+	s := header(cfg)
+	s.Valid = make([]nftgen.Element, 0, knockCount(cfg, now))
+	EachKnock(cfg, now, func(k Knock) {
+		s.Valid = append(s.Valid, nftgen.Element{Port: k.Port, ISN: k.ISN, Expires: k.Expires})
+		if onKnock != nil {
+			onKnock(k)
+		}
+	})
+	return s
+}
+
+// header is the table state for cfg without its knocks.
+func header(cfg *Config) nftgen.State {
 	s := nftgen.State{
 		Table:       cfg.Table,
 		Rules:       rules(cfg),
@@ -65,13 +121,6 @@ func desired(cfg *Config, now time.Time, onKnock func(Knock)) nftgen.State {
 			s.ResetPorts = append(s.ResetPorts, svc.Port)
 		}
 	}
-	s.Valid = make([]nftgen.Element, 0, knockCount(cfg, now))
-	EachKnock(cfg, now, func(k Knock) {
-		s.Valid = append(s.Valid, nftgen.Element{Port: k.Port, ISN: k.ISN, Expires: k.Expires})
-		if onKnock != nil {
-			onKnock(k)
-		}
-	})
 	return s
 }
 
@@ -88,7 +137,10 @@ type Knock struct {
 
 // EachKnock calls fn for every knock valid at now, in the order of users,
 // their keys, services, counters and slots.
-func EachKnock(cfg *Config, now time.Time, fn func(Knock)) {
+func EachKnock(cfg *Config, now time.Time, fn func(Knock)) { eachKnockFrom(cfg, now, 0, fn) }
+
+// eachKnockFrom is EachKnock for the counters from `from` on only.
+func eachKnockFrom(cfg *Config, now time.Time, from uint64, fn func(Knock)) {
 	window := totp.Window(now, cfg.Period, cfg.Tolerance, cfg.Lookahead)
 	ports := userPorts(cfg)
 	for _, u := range cfg.Users {
@@ -102,6 +154,9 @@ func EachKnock(cfg *Config, now time.Time, fn func(Knock)) {
 			}
 			for _, port := range ports[u.Name] {
 				for _, e := range window {
+					if e.Counter < from {
+						continue
+					}
 					// A key's knocks end at its not_after, in the kernel.
 					exp := e.Expires
 					if !key.NotAfter.IsZero() && key.NotAfter.Before(exp) {
