@@ -238,7 +238,7 @@ func BenchmarkRotation10kUsers(b *testing.B) {
 	ns := netnstest.New(b, "brot")
 	k := server.NewKernel(ns.FD())
 	start := time.Now()
-	cold, err := server.Sync(k, cfg, t0)
+	cold, err := server.SyncKeeping(k, cfg, t0, &server.Spent{})
 	coldTime := time.Since(start)
 	if err != nil {
 		b.Fatal(err)
@@ -260,7 +260,7 @@ func BenchmarkRotation10kUsers(b *testing.B) {
 	rotTime /= time.Duration(b.N)
 	at := t0.Add(time.Duration(b.N+1) * cfg.Period)
 	start = time.Now()
-	whole, err := server.Sync(k, cfg, at)
+	whole, err := server.SyncKeeping(k, cfg, at, &server.Spent{})
 	wholeTime := time.Since(start)
 	if err != nil {
 		b.Fatal(err)
