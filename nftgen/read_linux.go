@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -21,6 +23,12 @@ type Conn struct {
 	NetNS int
 
 	own ownPorts // sockets our batches went out on, for Watch
+
+	// sender is the socket batches go out on, kept open so that its port
+	// id is known before the first batch: Watch filters the events of our
+	// own transactions out in the kernel (see Watch).
+	sendMu sync.Mutex
+	sender *netlink.Conn
 }
 
 func (c *Conn) nft() (*nftables.Conn, error) {

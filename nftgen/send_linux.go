@@ -17,13 +17,48 @@ func (c *Conn) send(b batch) error {
 	if len(b.segs) == 0 {
 		return errors.New("empty batch")
 	}
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
+	conn, err := c.senderLocked()
+	if err != nil {
+		return err
+	}
+	if err := c.sendOn(conn, b); err != nil {
+		// A socket that failed mid-exchange may hold a stale answer.
+		c.sender.Close()
+		c.sender = nil
+		return err
+	}
+	return nil
+}
+
+// senderLocked returns the socket batches go out on, dialling it once.
+func (c *Conn) senderLocked() (*netlink.Conn, error) {
+	if c.sender != nil {
+		return c.sender, nil
+	}
 	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: c.NetNS})
 	if err != nil {
-		return fmt.Errorf("dial netlink: %w", err)
+		return nil, fmt.Errorf("dial netlink: %w", err)
 	}
-	defer conn.Close()
 	c.own.add(conn.PID())
 	_ = conn.SetOption(netlink.ExtendedAcknowledge, true)
+	c.sender = conn
+	return conn, nil
+}
+
+// senderPID is the netlink port id our batches go out from.
+func (c *Conn) senderPID() (uint32, error) {
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
+	conn, err := c.senderLocked()
+	if err != nil {
+		return 0, err
+	}
+	return conn.PID(), nil
+}
+
+func (c *Conn) sendOn(conn *netlink.Conn, b batch) error {
 	total := b.size()
 	if err := setBuffers(conn, total); err != nil {
 		return err

@@ -63,6 +63,17 @@ func (c *Conn) Watch(ctx context.Context, table string) (<-chan struct{}, error)
 		return nil, fmt.Errorf("watch: join nftables group: %w", err)
 	}
 	_ = conn.SetReadBuffer(1 << 20)
+	// Our own transactions announce every element they write (a cold
+	// sync: 480,000 messages), more than any receive buffer holds: the
+	// overflow would look like a lost foreign change and start a repair,
+	// whose own announcements overflow again. A socket filter drops, in
+	// the kernel, every notification sent on behalf of our batch socket.
+	if pid, err := c.senderPID(); err == nil {
+		if err := dropFrom(conn, pid); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("watch: %w", err)
+		}
+	}
 	out := make(chan struct{}, 1)
 	notify := func() {
 		select {
@@ -110,6 +121,36 @@ func (c *Conn) Watch(ctx context.Context, table string) (<-chan struct{}, error)
 		}
 	}()
 	return out, nil
+}
+
+// dropFrom attaches a classic BPF filter to conn that drops every message
+// whose (first) netlink header carries port id pid: the kernel sends a
+// transaction's notifications in skbs of that transaction alone.
+func dropFrom(conn *netlink.Conn, pid uint32) error {
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	// BPF loads are big endian; nlmsg_pid (offset 12) is host order.
+	var k [4]byte
+	binary.NativeEndian.PutUint32(k[:], pid)
+	prog := []unix.SockFilter{
+		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 12},
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 0, Jf: 1, K: binary.BigEndian.Uint32(k[:])},
+		{Code: unix.BPF_RET | unix.BPF_K, K: 0},
+		{Code: unix.BPF_RET | unix.BPF_K, K: 0xffffffff},
+	}
+	var serr error
+	err = raw.Control(func(fd uintptr) {
+		serr = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]})
+	})
+	if err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("filter own notifications: %w", serr)
+	}
+	return nil
 }
 
 // touchesTable reports whether an nftables notification (nfgenmsg and
