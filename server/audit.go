@@ -1,8 +1,10 @@
 package server
 
 import (
+	"cmp"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -27,11 +29,12 @@ type Auditor struct {
 
 	mu  sync.Mutex
 	cfg *Config
-	// who maps a knock, port<<32|isn, to what made it, packed: user index
-	// (32 bits), key index (8), slot (8), counter (low 16 bits).
-	who     map[uint64]uint64
-	counter uint64 // the counter at the last sync
-	drops   map[netip.Addr]*dropCount
+	// who holds, per counter, the knocks installed for it, sorted by
+	// port and isn, each with what made it (user index, key index, slot):
+	// 12 bytes a knock, no map overhead; a rotation adds one counter's
+	// table and drops the oldest.
+	who   []counterKnocks
+	drops map[netip.Addr]*dropCount
 	// lastRound is when the last round of drop summaries was logged.
 	lastRound time.Time
 	// admitted counts the admissions logged, for metrics.
@@ -50,28 +53,57 @@ type dropCount struct {
 	ports map[uint16]uint64
 }
 
-func pack(user, key int, slot uint8, counter uint64) uint64 {
-	return uint64(user)<<32 | uint64(key&0xff)<<24 | uint64(slot)<<16 | counter&0xffff
+// counterKnocks are one counter's knocks, sorted by key.
+type counterKnocks struct {
+	counter uint64
+	knocks  []knockEntry
 }
 
-// unpack reads a packed knock; its counter is the one within ±2^15 of
-// near.
-func unpack(v, near uint64) (user, key int, slot uint8, counter uint64) {
-	d := int16(uint16(near) - uint16(v))
-	return int(v >> 32), int(v >> 24 & 0xff), uint8(v >> 16), near - uint64(int64(d))
+// knockEntry is one knock of a counter: 12 bytes.
+type knockEntry struct {
+	isn  uint32
+	port uint16
+	slot uint8
+	key  uint8
+	user uint32
 }
 
-// Record runs sync, the sync of cfg at now, and keeps the map current: the
-// knocks sync installs go into the map in the same pass that derives them
-// (sync calls onKnock with each), and those of counters that have left the
-// window are pruned, but the one just before it stays, since the kernel
-// may have admitted one of its knocks just before the boundary. A new
-// config starts a new map.
+func (e knockEntry) sortKey() uint64 { return uint64(e.port)<<32 | uint64(e.isn) }
+
+// lookup finds what made the knock key (port<<32|isn), newest counter
+// first, and its counter.
+func (a *Auditor) lookup(key uint64) (knockEntry, uint64, bool) {
+	for i := len(a.who) - 1; i >= 0; i-- {
+		ks := a.who[i].knocks
+		j, ok := slices.BinarySearchFunc(ks, key, func(e knockEntry, k uint64) int { return cmp.Compare(e.sortKey(), k) })
+		if ok {
+			return ks[j], a.who[i].counter, true
+		}
+	}
+	return knockEntry{}, 0, false
+}
+
+// knockCount returns the knocks in the tables (for tests).
+func (a *Auditor) knockCount() int {
+	n := 0
+	for _, c := range a.who {
+		n += len(c.knocks)
+	}
+	return n
+}
+
+// Record runs sync, the sync of cfg at now, and keeps the tables current:
+// the knocks sync installs go into them in the same pass that derives them
+// (sync calls onKnock with each; a counter sync writes replaces that
+// counter's table), and those of counters that have left the window are
+// pruned, but the one just before it stays, since the kernel may have
+// admitted one of its knocks just before the boundary. A new config starts
+// new tables.
 func (a *Auditor) Record(cfg *Config, now time.Time, sync func(onKnock func(Knock)) (nftgen.Result, error)) (nftgen.Result, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.cfg != cfg {
-		a.who = make(map[uint64]uint64, knockCount(cfg, now)*4/3) // the window and the counter before it
+		a.who = nil
 		a.index = make(map[string]int, len(cfg.Users))
 		for i, u := range cfg.Users {
 			a.index[u.Name] = i
@@ -79,19 +111,35 @@ func (a *Auditor) Record(cfg *Config, now time.Time, sync func(onKnock func(Knoc
 		a.cfg = cfg
 	}
 	c := totp.Counter(now, cfg.Period)
+	window := totp.Window(now, cfg.Period, cfg.Tolerance, cfg.Lookahead)
+	perCounter := knockCount(cfg, now) / len(window)
+	var fresh []counterKnocks
 	res, err := sync(func(kn Knock) {
-		a.who[uint64(kn.Port)<<32|uint64(kn.ISN)] = pack(a.index[kn.User], kn.Key, kn.Slot, kn.Counter)
+		i := len(fresh) - 1
+		if i < 0 || fresh[i].counter != kn.Counter {
+			i = slices.IndexFunc(fresh, func(t counterKnocks) bool { return t.counter == kn.Counter })
+			if i < 0 {
+				// This sync rewrites the counter: its old table goes now,
+				// not after (a whole sync would hold both).
+				a.who = slices.DeleteFunc(a.who, func(t counterKnocks) bool { return t.counter == kn.Counter })
+				fresh = append(fresh, counterKnocks{counter: kn.Counter, knocks: make([]knockEntry, 0, perCounter)})
+				i = len(fresh) - 1
+			}
+		}
+		fresh[i].knocks = append(fresh[i].knocks, knockEntry{isn: kn.ISN, port: kn.Port, slot: kn.Slot, key: uint8(kn.Key), user: uint32(a.index[kn.User])})
 	})
+	defer func() { // what sync derived counts even when it failed: a knock not installed is never admitted
+		for _, t := range fresh {
+			slices.SortFunc(t.knocks, func(x, y knockEntry) int { return cmp.Compare(x.sortKey(), y.sortKey()) })
+			a.who = append(a.who, t)
+		}
+		slices.SortFunc(a.who, func(x, y counterKnocks) int { return cmp.Compare(x.counter, y.counter) })
+	}()
 	if err != nil {
 		return res, err
 	}
-	a.counter = c
 	oldest := c - min(c, uint64(cfg.Tolerance)+1)
-	for key, v := range a.who {
-		if _, _, _, kc := unpack(v, c); kc < oldest {
-			delete(a.who, key)
-		}
-	}
+	a.who = slices.DeleteFunc(a.who, func(t counterKnocks) bool { return t.counter < oldest })
 	return res, nil
 }
 
@@ -99,15 +147,11 @@ func (a *Auditor) Record(cfg *Config, now time.Time, sync func(onKnock func(Knoc
 // the knock seq.
 func (a *Auditor) Admitted(src, dst netip.AddrPort, seq uint32) {
 	a.mu.Lock()
-	v, ok := a.who[uint64(dst.Port())<<32|uint64(seq)]
+	e, counter, ok := a.lookup(uint64(dst.Port())<<32 | uint64(seq))
 	var u User
-	var key int
-	var slot uint8
-	var counter uint64
+	key, slot := int(e.key), e.slot
 	if ok {
-		var user int
-		user, key, slot, counter = unpack(v, a.counter)
-		u = a.cfg.Users[user]
+		u = a.cfg.Users[e.user]
 		if a.admitted == nil {
 			a.admitted = map[AdmitKey]uint64{}
 		}

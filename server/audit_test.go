@@ -55,8 +55,8 @@ func TestAuditorAdmitted(t *testing.T) {
 	}
 	// (alice 22, bob 22, bob 2222) x 3 counters x 4 slots: the window; the
 	// counter before it was never installed (the clock jumped 5 periods).
-	if len(a.who) != 3*3*4 {
-		t.Errorf("%d knocks in the map", len(a.who))
+	if n := a.knockCount(); n != 3*3*4 {
+		t.Errorf("%d knocks in the tables", n)
 	}
 	before := len(log.String())
 	a.Admitted(src, netip.MustParseAddrPort("198.18.1.1:22"), alice.ISN(22, 500006, 1))

@@ -55,6 +55,10 @@ type Daemon struct {
 	// housekeeping tick (node_exporter's textfile collector).
 	Metrics         *Metrics
 	MetricsTextfile string
+	// OnConfig, when set, is called with every config the daemon takes
+	// (at start and at each reload), before it syncs it: the command
+	// sizes the runtime's soft memory limit there (MemoryLimit).
+	OnConfig func(*Config)
 
 	state *State        // spent knocks and the highest time synced
 	feed  AdmissionFeed // nil when the nflog group could not be bound
@@ -97,6 +101,7 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 		return err
 	}
 	d.cfg = cfg
+	d.onConfig()
 	d.loadState()
 	d.openFeed()
 	defer func() {
@@ -180,6 +185,7 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 			}
 			old := d.cfg
 			d.cfg = cfg
+			d.onConfig()
 			if cfg.Table != old.Table {
 				d.Log.Warn("table renamed; the old table stays until `seqknockd teardown --table` removes it", "old", old.Table, "new", cfg.Table)
 				d.state = &State{Table: cfg.Table, High: d.state.High}
@@ -242,6 +248,27 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 			d.notify("READY=1")
 		}
 	}
+}
+
+func (d *Daemon) onConfig() {
+	if d.OnConfig != nil {
+		d.OnConfig(d.cfg)
+	}
+}
+
+// MemoryLimit is the Go runtime's soft memory limit for `seqknockd run`
+// with cfg at now: a fixed 24 MiB for the program, plus one and a half
+// times the heap a sync of cfg needs at most (its batch, 32 bytes a knock
+// of the window, held whole since the kernel takes a batch only whole; the
+// audit's tables, 12 bytes a knock of the window and of the counter before
+// it). It grows with the config, so no config outgrows it, and leaves the
+// collector room to work without thrashing; GOMEMLIMIT in the environment
+// overrides it.
+func MemoryLimit(cfg *Config, now time.Time) int64 {
+	n := int64(knockCount(cfg, now))
+	counters := int64(len(totp.Window(now, cfg.Period, cfg.Tolerance, cfg.Lookahead)))
+	need := 32*n + 12*n*(counters+1)/counters
+	return 24<<20 + need*3/2
 }
 
 // loadState reads the state file: the spent knocks it holds, and the
@@ -465,7 +492,11 @@ func (d *Daemon) sync(why string) error {
 		d.installed, d.installedEnd = d.cfg, WindowEnd(d.cfg, now)
 	}
 	if d.Metrics != nil {
-		d.Metrics.SyncDone(now, time.Since(start), err, res.Elements)
+		valid := res.Elements
+		if rotate { // it wrote the new counter's; the set holds the window's
+			valid = knockCount(d.cfg, now)
+		}
+		d.Metrics.SyncDone(now, time.Since(start), err, valid)
 		if err == nil && why == "repair" {
 			d.Metrics.Repaired()
 		}

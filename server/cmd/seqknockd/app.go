@@ -29,8 +29,13 @@ const statusNotCurrent = 3
 // unitDirs are where check-config looks for the timer unit.
 var unitDirs = server.UnitDirs
 
-// daemonMemoryLimit is the Go runtime's soft memory limit for `run`.
-const daemonMemoryLimit = 64 << 20
+// setMemoryLimit sizes the runtime's soft memory limit for cfg (see
+// server.MemoryLimit), unless GOMEMLIMIT is set.
+func setMemoryLimit(cfg *server.Config) {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(server.MemoryLimit(cfg, time.Now()))
+	}
+}
 
 func noArgs(c *cli.Context) error {
 	if c.NArg() > 0 {
@@ -127,12 +132,6 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					if err := noArgs(c); err != nil {
 						return err
 					}
-					// A soft limit makes the collector reclaim a sync's
-					// marshalling garbage before the heap doubles; GOMEMLIMIT
-					// in the environment overrides it.
-					if os.Getenv("GOMEMLIMIT") == "" {
-						debug.SetMemoryLimit(daemonMemoryLimit)
-					}
 					ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 					defer stop()
 					hup := make(chan os.Signal, 1)
@@ -149,6 +148,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 						Notify:          server.SdNotify,
 						Watchdog:        server.WatchdogTimeout(),
 						MetricsTextfile: c.String("metrics-textfile"),
+						OnConfig:        setMemoryLimit,
 					}
 					if c.Bool("audit") {
 						d.Audit = &server.Auditor{Log: log}
