@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/base64"
 	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -14,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/seqknock/seqknock/client"
 	"github.com/seqknock/seqknock/internal/netnstest"
 	"github.com/seqknock/seqknock/totp"
 )
@@ -51,23 +49,7 @@ func BenchmarkKnockAuditOverhead(b *testing.B) {
 	const period = 10 * time.Second
 	os.WriteFile(cfg, []byte("period = \"10s\"\nslots = 256\n[[service]]\nport = 22\n[[user]]\nname = \"u\"\nkey_file = \"k.key\"\n"), 0o600)
 
-	// Slots are handed out in order per period; a fresh period starts at 0.
-	var last uint64
-	next := 0
-	reserve := func(_ string, counter uint64, slots int) (int, error) {
-		if counter != last {
-			last, next = counter, 0
-		}
-		if next >= slots {
-			return 0, client.ErrSlotsSpent
-		}
-		next++
-		return next - 1, nil
-	}
-	d := &client.Dialer{Key: key, Slots: 256, Period: period, SynTimeout: time.Second, Reserve: reserve,
-		Resolve: func(context.Context, string, string) ([]netip.Addr, error) {
-			return []netip.Addr{netip.MustParseAddr(link.A4)}, nil
-		}}
+	d := benchDialer(key, period, link.A4)
 	const dials = 150
 	median := func(audit bool, args ...string) time.Duration {
 		cmd := srv.Command(bin, append([]string{"--config", cfg, "run", "--teardown-on-exit"}, args...)...)

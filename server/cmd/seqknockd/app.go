@@ -269,6 +269,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					for _, k := range server.ExpiredKeys(cfg, time.Now()) {
 						fmt.Fprintf(c.App.Writer, "expired (no longer knocks; remove it): %s\n", k)
 					}
+					printOdds(c.App.Writer, c.App.ErrWriter, cfg, time.Now())
 					w, err := server.TimerWarning(unitDirs, cfg.Period)
 					if err != nil {
 						return err
@@ -284,6 +285,22 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 	}
 	cliconv.Prepare(app)
 	return app
+}
+
+// printOdds writes each port's odds against random guessing, and warns
+// where a random SYN's chance is above server.OddsWarnAbove.
+func printOdds(w, ew io.Writer, cfg *server.Config, now time.Time) {
+	fmt.Fprintf(w, "guess limit: %s per source (/%d, /%d); global cap %s\n",
+		limitText(cfg.Guess.String()), cfg.GuessPrefix4, cfg.GuessPrefix6, limitText(cfg.GuessGlobal.String()))
+	for _, o := range server.PortOdds(cfg, now) {
+		fmt.Fprintf(w, "port %d: %d valid knocks: odds per random SYN %.2g; a 50%% chance takes %.3g SYNs: %s from one source, %s from 10,000\n",
+			o.Port, o.Valid, o.PerSYN, o.SYNs50,
+			server.Humanize(o.SYNs50/server.GuessRate(cfg, 1)), server.Humanize(o.SYNs50/server.GuessRate(cfg, 10_000)))
+		if o.PerSYN > server.OddsWarnAbove {
+			fmt.Fprintf(ew, "seqknockd: warning: port %d: odds per random SYN %.2g are above %.0e: lower slots, tolerance or lookahead, or split the users across ports\n",
+				o.Port, o.PerSYN, server.OddsWarnAbove)
+		}
+	}
 }
 
 // keygenCommand is how an administrator makes users' keys under

@@ -137,6 +137,35 @@ func TestCheckConfigTimer(t *testing.T) {
 	}
 }
 
+// TestCheckConfigOdds: check-config prints each port's odds per random
+// SYN and the time to a 50% chance; it warns on stderr above 1e-6 (here
+// 256 slots, lookahead 10 and tolerance 10 for one user: 31*256 = 7,936
+// knocks, 1.8e-6 per SYN) and not with the defaults.
+func TestCheckConfigOdds(t *testing.T) {
+	dir := t.TempDir()
+	defer func(saved []string) { unitDirs = saved }(unitDirs)
+	unitDirs = nil
+	os.WriteFile(filepath.Join(dir, "alice.key"), []byte("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n"), 0o600)
+	cfg := filepath.Join(dir, "seqknockd.toml")
+	svc := "[[service]]\nport = 22\n[[user]]\nname = \"alice\"\nkey_file = \"alice.key\"\n"
+	os.WriteFile(cfg, []byte(svc), 0o600)
+	out, e, code := runCLI("check-config", "-c", cfg)
+	for _, want := range []string{
+		"guess limit: 10/second (burst 20) per source (/32, /64); global cap 1000/second (burst 5)\n",
+		"port 22: 12 valid knocks: odds per random SYN 2.8e-09; a 50% chance takes 2.48e+08 SYNs: 287 days from one source, 6.9 h from 10,000\n",
+	} {
+		if code != 0 || !strings.Contains(out, want) || e != "" {
+			t.Errorf("defaults: exit %d, stderr %q, stdout lacks %q:\n%s", code, e, want, out)
+		}
+	}
+	os.WriteFile(cfg, []byte("slots = 256\ntolerance = 10\nlookahead = 10\nguess_limit = \"0\"\n"+svc), 0o600)
+	out, e, code = runCLI("check-config", "-c", cfg)
+	if code != 0 || !strings.Contains(out, "port 22: 7936 valid knocks: odds per random SYN 1.8e-06") ||
+		e != "seqknockd: warning: port 22: odds per random SYN 1.8e-06 are above 1e-06: lower slots, tolerance or lookahead, or split the users across ports\n" {
+		t.Errorf("high odds: exit %d, stderr %q:\n%s", code, e, out)
+	}
+}
+
 // TestKeygen: seqknockd keygen is how an administrator makes a user's key
 // (the client's keygen refuses sudo): mode 0600, one base64 line of 32
 // bytes, an existing file kept without --force.
