@@ -65,7 +65,7 @@ func (c *Conn) AddValid(s State, now time.Time) (Result, error) {
 		return Result{}, fmt.Errorf("add valid: %w", err)
 	}
 	if !live.Exists || !live.RulesCurrent || live.Rules != s.Rules || !live.UsedExists || usedRecreated(s, live) ||
-		!slices.Equal(live.Ports, s.sortedPorts()) {
+		!slices.Equal(live.Ports, s.sortedPorts()) || !slices.Equal(live.ResetPorts, sortPorts(s.ResetPorts)) {
 		return Result{}, fmt.Errorf("add valid: %w", ErrStale)
 	}
 	b, err := buildAddBatch(s, now)

@@ -255,4 +255,9 @@ func TestAddValid(t *testing.T) {
 	if _, err := c.AddValid(other, now); !errors.Is(err, ErrStale) {
 		t.Errorf("add with other rules: %v, want ErrStale", err)
 	}
+	other = rot
+	other.ResetPorts = []uint16{22}
+	if _, err := c.AddValid(other, now); !errors.Is(err, ErrStale) {
+		t.Errorf("add with other ports in reset mode: %v, want ErrStale", err)
+	}
 }
