@@ -4,6 +4,7 @@ package client
 
 import (
 	"fmt"
+	"github.com/seqknock/seqknock/internal/covhook"
 	"os"
 	"runtime"
 	"strings"
@@ -97,6 +98,7 @@ func Become(inv *Invoker, netAdmin bool, args []string) error {
 			return fmt.Errorf("become %s: ambient CAP_NET_ADMIN: %w", inv.describe(), err)
 		}
 	}
+	covhook.Flush() // a coverage build's counters; nothing otherwise
 	err := syscall.Exec("/proc/self/exe", args, env)
 	return fmt.Errorf("become %s: exec: %w", inv.describe(), err)
 }

@@ -55,7 +55,7 @@ func build(t testing.TB, pkg string, cgo bool) string {
 		os.Chmod(buildDir, 0o755)
 	}
 	out := filepath.Join(buildDir, name)
-	cmd := exec.Command("go", "build", "-o", out, "./"+pkg)
+	cmd := exec.Command("go", append([]string{"build", "-o", out}, append(coverFlags(pkg), "./"+pkg)...)...)
 	cmd.Dir = strings.TrimSpace(string(root))
 	cmd.Env = append(os.Environ(), env)
 	if b, err := cmd.CombinedOutput(); err != nil {
@@ -72,4 +72,22 @@ func RemoveBuilds() {
 	if buildDir != "" {
 		os.RemoveAll(buildDir)
 	}
+}
+
+// CoverDirEnv names the directory where, when set, the binaries of
+// seqknock and seqknockd that Build makes record their coverage
+// (scripts/cover.sh sets it; see internal/covhook).
+const CoverDirEnv = "SEQKNOCK_COVERDIR"
+
+// coverFlags are the go build flags of a coverage build of pkg, or none.
+// Only the two commands carry internal/covhook; another binary would
+// warn that GOCOVERDIR is unset where its environment is scrubbed. Atomic
+// counters: covhook.Flush (runtime/coverage.WriteCountersDir) needs them.
+func coverFlags(pkg string) []string {
+	dir := os.Getenv(CoverDirEnv)
+	if dir == "" || (pkg != "client/cmd/seqknock" && pkg != "server/cmd/seqknockd") {
+		return nil
+	}
+	return []string{"-cover", "-covermode=atomic", "-coverpkg=github.com/seqknock/seqknock/...", "-tags=seqknockcover",
+		"-ldflags=-X=github.com/seqknock/seqknock/internal/covhook.Dir=" + dir}
 }

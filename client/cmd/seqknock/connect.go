@@ -15,6 +15,7 @@ import (
 
 	"github.com/seqknock/seqknock/client"
 	"github.com/seqknock/seqknock/internal/cliconv"
+	"github.com/seqknock/seqknock/internal/covhook"
 	"github.com/urfave/cli/v2"
 )
 
@@ -192,6 +193,7 @@ func programExit(err error) error {
 	}
 	switch es.Signal {
 	case syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGKILL:
+		covhook.Flush() // a coverage build's counters; nothing otherwise
 		signal.Reset(es.Signal)
 		syscall.Kill(os.Getpid(), es.Signal)
 		// The signal arrives asynchronously: wait for it rather than

@@ -3,7 +3,12 @@
 // port only when its sequence number is a valid, unused knock.
 package main
 
-import "os"
+import (
+	"os"
+
+	// Empty but in the coverage builds the tests make.
+	_ "github.com/seqknock/seqknock/internal/covhook"
+)
 
 func main() {
 	os.Exit(run(os.Args, os.Stdout, os.Stderr))
