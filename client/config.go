@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/seqknock/seqknock/internal/tomlerr"
+	"github.com/seqknock/seqknock/tcpsign"
 	"github.com/seqknock/seqknock/totp"
 )
 
@@ -31,6 +32,10 @@ type HostEntry struct {
 	Realm    string
 	Period   time.Duration
 	Slots    int
+	// Sign is "tcp-md5" when the connection is signed with the key in
+	// SignKeyFile (the server's service's sign_key_file); "" when not.
+	Sign        string
+	SignKeyFile string
 }
 
 type rawClientConfig struct {
@@ -43,6 +48,9 @@ type rawClientConfig struct {
 		Realm    *string  `toml:"realm"`
 		Period   *string  `toml:"period"`
 		Slots    *int     `toml:"slots"`
+		// Sign and SignKeyFile: TCP-MD5 signing, as the server's service.
+		Sign        *string `toml:"sign"`
+		SignKeyFile *string `toml:"sign_key_file"`
 	} `toml:"host"`
 }
 
@@ -141,6 +149,21 @@ func ParseConfig(file string, data []byte, home string) (*Config, error) {
 				return nil, fail("slots", "%v", err)
 			}
 			e.Slots = *h.Slots
+		}
+		switch {
+		case h.Sign == nil && h.SignKeyFile != nil:
+			return nil, fail("sign", "missing: sign_key_file is set, so set sign = \"tcp-md5\" too")
+		case h.Sign != nil:
+			if err := tcpsign.CheckMode(*h.Sign); err != nil {
+				return nil, fail("sign", "%v", err)
+			}
+			if h.SignKeyFile == nil || *h.SignKeyFile == "" {
+				return nil, fail("sign_key_file", "missing: a signed host needs the service's key file")
+			}
+			e.Sign, e.SignKeyFile = *h.Sign, expandHome(*h.SignKeyFile, home)
+			if !filepath.IsAbs(e.SignKeyFile) {
+				e.SignKeyFile = filepath.Join(filepath.Dir(file), e.SignKeyFile)
+			}
 		}
 		c.Hosts = append(c.Hosts, e)
 	}

@@ -27,6 +27,12 @@ slots = 2
 [[host]]
 match = "rotating"
 key_files = ["~/.config/seqknock/new.key", "old.key"]
+
+[[host]]
+match = "signed"
+key_file = "s.key"
+sign = "tcp-md5"
+sign_key_file = "~/.config/seqknock/ssh.sign"
 `
 
 func TestClientConfig(t *testing.T) {
@@ -54,6 +60,12 @@ func TestClientConfig(t *testing.T) {
 		len(e.Fallback) != 1 || e.Fallback[0] != "/home/u/.config/seqknock/old.key" {
 		t.Errorf("rotating: %+v", e)
 	}
+	if e := c.Lookup("signed", 22); e == nil || e.Sign != "tcp-md5" || e.SignKeyFile != "/home/u/.config/seqknock/ssh.sign" {
+		t.Errorf("signed: %+v", e)
+	}
+	if e := c.Lookup("db1", 22); e.Sign != "" || e.SignKeyFile != "" {
+		t.Errorf("db1 is signed: %+v", e)
+	}
 }
 
 func TestClientConfigErrors(t *testing.T) {
@@ -71,6 +83,10 @@ func TestClientConfigErrors(t *testing.T) {
 		{"[[host]]\nmatch = \"x\"\nkey_files = [\"a\", \"\"]\n", "c.toml:1: host[0].key_files[1]: empty"},
 		{"[[host]]\nmatch = \"x\"\nkey_files = [\"a\", \"./a\"]\n", "c.toml:1: host[0].key_files[1]: listed twice"},
 		{"[[host]]\nmatch = \"x\"\nkey_files = \"a\"\n", "c.toml:3: host.key_files: incompatible types"},
+		{"[[host]]\nmatch = \"x\"\nkey_file = \"k\"\nsign = \"md5\"\nsign_key_file = \"s\"\n", "c.toml:1: host[0].sign: \"md5\": want \"tcp-md5\""},
+		{"[[host]]\nmatch = \"x\"\nkey_file = \"k\"\nsign = \"tcp-ao\"\nsign_key_file = \"s\"\n", "c.toml:1: host[0].sign: "},
+		{"[[host]]\nmatch = \"x\"\nkey_file = \"k\"\nsign = \"tcp-md5\"\n", "c.toml:1: host[0].sign_key_file: missing"},
+		{"[[host]]\nmatch = \"x\"\nkey_file = \"k\"\nsign_key_file = \"s\"\n", "c.toml:1: host[0].sign: missing: sign_key_file is set"},
 	} {
 		_, err := ParseConfig("c.toml", []byte(tc.text), "/h")
 		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/seqknock/seqknock/tcpsign"
 	"github.com/seqknock/seqknock/totp"
 )
 
@@ -42,6 +43,11 @@ type Dialer struct {
 	ClockOffset time.Duration
 	// Network is "tcp", "tcp4" or "tcp6".
 	Network string
+	// SignKey, when set, signs the connection with TCP-MD5 (RFC 2385):
+	// the socket gets the key for the server's address before connect(),
+	// so its SYN and every later segment carry the MD5 option, and
+	// segments from the server without it are dropped.
+	SignKey tcpsign.Key
 
 	// Seams; nil means the real thing.
 	Now     func() time.Time
@@ -234,7 +240,7 @@ func isTimeout(err error) bool {
 }
 
 func (d *Dialer) attempt(ctx context.Context, ap netip.AddrPort, isn uint32, synTimeout time.Duration) (*net.TCPConn, error) {
-	nd := net.Dialer{Timeout: synTimeout, Control: setISN(isn)}
+	nd := net.Dialer{Timeout: synTimeout, Control: prepare(ap.Addr(), isn, d.SignKey)}
 	network := "tcp4"
 	if ap.Addr().Is6() && !ap.Addr().Is4In6() {
 		network = "tcp6"
@@ -261,6 +267,7 @@ func (s *Settings) Dialer(reserve func(id string, counter uint64, slots int) (in
 		ClockOffset: s.ClockOffset,
 		Network:     s.Network,
 		Reserve:     reserve,
+		SignKey:     s.SignKey,
 	}
 	if s.Verbosef != nil {
 		synTimeout := d.SynTimeout

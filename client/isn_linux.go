@@ -5,8 +5,10 @@ package client
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"syscall"
 
+	"github.com/seqknock/seqknock/tcpsign"
 	"golang.org/x/sys/unix"
 )
 
@@ -39,13 +41,18 @@ func CheckCapability() error {
 	return nil
 }
 
-// setISN returns a net.Dialer Control function that makes the socket's SYN
-// carry isn: TCP_REPAIR on, select the send queue, set its sequence number,
-// TCP_REPAIR off; connect() then sends SYN with that sequence number.
-func setISN(isn uint32) func(network, address string, c syscall.RawConn) error {
+// prepare returns a net.Dialer Control function that readies the socket
+// before connect(): with signKey, the TCP-MD5 key for peer (no capability
+// needed); then the ISN (setISNFD).
+func prepare(peer netip.Addr, isn uint32, signKey []byte) func(network, address string, c syscall.RawConn) error {
 	return func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) {
+			if signKey != nil {
+				if serr = tcpsign.SetPeerKey(int(fd), peer, signKey); serr != nil {
+					return
+				}
+			}
 			serr = setISNFD(int(fd), isn)
 		})
 		if err != nil {
@@ -55,6 +62,9 @@ func setISN(isn uint32) func(network, address string, c syscall.RawConn) error {
 	}
 }
 
+// setISNFD makes the socket's SYN carry isn: TCP_REPAIR on, select the
+// send queue, set its sequence number, TCP_REPAIR off; connect() then
+// sends SYN with that sequence number.
 func setISNFD(fd int, isn uint32) error {
 	if err := unix.SetsockoptInt(fd, unix.SOL_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_ON); err != nil {
 		if errors.Is(err, unix.EPERM) {

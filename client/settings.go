@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/seqknock/seqknock/tcpsign"
 	"github.com/seqknock/seqknock/totp"
 	"github.com/seqknock/seqknock/totp/keyfile"
 )
@@ -16,9 +17,12 @@ type Flags struct {
 	// Alias is the name given to ssh (its %n), looked up before the host.
 	Alias   string
 	KeyFile string
-	Realm   *string
-	Period  *time.Duration
-	Slots   *int
+	// SignKeyFile signs the connection with TCP-MD5 using that key
+	// (overriding the [[host]]'s sign_key_file).
+	SignKeyFile string
+	Realm       *string
+	Period      *time.Duration
+	Slots       *int
 	// IPv4 and IPv6 restrict the addresses tried (-4, -6).
 	IPv4, IPv6 bool
 	// SynTimeout, Timeout and ClockOffset go to the Dialer as they are.
@@ -35,10 +39,12 @@ type Flags struct {
 type Settings struct {
 	Key []byte
 	// Fallback are older keys, from the matching [[host]]'s key_files.
-	Fallback    [][]byte
-	Realm       string
-	Period      time.Duration
-	Slots       int
+	Fallback [][]byte
+	Realm    string
+	Period   time.Duration
+	Slots    int
+	// SignKey, when set, signs the connection with TCP-MD5.
+	SignKey     tcpsign.Key
 	Network     string // "tcp", "tcp4" or "tcp6"
 	SynTimeout  time.Duration
 	Timeout     time.Duration
@@ -117,6 +123,9 @@ func Resolve(cfg *Config, f Flags, host string, port uint16) (*Settings, error) 
 		e.KeyFile, e.Fallback = f.KeyFile, nil
 		verbosef("key from --key-file %s", f.KeyFile)
 	}
+	if f.SignKeyFile != "" {
+		e.Sign, e.SignKeyFile = tcpsign.ModeMD5, f.SignKeyFile
+	}
 	if f.Realm != nil {
 		e.Realm = *f.Realm
 	}
@@ -158,6 +167,14 @@ func Resolve(cfg *Config, f Flags, host string, port uint16) (*Settings, error) 
 		} else {
 			s.Fallback = append(s.Fallback, k)
 		}
+	}
+	if e.SignKeyFile != "" {
+		k, err := keyfile.Load(e.SignKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("sign key: %w", err)
+		}
+		s.SignKey = k
+		verbosef("signing with %s, key from %s", e.Sign, e.SignKeyFile)
 	}
 	return s, nil
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/seqknock/seqknock/internal/tomlerr"
 	"github.com/seqknock/seqknock/nftgen"
+	"github.com/seqknock/seqknock/tcpsign"
 	"github.com/seqknock/seqknock/totp"
 	"github.com/seqknock/seqknock/totp/keyfile"
 )
@@ -75,6 +76,12 @@ type Service struct {
 	Users []string // empty: all users
 	// Unknocked is UnknockedDrop or UnknockedReset.
 	Unknocked string
+	// Sign is "tcp-md5" when seqknockd puts SignKey, from SignKeyFile, on
+	// the service's listening sockets for every peer (package tcpsign);
+	// "" when connections are not signed.
+	Sign        string
+	SignKeyFile string
+	SignKey     tcpsign.Key
 }
 
 // User is one key holder, with one key or, during a key rotation, several:
@@ -139,9 +146,11 @@ type rawConfig struct {
 }
 
 type rawService struct {
-	Port      *int     `toml:"port"`
-	Users     []string `toml:"users"`
-	Unknocked *string  `toml:"unknocked"`
+	Port        *int     `toml:"port"`
+	Users       []string `toml:"users"`
+	Unknocked   *string  `toml:"unknocked"`
+	Sign        *string  `toml:"sign"`
+	SignKeyFile *string  `toml:"sign_key_file"`
 }
 
 type rawUser struct {
@@ -302,7 +311,7 @@ func ParseConfig(path string, data []byte, loadKey func(string) ([]byte, error))
 	if c.Users, err = parseUsers(parts, loadKey); err != nil {
 		return nil, err
 	}
-	if c.Services, err = parseServices(parts, c.Users); err != nil {
+	if c.Services, err = parseServices(parts, c.Users, loadKey); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -531,7 +540,7 @@ func notAfter(v any) (time.Time, error) {
 }
 
 // parseServices checks the [[service]] tables of every part.
-func parseServices(parts []configPart, users []User) ([]Service, error) {
+func parseServices(parts []configPart, users []User, loadKey func(string) ([]byte, error)) ([]Service, error) {
 	names := map[string]bool{}
 	for _, u := range users {
 		names[u.Name] = true
@@ -573,13 +582,51 @@ func parseServices(parts []configPart, users []User) ([]Service, error) {
 					return nil, fail("unknocked", "unknocked", fmt.Errorf("%q: want %q or %q", mode, UnknockedDrop, UnknockedReset))
 				}
 			}
-			services = append(services, Service{Port: uint16(port), Users: rs.Users, Unknocked: mode})
+			svc := Service{Port: uint16(port), Users: rs.Users, Unknocked: mode}
+			if key, err := parseSign(&svc, rs, p.doc.File, loadKey); err != nil {
+				line := key
+				if key == "sign_key_file" && rs.SignKeyFile == nil {
+					line = "sign"
+				}
+				return nil, fail(line, key, err)
+			}
+			services = append(services, svc)
 		}
 	}
 	if len(services) == 0 {
 		return nil, &ConfigError{File: parts[0].doc.File, Field: "service", Err: errors.New("no [[service]]: nothing to protect")}
 	}
 	return services, nil
+}
+
+// parseSign checks a service's sign and sign_key_file and loads the key;
+// on error, it names the key at fault.
+func parseSign(svc *Service, rs rawService, file string, loadKey func(string) ([]byte, error)) (string, error) {
+	switch {
+	case rs.Sign == nil && rs.SignKeyFile == nil:
+		return "", nil
+	case rs.Sign == nil:
+		return "sign", errors.New("missing: sign_key_file is set, so set sign = \"tcp-md5\" too")
+	}
+	if err := tcpsign.CheckMode(*rs.Sign); err != nil {
+		return "sign", err
+	}
+	if rs.SignKeyFile == nil || *rs.SignKeyFile == "" {
+		return "sign_key_file", errors.New("missing: a signed service needs its key file")
+	}
+	kf := *rs.SignKeyFile
+	if !filepath.IsAbs(kf) {
+		kf = filepath.Join(filepath.Dir(file), kf)
+	}
+	key, err := loadKey(kf)
+	if err != nil {
+		return "sign_key_file", err
+	}
+	if len(key) > tcpsign.MaxKeyLen {
+		return "sign_key_file", fmt.Errorf("%s: a key of %d bytes; tcp-md5 takes at most %d", kf, len(key), tcpsign.MaxKeyLen)
+	}
+	svc.Sign, svc.SignKeyFile, svc.SignKey = *rs.Sign, kf, key
+	return "", nil
 }
 
 // DropLogGroup is the nflog group the drop rule samples dropped packets

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/seqknock/seqknock/nftgen"
+	"github.com/seqknock/seqknock/tcpsign"
 	"github.com/seqknock/seqknock/totp"
 )
 
@@ -150,8 +151,17 @@ var badConfigs = []struct {
 	{"key_files number", minimalUser + "key_files = [\"k\", 7]\n", "x.toml:6: user[0].key_files[1]: want a path"},
 	{"key_files twice", minimalUser + "key_files = [\"k\", \"k\"]\n", "x.toml:6: user[0].key_files[1]: listed twice"},
 	{"key_files unsafe", minimalUser + "key_files = [\"k\", \"/k/bad\"]\n", "x.toml:6: user[0].key_files[1]: load key: /k/bad: readable by group or others"},
+	{"sign unknown", "[[service]]\nport = 22\nsign = \"md5\"\nsign_key_file = \"s\"\n" + minimalUserKey, "x.toml:3: service[0].sign: \"md5\": want \"tcp-md5\""},
+	{"sign tcp-ao", "[[service]]\nport = 22\nsign = \"tcp-ao\"\nsign_key_file = \"s\"\n" + minimalUserKey, "x.toml:3: service[0].sign: "},
+	{"sign without key file", "[[service]]\nport = 22\nsign = \"tcp-md5\"\n" + minimalUserKey, "x.toml:3: service[0].sign_key_file: missing: a signed service needs its key file"},
+	{"sign key file without sign", "[[service]]\nport = 22\nsign_key_file = \"s\"\n" + minimalUserKey, "x.toml:1: service[0].sign: missing: sign_key_file is set"},
+	{"sign key file unsafe", "[[service]]\nport = 22\nsign = \"tcp-md5\"\nsign_key_file = \"/k/bad\"\n" + minimalUserKey,
+		"x.toml:4: service[0].sign_key_file: load key: /k/bad: readable by group or others"},
 	{"include in wrong place", minimal + "include = [\"d/*.toml\"]\n", "x.toml:7: user.include: unknown key"},
 }
+
+// minimalUserKey is a [[user]] with its key.
+const minimalUserKey = "[[user]]\nname = \"a\"\nkey_file = \"k\"\n"
 
 // minimalUser is minimal without the user's key.
 const minimalUser = "[[service]]\nport = 22\n\n[[user]]\nname = \"a\"\n"
@@ -177,6 +187,31 @@ func TestParseConfigBad(t *testing.T) {
 				t.Errorf("error is not one line: %q", msg)
 			}
 		})
+	}
+}
+
+// TestParseConfigSign: a signed service carries its key, relative to the
+// file; printing the service shows no key; tcp-ao is refused in one line
+// that says why (this kernel, or this version, lacks it).
+func TestParseConfigSign(t *testing.T) {
+	c, err := ParseConfig("/etc/seqknock/seqknockd.toml", []byte("[[service]]\nport = 22\nsign = \"tcp-md5\"\nsign_key_file = \"ssh.sign\"\n"+
+		"[[service]]\nport = 2222\n"+minimalUserKey), fakeKeys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := c.Services[0]
+	if s.Sign != "tcp-md5" || s.SignKeyFile != "/etc/seqknock/ssh.sign" || len(s.SignKey) != 32 || c.Services[1].Sign != "" || c.Services[1].SignKey != nil {
+		t.Fatalf("services: %+v", c.Services)
+	}
+	if out := fmt.Sprintf("%v %+v %#v", s, s, c.Services); strings.Contains(out, "ssh.sign\x00") || strings.Contains(out, string(s.SignKey)) {
+		t.Errorf("formatting a service shows its key: %s", out)
+	}
+	_, err = ParseConfig("x.toml", []byte("[[service]]\nport = 22\nsign = \"tcp-ao\"\nsign_key_file = \"s\"\n"+minimalUserKey), fakeKeys)
+	if err == nil || !strings.Contains(err.Error(), "TCP-AO") && !strings.Contains(err.Error(), "tcp-ao is not implemented") {
+		t.Fatalf("tcp-ao: %v", err)
+	}
+	if tcpsign.AOSupport() != nil && err.Error() != "config x.toml:3: service[0].sign: "+tcpsign.ErrNoTCPAO.Error() {
+		t.Errorf("tcp-ao on a kernel without it: %v", err)
 	}
 }
 

@@ -75,6 +75,9 @@ type Daemon struct {
 
 	lastAdmit, lastDropped uint64
 	expiredLogged          map[string]bool
+	// signLogged is the problem last logged per signed listener ("" once
+	// signed), so each is logged once.
+	signLogged map[string]string
 
 	// The daemon's clock: never goes back (see clock).
 	lastMono, eff time.Time
@@ -147,10 +150,23 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 		lost = ch
 	}
 	ready := false
-	if d.sync("start") == nil {
+	// The listeners of signed services get their key before the daemon
+	// reports ready, so a unit ordered before ssh.service sees them signed
+	// when sshd is already up, and at least once a SignCheck later.
+	startErr := d.sync("start")
+	d.signServices()
+	if startErr == nil {
 		ready = true
 		d.notify("READY=1")
 	}
+	var signTick <-chan time.Time
+	resetSignTick := func() {
+		signTick = nil
+		if hasSigned(d.cfg) {
+			signTick = after(SignCheck)
+		}
+	}
+	resetSignTick()
 	var ping <-chan time.Time
 	if d.Watchdog > 0 {
 		ping = after(d.Watchdog / 2)
@@ -177,6 +193,9 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 			return d.exit()
 		case <-tick:
 			d.housekeep()
+		case <-signTick:
+			d.signServices()
+			resetSignTick()
 		case <-reload:
 			cfg, lerr := d.Load(d.ConfigPath)
 			if lerr != nil {
@@ -198,6 +217,7 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 				d.openFeed()
 			}
 			d.lastAdmit, d.lastDropped = 0, 0
+			resetSignTick()
 			d.Log.Info("config reloaded", "users", len(cfg.Users), "services", len(cfg.Services))
 			err, synced = d.sync("reload"), true
 		case _, ok := <-watch:
@@ -242,6 +262,9 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 				d.notify("WATCHDOG=1")
 			}
 			ping = after(d.Watchdog / 2)
+		}
+		if synced {
+			d.signServices()
 		}
 		if synced && err == nil && !ready {
 			ready = true

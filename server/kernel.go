@@ -37,6 +37,11 @@ type Kernel struct {
 	// hostconns.WatchLost); nil: the sessions are refreshed at each sync
 	// only.
 	ConntrackLost func(ctx context.Context) (<-chan struct{}, error)
+	// Listeners returns the listening sockets of port, each with whether
+	// it signs with key (see package tcpsign); SignListeners also puts key
+	// on those that do not. nil: signed services are not supported.
+	Listeners     func(port uint16, key []byte) ([]ListenerState, error)
+	SignListeners func(port uint16, key []byte) ([]ListenerState, error)
 }
 
 // AdmissionFeed is an *admitlog.Listener: Ready signals that admissions

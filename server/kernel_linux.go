@@ -8,6 +8,7 @@ import (
 	"github.com/seqknock/seqknock/admitlog"
 	"github.com/seqknock/seqknock/hostconns"
 	"github.com/seqknock/seqknock/nftgen"
+	"github.com/seqknock/seqknock/tcpsign"
 )
 
 // NewKernel returns the Kernel for the network namespace netns (0: the
@@ -36,6 +37,22 @@ func NewKernel(netns int) Kernel {
 		ApplySessions: c.ApplySessions,
 		ConntrackLost: func(ctx context.Context) (<-chan struct{}, error) {
 			return hostconns.WatchLost(ctx, netns)
+		},
+		Listeners: func(port uint16, key []byte) ([]ListenerState, error) {
+			ls, err := tcpsign.Listeners(netns, port)
+			out := make([]ListenerState, len(ls))
+			for i, l := range ls {
+				out[i] = ListenerState{Local: l.Local, Inode: l.Inode, Signed: l.SignedWith(key)}
+			}
+			return out, err
+		},
+		SignListeners: func(port uint16, key []byte) ([]ListenerState, error) {
+			rs, err := tcpsign.Sign(netns, port, key)
+			out := make([]ListenerState, len(rs))
+			for i, r := range rs {
+				out[i] = ListenerState{Local: r.Listener.Local, Inode: r.Listener.Inode, PID: r.PID, Signed: r.Signed, Changed: r.Changed, Err: r.Err}
+			}
+			return out, err
 		},
 	}
 }

@@ -41,6 +41,10 @@ type Status struct {
 	GlobalLimit   string            `json:"guess_global_limit"`
 	Counter       uint64            `json:"counter"`
 	NextRotationS float64           `json:"seconds_to_next_rotation"`
+	// SignedListeners are the listeners of the signed services (sign =
+	// "tcp-md5"), each with whether it signs with its service's key; one
+	// that does not is a difference.
+	SignedListeners []SignedListener `json:"signed_listeners"`
 }
 
 // GetStatus reads the live table named by cfg and compares it with what
@@ -50,31 +54,38 @@ func GetStatus(k Kernel, cfg *Config, now time.Time) (*Status, error) {
 	if err != nil {
 		return nil, fmt.Errorf("status: %w", err)
 	}
-	return CompareStatus(live, cfg, now), nil
+	st := CompareStatus(live, cfg, now)
+	if st.SignedListeners, err = signedListeners(k, cfg); err != nil {
+		return nil, err
+	}
+	st.Differences = append(st.Differences, signDifferences(st.SignedListeners)...)
+	st.Current = len(st.Differences) == 0
+	return st, nil
 }
 
 // CompareStatus is the pure part of GetStatus: live against cfg at now.
 func CompareStatus(live *nftgen.Live, cfg *Config, now time.Time) *Status {
 	st := &Status{
-		Table:         cfg.Table,
-		Present:       live.Exists,
-		RulesCurrent:  live.Exists && live.RulesCurrent && live.Rules == rules(cfg),
-		Ports:         live.Ports,
-		Valid:         live.ValidCount,
-		Used:          live.UsedCount,
-		Admitted:      live.Admitted,
-		Dropped:       live.Dropped,
-		Rejected:      live.Rejected,
-		Lockout:       live.Lockout,
-		LockedOut:     live.LockedOut,
-		Unknocked:     map[string]nftgen.Counter{},
-		Modes:         map[string]string{},
-		GuessLimit:    cfg.Guess.String(),
-		GuessPrefix:   fmt.Sprintf("/%d, /%d", cfg.GuessPrefix4, cfg.GuessPrefix6),
-		GlobalLimit:   cfg.GuessGlobal.String(),
-		Counter:       totp.Counter(now, cfg.Period),
-		NextRotationS: totp.NextBoundary(now, cfg.Period).Sub(now).Seconds(),
-		Differences:   []string{},
+		Table:           cfg.Table,
+		Present:         live.Exists,
+		RulesCurrent:    live.Exists && live.RulesCurrent && live.Rules == rules(cfg),
+		Ports:           live.Ports,
+		Valid:           live.ValidCount,
+		Used:            live.UsedCount,
+		Admitted:        live.Admitted,
+		Dropped:         live.Dropped,
+		Rejected:        live.Rejected,
+		Lockout:         live.Lockout,
+		LockedOut:       live.LockedOut,
+		Unknocked:       map[string]nftgen.Counter{},
+		Modes:           map[string]string{},
+		GuessLimit:      cfg.Guess.String(),
+		GuessPrefix:     fmt.Sprintf("/%d, /%d", cfg.GuessPrefix4, cfg.GuessPrefix6),
+		GlobalLimit:     cfg.GuessGlobal.String(),
+		Counter:         totp.Counter(now, cfg.Period),
+		NextRotationS:   totp.NextBoundary(now, cfg.Period).Sub(now).Seconds(),
+		Differences:     []string{},
+		SignedListeners: []SignedListener{},
 	}
 	if st.Ports == nil {
 		st.Ports = []uint16{}

@@ -63,7 +63,7 @@ func TestCompletion(t *testing.T) {
 	if strings.Contains(out, "man\n") || strings.Contains(out, "help\n") {
 		t.Errorf("hidden commands offered: %q", out)
 	}
-	if out := complete(t, "--s", "proxy"); out != "--slots\n--syn-timeout\n" {
+	if out := complete(t, "--s", "proxy"); out != "--slots\n--syn-timeout\n--sign-key-file\n" {
 		t.Errorf("flag completion: %q", out)
 	}
 	cfg := filepath.Join(t.TempDir(), "client.toml")

@@ -32,6 +32,7 @@ func dialFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "clock-offset", Usage: "add this to the clock, to correct a known skew (e.g. -4s)"},
 		&cli.BoolFlag{Name: "4", Usage: "IPv4 only"},
 		&cli.BoolFlag{Name: "6", Usage: "IPv6 only"},
+		&cli.StringFlag{Name: "sign-key-file", Usage: "sign the connection with TCP-MD5 using the service's key `FILE` (as sign = \"tcp-md5\" with sign_key_file in the config; overrides it)"},
 		&cli.StringFlag{Name: "alias", Usage: "the `NAME` given to ssh (its %n), looked up in the config before HOST"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "say on stderr which [[host]] matched and each knock tried (address, counter, slot, wait)"},
 	}
@@ -58,6 +59,7 @@ func dialer(c *cli.Context, inv *client.Invoker, host string, port uint16) (*cli
 	f := client.Flags{
 		Alias:       c.String("alias"),
 		KeyFile:     c.String("key-file"),
+		SignKeyFile: c.String("sign-key-file"),
 		IPv4:        c.Bool("4"),
 		IPv6:        c.Bool("6"),
 		SynTimeout:  c.Duration("syn-timeout"),

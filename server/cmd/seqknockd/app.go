@@ -91,7 +91,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Usage: "make the table hold the current window's knocks, once (for a systemd timer)",
 				Description: "One idempotent pass: the table, sets and rules match the config and the " +
 					"valid set holds exactly the current window, less the knocks already spent (the used set's and " +
-					"the state file's), which stay in the used set. One transaction: on error nothing changes.",
+					"the state file's), which stay in the used set. One transaction: on error nothing changes. " +
+					"Then the listeners of signed services (sign = \"tcp-md5\") get their key where they lack it.",
 				Action: withConfig(func(c *cli.Context, cfg *server.Config) error {
 					path := c.String("state")
 					st, err := server.LoadState(path, cfg.Table)
@@ -102,7 +103,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					if st.High.After(now) {
 						now = st.High // the clock went back: never install an older window
 					}
-					res, err := server.SyncKeeping(server.NewKernel(0), cfg, now, &st.Spent)
+					k := server.NewKernel(0)
+					res, err := server.SyncKeeping(k, cfg, now, &st.Spent)
 					if err != nil {
 						return err
 					}
@@ -110,9 +112,10 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					if err := st.Save(path); err != nil {
 						return err
 					}
-					server.NewLogger(c.App.ErrWriter).Info("sync", "table", cfg.Table, "elements", res.Elements,
+					log := server.NewLogger(c.App.ErrWriter)
+					log.Info("sync", "table", cfg.Table, "elements", res.Elements,
 						"created", res.Created, "rules_rebuilt", res.RulesRebuilt)
-					return nil
+					return server.SignOnce(k, cfg, log)
 				}),
 			},
 			{
@@ -347,6 +350,13 @@ func printStatus(w io.Writer, st *server.Status) {
 	fmt.Fprintf(w, "guess limit:    %s per source (%s), global %s\n", limitText(st.GuessLimit), st.GuessPrefix, limitText(st.GlobalLimit))
 	fmt.Fprintf(w, "locked out:     %d sources now; %d SYNs dropped\n", st.LockedOut, st.Lockout.Packets)
 	fmt.Fprintf(w, "counter:        %d (next rotation in %.1fs)\n", st.Counter, st.NextRotationS)
+	for _, l := range st.SignedListeners {
+		state := "signed"
+		if !l.Signed {
+			state = "NOT signed"
+		}
+		fmt.Fprintf(w, "listener:       %s port %d %s (%s)\n", l.Address, l.Port, state, l.Mode)
+	}
 }
 
 // limitText spells a status limit ("10/second+20", "0") for people.
