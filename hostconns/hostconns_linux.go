@@ -35,16 +35,35 @@ func Established(netns int, ports []uint16) ([]Conn, error) {
 	for _, p := range ports {
 		want[p] = true
 	}
+	msgs, err := Dump(netns, connectedStates, 0, 0)
+	if err != nil {
+		return nil, err
+	}
+	var out []Conn
+	for _, m := range msgs {
+		if c, ok := parseDiagMsg(m); ok && want[c.Local.Port()] {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// Dump returns the sock_diag answers (each a struct inet_diag_msg and its
+// attributes) for the TCP sockets of netns, IPv4 then IPv6, in the states
+// of the bit mask states, with the extensions of the bit mask ext, and on
+// local port sport when it is not 0.
+func Dump(netns int, states uint32, ext uint8, sport uint16) ([][]byte, error) {
 	conn, err := netlink.Dial(unix.NETLINK_SOCK_DIAG, &netlink.Config{NetNS: netns})
 	if err != nil {
 		return nil, fmt.Errorf("sock_diag: %w", err)
 	}
 	defer conn.Close()
-	var out []Conn
+	var out [][]byte
 	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
 		req := make([]byte, 56) // struct inet_diag_req_v2
-		req[0], req[1] = family, unix.IPPROTO_TCP
-		binary.NativeEndian.PutUint32(req[4:8], connectedStates)
+		req[0], req[1], req[2] = family, unix.IPPROTO_TCP, ext
+		binary.NativeEndian.PutUint32(req[4:8], states)
+		binary.BigEndian.PutUint16(req[8:10], sport) // id.idiag_sport
 		msgs, err := conn.Execute(netlink.Message{
 			Header: netlink.Header{Type: unix.SOCK_DIAG_BY_FAMILY, Flags: netlink.Request | netlink.Dump},
 			Data:   req,
@@ -53,9 +72,7 @@ func Established(netns int, ports []uint16) ([]Conn, error) {
 			return nil, fmt.Errorf("sock_diag dump: %w", err)
 		}
 		for _, m := range msgs {
-			if c, ok := parseDiagMsg(m.Data); ok && want[c.Local.Port()] {
-				out = append(out, c)
-			}
+			out = append(out, m.Data)
 		}
 	}
 	return out, nil

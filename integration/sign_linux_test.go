@@ -3,7 +3,6 @@
 package integration
 
 import (
-	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -348,34 +347,6 @@ func (s *session) alive(line string) bool {
 	fmt.Fprintln(s.in, line)
 	got, err := s.out.readLine(5 * time.Second)
 	return err == nil && got == "echo:"+line
-}
-
-// openSessionVia is openSession with a ProxyCommand and host of its own.
-func (w *world) openSessionVia(proxy, host string) *session {
-	w.t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	w.t.Cleanup(cancel)
-	cmd := w.ssh(ctx, proxy, false, host, "while read l; do echo \"echo:$l\"; done")
-	inR, inW, _ := os.Pipe()
-	cmd.Stdin = inR
-	outR, err := cmd.StdoutPipe()
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	cmd.Stderr = &netnstest.Buffer{}
-	// ssh and its ProxyCommand in a process group of their own, all
-	// killed at the end: a relay whose connection was reset on the
-	// server's side alone would wait for TCP's timeouts.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.WaitDelay = time.Second
-	if err := cmd.Start(); err != nil {
-		w.t.Fatal(err)
-	}
-	inR.Close()
-	s := &session{cmd: cmd, in: inW, out: newBufioReader(outR)}
-	w.t.Cleanup(func() { inW.Close(); syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() })
-	s.check(w.t, "hello")
-	return s
 }
 
 // nstat returns a counter of the namespace's TCP statistics.

@@ -35,7 +35,7 @@ var (
 // world is a server namespace with sshd protected by `seqknockd run`, a
 // client namespace and an attacker namespace, each joined to the server.
 type world struct {
-	t             *testing.T
+	t             testing.TB
 	srv, cli, atk *netnstest.NS
 	cl, al        *netnstest.Link
 	dir           string
@@ -59,7 +59,7 @@ name = "alice"
 key_file = "alice.key"
 `
 
-func newWorld(t *testing.T, subnet int, period time.Duration) *world {
+func newWorld(t testing.TB, subnet int, period time.Duration) *world {
 	t.Helper()
 	netnstest.RequireRoot(t, "sshd", "ssh", "ssh-keygen", "tcpdump")
 	w := &world{t: t, period: period, daemonLog: &netnstest.Buffer{}}
@@ -243,9 +243,15 @@ type session struct {
 
 func (w *world) openSession() *session {
 	w.t.Helper()
+	return w.openSessionVia(w.proxyCmd("proxy"), w.cl.A4)
+}
+
+// openSessionVia is openSession through proxy to host.
+func (w *world) openSessionVia(proxy, host string) *session {
+	w.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	w.t.Cleanup(cancel)
-	cmd := w.ssh(ctx, w.proxyCmd("proxy"), false, w.cl.A4, "while read l; do echo \"echo:$l\"; done")
+	cmd := w.ssh(ctx, proxy, false, host, "while read l; do echo \"echo:$l\"; done")
 	inR, inW, _ := os.Pipe()
 	cmd.Stdin = inR
 	outR, err := cmd.StdoutPipe()
@@ -253,18 +259,23 @@ func (w *world) openSession() *session {
 		w.t.Fatal(err)
 	}
 	cmd.Stderr = &netnstest.Buffer{}
+	// ssh and its ProxyCommand in a process group of their own, all
+	// killed at the end: a relay whose connection was reset on the
+	// server's side alone would wait for TCP's timeouts.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.WaitDelay = time.Second
 	if err := cmd.Start(); err != nil {
 		w.t.Fatal(err)
 	}
 	inR.Close()
 	s := &session{cmd: cmd, in: inW, out: newBufioReader(outR)}
-	w.t.Cleanup(func() { inW.Close(); cmd.Process.Kill(); cmd.Wait() })
+	w.t.Cleanup(func() { inW.Close(); syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() })
 	s.check(w.t, "hello")
 	return s
 }
 
 // check sends a line and expects it echoed within a few seconds.
-func (s *session) check(t *testing.T, line string) {
+func (s *session) check(t testing.TB, line string) {
 	t.Helper()
 	fmt.Fprintln(s.in, line)
 	got, err := s.out.readLine(10 * time.Second)

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 
 	"github.com/mdlayher/netlink"
+	"github.com/seqknock/seqknock/hostconns"
 	"golang.org/x/sys/unix"
 )
 
@@ -84,31 +85,16 @@ func (l Listener) SignedWith(key []byte) bool {
 // netns (a file descriptor; 0 is the calling thread's) on port, IPv4 and
 // IPv6, with their TCP-MD5 keys when the caller has CAP_NET_ADMIN.
 func Listeners(netns int, port uint16) ([]Listener, error) {
-	conn, err := netlink.Dial(unix.NETLINK_SOCK_DIAG, &netlink.Config{NetNS: netns})
+	// The kernel reports the TCP-MD5 keys with the INET_DIAG_INFO
+	// extension only.
+	msgs, err := hostconns.Dump(netns, 1<<tcpListen, 1<<(inetDiagInfo-1), port)
 	if err != nil {
-		return nil, fmt.Errorf("sock_diag: %w", err)
+		return nil, err
 	}
-	defer conn.Close()
 	var out []Listener
-	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		req := make([]byte, 56) // struct inet_diag_req_v2
-		req[0], req[1] = family, unix.IPPROTO_TCP
-		// The kernel reports the TCP-MD5 keys with the INET_DIAG_INFO
-		// extension only.
-		req[2] = 1 << (inetDiagInfo - 1)
-		binary.NativeEndian.PutUint32(req[4:8], 1<<tcpListen)
-		binary.BigEndian.PutUint16(req[8:10], port) // id.idiag_sport: the kernel filters on it
-		msgs, err := conn.Execute(netlink.Message{
-			Header: netlink.Header{Type: unix.SOCK_DIAG_BY_FAMILY, Flags: netlink.Request | netlink.Dump},
-			Data:   req,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("sock_diag dump: %w", err)
-		}
-		for _, m := range msgs {
-			if l, ok := parseListener(m.Data); ok && l.Local.Port() == port {
-				out = append(out, l)
-			}
+	for _, m := range msgs {
+		if l, ok := parseListener(m); ok && l.Local.Port() == port {
+			out = append(out, l)
 		}
 	}
 	return out, nil
