@@ -411,3 +411,37 @@ func TestSignedSessionResistsInjection(t *testing.T) {
 	}
 	s.check(t, "still-there")
 }
+
+// TestSignedNotThroughNAT: TCP-MD5 signs the addresses and ports, so a
+// client behind a router that masquerades cannot reach a signed service
+// (the README says so): its knock is admitted, its SYN fails the
+// signature check at the server (TcpExtTCPMD5Failure), and it gets no
+// SYN-ACK. The same client, not signing, reaches the same sshd once the
+// service is not signed (TestThroughNAT).
+func TestSignedNotThroughNAT(t *testing.T) {
+	t.Parallel()
+	netnstest.RequireTools(t, "nstat")
+	w := newWorld(t, 242, 2*time.Second)
+	rtr, natcli := netnstest.New(t, "snrt"), netnstest.New(t, "sncl")
+	up := netnstest.Connect(t, w.srv, rtr, 244)
+	down := netnstest.Connect(t, rtr, natcli, 245)
+	rtr.MustRun("sysctl", "-qw", "net.ipv4.ip_forward=1")
+	nat := rtr.Command("nft", "-f", "-")
+	nat.Stdin = strings.NewReader(fmt.Sprintf("table ip nat {\n chain post {\n  type nat hook postrouting priority srcnat; policy accept;\n  oifname %q masquerade random\n }\n}\n", up.BIf))
+	if out, err := nat.CombinedOutput(); err != nil {
+		t.Fatalf("nat: %v: %s", err, out)
+	}
+	natcli.MustRun("ip", "route", "add", "default", "via", down.A4)
+	w.writeSignedConfig()
+	w.startDaemon()
+	w.waitLog("msg=\"listener signed\"", 2)
+	w.sshFrom = natcli
+	failed := nstat(t, w.srv, "TcpExtTCPMD5Failure")
+	out, err := w.sshRun(w.proxyCmd("proxy", "--sign-key-file", w.path("ssh.sign")), false, up.A4, "echo", "via-nat")
+	if err == nil || !strings.Contains(out, "no SYN-ACK") {
+		t.Fatalf("signed ssh through NAT: want no SYN-ACK, got %v: %s", err, out)
+	}
+	if n := nstat(t, w.srv, "TcpExtTCPMD5Failure") - failed; n == 0 {
+		t.Errorf("no signature failure counted: the SYNs were dropped for another reason\n%s", w.daemonLog)
+	}
+}
