@@ -55,7 +55,7 @@ func TestVersionFromVCS(t *testing.T) {
 		}
 		return strings.TrimSpace(string(out))
 	}
-	for _, p := range []string{"go.mod", "go.sum", "totp", "nftgen", "server", "internal", "admitlog", "hostconns"} {
+	for _, p := range []string{"go.mod", "go.sum", "totp", "nftgen", "server", "internal", "admitlog", "hostconns", "tcpsign"} {
 		sh("cp", "-r", filepath.Join(src, p), dir)
 	}
 	sh("git", "init", "-q")
