@@ -695,25 +695,21 @@ func tcpFlags(text string, mask, want byte) part {
 // of view, is a connection in the set. The addresses are loaded after a
 // "meta nfproto" check, which nft lists implicitly.
 func sessionLookup(v6 bool) part {
+	ip, set, fam, saddr, daddr, n := "ip", SetSessions4, byte(unix.NFPROTO_IPV4), uint32(12), uint32(16), uint32(4)
 	if v6 {
-		return part{"ip6 saddr . tcp sport . ip6 daddr . tcp dport @" + SetSessions6, []expr.Any{
-			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: regKey},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: regKey, Data: []byte{unix.NFPROTO_IPV6}},
-			&expr.Payload{DestRegister: regKey, Base: expr.PayloadBaseNetworkHeader, Offset: 8, Len: 16},
-			&expr.Payload{DestRegister: unix.NFT_REG32_04, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2},
-			&expr.Payload{DestRegister: unix.NFT_REG32_05, Base: expr.PayloadBaseNetworkHeader, Offset: 24, Len: 16},
-			&expr.Payload{DestRegister: unix.NFT_REG32_09, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-			&expr.Lookup{SourceRegister: regKey, SetName: SetSessions6},
-		}}
+		ip, set, fam, saddr, daddr, n = "ip6", SetSessions6, unix.NFPROTO_IPV6, 8, 24, 16
 	}
-	return part{"ip saddr . tcp sport . ip daddr . tcp dport @" + SetSessions4, []expr.Any{
+	// The concatenation's fields fill 32-bit registers from regKey on,
+	// each as many as its length needs: an address n/4, a port one.
+	sport := unix.NFT_REG32_00 + n/4
+	return part{ip + " saddr . tcp sport . " + ip + " daddr . tcp dport @" + set, []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: regKey},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: regKey, Data: []byte{unix.NFPROTO_IPV4}},
-		&expr.Payload{DestRegister: regKey, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
-		&expr.Payload{DestRegister: unix.NFT_REG32_01, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2},
-		&expr.Payload{DestRegister: unix.NFT_REG32_02, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
-		&expr.Payload{DestRegister: unix.NFT_REG32_03, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		&expr.Lookup{SourceRegister: regKey, SetName: SetSessions4},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: regKey, Data: []byte{fam}},
+		&expr.Payload{DestRegister: regKey, Base: expr.PayloadBaseNetworkHeader, Offset: saddr, Len: n},
+		&expr.Payload{DestRegister: sport, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2},
+		&expr.Payload{DestRegister: sport + 1, Base: expr.PayloadBaseNetworkHeader, Offset: daddr, Len: n},
+		&expr.Payload{DestRegister: sport + 1 + n/4, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Lookup{SourceRegister: regKey, SetName: set},
 	}}
 }
 
