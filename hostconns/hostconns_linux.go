@@ -10,6 +10,7 @@ import (
 	"net/netip"
 
 	"github.com/mdlayher/netlink"
+	"github.com/seqknock/seqknock/internal/nlwatch"
 	"golang.org/x/sys/unix"
 )
 
@@ -104,27 +105,11 @@ func parseDiagMsg(b []byte) (Conn, bool) {
 // (queue overflow) is reported too. The channel closes when ctx ends or the
 // socket fails.
 func WatchLost(ctx context.Context, netns int) (<-chan struct{}, error) {
-	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: netns})
+	conn, err := nlwatch.Join(netns, unix.NFNLGRP_CONNTRACK_DESTROY)
 	if err != nil {
 		return nil, fmt.Errorf("conntrack events: %w", err)
 	}
-	if err := conn.JoinGroup(unix.NFNLGRP_CONNTRACK_DESTROY); err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("conntrack events: %w", err)
-	}
-	out := make(chan struct{}, 1)
-	notify := func() {
-		select {
-		case out <- struct{}{}:
-		default:
-		}
-	}
-	go func() {
-		<-ctx.Done()
-		conn.Close()
-	}()
-	go func() {
-		defer close(out)
+	return nlwatch.Run(ctx, conn, func(notify func()) {
 		for {
 			_, err := conn.Receive()
 			if err != nil && !errors.Is(err, unix.ENOBUFS) {
@@ -132,6 +117,5 @@ func WatchLost(ctx context.Context, netns int) (<-chan struct{}, error) {
 			}
 			notify()
 		}
-	}()
-	return out, nil
+	}), nil
 }

@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/mdlayher/netlink"
+	"github.com/seqknock/seqknock/internal/nlwatch"
 	"golang.org/x/sys/unix"
 )
 
@@ -54,13 +55,9 @@ func (o *ownPorts) has(id uint32) bool {
 // sent it: that is how our own batches are told apart, whatever pid
 // namespace we run in. Knocks spent in the packet path emit no messages.
 func (c *Conn) Watch(ctx context.Context, table string) (<-chan struct{}, error) {
-	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: c.NetNS})
+	conn, err := nlwatch.Join(c.NetNS, unix.NFNLGRP_NFTABLES)
 	if err != nil {
-		return nil, fmt.Errorf("watch: dial netlink: %w", err)
-	}
-	if err := conn.JoinGroup(unix.NFNLGRP_NFTABLES); err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("watch: join nftables group: %w", err)
+		return nil, fmt.Errorf("watch: %w", err)
 	}
 	_ = conn.SetReadBuffer(1 << 20)
 	// Our own transactions announce every element they write (a cold
@@ -74,19 +71,7 @@ func (c *Conn) Watch(ctx context.Context, table string) (<-chan struct{}, error)
 			return nil, fmt.Errorf("watch: %w", err)
 		}
 	}
-	out := make(chan struct{}, 1)
-	notify := func() {
-		select {
-		case out <- struct{}{}:
-		default:
-		}
-	}
-	go func() {
-		<-ctx.Done()
-		conn.Close()
-	}()
-	go func() {
-		defer close(out)
+	return nlwatch.Run(ctx, conn, func(notify func()) {
 		touched := map[uint32]bool{} // port id -> touched our table
 		for {
 			msgs, err := conn.Receive()
@@ -119,8 +104,7 @@ func (c *Conn) Watch(ctx context.Context, table string) (<-chan struct{}, error)
 				}
 			}
 		}
-	}()
-	return out, nil
+	}), nil
 }
 
 // dropFrom attaches a classic BPF filter to conn that drops every message
