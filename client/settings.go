@@ -91,6 +91,31 @@ func CheckKnockFlags(realm string, period time.Duration, slots int) error {
 	return nil
 }
 
+// apply puts the realm, period and slots the flags give over e's.
+func (f Flags) apply(e *HostEntry) {
+	if f.Realm != nil {
+		e.Realm = *f.Realm
+	}
+	if f.Period != nil {
+		e.Period = *f.Period
+	}
+	if f.Slots != nil {
+		e.Slots = *f.Slots
+	}
+}
+
+// Knock returns the realm, period and slots the flags give, over the
+// defaults, checked: what seqknock isn derives with (Resolve does the same
+// over a [[host]]).
+func Knock(f Flags) (realm string, period time.Duration, slots int, err error) {
+	e := newHostEntry()
+	f.apply(&e)
+	if err := CheckKnockFlags(e.Realm, e.Period, e.Slots); err != nil {
+		return "", 0, 0, err
+	}
+	return e.Realm, e.Period, e.Slots, nil
+}
+
 // Resolve turns the client config and the flags into the settings of a
 // connection to host:port. The first [[host]] matching the alias, then the
 // host, gives the key, realm, period and slots; each flag given overrides
@@ -126,15 +151,7 @@ func Resolve(cfg *Config, f Flags, host string, port uint16) (*Settings, error) 
 	if f.SignKeyFile != "" {
 		e.Sign, e.SignKeyFile = tcpsign.ModeMD5, f.SignKeyFile
 	}
-	if f.Realm != nil {
-		e.Realm = *f.Realm
-	}
-	if f.Period != nil {
-		e.Period = *f.Period
-	}
-	if f.Slots != nil {
-		e.Slots = *f.Slots
-	}
+	f.apply(&e)
 	if e.KeyFile == "" {
 		return nil, usagef("no [[host]] in %s matches %s port %d, and no --key-file given", cfg.Path, strings.Join(names, " or "), port)
 	}

@@ -153,3 +153,19 @@ func TestCheckKnockFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestKnock: isn's realm, period and slots: the defaults, each flag given
+// over them, checked.
+func TestKnock(t *testing.T) {
+	realm, period, slots, err := Knock(Flags{})
+	if err != nil || realm != "" || period != totp.DefaultPeriod || slots != totp.DefaultSlots {
+		t.Errorf("defaults: %q %v %d %v", realm, period, slots, err)
+	}
+	realm, period, slots, err = Knock(Flags{Realm: ptr("lab"), Period: ptr(10 * time.Second), Slots: ptr(256)})
+	if err != nil || realm != "lab" || period != 10*time.Second || slots != 256 {
+		t.Errorf("flags: %q %v %d %v", realm, period, slots, err)
+	}
+	if _, _, _, err := Knock(Flags{Slots: ptr(0)}); !errors.As(err, new(UsageError)) || err.Error() != "--slots 0 out of range 1..256" {
+		t.Errorf("slots 0: %v", err)
+	}
+}

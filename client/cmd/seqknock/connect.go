@@ -21,12 +21,10 @@ import (
 
 // dialFlags are shared by every command that connects.
 func dialFlags() []cli.Flag {
-	return []cli.Flag{
+	return append([]cli.Flag{
 		&cli.StringFlag{Name: "config", Usage: "client config `FILE` (default ~/.config/seqknock/client.toml; under sudo, read as the invoking user)"},
 		&cli.StringFlag{Name: "key-file", Usage: "key `FILE` (overrides the config)"},
-		&cli.StringFlag{Name: "realm", Usage: "the server's `REALM` (overrides the config)"},
-		&cli.DurationFlag{Name: "period", Usage: "the server's counter period (overrides the config; default 30s)"},
-		&cli.IntFlag{Name: "slots", Usage: "the server's slots per period (overrides the config; default 4)"},
+	}, append(serverFlags("overrides the config; "), []cli.Flag{
 		&cli.DurationFlag{Name: "syn-timeout", Value: client.DefaultSynTimeout, Usage: "wait this long for a SYN-ACK before trying the next slot"},
 		&cli.DurationFlag{Name: "timeout", Usage: "give up the whole connect after this long (default: when the slots are spent)"},
 		&cli.DurationFlag{Name: "clock-offset", Usage: "add this to the clock, to correct a known skew (e.g. -4s)"},
@@ -35,7 +33,36 @@ func dialFlags() []cli.Flag {
 		&cli.StringFlag{Name: "sign-key-file", Usage: "sign the connection with TCP-MD5 using the service's key `FILE` (as sign = \"tcp-md5\" with sign_key_file in the config; overrides it)"},
 		&cli.StringFlag{Name: "alias", Usage: "the `NAME` given to ssh (its %n), looked up in the config before HOST"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "say on stderr which [[host]] matched and each knock tried (address, counter, slot, wait)"},
+	}...)...)
+}
+
+// serverFlags are --realm, --period and --slots, how the server derives
+// knocks: the connecting commands take them over the client config (what
+// says so), isn over the defaults (client.Knock).
+func serverFlags(what string) []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "realm", Usage: "the server's `REALM` (" + what + "default empty)"},
+		&cli.DurationFlag{Name: "period", Usage: "the server's counter period (" + what + "default 30s)"},
+		&cli.IntFlag{Name: "slots", Usage: "the server's slots per period (" + what + "default 4)"},
 	}
+}
+
+// serverFlagValues are the serverFlags given.
+func serverFlagValues(c *cli.Context) client.Flags {
+	var f client.Flags
+	if c.IsSet("realm") {
+		r := c.String("realm")
+		f.Realm = &r
+	}
+	if c.IsSet("period") {
+		p := c.Duration("period")
+		f.Period = &p
+	}
+	if c.IsSet("slots") {
+		n := c.Int("slots")
+		f.Slots = &n
+	}
+	return f
 }
 
 func hostPort(c *cli.Context) (string, uint16, error) {
@@ -56,28 +83,10 @@ func dialer(c *cli.Context, inv *client.Invoker, host string, port uint16) (*cli
 	if err != nil {
 		return nil, err
 	}
-	f := client.Flags{
-		Alias:       c.String("alias"),
-		KeyFile:     c.String("key-file"),
-		SignKeyFile: c.String("sign-key-file"),
-		IPv4:        c.Bool("4"),
-		IPv6:        c.Bool("6"),
-		SynTimeout:  c.Duration("syn-timeout"),
-		Timeout:     c.Duration("timeout"),
-		ClockOffset: c.Duration("clock-offset"),
-	}
-	if c.IsSet("realm") {
-		r := c.String("realm")
-		f.Realm = &r
-	}
-	if c.IsSet("period") {
-		p := c.Duration("period")
-		f.Period = &p
-	}
-	if c.IsSet("slots") {
-		n := c.Int("slots")
-		f.Slots = &n
-	}
+	f := serverFlagValues(c)
+	f.Alias, f.KeyFile, f.SignKeyFile = c.String("alias"), c.String("key-file"), c.String("sign-key-file")
+	f.IPv4, f.IPv6 = c.Bool("4"), c.Bool("6")
+	f.SynTimeout, f.Timeout, f.ClockOffset = c.Duration("syn-timeout"), c.Duration("timeout"), c.Duration("clock-offset")
 	if c.Bool("verbose") {
 		f.Verbosef = func(format string, a ...any) { verbosef(c, format, a...) }
 	}

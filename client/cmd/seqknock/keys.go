@@ -25,17 +25,15 @@ func isnCommand() *cli.Command {
 		UsageText: "seqknock isn --key-file F --port P [--realm R] [--slot S | --all-slots] [--counter C | --at TIME]",
 		Description: "Prints the decimal ISN alone on one line, or with --all-slots one line per slot: SLOT ISN. " +
 			"TIME is RFC 3339 (2026-01-02T15:04:05Z); the default is now.",
-		Flags: []cli.Flag{
+		Flags: append(append([]cli.Flag{
 			&cli.StringFlag{Name: "key-file", Usage: "key `FILE` (required)"},
 			&cli.UintFlag{Name: "port", Usage: "destination TCP `PORT` (required)"},
-			&cli.StringFlag{Name: "realm", Usage: "`REALM` the server uses (default empty)"},
+		}, serverFlags("")...),
 			&cli.UintFlag{Name: "slot", Usage: "`SLOT` number, 0 .. slots-1"},
 			&cli.BoolFlag{Name: "all-slots", Usage: "print every slot: SLOT ISN"},
-			&cli.UintFlag{Name: "slots", Value: totp.DefaultSlots, Usage: "number of slots the server allows"},
 			&cli.Uint64Flag{Name: "counter", Usage: "use counter `C` instead of a time"},
 			&cli.StringFlag{Name: "at", Usage: "derive for `TIME` (RFC 3339) instead of now"},
-			&cli.DurationFlag{Name: "period", Value: totp.DefaultPeriod, Usage: "counter period the server uses"},
-		},
+		),
 		Action: isnAction,
 	}
 }
@@ -54,10 +52,11 @@ func isnAction(c *cli.Context) error {
 	if port < 1 || port > 65535 {
 		return usagef("isn: --port %d out of range 1..65535", port)
 	}
-	slots, period := c.Uint("slots"), c.Duration("period")
-	if err := client.CheckKnockFlags(c.String("realm"), period, int(slots)); err != nil {
+	realm, period, nslots, err := client.Knock(serverFlagValues(c))
+	if err != nil {
 		return usagef("isn: %w", err)
 	}
+	slots := uint(nslots)
 	if c.IsSet("slot") && c.Bool("all-slots") {
 		return usagef("isn: --slot and --all-slots exclude each other")
 	}
@@ -84,7 +83,7 @@ func isnAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	d, err := totp.NewDeriver(key, c.String("realm"))
+	d, err := totp.NewDeriver(key, realm)
 	if err != nil {
 		return fmt.Errorf("isn: %w", err)
 	}
