@@ -19,6 +19,7 @@ type fakeClock struct {
 	mu     sync.Mutex
 	now    time.Time
 	timers []fakeTimer
+	armed  int // After calls so far: the daemon armed a timer, so it is waiting
 }
 
 type fakeTimer struct {
@@ -33,6 +34,7 @@ func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c
 func (c *fakeClock) After(d time.Duration) <-chan time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.armed++
 	ch := make(chan time.Time, 1)
 	if d <= 0 {
 		ch <- c.now
@@ -43,7 +45,10 @@ func (c *fakeClock) After(d time.Duration) <-chan time.Time {
 }
 
 // Advance lets d pass and fires the timers due.
-func (c *fakeClock) Advance(d time.Duration) {
+func (c *fakeClock) Advance(d time.Duration) { c.advance(d) }
+
+// advance is Advance that also tells how many timers fired.
+func (c *fakeClock) advance(d time.Duration) int {
 	c.mu.Lock()
 	c.now = c.now.Add(d)
 	kept := c.timers[:0]
@@ -60,7 +65,10 @@ func (c *fakeClock) Advance(d time.Duration) {
 	for _, tm := range due {
 		tm.ch <- tm.at
 	}
+	return len(due)
 }
+
+func (c *fakeClock) armedCount() int { c.mu.Lock(); defer c.mu.Unlock(); return c.armed }
 
 // Step moves the wall clock by d without any time passing: timers keep
 // their remaining durations.
@@ -74,11 +82,21 @@ func (c *fakeClock) Step(d time.Duration) {
 }
 
 // run advances the clock by total in steps of step, giving the daemon's
-// goroutine a moment after each step.
+// goroutine a moment after each step. After a step that fired a timer it
+// waits (up to 100 ms of real time) until the daemon has armed its next
+// one, so on a loaded machine the clock does not run ahead of a daemon
+// that has not yet acted on the firing (and read the clock).
 func (c *fakeClock) run(total, step time.Duration) {
 	for e := time.Duration(0); e < total; e += step {
-		c.Advance(step)
+		before := c.armedCount()
+		fired := c.advance(step)
 		time.Sleep(200 * time.Microsecond)
+		if fired == 0 {
+			continue
+		}
+		for deadline := time.Now().Add(100 * time.Millisecond); c.armedCount() == before && time.Now().Before(deadline); {
+			time.Sleep(100 * time.Microsecond)
+		}
 	}
 }
 
