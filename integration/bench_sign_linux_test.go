@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -19,7 +20,8 @@ import (
 // veth pair, through a TCP-MD5-signed connection (port 22, sign =
 // "tcp-md5") and an unsigned one (port 2222, the same sshd config, no
 // sign), alternating, three times each, ssh talking to the socket itself
-// (ProxyUseFdpass), and prints the median times and their ratio. Run it
+// (ProxyUseFdpass), and prints the median times and their ratio (scp -O:
+// the test sshd has no sftp subsystem). Run it
 // alone: go test ./integration -run '^$' -bench SignedSCP -benchtime 1x
 func BenchmarkSignedSCP(b *testing.B) {
 	netnstest.RequireRoot(b, "scp")
@@ -34,9 +36,20 @@ func BenchmarkSignedSCP(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { plain.Process.Kill(); plain.Wait() })
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if out, _ := w.srv.Run("ss", "-Hltn", "sport = :2222"); strings.Count(out, "LISTEN") >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("sshd -p 2222 did not listen: %s", plain.Stderr)
+		}
+	}
 	w.startDaemon()
 	w.waitLog("msg=\"listener signed\"", 2)
-	const size = 256 << 20
+	size := int64(256 << 20)
+	if mib, err := strconv.Atoi(os.Getenv("SEQKNOCK_SCP_MIB")); err == nil && mib > 0 {
+		size = int64(mib) << 20 // a quick trial run
+	}
 	file := w.path("bulk")
 	if err := os.WriteFile(file, nil, 0o600); err != nil {
 		b.Fatal(err)
@@ -48,7 +61,7 @@ func BenchmarkSignedSCP(b *testing.B) {
 		if sign {
 			flags = append(flags, "--sign-key-file", w.path("ssh.sign"))
 		}
-		args := append(w.sshArgs(w.proxyCmd("fdpass", flags...)), "-o", "ProxyUseFdpass=yes", "-q", "-P", port,
+		args := append(w.sshArgs(w.proxyCmd("fdpass", flags...)), "-o", "ProxyUseFdpass=yes", "-q", "-O", "-P", port,
 			"root@"+w.cl.A4+":"+file, "/dev/null")
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
@@ -56,7 +69,7 @@ func BenchmarkSignedSCP(b *testing.B) {
 		cmd.Env = append(os.Environ(), "XDG_STATE_HOME="+w.path("state"))
 		start := time.Now()
 		if out, err := cmd.CombinedOutput(); err != nil {
-			b.Fatalf("scp port %s: %v: %s", port, err, out)
+			b.Fatalf("scp port %s: %v: %s\nsshd -p 2222: %s\nseqknockd: %s", port, err, out, plain.Stderr, w.daemonLog)
 		}
 		return time.Since(start)
 	}
@@ -72,7 +85,7 @@ func BenchmarkSignedSCP(b *testing.B) {
 	b.ReportMetric(mibps(s), "signed-MiB/s")
 	b.ReportMetric(mibps(u), "unsigned-MiB/s")
 	b.ReportMetric(s.Seconds()/u.Seconds(), "time-ratio")
-	b.Logf("scp 256 MiB, median of 3: signed (tcp-md5) %v (%.0f MiB/s), unsigned %v (%.0f MiB/s): ratio (signed/unsigned time) %.2f; all signed %v, all unsigned %v",
-		s.Round(time.Millisecond), mibps(s), u.Round(time.Millisecond), mibps(u), s.Seconds()/u.Seconds(),
+	b.Logf("scp %d MiB, median of 3: signed (tcp-md5) %v (%.0f MiB/s), unsigned %v (%.0f MiB/s): ratio (signed/unsigned time) %.2f; all signed %v, all unsigned %v",
+		size>>20, s.Round(time.Millisecond), mibps(s), u.Round(time.Millisecond), mibps(u), s.Seconds()/u.Seconds(),
 		strings.Trim(fmt.Sprint(signed), "[]"), strings.Trim(fmt.Sprint(unsigned), "[]"))
 }
