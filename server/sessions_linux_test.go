@@ -148,7 +148,6 @@ func TestMidStreamOnlyForRealSessions(t *testing.T) {
 // flow that never existed still gets that reset.
 func TestMidStreamResetMode(t *testing.T) {
 	f := newInForce(t, 172, strings.Replace(fmt.Sprintf(tbConfig, "30s", 1), "port = 22\n", "port = 22\nunknocked = \"reset\"\n", 1))
-	f.start(t, daemonOpts{})
 	f.observeAnswers()
 	conn, srv := f.knockedSession(t)
 	pingBoth(t, conn, srv, "knocked")
