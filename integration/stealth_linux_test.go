@@ -49,6 +49,9 @@ func nmapStates(t *testing.T, ns *netnstest.NS, scan, addr string, ports ...int)
 		ps[i] = fmt.Sprint(p)
 	}
 	args := []string{"-n", "-Pn", "-T4", "--max-retries", "1", "--host-timeout", "60s", scan, "-p", strings.Join(ps, ","), "-oG", "-", addr}
+	if strings.Contains(addr, ":") {
+		args = append([]string{"-6"}, args...)
+	}
 	out, err := ns.Run("nmap", args...)
 	if err != nil {
 		t.Fatalf("nmap %s: %v: %s", scan, err, out)
@@ -70,7 +73,8 @@ func nmapStates(t *testing.T, ns *netnstest.NS, scan, addr string, ports ...int)
 }
 
 // TestClosedPortMimicry scans the protected port with nmap from the
-// attacker namespace, with each scan type, in each mode: in reset mode it
+// attacker namespace, over IPv4 and IPv6, with each scan type, in each
+// mode: in reset mode it
 // must look exactly like the unused port (closed, unfiltered for -sA),
 // in drop mode exactly like the port the host firewall drops. A knocked
 // client still gets in, in both modes.
@@ -84,14 +88,16 @@ func TestClosedPortMimicry(t *testing.T) {
 		t.Run(c.mode, func(t *testing.T) {
 			t.Parallel()
 			w := stealthWorld(t, c.subnet, c.mode)
-			for _, scan := range []string{"-sS", "-sA", "-sF", "-sN", "-sX", "-sV"} {
-				got := nmapStates(t, w.atk, scan, w.al.A4, 22, c.like)
-				t.Logf("nmap %s: 22 %s, %d %s", scan, got[22], c.like, got[c.like])
-				if got[22] != got[c.like] {
-					t.Errorf("nmap %s: port 22 is %s, port %d is %s: the protected port stands out", scan, got[22], c.like, got[c.like])
-				}
-				if c.mode == "reset" && strings.Contains(got[22], "filtered") && scan != "-sA" {
-					t.Errorf("nmap %s: port 22 is %s in reset mode", scan, got[22])
+			for _, addr := range []string{w.al.A4, w.al.A6} {
+				for _, scan := range []string{"-sS", "-sA", "-sF", "-sN", "-sX", "-sV"} {
+					got := nmapStates(t, w.atk, scan, addr, 22, c.like)
+					t.Logf("nmap %s %s: 22 %s, %d %s", scan, addr, got[22], c.like, got[c.like])
+					if got[22] != got[c.like] {
+						t.Errorf("nmap %s %s: port 22 is %s, port %d is %s: the protected port stands out", scan, addr, got[22], c.like, got[c.like])
+					}
+					if c.mode == "reset" && strings.Contains(got[22], "filtered") && scan != "-sA" {
+						t.Errorf("nmap %s %s: port 22 is %s in reset mode", scan, addr, got[22])
+					}
 				}
 			}
 			out, err := w.sshRun(w.proxyCmd("proxy"), false, w.cl.A4, "echo", "knocked-"+c.mode)
@@ -109,6 +115,7 @@ var (
 	rePortNum = regexp.MustCompile(`\.(\d+) >`)
 	rePortEnd = regexp.MustCompile(`\.(\d+): Flags`)
 	reNumbers = regexp.MustCompile(`(seq|ack|cksum) [0-9a-fx]+`)
+	reFlow    = regexp.MustCompile(`flowlabel 0x[0-9a-f]+, `)
 )
 
 func normalizeReset(l string) string {
@@ -116,13 +123,19 @@ func normalizeReset(l string) string {
 	l = rePortNum.ReplaceAllString(l, ".PORT >")
 	l = rePortEnd.ReplaceAllString(l, ".PORT: Flags")
 	l = reNumbers.ReplaceAllString(l, "$1 N")
+	// The kernel's own IPv6 reset carries an automatic flow label (a hash
+	// of the flow, net.ipv6.auto_flowlabels); nftables' reject sends
+	// label 0. Known and documented; the rest must match.
+	l = reFlow.ReplaceAllString(l, "")
 	return l
 }
 
-// TestResetLikeKernel sends a SYN, an ACK and a FIN from the attacker to
+// TestResetLikeKernel sends a SYN, an ACK, a FIN, a NULL and an XMAS
+// packet (and over IPv6 a SYN and an ACK) from the attacker to
 // the protected port in reset mode and to the unused port, and compares
 // the replies tcpdump sees (flags, TTL, IP flags, window, options, length):
-// they must be the same packets but for ports and numbers.
+// they must be the same packets but for ports and numbers; over IPv6 too,
+// but for the flow label (see normalizeReset).
 //
 // The server's veth computes checksums in software, as a real NIC does in
 // hardware: with offload on, veth hands the reject's packet (checksum left
@@ -132,17 +145,31 @@ func TestResetLikeKernel(t *testing.T) {
 	netnstest.RequireRoot(t, "nmap", "ethtool")
 	w := stealthWorld(t, 184, "reset")
 	w.srv.MustRun("ethtool", "-K", w.al.AIf, "tx", "off")
-	for _, scan := range []struct{ name, flag string }{{"SYN", "-sS"}, {"ACK", "-sA"}, {"FIN", "-sF"}, {"NULL", "-sN"}, {"XMAS", "-sX"}} {
+	for _, scan := range []struct{ name, flag, addr, filter string }{
+		{"SYN", "-sS", w.al.A4, "tcp src port %d and tcp[tcpflags] & tcp-rst != 0"},
+		{"ACK", "-sA", w.al.A4, "tcp src port %d and tcp[tcpflags] & tcp-rst != 0"},
+		{"FIN", "-sF", w.al.A4, "tcp src port %d and tcp[tcpflags] & tcp-rst != 0"},
+		{"NULL", "-sN", w.al.A4, "tcp src port %d and tcp[tcpflags] & tcp-rst != 0"},
+		{"XMAS", "-sX", w.al.A4, "tcp src port %d and tcp[tcpflags] & tcp-rst != 0"},
+		// tcpdump's tcp[] reads IPv4 headers only: every IPv6 packet
+		// from the port, the resets picked out below.
+		{"SYN over IPv6", "-sS", w.al.A6, "ip6 and tcp src port %d"},
+		{"ACK over IPv6", "-sA", w.al.A6, "ip6 and tcp src port %d"},
+	} {
 		replies := map[int]string{}
 		for _, port := range []int{22, unusedPort} {
-			c := startCapture(t, w.atk, w.al.BIf, []string{"-v"}, fmt.Sprintf("tcp src port %d and tcp[tcpflags] & tcp-rst != 0", port))
-			nmapStates(t, w.atk, scan.flag, w.al.A4, port)
+			c := startCapture(t, w.atk, w.al.BIf, []string{"-v"}, fmt.Sprintf(scan.filter, port))
+			nmapStates(t, w.atk, scan.flag, scan.addr, port)
 			lines := c.stop()
 			var rst []string
 			for i, l := range lines {
-				// tcpdump -v writes the IP header's line, then the TCP
-				// line.
-				if strings.Contains(l, "Flags [R") && i > 0 {
+				switch {
+				case !strings.Contains(l, "Flags [R"):
+				case strings.Contains(l, " IP6 ("):
+					rst = append(rst, l) // one line over IPv6
+				case i > 0:
+					// Over IPv4, tcpdump -v writes the IP header's line,
+					// then the TCP line.
 					rst = append(rst, lines[i-1]+" "+strings.TrimSpace(l))
 				}
 			}

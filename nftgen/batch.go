@@ -118,6 +118,12 @@ func buildAddBatch(s State, now time.Time) (batch, error) {
 
 // addSessions adds the sessions sets, flushed and filled with ss.
 func addSessions(nc *nftables.Conn, t *nftables.Table, ss []Session) error {
+	return putSessions(nc, t, ss, true)
+}
+
+// putSessions adds the sessions sets with ss, flushed first when flush is
+// set.
+func putSessions(nc *nftables.Conn, t *nftables.Table, ss []Session, flush bool) error {
 	s4, s6 := SessionSets(t)
 	e4, e6 := SessionElements(ss)
 	for _, x := range []struct {
@@ -127,7 +133,9 @@ func addSessions(nc *nftables.Conn, t *nftables.Table, ss []Session) error {
 		if err := nc.AddSet(x.set, nil); err != nil {
 			return fmt.Errorf("set %s: %w", x.set.Name, err)
 		}
-		nc.FlushSet(x.set)
+		if flush {
+			nc.FlushSet(x.set)
+		}
 		if err := addElements(nc, x.set, x.els); err != nil {
 			return err
 		}

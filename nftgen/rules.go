@@ -381,7 +381,8 @@ var chainOrder = []string{ChainInput, ChainKnock, ChainPre, ChainSyn, ChainLocko
 // it. Such a packet is accepted only when its 4-tuple is a connection that
 // really exists on this host: the sessions sets hold the established
 // sockets on the protected ports, from sock_diag, refilled at every sync
-// and whenever conntrack loses entries. A non-SYN packet of any other flow
+// and whenever conntrack loses entries, and added to (AddSessions) as each
+// admission is read from the admit rule's nflog. A non-SYN packet of any other flow
 // (a scanner's ACK, FIN or data) is treated like an unknocked SYN: dropped,
 // or at a port in reset mode answered as a closed port answers it, so a
 // guessed SYN cookie never gets in.

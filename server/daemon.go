@@ -395,6 +395,7 @@ func (d *Daemon) drainFeed() {
 	}
 	until := d.clock().Add(d.cfg.WindowLength())
 	changed := false
+	sessions := make([]nftgen.Session, 0, len(adms))
 	for _, a := range adms {
 		if d.Audit != nil {
 			d.Audit.Admitted(a.Src, a.Dst, a.Seq)
@@ -402,9 +403,19 @@ func (d *Daemon) drainFeed() {
 		if d.state.Add(a.Dst.Port(), a.Seq, until) {
 			changed = true
 		}
+		sessions = append(sessions, nftgen.Session{Src: a.Src, Dst: a.Dst})
 	}
 	if changed {
 		d.saveState()
+	}
+	// The admitted connections join the sessions sets now rather than at
+	// the next refill: until then, a mid-stream pickup of one (conntrack
+	// -F) would be dropped, or in reset mode answered with a reset that
+	// ends it.
+	if len(sessions) > 0 && d.Kernel.AddSessions != nil {
+		if err := d.Kernel.AddSessions(d.cfg.Table, sessions); err != nil {
+			d.Log.Warn("cannot add admitted connections to the sessions sets; the next refill will", "err", err)
+		}
 	}
 }
 

@@ -313,14 +313,7 @@ func TestStayInForce(t *testing.T) {
 		t.Fatalf("first sync left no valid elements:\n%s", want)
 	}
 	// An established, knocked session, held through every event.
-	var conn net.Conn
-	d := client.Dialer{Key: aliceKey, Realm: "lab", Resolve: literal, Reserve: fixedSlot(0), Slots: 1, SynTimeout: time.Second}
-	if err := f.cli.Do(func() (err error) { conn, err = d.Dial(context.Background(), f.cl.A4, 22); return }); err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	srv := <-f.accepted
-	defer srv.Close()
+	conn, srv := f.knockedSession(t)
 	go func() {
 		for c := range f.accepted {
 			c.Close() // probes that got through
@@ -346,7 +339,7 @@ func TestStayInForce(t *testing.T) {
 		t.Errorf("no recovery line after the injected failure:\n%s", f.log.String())
 	}
 	// A fresh knock still works: the restored table admits.
-	d.Reserve = fixedSlot(1)
+	d := client.Dialer{Key: aliceKey, Realm: "lab", Resolve: literal, Reserve: fixedSlot(1), Slots: 1, SynTimeout: time.Second}
 	if err := f.knock(t, f.cli, d, f.cl.A4, 22); err != nil && !strings.Contains(err.Error(), "listener saw nothing") {
 		t.Fatalf("knock after the repairs: %v", err)
 	}

@@ -33,6 +33,10 @@ type Kernel struct {
 	Sessions func(ports []uint16) ([]nftgen.Session, error)
 	// ApplySessions refills only the table's sessions sets.
 	ApplySessions func(table string, ss []nftgen.Session) error
+	// AddSessions adds to the sessions sets, flushing nothing: admitted
+	// connections, as soon as the daemon reads their admission (nil: they
+	// get in at the next refill).
+	AddSessions func(table string, ss []nftgen.Session) error
 	// ConntrackLost reports when conntrack forgets connections (see
 	// hostconns.WatchLost); nil: the sessions are refreshed at each sync
 	// only.

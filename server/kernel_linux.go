@@ -35,6 +35,7 @@ func NewKernel(netns int) Kernel {
 			return out, err
 		},
 		ApplySessions: c.ApplySessions,
+		AddSessions:   c.AddSessions,
 		ConntrackLost: func(ctx context.Context) (<-chan struct{}, error) {
 			return hostconns.WatchLost(ctx, netns)
 		},

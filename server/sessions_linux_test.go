@@ -62,6 +62,27 @@ func answersTo(t testing.TB, b *testbed, addr string) int {
 	return 0
 }
 
+// knockedSession knocks from the client with slot 0 and returns both ends
+// of the connection; they are closed when the test ends.
+func (f *inForce) knockedSession(t testing.TB) (conn, srv net.Conn) {
+	t.Helper()
+	d := client.Dialer{Key: aliceKey, Realm: "lab", Resolve: literal, Reserve: fixedSlot(0), Slots: 1, SynTimeout: time.Second}
+	if err := f.cli.Do(func() (err error) { conn, err = d.Dial(context.Background(), f.cl.A4, 22); return }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	srv = <-f.accepted
+	t.Cleanup(func() { srv.Close() })
+	return conn, srv
+}
+
+// observeAnswers counts, in a table of the test's own, what the server
+// sends from port 22 to the attacker (answersTo reads it).
+func (f *inForce) observeAnswers() {
+	f.srv.MustRun("nft", "add table inet obs; add chain inet obs out { type filter hook output priority 0; }; "+
+		"add rule inet obs out ip daddr "+f.al.B4+" tcp sport 22 counter")
+}
+
 // TestMidStreamOnlyForRealSessions: a raw ACK, FIN and ACK with data from
 // a flow that never existed get no answer at all (before, they passed the
 // table and the kernel answered each with a reset); a knocked session
@@ -82,19 +103,11 @@ func TestMidStreamOnlyForRealSessions(t *testing.T) {
 	defer beforeSrv.Close()
 	f.srv.MustRun("conntrack", "-F")
 	f.start(t, daemonOpts{})
-	f.srv.MustRun("nft", "add table inet obs; add chain inet obs out { type filter hook output priority 0; }; "+
-		"add rule inet obs out ip daddr "+f.al.B4+" tcp sport 22 counter")
+	f.observeAnswers()
 
 	// A knocked session, opened after the table (so the install did not
 	// see it).
-	var conn net.Conn
-	d := client.Dialer{Key: aliceKey, Realm: "lab", Resolve: literal, Reserve: fixedSlot(0), Slots: 1, SynTimeout: time.Second}
-	if err := f.cli.Do(func() (err error) { conn, err = d.Dial(context.Background(), f.cl.A4, 22); return }); err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	srv := <-f.accepted
-	defer srv.Close()
+	conn, srv := f.knockedSession(t)
 	pingBoth(t, before, beforeSrv, "opened before the table, after the first sync")
 	pingBoth(t, conn, srv, "knocked")
 	for i := 0; i < 2; i++ {
@@ -123,5 +136,31 @@ func TestMidStreamOnlyForRealSessions(t *testing.T) {
 		if got := answersTo(t, f.testbed, f.al.B4) - n; got != 0 {
 			t.Errorf("%s from a flow that never existed: %d answers from port 22", tc.name, got)
 		}
+	}
+}
+
+// TestMidStreamResetMode: with port 22 in reset mode, a knocked session
+// opened after the last sync survives `conntrack -F`: its next packets are
+// picked up mid-stream, and its 4-tuple is in the sessions sets from the
+// moment the daemon learned of the admission (the admit rule's nflog),
+// not only from the next sync; otherwise they would be answered with the
+// reset meant for scanners, which ends the session. A stray ACK from a
+// flow that never existed still gets that reset.
+func TestMidStreamResetMode(t *testing.T) {
+	f := newInForce(t, 172, strings.Replace(fmt.Sprintf(tbConfig, "30s", 1), "port = 22\n", "port = 22\nunknocked = \"reset\"\n", 1))
+	f.observeAnswers()
+	conn, srv := f.knockedSession(t)
+	pingBoth(t, conn, srv, "knocked")
+	time.Sleep(200 * time.Millisecond) // the daemon reads the admission
+	for i := 0; i < 2; i++ {
+		f.srv.MustRun("conntrack", "-F")
+		pingBoth(t, conn, srv, fmt.Sprintf("knocked, reset mode, after conntrack -F %d", i))
+	}
+	s := newSynSender(t, f.testbed)
+	n := answersTo(t, f.testbed, f.al.B4)
+	s.sendTCP(t, 0x10, 1000, 5000, nil)
+	time.Sleep(300 * time.Millisecond)
+	if got := answersTo(t, f.testbed, f.al.B4) - n; got != 1 {
+		t.Errorf("a stray ACK in reset mode: %d answers, want the 1 reset", got)
 	}
 }

@@ -262,7 +262,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			},
 			{
 				Name:  "check-config",
-				Usage: "check the config and its key files, and that the timer unit fires at every period boundary; changes nothing",
+				Usage: "check the config and its key files, print the odds against guessing, and check that the timer unit fires at every period boundary; changes nothing",
 				Action: withConfig(func(c *cli.Context, cfg *server.Config) error {
 					fmt.Fprintf(c.App.Writer, "%s: ok: %d users, %d services, period %v, tolerance %d, %d slots, table %s\n",
 						cfg.Path, len(cfg.Users), len(cfg.Services), cfg.Period, cfg.Tolerance, cfg.Slots, cfg.Table)
