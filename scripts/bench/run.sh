@@ -79,7 +79,7 @@ ins() { ip netns exec "$S" "$@"; }
 inc() { ip netns exec "$C" "$@"; }
 
 # Ports: 2201 plain, 2202 seqknock, 2203 fwknop, 2204 knockd.
-ins "$tmp/benchtool" serve 0.0.0.0:2201 0.0.0.0:2202 0.0.0.0:2203 0.0.0.0:2204 & pids+=($!)
+ip netns exec "$S" "$tmp/benchtool" serve 0.0.0.0:2201 0.0.0.0:2202 0.0.0.0:2203 0.0.0.0:2204 & pids+=($!) # not through ins: $! is then the command itself
 
 # seqknock: one user, 256 slots a period (figure 1 spends one knock per
 # connection), period 10 s.
@@ -95,7 +95,7 @@ for u in alice bob carol; do
 	"$tmp/seqknock" keygen -o "$tmp/$u.key" >/dev/null
 	printf '[[user]]\nname = "%s"\nkey_file = "%s"\n' $u "$tmp/$u.key" >>"$tmp/seqknockd.toml"
 done
-ins "$tmp/seqknockd" --config "$tmp/seqknockd.toml" run --state "$tmp/state" --audit=false 2>"$tmp/seqknockd.log" & pids+=($!)
+ip netns exec "$S" "$tmp/seqknockd" --config "$tmp/seqknockd.toml" run --state "$tmp/state" --audit=false 2>"$tmp/seqknockd.log" & pids+=($!) # not through ins: $! is then the command itself
 
 # fwknop: fwknopd with its defaults (pcap on the interface, 100 ms loop
 # sleep), keys from fwknop --key-gen, iptables DROP for the port.
@@ -117,7 +117,7 @@ CONF
 chmod 600 "$tmp/fwknop/"*.conf
 ins iptables -A INPUT -p tcp --dport 2203 -j DROP
 ins iptables -A INPUT -p tcp --dport 2204 -j DROP
-ins fwknopd -f -c "$tmp/fwknop/fwknopd.conf" -a "$tmp/fwknop/access.conf" -d "$tmp/fwknop/digest.cache" -p "$tmp/fwknop/fwknopd.pid" >"$tmp/fwknopd.log" 2>&1 & pids+=($!)
+ip netns exec "$S" fwknopd -f -c "$tmp/fwknop/fwknopd.conf" -a "$tmp/fwknop/access.conf" -d "$tmp/fwknop/digest.cache" -p "$tmp/fwknop/fwknopd.pid" >"$tmp/fwknopd.log" 2>&1 & pids+=($!) # not through ins: $! is then the command itself
 
 # knockd: the man page's open/close example with a command timeout.
 cat >"$tmp/knockd.conf" <<CONF
@@ -131,7 +131,7 @@ cat >"$tmp/knockd.conf" <<CONF
 	cmd_timeout   = 1
 	stop_command  = /usr/sbin/iptables -D INPUT -s %IP% -p tcp --dport 2204 -j ACCEPT
 CONF
-ins knockd -c "$tmp/knockd.conf" -i "vs$sfx" >"$tmp/knockd.log" 2>&1 & pids+=($!)
+ip netns exec "$S" knockd -c "$tmp/knockd.conf" -i "vs$sfx" >"$tmp/knockd.log" 2>&1 & pids+=($!) # not through ins: $! is then the command itself
 sleep 2
 
 # Figure 1: time to first byte, interleaved.
