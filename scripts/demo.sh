@@ -39,8 +39,8 @@ say() { printf '\n\033[1m%s\033[0m\n' "$*"; }
 
 say "building seqknock, seqknockd and a demo service"
 export CGO_ENABLED=0
-go build -o "$tmp/seqknock" ./client/cmd/seqknock
-go build -o "$tmp/seqknockd" ./server/cmd/seqknockd
+go build -tags urfave_cli_no_docs -o "$tmp/seqknock" ./client/cmd/seqknock
+go build -tags urfave_cli_no_docs -o "$tmp/seqknockd" ./server/cmd/seqknockd
 go build -o "$tmp/echod" ./scripts/demo/echod
 
 say "making namespaces: server $addr_s, client $addr_c"

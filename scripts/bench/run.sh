@@ -1,0 +1,207 @@
+#!/usr/bin/env bash
+# The side-by-side bench of issue 16: seqknock, fwknop (SPA) and knockd on
+# the same namespace topology, in one run. As root, from the repository:
+#
+#     sudo scripts/bench/run.sh
+#
+# Writes BENCHMARKS.md and BENCHMARKS.json at the top of the repository and
+# prints each goal beside its figure with pass or fail. Peers come from
+# Debian's packages (fwknop-server, fwknop-client, knockd, iptables): the
+# script installs them when they are missing (apt-get), or stops with a
+# message naming them. Traffic stays in two namespaces it creates (addresses
+# in 198.18.0.0/15) and removes on exit; keys are throwaway, made here.
+# N (default 200) is the connections per method of figure 1; USERS (default
+# "10000 50000") the daemon sizes of figure 3 ("" skips figure 3).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+repo=$PWD
+N=${N:-200}
+[ "$(id -u)" = 0 ] || { echo "run.sh: run as root (namespaces, nftables, raw sockets)" >&2; exit 1; }
+
+need=()
+for p in fwknop-server:fwknopd fwknop-client:fwknop knockd:knockd iptables:iptables python3:python3 nftables:nft; do
+	command -v "${p#*:}" >/dev/null || need+=("${p%%:*}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+	echo "run.sh: installing ${need[*]}" >&2
+	if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"; } >&2; then
+		echo "run.sh: needs the Debian packages ${need[*]}; install them and run again" >&2
+		exit 1
+	fi
+fi
+
+tmp=$(mktemp -d /tmp/seqknock-bench.XXXXXX)
+chmod 755 "$tmp"
+sfx=$$
+S=skb-srv-$sfx C=skb-cli-$sfx
+SRV=198.18.160.1 CLI=198.18.160.2
+pids=()
+cleanup() {
+	[ -z "${DEBUG:-}" ] || tail -n 20 "$tmp"/*.log >&2 || true
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	ip netns del "$S" 2>/dev/null || true
+	ip netns del "$C" 2>/dev/null || true
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap "exit 1" INT TERM
+log() { echo "run.sh: $*" >&2; }
+
+log "building"
+export CGO_ENABLED=0
+go build -tags urfave_cli_no_docs -o "$tmp/seqknock" ./client/cmd/seqknock
+go build -tags urfave_cli_no_docs -o "$tmp/seqknockd" ./server/cmd/seqknockd
+go build -o "$tmp/benchtool" ./scripts/bench/benchtool
+
+log "topology: $S ($SRV) <-> $C ($CLI)"
+ip netns add "$S"
+ip netns add "$C"
+ip link add "vs$sfx" netns "$S" type veth peer name "vc$sfx" netns "$C"
+ip -n "$S" addr add $SRV/24 dev "vs$sfx"
+ip -n "$C" addr add $CLI/24 dev "vc$sfx"
+# The flooder's address, and a fresh source address per fwknop turn.
+FLOOD=198.18.160.3
+ip -n "$C" addr add $FLOOD/24 dev "vc$sfx"
+srcsA="" srcsB=""
+for i in $(seq 10 249); do
+	ip -n "$C" addr add 198.18.160.$i/24 dev "vc$sfx"
+	if [ "$i" -lt 130 ]; then
+		srcsA="$srcsA${srcsA:+, }\"198.18.160.$i\""
+	else
+		srcsB="$srcsB${srcsB:+, }\"198.18.160.$i\""
+	fi
+done
+for n in "$S" "$C"; do ip -n "$n" link set lo up; done
+ip -n "$S" link set "vs$sfx" up
+ip -n "$C" link set "vc$sfx" up
+ins() { ip netns exec "$S" "$@"; }
+inc() { ip netns exec "$C" "$@"; }
+
+# Ports: 2201 plain, 2202 seqknock, 2203 fwknop, 2204 knockd.
+ip netns exec "$S" "$tmp/benchtool" serve 0.0.0.0:2201 0.0.0.0:2202 0.0.0.0:2203 0.0.0.0:2204 & pids+=($!) # not through ins: $! is then the command itself
+
+# seqknock: one user, 256 slots a period (figure 1 spends one knock per
+# connection), period 10 s.
+# One user per method (a user's slots are shared by everything that knocks
+# with its key).
+cat >"$tmp/seqknockd.toml" <<CONF
+period = "10s"
+slots = 256
+[[service]]
+port = 2202
+CONF
+for u in alice bob carol; do
+	"$tmp/seqknock" keygen -o "$tmp/$u.key" >/dev/null
+	printf '[[user]]\nname = "%s"\nkey_file = "%s"\n' $u "$tmp/$u.key" >>"$tmp/seqknockd.toml"
+done
+ip netns exec "$S" "$tmp/seqknockd" --config "$tmp/seqknockd.toml" run --state "$tmp/state" --audit=false 2>"$tmp/seqknockd.log" & pids+=($!) # not through ins: $! is then the command itself
+
+# fwknop: fwknopd with its defaults (pcap on the interface, 100 ms loop
+# sleep), keys from fwknop --key-gen, iptables DROP for the port.
+keys=$(fwknop --key-gen)
+KEY=$(echo "$keys" | awk '/^KEY_BASE64/ {print $2}')
+HMAC=$(echo "$keys" | awk '/^HMAC_KEY_BASE64/ {print $2}')
+mkdir -p "$tmp/fwknop"
+cat >"$tmp/fwknop/fwknopd.conf" <<CONF
+PCAP_INTF vs$sfx;
+FWKNOP_RUN_DIR $tmp/fwknop;
+CONF
+cat >"$tmp/fwknop/access.conf" <<CONF
+SOURCE ANY
+KEY_BASE64 $KEY
+HMAC_KEY_BASE64 $HMAC
+OPEN_PORTS tcp/2203
+FW_ACCESS_TIMEOUT 2
+CONF
+chmod 600 "$tmp/fwknop/"*.conf
+ins iptables -A INPUT -p tcp --dport 2203 -j DROP
+ins iptables -A INPUT -p tcp --dport 2204 -j DROP
+ip netns exec "$S" fwknopd -f -c "$tmp/fwknop/fwknopd.conf" -a "$tmp/fwknop/access.conf" -d "$tmp/fwknop/digest.cache" -p "$tmp/fwknop/fwknopd.pid" >"$tmp/fwknopd.log" 2>&1 & pids+=($!) # not through ins: $! is then the command itself
+
+# knockd: the man page's open/close example with a command timeout.
+cat >"$tmp/knockd.conf" <<CONF
+[options]
+	logfile = $tmp/knockd.events
+[open]
+	sequence      = 7001,7002,7003
+	seq_timeout   = 5
+	tcpflags      = syn
+	start_command = /usr/sbin/iptables -I INPUT 1 -s %IP% -p tcp --dport 2204 -j ACCEPT
+	cmd_timeout   = 1
+	stop_command  = /usr/sbin/iptables -D INPUT -s %IP% -p tcp --dport 2204 -j ACCEPT
+CONF
+ip netns exec "$S" knockd -c "$tmp/knockd.conf" -i "vs$sfx" >"$tmp/knockd.log" 2>&1 & pids+=($!) # not through ins: $! is then the command itself
+sleep 2
+
+# Figure 1: time to first byte, interleaved.
+cat >"$tmp/fig1.json" <<SPEC
+[
+ {"name": "plain TCP, Go relay process", "cmd": ["$tmp/benchtool", "relay", "$SRV", "2201"]},
+ {"name": "seqknock proxy process", "cmd": ["$tmp/seqknock", "proxy", "--key-file", "$tmp/alice.key", "--slots", "256", "--period", "10s", "$SRV", "2202"]},
+ {"name": "plain TCP, in-process", "connect": "$SRV:2201"},
+ {"name": "seqknock, in-process dialer", "connect": "$SRV:2202", "key_file": "$tmp/bob.key", "slots": 256, "period": "10s"},
+ {"name": "fwknop SPA, then one connect", "pre": ["fwknop", "-A", "tcp/2203", "-a", "{src}", "-D", "$SRV", "--use-hmac", "--key-base64-rijndael", "$KEY", "--key-base64-hmac", "$HMAC", "--no-save-args"], "connect": "$SRV:2203", "srcs": [$srcsA]},
+ {"name": "fwknop SPA, then 10 ms retries", "pre": ["fwknop", "-A", "tcp/2203", "-a", "{src}", "-D", "$SRV", "--use-hmac", "--key-base64-rijndael", "$KEY", "--key-base64-hmac", "$HMAC", "--no-save-args"], "connect": "$SRV:2203", "retry_ms": 10, "srcs": [$srcsB]},
+ {"name": "knockd sequence, then one connect", "pre": ["knock", "$SRV", "7001", "7002", "7003"], "connect": "$SRV:2204"}
+]
+SPEC
+log "figure 1: $N connections per method, interleaved"
+HOME=$tmp inc "$tmp/benchtool" ttfb "$N" "$tmp/fig1.json" >"$tmp/fig1.out"
+
+# Figure 4: the legitimate client's time to first byte while the server
+# takes a random-ISN SYN flood from another address (bounded: 3,000,000
+# SYNs or 20 s), against none.
+cat >"$tmp/fig4.json" <<SPEC
+[{"name": "seqknock, in-process dialer", "connect": "$SRV:2202", "key_file": "$tmp/carol.key", "slots": 256, "period": "10s"}]
+SPEC
+log "figure 4: under a SYN flood"
+HOME=$tmp inc "$tmp/benchtool" ttfb 50 "$tmp/fig4.json" >"$tmp/fig4-quiet.out"
+inc "$tmp/benchtool" flood "$FLOOD" "$SRV" 2202 3000000 20 >"$tmp/flood.out" &
+fl=$!
+sleep 0.5
+HOME=$tmp inc "$tmp/benchtool" ttfb 50 "$tmp/fig4.json" >"$tmp/fig4-flood.out"
+wait $fl || true
+
+# Figure 3: sync, rotation and memory, from the Go benchmarks (their own
+# namespaces), and seqknockd run's peak RSS and CPU at 10,000 and 50,000 users.
+USERS=${USERS-10000 50000}
+log "figure 3: sync and rotation at 10,000 users (go test -bench)"
+[ -n "$USERS" ] && go test -run '^$' -bench 'ColdSync10kUsers|Rotation10kUsers' -benchtime 1x -v ./integration/ >"$tmp/fig3-bench.out" 2>&1 || true
+for users in $USERS; do
+	log "figure 3: seqknockd run with $users users"
+	d=$tmp/u$users
+	mkdir -p "$d"
+	python3 - "$d" "$users" <<'PY'
+import base64, os, sys
+d, n = sys.argv[1], int(sys.argv[2])
+cfg = ['period = "10s"', '[[service]]', 'port = 22', '[[service]]', 'port = 2222']
+for i in range(n):
+    fn = os.path.join(d, f"u{i}.key")
+    fd = os.open(fn, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, base64.b64encode(os.urandom(32)) + b"\n")
+    os.close(fd)
+    cfg += ['[[user]]', f'name = "u{i}"', f'key_file = "{fn}"']
+open(os.path.join(d, "c.toml"), "w").write("\n".join(cfg) + "\n")
+PY
+	ns=skb-mem-$sfx
+	ip netns add "$ns"
+	ip netns exec "$ns" "$tmp/seqknockd" --config "$d/c.toml" run --state "$d/state" --metrics-textfile "$d/m.prom" 2>"$d/log" &
+	pid=$!
+	# Wait for the start sync and two rotations.
+	for _ in $(seq 1 900); do
+		[ "$(grep -c 'msg=sync' "$d/log" || true)" -ge 3 ] && break
+		sleep 0.2
+	done
+	read -r -a st </proc/$pid/stat
+	hwm=$(awk '/VmHWM/ {print $2}' /proc/$pid/status)
+	first=$(grep -m1 -o 'elements=[0-9]*' "$d/log" | cut -d= -f2)
+	rot=$(grep 'why=rotate' "$d/log" | tail -1 | grep -o 'elements=[0-9]*' | cut -d= -f2)
+	kill $pid; wait $pid 2>/dev/null || true
+	ip netns del "$ns"
+	echo "$users ${hwm:-0} ${st[13]} ${st[14]} $(getconf CLK_TCK) ${first:-0} ${rot:-0} $(grep -c 'why=rotate' "$d/log" || true) $(grep -c 'added_only' "$d/log" || true)" >>"$tmp/fig3-run.out"
+	rm -rf "$d"/u*.key
+done
+
+log "report"
+python3 "$repo/scripts/bench/report.py" "$tmp" "$repo/BENCHMARKS.md" "$repo/BENCHMARKS.json"
