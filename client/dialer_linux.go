@@ -56,7 +56,10 @@ type Dialer struct {
 	// CheckCapability runs before any slot is reserved or packet sent
 	// (default: CheckCapability).
 	CheckCapability func() error
-	OnAttempt       func(addr netip.AddrPort, counter uint64, slot int, isn uint32)
+	// SetISN sets the ISN of an unconnected socket (default: TCP_REPAIR
+	// in this process; a BrokerClient's SetISN asks the broker).
+	SetISN    func(fd int, isn uint32) error
+	OnAttempt func(addr netip.AddrPort, counter uint64, slot int, isn uint32)
 }
 
 // SlotsSpentError says that every knock of the period is spent, and how
@@ -214,6 +217,10 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (*net.TCPCo
 				if errors.Is(err, ErrNoCapability) {
 					return nil, ErrNoCapability
 				}
+				var be *BrokerError
+				if errors.As(err, &be) {
+					return nil, be
+				}
 				if errors.Is(err, syscall.ECONNREFUSED) || ctx.Err() != nil {
 					if ctx.Err() != nil {
 						return nil, fmt.Errorf("no SYN-ACK from %s: %w", net.JoinHostPort(host, strconv.Itoa(int(port))), ctx.Err())
@@ -240,7 +247,7 @@ func isTimeout(err error) bool {
 }
 
 func (d *Dialer) attempt(ctx context.Context, ap netip.AddrPort, isn uint32, synTimeout time.Duration) (*net.TCPConn, error) {
-	nd := net.Dialer{Timeout: synTimeout, Control: prepare(ap.Addr(), isn, d.SignKey)}
+	nd := net.Dialer{Timeout: synTimeout, Control: prepare(ap.Addr(), isn, d.SignKey, d.SetISN)}
 	network := "tcp4"
 	if ap.Addr().Is6() && !ap.Addr().Is4In6() {
 		network = "tcp6"

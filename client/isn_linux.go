@@ -43,8 +43,11 @@ func CheckCapability() error {
 
 // prepare returns a net.Dialer Control function that readies the socket
 // before connect(): with signKey, the TCP-MD5 key for peer (no capability
-// needed); then the ISN (setISNFD).
-func prepare(peer netip.Addr, isn uint32, signKey []byte) func(network, address string, c syscall.RawConn) error {
+// needed); then the ISN, with set (nil: setISNFD, in this process).
+func prepare(peer netip.Addr, isn uint32, signKey []byte, set func(fd int, isn uint32) error) func(network, address string, c syscall.RawConn) error {
+	if set == nil {
+		set = setISNFD
+	}
 	return func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) {
@@ -53,7 +56,7 @@ func prepare(peer netip.Addr, isn uint32, signKey []byte) func(network, address 
 					return
 				}
 			}
-			serr = setISNFD(int(fd), isn)
+			serr = set(int(fd), isn)
 		})
 		if err != nil {
 			return err
@@ -62,9 +65,9 @@ func prepare(peer netip.Addr, isn uint32, signKey []byte) func(network, address 
 	}
 }
 
-// setISNFD makes the socket's SYN carry isn: TCP_REPAIR on, select the
-// send queue, set its sequence number, TCP_REPAIR off; connect() then
-// sends SYN with that sequence number.
+// setISNFD sets the ISN in this process: TCP_REPAIR on, select the send
+// queue, set its sequence number, TCP_REPAIR off; connect() then sends SYN
+// with that sequence number.
 func setISNFD(fd int, isn uint32) error {
 	if err := unix.SetsockoptInt(fd, unix.SOL_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_ON); err != nil {
 		if errors.Is(err, unix.EPERM) {

@@ -1,0 +1,149 @@
+//go:build linux
+
+package client
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// BrokerTimeout bounds one exchange with the broker.
+const BrokerTimeout = 2 * time.Second
+
+// BrokerClient asks a broker to set the ISN of this process's sockets. It
+// keeps one connection, made by Check, for the requests that follow.
+type BrokerClient struct {
+	Path string
+	conn *net.UnixConn
+}
+
+// BrokerError is the broker's refusal, or why it could not be asked.
+type BrokerError struct {
+	Path   string
+	Reason string
+	// Missing says there is no broker at Path.
+	Missing bool
+}
+
+func (e *BrokerError) Error() string {
+	return "broker " + e.Path + ": " + e.Reason
+}
+
+// Check connects to the broker and asks whether it would serve this
+// process; no socket is sent, so no knock is spent.
+func (b *BrokerClient) Check() error {
+	if b.conn == nil {
+		c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: b.Path, Net: "unixpacket"})
+		if err != nil {
+			be := &BrokerError{Path: b.Path, Reason: errReason(err)}
+			be.Missing = errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED)
+			return be
+		}
+		b.conn = c
+	}
+	return b.exchange([]byte(brokerMagic), -1)
+}
+
+// SetISN has the broker set the ISN of fd, an unconnected TCP socket.
+func (b *BrokerClient) SetISN(fd int, isn uint32) error {
+	if b.conn == nil {
+		if err := b.Check(); err != nil {
+			return err
+		}
+	}
+	msg := make([]byte, brokerRequestLen)
+	copy(msg, brokerMagic)
+	binary.BigEndian.PutUint32(msg[len(brokerMagic):], isn)
+	return b.exchange(msg, fd)
+}
+
+// Close ends the connection to the broker.
+func (b *BrokerClient) Close() error {
+	if b.conn == nil {
+		return nil
+	}
+	err := b.conn.Close()
+	b.conn = nil
+	return err
+}
+
+// exchange sends one request and reads its answer. A "busy" broker (too
+// many requests in flight) is asked again, after 1 ms doubling, for up to
+// BrokerTimeout.
+func (b *BrokerClient) exchange(msg []byte, fd int) error {
+	deadline := time.Now().Add(BrokerTimeout)
+	for wait := time.Millisecond; ; wait *= 2 {
+		err := b.exchangeOnce(msg, fd)
+		var be *BrokerError
+		if !errors.As(err, &be) || !strings.HasPrefix(be.Reason, brokerRefused+"busy") || time.Now().Add(wait).After(deadline) {
+			return err
+		}
+		time.Sleep(min(wait, 100*time.Millisecond))
+		c, derr := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: b.Path, Net: "unixpacket"})
+		if derr != nil {
+			return err
+		}
+		b.conn = c
+	}
+}
+
+func (b *BrokerClient) exchangeOnce(msg []byte, fd int) error {
+	var oob []byte
+	if fd >= 0 {
+		oob = unix.UnixRights(fd)
+	}
+	b.conn.SetDeadline(time.Now().Add(BrokerTimeout))
+	fail := func(err error) error {
+		b.Close()
+		return &BrokerError{Path: b.Path, Reason: errReason(err)}
+	}
+	// A broker that refuses at once (busy, not a member) may have
+	// answered and closed before reading: its answer is still there to
+	// read after a failed write, and after the reset its close reports.
+	_, _, werr := b.conn.WriteMsgUnix(msg, oob, nil)
+	buf := make([]byte, brokerMaxReply)
+	n, err := b.conn.Read(buf)
+	if errors.Is(err, syscall.ECONNRESET) {
+		n, err = b.conn.Read(buf)
+	}
+	if err != nil || n == 0 {
+		if werr != nil {
+			return fail(werr)
+		}
+		if err == nil {
+			err = errors.New("closed without an answer")
+		}
+		return fail(err)
+	}
+	ans := string(buf[:n])
+	if ans == brokerOK {
+		return nil
+	}
+	if strings.HasPrefix(ans, brokerRefused) {
+		// The broker may close after a refusal; a new check reconnects.
+		b.Close()
+		return &BrokerError{Path: b.Path, Reason: ans}
+	}
+	b.Close()
+	return &BrokerError{Path: b.Path, Reason: fmt.Sprintf("unexpected answer %q", ans)}
+}
+
+// errReason is err without the operation prefixes net adds.
+func errReason(err error) string {
+	var se *os.SyscallError
+	if errors.As(err, &se) {
+		return se.Err.Error()
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return "no answer within " + BrokerTimeout.String()
+	}
+	return err.Error()
+}
