@@ -20,12 +20,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// DefaultBrokerPath is where the broker listens (seqknock-broker.socket).
-const DefaultBrokerPath = "/run/seqknock/broker.sock"
-
-// DefaultBrokerGroup is the group whose members may use the broker.
-const DefaultBrokerGroup = "seqknock"
-
 // The broker's wire format (see doc.go, "The broker").
 const (
 	brokerMagic      = "skb1"
@@ -509,4 +503,19 @@ func ActivatedListener() (*net.UnixListener, error) {
 		return nil, errors.New("broker: activated socket: want a Unix SOCK_SEQPACKET socket (ListenSequentialPacket=)")
 	}
 	return ul, nil
+}
+
+// CheckBrokerCapability says whether this process may serve as the
+// broker: CAP_NET_ADMIN in its effective set. It opens no socket (the
+// broker's unit allows only Unix sockets).
+func CheckBrokerCapability() error {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("broker: capget: %w", err)
+	}
+	if data[0].Effective&(1<<unix.CAP_NET_ADMIN) == 0 {
+		return errors.New("broker: needs CAP_NET_ADMIN: run it as root, or start seqknock-broker.socket")
+	}
+	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -539,4 +540,106 @@ func TestBrokerCallerRacesConnect(t *testing.T) {
 	}
 	t.Logf("outcomes: %v", outcomes)
 	bed.wellFormed(t, "racing callers")
+}
+
+// TestBrokerCommand runs `seqknock broker` (both builds): by hand on a
+// path it makes, and socket-activated (LISTEN_PID, LISTEN_FDS, fd 3); it
+// serves a member, exits 0 after --exit-idle, and refuses an unknown group,
+// a user without CAP_NET_ADMIN, and sudo.
+func TestBrokerCommand(t *testing.T) {
+	netnstest.RequireRoot(t, "setpriv")
+	g := netnstest.NewGroup(t)
+	u := netnstest.NewUser(t)
+	u.Join(g)
+	ask := netnstest.Build(t, "client/testdata/brokerask")
+	for _, build := range builds {
+		t.Run(build.name, func(t *testing.T) {
+			bin := build.build(t, "client/cmd/seqknock")
+			dir, _ := os.MkdirTemp("", "seqknock-brokercmd-")
+			defer os.RemoveAll(dir)
+			os.Chmod(dir, 0o755)
+			path := filepath.Join(dir, "run", "broker.sock")
+
+			serve := func(cmd *exec.Cmd) {
+				t.Helper()
+				var stderr netnstest.Buffer
+				cmd.Stderr = &stderr
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				done := make(chan error, 1)
+				go func() { done <- cmd.Wait() }()
+				exited := false
+				defer func() {
+					if !exited {
+						cmd.Process.Kill()
+						<-done
+					}
+				}()
+				var out []byte
+				for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+					if out, _ = u.Command(nil, ask, path).CombinedOutput(); string(out) == "ok\n" {
+						break
+					}
+				}
+				if string(out) != "ok\n" {
+					t.Fatalf("member: %q; broker: %s", out, stderr.String())
+				}
+				select {
+				case err := <-done:
+					exited = true
+					if err != nil {
+						t.Errorf("broker after --exit-idle: %v: %s", err, stderr.String())
+					}
+				case <-time.After(10 * time.Second):
+					t.Errorf("broker did not exit when idle: %s", stderr.String())
+				}
+				if !strings.Contains(stderr.String(), "broker serving") {
+					t.Errorf("broker log: %s", stderr.String())
+				}
+			}
+			// By hand: it makes the directory and the socket.
+			serve(exec.Command(bin, "broker", "--listen", path, "--group", g.Name, "--exit-idle", "1s"))
+			if _, err := os.Lstat(path); err == nil {
+				t.Error("the socket stays after the broker exited")
+			}
+			// Socket-activated: the socket is systemd's (here: the test's).
+			ln, err := ListenBroker(path, g.GID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, _ := ln.File()
+			ln.SetUnlinkOnClose(false)
+			ln.Close()
+			cmd := exec.Command("sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" broker --group "$1" --exit-idle 1s`, bin, strconv.Itoa(g.GID))
+			cmd.ExtraFiles = []*os.File{f}
+			serve(cmd)
+			f.Close()
+			os.Remove(path)
+
+			for _, tc := range []struct {
+				name string
+				cmd  *exec.Cmd
+				code int
+				want string
+			}{
+				{"unknown group", exec.Command(bin, "broker", "--listen", path, "--group", "no-such-group-here"), 2, "--group no-such-group-here: no such group"},
+				{"no CAP_NET_ADMIN", u.Command(nil, bin, "broker", "--listen", path, "--group", g.Name), 1, "needs CAP_NET_ADMIN"},
+				{"under sudo", func() *exec.Cmd {
+					c := exec.Command(bin, "broker", "--listen", path, "--group", g.Name)
+					c.Env = []string{"PATH=/usr/bin:/bin", "SUDO_UID=" + strconv.Itoa(u.UID), "SUDO_GID=" + strconv.Itoa(u.GID)}
+					return c
+				}(), 1, "broker needs no privilege: run it without sudo"},
+			} {
+				out, err := tc.cmd.CombinedOutput()
+				code := 0
+				if ee, ok := err.(*exec.ExitError); ok {
+					code = ee.ExitCode()
+				}
+				if code != tc.code || !strings.Contains(string(out), tc.want) || strings.Count(string(out), "\n") != 1 {
+					t.Errorf("%s: exit %d: %q, want %d and one line with %q", tc.name, code, out, tc.code, tc.want)
+				}
+			}
+		})
+	}
 }

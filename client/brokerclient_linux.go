@@ -147,3 +147,80 @@ func errReason(err error) string {
 	}
 	return err.Error()
 }
+
+// NoPrivilegeError says that this process may not set an ISN itself and
+// the broker did not do it for it, with both fixes. It wraps
+// ErrNoCapability.
+type NoPrivilegeError struct {
+	Broker string
+	// Err is the broker's answer or why it could not be asked.
+	Err *BrokerError
+}
+
+func (e *NoPrivilegeError) Error() string {
+	var why string
+	if e.Err.Missing {
+		why = "and there is no broker at " + e.Broker + ": install it (systemctl enable --now seqknock-broker.socket) and join its group (seqknock)"
+	} else {
+		why = "and the broker at " + e.Broker + " refused: " + strings.TrimPrefix(e.Err.Reason, brokerRefused) +
+			": join its group (seqknock), then log in again"
+	}
+	return "setting the TCP initial sequence number needs CAP_NET_ADMIN, " + why +
+		", or give seqknock the capability: sudo setcap cap_net_admin+ep $(command -v seqknock)"
+}
+
+func (e *NoPrivilegeError) Unwrap() error { return ErrNoCapability }
+
+// privilege picks how this dial sets ISNs, before any slot is reserved or
+// packet sent: with CheckCapability set (a seam), that check and SetISN;
+// otherwise this process itself when it holds CAP_NET_ADMIN, else the
+// broker at d.Broker when it answers (its connection is closed by done),
+// else a NoPrivilegeError.
+func (d *Dialer) privilege() (set func(fd int, isn uint32) error, done func(), err error) {
+	done = func() {}
+	if d.CheckCapability != nil {
+		return d.SetISN, done, d.CheckCapability()
+	}
+	if d.SetISN != nil {
+		return d.SetISN, done, nil
+	}
+	if err := CheckCapability(); !errors.Is(err, ErrNoCapability) {
+		return nil, done, err
+	}
+	path := d.Broker
+	if path == "" {
+		path = DefaultBrokerPath
+	}
+	bc := &BrokerClient{Path: path}
+	if err := bc.Check(); err != nil {
+		be, ok := err.(*BrokerError)
+		if !ok {
+			be = &BrokerError{Path: path, Reason: err.Error()}
+		}
+		return nil, done, &NoPrivilegeError{Broker: path, Err: be}
+	}
+	if d.OnBroker != nil {
+		d.OnBroker(path)
+	}
+	return bc.SetISN, func() { bc.Close() }, nil
+}
+
+// PrivilegeNote says in one line how seqknock, run by this user, will set
+// the ISN: "" when this process holds CAP_NET_ADMIN (setcap, root), the
+// broker at path when it answers, or what is missing.
+func PrivilegeNote(path string) string {
+	if CheckCapability() == nil {
+		return ""
+	}
+	bc := &BrokerClient{Path: path}
+	defer bc.Close()
+	err := bc.Check()
+	if err == nil {
+		return "needs neither sudo nor setcap: the broker at " + path + " sets the ISN"
+	}
+	be, ok := err.(*BrokerError)
+	if !ok {
+		be = &BrokerError{Path: path, Reason: err.Error()}
+	}
+	return "not ready: " + (&NoPrivilegeError{Broker: path, Err: be}).Error()
+}

@@ -57,8 +57,14 @@ type Dialer struct {
 	// (default: CheckCapability).
 	CheckCapability func() error
 	// SetISN sets the ISN of an unconnected socket (default: TCP_REPAIR
-	// in this process; a BrokerClient's SetISN asks the broker).
-	SetISN    func(fd int, isn uint32) error
+	// in this process; a BrokerClient's SetISN asks the broker). With
+	// CheckCapability nil, Dial picks it: this process when it holds
+	// CAP_NET_ADMIN, else the broker at Broker when it answers.
+	SetISN func(fd int, isn uint32) error
+	// Broker is the broker's socket (default DefaultBrokerPath).
+	Broker string
+	// OnBroker is told when the broker sets the ISNs of this dial.
+	OnBroker  func(path string)
 	OnAttempt func(addr netip.AddrPort, counter uint64, slot int, isn uint32)
 }
 
@@ -146,13 +152,11 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (*net.TCPCo
 		}
 		keys = append(keys, &knockKey{deriver: deriver, id: SlotID(key, d.Realm, port)})
 	}
-	check := d.CheckCapability
-	if check == nil {
-		check = CheckCapability
-	}
-	if err := check(); err != nil {
+	set, done, err := d.privilege()
+	if err != nil {
 		return nil, err
 	}
+	defer done()
 	if d.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, d.Timeout)
@@ -210,7 +214,7 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (*net.TCPCo
 				if d.OnAttempt != nil {
 					d.OnAttempt(ap, counter, slot, isn)
 				}
-				conn, err := d.attempt(ctx, ap, isn, synTimeout)
+				conn, err := d.attempt(ctx, ap, isn, synTimeout, set)
 				if err == nil {
 					return conn, nil
 				}
@@ -246,8 +250,8 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-func (d *Dialer) attempt(ctx context.Context, ap netip.AddrPort, isn uint32, synTimeout time.Duration) (*net.TCPConn, error) {
-	nd := net.Dialer{Timeout: synTimeout, Control: prepare(ap.Addr(), isn, d.SignKey, d.SetISN)}
+func (d *Dialer) attempt(ctx context.Context, ap netip.AddrPort, isn uint32, synTimeout time.Duration, set func(int, uint32) error) (*net.TCPConn, error) {
+	nd := net.Dialer{Timeout: synTimeout, Control: prepare(ap.Addr(), isn, d.SignKey, set)}
 	network := "tcp4"
 	if ap.Addr().Is6() && !ap.Addr().Is4In6() {
 		network = "tcp6"
@@ -273,6 +277,7 @@ func (s *Settings) Dialer(reserve func(id string, counter uint64, slots int) (in
 		Timeout:     s.Timeout,
 		ClockOffset: s.ClockOffset,
 		Network:     s.Network,
+		Broker:      s.Broker,
 		Reserve:     reserve,
 		SignKey:     s.SignKey,
 	}
@@ -280,6 +285,9 @@ func (s *Settings) Dialer(reserve func(id string, counter uint64, slots int) (in
 		synTimeout := d.SynTimeout
 		if synTimeout == 0 {
 			synTimeout = DefaultSynTimeout
+		}
+		d.OnBroker = func(path string) {
+			s.Verbosef("no CAP_NET_ADMIN here: the broker at %s sets the ISN", path)
 		}
 		d.OnAttempt = func(ap netip.AddrPort, counter uint64, slot int, _ uint32) {
 			s.Verbosef("knock %s counter %d slot %d (of %d), waiting %v for a SYN-ACK", ap, counter, slot, d.Slots, synTimeout)
