@@ -126,9 +126,10 @@ func (b *Broker) Serve(ctx context.Context, ln *net.UnixListener) error {
 			continue
 		}
 		if why := b.admit(cred.Uid); why != "" {
-			// Answered without waiting: the write of one short message
-			// to a fresh socket does not block.
-			c.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
+			// The write of one short message to a fresh socket does not
+			// block; the deadline only guards against the unforeseen (a
+			// short one let answers go unsent under the race detector).
+			c.SetWriteDeadline(time.Now().Add(250 * time.Millisecond))
 			c.Write([]byte(brokerRefused + why))
 			c.Close()
 			b.refusedLog(why, "uid", cred.Uid, "pid", cred.Pid)
@@ -223,18 +224,20 @@ func (b *Broker) serveConn(c *net.UnixConn, cred *unix.Ucred, groups []uint32) {
 	for i := 0; i < brokerMaxRequests; i++ {
 		c.SetReadDeadline(time.Now().Add(b.ReadTimeout))
 		n, oobn, flags, _, err := c.ReadMsgUnix(buf, oob)
+		// A failed read reports -1 (seen under the race detector, with a
+		// peer that went away): never slice with it.
+		n, oobn = max(n, 0), max(oobn, 0)
 		fds, perr := rightsOf(oob[:oobn])
-		answer := b.handle(buf[:n], fds, flags, perr)
-		for _, fd := range fds {
-			unix.Close(fd)
-		}
 		if err != nil || n == 0 && oobn == 0 {
+			closeAll(fds)
 			// EOF, a deadline or a broken peer: nothing to answer.
 			if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, syscall.ECONNRESET) {
 				b.refusedLog("read", "uid", cred.Uid, "pid", cred.Pid, "err", err)
 			}
 			return
 		}
+		answer := b.handle(buf[:n], fds, flags, perr)
+		closeAll(fds)
 		if answer != brokerOK {
 			b.refusedLog(answer, "uid", cred.Uid, "pid", cred.Pid)
 		}
@@ -282,6 +285,12 @@ func (b *Broker) handle(msg []byte, fds []int, flags int, rightsErr error) strin
 		return brokerRefused + err.Error()
 	}
 	return brokerOK
+}
+
+func closeAll(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
 }
 
 // rightsOf returns the descriptors of every SCM_RIGHTS message in oob.
