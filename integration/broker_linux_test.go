@@ -159,11 +159,9 @@ func TestSSHThroughBroker(t *testing.T) {
 	lines := syns.stop()
 	d, _ := totp.NewDeriver(aliceKey, "lab")
 	valid := map[uint32]bool{}
-	for _, at := range []time.Time{start, time.Now()} {
-		for _, e := range totp.Window(at, w.period, 1, 0) {
-			for s := uint8(0); s < totp.DefaultSlots; s++ {
-				valid[d.ISN(22, e.Counter, s)] = true
-			}
+	for c := totp.Counter(start, w.period) - 1; c <= totp.Counter(time.Now(), w.period)+1; c++ {
+		for s := uint8(0); s < totp.DefaultSlots; s++ {
+			valid[d.ISN(22, c, s)] = true
 		}
 	}
 	seqRE := regexp.MustCompile(`Flags \[S\], seq (\d+),`)
