@@ -219,6 +219,11 @@ func (b *Broker) serveConn(c *net.UnixConn, cred *unix.Ucred, groups []uint32) {
 		b.refusedLog(why, "uid", cred.Uid, "pid", cred.Pid)
 		return
 	}
+	// The greeting: a caller knows it will be served before it spends a
+	// knock, without a round trip of its own.
+	if !b.reply(c, brokerOK) {
+		return
+	}
 	buf := make([]byte, brokerRequestLen)
 	oob := make([]byte, unix.CmsgSpace(4*brokerMaxFDs))
 	for i := 0; i < brokerMaxRequests; i++ {
@@ -515,16 +520,14 @@ func ActivatedListener() (*net.UnixListener, error) {
 }
 
 // CheckBrokerCapability says whether this process may serve as the
-// broker: CAP_NET_ADMIN in its effective set. It opens no socket (the
-// broker's unit allows only Unix sockets).
+// broker: CAP_NET_ADMIN in its effective set (CheckCapability, which opens
+// no socket: the broker's unit allows only Unix sockets).
 func CheckBrokerCapability() error {
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return fmt.Errorf("broker: capget: %w", err)
-	}
-	if data[0].Effective&(1<<unix.CAP_NET_ADMIN) == 0 {
-		return errors.New("broker: needs CAP_NET_ADMIN: run it as root, or start seqknock-broker.socket")
+	if err := CheckCapability(); err != nil {
+		if errors.Is(err, ErrNoCapability) {
+			return errors.New("broker: needs CAP_NET_ADMIN: run it as root, or start seqknock-broker.socket")
+		}
+		return fmt.Errorf("broker: %w", err)
 	}
 	return nil
 }

@@ -37,32 +37,27 @@ func (e *BrokerError) Error() string {
 	return "broker " + e.Path + ": " + e.Reason
 }
 
-// Check connects to the broker and asks whether it would serve this
-// process; no socket is sent, so no knock is spent.
+// Check connects to the broker and reads its greeting, "ok" when it will
+// serve this process; on a connection already open it asks again. No
+// socket is sent, so no knock is spent.
 func (b *BrokerClient) Check() error {
 	if b.conn == nil {
-		c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: b.Path, Net: "unixpacket"})
-		if err != nil {
-			be := &BrokerError{Path: b.Path, Reason: errReason(err)}
-			be.Missing = errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED)
-			return be
-		}
-		b.conn = c
+		return b.connect()
 	}
-	return b.exchange([]byte(brokerMagic), -1)
+	return b.request([]byte(brokerMagic), -1)
 }
 
 // SetISN has the broker set the ISN of fd, an unconnected TCP socket.
 func (b *BrokerClient) SetISN(fd int, isn uint32) error {
 	if b.conn == nil {
-		if err := b.Check(); err != nil {
+		if err := b.connect(); err != nil {
 			return err
 		}
 	}
 	msg := make([]byte, brokerRequestLen)
 	copy(msg, brokerMagic)
 	binary.BigEndian.PutUint32(msg[len(brokerMagic):], isn)
-	return b.exchange(msg, fd)
+	return b.request(msg, fd)
 }
 
 // Close ends the connection to the broker.
@@ -75,40 +70,48 @@ func (b *BrokerClient) Close() error {
 	return err
 }
 
-// exchange sends one request and reads its answer. A "busy" broker (too
-// many requests in flight) is asked again, after 1 ms doubling, for up to
-// BrokerTimeout.
-func (b *BrokerClient) exchange(msg []byte, fd int) error {
+// connect dials the broker and reads its greeting. A "busy" broker (too
+// many connections in flight) is dialled again, after 1 ms doubling, for
+// up to BrokerTimeout.
+func (b *BrokerClient) connect() error {
 	deadline := time.Now().Add(BrokerTimeout)
 	for wait := time.Millisecond; ; wait *= 2 {
-		err := b.exchangeOnce(msg, fd)
+		c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: b.Path, Net: "unixpacket"})
+		if err != nil {
+			be := &BrokerError{Path: b.Path, Reason: errReason(err)}
+			be.Missing = errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED)
+			return be
+		}
+		b.conn = c
+		c.SetDeadline(deadline)
+		err = b.answer(nil)
 		var be *BrokerError
-		if !errors.As(err, &be) || !strings.HasPrefix(be.Reason, brokerRefused+"busy") || time.Now().Add(wait).After(deadline) {
+		if err == nil || !errors.As(err, &be) || !strings.HasPrefix(be.Reason, brokerRefused+"busy") || time.Now().Add(wait).After(deadline) {
 			return err
 		}
 		time.Sleep(min(wait, 100*time.Millisecond))
-		c, derr := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: b.Path, Net: "unixpacket"})
-		if derr != nil {
-			return err
-		}
-		b.conn = c
 	}
 }
 
-func (b *BrokerClient) exchangeOnce(msg []byte, fd int) error {
+// request sends one request and reads its answer.
+func (b *BrokerClient) request(msg []byte, fd int) error {
 	var oob []byte
 	if fd >= 0 {
 		oob = unix.UnixRights(fd)
 	}
 	b.conn.SetDeadline(time.Now().Add(BrokerTimeout))
+	_, _, werr := b.conn.WriteMsgUnix(msg, oob, nil)
+	return b.answer(werr)
+}
+
+// answer reads one answer. A broker that refuses (not a member) answers
+// and closes without reading what was sent: its answer is still there to
+// read after a failed write (werr), and after the reset its close reports.
+func (b *BrokerClient) answer(werr error) error {
 	fail := func(err error) error {
 		b.Close()
 		return &BrokerError{Path: b.Path, Reason: errReason(err)}
 	}
-	// A broker that refuses at once (busy, not a member) may have
-	// answered and closed before reading: its answer is still there to
-	// read after a failed write, and after the reset its close reports.
-	_, _, werr := b.conn.WriteMsgUnix(msg, oob, nil)
 	buf := make([]byte, brokerMaxReply)
 	n, err := b.conn.Read(buf)
 	if errors.Is(err, syscall.ECONNRESET) {
@@ -127,12 +130,10 @@ func (b *BrokerClient) exchangeOnce(msg []byte, fd int) error {
 	if ans == brokerOK {
 		return nil
 	}
+	b.Close()
 	if strings.HasPrefix(ans, brokerRefused) {
-		// The broker may close after a refusal; a new check reconnects.
-		b.Close()
 		return &BrokerError{Path: b.Path, Reason: ans}
 	}
-	b.Close()
 	return &BrokerError{Path: b.Path, Reason: fmt.Sprintf("unexpected answer %q", ans)}
 }
 

@@ -50,7 +50,8 @@
 // cleared, PR_SET_NO_NEW_PRIVS so a setcap binary regains nothing, execve
 // with SEQKNOCK_CONNECTED_FD naming the socket), which starts with no
 // capability on any thread. Every build works in every mode: root, sudo,
-// setcap. Root acting for itself has nothing to drop.
+// setcap and the broker (where the process holds nothing to drop). Root
+// acting for itself has nothing to drop.
 //
 // # The broker
 //
@@ -65,6 +66,9 @@
 // Wire format: a Unix SOCK_SEQPACKET socket (default
 // /run/seqknock/broker.sock, mode 0660, group seqknock), one message per
 // request and one per answer; a connection may carry up to 64 requests.
+// On connecting, the caller first gets a greeting, an answer: "ok" when it
+// will be served (so it knows before it spends a knock), or a refusal,
+// after which the broker closes.
 //
 //	check:   "skb1"                       (4 bytes, no descriptor)
 //	set ISN: "skb1" || u32be(isn)         (8 bytes) + exactly one descriptor (SCM_RIGHTS)
