@@ -19,10 +19,11 @@ import (
 const BrokerTimeout = 2 * time.Second
 
 // BrokerClient asks a broker to set the ISN of this process's sockets. It
-// keeps one connection, made by Check, for the requests that follow.
+// keeps one connection for the requests that follow.
 type BrokerClient struct {
-	Path string
-	conn *net.UnixConn
+	Path    string
+	conn    *net.UnixConn
+	greeted bool // the broker's greeting has been read
 }
 
 // BrokerError is the broker's refusal, or why it could not be asked.
@@ -37,27 +38,42 @@ func (e *BrokerError) Error() string {
 	return "broker " + e.Path + ": " + e.Reason
 }
 
-// Check connects to the broker and reads its greeting, "ok" when it will
-// serve this process; on a connection already open it asks again. No
-// socket is sent, so no knock is spent.
-func (b *BrokerClient) Check() error {
-	if b.conn == nil {
-		return b.connect()
+// Connect connects to the broker without waiting for it: no broker at the
+// path, or a socket this user may not connect to (its mode keeps
+// non-members out), fails here, at once. The broker's own answer (its
+// greeting) is read with the first request.
+func (b *BrokerClient) Connect() error {
+	if b.conn != nil {
+		return nil
 	}
-	return b.request([]byte(brokerMagic), -1)
+	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: b.Path, Net: "unixpacket"})
+	if err != nil {
+		be := &BrokerError{Path: b.Path, Reason: errReason(err)}
+		be.Missing = errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED)
+		return be
+	}
+	b.conn, b.greeted = c, false
+	return nil
+}
+
+// Check connects to the broker and waits for its answer, "ok" when it will
+// serve this process. No socket is sent.
+func (b *BrokerClient) Check() error {
+	return b.retryBusy(func() error {
+		if b.greeted {
+			return b.request([]byte(brokerMagic), -1)
+		}
+		b.conn.SetDeadline(time.Now().Add(BrokerTimeout))
+		return b.greeting(nil)
+	})
 }
 
 // SetISN has the broker set the ISN of fd, an unconnected TCP socket.
 func (b *BrokerClient) SetISN(fd int, isn uint32) error {
-	if b.conn == nil {
-		if err := b.connect(); err != nil {
-			return err
-		}
-	}
 	msg := make([]byte, brokerRequestLen)
 	copy(msg, brokerMagic)
 	binary.BigEndian.PutUint32(msg[len(brokerMagic):], isn)
-	return b.request(msg, fd)
+	return b.retryBusy(func() error { return b.request(msg, fd) })
 }
 
 // Close ends the connection to the broker.
@@ -70,21 +86,16 @@ func (b *BrokerClient) Close() error {
 	return err
 }
 
-// connect dials the broker and reads its greeting. A "busy" broker (too
-// many connections in flight) is dialled again, after 1 ms doubling, for
-// up to BrokerTimeout.
-func (b *BrokerClient) connect() error {
+// retryBusy connects when needed and runs do; a broker that greets with
+// "busy" (too many connections in flight) is connected to again and do
+// repeated, after 1 ms doubling, for up to BrokerTimeout.
+func (b *BrokerClient) retryBusy(do func() error) error {
 	deadline := time.Now().Add(BrokerTimeout)
 	for wait := time.Millisecond; ; wait *= 2 {
-		c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: b.Path, Net: "unixpacket"})
-		if err != nil {
-			be := &BrokerError{Path: b.Path, Reason: errReason(err)}
-			be.Missing = errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED)
-			return be
+		if err := b.Connect(); err != nil {
+			return err
 		}
-		b.conn = c
-		c.SetDeadline(deadline)
-		err = b.answer(nil)
+		err := do()
 		var be *BrokerError
 		if err == nil || !errors.As(err, &be) || !strings.HasPrefix(be.Reason, brokerRefused+"busy") || time.Now().Add(wait).After(deadline) {
 			return err
@@ -93,7 +104,8 @@ func (b *BrokerClient) connect() error {
 	}
 }
 
-// request sends one request and reads its answer.
+// request sends one request and reads its answer, after the greeting when
+// that is still unread (the request then costs one round trip, not two).
 func (b *BrokerClient) request(msg []byte, fd int) error {
 	var oob []byte
 	if fd >= 0 {
@@ -101,7 +113,22 @@ func (b *BrokerClient) request(msg []byte, fd int) error {
 	}
 	b.conn.SetDeadline(time.Now().Add(BrokerTimeout))
 	_, _, werr := b.conn.WriteMsgUnix(msg, oob, nil)
+	if err := b.greeting(werr); err != nil {
+		return err
+	}
 	return b.answer(werr)
+}
+
+// greeting reads the broker's greeting unless it has been read.
+func (b *BrokerClient) greeting(werr error) error {
+	if b.greeted {
+		return nil
+	}
+	if err := b.answer(werr); err != nil {
+		return err
+	}
+	b.greeted = true
+	return nil
 }
 
 // answer reads one answer. A broker that refuses (not a member) answers
@@ -175,8 +202,12 @@ func (e *NoPrivilegeError) Unwrap() error { return ErrNoCapability }
 // privilege picks how this dial sets ISNs, before any slot is reserved or
 // packet sent: with CheckCapability set (a seam), that check and SetISN;
 // otherwise this process itself when it holds CAP_NET_ADMIN, else the
-// broker at d.Broker when it answers (its connection is closed by done),
-// else a NoPrivilegeError.
+// broker at d.Broker when it can connect to it (its connection is closed
+// by done), else a NoPrivilegeError. It does not wait for the broker's
+// greeting (that would cost a round trip of every dial): a non-member is
+// kept out by the socket's mode and fails here; the broker's own refusal
+// (with a socket open to all) comes with the first request, before any
+// packet is sent but after a slot was reserved in the slot store.
 func (d *Dialer) privilege() (set func(fd int, isn uint32) error, done func(), err error) {
 	done = func() {}
 	if d.CheckCapability != nil {
@@ -193,7 +224,7 @@ func (d *Dialer) privilege() (set func(fd int, isn uint32) error, done func(), e
 		path = DefaultBrokerPath
 	}
 	bc := &BrokerClient{Path: path}
-	if err := bc.Check(); err != nil {
+	if err := bc.Connect(); err != nil {
 		be, ok := err.(*BrokerError)
 		if !ok {
 			be = &BrokerError{Path: path, Reason: err.Error()}

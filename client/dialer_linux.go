@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -223,7 +224,11 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (*net.TCPCo
 				}
 				var be *BrokerError
 				if errors.As(err, &be) {
-					return nil, be
+					if strings.HasPrefix(be.Reason, brokerRefused+"busy") {
+						return nil, be
+					}
+					// Not served: both fixes, in one line.
+					return nil, &NoPrivilegeError{Broker: be.Path, Err: be}
 				}
 				if errors.Is(err, syscall.ECONNREFUSED) || ctx.Err() != nil {
 					if ctx.Err() != nil {

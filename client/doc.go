@@ -67,8 +67,9 @@
 // /run/seqknock/broker.sock, mode 0660, group seqknock), one message per
 // request and one per answer; a connection may carry up to 64 requests.
 // On connecting, the caller first gets a greeting, an answer: "ok" when it
-// will be served (so it knows before it spends a knock), or a refusal,
-// after which the broker closes.
+// will be served, or a refusal, after which the broker closes. The client
+// sends its first request without waiting for it (one round trip per
+// dial); a check ("skb1") waits for it.
 //
 //	check:   "skb1"                       (4 bytes, no descriptor)
 //	set ISN: "skb1" || u32be(isn)         (8 bytes) + exactly one descriptor (SCM_RIGHTS)
