@@ -7,11 +7,14 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/seqknock/seqknock/internal/netnstest"
 	"github.com/seqknock/seqknock/totp"
 )
 
@@ -20,7 +23,9 @@ import (
 // same run: the knock adds setsockopt calls and one HMAC on the client and
 // a few set lookups on the server, never a round trip. It reports each
 // median, the ratios, and the in-process dial's fixed cost in µs over
-// net.Dial with the same per-attempt timeout. Run it with a fixed count of at most 255, e.g.
+// net.Dial with the same per-attempt timeout; and the dial through the
+// broker (a separate seqknock broker process) against the in-process dial,
+// both to an unprotected port so the server's rules are alike. Run it with a fixed count of at most 255, e.g.
 // -bench Dial -benchtime 200x: each knock is usable once, and the table
 // holds the 256 slots of the current period.
 func BenchmarkDial(b *testing.B) {
@@ -58,8 +63,10 @@ func BenchmarkDial(b *testing.B) {
 			Resolve: func(context.Context, string, string) ([]netip.Addr, error) { return []netip.Addr{addr}, nil },
 			Reserve: func(string, uint64, int) (int, error) { slot++; return (slot - 1) % totp.MaxSlots, nil }}
 	}
-	d, dUnprotected := newDialer(), newDialer()
+	d, dUnprotected, dBroker := newDialer(), newDialer(), newDialer()
 	nd := &net.Dialer{}
+	// The broker, a process of its own as in use (root may ask it).
+	sock := startBenchBroker(b)
 	modes := []struct {
 		name string
 		dial func() (net.Conn, error)
@@ -71,6 +78,15 @@ func BenchmarkDial(b *testing.B) {
 		// watches the deadline with a goroutine, part of the difference.
 		{"plain+timeout net.Dial", func() (net.Conn, error) {
 			return (&net.Dialer{Timeout: 2 * time.Second}).Dial("tcp4", net.JoinHostPort(h.link.A4, fmt.Sprint(plainPort)))
+		}},
+		// What an unprivileged client does: connect to the broker, have it
+		// set the ISN of its socket (greeting and answer: one round trip),
+		// connect that socket.
+		{"broker, port unprotected", func() (net.Conn, error) {
+			bc := &BrokerClient{Path: sock}
+			defer bc.Close()
+			dBroker.CheckCapability, dBroker.SetISN = bc.Connect, bc.SetISN
+			return dBroker.Dial(context.Background(), h.link.A4, plainPort)
 		}},
 	}
 	times := make([][]time.Duration, len(modes))
@@ -104,12 +120,36 @@ func BenchmarkDial(b *testing.B) {
 	// with the same per-attempt timeout.
 	fixed := med[2] - med[3]
 	b.ReportMetric(float64(fixed.Nanoseconds())/1000, "fixed-µs/in-process-dial")
+	b.ReportMetric(float64(med[4])/float64(med[2]), "ratio-broker/in-process")
+	b.Logf("through the broker (a Unix connect and one local round trip more): %v; in-process dial %v: ratio %.3f (goal at most 1.5)",
+		med[4], med[2], float64(med[4])/float64(med[2]))
 	b.Logf("median time to an established connection over %d dials each: plain net.Dial %v, knock %v: ratio %.3f; "+
 		"against net.Dial with the same timeout %v: ratio %.3f; "+
 		"knocked SYN to an unprotected port %v (server rules %v); "+
 		"the in-process dial's fixed cost over net.Dial with the same timeout: %.1f µs (goal under 10 µs); no extra round trip in any",
 		b.N, med[0], med[1], float64(med[1])/float64(med[0]), med[3], float64(med[1])/float64(med[3]), med[2], med[1]-med[2],
 		float64(fixed.Nanoseconds())/1000)
+}
+
+// startBenchBroker runs `seqknock broker` for group root on a socket in a
+// fresh directory until the benchmark ends, and returns the socket's path.
+func startBenchBroker(b *testing.B) string {
+	bin := netnstest.Build(b, "client/cmd/seqknock")
+	dir := b.TempDir()
+	sock := filepath.Join(dir, "broker.sock")
+	cmd := exec.Command(bin, "broker", "--listen", sock, "--group", "root")
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if (&BrokerClient{Path: sock}).Check() == nil {
+			return sock
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("the broker did not start")
+		}
+	}
 }
 
 // newBenchHost is newKnockHost with every slot of a 30 s window allowed.

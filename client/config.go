@@ -16,8 +16,10 @@ import (
 
 // Config is the client config, ~/.config/seqknock/client.toml.
 type Config struct {
-	Path  string
-	Hosts []HostEntry
+	Path string
+	// Broker is the broker's socket (broker = "PATH"); "" for the default.
+	Broker string
+	Hosts  []HostEntry
 }
 
 // HostEntry says how to knock on the hosts its pattern matches.
@@ -39,7 +41,8 @@ type HostEntry struct {
 }
 
 type rawClientConfig struct {
-	Host []struct {
+	Broker *string `toml:"broker"`
+	Host   []struct {
 		Match   *string `toml:"match"`
 		Port    *int    `toml:"port"`
 		KeyFile *string `toml:"key_file"`
@@ -76,6 +79,13 @@ func ParseConfig(file string, data []byte, home string) (*Config, error) {
 		return nil, err
 	}
 	c := &Config{Path: file}
+	if raw.Broker != nil {
+		b := expandHome(*raw.Broker, home)
+		if !filepath.IsAbs(b) {
+			return nil, doc.At("", -1, "broker", "broker", fmt.Errorf("%q: want an absolute path", *raw.Broker))
+		}
+		c.Broker = b
+	}
 	for i, h := range raw.Host {
 		// Errors name the line of the entry's [[host]] header.
 		fail := func(field string, format string, args ...any) error {

@@ -68,6 +68,25 @@ func TestClientConfig(t *testing.T) {
 	}
 }
 
+// TestClientConfigBroker: broker = names the broker's socket (~/ is the
+// home); --broker overrides it; without either, the default.
+func TestClientConfigBroker(t *testing.T) {
+	for _, tc := range []struct{ text, flag, want string }{
+		{"broker = \"/srv/b.sock\"\n", "", "/srv/b.sock"},
+		{"broker = \"~/b.sock\"\n[[host]]\nmatch = \"x\"\nkey_file = \"k\"\n", "", "/h/b.sock"},
+		{"broker = \"/srv/b.sock\"\n", "/flag.sock", "/flag.sock"},
+		{"", "", DefaultBrokerPath},
+	} {
+		c, err := ParseConfig("c.toml", []byte(tc.text), "/h")
+		if err != nil {
+			t.Fatalf("%q: %v", tc.text, err)
+		}
+		if got := BrokerPath(c, tc.flag); got != tc.want {
+			t.Errorf("%q with --broker %q: %q, want %q", tc.text, tc.flag, got, tc.want)
+		}
+	}
+}
+
 func TestClientConfigErrors(t *testing.T) {
 	for _, tc := range []struct{ text, want string }{
 		{"[[host]]\nmatch = \"x\"\n", "c.toml:1: host[0].key_file: missing"},
@@ -87,6 +106,8 @@ func TestClientConfigErrors(t *testing.T) {
 		{"[[host]]\nmatch = \"x\"\nkey_file = \"k\"\nsign = \"tcp-ao\"\nsign_key_file = \"s\"\n", "c.toml:1: host[0].sign: "},
 		{"[[host]]\nmatch = \"x\"\nkey_file = \"k\"\nsign = \"tcp-md5\"\n", "c.toml:1: host[0].sign_key_file: missing"},
 		{"[[host]]\nmatch = \"x\"\nkey_file = \"k\"\nsign_key_file = \"s\"\n", "c.toml:1: host[0].sign: missing: sign_key_file is set"},
+		{"# the broker\nbroker = \"run/b.sock\"\n", "c.toml:2: broker: \"run/b.sock\": want an absolute path"},
+		{"broker = 3\n", "c.toml:1: broker: incompatible types"},
 	} {
 		_, err := ParseConfig("c.toml", []byte(tc.text), "/h")
 		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -56,7 +57,16 @@ type Dialer struct {
 	// CheckCapability runs before any slot is reserved or packet sent
 	// (default: CheckCapability).
 	CheckCapability func() error
-	OnAttempt       func(addr netip.AddrPort, counter uint64, slot int, isn uint32)
+	// SetISN sets the ISN of an unconnected socket (default: TCP_REPAIR
+	// in this process; a BrokerClient's SetISN asks the broker). With
+	// CheckCapability nil, Dial picks it: this process when it holds
+	// CAP_NET_ADMIN, else the broker at Broker when it answers.
+	SetISN func(fd int, isn uint32) error
+	// Broker is the broker's socket (default DefaultBrokerPath).
+	Broker string
+	// OnBroker is told when the broker sets the ISNs of this dial.
+	OnBroker  func(path string)
+	OnAttempt func(addr netip.AddrPort, counter uint64, slot int, isn uint32)
 }
 
 // SlotsSpentError says that every knock of the period is spent, and how
@@ -143,13 +153,11 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (*net.TCPCo
 		}
 		keys = append(keys, &knockKey{deriver: deriver, id: SlotID(key, d.Realm, port)})
 	}
-	check := d.CheckCapability
-	if check == nil {
-		check = CheckCapability
-	}
-	if err := check(); err != nil {
+	set, done, err := d.privilege()
+	if err != nil {
 		return nil, err
 	}
+	defer done()
 	if d.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, d.Timeout)
@@ -207,12 +215,20 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (*net.TCPCo
 				if d.OnAttempt != nil {
 					d.OnAttempt(ap, counter, slot, isn)
 				}
-				conn, err := d.attempt(ctx, ap, isn, synTimeout)
+				conn, err := d.attempt(ctx, ap, isn, synTimeout, set)
 				if err == nil {
 					return conn, nil
 				}
 				if errors.Is(err, ErrNoCapability) {
 					return nil, ErrNoCapability
+				}
+				var be *BrokerError
+				if errors.As(err, &be) {
+					if strings.HasPrefix(be.Reason, brokerRefused+"busy") {
+						return nil, be
+					}
+					// Not served: both fixes, in one line.
+					return nil, &NoPrivilegeError{Broker: be.Path, Err: be}
 				}
 				if errors.Is(err, syscall.ECONNREFUSED) || ctx.Err() != nil {
 					if ctx.Err() != nil {
@@ -239,8 +255,8 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-func (d *Dialer) attempt(ctx context.Context, ap netip.AddrPort, isn uint32, synTimeout time.Duration) (*net.TCPConn, error) {
-	nd := net.Dialer{Timeout: synTimeout, Control: prepare(ap.Addr(), isn, d.SignKey)}
+func (d *Dialer) attempt(ctx context.Context, ap netip.AddrPort, isn uint32, synTimeout time.Duration, set func(int, uint32) error) (*net.TCPConn, error) {
+	nd := net.Dialer{Timeout: synTimeout, Control: prepare(ap.Addr(), isn, d.SignKey, set)}
 	network := "tcp4"
 	if ap.Addr().Is6() && !ap.Addr().Is4In6() {
 		network = "tcp6"
@@ -266,6 +282,7 @@ func (s *Settings) Dialer(reserve func(id string, counter uint64, slots int) (in
 		Timeout:     s.Timeout,
 		ClockOffset: s.ClockOffset,
 		Network:     s.Network,
+		Broker:      s.Broker,
 		Reserve:     reserve,
 		SignKey:     s.SignKey,
 	}
@@ -273,6 +290,9 @@ func (s *Settings) Dialer(reserve func(id string, counter uint64, slots int) (in
 		synTimeout := d.SynTimeout
 		if synTimeout == 0 {
 			synTimeout = DefaultSynTimeout
+		}
+		d.OnBroker = func(path string) {
+			s.Verbosef("no CAP_NET_ADMIN here: the broker at %s sets the ISN", path)
 		}
 		d.OnAttempt = func(ap netip.AddrPort, counter uint64, slot int, _ uint32) {
 			s.Verbosef("knock %s counter %d slot %d (of %d), waiting %v for a SYN-ACK", ap, counter, slot, d.Slots, synTimeout)

@@ -8,7 +8,8 @@
 //
 // Setting a socket's initial sequence number takes TCP_REPAIR, and so
 // CAP_NET_ADMIN. That is the one thing seqknock may do with privilege, and
-// only for the user it acts for. The process gets it in one of three ways:
+// only for the user it acts for. Without the broker (below), the process
+// gets it in one of three ways:
 //
 //   - setcap cap_net_admin+ep on the binary: a process of the user holding
 //     that capability alone;
@@ -49,7 +50,63 @@
 // cleared, PR_SET_NO_NEW_PRIVS so a setcap binary regains nothing, execve
 // with SEQKNOCK_CONNECTED_FD naming the socket), which starts with no
 // capability on any thread. Every build works in every mode: root, sudo,
-// setcap. Root acting for itself has nothing to drop.
+// setcap and the broker (where the process holds nothing to drop). Root
+// acting for itself has nothing to drop.
+//
+// # The broker
+//
+// The fourth way needs no privilege in the client at all: `seqknock broker`,
+// a service (seqknock-broker.socket and .service, socket-activated, holding
+// CAP_NET_ADMIN alone) that lends exactly one thing: setting the ISN of a
+// TCP socket its caller sends it. The client makes its own socket, has the
+// broker set its ISN, and connects it itself: the connection, its uid and
+// its process stay the user's, and the broker never sees the key, the
+// address or the traffic.
+//
+// Wire format: a Unix SOCK_SEQPACKET socket (default
+// /run/seqknock/broker.sock, mode 0660, group seqknock), one message per
+// request and one per answer; a connection may carry up to 64 requests.
+// On connecting, the caller first gets a greeting, an answer: "ok" when it
+// will be served, or a refusal, after which the broker closes. The client
+// sends its first request without waiting for it (one round trip per
+// dial); a check ("skb1") waits for it.
+//
+//	check:   "skb1"                       (4 bytes, no descriptor)
+//	set ISN: "skb1" || u32be(isn)         (8 bytes) + exactly one descriptor (SCM_RIGHTS)
+//	answer:  "ok", or "refused: " + one line of reason (at most 256 bytes)
+//
+// The broker answers a request only for root and members of its group
+// (default seqknock: the gid or a supplementary group of the caller as it
+// connected, from SO_PEERCRED and SO_PEERGROUPS, never the user database).
+// It refuses a descriptor that is not an IPv4 or IPv6 SOCK_STREAM
+// IPPROTO_TCP socket in state CLOSE (TCP_INFO: not connected, connecting
+// or listening), a message longer than 8 bytes (MSG_TRUNC), more than one
+// descriptor or a cut control message (MSG_CTRUNC): every descriptor a
+// message carried is closed whatever the answer. Each read has a deadline
+// (2 s); at most 256 connections are served at once and 32 per uid, and
+// one more is answered "busy" at once (the client retries), so a caller
+// that sends nothing holds only its own slots.
+//
+// What a member can do with it: choose the ISN of sockets it holds,
+// nothing more. A process can only send descriptors it holds, so a socket
+// is the caller's or one given to it; the broker does not ask which
+// process made it. The caller still holds the socket while the broker
+// works on it; connect() on a socket in repair mode would make it
+// established without a handshake, so the broker checks the state again
+// while repair mode is still on and after it is off, and a socket found
+// connected then is disconnected without a packet and left in repair mode,
+// in which it sends nothing (TestBrokerCallerRacesConnect). The one window
+// left is between the last check with repair on and TCP_REPAIR_OFF: a
+// connect() landing exactly there makes TCP_REPAIR_OFF send one window
+// probe (an ACK from the caller's own address, with the chosen sequence
+// number), and the caller may write on it for the microseconds until the
+// broker's next check disconnects it: not seen in the test's 500 tries.
+//
+// The path is created by systemd (or, run by hand, by ListenBroker: an
+// old socket is replaced, a symbolic link or a file at the path refused,
+// the directory must be writable by its owner alone). A client follows
+// the path it is given (--broker, broker = in client.toml): pointing it at
+// another broker fools only that user.
 //
 // Refused outright when elevated: --user (only root, acting for itself, may
 // name another user), and keygen and isn, which need no privilege.

@@ -23,6 +23,8 @@ type Flags struct {
 	Realm       *string
 	Period      *time.Duration
 	Slots       *int
+	// Broker is the broker's socket (--broker), over the config's.
+	Broker string
 	// IPv4 and IPv6 restrict the addresses tried (-4, -6).
 	IPv4, IPv6 bool
 	// SynTimeout, Timeout and ClockOffset go to the Dialer as they are.
@@ -44,8 +46,12 @@ type Settings struct {
 	Period   time.Duration
 	Slots    int
 	// SignKey, when set, signs the connection with TCP-MD5.
-	SignKey     tcpsign.Key
-	Network     string // "tcp", "tcp4" or "tcp6"
+	SignKey tcpsign.Key
+	Network string // "tcp", "tcp4" or "tcp6"
+	// Broker is the broker's socket, asked when this process may not set
+	// an ISN itself: --broker, else the config's broker, else
+	// DefaultBrokerPath.
+	Broker      string
 	SynTimeout  time.Duration
 	Timeout     time.Duration
 	ClockOffset time.Duration
@@ -116,6 +122,18 @@ func Knock(f Flags) (realm string, period time.Duration, slots int, err error) {
 	return e.Realm, e.Period, e.Slots, nil
 }
 
+// BrokerPath is the broker's socket: flag (--broker) if given, else the
+// config's broker, else DefaultBrokerPath.
+func BrokerPath(cfg *Config, flag string) string {
+	switch {
+	case flag != "":
+		return flag
+	case cfg != nil && cfg.Broker != "":
+		return cfg.Broker
+	}
+	return DefaultBrokerPath
+}
+
 // Resolve turns the client config and the flags into the settings of a
 // connection to host:port. The first [[host]] matching the alias, then the
 // host, gives the key, realm, period and slots; each flag given overrides
@@ -163,6 +181,7 @@ func Resolve(cfg *Config, f Flags, host string, port uint16) (*Settings, error) 
 		Period:      e.Period,
 		Slots:       e.Slots,
 		Network:     "tcp",
+		Broker:      BrokerPath(cfg, f.Broker),
 		SynTimeout:  f.SynTimeout,
 		Timeout:     f.Timeout,
 		ClockOffset: f.ClockOffset,

@@ -24,6 +24,11 @@ type Stanza struct {
 	// FDPass uses ProxyUseFdpass; Sudo runs seqknock with sudo -n.
 	FDPass bool
 	Sudo   bool
+	// Broker, when set and not DefaultBrokerPath, goes into the
+	// ProxyCommand as --broker.
+	Broker string
+	// Note is a comment on how seqknock will set the ISN (PrivilegeNote).
+	Note string
 }
 
 // SSHConfig returns the ~/.ssh/config stanza that connects to s.Host
@@ -47,6 +52,9 @@ func SSHConfig(s Stanza) (string, error) {
 	if s.ConfigFile != "" {
 		cmd += " --config " + absPath(s.ConfigFile)
 	}
+	if s.Broker != "" && s.Broker != DefaultBrokerPath {
+		cmd += " --broker " + absPath(s.Broker)
+	}
 	if s.KeyFile != "" {
 		if _, err := keyfile.Load(s.KeyFile); err != nil {
 			return "", fmt.Errorf("ssh-config: %w", err)
@@ -61,6 +69,9 @@ func SSHConfig(s Stanza) (string, error) {
 	// A knock is spent by its first SYN; seqknock itself tries the other
 	// slots, so ssh makes one attempt.
 	fmt.Fprintf(&b, "    ConnectionAttempts 1\n")
+	if s.Note != "" && !s.Sudo {
+		fmt.Fprintf(&b, "    # %s\n", s.Note)
+	}
 	fmt.Fprintf(&b, "    # Each connection spends a knock and a server allows a few per period (4 by default):\n"+
 		"    # uncomment to let repeated ssh, scp and Ansible runs share one connection.\n"+
 		"    # ControlMaster auto\n    # ControlPath ~/.ssh/seqknock-%%C\n    # ControlPersist 10m\n")

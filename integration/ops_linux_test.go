@@ -120,12 +120,13 @@ func TestInstallUninstall(t *testing.T) {
 	// them and the man pages it installed: no warning at all.
 	vdir := t.TempDir()
 	var units []string
-	for _, u := range []string{"seqknockd.service", "seqknockd-sync.service", "seqknockd-sync.timer"} {
+	for _, u := range []string{"seqknockd.service", "seqknockd-sync.service", "seqknockd-sync.timer", "seqknock-broker.socket", "seqknock-broker.service"} {
 		b, err := os.ReadFile(filepath.Join(dest, "etc/systemd/system", u))
 		if err != nil {
 			t.Fatal(err)
 		}
 		b = []byte(strings.ReplaceAll(string(b), "/usr/local/sbin/", dest+"/usr/local/sbin/"))
+		b = []byte(strings.ReplaceAll(string(b), "/usr/local/bin/", dest+"/usr/local/bin/"))
 		os.WriteFile(filepath.Join(vdir, u), b, 0o644)
 		units = append(units, u)
 	}
@@ -164,6 +165,22 @@ func TestInstallUninstall(t *testing.T) {
 	if err != nil || len(strings.TrimSpace(string(out))) != 0 {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
+	// The broker: socket-activated, a SOCK_SEQPACKET socket only root and
+	// the group reach, and a service holding CAP_NET_ADMIN alone, as a
+	// dynamic user without a network, that exits when idle.
+	sock, _ := os.ReadFile(filepath.Join(vdir, "seqknock-broker.socket"))
+	bsvc, _ := os.ReadFile(filepath.Join(vdir, "seqknock-broker.service"))
+	for _, want := range []string{"\nListenSequentialPacket=/run/seqknock/broker.sock\n", "\nSocketGroup=seqknock\n", "\nSocketMode=0660\n"} {
+		if !strings.Contains(string(sock), want) {
+			t.Errorf("seqknock-broker.socket lacks %q", strings.TrimSpace(want))
+		}
+	}
+	for _, want := range []string{"\nCapabilityBoundingSet=CAP_NET_ADMIN\n", "\nAmbientCapabilities=CAP_NET_ADMIN\n", "\nDynamicUser=yes\n",
+		"\nPrivateNetwork=yes\n", "\nRestrictAddressFamilies=AF_UNIX\n", "\nNoNewPrivileges=yes\n", " broker --group seqknock --exit-idle 60s\n"} {
+		if !strings.Contains(string(bsvc), want) {
+			t.Errorf("seqknock-broker.service lacks %q", strings.TrimSpace(want))
+		}
+	}
 
 	checkCompletion(t, filepath.Join(dest, "usr/local/share/bash-completion/completions/seqknock"),
 		filepath.Join(dest, "usr/local/share/zsh/site-functions/_seqknock"), filepath.Join(dest, "usr/local/bin"))
@@ -201,7 +218,7 @@ COMP_WORDS=(%s); COMP_CWORD=$((${#COMP_WORDS[@]}-1)); _seqknock_complete; echo "
 		// compadd offers the candidates that start with the word at the
 		// cursor, as zsh's does.
 		zsh := fmt.Sprintf(`compdef() { :; }; _files() { print FILES; }
-compadd() { local w; for w in ${(P)2}; do [[ $w == ${words[CURRENT]}* ]] && print -r -- $w; done; }
+compadd() { local w; for w in ${(P)2}; do [[ $w == ${words[CURRENT]}* ]] && print -r -- $w; done; return 0; }
 source %s
 PATH=%s:$PATH
 words=(%s); CURRENT=${#words}; _seqknock`, zshScript, bindir, tc.words)

@@ -18,7 +18,7 @@ PREFIX=${PREFIX:-/usr/local}
 SYSTEMD_DIR=${SYSTEMD_DIR:-/etc/systemd/system}
 CONF_DIR=${CONF_DIR:-/etc/seqknock}
 
-UNITS="seqknockd.service seqknockd-sync.service seqknockd-sync.timer"
+UNITS="seqknockd.service seqknockd-sync.service seqknockd-sync.timer seqknock-broker.socket seqknock-broker.service"
 # A drop-in that re-syncs after nftables.service starts or reloads (which
 # flushes the ruleset); see the file.
 DROPINS="nftables.service.d/seqknock.conf"
@@ -92,13 +92,17 @@ install_all() {
 	done
 	for u in $UNITS $DROPINS; do
 		f="$tmp/$(basename "$u")"
-		sed -e "s|/usr/local/sbin/|$PREFIX/sbin/|g" -e "s|/etc/seqknock/|$CONF_DIR/|g" "scripts/systemd/$u" >"$f"
+		sed -e "s|/usr/local/sbin/|$PREFIX/sbin/|g" -e "s|/usr/local/bin/|$PREFIX/bin/|g" -e "s|/etc/seqknock/|$CONF_DIR/|g" "scripts/systemd/$u" >"$f"
 		install -D -m 0644 "$f" "$DESTDIR$SYSTEMD_DIR/$u"
 	done
 	install -d -m 0700 "$DESTDIR$CONF_DIR"
 	chmod 0700 "$DESTDIR$CONF_DIR"
 	install -d -m 0700 "$DESTDIR$CONF_DIR/seqknockd.d"
 	install -m 0600 scripts/seqknockd.toml.example "$DESTDIR$CONF_DIR/seqknockd.toml.example"
+	# The group of the broker's socket and of the sudoers rule.
+	if [ -z "$DESTDIR" ] && ! getent group seqknock >/dev/null; then
+		groupadd --system seqknock
+	fi
 	if live; then systemctl daemon-reload; fi
 	cat <<MSG
 seqknock installed under ${DESTDIR:-}$PREFIX. Next:
@@ -106,6 +110,8 @@ seqknock installed under ${DESTDIR:-}$PREFIX. Next:
   cp $CONF_DIR/seqknockd.toml.example $CONF_DIR/seqknockd.toml   # and edit
   seqknockd --config $CONF_DIR/seqknockd.toml check-config
   systemctl enable --now seqknockd.service   # or: seqknockd-sync.service seqknockd-sync.timer
+On a client machine, to let the members of group seqknock knock without sudo or setcap:
+  systemctl enable --now seqknock-broker.socket; usermod -aG seqknock USER
 MSG
 }
 

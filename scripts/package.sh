@@ -37,11 +37,13 @@ if [ "$(debversion "$b/seqknock")" != "$version" ]; then
 	exit 1
 fi
 
-# Every file under scripts/systemd, drop-in directories (NAME.d/) too.
-units=$(cd scripts/systemd && find . -type f | sed 's|^\./||' | sort)
-for u in $units; do
+# Every file under scripts/systemd, drop-in directories (NAME.d/) too; the
+# broker's units (seqknock-broker.*) go to the client package.
+units=$(cd scripts/systemd && find . -type f | sed 's|^\./||' | grep -v '^seqknock-broker\.' | sort)
+brokerunits=$(cd scripts/systemd && ls seqknock-broker.*)
+for u in $units $brokerunits; do
 	mkdir -p "$b/units/$(dirname "$u")"
-	sed "s|/usr/local/sbin/|/usr/sbin/|g" "scripts/systemd/$u" >"$b/units/$u"
+	sed -e "s|/usr/local/sbin/|/usr/sbin/|g" -e "s|/usr/local/bin/|/usr/bin/|g" "scripts/systemd/$u" >"$b/units/$u"
 done
 for p in man/*.[158]; do
 	gzip -9n <"$p" >"$b/man/$(basename "$p").gz"
@@ -112,13 +114,16 @@ description: |-
   opens TCP connections whose SYN carries a seqknock knock
   seqknock derives the TCP initial sequence number a seqknockd server admits
   and puts it on the SYN of its connection; use it as OpenSSH's ProxyCommand.
-  It needs CAP_NET_ADMIN: give it with
-  setcap cap_net_admin+ep /usr/bin/seqknock, or run it with sudo.
+  Without CAP_NET_ADMIN it asks the broker, seqknock-broker.socket
+  (installed disabled): systemctl enable --now seqknock-broker.socket,
+  then add the users to group seqknock. Or give the binary the
+  capability (setcap cap_net_admin+ep /usr/bin/seqknock), or use sudo.
 scripts:
   postinstall: $root/scripts/debian/seqknock.postinst
 contents:
 YAML
 	file "$b/seqknock" /usr/bin/seqknock 755
+	for u in $brokerunits; do file "$b/units/$u" "/usr/lib/systemd/system/$u" 644; done
 	file "$b/man/seqknock.1.gz" /usr/share/man/man1/seqknock.1.gz 644
 	file "$b/seqknock.bash" /usr/share/bash-completion/completions/seqknock 644
 	file "$b/_seqknock" /usr/share/zsh/vendor-completions/_seqknock 644

@@ -109,3 +109,41 @@ func (u *User) WriteFile(rel string, data []byte, perm os.FileMode) string {
 	}
 	return p
 }
+
+// Group is a group made for one test with groupadd (removed with groupdel
+// when it ends).
+type Group struct {
+	Name string
+	GID  int
+}
+
+// NewGroup creates a group with no members.
+func NewGroup(t testing.TB) *Group {
+	t.Helper()
+	RequireRoot(t, "groupadd", "groupdel", "getent")
+	g := &Group{Name: "skg" + suffix()}
+	if out, err := exec.Command("groupadd", g.Name).CombinedOutput(); err != nil {
+		t.Fatalf("groupadd %s: %v: %s", g.Name, err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("groupdel", "-f", g.Name).CombinedOutput(); err != nil {
+			t.Errorf("groupdel %s: %v: %s", g.Name, err, out)
+		}
+	})
+	out, err := exec.Command("getent", "group", g.Name).Output()
+	f := strings.Split(strings.TrimSpace(string(out)), ":")
+	if err != nil || len(f) < 3 {
+		t.Fatalf("getent group %s: %v: %q", g.Name, err, out)
+	}
+	g.GID, _ = strconv.Atoi(f[2])
+	return g
+}
+
+// Join makes the user a (supplementary) member of g; commands made after
+// it (Command uses the user database's groups) carry it.
+func (u *User) Join(g *Group) {
+	u.t.Helper()
+	if out, err := exec.Command("usermod", "-aG", g.Name, u.Name).CombinedOutput(); err != nil {
+		u.t.Fatalf("usermod -aG %s %s: %v: %s", g.Name, u.Name, err, out)
+	}
+}

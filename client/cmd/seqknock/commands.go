@@ -16,6 +16,7 @@ func commands() []*cli.Command {
 		fdpassCommand(),
 		execCommand(),
 		sshConfigCommand(),
+		brokerCommand(),
 	}
 	for _, c := range cmds {
 		switch c.Name {

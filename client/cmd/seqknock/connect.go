@@ -32,6 +32,7 @@ func dialFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "6", Usage: "IPv6 only"},
 		&cli.StringFlag{Name: "sign-key-file", Usage: "sign the connection with TCP-MD5 using the service's key `FILE` (as sign = \"tcp-md5\" with sign_key_file in the config; overrides it)"},
 		&cli.StringFlag{Name: "alias", Usage: "the `NAME` given to ssh (its %n), looked up in the config before HOST"},
+		&cli.StringFlag{Name: "broker", Usage: "the broker's socket `PATH`, asked when seqknock holds no CAP_NET_ADMIN (overrides the config; default " + client.DefaultBrokerPath + ")"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "say on stderr which [[host]] matched and each knock tried (address, counter, slot, wait)"},
 	}...)...)
 }
@@ -87,6 +88,7 @@ func dialer(c *cli.Context, inv *client.Invoker, host string, port uint16) (*cli
 	f.Alias, f.KeyFile, f.SignKeyFile = c.String("alias"), c.String("key-file"), c.String("sign-key-file")
 	f.IPv4, f.IPv6 = c.Bool("4"), c.Bool("6")
 	f.SynTimeout, f.Timeout, f.ClockOffset = c.Duration("syn-timeout"), c.Duration("timeout"), c.Duration("clock-offset")
+	f.Broker = c.String("broker")
 	if c.Bool("verbose") {
 		f.Verbosef = func(format string, a ...any) { verbosef(c, format, a...) }
 	}
@@ -242,7 +244,8 @@ func noMoreArgs(c *cli.Context) error {
 func proxyCommand() *cli.Command {
 	return connectCommand("proxy", "connect with a knock and relay stdin/stdout (OpenSSH ProxyCommand)",
 		"seqknock proxy [options] HOST PORT",
-		"For ~/.ssh/config: ProxyCommand seqknock proxy %h %p. Needs CAP_NET_ADMIN (sudo or setcap); "+
+		"For ~/.ssh/config: ProxyCommand seqknock proxy %h %p. Needs CAP_NET_ADMIN (setcap or sudo) or, without it, "+
+			"the broker (seqknock broker) and membership of its group; "+
 			"gives up every privilege once connected.",
 		nil, noMoreArgs,
 		func(c *cli.Context, conn *net.TCPConn) error {
@@ -296,16 +299,18 @@ func sshConfigCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "ssh-config",
 		Usage:     "print the ~/.ssh/config stanza that connects to HOST through seqknock",
-		UsageText: "seqknock ssh-config [--fdpass] [--sudo] [--config FILE | --key-file FILE] HOST",
+		UsageText: "seqknock ssh-config [--fdpass] [--sudo] [--broker PATH] [--config FILE | --key-file FILE] HOST",
 		Description: "HOST, the name you give ssh, must match a [[host]] entry of the client config, or --key-file " +
 			"must name the key (it then goes into the ProxyCommand). The ProxyCommand passes ssh's %n as --alias, " +
 			"so a [[host]] may name the alias (Host prod) while ssh connects to its HostName. The stanza ends with " +
-			"commented ControlMaster lines; with --sudo, with the sudoers rule that sudo -n needs.",
+			"commented ControlMaster lines; with --sudo, with the sudoers rule that sudo -n needs; without, with a comment " +
+			"saying how seqknock will set the ISN (the broker, when this binary holds no CAP_NET_ADMIN).",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "fdpass", Usage: "use ProxyUseFdpass (ssh talks to the socket directly; no relay process stays)"},
 			&cli.BoolFlag{Name: "sudo", Usage: "run seqknock with sudo -n (when the binary has no cap_net_admin file capability); needs a NOPASSWD sudoers rule, printed as a comment"},
 			&cli.StringFlag{Name: "config", Usage: "client config `FILE` (default ~/.config/seqknock/client.toml)"},
 			&cli.StringFlag{Name: "key-file", Usage: "key `FILE`, for a host with no [[host]] entry"},
+			&cli.StringFlag{Name: "broker", Usage: "the broker's socket `PATH` (overrides the config; default " + client.DefaultBrokerPath + ")"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
@@ -336,6 +341,8 @@ func sshConfigCommand() *cli.Command {
 				User:       name,
 				FDPass:     c.Bool("fdpass"),
 				Sudo:       c.Bool("sudo"),
+				Broker:     c.String("broker"),
+				Note:       client.PrivilegeNote(client.BrokerPath(cfg, c.String("broker"))),
 			})
 			if err != nil {
 				return usageError(err)

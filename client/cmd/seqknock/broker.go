@@ -1,0 +1,77 @@
+package main
+
+import (
+	"log/slog"
+	"os"
+	"os/user"
+	"strconv"
+
+	"github.com/seqknock/seqknock/client"
+	"github.com/urfave/cli/v2"
+)
+
+func brokerCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "broker",
+		Usage:     "serve the members of a group: set the TCP ISN of the sockets they send (a root service)",
+		UsageText: "seqknock broker [--listen PATH] [--group GROUP] [--exit-idle DURATION]",
+		Description: "Lends one privilege: setting the initial sequence number of a TCP socket its caller owns and " +
+			"sends it, so seqknock needs neither sudo nor setcap. Callers must be root or in GROUP (as they " +
+			"connect); the socket must be an unconnected TCP socket. Runs from seqknock-broker.socket " +
+			"(socket activation, CAP_NET_ADMIN only) or by hand as root, which makes PATH (mode 0660, group GROUP).",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "listen", Value: client.DefaultBrokerPath, Usage: "the socket `PATH` (when not socket-activated)"},
+			&cli.StringFlag{Name: "group", Value: client.DefaultBrokerGroup, Usage: "the `GROUP` (name or gid) whose members may ask"},
+			&cli.DurationFlag{Name: "exit-idle", Usage: "exit after this long without a connection (0: never; systemd starts it again on demand)"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 0 {
+				return usagef("broker: unexpected argument %q", c.Args().First())
+			}
+			if err := refuseElevated(c); err != nil {
+				return err
+			}
+			if err := client.GuardCapabilities(); err != nil {
+				return err
+			}
+			if err := client.CheckBrokerCapability(); err != nil {
+				return err
+			}
+			name := c.String("group")
+			g, err := user.LookupGroup(name)
+			if err != nil {
+				if g, err = user.LookupGroupId(name); err != nil {
+					return usagef("broker: --group %s: no such group", name)
+				}
+			}
+			gid, _ := strconv.Atoi(g.Gid)
+			ln, err := client.ActivatedListener()
+			if err != nil {
+				return err
+			}
+			if ln == nil {
+				if ln, err = client.ListenBroker(c.String("listen"), gid); err != nil {
+					return err
+				}
+			}
+			log := slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{
+				ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+					if len(groups) == 0 && a.Key == slog.TimeKey && os.Getenv("JOURNAL_STREAM") != "" {
+						return slog.Attr{} // journald stamps every line
+					}
+					return a
+				},
+			}))
+			log.Info("broker serving", "socket", ln.Addr().String(), "group", g.Name, "gid", gid)
+			ctx, cancel := signalContext()
+			defer cancel()
+			b := &client.Broker{GID: gid, GroupName: g.Name, IdleExit: c.Duration("exit-idle"), Log: log}
+			err = b.Serve(ctx, ln)
+			ln.Close()
+			if err == nil {
+				log.Info("broker stopped")
+			}
+			return err
+		},
+	}
+}

@@ -1,0 +1,42 @@
+// Command brokerask asks the seqknock broker at PATH to set the ISN of a
+// fresh unconnected TCP socket of its own, as the user it runs as, for the
+// broker's tests. It prints the broker's answer ("ok" or the error) and
+// exits 0 on "ok", 1 otherwise.
+//
+//	brokerask PATH [ISN]
+package main
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+
+	"github.com/seqknock/seqknock/client"
+	"golang.org/x/sys/unix"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: brokerask PATH [ISN]")
+		os.Exit(2)
+	}
+	isn := uint64(12345)
+	if len(os.Args) > 2 {
+		isn, _ = strconv.ParseUint(os.Args[2], 10, 32)
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	if err != nil {
+		fmt.Println(err)
+		os.Exit(1)
+	}
+	b := &client.BrokerClient{Path: os.Args[1]}
+	if err := b.Check(); err != nil {
+		fmt.Println(err)
+		os.Exit(1)
+	}
+	if err := b.SetISN(fd, uint32(isn)); err != nil {
+		fmt.Println(err)
+		os.Exit(1)
+	}
+	fmt.Println("ok")
+}
