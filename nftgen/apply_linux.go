@@ -12,8 +12,8 @@ import (
 )
 
 // Apply makes the table match s at now, in one netlink transaction: the
-// table, sets and chains exist, the rules are the ones KnockRules and
-// InputRules build, ports holds s.Ports and valid holds exactly s.Valid.
+// table, sets and chains exist, the rules are the ones ruleList
+// builds, ports holds s.Ports and valid holds exactly s.Valid.
 // The used set keeps its elements; where its timeout or size must change it
 // is recreated and its live elements copied over with their remaining time.
 // Nothing outside the table is touched. On error nothing has changed.

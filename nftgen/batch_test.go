@@ -3,6 +3,7 @@ package nftgen
 import (
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -309,4 +310,32 @@ func printable(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// messages decodes the batch (for tests and the golden rendering).
+func (b batch) messages() ([]netlink.Message, error) {
+	var out []netlink.Message
+	for _, s := range b.segs {
+		for len(s) > 0 {
+			if len(s) < 16 {
+				return nil, errors.New("short message")
+			}
+			n := int(binary.NativeEndian.Uint32(s))
+			if n < 16 || n > len(s) {
+				return nil, fmt.Errorf("bad message length %d", n)
+			}
+			out = append(out, netlink.Message{
+				Header: netlink.Header{
+					Length:   uint32(n),
+					Type:     netlink.HeaderType(binary.NativeEndian.Uint16(s[4:])),
+					Flags:    netlink.HeaderFlags(binary.NativeEndian.Uint16(s[6:])),
+					Sequence: binary.NativeEndian.Uint32(s[8:]),
+					PID:      binary.NativeEndian.Uint32(s[12:]),
+				},
+				Data: s[16:n],
+			})
+			s = s[min(align4(n), len(s)):]
+		}
+	}
+	return out, nil
 }

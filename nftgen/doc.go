@@ -2,8 +2,8 @@
 // DESIGN.md ("The ruleset"), applies it in one netlink transaction, renders
 // the same ruleset as nft text, and reads the live state back.
 //
-// The builders (Table, Sets, ModeSets, Chains, PreChains, InputRules,
-// KnockRules, Elements, Render) are
+// The builders (Table, Sets, ModeSets, Chains, PreChains, the rule list,
+// Elements, Render) are
 // pure: they take a State and a time and return google/nftables objects or
 // text, and are tested without root. Applying (Apply, Teardown) and reading
 // (Read) live in _linux.go files and talk to the kernel.

@@ -15,7 +15,7 @@ import (
 
 // Rules are the parameters of the chains' rules. Everything a rule depends
 // on is a field here, and everything about the rules is derived from it in
-// this file: the expressions Apply installs (InputRules, KnockRules), the
+// this file: the expressions Apply installs (ruleList), the
 // text Render prints, and the fingerprint stored in each rule so a sync can
 // tell whether the installed rules are the ones it would write. A new
 // parameter (a mode, a rate limit, source-port binding) is a new field, its
@@ -604,23 +604,6 @@ func limitOver(l Limit) part {
 	}
 	return part{text, []expr.Any{&expr.Limit{Type: expr.LimitTypePkts, Rate: uint64(l.Rate), Over: true, Unit: unit, Burst: l.Burst}}}
 }
-
-// chainRules returns the expressions of chain's rules, in order.
-func (r Rules) chainRules(chain string) [][]expr.Any {
-	var out [][]expr.Any
-	for _, d := range r.ruleList() {
-		if d.chain == chain {
-			out = append(out, d.exprs)
-		}
-	}
-	return out
-}
-
-// InputRules returns the input chain's rules (see ruleList).
-func InputRules(r Rules) [][]expr.Any { return r.chainRules(ChainInput) }
-
-// KnockRules returns the knock chain's rules, in order (see ruleList).
-func KnockRules(r Rules) [][]expr.Any { return r.chainRules(ChainKnock) }
 
 // Registers as nft allocates them for "tcp dport . tcp sequence": the port in
 // the first 32-bit slot of register 1, the sequence number in the next one.

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/nftables/expr"
 )
 
 func TestFingerprintRoundTrip(t *testing.T) {
@@ -84,7 +86,7 @@ func TestFingerprintRefusesOthers(t *testing.T) {
 }
 
 // TestRuleTextsAndExpressionsPair checks that every rule has expressions and
-// a text, and that the expressions KnockRules and InputRules return are the
+// a text, and that the expressions chainRules returns are the
 // ones Render's text stands for, in the same order.
 func TestRuleTextsAndExpressionsPair(t *testing.T) {
 	for name, s := range goldenStates() {
@@ -110,4 +112,15 @@ func testRulePairs(t *testing.T, r Rules) {
 			t.Errorf("Render lacks %q", d.text)
 		}
 	}
+}
+
+// chainRules returns the expressions of chain's rules, in order.
+func (r Rules) chainRules(chain string) [][]expr.Any {
+	var out [][]expr.Any
+	for _, d := range r.ruleList() {
+		if d.chain == chain {
+			out = append(out, d.exprs)
+		}
+	}
+	return out
 }

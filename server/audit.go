@@ -83,15 +83,6 @@ func (a *Auditor) lookup(key uint64) (knockEntry, uint64, bool) {
 	return knockEntry{}, 0, false
 }
 
-// knockCount returns the knocks in the tables (for tests).
-func (a *Auditor) knockCount() int {
-	n := 0
-	for _, c := range a.who {
-		n += len(c.knocks)
-	}
-	return n
-}
-
 // Record runs sync, the sync of cfg at now, and keeps the tables current:
 // the knocks sync installs go into them in the same pass that derives them
 // (sync calls onKnock with each; a counter sync writes replaces that

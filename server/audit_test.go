@@ -109,3 +109,12 @@ func syncOf(k Kernel, cfg *Config, now time.Time) func(func(Knock)) (nftgen.Resu
 		return SyncKeepingWith(k, cfg, now, &Spent{}, onKnock)
 	}
 }
+
+// knockCount returns the knocks in the tables (for tests).
+func (a *Auditor) knockCount() int {
+	n := 0
+	for _, c := range a.who {
+		n += len(c.knocks)
+	}
+	return n
+}

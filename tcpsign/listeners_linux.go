@@ -56,9 +56,6 @@ func (l Listener) String() string {
 // GoString never shows a key.
 func (l Listener) GoString() string { return l.String() }
 
-// HasKeys reports whether the socket has any TCP-MD5 key.
-func (l Listener) HasKeys() bool { return len(l.keys) > 0 }
-
 // SignedWith reports whether the socket signs with key for every peer:
 // it holds key with prefix length 0 for each address family its peers may
 // have (SetListenerKey's keys).

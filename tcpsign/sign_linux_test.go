@@ -279,3 +279,6 @@ func release() string {
 	unix.Uname(&u)
 	return unix.ByteSliceToString(u.Release[:])
 }
+
+// HasKeys reports whether the socket has any TCP-MD5 key.
+func (l Listener) HasKeys() bool { return len(l.keys) > 0 }
