@@ -275,17 +275,7 @@ func TestBruteForceSample(t *testing.T) {
 func TestThroughNAT(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, 124, 2*time.Second)
-	rtr := netnstest.New(t, "ertr")
-	natcli := netnstest.New(t, "encl")
-	up := netnstest.Connect(t, w.srv, rtr, 126)
-	down := netnstest.Connect(t, rtr, natcli, 127)
-	rtr.MustRun("sysctl", "-qw", "net.ipv4.ip_forward=1")
-	nat := rtr.Command("nft", "-f", "-")
-	nat.Stdin = strings.NewReader(fmt.Sprintf("table ip nat {\n chain post {\n  type nat hook postrouting priority srcnat; policy accept;\n  oifname %q masquerade random\n }\n}\n", up.BIf))
-	if out, err := nat.CombinedOutput(); err != nil {
-		t.Fatalf("nat: %v: %s", err, out)
-	}
-	natcli.MustRun("ip", "route", "add", "default", "via", down.A4)
+	_, natcli, up, _ := w.behindRouter("ertr", "encl", 126, 127, true)
 	w.startDaemon()
 	w.sshFrom = natcli
 	c := startCapture(t, w.srv, up.AIf, nil, "tcp dst port 22 and tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn")

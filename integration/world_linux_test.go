@@ -294,3 +294,28 @@ func plainConnect(ns *netnstest.NS, addr string, timeout time.Duration) error {
 		return err
 	})
 }
+
+// behindRouter puts a client namespace (role cliRole) behind a router
+// namespace (rtrRole) that forwards between it and the server: up links
+// server and router (subnet upNet), down links router and client
+// (downNet). With masquerade the router rewrites the client's address
+// and source ports (masquerade random); without it the server routes the
+// client's subnet back through the router.
+func (w *world) behindRouter(rtrRole, cliRole string, upNet, downNet int, masquerade bool) (rtr, cli *netnstest.NS, up, down *netnstest.Link) {
+	t := w.t
+	rtr, cli = netnstest.New(t, rtrRole), netnstest.New(t, cliRole)
+	up = netnstest.Connect(t, w.srv, rtr, upNet)
+	down = netnstest.Connect(t, rtr, cli, downNet)
+	rtr.MustRun("sysctl", "-qw", "net.ipv4.ip_forward=1")
+	if masquerade {
+		nat := rtr.Command("nft", "-f", "-")
+		nat.Stdin = strings.NewReader(fmt.Sprintf("table ip nat {\n chain post {\n  type nat hook postrouting priority srcnat; policy accept;\n  oifname %q masquerade random\n }\n}\n", up.BIf))
+		if out, err := nat.CombinedOutput(); err != nil {
+			t.Fatalf("nat: %v: %s", err, out)
+		}
+	} else {
+		w.srv.MustRun("ip", "route", "add", down.Subnet4, "via", up.B4)
+	}
+	cli.MustRun("ip", "route", "add", "default", "via", down.A4)
+	return rtr, cli, up, down
+}
