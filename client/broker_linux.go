@@ -27,6 +27,9 @@ const (
 	brokerMaxReply   = 256 // bytes of one answer
 	brokerOK         = "ok"
 	brokerRefused    = "refused: "
+	// brokerNotMember ends the refusal of a caller outside the group,
+	// followed by the group's name: the client names it in its advice.
+	brokerNotMember = " is neither root nor in group "
 	// brokerMaxFDs is how many descriptors one read makes room for, so
 	// that a request carrying more than one is seen (and every one of them
 	// closed) rather than cut by the kernel.
@@ -214,7 +217,7 @@ func (b *Broker) allowed(cred *unix.Ucred, groups []uint32) bool {
 func (b *Broker) serveConn(c *net.UnixConn, cred *unix.Ucred, groups []uint32) {
 	defer c.Close()
 	if !b.allowed(cred, groups) {
-		why := fmt.Sprintf("uid %d is neither root nor in group %s", cred.Uid, b.GroupName)
+		why := fmt.Sprintf("uid %d%s%s", cred.Uid, brokerNotMember, b.GroupName)
 		b.reply(c, brokerRefused+why)
 		b.refusedLog(why, "uid", cred.Uid, "pid", cred.Pid)
 		return

@@ -392,6 +392,21 @@ func TestBrokerPeerAccess(t *testing.T) {
 	if got := run(outsider, -1); got != "broker "+bed.path+": permission denied" {
 		t.Errorf("outsider, socket mode 0660: %q", got)
 	}
+	// The advice names the broker's group (not the default one, seqknock),
+	// learned from the socket's group when its mode keeps the user out,
+	// and from the broker's refusal otherwise.
+	note := func(mode os.FileMode) {
+		t.Helper()
+		os.Chmod(bed.path, mode)
+		out, _ := outsider.Command(nil, ask, bed.path, "note").CombinedOutput()
+		if got := strings.TrimSpace(string(out)); !strings.HasPrefix(got, "not ready: ") || strings.Count(got, "\n") != 0 ||
+			!strings.Contains(got, "join its group ("+bed.g.Name+"), then log in again") || strings.Contains(got, "group (seqknock)") {
+			t.Errorf("outsider, socket mode %o: %q, want one line naming group %s", mode, got, bed.g.Name)
+		}
+	}
+	note(0o660)
+	note(0o666)
+	os.Chmod(bed.path, 0o660)
 	// The broker's own check, with the socket open to all.
 	os.Chmod(bed.path, 0o666)
 	for _, tc := range []struct {

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/user"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -32,6 +34,9 @@ type BrokerError struct {
 	Reason string
 	// Missing says there is no broker at Path.
 	Missing bool
+	// Group is the broker's group when known: named in its refusal, or
+	// the group of its socket when the socket's mode kept this user out.
+	Group string
 }
 
 func (e *BrokerError) Error() string {
@@ -50,6 +55,9 @@ func (b *BrokerClient) Connect() error {
 	if err != nil {
 		be := &BrokerError{Path: b.Path, Reason: errReason(err)}
 		be.Missing = errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED)
+		if errors.Is(err, os.ErrPermission) {
+			be.Group = socketGroup(b.Path)
+		}
 		return be
 	}
 	b.conn, b.greeted = c, false
@@ -159,9 +167,32 @@ func (b *BrokerClient) answer(werr error) error {
 	}
 	b.Close()
 	if strings.HasPrefix(ans, brokerRefused) {
-		return &BrokerError{Path: b.Path, Reason: ans}
+		return &BrokerError{Path: b.Path, Reason: ans, Group: refusedGroup(ans)}
 	}
 	return &BrokerError{Path: b.Path, Reason: fmt.Sprintf("unexpected answer %q", ans)}
+}
+
+// refusedGroup is the group a broker's refusal of a non-member names
+// (Broker.notMember), or "".
+func refusedGroup(ans string) string {
+	i := strings.LastIndex(ans, brokerNotMember)
+	if i < 0 {
+		return ""
+	}
+	return ans[i+len(brokerNotMember):]
+}
+
+// socketGroup names the group of the socket at path (the broker's: it
+// and seqknock-broker.socket give its socket that group), or "".
+func socketGroup(path string) string {
+	var st unix.Stat_t
+	if unix.Stat(path, &st) != nil {
+		return ""
+	}
+	if g, err := user.LookupGroupId(strconv.Itoa(int(st.Gid))); err == nil {
+		return g.Name
+	}
+	return "gid " + strconv.Itoa(int(st.Gid))
 }
 
 // errReason is err without the operation prefixes net adds.
@@ -186,12 +217,18 @@ type NoPrivilegeError struct {
 }
 
 func (e *NoPrivilegeError) Error() string {
+	// The group the broker is configured with, when it or its socket told;
+	// the default one otherwise (no broker installed yet).
+	group := e.Err.Group
+	if group == "" {
+		group = DefaultBrokerGroup
+	}
 	var why string
 	if e.Err.Missing {
-		why = "and there is no broker at " + e.Broker + ": install it (systemctl enable --now seqknock-broker.socket) and join its group (seqknock)"
+		why = "and there is no broker at " + e.Broker + ": install it (systemctl enable --now seqknock-broker.socket) and join its group (" + group + ")"
 	} else {
 		why = "and the broker at " + e.Broker + " refused: " + strings.TrimPrefix(e.Err.Reason, brokerRefused) +
-			": join its group (seqknock), then log in again"
+			": join its group (" + group + "), then log in again"
 	}
 	return "setting the TCP initial sequence number needs CAP_NET_ADMIN, " + why +
 		", or give seqknock the capability: sudo setcap cap_net_admin+ep $(command -v seqknock)"

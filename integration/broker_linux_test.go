@@ -135,8 +135,8 @@ func TestSSHThroughBroker(t *testing.T) {
 		})
 	}
 
-	// Outside the group: one line naming both fixes, exit status 255 from
-	// ssh, no SYN. The socket's mode keeps the outsider from the broker
+	// Outside the group: one line naming both fixes (and the broker's
+	// group, g, not the default one), exit status 255 from ssh, no SYN. The socket's mode keeps the outsider from the broker
 	// at all; with the socket open to everyone, the broker refuses itself.
 	for _, mode := range []os.FileMode{0o660, 0o666} {
 		os.Chmod(sock, mode)
@@ -149,7 +149,7 @@ func TestSSHThroughBroker(t *testing.T) {
 		}
 		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 		if err == nil || strings.Count(string(out), "seqknock: ") != 1 || !strings.HasPrefix(lines[0], "seqknock: setting the TCP initial sequence number needs CAP_NET_ADMIN, and "+want) ||
-			!strings.Contains(lines[0], "setcap cap_net_admin+ep") || !strings.Contains(lines[0], "join its group") || strings.Contains(string(out), "should-not-run") {
+			!strings.Contains(lines[0], "setcap cap_net_admin+ep") || !strings.Contains(lines[0], "join its group ("+g.Name+")") || strings.Contains(string(out), "should-not-run") {
 			t.Errorf("outsider, socket mode %o: %v:\n%s", mode, err, out)
 		}
 	}
