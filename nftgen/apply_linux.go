@@ -25,14 +25,19 @@ func (c *Conn) Apply(s State, now time.Time) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("apply: %w", err)
 	}
-	var usedCarry []nftables.SetElement
+	var usedCarry, usedSPCarry []nftables.SetElement
 	if usedRecreated(s, live) {
-		usedCarry, err = c.usedElements(s.Table)
+		usedCarry, err = c.usedElements(s.Table, SetUsed)
 		if err != nil {
 			return Result{}, fmt.Errorf("apply: %w", err)
 		}
+		if live.SPSets && s.SourcePort {
+			if usedSPCarry, err = c.usedElements(s.Table, SetUsedSP); err != nil {
+				return Result{}, fmt.Errorf("apply: %w", err)
+			}
+		}
 	}
-	b, err := buildBatch(s, now, live, usedCarry)
+	b, err := buildBatch(s, now, live, usedCarry, usedSPCarry)
 	if err != nil {
 		return Result{}, fmt.Errorf("apply: %w", err)
 	}
@@ -64,7 +69,7 @@ func (c *Conn) AddValid(s State, now time.Time) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("add valid: %w", err)
 	}
-	if !live.Exists || !live.RulesCurrent || live.Rules != s.Rules || !live.UsedExists || usedRecreated(s, live) ||
+	if !live.Exists || !live.RulesCurrent || live.Rules != s.Rules || !live.UsedExists || usedRecreated(s, live) || live.SPSets != s.SourcePort ||
 		!slices.Equal(live.Ports, s.sortedPorts()) || !slices.Equal(live.ResetPorts, sortPorts(s.ResetPorts)) {
 		return Result{}, fmt.Errorf("add valid: %w", ErrStale)
 	}

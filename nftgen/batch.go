@@ -24,7 +24,9 @@ type batch struct {
 // messages into a recorder (see the package documentation), the typeof
 // user data is patched in, and the valid set's elements are encoded
 // straight into the batch as they are derived.
-func buildBatch(s State, now time.Time, live *Live, usedCarry []nftables.SetElement) (batch, error) {
+//
+// usedSPCarry is the same for used_sp.
+func buildBatch(s State, now time.Time, live *Live, usedCarry, usedSPCarry []nftables.SetElement) (batch, error) {
 	var res Result
 	res.Created = !live.Exists
 	res.RulesRebuilt = !live.RulesCurrent || live.Rules != s.Rules
@@ -72,13 +74,16 @@ func buildBatch(s State, now time.Time, live *Live, usedCarry []nftables.SetElem
 	if err := nc.AddSet(used, nil); err != nil {
 		return batch{}, fmt.Errorf("set %s: %w", SetUsed, err)
 	}
-	if err := addElements(nc, used, mergeUsed(usedCarry, s.Spent, now)); err != nil {
+	if err := addElements(nc, used, mergeUsed(usedCarry, s.Spent, false, now)); err != nil {
 		return batch{}, err
 	}
 	if err := addSessions(nc, t, s.Sessions); err != nil {
 		return batch{}, err
 	}
 	if err := addModeSets(nc, t, s, res.RulesRebuilt); err != nil {
+		return batch{}, err
+	}
+	if err := addSPSets(nc, t, s, live, w.bound, usedSPCarry, now, true); err != nil {
 		return batch{}, err
 	}
 	if res.RulesRebuilt {
@@ -113,7 +118,49 @@ func buildAddBatch(s State, now time.Time) (batch, error) {
 	if err := addSessions(nc, t, s.Sessions); err != nil {
 		return batch{}, err
 	}
+	if err := addSPSets(nc, t, s, nil, w.bound, nil, now, false); err != nil {
+		return batch{}, err
+	}
 	return w.finish(nc, res)
+}
+
+// addSPSets adds the sets of the 48-bit knocks when s.Rules.SourcePort is
+// on: valid_sp with bound (flushed first when whole is set, as valid is),
+// used_sp with the carried elements and the spent 48-bit knocks
+// (recreated when used is). When it is off, it deletes the sets live has,
+// and bound must be empty. live is nil for a rotation, which the caller
+// made only on a table whose sets are current.
+func addSPSets(nc *nftables.Conn, t *nftables.Table, s State, live *Live, bound, usedCarry []nftables.SetElement, now time.Time, whole bool) error {
+	valid, used := SPSets(t, s)
+	if !s.Rules.SourcePort {
+		if len(bound) > 0 {
+			return fmt.Errorf("set %s: %d knocks bound to a source port without source-port rules", SetValidSP, len(bound))
+		}
+		if live != nil && live.SPSets {
+			nc.DelSet(valid)
+			nc.DelSet(used)
+		}
+		return nil
+	}
+	if err := nc.AddSet(valid, nil); err != nil {
+		return fmt.Errorf("set %s: %w", SetValidSP, err)
+	}
+	if whole {
+		nc.FlushSet(valid)
+	}
+	if err := addElements(nc, valid, bound); err != nil {
+		return err
+	}
+	if !whole {
+		return nil
+	}
+	if live != nil && live.SPSets && usedRecreated(s, live) {
+		nc.DelSet(used)
+	}
+	if err := nc.AddSet(used, nil); err != nil {
+		return fmt.Errorf("set %s: %w", SetUsedSP, err)
+	}
+	return addElements(nc, used, mergeUsed(usedCarry, s.Spent, true, now))
 }
 
 // addSessions adds the sessions sets, flushed and filled with ss.
@@ -173,11 +220,11 @@ func addModeSets(nc *nftables.Conn, t *nftables.Table, s State, rebuilt bool) er
 	return nil
 }
 
-// mergeUsed returns the used set's elements to add: those carried over
-// from the live set and the spent knocks, each with its remaining time at
-// now (the longer where both hold a knock); spent knocks already expired
-// are left out.
-func mergeUsed(carry []nftables.SetElement, spent []Element, now time.Time) []nftables.SetElement {
+// mergeUsed returns the used set's elements to add (used_sp's when bound):
+// those carried over from the live set and the spent knocks of that set,
+// each with its remaining time at now (the longer where both hold a
+// knock); spent knocks already expired are left out.
+func mergeUsed(carry []nftables.SetElement, spent []Element, bound bool, now time.Time) []nftables.SetElement {
 	if len(spent) == 0 {
 		return carry
 	}
@@ -189,10 +236,10 @@ func mergeUsed(carry []nftables.SetElement, spent []Element, now time.Time) []nf
 	}
 	for _, e := range spent {
 		ttl := e.Expires.Sub(now).Truncate(time.Millisecond)
-		if ttl <= 0 {
+		if ttl <= 0 || (e.SPort != 0) != bound {
 			continue
 		}
-		key := dportSeqKey(e.Port, e.ISN)
+		key := elementKey(e.SPort, e.Port, e.ISN)
 		if i, ok := idx[string(key)]; ok {
 			out[i].Timeout = max(out[i].Timeout, ttl)
 			continue

@@ -30,6 +30,10 @@ type batchWriter struct {
 	segSize int
 	last    []byte // header of the last message, for its ack flag
 	err     error
+	// bound holds the valid_sp elements validElements met: they go into
+	// their own set, through google/nftables (few: only the services that
+	// bind the source port make them).
+	bound []nftables.SetElement
 }
 
 func newBatchWriter() *batchWriter {
@@ -116,7 +120,8 @@ func (w *batchWriter) flush(nc *nftables.Conn) error {
 }
 
 // validElements writes the valid set's elements from s at now (see
-// State.eachValid), after what nc has queued, and returns their number.
+// State.eachValid), after what nc has queued, and returns their number;
+// the valid_sp elements it keeps in w.bound (counted too).
 // The messages are the ones google/nftables's SetAddElements builds for
 // set (batchwriter_test.go checks it byte for byte).
 func (w *batchWriter) validElements(nc *nftables.Conn, set *nftables.Set, s State, now time.Time) (int, error) {
@@ -145,7 +150,12 @@ func (w *batchWriter) validElements(nc *nftables.Conn, set *nftables.Set, s Stat
 		binary.NativeEndian.PutUint16(w.cur[list:], uint16(len(w.cur)-list))
 		w.last = w.cur[hdr : hdr+16]
 	}
-	s.eachValid(now, func(port uint16, isn uint32, ttl time.Duration) {
+	s.eachValid(now, func(sport, port uint16, isn uint32, ttl time.Duration) {
+		if sport != 0 {
+			w.bound = append(w.bound, nftables.SetElement{Key: elementKey(sport, port, isn), Timeout: ttl})
+			total++
+			return
+		}
 		if inMsg == 0 {
 			open()
 		}

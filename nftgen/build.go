@@ -42,6 +42,19 @@ func Sets(t *nftables.Table, s State) (ports, valid, used *nftables.Set) {
 	return ports, valid, used
 }
 
+// sportDportSeqType is the key type of "tcp sport . tcp dport . tcp
+// sequence".
+var sportDportSeqType = nftables.MustConcatSetType(nftables.TypeInetService, nftables.TypeInetService, nftables.TypeInteger)
+
+// SPSets returns the sets of the 48-bit knocks, valid_sp and used_sp: as
+// valid and used, keyed by the source port too.
+func SPSets(t *nftables.Table, s State) (valid, used *nftables.Set) {
+	_, v, u := Sets(t, s)
+	v.Name, v.KeyType = SetValidSP, sportDportSeqType
+	u.Name, u.KeyType = SetUsedSP, sportDportSeqType
+	return v, u
+}
+
 // Key types of the sessions sets: "ip saddr . tcp sport . ip daddr . tcp
 // dport" and its IPv6 twin.
 var (
@@ -123,47 +136,51 @@ func portKey(port uint16) []byte { return binary.BigEndian.AppendUint16(nil, por
 // Elements returns the valid set's elements at now: one per distinct
 // (port, isn), with the latest expiry where two coincide, each timing out
 // when its knock leaves the window (rounded down to the millisecond the
-// kernel counts in). Elements already expired at now are left out.
+// kernel counts in). Elements already expired at now are left out, and so
+// are those bound to a source port (valid_sp's).
 func Elements(valid []Element, now time.Time) []nftables.SetElement {
 	var out []nftables.SetElement
-	eachUnique(valid, now, nil, func(port uint16, isn uint32, ttl time.Duration) {
-		out = append(out, nftables.SetElement{Key: dportSeqKey(port, isn), Timeout: ttl})
+	eachUnique(valid, now, nil, func(sport, port uint16, isn uint32, ttl time.Duration) {
+		if sport == 0 {
+			out = append(out, nftables.SetElement{Key: dportSeqKey(port, isn), Timeout: ttl})
+		}
 	})
 	return out
 }
 
 // eachUnique calls fn with the elements Elements describes, in order,
-// leaving out the keys in skip.
-func eachUnique(valid []Element, now time.Time, skip map[uint64]bool, fn func(port uint16, isn uint32, ttl time.Duration)) {
-	// The latest expiry of each (port, isn); duplicates are rare (two users
-	// whose knocks collide).
+// leaving out the keys in skip; those bound to a source port too.
+func eachUnique(valid []Element, now time.Time, skip map[uint64]bool, fn func(sport, port uint16, isn uint32, ttl time.Duration)) {
+	// The latest expiry of each (sport, port, isn); duplicates are rare
+	// (two users whose knocks collide).
 	best := make(map[uint64]int32, len(valid))
 	for i, e := range valid {
-		k := uint64(e.Port)<<32 | uint64(e.ISN)
+		k := e.key()
 		if j, ok := best[k]; !ok || e.Expires.After(valid[j].Expires) {
 			best[k] = int32(i)
 		}
 	}
 	for i, e := range valid {
-		k := uint64(e.Port)<<32 | uint64(e.ISN)
+		k := e.key()
 		if best[k] != int32(i) || skip[k] {
 			continue
 		}
 		if ttl := e.Expires.Sub(now).Truncate(time.Millisecond); ttl > 0 {
-			fn(e.Port, e.ISN, ttl)
+			fn(e.SPort, e.Port, e.ISN, ttl)
 		}
 	}
 }
 
-// eachValid calls fn with every element the valid set gets from s at now:
-// Valid's as Elements describes them, then what Knocks yields, each with
-// its remaining time; expired knocks and those in s.Spent are left out.
-func (s State) eachValid(now time.Time, fn func(port uint16, isn uint32, ttl time.Duration)) {
+// eachValid calls fn with every element the valid and valid_sp sets get
+// from s at now: Valid's as Elements describes them, then what Knocks
+// yields, each with its remaining time; expired knocks and those in
+// s.Spent are left out. sport is 0 for valid's.
+func (s State) eachValid(now time.Time, fn func(sport, port uint16, isn uint32, ttl time.Duration)) {
 	var skip map[uint64]bool
 	if len(s.Spent) > 0 {
 		skip = make(map[uint64]bool, len(s.Spent))
 		for _, e := range s.Spent {
-			skip[uint64(e.Port)<<32|uint64(e.ISN)] = true
+			skip[e.key()] = true
 		}
 	}
 	eachUnique(s.Valid, now, skip, fn)
@@ -171,11 +188,11 @@ func (s State) eachValid(now time.Time, fn func(port uint16, isn uint32, ttl tim
 		return
 	}
 	s.Knocks(func(e Element) bool {
-		if skip[uint64(e.Port)<<32|uint64(e.ISN)] {
+		if skip[e.key()] {
 			return true
 		}
 		if ttl := e.Expires.Sub(now).Truncate(time.Millisecond); ttl > 0 {
-			fn(e.Port, e.ISN, ttl)
+			fn(e.SPort, e.Port, e.ISN, ttl)
 		}
 		return true
 	})
@@ -199,3 +216,13 @@ func appendDportSeq(b []byte, port uint16, isn uint32) []byte {
 }
 
 func dportSeqKey(port uint16, isn uint32) []byte { return appendDportSeq(nil, port, isn) }
+
+// elementKey is an element's key in valid or used (sport 0) or in
+// valid_sp or used_sp: "tcp sport . tcp dport . tcp sequence", the source
+// port in the first 4-byte slot.
+func elementKey(sport, port uint16, isn uint32) []byte {
+	if sport == 0 {
+		return dportSeqKey(port, isn)
+	}
+	return appendDportSeq(append(binary.BigEndian.AppendUint16(nil, sport), 0, 0), port, isn)
+}

@@ -61,4 +61,12 @@
 // AddValid is the rotation: it adds knocks to the valid set without
 // flushing it, after checking that the table is otherwise what the state
 // describes (ErrStale if not).
+//
+// 48-bit knocks (Rules.SourcePort, an Element with SPort set) live in their
+// own sets, valid_sp and used_sp, keyed by "tcp sport . tcp dport . tcp
+// sequence" (typeof user data likewise patched in); they exist only while
+// the rules use them, and are written through google/nftables (only the
+// services that bind the source port make them, and a rotation adds them
+// as it adds valid's). The fingerprint records "sport", so turning the
+// mode on or off rebuilds the rules and makes a rotation stale.
 package nftgen

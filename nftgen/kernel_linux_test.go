@@ -27,7 +27,18 @@ func goldenStates() map[string]State {
 	prefixes.Prefix4, prefixes.Prefix6 = 24, 56
 	prefixes.Guess = Limit{Rate: 600, Unit: PerMinute, Burst: 5}
 	prefixes.Global = Limit{}
-	return map[string]State{"all on": all, "all off": off, "prefixes": prefixes}
+	return map[string]State{"all on": all, "all off": off, "prefixes": prefixes, "source port": sportState()}
+}
+
+// sportState is testState with source-port binding on: port 22's knock is
+// bound to source port 40000 (valid_sp), 2222's is not (valid), and a
+// spent 48-bit knock is in used_sp.
+func sportState() State {
+	s := testState()
+	s.SourcePort = true
+	s.Valid[0].SPort = 40000
+	s.Spent = []Element{{SPort: 40001, Port: 22, ISN: 7, Expires: time.Unix(1_000_060, 0)}}
+	return s
 }
 
 // TestGolden installs a table and compares `nft list ruleset` with Render,
@@ -50,13 +61,30 @@ func testGolden(t *testing.T, s State) {
 	if !res.Created || !res.RulesRebuilt || res.Elements != 2 {
 		t.Errorf("first apply: %+v", res)
 	}
+	if s.SourcePort {
+		set := ns.MustRun("nft", "list", "set", "inet", "seqknock", SetValidSP)
+		if want := "40000 . 22 . 2742790613 timeout 1m30s"; !strings.Contains(set, want) {
+			t.Errorf("valid_sp listing lacks %q:\n%s", want, set)
+		}
+		used := ns.MustRun("nft", "list", "set", "inet", "seqknock", SetUsedSP)
+		if want := "40001 . 22 . 7 "; !strings.Contains(used, want) {
+			t.Errorf("used_sp listing lacks %q:\n%s", want, used)
+		}
+		if live, err := c.Read(s.Table); err != nil || !live.RulesCurrent || live.Rules != s.Rules || !live.SPSets {
+			t.Errorf("read back: %+v, %v", live, err)
+		}
+	}
 	listing := ns.MustRun("nft", "list", "ruleset")
 	if diff := cmp.Diff(netnstest.DropComments(Render(s, now)), netnstest.NormalizeListing(listing)); diff != "" {
 		t.Errorf("nft list ruleset differs from Render (-render +nft):\n%s\nlisting:\n%s", diff, listing)
 	}
 	// Elements list as nft writes them, and the listing loads back.
 	set := ns.MustRun("nft", "list", "set", "inet", "seqknock", "valid")
-	for _, want := range []string{"22 . 2742790613 timeout 1m30s", "2222 . 185541829 timeout 2m"} {
+	wants := []string{"22 . 2742790613 timeout 1m30s", "2222 . 185541829 timeout 2m"}
+	if s.SourcePort {
+		wants = wants[1:]
+	}
+	for _, want := range wants {
 		if !strings.Contains(set, want) {
 			t.Errorf("valid set listing lacks %q:\n%s", want, set)
 		}
@@ -104,7 +132,7 @@ func TestApplyIdempotentKeepsCountersAndUsed(t *testing.T) {
 		valid[k] = true
 	}
 	for _, e := range s.Valid {
-		if !valid[Key{e.Port, e.ISN}] {
+		if !valid[Key{Port: e.Port, ISN: e.ISN}] {
 			t.Errorf("valid keys %v lack %d . %d", live.ValidKeys, e.Port, e.ISN)
 		}
 	}
@@ -242,7 +270,7 @@ func TestAddValid(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Key{{22, 4242}, {22, 2742790613}, {2222, 185541829}}
+	want := []Key{{Port: 22, ISN: 4242}, {Port: 22, ISN: 2742790613}, {Port: 2222, ISN: 185541829}}
 	got := map[Key]bool{}
 	for _, k := range live.ValidKeys {
 		got[k] = true
@@ -259,5 +287,59 @@ func TestAddValid(t *testing.T) {
 	other.ResetPorts = []uint16{22}
 	if _, err := c.AddValid(other, now); !errors.Is(err, ErrStale) {
 		t.Errorf("add with other ports in reset mode: %v, want ErrStale", err)
+	}
+}
+
+// TestSourcePortOnOff turns source-port binding on in a table built
+// without it, rotates a 48-bit knock in, and turns it off again: each time
+// the listing is Render's (the sets appear and go with the rules).
+func TestSourcePortOnOff(t *testing.T) {
+	netnstest.RequireRoot(t)
+	ns := netnstest.New(t, "sport")
+	c := &Conn{NetNS: ns.FD()}
+	now := time.Unix(1_000_000, 0)
+	same := func(what string, s State) {
+		t.Helper()
+		listing := ns.MustRun("nft", "list", "ruleset")
+		if diff := cmp.Diff(netnstest.DropComments(Render(s, now)), netnstest.NormalizeListing(listing)); diff != "" {
+			t.Errorf("%s: nft list ruleset differs from Render (-render +nft):\n%s", what, diff)
+		}
+	}
+	off := testState()
+	if _, err := c.Apply(off, now); err != nil {
+		t.Fatal(err)
+	}
+	on := sportState()
+	if _, err := c.AddValid(on, now); !errors.Is(err, ErrStale) {
+		t.Errorf("rotation into a table without source-port sets: %v, want ErrStale", err)
+	}
+	if res, err := c.Apply(on, now); err != nil || !res.RulesRebuilt {
+		t.Fatalf("turning it on: %+v, %v", res, err)
+	}
+	same("on", on)
+	rot := on
+	rot.Valid = []Element{{SPort: 50000, Port: 22, ISN: 99, Expires: now.Add(time.Minute)}}
+	rot.Spent = nil
+	if res, err := c.AddValid(rot, now); err != nil || res.Elements != 1 {
+		t.Fatalf("rotation: %+v, %v", res, err)
+	}
+	set := ns.MustRun("nft", "list", "set", "inet", "seqknock", SetValidSP)
+	for _, want := range []string{"40000 . 22 . 2742790613", "50000 . 22 . 99"} {
+		if !strings.Contains(set, want) {
+			t.Errorf("after the rotation valid_sp lacks %q:\n%s", want, set)
+		}
+	}
+	spent, err := c.Spent(on.Table, now)
+	if err != nil || len(spent) != 1 || spent[0].SPort != 40001 || spent[0].ISN != 7 {
+		t.Errorf("spent: %+v, %v", spent, err)
+	}
+	if _, err := c.Apply(off, now); err != nil {
+		t.Fatalf("turning it off: %v", err)
+	}
+	same("off again", off)
+	bad := off
+	bad.Valid = append(bad.Valid[:1:1], Element{SPort: 1, Port: 22, ISN: 1, Expires: now.Add(time.Minute)})
+	if _, err := c.Apply(bad, now); err == nil {
+		t.Error("a bound knock without source-port rules was applied")
 	}
 }

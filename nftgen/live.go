@@ -45,6 +45,8 @@ type Live struct {
 	UsedExists  bool
 	UsedTimeout time.Duration
 	UsedSize    uint32
+	// SPSets says whether the valid_sp and used_sp sets exist.
+	SPSets bool
 }
 
 // Result says what Apply changed.
@@ -57,17 +59,27 @@ type Result struct {
 }
 
 // Key is the key of a valid or used element: a SYN to Port with sequence
-// number ISN.
+// number ISN, from source port SPort when not 0 (valid_sp, used_sp).
 type Key struct {
-	Port uint16
-	ISN  uint32
+	SPort uint16
+	Port  uint16
+	ISN   uint32
 }
 
-// keyOf decodes a "tcp dport . tcp sequence" element key: the port in the
-// first 4-byte slot, big endian, then the sequence number.
+// keyOf decodes a "tcp dport . tcp sequence" element key (the port in the
+// first 4-byte slot, big endian, then the sequence number) or a "tcp
+// sport . tcp dport . tcp sequence" one (12 bytes, the source port
+// first).
 func keyOf(b []byte) (Key, bool) {
-	if len(b) < 8 {
+	var k Key
+	if len(b) == 12 {
+		k.SPort = uint16(b[0])<<8 | uint16(b[1])
+		b = b[4:]
+	}
+	if len(b) != 8 {
 		return Key{}, false
 	}
-	return Key{Port: uint16(b[0])<<8 | uint16(b[1]), ISN: uint32(b[4])<<24 | uint32(b[5])<<16 | uint32(b[6])<<8 | uint32(b[7])}, true
+	k.Port = uint16(b[0])<<8 | uint16(b[1])
+	k.ISN = uint32(b[4])<<24 | uint32(b[5])<<16 | uint32(b[6])<<8 | uint32(b[7])
+	return k, true
 }

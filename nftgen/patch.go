@@ -28,7 +28,13 @@ func patchSetUserData(msgs []netlink.Message) ([]netlink.Message, error) {
 				name = string(bytes.TrimRight(a.Data, "\x00"))
 			}
 		}
-		if name != SetValid && name != SetUsed {
+		var udata []byte
+		switch name {
+		case SetValid, SetUsed:
+			udata = dportSeqUserData()
+		case SetValidSP, SetUsedSP:
+			udata = concatUserData(true)
+		default:
 			continue
 		}
 		kept := attrs[:0]
@@ -37,7 +43,7 @@ func patchSetUserData(msgs []netlink.Message) ([]netlink.Message, error) {
 				kept = append(kept, a)
 			}
 		}
-		kept = append(kept, netlink.Attribute{Type: unix.NFTA_SET_USERDATA, Data: dportSeqUserData()})
+		kept = append(kept, netlink.Attribute{Type: unix.NFTA_SET_USERDATA, Data: udata})
 		b, err := netlink.MarshalAttributes(kept)
 		if err != nil {
 			return nil, fmt.Errorf("patch set message: %w", err)

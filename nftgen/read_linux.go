@@ -80,8 +80,8 @@ func (c *Conn) read(table string, elements bool) (*Live, error) {
 				if err != nil {
 					return nil, fmt.Errorf("read set %s: %w", s.Name, err)
 				}
-				live.ValidCount = len(els)
-				live.ValidKeys = keysOf(els)
+				live.ValidCount += len(els)
+				live.ValidKeys = append(live.ValidKeys, keysOf(els)...)
 			}
 		case SetUnknocked:
 			els, err := nc.GetSetElements(s)
@@ -106,6 +106,25 @@ func (c *Conn) read(table string, elements bool) (*Live, error) {
 				return nil, fmt.Errorf("read set %s: %w", s.Name, err)
 			}
 			live.LockedOut += len(els)
+		case SetValidSP:
+			live.SPSets = true
+			if elements {
+				els, err := nc.GetSetElements(s)
+				if err != nil {
+					return nil, fmt.Errorf("read set %s: %w", s.Name, err)
+				}
+				live.ValidCount += len(els)
+				live.ValidKeys = append(live.ValidKeys, keysOf(els)...)
+			}
+		case SetUsedSP:
+			els, err := nc.GetSetElements(s)
+			if err != nil {
+				return nil, fmt.Errorf("read set %s: %w", s.Name, err)
+			}
+			live.UsedCount += len(els)
+			if elements {
+				live.UsedKeys = append(live.UsedKeys, keysOf(els)...)
+			}
 		case SetUsed:
 			live.UsedExists = true
 			live.UsedTimeout = s.Timeout
@@ -116,9 +135,9 @@ func (c *Conn) read(table string, elements bool) (*Live, error) {
 			if err != nil {
 				return nil, fmt.Errorf("read set %s: %w", s.Name, err)
 			}
-			live.UsedCount = len(els)
+			live.UsedCount += len(els)
 			if elements {
-				live.UsedKeys = keysOf(els)
+				live.UsedKeys = append(live.UsedKeys, keysOf(els)...)
 			}
 		}
 	}
@@ -218,20 +237,21 @@ func (c *Conn) ReadCounters(table string) (*Live, error) {
 	return c.read(table, false)
 }
 
-// usedElements returns the used set's elements with their remaining time as
-// timeout, to carry them into a recreated set.
-func (c *Conn) usedElements(table string) ([]nftables.SetElement, error) {
+// usedElements returns the elements of the used set name (used or
+// used_sp) with their remaining time as timeout, to carry them into a
+// recreated set.
+func (c *Conn) usedElements(table, name string) ([]nftables.SetElement, error) {
 	nc, err := c.nft()
 	if err != nil {
 		return nil, err
 	}
-	s, err := nc.GetSetByName(Table(table), SetUsed)
+	s, err := nc.GetSetByName(Table(table), name)
 	if err != nil {
-		return nil, fmt.Errorf("read set %s: %w", SetUsed, err)
+		return nil, fmt.Errorf("read set %s: %w", name, err)
 	}
 	els, err := nc.GetSetElements(s)
 	if err != nil {
-		return nil, fmt.Errorf("read set %s: %w", SetUsed, err)
+		return nil, fmt.Errorf("read set %s: %w", name, err)
 	}
 	out := make([]nftables.SetElement, 0, len(els))
 	for _, e := range els {
@@ -268,39 +288,41 @@ func keysOf(els []nftables.SetElement) []Key {
 	return out
 }
 
-// Spent returns the knocks in table's used set, each expiring when its
-// entry will (now plus its remaining time). A missing table or set gives
-// none and no error.
+// Spent returns the knocks in table's used set and used_sp set, each
+// expiring when its entry will (now plus its remaining time). A missing
+// table or set gives none and no error.
 func (c *Conn) Spent(table string, now time.Time) ([]Element, error) {
 	nc, err := c.nft()
 	if err != nil {
 		return nil, fmt.Errorf("read spent knocks: %w", err)
 	}
-	s, err := nc.GetSetByName(Table(table), SetUsed)
-	if err != nil {
-		if isNotExist(err) {
-			return nil, nil
+	var out []Element
+	for _, name := range []string{SetUsed, SetUsedSP} {
+		s, err := nc.GetSetByName(Table(table), name)
+		if err != nil {
+			if isNotExist(err) {
+				continue
+			}
+			return nil, fmt.Errorf("read set %s: %w", name, err)
 		}
-		return nil, fmt.Errorf("read set %s: %w", SetUsed, err)
-	}
-	els, err := nc.GetSetElements(s)
-	if err != nil {
-		if isNotExist(err) {
-			return nil, nil
+		els, err := nc.GetSetElements(s)
+		if err != nil {
+			if isNotExist(err) {
+				continue
+			}
+			return nil, fmt.Errorf("read set %s: %w", name, err)
 		}
-		return nil, fmt.Errorf("read set %s: %w", SetUsed, err)
-	}
-	out := make([]Element, 0, len(els))
-	for _, e := range els {
-		left := e.Expires
-		if left <= 0 {
-			left = e.Timeout
+		for _, e := range els {
+			left := e.Expires
+			if left <= 0 {
+				left = e.Timeout
+			}
+			k, ok := keyOf(e.Key)
+			if left <= 0 || !ok {
+				continue
+			}
+			out = append(out, Element{SPort: k.SPort, Port: k.Port, ISN: k.ISN, Expires: now.Add(left)})
 		}
-		k, ok := keyOf(e.Key)
-		if left <= 0 || !ok {
-			continue
-		}
-		out = append(out, Element{Port: k.Port, ISN: k.ISN, Expires: now.Add(left)})
 	}
 	return out, nil
 }

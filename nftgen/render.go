@@ -42,6 +42,11 @@ func Render(s State, now time.Time) string {
 		fmt.Fprintf(&b, "\tset %s {\n\t\ttype %s\n\t\tsize %d\n\t\tflags dynamic,timeout\n\t\ttimeout %s\n\t}\n\n",
 			m.name, m.typ, DefaultSetSize, nftDuration(m.timeout))
 	}
+	if s.SourcePort {
+		fmt.Fprintf(&b, "\tset %s {\n\t\ttypeof %s\n\t\tflags timeout\n\t}\n\n", SetValidSP, sportKeyText)
+		fmt.Fprintf(&b, "\tset %s {\n\t\ttypeof %s\n\t\tsize %d\n\t\tflags dynamic,timeout\n\t\ttimeout %s\n\t}\n\n",
+			SetUsedSP, sportKeyText, s.usedSize(), nftDuration(s.UsedTimeout))
+	}
 	rules := s.Rules.ruleList()
 	headers := map[string]string{
 		ChainInput: fmt.Sprintf("type filter hook input priority filter %s; policy accept;", signed(InputPriority)),

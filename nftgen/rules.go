@@ -45,6 +45,11 @@ type Rules struct {
 	// together: over it, every source that sends one is locked out. Knocks
 	// are looked up first, so it never touches a knocked SYN.
 	Global Limit
+	// SourcePort, when set, adds the lookups of 48-bit knocks: a SYN
+	// whose tcp sport . tcp dport . tcp sequence is in valid_sp is
+	// admitted like one whose tcp dport . tcp sequence is in valid (the
+	// services with bind_source_port put their knocks there).
+	SourcePort bool
 }
 
 // Limit is a packet rate as nft writes it: Rate packets per Unit, with
@@ -188,7 +193,8 @@ func (r Rules) prefixes() (p4, p6 uint8) {
 // String spells the parameters as the fingerprint stores them:
 // "mark=0x800000", then " log=N" when LogGroup is set, " droplog=M"
 // when DropLogGroup is, " guess=10/second+20 prefix=32/64" when Guess is
-// on and " global=1000/second+5" when Global is.
+// on, " global=1000/second+5" when Global is and " sport" when
+// SourcePort is.
 func (r Rules) String() string {
 	s := fmt.Sprintf("mark=%#08x", r.MarkBit)
 	if r.LogGroup != 0 {
@@ -202,6 +208,9 @@ func (r Rules) String() string {
 	}
 	if !r.Global.Off() {
 		s += fmt.Sprintf(" global=%s", r.Global)
+	}
+	if r.SourcePort {
+		s += " sport"
 	}
 	return s
 }
@@ -240,6 +249,11 @@ func parseRules(s string) (Rules, error) {
 			} else {
 				r.Global = l
 			}
+		case "sport":
+			if v != "" {
+				return Rules{}, fmt.Errorf("sport: %q", v)
+			}
+			r.SourcePort = true
 		case "prefix":
 			a, b, _ := strings.Cut(v, "/")
 			p4, err4 := strconv.ParseUint(a, 10, 8)
@@ -348,6 +362,11 @@ var chainOrder = []string{ChainInput, ChainKnock, ChainPre, ChainSyn, ChainLocko
 //	  tcp dport . tcp sequence @valid tcp dport . tcp sequence != @used
 //	  add @used { tcp dport . tcp sequence } ct mark set ct mark | BIT
 //	  [log group N] counter accept
+//	[tcp flags syn / fin,syn,rst,ack ct state new                (SourcePort on)
+//	  tcp sport . tcp dport . tcp sequence @valid_sp
+//	  tcp sport . tcp dport . tcp sequence != @used_sp
+//	  add @used_sp { tcp sport . tcp dport . tcp sequence }
+//	  ct mark set ct mark | BIT [log group N] counter accept]
 //	tcp flags ! syn ct state new ip saddr . tcp sport . ip daddr . tcp dport @sessions4 accept
 //	tcp flags ! syn ct state new ip6 saddr . tcp sport . ip6 daddr . tcp dport @sessions6 accept
 //	[limit rate 10/second log group M]
@@ -361,6 +380,8 @@ var chainOrder = []string{ChainInput, ChainKnock, ChainPre, ChainSyn, ChainLocko
 //	[ip6 saddr & PREFIX == @limited6 counter drop]
 //	tcp dport . tcp sequence @valid accept
 //	tcp dport . tcp sequence @used accept
+//	[tcp sport . tcp dport . tcp sequence @valid_sp accept   (SourcePort on)
+//	tcp sport . tcp dport . tcp sequence @used_sp accept]
 //	[update @guess4 { ip saddr limit rate over R burst B packets }
 //	  add @limited4 { ip saddr } counter drop]              (guess limit on)
 //	[update @guess6 { ip6 saddr & PREFIX limit rate over R burst B packets }
@@ -395,6 +416,10 @@ var chainOrder = []string{ChainInput, ChainKnock, ChainPre, ChainSyn, ChainLocko
 // used passes too, so the SYN retransmissions of an admitted flow reach
 // the ct mark rule after a sync took the knock out of valid. The fib check
 // keeps forwarded traffic to the same port out, as the input hook did.
+//
+// A service that binds the client's source port (48-bit knocks) has its
+// knocks in valid_sp, keyed by tcp sport . tcp dport . tcp sequence, and
+// none in valid: a right ISN from another source port matches neither.
 //
 // A port in reset mode is in rstports: what would be dropped there is
 // answered with "reject with tcp reset", which builds the reply the kernel
@@ -432,19 +457,27 @@ func (r Rules) ruleList() []ruleDesc {
 			part{"tcp dport . tcp sequence @valid", append(loadDportSeq(), &expr.Lookup{SourceRegister: regKey, SetName: SetValid})},
 			part{"tcp dport . tcp sequence != @used", append(loadDportSeq(), &expr.Lookup{SourceRegister: regKey, SetName: SetUsed, Invert: true})},
 			part{"add @used { tcp dport . tcp sequence }", append(loadDportSeq(), &expr.Dynset{SrcRegKey: regKey, SetName: SetUsed, Operation: unix.NFT_DYNSET_OP_ADD})},
-			part{"ct mark set ct mark | " + mark, []expr.Any{
-				&expr.Ct{Key: expr.CtKeyMARK, Register: regKey},
-				&expr.Bitwise{SourceRegister: regKey, DestRegister: regKey, Len: 4, Mask: ne32(^r.MarkBit), Xor: ne32(r.MarkBit)},
-				&expr.Ct{Key: expr.CtKeyMARK, Register: regKey, SourceRegister: true},
-			}},
+			r.markAdmitted(mark),
 			r.logAdmitted(),
 			counter(),
-			accept()).as(roleAdmit),
-		rule(ChainKnock,
-			tcpFlags("! syn", tcpSYN, 0),
+			accept()).as(roleAdmit))
+	if r.SourcePort {
+		add(rule(ChainKnock,
+			tcpFlags("syn / fin,syn,rst,ack", tcpFIN|tcpSYN|tcpRST|tcpACK, tcpSYN),
 			ctState("new", ctStateNew),
-			sessionLookup(false),
-			accept()),
+			part{sportKeyText + " @" + SetValidSP, append(loadSportDportSeq(), &expr.Lookup{SourceRegister: regKey, SetName: SetValidSP})},
+			part{sportKeyText + " != @" + SetUsedSP, append(loadSportDportSeq(), &expr.Lookup{SourceRegister: regKey, SetName: SetUsedSP, Invert: true})},
+			part{"add @" + SetUsedSP + " { " + sportKeyText + " }", append(loadSportDportSeq(), &expr.Dynset{SrcRegKey: regKey, SetName: SetUsedSP, Operation: unix.NFT_DYNSET_OP_ADD})},
+			r.markAdmitted(mark),
+			r.logAdmitted(),
+			counter(),
+			accept()).as(roleAdmit))
+	}
+	add(rule(ChainKnock,
+		tcpFlags("! syn", tcpSYN, 0),
+		ctState("new", ctStateNew),
+		sessionLookup(false),
+		accept()),
 		rule(ChainKnock,
 			tcpFlags("! syn", tcpSYN, 0),
 			ctState("new", ctStateNew),
@@ -472,6 +505,14 @@ func (r Rules) ruleList() []ruleDesc {
 		rule(ChainSyn,
 			part{"tcp dport . tcp sequence @used", append(append(isTCP(), loadDportSeq()...), &expr.Lookup{SourceRegister: regKey, SetName: SetUsed})},
 			accept()))
+	if r.SourcePort {
+		// The 48-bit knocks pass the limiters as the others do.
+		for _, set := range []string{SetValidSP, SetUsedSP} {
+			add(rule(ChainSyn,
+				part{sportKeyText + " @" + set, append(append(isTCP(), loadSportDportSeq()...), &expr.Lookup{SourceRegister: regKey, SetName: set})},
+				accept()))
+		}
+	}
 	if !r.Guess.Off() {
 		for _, v6 := range []bool{false, true} {
 			meter, lock := SetGuess4, SetLimited4
@@ -651,6 +692,19 @@ func loadDportSeq() []expr.Any {
 	}
 }
 
+// sportKeyText is the key of the 48-bit knocks' sets as nft writes it.
+const sportKeyText = "tcp sport . tcp dport . tcp sequence"
+
+// loadSportDportSeq loads the key "tcp sport . tcp dport . tcp sequence":
+// each field in its own 32-bit slot of register 1 on, as nft allocates.
+func loadSportDportSeq() []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: regKey, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2},
+		&expr.Payload{DestRegister: regSeq, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Payload{DestRegister: regSeq + 1, Base: expr.PayloadBaseTransportHeader, Offset: 4, Len: 4},
+	}
+}
+
 // ctBits is "ct KEY & mask OP value" on a 32-bit ct key.
 func ctBits(key expr.CtKey, mask uint32, op expr.CmpOp, value uint32) []expr.Any {
 	return []expr.Any{
@@ -694,6 +748,15 @@ func sessionLookup(v6 bool) part {
 		&expr.Payload{DestRegister: sport + 1, Base: expr.PayloadBaseNetworkHeader, Offset: daddr, Len: n},
 		&expr.Payload{DestRegister: sport + 1 + n/4, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 		&expr.Lookup{SourceRegister: regKey, SetName: set},
+	}}
+}
+
+// markAdmitted is "ct mark set ct mark | BIT": the flow is admitted.
+func (r Rules) markAdmitted(mark string) part {
+	return part{"ct mark set ct mark | " + mark, []expr.Any{
+		&expr.Ct{Key: expr.CtKeyMARK, Register: regKey},
+		&expr.Bitwise{SourceRegister: regKey, DestRegister: regKey, Len: 4, Mask: ne32(^r.MarkBit), Xor: ne32(r.MarkBit)},
+		&expr.Ct{Key: expr.CtKeyMARK, Register: regKey, SourceRegister: true},
 	}}
 }
 

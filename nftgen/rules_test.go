@@ -69,6 +69,8 @@ func TestFingerprintRefusesOthers(t *testing.T) {
 		RulesVersion + " mark=0x00800000 prefix=32/64",                  // prefixes without a limit
 		RulesVersion + " mark=0x00800000 global=1000/second+5 guess=0",  // not canonical
 		RulesVersion + " mark=0x00800000 guess=10/week+20 prefix=32/64", // no such unit
+		RulesVersion + " mark=0x00800000 sport=1",                       // sport takes no value
+		RulesVersion + " sport mark=0x00800000",                         // not in order
 		"seqknock/rules/v3 mark=0x00800000 log=23",                      // the shape before the raw chain
 		RulesVersion,
 	} {

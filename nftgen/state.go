@@ -13,6 +13,11 @@ const (
 	SetPorts = "ports"
 	SetValid = "valid"
 	SetUsed  = "used"
+	// The knocks of services that bind the client's source port (48-bit
+	// knocks), keyed by tcp sport . tcp dport . tcp sequence; the sets
+	// exist only while Rules.SourcePort is on.
+	SetValidSP = "valid_sp"
+	SetUsedSP  = "used_sp"
 	// The connections that exist on the host, by address family: a
 	// packet of one may be picked up mid-stream (see ruleList).
 	SetSessions4 = "sessions4"
@@ -45,11 +50,21 @@ const DefaultUsedSize = 65535
 const InputPriority = -10
 
 // Element is one valid knock: a SYN to Port with sequence number ISN is
-// admitted until Expires.
+// admitted until Expires. SPort, when not 0, is the source port the SYN
+// must come from too (a service with bind_source_port): the knock goes
+// into valid_sp, not valid.
 type Element struct {
+	SPort   uint16
 	Port    uint16
 	ISN     uint32
 	Expires time.Time
+}
+
+// key is the element's identity: source port, port and ISN in one word.
+func (e Element) key() uint64 { return elemKey(e.SPort, e.Port, e.ISN) }
+
+func elemKey(sport, port uint16, isn uint32) uint64 {
+	return uint64(sport)<<48 | uint64(port)<<32 | uint64(isn)
 }
 
 // State is the desired content of the seqknock table.
@@ -120,6 +135,13 @@ func (s State) Validate() error {
 	for _, p := range s.ResetPorts {
 		if !seen[p] {
 			return fmt.Errorf("reset port %d is not protected", p)
+		}
+	}
+	if !s.SourcePort {
+		for _, e := range s.Valid {
+			if e.SPort != 0 {
+				return fmt.Errorf("knock from source port %d to port %d without source-port rules", e.SPort, e.Port)
+			}
 		}
 	}
 	if s.UsedTimeout < time.Second {

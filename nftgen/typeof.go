@@ -39,7 +39,8 @@ const (
 	exprConcat  = 13 // EXPR_CONCAT
 
 	protoDescTCP = 8 // PROTO_DESC_TCP in nftables' enum proto_desc_id
-	tcpHdrDport  = 2 // TCPHDR_DPORT in enum tcp_hdr_fields
+	tcpHdrSport  = 1 // TCPHDR_SPORT in enum tcp_hdr_fields
+	tcpHdrDport  = 2 // TCPHDR_DPORT
 	tcpHdrSeq    = 3 // TCPHDR_SEQ
 )
 
@@ -74,10 +75,22 @@ func tcpPayloadUdata(field uint32, bitLen uint32) []byte {
 
 // dportSeqUserData returns the NFTA_SET_USERDATA nft writes for a set of
 // "typeof tcp dport . tcp sequence".
-func dportSeqUserData() []byte {
-	dport := cat(tlvU32(udataConcatSubType, exprPayload), tlv(udataConcatSubData, tcpPayloadUdata(tcpHdrDport, 0)))
-	seq := cat(tlvU32(udataConcatSubType, exprPayload), tlv(udataConcatSubData, tcpPayloadUdata(tcpHdrSeq, 32)))
-	data := cat(tlv(udataConcatNest+0, dport), tlv(udataConcatNest+1, seq))
+func dportSeqUserData() []byte { return concatUserData(false) }
+
+// concatUserData is that of "typeof tcp dport . tcp sequence", or with
+// sport of "typeof tcp sport . tcp dport . tcp sequence".
+func concatUserData(sport bool) []byte {
+	field := func(typ, bitLen uint32) []byte {
+		return cat(tlvU32(udataConcatSubType, exprPayload), tlv(udataConcatSubData, tcpPayloadUdata(typ, bitLen)))
+	}
+	fields := [][]byte{field(tcpHdrDport, 0), field(tcpHdrSeq, 32)}
+	if sport {
+		fields = append([][]byte{field(tcpHdrSport, 0)}, fields...)
+	}
+	var data []byte
+	for i, f := range fields {
+		data = append(data, tlv(udataConcatNest+byte(i), f)...)
+	}
 	typeof := cat(tlvU32(udataTypeofExpr, exprConcat), tlv(udataTypeofData, data))
 	return cat(tlvU32(udataSetKeyByteorder, 0), tlv(udataSetKeyTypeof, typeof))
 }

@@ -16,7 +16,8 @@ var (
 func NormalizeListing(listing string) string {
 	var out strings.Builder
 	for _, b := range strings.SplitAfter(listing, "\n\n") {
-		if strings.Contains(b, "\tset valid {") || strings.Contains(b, "\tset used {") {
+		if strings.Contains(b, "\tset valid {") || strings.Contains(b, "\tset used {") ||
+			strings.Contains(b, "\tset valid_sp {") || strings.Contains(b, "\tset used_sp {") {
 			b = reElements.ReplaceAllString(b, "")
 		}
 		out.WriteString(b)
