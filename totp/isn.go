@@ -108,6 +108,15 @@ func (d *Deriver) SourcePort(port uint16, counter uint64, slot uint8) uint16 {
 	return uint16(1024 + uint32(v)%64512)
 }
 
+// Knock returns the ISN and the reserved source port of port, counter and
+// slot from one HMAC: what a service with source-port binding needs of
+// each knock.
+func (d *Deriver) Knock(port uint16, counter uint64, slot uint8) (isn uint32, sport uint16) {
+	mac := d.mac6(port, counter, slot)
+	v := binary.BigEndian.Uint16(mac[4:6])
+	return isnFromMAC(mac), uint16(1024 + uint32(v)%64512)
+}
+
 // ErrPeriod is returned for a period that is not a whole number of seconds of
 // at least one second.
 var ErrPeriod = errors.New("period must be a whole number of seconds, at least 1s")

@@ -307,3 +307,36 @@ func ISN(key []byte, realm string, port uint16, counter uint64, slot uint8) (uin
 	}
 	return d.ISN(port, counter, slot), nil
 }
+
+// TestSourcePortVectors checks SourcePort and Knock against DESIGN.md's
+// vectors, the source ports computed by an independent implementation
+// (Python's hmac over the same message, 1024 + u16be(mac[4:6]) mod 64512).
+func TestSourcePortVectors(t *testing.T) {
+	key := make([]byte, 32)
+	for i := range key {
+		key[i] = byte(i)
+	}
+	d, err := NewDeriver(key, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []struct {
+		port    uint16
+		counter uint64
+		slot    uint8
+		isn     uint32
+		sport   uint16
+	}{
+		{22, 0, 0, 2742790613, 48714},
+		{22, 1, 0, 185541829, 13039},
+		{22, 58000000, 3, 3644611392, 38502},
+		{443, 58000000, 0, 4170546255, 58148},
+	} {
+		if sp := d.SourcePort(v.port, v.counter, v.slot); sp != v.sport {
+			t.Errorf("SourcePort(%d, %d, %d) = %d, want %d", v.port, v.counter, v.slot, sp, v.sport)
+		}
+		if isn, sp := d.Knock(v.port, v.counter, v.slot); isn != v.isn || sp != v.sport {
+			t.Errorf("Knock(%d, %d, %d) = %d, %d; want %d, %d", v.port, v.counter, v.slot, isn, sp, v.isn, v.sport)
+		}
+	}
+}
