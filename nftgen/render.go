@@ -7,19 +7,22 @@ import (
 )
 
 // Render returns the table for s as `nft list ruleset` shows it once
-// installed, with rule counters at zero. The valid set's elements, which
-// change every period, are summarised in comment lines before the table
-// instead of listed; the ports are listed. The sessions sets are shown
+// installed, with rule counters at zero. The valid and valid_sp sets'
+// elements, which change every period, are summarised in comment lines
+// before the table instead of listed; the ports are listed. The sessions sets are shown
 // empty: what they hold is the host's connections of the moment.
 func Render(s State, now time.Time) string {
 	var b strings.Builder
-	els := Elements(s.ValidList(), now)
-	fmt.Fprintf(&b, "# valid: %d elements at %s", len(els), now.UTC().Format(time.RFC3339))
-	if len(els) > 0 {
-		lo, hi := els[0].Timeout, els[0].Timeout
-		for _, e := range els {
-			lo, hi = min(lo, e.Timeout), max(hi, e.Timeout)
+	// valid's and valid_sp's elements together.
+	n, lo, hi := 0, time.Duration(0), time.Duration(0)
+	eachUnique(s.ValidList(), now, nil, func(_, _ uint16, _ uint32, ttl time.Duration) {
+		if n == 0 {
+			lo, hi = ttl, ttl
 		}
+		n, lo, hi = n+1, min(lo, ttl), max(hi, ttl)
+	})
+	fmt.Fprintf(&b, "# valid: %d elements at %s", n, now.UTC().Format(time.RFC3339))
+	if n > 0 {
 		fmt.Fprintf(&b, ", expiring in %s to %s", nftDuration(lo), nftDuration(hi))
 	}
 	b.WriteString("\n")

@@ -76,6 +76,10 @@ type Service struct {
 	Users []string // empty: all users
 	// Unknocked is UnknockedDrop or UnknockedReset.
 	Unknocked string
+	// BindSourcePort makes the service's knocks 48-bit: a SYN must also
+	// come from the source port ISN-v1 reserves for its knock
+	// (bind_source_port = true; the clients set it too).
+	BindSourcePort bool
 	// Sign is "tcp-md5" when seqknockd puts SignKey, from SignKeyFile, on
 	// the service's listening sockets for every peer (package tcpsign);
 	// "" when connections are not signed.
@@ -149,6 +153,7 @@ type rawService struct {
 	Port        *int     `toml:"port"`
 	Users       []string `toml:"users"`
 	Unknocked   *string  `toml:"unknocked"`
+	BindSport   *bool    `toml:"bind_source_port"`
 	Sign        *string  `toml:"sign"`
 	SignKeyFile *string  `toml:"sign_key_file"`
 }
@@ -582,7 +587,7 @@ func parseServices(parts []configPart, users []User, loadKey func(string) ([]byt
 					return nil, fail("unknocked", "unknocked", fmt.Errorf("%q: want %q or %q", mode, UnknockedDrop, UnknockedReset))
 				}
 			}
-			svc := Service{Port: uint16(port), Users: rs.Users, Unknocked: mode}
+			svc := Service{Port: uint16(port), Users: rs.Users, Unknocked: mode, BindSourcePort: rs.BindSport != nil && *rs.BindSport}
 			if key, err := parseSign(&svc, rs, p.doc.File, loadKey); err != nil {
 				line := key
 				if key == "sign_key_file" && rs.SignKeyFile == nil {

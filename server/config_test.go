@@ -125,6 +125,7 @@ var badConfigs = []struct {
 	{"guess prefix6", "guess_prefix6 = 129\n" + minimal, "x.toml:1: guess_prefix6: 129 out of range 1..128"},
 	{"guess prefix4", "guess_prefix4 = 0\n" + minimal, "x.toml:1: guess_prefix4: 0 out of range 1..32"},
 	{"unknocked mode", "[[service]]\nport = 22\nunknocked = \"rst\"\n[[user]]\nname = \"a\"\nkey_file = \"k\"\n", `x.toml:3: service[0].unknocked: "rst": want "drop" or "reset"`},
+	{"bind source port", "[[service]]\nport = 22\nbind_source_port = \"yes\"\n[[user]]\nname = \"a\"\nkey_file = \"k\"\n", `x.toml:3: service.bind_source_port: incompatible types: TOML value has type string; destination has type boolean`},
 	{"table name", "table = \"my table\"\n" + minimal, "x.toml:1: table: \"my table\""},
 	{"realm long", "realm = \"" + strings.Repeat("r", 256) + "\"\n" + minimal, "x.toml:1: realm: realm is 256 bytes"},
 	{"port zero", "[[service]]\nport = 0\n[[user]]\nname = \"a\"\nkey_file = \"k\"\n", "x.toml:2: service[0].port: 0 out of range 1..65535"},
@@ -293,5 +294,45 @@ func TestDesired(t *testing.T) {
 	// Pure: the same input, the same output.
 	if s2 := Desired(c, now); fmt.Sprint(s2.Valid) != fmt.Sprint(s.Valid) {
 		t.Error("Desired is not deterministic")
+	}
+}
+
+// TestDesiredBindSourcePort: a service with bind_source_port turns the
+// source-port rules on, and its knocks carry the source port ISN-v1
+// reserves for them (the others none).
+func TestDesiredBindSourcePort(t *testing.T) {
+	text := "[[service]]\nport = 22\nbind_source_port = true\n[[service]]\nport = 2222\nbind_source_port = false\n" +
+		"[[user]]\nname = \"a\"\nkey_file = \"k\"\n"
+	c, err := ParseConfig("x.toml", []byte(text), fakeKeys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Services[0].BindSourcePort || c.Services[1].BindSourcePort || !rules(c).SourcePort {
+		t.Fatalf("services %+v, rules %v", c.Services, rules(c))
+	}
+	now := time.Unix(1_800_000_000, 0)
+	n := 0
+	EachKnock(c, now, func(k Knock) {
+		d, _ := totp.NewDeriver(c.Users[0].Keys[k.Key].Key, c.Realm)
+		want := uint16(0)
+		if k.Port == 22 {
+			want = d.SourcePort(k.Port, k.Counter, k.Slot)
+			n++
+		}
+		if k.SPort != want || k.ISN != d.ISN(k.Port, k.Counter, k.Slot) {
+			t.Errorf("knock %+v: source port want %d", k, want)
+		}
+	})
+	if n != 12 {
+		t.Errorf("%d bound knocks, want 12", n)
+	}
+	for _, e := range Desired(c, now).Valid {
+		if (e.SPort != 0) != (e.Port == 22) {
+			t.Errorf("element %+v", e)
+		}
+	}
+	plain, _ := ParseConfig("x.toml", []byte(strings.Replace(text, "bind_source_port = true", "", 1)), fakeKeys)
+	if rules(plain).SourcePort {
+		t.Error("no bound service, yet source-port rules")
 	}
 }

@@ -396,11 +396,16 @@ func (d *Daemon) drainFeed() {
 	until := d.clock().Add(d.cfg.WindowLength())
 	changed := false
 	sessions := make([]nftgen.Session, 0, len(adms))
+	bound := boundPorts(d.cfg)
 	for _, a := range adms {
 		if d.Audit != nil {
 			d.Audit.Admitted(a.Src, a.Dst, a.Seq)
 		}
-		if d.state.Add(a.Dst.Port(), a.Seq, until) {
+		var sport uint16 // a 48-bit knock is spent with its source port
+		if bound[a.Dst.Port()] {
+			sport = a.Src.Port()
+		}
+		if d.state.AddBound(sport, a.Dst.Port(), a.Seq, until) {
 			changed = true
 		}
 		sessions = append(sessions, nftgen.Session{Src: a.Src, Dst: a.Dst})

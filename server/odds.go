@@ -25,13 +25,21 @@ const (
 // Odds are a protected port's chances against random guessing: Valid
 // knocks of the 2^32 sequence numbers are valid at any time, so each
 // random SYN wins with PerSYN = Valid/2^32, and 50% of winning takes
-// SYNs50 = ln 2 / PerSYN SYNs (for small PerSYN).
+// SYNs50 = ln 2 / PerSYN SYNs (for small PerSYN). At a port with
+// bind_source_port (Bits 48) the SYN must also come from the knock's one
+// source port of SourcePorts: PerSYN = Valid/(2^32 × 64,512), about
+// Valid/2^48.
 type Odds struct {
 	Port   uint16
+	Bits   int // 32, or 48 with bind_source_port
 	Valid  int
 	PerSYN float64
 	SYNs50 float64
 }
+
+// SourcePorts is how many source ports ISN-v1 reserves from (1024..65535):
+// a guess at a bound port must hit the one its knock reserves.
+const SourcePorts = 64512
 
 // PortOdds returns the odds of each service port at now: its valid knocks
 // are its users' unexpired keys times the window's counters times the
@@ -59,8 +67,11 @@ func PortOdds(cfg *Config, now time.Time) []Odds {
 			n += keys[u]
 		}
 		valid := n * counters * cfg.Slots
-		p := float64(valid) / (1 << 32)
-		o := Odds{Port: svc.Port, Valid: valid, PerSYN: p, SYNs50: math.Inf(1)}
+		p, bits := float64(valid)/(1<<32), 32
+		if svc.BindSourcePort {
+			p, bits = p/SourcePorts, 48
+		}
+		o := Odds{Port: svc.Port, Bits: bits, Valid: valid, PerSYN: p, SYNs50: math.Inf(1)}
 		if p > 0 {
 			o.SYNs50 = math.Ln2 / p
 		}

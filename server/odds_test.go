@@ -31,6 +31,15 @@ func TestPortOddsAndRates(t *testing.T) {
 	if n := odds[1].SYNs50; math.Abs(n-2.48e8)/2.48e8 > 0.01 {
 		t.Errorf("one user: 50%% after %g SYNs", n)
 	}
+	// With bind_source_port the SYN must hit the knock's source port too.
+	bound, err := ParseConfig("x.toml", []byte(strings.Replace(text, "port = 2222\n", "port = 2222\nbind_source_port = true\n", 1)), fakeKeys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := PortOdds(bound, now)
+	if b[0].Bits != 32 || b[1].Bits != 48 || math.Abs(b[1].PerSYN-12/math.Pow(2, 32)/64512) > 1e-20 || b[0].PerSYN != odds[0].PerSYN {
+		t.Errorf("bound: %+v", b)
+	}
 	// The rates: one source at its limit; 10,000 sources, over the global
 	// cap, one guess each per lockout; no limits, the sender's bandwidth.
 	for _, c := range []struct {

@@ -21,15 +21,24 @@ type Spent struct {
 	m map[uint64]time.Time
 }
 
-func spentKey(port uint16, isn uint32) uint64 { return uint64(port)<<32 | uint64(isn) }
+// spentKey is a knock's identity: its source port (0 for a knock not bound
+// to one), port and ISN in one word.
+func spentKey(sport, port uint16, isn uint32) uint64 {
+	return uint64(sport)<<48 | uint64(port)<<32 | uint64(isn)
+}
 
 // Add records that the knock (port, isn) is spent until until; a later
 // until wins. It reports whether anything changed.
 func (s *Spent) Add(port uint16, isn uint32, until time.Time) bool {
+	return s.AddBound(0, port, isn, until)
+}
+
+// AddBound is Add for a knock bound to source port sport (0: not bound).
+func (s *Spent) AddBound(sport, port uint16, isn uint32, until time.Time) bool {
 	if s.m == nil {
 		s.m = map[uint64]time.Time{}
 	}
-	k := spentKey(port, isn)
+	k := spentKey(sport, port, isn)
 	if old, ok := s.m[k]; ok && !until.After(old) {
 		return false
 	}
@@ -41,7 +50,7 @@ func (s *Spent) Add(port uint16, isn uint32, until time.Time) bool {
 func (s *Spent) Merge(els []nftgen.Element) bool {
 	changed := false
 	for _, e := range els {
-		if s.Add(e.Port, e.ISN, e.Expires) {
+		if s.AddBound(e.SPort, e.Port, e.ISN, e.Expires) {
 			changed = true
 		}
 	}
@@ -60,14 +69,14 @@ func (s *Spent) Prune(now time.Time) {
 // Len is the number of knocks held.
 func (s *Spent) Len() int { return len(s.m) }
 
-// List returns the spent knocks, ordered by port and ISN.
+// List returns the spent knocks, ordered by source port, port and ISN.
 func (s *Spent) List() []nftgen.Element {
 	out := make([]nftgen.Element, 0, len(s.m))
 	for k, t := range s.m {
-		out = append(out, nftgen.Element{Port: uint16(k >> 32), ISN: uint32(k), Expires: t})
+		out = append(out, nftgen.Element{SPort: uint16(k >> 48), Port: uint16(k >> 32), ISN: uint32(k), Expires: t})
 	}
 	sort.Slice(out, func(i, j int) bool {
-		return spentKey(out[i].Port, out[i].ISN) < spentKey(out[j].Port, out[j].ISN)
+		return spentKey(out[i].SPort, out[i].Port, out[i].ISN) < spentKey(out[j].SPort, out[j].Port, out[j].ISN)
 	})
 	return out
 }
@@ -98,6 +107,7 @@ type stateJSON struct {
 }
 
 type spentJSON struct {
+	SPort   uint16 `json:"sport,omitempty"` // a 48-bit knock's source port
 	Port    uint16 `json:"port"`
 	ISN     uint32 `json:"isn"`
 	UntilMS int64  `json:"until_unix_ms"`
@@ -132,7 +142,7 @@ func LoadState(path, table string) (*State, error) {
 		st.High = time.UnixMilli(j.HighMS)
 	}
 	for _, e := range j.Spent {
-		st.Add(e.Port, e.ISN, time.UnixMilli(e.UntilMS))
+		st.AddBound(e.SPort, e.Port, e.ISN, time.UnixMilli(e.UntilMS))
 	}
 	return st, nil
 }
@@ -148,7 +158,7 @@ func (st *State) Save(path string) error {
 		j.HighMS = st.High.UnixMilli()
 	}
 	for _, e := range st.List() {
-		j.Spent = append(j.Spent, spentJSON{Port: e.Port, ISN: e.ISN, UntilMS: e.Expires.UnixMilli()})
+		j.Spent = append(j.Spent, spentJSON{SPort: e.SPort, Port: e.Port, ISN: e.ISN, UntilMS: e.Expires.UnixMilli()})
 	}
 	b, err := json.Marshal(j)
 	if err != nil {

@@ -39,6 +39,10 @@ func TestStateFile(t *testing.T) {
 	st.High = t0
 	st.Add(22, 4000000000, t0.Add(90*time.Second))
 	st.Add(2222, 1, t0.Add(time.Second))
+	st.AddBound(40000, 22, 4000000000, t0.Add(time.Minute)) // a 48-bit knock: another knock
+	if st.Len() != 3 {
+		t.Fatalf("%d knocks, want 3", st.Len())
+	}
 	if err := st.Save(path); err != nil {
 		t.Fatal(err)
 	}

@@ -35,12 +35,15 @@ type Status struct {
 	// Modes is each protected port's closed-port mode in the table:
 	// "drop" or "reset"; GuessLimit and GlobalLimit the limits the config
 	// sets ("0": off), as "10/second+20".
-	Modes         map[string]string `json:"modes"`
-	GuessLimit    string            `json:"guess_limit"`
-	GuessPrefix   string            `json:"guess_prefix"`
-	GlobalLimit   string            `json:"guess_global_limit"`
-	Counter       uint64            `json:"counter"`
-	NextRotationS float64           `json:"seconds_to_next_rotation"`
+	Modes map[string]string `json:"modes"`
+	// Bound are the ports whose knocks the table holds bound to a source
+	// port (48-bit knocks, bind_source_port), read from its elements.
+	Bound         []uint16 `json:"bind_source_port"`
+	GuessLimit    string   `json:"guess_limit"`
+	GuessPrefix   string   `json:"guess_prefix"`
+	GlobalLimit   string   `json:"guess_global_limit"`
+	Counter       uint64   `json:"counter"`
+	NextRotationS float64  `json:"seconds_to_next_rotation"`
 	// SignedListeners are the listeners of the signed services (sign =
 	// "tcp-md5"), each with whether it signs with its service's key; one
 	// that does not is a difference.
@@ -93,7 +96,17 @@ func CompareStatus(live *nftgen.Live, cfg *Config, now time.Time) *Status {
 	for _, u := range cfg.Users {
 		st.Users = append(st.Users, u.Name)
 	}
+	bound := map[uint16]bool{}
+	for _, k := range append(append([]nftgen.Key(nil), live.ValidKeys...), live.UsedKeys...) {
+		if k.SPort != 0 {
+			bound[k.Port] = true
+		}
+	}
+	st.Bound = []uint16{}
 	for _, p := range live.Ports {
+		if bound[p] {
+			st.Bound = append(st.Bound, p)
+		}
 		mode := UnknockedDrop
 		if slices.Contains(live.ResetPorts, p) {
 			mode = UnknockedReset
@@ -146,7 +159,7 @@ func differences(live *nftgen.Live, cfg *Config, now time.Time, rulesCurrent boo
 	known := make(map[nftgen.Key]bool, len(live.ValidKeys))
 	present := map[string]bool{}
 	note := func(k Knock) {
-		key := nftgen.Key{Port: k.Port, ISN: k.ISN}
+		key := nftgen.Key{SPort: k.SPort, Port: k.Port, ISN: k.ISN}
 		known[key] = true
 		if inTable[key] {
 			present[k.User] = true

@@ -76,7 +76,7 @@ func streamed(cfg *Config, now time.Time, from uint64, onKnock func(Knock)) nftg
 			if onKnock != nil {
 				onKnock(k)
 			}
-			yield(nftgen.Element{Port: k.Port, ISN: k.ISN, Expires: k.Expires})
+			yield(nftgen.Element{SPort: k.SPort, Port: k.Port, ISN: k.ISN, Expires: k.Expires})
 		})
 	}
 	return s
@@ -100,7 +100,7 @@ func desired(cfg *Config, now time.Time, onKnock func(Knock)) nftgen.State {
 	s := header(cfg)
 	s.Valid = make([]nftgen.Element, 0, knockCount(cfg, now))
 	EachKnock(cfg, now, func(k Knock) {
-		s.Valid = append(s.Valid, nftgen.Element{Port: k.Port, ISN: k.ISN, Expires: k.Expires})
+		s.Valid = append(s.Valid, nftgen.Element{SPort: k.SPort, Port: k.Port, ISN: k.ISN, Expires: k.Expires})
 		if onKnock != nil {
 			onKnock(k)
 		}
@@ -132,6 +132,9 @@ type Knock struct {
 	Counter uint64
 	Slot    uint8
 	ISN     uint32
+	// SPort is the source port the knock must come from (a service with
+	// bind_source_port), 0 when any will do.
+	SPort   uint16
 	Expires time.Time
 }
 
@@ -143,6 +146,7 @@ func EachKnock(cfg *Config, now time.Time, fn func(Knock)) { eachKnockFrom(cfg, 
 func eachKnockFrom(cfg *Config, now time.Time, from uint64, fn func(Knock)) {
 	window := totp.Window(now, cfg.Period, cfg.Tolerance, cfg.Lookahead)
 	ports := userPorts(cfg)
+	bound := boundPorts(cfg)
 	for _, u := range cfg.Users {
 		for ki, key := range u.Keys {
 			if !key.ValidAt(now) {
@@ -163,8 +167,13 @@ func eachKnockFrom(cfg *Config, now time.Time, from uint64, fn func(Knock)) {
 						exp = key.NotAfter
 					}
 					for slot := 0; slot < cfg.Slots; slot++ {
-						fn(Knock{User: u.Name, Key: ki, Port: port, Counter: e.Counter, Slot: uint8(slot),
-							ISN: d.ISN(port, e.Counter, uint8(slot)), Expires: exp})
+						k := Knock{User: u.Name, Key: ki, Port: port, Counter: e.Counter, Slot: uint8(slot), Expires: exp}
+						if bound[port] {
+							k.ISN, k.SPort = d.Knock(port, e.Counter, uint8(slot))
+						} else {
+							k.ISN = d.ISN(port, e.Counter, uint8(slot))
+						}
+						fn(k)
 					}
 				}
 			}
@@ -206,10 +215,21 @@ func userPorts(cfg *Config) map[string][]uint16 {
 	return ports
 }
 
+// boundPorts returns the ports of the services with bind_source_port.
+func boundPorts(cfg *Config) map[uint16]bool {
+	out := map[uint16]bool{}
+	for _, svc := range cfg.Services {
+		if svc.BindSourcePort {
+			out[svc.Port] = true
+		}
+	}
+	return out
+}
+
 // rules returns the parameters of the rules cfg wants.
 func rules(cfg *Config) nftgen.Rules {
 	r := nftgen.Rules{MarkBit: cfg.MarkBit(), LogGroup: uint16(cfg.LogGroup), DropLogGroup: uint16(cfg.DropLogGroup()),
-		Guess: cfg.Guess, Global: cfg.GuessGlobal}
+		Guess: cfg.Guess, Global: cfg.GuessGlobal, SourcePort: len(boundPorts(cfg)) > 0}
 	if !r.Guess.Off() {
 		// The prefixes matter (and are in the fingerprint) only with the
 		// per-source limit on.

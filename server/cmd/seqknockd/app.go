@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -296,11 +297,11 @@ func printOdds(w, ew io.Writer, cfg *server.Config, now time.Time) {
 	fmt.Fprintf(w, "guess limit: %s per source (/%d, /%d); global cap %s\n",
 		limitText(cfg.Guess.String()), cfg.GuessPrefix4, cfg.GuessPrefix6, limitText(cfg.GuessGlobal.String()))
 	for _, o := range server.PortOdds(cfg, now) {
-		fmt.Fprintf(w, "port %d: %d valid knocks: odds per random SYN %.2g; a 50%% chance takes %.3g SYNs: %s from one source, %s from 10,000\n",
-			o.Port, o.Valid, o.PerSYN, o.SYNs50,
+		fmt.Fprintf(w, "port %d: %d valid %d-bit knocks: odds per random SYN %.2g; a 50%% chance takes %.3g SYNs: %s from one source, %s from 10,000\n",
+			o.Port, o.Valid, o.Bits, o.PerSYN, o.SYNs50,
 			server.Humanize(o.SYNs50/server.GuessRate(cfg, 1)), server.Humanize(o.SYNs50/server.GuessRate(cfg, 10_000)))
 		if o.PerSYN > server.OddsWarnAbove {
-			fmt.Fprintf(ew, "seqknockd: warning: port %d: odds per random SYN %.2g are above %.0e: lower slots, tolerance or lookahead, or split the users across ports\n",
+			fmt.Fprintf(ew, "seqknockd: warning: port %d: odds per random SYN %.2g are above %.0e: lower slots, tolerance or lookahead, split the users across ports, or set bind_source_port\n",
 				o.Port, o.PerSYN, server.OddsWarnAbove)
 		}
 	}
@@ -333,7 +334,11 @@ func printStatus(w io.Writer, st *server.Status) {
 		fmt.Fprintf(w, "differs:        %s\n", d)
 	}
 	for i, p := range st.Ports {
-		ports[i] += " (" + st.Modes[fmt.Sprint(p)] + ")"
+		mode := st.Modes[fmt.Sprint(p)]
+		if slices.Contains(st.Bound, p) {
+			mode += ", 48-bit knocks"
+		}
+		ports[i] += " (" + mode + ")"
 	}
 	fmt.Fprintf(w, "ports:          %s\n", strings.Join(ports, ", "))
 	fmt.Fprintf(w, "users:          %s\n", strings.Join(st.Users, ", "))

@@ -152,7 +152,7 @@ func TestCheckConfigOdds(t *testing.T) {
 	out, e, code := runCLI("check-config", "-c", cfg)
 	for _, want := range []string{
 		"guess limit: 10/second (burst 20) per source (/32, /64); global cap 1000/second (burst 5)\n",
-		"port 22: 12 valid knocks: odds per random SYN 2.8e-09; a 50% chance takes 2.48e+08 SYNs: 287 days from one source, 6.9 h from 10,000\n",
+		"port 22: 12 valid 32-bit knocks: odds per random SYN 2.8e-09; a 50% chance takes 2.48e+08 SYNs: 287 days from one source, 6.9 h from 10,000\n",
 	} {
 		if code != 0 || !strings.Contains(out, want) || e != "" {
 			t.Errorf("defaults: exit %d, stderr %q, stdout lacks %q:\n%s", code, e, want, out)
@@ -160,9 +160,16 @@ func TestCheckConfigOdds(t *testing.T) {
 	}
 	os.WriteFile(cfg, []byte("slots = 256\ntolerance = 10\nlookahead = 10\nguess_limit = \"0\"\n"+svc), 0o600)
 	out, e, code = runCLI("check-config", "-c", cfg)
-	if code != 0 || !strings.Contains(out, "port 22: 7936 valid knocks: odds per random SYN 1.8e-06") ||
-		e != "seqknockd: warning: port 22: odds per random SYN 1.8e-06 are above 1e-06: lower slots, tolerance or lookahead, or split the users across ports\n" {
+	if code != 0 || !strings.Contains(out, "port 22: 7936 valid 32-bit knocks: odds per random SYN 1.8e-06") ||
+		e != "seqknockd: warning: port 22: odds per random SYN 1.8e-06 are above 1e-06: lower slots, tolerance or lookahead, split the users across ports, or set bind_source_port\n" {
 		t.Errorf("high odds: exit %d, stderr %q:\n%s", code, e, out)
+	}
+	// The same with bind_source_port: 48-bit knocks, 64,512 times less
+	// likely, no warning.
+	os.WriteFile(cfg, []byte("slots = 256\ntolerance = 10\nlookahead = 10\nguess_limit = \"0\"\n"+strings.Replace(svc, "port = 22\n", "port = 22\nbind_source_port = true\n", 1)), 0o600)
+	out, e, code = runCLI("check-config", "-c", cfg)
+	if code != 0 || !strings.Contains(out, "port 22: 7936 valid 48-bit knocks: odds per random SYN 2.9e-11") || e != "" {
+		t.Errorf("bound: exit %d, stderr %q:\n%s", code, e, out)
 	}
 }
 

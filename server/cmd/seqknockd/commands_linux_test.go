@@ -183,3 +183,43 @@ func TestRunCommand(t *testing.T) {
 		})
 	}
 }
+
+// TestRulesetBoundMatchesNft: with bind_source_port on one service,
+// `seqknockd ruleset` is what `nft list ruleset` shows after a sync (the
+// source-port sets and rules included), and status calls the table
+// current and the port's knocks 48-bit.
+func TestRulesetBoundMatchesNft(t *testing.T) {
+	netnstest.RequireRoot(t)
+	ns := netnstest.New(t, "dbnd")
+	cfg := cmdConfig(t)
+	text, _ := os.ReadFile(cfg)
+	os.WriteFile(cfg, bytes.Replace(text, []byte("port = 2222\n"), []byte("port = 2222\nbind_source_port = true\n"), 1), 0o600)
+	// Within one period: the ruleset printed and the one installed hold
+	// the same window (a rotation between them would not change the text,
+	// but the element count in the comment would be compared by nothing).
+	ruleset, _, code := runIn(t, ns, "-c", cfg, "ruleset")
+	if code != 0 || !strings.Contains(ruleset, "# valid: 24 elements at ") || !strings.Contains(ruleset, "set valid_sp {") {
+		t.Fatalf("ruleset: exit %d\n%s", code, ruleset)
+	}
+	if _, e, code := runIn(t, ns, "-c", cfg, "sync"); code != 0 {
+		t.Fatalf("sync: exit %d %q", code, e)
+	}
+	listing := ns.MustRun("nft", "list", "ruleset")
+	if got, want := netnstest.NormalizeListing(listing), netnstest.DropComments(ruleset); got != want {
+		t.Errorf("seqknockd ruleset differs from nft list ruleset:\n%s\nvs\n%s", ruleset, listing)
+	}
+	valid := ns.MustRun("nft", "list", "set", "inet", "skcmd", "valid_sp")
+	if strings.Count(valid, " . 2222 . ") != 12 {
+		t.Errorf("valid_sp should hold port 2222's 12 knocks:\n%s", valid)
+	}
+	out, _, code := runIn(t, ns, "-c", cfg, "status")
+	for _, want := range []string{"table:          inet skcmd (current)\n", "ports:          22 (drop), 2222 (reset, 48-bit knocks)\n", "valid knocks:   24\n"} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("status: exit %d, lacks %q:\n%s", code, want, out)
+		}
+	}
+	out, _, code = runIn(t, ns, "-c", cfg, "check-config")
+	if code != 0 || !strings.Contains(out, "port 2222: 12 valid 48-bit knocks") || !strings.Contains(out, "port 22: 12 valid 32-bit knocks") {
+		t.Errorf("check-config: exit %d:\n%s", code, out)
+	}
+}
