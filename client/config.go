@@ -38,6 +38,10 @@ type HostEntry struct {
 	// SignKeyFile (the server's service's sign_key_file); "" when not.
 	Sign        string
 	SignKeyFile string
+	// BindSourcePort binds each knock's socket to the source port ISN-v1
+	// reserves for it (bind_source_port = true), as the server's service
+	// with bind_source_port requires.
+	BindSourcePort bool
 }
 
 type rawClientConfig struct {
@@ -54,6 +58,8 @@ type rawClientConfig struct {
 		// Sign and SignKeyFile: TCP-MD5 signing, as the server's service.
 		Sign        *string `toml:"sign"`
 		SignKeyFile *string `toml:"sign_key_file"`
+		// BindSourcePort: 48-bit knocks, as the server's service.
+		BindSourcePort *bool `toml:"bind_source_port"`
 	} `toml:"host"`
 }
 
@@ -175,6 +181,7 @@ func ParseConfig(file string, data []byte, home string) (*Config, error) {
 				e.SignKeyFile = filepath.Join(filepath.Dir(file), e.SignKeyFile)
 			}
 		}
+		e.BindSourcePort = h.BindSourcePort != nil && *h.BindSourcePort
 		c.Hosts = append(c.Hosts, e)
 	}
 	return c, nil

@@ -33,6 +33,11 @@ match = "signed"
 key_file = "s.key"
 sign = "tcp-md5"
 sign_key_file = "~/.config/seqknock/ssh.sign"
+
+[[host]]
+match = "bound"
+key_file = "b.key"
+bind_source_port = true
 `
 
 func TestClientConfig(t *testing.T) {
@@ -65,6 +70,12 @@ func TestClientConfig(t *testing.T) {
 	}
 	if e := c.Lookup("db1", 22); e.Sign != "" || e.SignKeyFile != "" {
 		t.Errorf("db1 is signed: %+v", e)
+	}
+	if e := c.Lookup("bound", 22); e == nil || !e.BindSourcePort {
+		t.Errorf("bound: %+v", e)
+	}
+	if e := c.Lookup("db1", 22); e.BindSourcePort {
+		t.Errorf("db1 binds its source port: %+v", e)
 	}
 }
 
@@ -103,6 +114,7 @@ func TestClientConfigErrors(t *testing.T) {
 		{"[[host]]\nmatch = \"x\"\nkey_files = [\"a\", \"./a\"]\n", "c.toml:1: host[0].key_files[1]: listed twice"},
 		{"[[host]]\nmatch = \"x\"\nkey_files = \"a\"\n", "c.toml:3: host.key_files: incompatible types"},
 		{"[[host]]\nmatch = \"x\"\nkey_file = \"k\"\nsign = \"md5\"\nsign_key_file = \"s\"\n", "c.toml:1: host[0].sign: \"md5\": want \"tcp-md5\""},
+		{"[[host]]\nmatch = \"x\"\nkey_file = \"k\"\nbind_source_port = 1\n", "c.toml:4: host.bind_source_port: incompatible types"},
 		{"[[host]]\nmatch = \"x\"\nkey_file = \"k\"\nsign = \"tcp-ao\"\nsign_key_file = \"s\"\n", "c.toml:1: host[0].sign: "},
 		{"[[host]]\nmatch = \"x\"\nkey_file = \"k\"\nsign = \"tcp-md5\"\n", "c.toml:1: host[0].sign_key_file: missing"},
 		{"[[host]]\nmatch = \"x\"\nkey_file = \"k\"\nsign_key_file = \"s\"\n", "c.toml:1: host[0].sign: missing: sign_key_file is set"},

@@ -23,7 +23,7 @@ const DefaultSynTimeout = 3 * time.Second
 
 // ErrNoAnswer is wrapped by Dial's error when no knock got a SYN-ACK.
 var ErrNoAnswer = errors.New("the knock was dropped (wrong key, realm or port, clock skew beyond the server's tolerance, " +
-	"or a middlebox rewrote the ISN) or the host is down")
+	"bind_source_port on the server but not here, or a middlebox rewrote the ISN) or the host is down")
 
 // Dialer opens TCP connections whose SYN carries a knock.
 type Dialer struct {
@@ -49,6 +49,11 @@ type Dialer struct {
 	// so its SYN and every later segment carry the MD5 option, and
 	// segments from the server without it are dropped.
 	SignKey tcpsign.Key
+	// BindSourcePort binds each knock's socket, before its SYN, to the
+	// source port ISN-v1 reserves for the knock (the server's service has
+	// bind_source_port): a 48-bit knock. Where that port is in use here,
+	// the knock is not sent and the next slot is tried.
+	BindSourcePort bool
 
 	// Seams; nil means the real thing.
 	Now     func() time.Time
@@ -67,7 +72,17 @@ type Dialer struct {
 	// OnBroker is told when the broker sets the ISNs of this dial.
 	OnBroker  func(path string)
 	OnAttempt func(addr netip.AddrPort, counter uint64, slot int, isn uint32)
+	// OnPortBusy is told when a knock's source port is in use here, so
+	// its slot is skipped (BindSourcePort).
+	OnPortBusy func(sport uint16, counter uint64, slot int)
 }
+
+// SourcePortHint is what Dial adds to ErrNoAnswer with BindSourcePort on:
+// the likeliest cause when a bound knock gets no answer where an unbound
+// one would.
+const SourcePortHint = "bind_source_port is on for this host, so the server admits a knock only from the source port it reserves: " +
+	"a NAT between here and the server that rewrites source ports (masquerade random or fully-random, many home and carrier NATs) " +
+	"would explain it; such a network cannot use bind_source_port"
 
 // SlotsSpentError says that every knock of the period is spent, and how
 // long until the next period starts. It wraps ErrSlotsSpent.
@@ -181,6 +196,8 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (*net.TCPCo
 		reserve = func(string, uint64, int) (int, error) { return 0, errNoStore }
 	}
 	var spent error // the store's answer when a key's slots were all used
+	var busy error  // a slot's source port was in use here
+	sent := false   // a knock went out
 	attempts := 0
 	for more := true; more; {
 		more = false
@@ -209,16 +226,33 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (*net.TCPCo
 			}
 			more = more || !k.done
 			attempts++
-			isn := k.deriver.ISN(port, counter, uint8(slot))
+			var isn uint32
+			var sport uint16
+			if d.BindSourcePort {
+				isn, sport = k.deriver.Knock(port, counter, uint8(slot))
+			} else {
+				isn = k.deriver.ISN(port, counter, uint8(slot))
+			}
 			for _, a := range addrs {
 				ap := netip.AddrPortFrom(a, port)
 				if d.OnAttempt != nil {
 					d.OnAttempt(ap, counter, slot, isn)
 				}
-				conn, err := d.attempt(ctx, ap, isn, synTimeout, set)
+				conn, err := d.attempt(ctx, ap, sport, isn, synTimeout, set)
 				if err == nil {
 					return conn, nil
 				}
+				if sport != 0 && errors.Is(err, syscall.EADDRINUSE) {
+					// No SYN went out: the knock is unspent, but this
+					// slot's port is not ours to use; the next slot has
+					// another.
+					if d.OnPortBusy != nil {
+						d.OnPortBusy(sport, counter, slot)
+					}
+					busy = fmt.Errorf("the source port of every slot tried was in use here (the last, %d of slot %d: %w)", sport, slot, err)
+					break
+				}
+				sent = true
 				if errors.Is(err, ErrNoCapability) {
 					return nil, ErrNoCapability
 				}
@@ -232,7 +266,7 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (*net.TCPCo
 				}
 				if errors.Is(err, syscall.ECONNREFUSED) || ctx.Err() != nil {
 					if ctx.Err() != nil {
-						return nil, fmt.Errorf("no SYN-ACK from %s: %w", net.JoinHostPort(host, strconv.Itoa(int(port))), ctx.Err())
+						return nil, fmt.Errorf("no SYN-ACK from %s: %w%s", net.JoinHostPort(host, strconv.Itoa(int(port))), ctx.Err(), d.hint())
 					}
 					return nil, fmt.Errorf("connect %s: %w", ap, err)
 				}
@@ -247,7 +281,18 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (*net.TCPCo
 		next := time.Unix(int64(totp.Counter(now, d.period())+1)*int64(d.period()/time.Second), 0)
 		return nil, &SlotsSpentError{Slots: d.slots(), Wait: next.Sub(now)}
 	}
-	return nil, fmt.Errorf("no SYN-ACK from %s: %w", net.JoinHostPort(host, strconv.Itoa(int(port))), ErrNoAnswer)
+	if busy != nil && !sent {
+		return nil, fmt.Errorf("no slot left to knock on %s: %w", net.JoinHostPort(host, strconv.Itoa(int(port))), busy)
+	}
+	return nil, fmt.Errorf("no SYN-ACK from %s: %w%s", net.JoinHostPort(host, strconv.Itoa(int(port))), ErrNoAnswer, d.hint())
+}
+
+// hint is "; " and SourcePortHint with BindSourcePort on, else nothing.
+func (d *Dialer) hint() string {
+	if !d.BindSourcePort {
+		return ""
+	}
+	return "; " + SourcePortHint
 }
 
 func isTimeout(err error) bool {
@@ -255,8 +300,12 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-func (d *Dialer) attempt(ctx context.Context, ap netip.AddrPort, isn uint32, synTimeout time.Duration, set func(int, uint32) error) (*net.TCPConn, error) {
+// attempt sends one knock to ap, from source port sport when not 0.
+func (d *Dialer) attempt(ctx context.Context, ap netip.AddrPort, sport uint16, isn uint32, synTimeout time.Duration, set func(int, uint32) error) (*net.TCPConn, error) {
 	nd := net.Dialer{Timeout: synTimeout, Control: prepare(ap.Addr(), isn, d.SignKey, set)}
+	if sport != 0 {
+		nd.LocalAddr = &net.TCPAddr{Port: int(sport)}
+	}
 	network := "tcp4"
 	if ap.Addr().Is6() && !ap.Addr().Is4In6() {
 		network = "tcp6"
@@ -273,18 +322,19 @@ func (d *Dialer) attempt(ctx context.Context, ap netip.AddrPort, isn uint32, syn
 // reserve (nil: no store, slots counted in this process alone).
 func (s *Settings) Dialer(reserve func(id string, counter uint64, slots int) (int, error)) *Dialer {
 	d := &Dialer{
-		Key:         s.Key,
-		Fallback:    s.Fallback,
-		Realm:       s.Realm,
-		Period:      s.Period,
-		Slots:       s.Slots,
-		SynTimeout:  s.SynTimeout,
-		Timeout:     s.Timeout,
-		ClockOffset: s.ClockOffset,
-		Network:     s.Network,
-		Broker:      s.Broker,
-		Reserve:     reserve,
-		SignKey:     s.SignKey,
+		Key:            s.Key,
+		Fallback:       s.Fallback,
+		Realm:          s.Realm,
+		Period:         s.Period,
+		Slots:          s.Slots,
+		SynTimeout:     s.SynTimeout,
+		Timeout:        s.Timeout,
+		ClockOffset:    s.ClockOffset,
+		Network:        s.Network,
+		Broker:         s.Broker,
+		Reserve:        reserve,
+		SignKey:        s.SignKey,
+		BindSourcePort: s.BindSourcePort,
 	}
 	if s.Verbosef != nil {
 		synTimeout := d.SynTimeout

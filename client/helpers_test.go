@@ -38,6 +38,11 @@ slots = 2
 [[host]]
 match = "*.example.net"
 key_files = ["new.key", "old.key"]
+
+[[host]]
+match = "bound"
+key_file = "a.key"
+bind_source_port = true
 `), dir)
 	if err != nil {
 		t.Fatal(err)

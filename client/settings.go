@@ -25,6 +25,9 @@ type Flags struct {
 	Slots       *int
 	// Broker is the broker's socket (--broker), over the config's.
 	Broker string
+	// BindSourcePort (--bind-source-port) over the [[host]]'s
+	// bind_source_port.
+	BindSourcePort *bool
 	// IPv4 and IPv6 restrict the addresses tried (-4, -6).
 	IPv4, IPv6 bool
 	// SynTimeout, Timeout and ClockOffset go to the Dialer as they are.
@@ -47,7 +50,9 @@ type Settings struct {
 	Slots    int
 	// SignKey, when set, signs the connection with TCP-MD5.
 	SignKey tcpsign.Key
-	Network string // "tcp", "tcp4" or "tcp6"
+	// BindSourcePort: each knock comes from its reserved source port.
+	BindSourcePort bool
+	Network        string // "tcp", "tcp4" or "tcp6"
 	// Broker is the broker's socket, asked when this process may not set
 	// an ISN itself: --broker, else the config's broker, else
 	// DefaultBrokerPath.
@@ -107,6 +112,9 @@ func (f Flags) apply(e *HostEntry) {
 	}
 	if f.Slots != nil {
 		e.Slots = *f.Slots
+	}
+	if f.BindSourcePort != nil {
+		e.BindSourcePort = *f.BindSourcePort
 	}
 }
 
@@ -177,15 +185,16 @@ func Resolve(cfg *Config, f Flags, host string, port uint16) (*Settings, error) 
 		return nil, err
 	}
 	s := &Settings{
-		Realm:       e.Realm,
-		Period:      e.Period,
-		Slots:       e.Slots,
-		Network:     "tcp",
-		Broker:      BrokerPath(cfg, f.Broker),
-		SynTimeout:  f.SynTimeout,
-		Timeout:     f.Timeout,
-		ClockOffset: f.ClockOffset,
-		Verbosef:    f.Verbosef,
+		Realm:          e.Realm,
+		Period:         e.Period,
+		Slots:          e.Slots,
+		BindSourcePort: e.BindSourcePort,
+		Network:        "tcp",
+		Broker:         BrokerPath(cfg, f.Broker),
+		SynTimeout:     f.SynTimeout,
+		Timeout:        f.Timeout,
+		ClockOffset:    f.ClockOffset,
+		Verbosef:       f.Verbosef,
 	}
 	if f.IPv4 {
 		s.Network = "tcp4"
@@ -203,6 +212,9 @@ func Resolve(cfg *Config, f Flags, host string, port uint16) (*Settings, error) 
 		} else {
 			s.Fallback = append(s.Fallback, k)
 		}
+	}
+	if e.BindSourcePort {
+		verbosef("bind_source_port: each knock comes from the source port it reserves")
 	}
 	if e.SignKeyFile != "" {
 		k, err := keyfile.Load(e.SignKeyFile)

@@ -47,6 +47,7 @@ func TestResolve(t *testing.T) {
 		{"flags override", "prod", Flags{Realm: ptr("other"), Period: ptr(60 * time.Second), Slots: ptr(8), IPv6: true,
 			SynTimeout: time.Second, Timeout: 5 * time.Second, ClockOffset: -4 * time.Second},
 			want{1, "other", 60 * time.Second, 8, "tcp6", time.Second, 5 * time.Second, -4 * time.Second}},
+		{"bind flag", "prod", Flags{BindSourcePort: ptr(true)}, want{1, "lab", 10 * time.Second, 2, "tcp", 0, 0, 0}},
 		{"empty realm flag overrides", "prod", Flags{Realm: ptr("")}, want{1, "", 10 * time.Second, 2, "tcp", 0, 0, 0}},
 		{"key-file drops fallbacks", "db.example.net", Flags{KeyFile: filepath.Join(dir, "a.key"), IPv4: true}, want{1, "", totp.DefaultPeriod, totp.DefaultSlots, "tcp4", 0, 0, 0}},
 		{"no entry, key-file: defaults", "198.18.0.1", Flags{KeyFile: filepath.Join(dir, "a.key")}, want{1, "", totp.DefaultPeriod, totp.DefaultSlots, "tcp", 0, 0, 0}},
@@ -63,7 +64,13 @@ func TestResolve(t *testing.T) {
 			if !slices.Equal(s.Key, testKey) {
 				t.Errorf("key %x, want the test key", s.Key)
 			}
+			if s.BindSourcePort != (tc.f.BindSourcePort != nil && *tc.f.BindSourcePort) {
+				t.Errorf("bind source port %v with flag %v", s.BindSourcePort, tc.f.BindSourcePort)
+			}
 			d := s.Dialer(nil)
+			if d.BindSourcePort != s.BindSourcePort {
+				t.Errorf("dialer binds %v, settings %v", d.BindSourcePort, s.BindSourcePort)
+			}
 			if d.Realm != s.Realm || d.Period != s.Period || d.Slots != s.Slots || d.Network != s.Network || len(d.Fallback) != len(s.Fallback) ||
 				d.SynTimeout != s.SynTimeout || d.Timeout != s.Timeout || d.ClockOffset != s.ClockOffset || d.OnAttempt != nil {
 				t.Errorf("dialer %+v does not carry settings %+v", d, s)
@@ -167,5 +174,24 @@ func TestKnock(t *testing.T) {
 	}
 	if _, _, _, err := Knock(Flags{Slots: ptr(0)}); !errors.As(err, new(UsageError)) || err.Error() != "--slots 0 out of range 1..256" {
 		t.Errorf("slots 0: %v", err)
+	}
+}
+
+// TestResolveBindSourcePort: the [[host]]'s bind_source_port reaches the
+// dialer; --bind-source-port=false turns it off, and on for a host without.
+func TestResolveBindSourcePort(t *testing.T) {
+	cfg, _ := settingsConfig(t)
+	for _, tc := range []struct {
+		host string
+		flag *bool
+		want bool
+	}{{"bound", nil, true}, {"bound", ptr(false), false}, {"prod", nil, false}, {"prod", ptr(true), true}} {
+		s, err := Resolve(cfg, Flags{BindSourcePort: tc.flag}, tc.host, 22)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := s.Dialer(nil); s.BindSourcePort != tc.want || d.BindSourcePort != tc.want {
+			t.Errorf("%s, flag %v: settings %v, dialer %v; want %v", tc.host, tc.flag, s.BindSourcePort, d.BindSourcePort, tc.want)
+		}
 	}
 }

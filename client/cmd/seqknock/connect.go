@@ -30,6 +30,7 @@ func dialFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "clock-offset", Usage: "add this to the clock, to correct a known skew (e.g. -4s)"},
 		&cli.BoolFlag{Name: "4", Usage: "IPv4 only"},
 		&cli.BoolFlag{Name: "6", Usage: "IPv6 only"},
+		&cli.BoolFlag{Name: "bind-source-port", Usage: "knock from the source port each knock reserves, as a server service with bind_source_port = true requires (overrides the config's bind_source_port; --bind-source-port=false turns it off)"},
 		&cli.StringFlag{Name: "sign-key-file", Usage: "sign the connection with TCP-MD5 using the service's key `FILE` (as sign = \"tcp-md5\" with sign_key_file in the config; overrides it)"},
 		&cli.StringFlag{Name: "alias", Usage: "the `NAME` given to ssh (its %n), looked up in the config before HOST"},
 		&cli.StringFlag{Name: "broker", Usage: "the broker's socket `PATH`, asked when seqknock holds no CAP_NET_ADMIN (overrides the config; default " + client.DefaultBrokerPath + ")"},
@@ -62,6 +63,10 @@ func serverFlagValues(c *cli.Context) client.Flags {
 	if c.IsSet("slots") {
 		n := c.Int("slots")
 		f.Slots = &n
+	}
+	if c.IsSet("bind-source-port") {
+		b := c.Bool("bind-source-port")
+		f.BindSourcePort = &b
 	}
 	return f
 }
@@ -96,7 +101,12 @@ func dialer(c *cli.Context, inv *client.Invoker, host string, port uint16) (*cli
 	if err != nil {
 		return nil, usageError(err)
 	}
-	return s.Dialer(inv.SlotStore().Reserve), nil
+	d := s.Dialer(inv.SlotStore().Reserve)
+	// Said whether verbose or not: it costs a slot.
+	d.OnPortBusy = func(sport uint16, counter uint64, slot int) {
+		fmt.Fprintf(c.App.ErrWriter, "seqknock: source port %d (counter %d slot %d) is in use here; bind_source_port moves to the next slot\n", sport, counter, slot)
+	}
+	return d, nil
 }
 
 // usageError gives client's usage errors exit status 2.
