@@ -74,7 +74,8 @@ func (c *Conn) read(table string, elements bool) (*Live, error) {
 				return nil, fmt.Errorf("read set %s: %w", s.Name, err)
 			}
 			live.Ports = portsOf(els)
-		case SetValid:
+		case SetValid, SetValidSP:
+			live.SPSets = live.SPSets || s.Name == SetValidSP
 			if elements {
 				els, err := nc.GetSetElements(s)
 				if err != nil {
@@ -106,29 +107,12 @@ func (c *Conn) read(table string, elements bool) (*Live, error) {
 				return nil, fmt.Errorf("read set %s: %w", s.Name, err)
 			}
 			live.LockedOut += len(els)
-		case SetValidSP:
-			live.SPSets = true
-			if elements {
-				els, err := nc.GetSetElements(s)
-				if err != nil {
-					return nil, fmt.Errorf("read set %s: %w", s.Name, err)
-				}
-				live.ValidCount += len(els)
-				live.ValidKeys = append(live.ValidKeys, keysOf(els)...)
+		case SetUsed, SetUsedSP:
+			if s.Name == SetUsed {
+				live.UsedExists = true
+				live.UsedTimeout = s.Timeout
+				live.UsedSize = s.Size
 			}
-		case SetUsedSP:
-			els, err := nc.GetSetElements(s)
-			if err != nil {
-				return nil, fmt.Errorf("read set %s: %w", s.Name, err)
-			}
-			live.UsedCount += len(els)
-			if elements {
-				live.UsedKeys = append(live.UsedKeys, keysOf(els)...)
-			}
-		case SetUsed:
-			live.UsedExists = true
-			live.UsedTimeout = s.Timeout
-			live.UsedSize = s.Size
 			// Counted also without elements: the used set holds only
 			// spent knocks, few next to the valid set.
 			els, err := nc.GetSetElements(s)
