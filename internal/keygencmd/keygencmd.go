@@ -23,7 +23,7 @@ func Command(binary string, check func(*cli.Context) error) *cli.Command {
 	return &cli.Command{
 		Name:      "keygen",
 		Usage:     "generate a key (32 random bytes, one base64 line)",
-		UsageText: binary + " keygen [-o FILE] [--force]\n   " + binary + " keygen -o FILE --stanzas [--port PORT] [--realm REALM] [--replaces OLD --not-after TIME] USER HOST",
+		UsageText: binary + " keygen [-o FILE] [--force]\n   " + binary + " keygen -o FILE --stanzas [--port PORT] [--realm REALM] [--bind-source-port] [--replaces OLD --not-after TIME] USER HOST",
 		Description: "Writes a new key to FILE with mode 0600, or to standard output without -o. " +
 			"An existing FILE is kept unless --force is given. " +
 			"With --stanzas, also prints the server's [[user]] stanza for USER and the client's [[host]] stanza " +
@@ -35,6 +35,7 @@ func Command(binary string, check func(*cli.Context) error) *cli.Command {
 			&cli.BoolFlag{Name: "stanzas", Usage: "print the server and client config stanzas for USER and HOST"},
 			&cli.UintFlag{Name: "port", Value: 22, Usage: "protected `PORT` in the stanzas"},
 			&cli.StringFlag{Name: "realm", Usage: "the server's `REALM`, for the client stanza"},
+			&cli.BoolFlag{Name: "bind-source-port", Usage: "the service has bind_source_port = true: so has the client stanza"},
 			&cli.StringFlag{Name: "replaces", Usage: "the server's key `FILE` this key replaces (a rotation)"},
 			&cli.StringFlag{Name: "not-after", Usage: "with --replaces: when the old key stops working, `TIME` in RFC 3339"},
 		},
@@ -52,8 +53,8 @@ func Command(binary string, check func(*cli.Context) error) *cli.Command {
 				}
 			} else if c.NArg() > 0 {
 				return cliconv.Usagef("keygen: unexpected argument %q", c.Args().First())
-			} else if c.IsSet("replaces") || c.IsSet("not-after") || c.IsSet("port") || c.IsSet("realm") {
-				return cliconv.Usagef("keygen: --port, --realm, --replaces and --not-after go with --stanzas")
+			} else if c.IsSet("replaces") || c.IsSet("not-after") || c.IsSet("port") || c.IsSet("realm") || c.IsSet("bind-source-port") {
+				return cliconv.Usagef("keygen: --port, --realm, --bind-source-port, --replaces and --not-after go with --stanzas")
 			}
 			key, err := keyfile.Generate()
 			if err != nil {
@@ -85,6 +86,7 @@ func Command(binary string, check func(*cli.Context) error) *cli.Command {
 type stanzaArgs struct {
 	user, host, realm string
 	port              uint16
+	bound             bool      // bind_source_port in the client stanza
 	keyFile           string    // the new key, as the server reads it
 	replaces          string    // the old key's file on the server, or ""
 	notAfter          time.Time // when the old key stops
@@ -101,7 +103,7 @@ func stanzaArgsOf(c *cli.Context) (*stanzaArgs, error) {
 	if c.String("output") == "" {
 		return nil, cliconv.Usagef("keygen --stanzas: needs -o FILE (the stanzas name the key file; the key is never printed with them)")
 	}
-	st := &stanzaArgs{user: c.Args().Get(0), host: c.Args().Get(1), realm: c.String("realm")}
+	st := &stanzaArgs{user: c.Args().Get(0), host: c.Args().Get(1), realm: c.String("realm"), bound: c.Bool("bind-source-port")}
 	if !userNameRE().MatchString(st.user) {
 		return nil, cliconv.Usagef("keygen --stanzas: user %q: want letters, digits, _ . @ -", st.user)
 	}
@@ -184,6 +186,9 @@ func (st *stanzaArgs) text() string {
 		fmt.Fprintf(&b, "# and this in ~/.config/seqknock/client.toml in place of the old [[host]] (new key first, old as fallback):\n")
 		fmt.Fprintf(&b, "[[host]]\nmatch = %s\nport = %d\nkey_files = [%s, %s]\nrealm = %s\n",
 			q(st.host), st.port, q(clientKeyPath(st.keyFile)), q(clientKeyPath(st.replaces)), q(st.realm))
+	}
+	if st.bound {
+		fmt.Fprintf(&b, "bind_source_port = true\n")
 	}
 	return b.String()
 }

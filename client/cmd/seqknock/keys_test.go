@@ -242,7 +242,7 @@ func TestKeygenStanzas(t *testing.T) {
 	if err != nil {
 		t.Fatalf("client stanza: %v\n%s", err, clientPart)
 	}
-	if h := cc.Lookup("server1.example.net", 22); h == nil || h.KeyFile != "/home/a/.config/seqknock/alice-2027.key" || h.Realm != "lab \"1\"" || len(h.Fallback) != 0 {
+	if h := cc.Lookup("server1.example.net", 22); h == nil || h.KeyFile != "/home/a/.config/seqknock/alice-2027.key" || h.Realm != "lab \"1\"" || len(h.Fallback) != 0 || h.BindSourcePort {
 		t.Errorf("client host: %+v", h)
 	}
 
@@ -250,7 +250,7 @@ func TestKeygenStanzas(t *testing.T) {
 	oldPath := filepath.Join(dir, "alice-2026.key")
 	runCLI(t, "keygen", "-o", oldPath)
 	newPath := filepath.Join(dir, "alice-2028.key")
-	out, e, code = runCLI(t, "keygen", "-o", newPath, "--stanzas", "--replaces", oldPath, "--not-after", "2027-01-15T00:00:00+01:00", "--port", "2222", "alice", "*.example.net")
+	out, e, code = runCLI(t, "keygen", "-o", newPath, "--stanzas", "--replaces", oldPath, "--not-after", "2027-01-15T00:00:00+01:00", "--port", "2222", "--bind-source-port", "alice", "*.example.net")
 	if code != 0 {
 		t.Fatalf("keygen --replaces: %d %s", code, e)
 	}
@@ -268,7 +268,7 @@ func TestKeygenStanzas(t *testing.T) {
 		t.Fatalf("client stanza: %v\n%s", err, clientPart)
 	}
 	if h := cc.Lookup("a.example.net", 2222); h == nil || h.KeyFile != "/home/a/.config/seqknock/alice-2028.key" ||
-		len(h.Fallback) != 1 || h.Fallback[0] != "/home/a/.config/seqknock/alice-2026.key" {
+		len(h.Fallback) != 1 || h.Fallback[0] != "/home/a/.config/seqknock/alice-2026.key" || !h.BindSourcePort {
 		t.Errorf("client host: %+v", h)
 	}
 
