@@ -24,18 +24,24 @@ func TestBindSourcePortThroughNAT(t *testing.T) {
 	_, natcli, up, _ := w.behindRouter("bprt", "bpcl", 251, 252, true)
 	w.startDaemon()
 
+	// Each dial keeps its slots in a state directory of its own: they
+	// share key, realm and port, and a dial that finds this period's
+	// slots spent by the one before would say only that.
+	proxy := func(state string, flags ...string) string {
+		return "env XDG_STATE_HOME=" + w.path(state) + " " + w.proxyCmd("proxy", flags...)
+	}
 	// Direct: the source port arrives as the client bound it.
-	out, err := w.sshRun(w.proxyCmd("proxy", "--bind-source-port"), false, w.cl.A4, "echo", "bound")
+	out, err := w.sshRun(proxy("st-bound", "--bind-source-port"), false, w.cl.A4, "echo", "bound")
 	if err != nil || strings.TrimSpace(out) != "bound" {
 		t.Fatalf("ssh with --bind-source-port: %v: %s", err, out)
 	}
 	// Without binding, the server's 48-bit knocks are not met.
-	if out, err := w.sshRun(w.proxyCmd("proxy", "--slots", "1"), false, w.cl.A4, "echo", "unbound"); err == nil || !strings.Contains(out, "bind_source_port on the server but not here") {
+	if out, err := w.sshRun(proxy("st-unbound"), false, w.cl.A4, "echo", "unbound"); err == nil || !strings.Contains(out, "bind_source_port on the server but not here") {
 		t.Fatalf("ssh without --bind-source-port: %v, want refused with the hint:\n%s", err, out)
 	}
 	// Through the random-port masquerade: refused, and the client says why.
 	w.sshFrom = natcli
-	out, err = w.sshRun(w.proxyCmd("proxy", "--bind-source-port", "--slots", "2"), false, up.A4, "echo", "via-nat")
+	out, err = w.sshRun(proxy("st-nat", "--bind-source-port"), false, up.A4, "echo", "via-nat")
 	if err == nil {
 		t.Fatalf("ssh through a port-rewriting NAT got in: %s", out)
 	}
