@@ -60,53 +60,61 @@ func nftElements(valid []nftgen.Element, now time.Time) []string {
 
 // BenchmarkColdSync10kUsers: a cold sync of 10,000 users x 2 ports with the
 // defaults (240,000 elements) into a fresh namespace, against `nft -f`
-// loading the same table and elements in the same run. Target: under 2 s,
-// and no slower than nft (ratio at most 1).
+// loading the same table and elements, alternating (ours, nft, ours, nft,
+// ...) over coldRounds rounds in the same run; it prints the medians.
+// Target (issue 16): under 1 s, and at most 0.5x nft.
+//
+// Both are slowed alike when any socket on the host listens to nftables
+// notifications (a seqknockd run elsewhere, nft monitor): the kernel then
+// announces every element (see nftgen's quietly). The daemon's own watch
+// does not count: it leaves the group while its batches go in.
 func BenchmarkColdSync10kUsers(b *testing.B) {
 	netnstest.RequireRoot(b)
 	cfg := benchConfig(10000)
 	now := time.Now()
-	var ours, nft time.Duration
-	b.Run("seqknockd", func(b *testing.B) {
-		for i := 0; i < b.N; i++ {
-			b.StopTimer()
-			ns := netnstest.New(b, "bcold")
-			k := server.NewKernel(ns.FD())
-			b.StartTimer()
-			start := time.Now()
-			res, err := server.SyncKeeping(k, cfg, now, &server.Spent{})
-			ours = time.Since(start)
-			if err != nil {
-				b.Fatal(err)
-			}
-			// 240,000 knocks; random 32-bit ISNs of 120,000 per port
-			// collide about twice a port (birthday), and a collision is one
-			// element.
-			if res.Elements < 239900 || res.Elements > 240000 {
-				b.Fatalf("%d elements", res.Elements)
-			}
-		}
-		b.ReportMetric(ours.Seconds(), "s/sync")
-	})
 	script := filepath.Join(b.TempDir(), "cold.nft")
 	os.WriteFile(script, []byte(nftScript(server.Desired(cfg, now), now)), 0o600)
-	b.Run("nft-f-baseline", func(b *testing.B) {
-		for i := 0; i < b.N; i++ {
-			b.StopTimer()
-			ns := netnstest.New(b, "bnft")
-			b.StartTimer()
-			start := time.Now()
-			if out, err := ns.Run("nft", "-f", script); err != nil {
-				b.Fatalf("nft -f: %v: %s", err, out)
-			}
-			nft = time.Since(start)
+	var ours, nft []time.Duration
+	for i := 0; i < coldRounds; i++ {
+		ns := netnstest.New(b, "bcold")
+		k := server.NewKernel(ns.FD())
+		start := time.Now()
+		res, err := server.SyncKeeping(k, cfg, now, &server.Spent{})
+		ours = append(ours, time.Since(start))
+		if err != nil {
+			b.Fatal(err)
 		}
-		b.ReportMetric(nft.Seconds(), "s/load")
-	})
-	if nft > 0 {
-		b.Logf("cold sync of 240,000 elements: seqknockd %v, nft -f %v, ratio %.2f (target: under 2s and ratio at most 1)",
-			ours.Round(time.Millisecond), nft.Round(time.Millisecond), ours.Seconds()/nft.Seconds())
+		// 240,000 knocks; random 32-bit ISNs of 120,000 per port
+		// collide about twice a port (birthday), and a collision is one
+		// element.
+		if res.Elements < 239900 || res.Elements > 240000 {
+			b.Fatalf("%d elements", res.Elements)
+		}
+		ns.MustRun("nft", "delete table inet seqknock") // memory back before nft's turn
+		ns = netnstest.New(b, "bnft")
+		start = time.Now()
+		if out, err := ns.Run("nft", "-f", script); err != nil {
+			b.Fatalf("nft -f: %v: %s", err, out)
+		}
+		nft = append(nft, time.Since(start))
+		ns.MustRun("nft", "delete table inet seqknock")
 	}
+	o, n := medianOf(ours), medianOf(nft)
+	b.ReportMetric(o.Seconds(), "s/sync")
+	b.ReportMetric(n.Seconds(), "s/nft-load")
+	b.Logf("cold sync of 240,000 elements: seqknockd %v, nft -f %v, ratio %.2f (medians of %d alternating rounds; seqknockd %v, nft -f %v; target: under 1s and ratio at most 0.5)",
+		o.Round(time.Millisecond), n.Round(time.Millisecond), o.Seconds()/n.Seconds(), coldRounds, roundAll(ours), roundAll(nft))
+}
+
+// coldRounds is how many times BenchmarkColdSync10kUsers alternates.
+const coldRounds = 3
+
+func roundAll(ds []time.Duration) []time.Duration {
+	out := make([]time.Duration, len(ds))
+	for i, d := range ds {
+		out[i] = d.Round(time.Millisecond)
+	}
+	return out
 }
 
 // BenchmarkPeriodicSyncOneUser: the per-period sync of a one-user config

@@ -27,6 +27,11 @@
 //   - read_linux.go, apply_linux.go, send_linux.go: Conn, which reads the
 //     table, applies a batch and tears it down, and sends the batch over
 //     raw netlink.
+//   - watch_linux.go, quiet_linux.go: Watch, which reports foreign changes,
+//     and the large batches sent while the watch is out of the
+//     notification group (the kernel would otherwise announce every
+//     element: 8x the cold sync's kernel time), with the generation id
+//     covering the gap.
 //
 // # Why nftgen sends the batch itself
 //

@@ -22,7 +22,9 @@ type Conn struct {
 	// the namespace of the calling thread.
 	NetNS int
 
-	own ownPorts // sockets our batches went out on, for Watch
+	own   ownPorts // sockets our batches went out on, for Watch
+	watch watchers // the sockets of running Watches, for send
+	inGap func()   // tests: runs while the watches are out of the group
 
 	// sender is the socket batches go out on, kept open so that its port
 	// id is known before the first batch: Watch filters the events of our

@@ -23,13 +23,15 @@ func (c *Conn) send(b batch) error {
 	if err != nil {
 		return err
 	}
-	if err := c.sendOn(conn, b); err != nil {
-		// A socket that failed mid-exchange may hold a stale answer.
-		c.sender.Close()
-		c.sender = nil
-		return err
-	}
-	return nil
+	return c.quietly(conn, b, func() error {
+		if err := c.sendOn(conn, b); err != nil {
+			// A socket that failed mid-exchange may hold a stale answer.
+			c.sender.Close()
+			c.sender = nil
+			return err
+		}
+		return nil
+	})
 }
 
 // senderLocked returns the socket batches go out on, dialling it once.

@@ -72,6 +72,8 @@ func (c *Conn) Watch(ctx context.Context, table string) (<-chan struct{}, error)
 		}
 	}
 	return nlwatch.Run(ctx, conn, func(notify func()) {
+		c.watch.add(conn, notify)
+		defer c.watch.remove(conn)
 		touched := map[uint32]bool{} // port id -> touched our table
 		for {
 			msgs, err := conn.Receive()
