@@ -11,9 +11,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 	"unsafe"
 
@@ -91,14 +91,42 @@ func (b *Broker) defaults() {
 	}
 }
 
-// Serve answers requests on ln until ln is closed, ctx ends, or (with
-// IdleExit) the broker has been idle that long. It returns nil then.
+// Serve answers requests on ln until ctx ends or (with IdleExit) the
+// broker has been idle that long; it closes ln then and returns nil.
+//
+// Connections are accepted on one OS thread of their own with plain
+// blocking syscalls (poll, accept4), not Go's network poller: a wake-up
+// through the poller and a hand-off to another goroutine cost a broker
+// dial more than the broker's own work. A caller that connected and sent
+// its request at once (as BrokerClient does) is answered right there,
+// with calls that never block: the credentials, the greeting, the request
+// read with MSG_DONTWAIT, the checks, the answer. Any other connection (a
+// request not there yet, more requests to come) goes on in a goroutine of
+// its own with per-read deadlines, so a slow caller blocks no one.
 func (b *Broker) Serve(ctx context.Context, ln *net.UnixListener) error {
 	b.defaults()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// A descriptor of the listening socket of its own, non-blocking (as Go
+	// keeps it), polled with a wake-up descriptor that ends the loop.
+	lfd, err := dupListener(ln)
+	if err != nil {
+		return fmt.Errorf("broker: %w", err)
+	}
+	defer unix.Close(lfd)
+	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		return fmt.Errorf("broker: eventfd: %w", err)
+	}
+	defer unix.Close(wake)
+	stopped := make(chan struct{})
+	defer close(stopped)
 	go func() {
-		<-ctx.Done()
+		select {
+		case <-ctx.Done():
+			unix.Write(wake, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+		case <-stopped:
+		}
 		ln.Close()
 	}()
 	if b.IdleExit > 0 {
@@ -108,43 +136,221 @@ func (b *Broker) Serve(ctx context.Context, ln *net.UnixListener) error {
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	defer batchThread()()
+	pfds := []unix.PollFd{{Fd: int32(lfd), Events: unix.POLLIN}, {Fd: int32(wake), Events: unix.POLLIN}}
 	for {
-		c, err := ln.AcceptUnix()
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
-				b.Log.Warn("broker accept", "err", err)
-				time.Sleep(10 * time.Millisecond)
-				continue
-			}
+		if _, err := unix.Poll(pfds, -1); err != nil && err != unix.EINTR {
+			return fmt.Errorf("broker: poll: %w", err)
+		}
+		if pfds[1].Revents != 0 || ctx.Err() != nil {
+			return nil
+		}
+		if pfds[0].Revents&(unix.POLLERR|unix.POLLNVAL) != 0 {
+			return fmt.Errorf("broker: listening socket: poll events %#x", pfds[0].Revents)
+		}
+		if pfds[0].Revents == 0 {
+			continue
+		}
+		// Accepted non-blocking, so no call on it can hold this thread.
+		cfd, _, err := unix.Accept4(lfd, unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)
+		switch {
+		case err == unix.EAGAIN || err == unix.EINTR || err == unix.ECONNABORTED:
+			continue
+		case err == unix.EMFILE || err == unix.ENFILE || err == unix.ENOBUFS || err == unix.ENOMEM:
+			b.Log.Warn("broker accept", "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		case err != nil:
 			return fmt.Errorf("broker: accept: %w", err)
 		}
-		cred, groups, err := peerCred(c)
-		if err != nil {
-			c.Close()
-			b.refusedLog("peer credentials", "err", err)
-			continue
+		if more := b.serveFast(cfd); more != nil {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				more()
+			}()
 		}
-		if why := b.admit(cred.Uid); why != "" {
-			// The write of one short message to a fresh socket does not
-			// block; the deadline only guards against the unforeseen (a
-			// short one let answers go unsent under the race detector).
-			c.SetWriteDeadline(time.Now().Add(250 * time.Millisecond))
-			c.Write([]byte(brokerRefused + why))
-			c.Close()
-			b.refusedLog(why, "uid", cred.Uid, "pid", cred.Pid)
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer b.release(cred.Uid)
-			b.serveConn(c, cred, groups)
-		}()
 	}
+}
+
+// batchThread makes the calling thread SCHED_BATCH, a policy without
+// wake-up preemption, and returns the function that restores its policy.
+// A caller's connect() wakes the broker: a broker that preempted the
+// caller right there would look for the request before the caller could
+// send it, and serve it in a goroutine, later. Best effort: where the
+// policy cannot be set (a seccomp filter), nothing changes but the speed.
+func batchThread() (restore func()) {
+	attr, err := unix.SchedGetAttr(0, 0)
+	if err != nil || attr.Policy != unix.SCHED_NORMAL {
+		return func() {}
+	}
+	batch := *attr
+	batch.Policy = unix.SCHED_BATCH
+	if unix.SchedSetAttr(0, &batch, 0) != nil {
+		return func() {}
+	}
+	return func() { unix.SchedSetAttr(0, attr, 0) }
+}
+
+// dupListener returns a descriptor of ln's socket of its own.
+func dupListener(ln *net.UnixListener) (int, error) {
+	rc, err := ln.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	cerr := rc.Control(func(s uintptr) {
+		fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0)
+	})
+	if cerr != nil {
+		return -1, cerr
+	}
+	return fd, err
+}
+
+// serveFast serves a connection just accepted (cfd, non-blocking) as far
+// as it can without waiting: the caller's credentials, the admission, the
+// greeting, and a request already sent. It returns nil when it is done
+// with the connection (and closed it), or the function that serves the
+// rest of it, to run in a goroutine.
+func (b *Broker) serveFast(cfd int) (more func()) {
+	cred, err := unix.GetsockoptUcred(cfd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+	if err != nil {
+		unix.Close(cfd)
+		b.refusedLog("peer credentials", "err", err)
+		return nil
+	}
+	if why := b.admit(cred.Uid); why != "" {
+		// One short message to a fresh socket does not block.
+		sendAnswers(cfd, brokerRefused+why)
+		unix.Close(cfd)
+		b.refusedLog(why, "uid", cred.Uid, "pid", cred.Pid)
+		return nil
+	}
+	done := func() {
+		unix.Close(cfd)
+		b.release(cred.Uid)
+	}
+	if ok, err := b.allowed(cfd, cred); !ok {
+		if err != nil {
+			b.refusedLog("peer groups", "uid", cred.Uid, "pid", cred.Pid, "err", err)
+		}
+		why := fmt.Sprintf("uid %d%s%s", cred.Uid, brokerNotMember, b.GroupName)
+		sendAnswers(cfd, brokerRefused+why)
+		b.refusedLog(why, "uid", cred.Uid, "pid", cred.Pid)
+		done()
+		return nil
+	}
+	// The greeting ("ok": a caller knows it will be served before it
+	// spends a knock) goes with the answer to a request already there, in
+	// one call: the caller is woken once, and finds both.
+	buf := make([]byte, brokerRequestLen)
+	oob := make([]byte, unix.CmsgSpace(4*brokerMaxFDs))
+	n, oobn, flags, err := recvDontwait(cfd, buf, oob, unix.MSG_CMSG_CLOEXEC)
+	switch {
+	case err == unix.EAGAIN || err == unix.EINTR:
+		// Not sent yet: greeted now, the rest waits in a goroutine of its
+		// own.
+		if sendAnswers(cfd, brokerOK) != nil {
+			done()
+			return nil
+		}
+		return func() { defer b.release(cred.Uid); b.serveConn(cfd, cred, 0) }
+	case err == nil && n == 0 && oobn == 0:
+		// The end of the connection: a check (the greeting is its answer)
+		// or a caller gone.
+		sendAnswers(cfd, brokerOK)
+		done()
+		return nil
+	}
+	if !b.answer(cfd, cred, buf, oob, n, oobn, flags, err, true) {
+		done()
+		return nil
+	}
+	// A caller may ask again on the same connection; one that closed it
+	// (BrokerClient, once answered) is done here.
+	if n, _, _, err := recvDontwait(cfd, buf[:1], nil, unix.MSG_PEEK); n <= 0 && err != unix.EAGAIN && err != unix.EINTR {
+		done()
+		return nil
+	}
+	return func() { defer b.release(cred.Uid); b.serveConn(cfd, cred, 1) }
+}
+
+// answer handles one read of a request (n, oobn, flags, err as Recvmsg
+// returned them) and sends its answer, after the greeting when greet. It
+// reports whether the connection may carry another request.
+func (b *Broker) answer(cfd int, cred *unix.Ucred, buf, oob []byte, n, oobn, flags int, err error, greet bool) bool {
+	// A failed read reports -1: never slice with it.
+	n, oobn = max(n, 0), max(oobn, 0)
+	fds, perr := rightsOf(oob[:oobn])
+	if err != nil || n == 0 && oobn == 0 {
+		closeAll(fds)
+		// EOF or a broken peer: nothing to answer.
+		if err != nil && err != unix.ECONNRESET {
+			b.refusedLog("read", "uid", cred.Uid, "pid", cred.Pid, "err", err)
+		}
+		return false
+	}
+	ans := b.handle(buf[:n], fds, flags, perr)
+	closeAll(fds)
+	if ans != brokerOK {
+		b.refusedLog(ans, "uid", cred.Uid, "pid", cred.Pid)
+	}
+	if greet {
+		return sendAnswers(cfd, brokerOK, ans) == nil
+	}
+	return sendAnswers(cfd, ans) == nil
+}
+
+// recvDontwait is recvmsg with MSG_DONTWAIT on a SOCK_SEQPACKET socket,
+// read again once when it reports the end of the connection: the kernel
+// looks at the queue before it looks for the peer's shutdown, so a read
+// that runs while the peer sends its last message and shuts down (or
+// closes) can report the end with that message in the queue (seen about
+// once in 1,000 dials); the second read finds it. A zero-length message
+// read first leaves the second read's answer.
+func recvDontwait(fd int, p, oob []byte, flags int) (n, oobn, rflags int, err error) {
+	for range 2 {
+		n, oobn, rflags, _, err = unix.Recvmsg(fd, p, oob, flags|unix.MSG_DONTWAIT)
+		if err != nil || n > 0 || oobn > 0 {
+			return n, oobn, rflags, err
+		}
+	}
+	return n, oobn, rflags, err
+}
+
+// sendAnswers sends each of msgs (one or two) as a message of its own,
+// in one sendmmsg call: a caller woken by the first finds the second
+// there too. It never waits: a caller that does not read its answers
+// fills its own socket's queue and gets no more.
+func sendAnswers(cfd int, msgs ...string) error {
+	var hdrs [2]unix.Mmsghdr
+	var iovs [2]unix.Iovec
+	bufs := make([][]byte, len(msgs))
+	for i, m := range msgs {
+		bufs[i] = []byte(m)
+		iovs[i].Base = &bufs[i][0]
+		iovs[i].SetLen(len(bufs[i]))
+		hdrs[i].Hdr.Iov = &iovs[i]
+		hdrs[i].Hdr.SetIovlen(1)
+	}
+	for sent := 0; sent < len(msgs); {
+		n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(cfd), uintptr(unsafe.Pointer(&hdrs[sent])), uintptr(len(msgs)-sent),
+			unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, 0, 0)
+		switch {
+		case e == unix.EINTR:
+		case e != 0:
+			return e
+		case n == 0:
+			return unix.EAGAIN
+		default:
+			sent += int(n)
+		}
+	}
+	runtime.KeepAlive(bufs)
+	return nil
 }
 
 // admit takes a slot for a connection of uid, or says why not.
@@ -199,66 +405,53 @@ func (b *Broker) refusedLog(why string, args ...any) {
 	b.Log.Info("broker refused", append([]any{"why", why}, args...)...)
 }
 
-// allowed says whether a peer may use the broker: root, or a member of the
-// group (its effective gid or one of its supplementary groups, as they
-// were when it connected).
-func (b *Broker) allowed(cred *unix.Ucred, groups []uint32) bool {
+// allowed says whether the peer of cfd, with credentials cred, may use
+// the broker: root, or a member of the group (its effective gid or one of
+// its supplementary groups, as they were when it connected; those are
+// read, SO_PEERGROUPS, only when the uid and gid do not settle it).
+func (b *Broker) allowed(cfd int, cred *unix.Ucred) (bool, error) {
 	if cred.Uid == 0 || cred.Gid == uint32(b.GID) {
-		return true
+		return true, nil
+	}
+	groups, err := peerGroups(cfd)
+	if err != nil {
+		return false, err
 	}
 	for _, g := range groups {
 		if g == uint32(b.GID) {
-			return true
+			return true, nil
 		}
 	}
-	return false
+	return false, nil
 }
 
-func (b *Broker) serveConn(c *net.UnixConn, cred *unix.Ucred, groups []uint32) {
-	defer c.Close()
-	if !b.allowed(cred, groups) {
-		why := fmt.Sprintf("uid %d%s%s", cred.Uid, brokerNotMember, b.GroupName)
-		b.reply(c, brokerRefused+why)
-		b.refusedLog(why, "uid", cred.Uid, "pid", cred.Pid)
-		return
-	}
-	// The greeting: a caller knows it will be served before it spends a
-	// knock, without a round trip of its own.
-	if !b.reply(c, brokerOK) {
+// serveConn serves the rest of a connection (cfd, non-blocking, closed
+// when it returns) of which served requests were answered: it waits for
+// each further request up to ReadTimeout, in Go's network poller (a slow
+// caller holds a goroutine, not a thread).
+func (b *Broker) serveConn(cfd int, cred *unix.Ucred, served int) {
+	f := os.NewFile(uintptr(cfd), "broker connection")
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
 		return
 	}
 	buf := make([]byte, brokerRequestLen)
 	oob := make([]byte, unix.CmsgSpace(4*brokerMaxFDs))
-	for i := 0; i < brokerMaxRequests; i++ {
-		c.SetReadDeadline(time.Now().Add(b.ReadTimeout))
-		n, oobn, flags, _, err := c.ReadMsgUnix(buf, oob)
-		// A failed read reports -1 (seen under the race detector, with a
-		// peer that went away): never slice with it.
-		n, oobn = max(n, 0), max(oobn, 0)
-		fds, perr := rightsOf(oob[:oobn])
-		if err != nil || n == 0 && oobn == 0 {
-			closeAll(fds)
-			// EOF, a deadline or a broken peer: nothing to answer.
-			if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, syscall.ECONNRESET) {
-				b.refusedLog("read", "uid", cred.Uid, "pid", cred.Pid, "err", err)
-			}
-			return
+	for i := served; i < brokerMaxRequests; i++ {
+		f.SetReadDeadline(time.Now().Add(b.ReadTimeout))
+		var n, oobn, flags int
+		var rerr error
+		if err := rc.Read(func(fd uintptr) bool {
+			n, oobn, flags, rerr = recvDontwait(int(fd), buf, oob, unix.MSG_CMSG_CLOEXEC)
+			return rerr != unix.EAGAIN && rerr != unix.EINTR
+		}); err != nil {
+			return // the deadline, or the broker closing
 		}
-		answer := b.handle(buf[:n], fds, flags, perr)
-		closeAll(fds)
-		if answer != brokerOK {
-			b.refusedLog(answer, "uid", cred.Uid, "pid", cred.Pid)
-		}
-		if !b.reply(c, answer) {
+		if !b.answer(cfd, cred, buf, oob, n, oobn, flags, rerr, false) {
 			return
 		}
 	}
-}
-
-func (b *Broker) reply(c *net.UnixConn, s string) bool {
-	c.SetWriteDeadline(time.Now().Add(b.ReadTimeout))
-	_, err := c.Write([]byte(s))
-	return err == nil
 }
 
 // handle answers one request: the message bytes and the descriptors it
@@ -324,29 +517,6 @@ func rightsOf(oob []byte) ([]int, error) {
 	return fds, bad
 }
 
-// peerCred returns the credentials of c's peer as they were when it
-// connected: SO_PEERCRED and its supplementary groups (SO_PEERGROUPS).
-func peerCred(c *net.UnixConn) (*unix.Ucred, []uint32, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return nil, nil, err
-	}
-	var cred *unix.Ucred
-	var groups []uint32
-	var oerr error
-	err = rc.Control(func(fd uintptr) {
-		cred, oerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-		if oerr != nil {
-			return
-		}
-		groups, oerr = peerGroups(int(fd))
-	})
-	if err == nil {
-		err = oerr
-	}
-	return cred, groups, err
-}
-
 // peerGroups reads SO_PEERGROUPS, growing the buffer as the kernel asks.
 func peerGroups(fd int) ([]uint32, error) {
 	n := 64
@@ -376,14 +546,10 @@ var tcpStates = map[uint8]string{1: "connected", 2: "connecting", 3: "connecting
 // checkUnconnectedTCP refuses anything but an IPv4 or IPv6 TCP socket that
 // is neither connected, connecting nor listening.
 func checkUnconnectedTCP(fd int) error {
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return fmt.Errorf("fstat: %w", err)
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+	dom, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	if err == unix.ENOTSOCK {
 		return errors.New("not a socket")
 	}
-	dom, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
 	if err != nil || dom != unix.AF_INET && dom != unix.AF_INET6 {
 		return errors.New("not an IPv4 or IPv6 socket")
 	}

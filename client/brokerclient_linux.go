@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/user"
 	"strconv"
@@ -20,12 +19,14 @@ import (
 // BrokerTimeout bounds one exchange with the broker.
 const BrokerTimeout = 2 * time.Second
 
-// BrokerClient asks a broker to set the ISN of this process's sockets. It
-// keeps one connection for the requests that follow.
+// BrokerClient asks a broker to set the ISN of this process's sockets.
+// Each request has a connection of its own. The request goes out right
+// after connect() and the write side is shut at once, so the broker,
+// woken by the connection, finds the request there and the end of the
+// connection after it, and answers it on the spot (greeting and answer
+// together): one local round trip.
 type BrokerClient struct {
-	Path    string
-	conn    *net.UnixConn
-	greeted bool // the broker's greeting has been read
+	Path string
 }
 
 // BrokerError is the broker's refusal, or why it could not be asked.
@@ -43,67 +44,85 @@ func (e *BrokerError) Error() string {
 	return "broker " + e.Path + ": " + e.Reason
 }
 
-// Connect connects to the broker without waiting for it: no broker at the
-// path, or a socket this user may not connect to (its mode keeps
-// non-members out), fails here, at once. The broker's own answer (its
-// greeting) is read with the first request.
-func (b *BrokerClient) Connect() error {
-	if b.conn != nil {
-		return nil
+// Available says, without connecting (a connection wakes the broker,
+// which is to find the request there when it does), whether this process
+// could connect to the broker: a socket at the path that it may write to.
+// No broker, or a socket mode that keeps the user out, fails here, at
+// once; the broker's own answer comes with the first request.
+func (b *BrokerClient) Available() error {
+	var st unix.Stat_t
+	err := unix.Stat(b.Path, &st)
+	if err == nil && st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		err = unix.ECONNREFUSED // what connect() says of a file
 	}
-	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: b.Path, Net: "unixpacket"})
+	if err == nil {
+		// The permission connect() needs, with this process's effective
+		// ids and capabilities.
+		err = unix.Faccessat(unix.AT_FDCWD, b.Path, unix.W_OK, unix.AT_EACCESS)
+	}
 	if err != nil {
-		be := &BrokerError{Path: b.Path, Reason: errReason(err)}
-		be.Missing = errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED)
-		if errors.Is(err, os.ErrPermission) {
-			be.Group = socketGroup(b.Path)
-		}
-		return be
+		return b.connectError(err)
 	}
-	b.conn, b.greeted = c, false
 	return nil
 }
 
-// Check connects to the broker and waits for its answer, "ok" when it will
-// serve this process. No socket is sent.
+func (b *BrokerClient) connectError(err error) *BrokerError {
+	be := &BrokerError{Path: b.Path, Reason: errReason(err)}
+	be.Missing = errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED)
+	if errors.Is(err, os.ErrPermission) {
+		be.Group = socketGroup(b.Path)
+	}
+	return be
+}
+
+// Check connects to the broker and waits for its greeting, "ok" when it
+// will serve this process. No socket is sent.
 func (b *BrokerClient) Check() error {
-	return b.retryBusy(func() error {
-		if b.greeted {
-			return b.request([]byte(brokerMagic), -1)
+	return b.retryBusy(func(c *brokerConn) error {
+		if err := unix.Shutdown(c.fd, unix.SHUT_WR); err != nil {
+			return &BrokerError{Path: b.Path, Reason: errReason(err)}
 		}
-		b.conn.SetDeadline(time.Now().Add(BrokerTimeout))
-		return b.greeting(nil)
+		return b.answer(c, nil)
 	})
 }
 
 // SetISN has the broker set the ISN of fd, an unconnected TCP socket.
 func (b *BrokerClient) SetISN(fd int, isn uint32) error {
-	msg := make([]byte, brokerRequestLen)
-	copy(msg, brokerMagic)
+	var msg [brokerRequestLen]byte
+	copy(msg[:], brokerMagic)
 	binary.BigEndian.PutUint32(msg[len(brokerMagic):], isn)
-	return b.retryBusy(func() error { return b.request(msg, fd) })
-}
-
-// Close ends the connection to the broker.
-func (b *BrokerClient) Close() error {
-	if b.conn == nil {
-		return nil
-	}
-	err := b.conn.Close()
-	b.conn = nil
-	return err
-}
-
-// retryBusy connects when needed and runs do; a broker that greets with
-// "busy" (too many connections in flight) is connected to again and do
-// repeated, after 1 ms doubling, for up to BrokerTimeout.
-func (b *BrokerClient) retryBusy(do func() error) error {
-	deadline := time.Now().Add(BrokerTimeout)
-	for wait := time.Millisecond; ; wait *= 2 {
-		if err := b.Connect(); err != nil {
+	rights := unix.UnixRights(fd)
+	return b.retryBusy(func(c *brokerConn) error {
+		werr := c.send(msg[:], rights)
+		if werr == nil {
+			// The last request: the broker sees the end right after it.
+			werr = unix.Shutdown(c.fd, unix.SHUT_WR)
+		}
+		// The greeting, then the answer. A broker that refuses (not a
+		// member, busy) answers and closes without reading what was sent:
+		// its answer is still there to read after a failed write.
+		if err := b.answer(c, werr); err != nil {
 			return err
 		}
-		err := do()
+		return b.answer(c, werr)
+	})
+}
+
+// Close is a no-op: each request closes its own connection.
+func (b *BrokerClient) Close() error { return nil }
+
+// retryBusy connects and runs do on the connection; a broker that greets
+// with "busy" (too many connections in flight), or whose backlog is full,
+// is connected to again and do repeated, after 1 ms doubling, for up to
+// BrokerTimeout.
+func (b *BrokerClient) retryBusy(do func(c *brokerConn) error) error {
+	deadline := time.Now().Add(BrokerTimeout)
+	for wait := time.Millisecond; ; wait *= 2 {
+		c, err := b.dial(deadline)
+		if err == nil {
+			err = do(c)
+			c.close()
+		}
 		var be *BrokerError
 		if err == nil || !errors.As(err, &be) || !strings.HasPrefix(be.Reason, brokerRefused+"busy") || time.Now().Add(wait).After(deadline) {
 			return err
@@ -112,61 +131,105 @@ func (b *BrokerClient) retryBusy(do func() error) error {
 	}
 }
 
-// request sends one request and reads its answer, after the greeting when
-// that is still unread (the request then costs one round trip, not two).
-func (b *BrokerClient) request(msg []byte, fd int) error {
-	var oob []byte
-	if fd >= 0 {
-		oob = unix.UnixRights(fd)
-	}
-	b.conn.SetDeadline(time.Now().Add(BrokerTimeout))
-	_, _, werr := b.conn.WriteMsgUnix(msg, oob, nil)
-	if err := b.greeting(werr); err != nil {
-		return err
-	}
-	return b.answer(werr)
+// brokerConn is one connection to the broker: a non-blocking
+// SOCK_SEQPACKET socket, sent on directly, waited on in Go's network
+// poller (many dials at once in one process hold goroutines, not
+// threads).
+type brokerConn struct {
+	fd       int
+	f        *os.File
+	deadline time.Time
 }
 
-// greeting reads the broker's greeting unless it has been read.
-func (b *BrokerClient) greeting(werr error) error {
-	if b.greeted {
-		return nil
+// dial connects to the broker; a full backlog is a "busy" refusal.
+func (b *BrokerClient) dial(deadline time.Time) (*brokerConn, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		return nil, &BrokerError{Path: b.Path, Reason: "socket: " + errReason(err)}
 	}
-	if err := b.answer(werr); err != nil {
-		return err
+	for {
+		err = unix.Connect(fd, &unix.SockaddrUnix{Name: b.Path})
+		if err != unix.EINTR {
+			break
+		}
 	}
-	b.greeted = true
-	return nil
+	if err == unix.EAGAIN {
+		unix.Close(fd)
+		return nil, &BrokerError{Path: b.Path, Reason: brokerRefused + "busy: the broker's backlog is full"}
+	}
+	if err != nil {
+		unix.Close(fd)
+		return nil, b.connectError(err)
+	}
+	return &brokerConn{fd: fd, deadline: deadline}, nil
 }
 
-// answer reads one answer. A broker that refuses (not a member) answers
-// and closes without reading what was sent: its answer is still there to
-// read after a failed write (werr), and after the reset its close reports.
-func (b *BrokerClient) answer(werr error) error {
-	fail := func(err error) error {
-		b.Close()
-		return &BrokerError{Path: b.Path, Reason: errReason(err)}
+func (c *brokerConn) send(msg, oob []byte) error {
+	for {
+		// A fresh connection: the broker's queue for it is empty.
+		err := unix.Sendmsg(c.fd, msg, oob, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+		if err != unix.EINTR {
+			return err
+		}
 	}
-	buf := make([]byte, brokerMaxReply)
-	n, err := b.conn.Read(buf)
-	if errors.Is(err, syscall.ECONNRESET) {
-		n, err = b.conn.Read(buf)
+}
+
+// recv reads one message, waiting in the network poller until the
+// deadline. The first wait registers the socket with the poller; an
+// answer already there costs no more than the read.
+func (c *brokerConn) recv(buf []byte) (int, error) {
+	n, _, _, err := recvDontwait(c.fd, buf, nil, 0)
+	if err != unix.EAGAIN && err != unix.EINTR {
+		return n, err
+	}
+	if c.f == nil {
+		c.f = os.NewFile(uintptr(c.fd), "seqknock broker")
+	}
+	rc, err := c.f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	c.f.SetReadDeadline(c.deadline)
+	var rerr error
+	if err := rc.Read(func(fd uintptr) bool {
+		n, _, _, rerr = recvDontwait(int(fd), buf, nil, 0)
+		return rerr != unix.EAGAIN && rerr != unix.EINTR
+	}); err != nil {
+		return 0, err
+	}
+	return n, rerr
+}
+
+func (c *brokerConn) close() {
+	if c.f != nil {
+		c.f.Close()
+		return
+	}
+	unix.Close(c.fd)
+}
+
+// answer reads one answer (the greeting, or that of a request). After a
+// refusal the broker closes: its answer comes after the reset its close
+// reports, and after a failed write (werr).
+func (b *BrokerClient) answer(c *brokerConn, werr error) error {
+	var buf [brokerMaxReply]byte
+	n, err := c.recv(buf[:])
+	if err == unix.ECONNRESET {
+		n, err = c.recv(buf[:])
 	}
 	if err != nil || n == 0 {
 		if werr != nil {
-			return fail(werr)
-		}
-		if err == nil {
+			err = werr
+		} else if err == nil {
 			err = errors.New("closed without an answer")
 		}
-		return fail(err)
+		return &BrokerError{Path: b.Path, Reason: errReason(err)}
 	}
 	ans := string(buf[:n])
-	if ans == brokerOK {
+	switch {
+	case ans == brokerOK:
 		return nil
-	}
-	b.Close()
-	if strings.HasPrefix(ans, brokerRefused) {
+	case strings.HasPrefix(ans, brokerRefused):
 		return &BrokerError{Path: b.Path, Reason: ans, Group: refusedGroup(ans)}
 	}
 	return &BrokerError{Path: b.Path, Reason: fmt.Sprintf("unexpected answer %q", ans)}
@@ -201,7 +264,7 @@ func errReason(err error) string {
 	if errors.As(err, &se) {
 		return se.Err.Error()
 	}
-	if errors.Is(err, os.ErrDeadlineExceeded) {
+	if errors.Is(err, os.ErrDeadlineExceeded) || err == unix.EAGAIN {
 		return "no answer within " + BrokerTimeout.String()
 	}
 	return err.Error()
@@ -239,39 +302,38 @@ func (e *NoPrivilegeError) Unwrap() error { return ErrNoCapability }
 // privilege picks how this dial sets ISNs, before any slot is reserved or
 // packet sent: with CheckCapability set (a seam), that check and SetISN;
 // otherwise this process itself when it holds CAP_NET_ADMIN, else the
-// broker at d.Broker when it can connect to it (its connection is closed
-// by done), else a NoPrivilegeError. It does not wait for the broker's
-// greeting (that would cost a round trip of every dial): a non-member is
+// broker at d.Broker when this process may connect to it (Available,
+// which does not connect), else a NoPrivilegeError. It does not ask the
+// broker (that would cost a round trip of every dial): a non-member is
 // kept out by the socket's mode and fails here; the broker's own refusal
 // (with a socket open to all) comes with the first request, before any
 // packet is sent but after a slot was reserved in the slot store.
-func (d *Dialer) privilege() (set func(fd int, isn uint32) error, done func(), err error) {
-	done = func() {}
+func (d *Dialer) privilege() (set func(fd int, isn uint32) error, err error) {
 	if d.CheckCapability != nil {
-		return d.SetISN, done, d.CheckCapability()
+		return d.SetISN, d.CheckCapability()
 	}
 	if d.SetISN != nil {
-		return d.SetISN, done, nil
+		return d.SetISN, nil
 	}
 	if err := CheckCapability(); !errors.Is(err, ErrNoCapability) {
-		return nil, done, err
+		return nil, err
 	}
 	path := d.Broker
 	if path == "" {
 		path = DefaultBrokerPath
 	}
 	bc := &BrokerClient{Path: path}
-	if err := bc.Connect(); err != nil {
+	if err := bc.Available(); err != nil {
 		be, ok := err.(*BrokerError)
 		if !ok {
 			be = &BrokerError{Path: path, Reason: err.Error()}
 		}
-		return nil, done, &NoPrivilegeError{Broker: path, Err: be}
+		return nil, &NoPrivilegeError{Broker: path, Err: be}
 	}
 	if d.OnBroker != nil {
 		d.OnBroker(path)
 	}
-	return bc.SetISN, func() { bc.Close() }, nil
+	return bc.SetISN, nil
 }
 
 // PrivilegeNote says in one line how seqknock, run by this user, will set
@@ -282,7 +344,6 @@ func PrivilegeNote(path string) string {
 		return ""
 	}
 	bc := &BrokerClient{Path: path}
-	defer bc.Close()
 	err := bc.Check()
 	if err == nil {
 		return "needs neither sudo nor setcap: the broker at " + path + " sets the ISN"

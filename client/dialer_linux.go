@@ -168,11 +168,10 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (*net.TCPCo
 		}
 		keys = append(keys, &knockKey{deriver: deriver, id: SlotID(key, d.Realm, port)})
 	}
-	set, done, err := d.privilege()
+	set, err := d.privilege()
 	if err != nil {
 		return nil, err
 	}
-	defer done()
 	if d.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, d.Timeout)

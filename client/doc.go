@@ -68,8 +68,21 @@
 // request and one per answer; a connection may carry up to 64 requests.
 // On connecting, the caller first gets a greeting, an answer: "ok" when it
 // will be served, or a refusal, after which the broker closes. The client
-// sends its first request without waiting for it (one round trip per
-// dial); a check ("skb1") waits for it.
+// (BrokerClient) makes one connection per request: connect, the request,
+// shutdown(SHUT_WR), then the greeting and the answer: one local round
+// trip per dial. A check is a connection shut without a request, answered
+// by the greeting alone.
+// Before a dial spends a slot it only checks that the socket exists and
+// that it may connect to it (Available; no connection, which would wake
+// the broker before the request is there).
+//
+// The broker accepts on one OS thread of its own (poll and accept4, not
+// Go's network poller, at SCHED_BATCH so that a caller's connect() does
+// not hand it the CPU before the request is sent) and answers a request
+// that is already there on the spot, with calls that never block; the
+// greeting and the answer leave in one sendmmsg. Any other connection
+// goes on in a goroutine of its own (poll with the read deadline), so a
+// slow caller blocks no one.
 //
 //	check:   "skb1"                       (4 bytes, no descriptor)
 //	set ISN: "skb1" || u32be(isn)         (8 bytes) + exactly one descriptor (SCM_RIGHTS)
