@@ -342,4 +342,20 @@ func TestSourcePortOnOff(t *testing.T) {
 	if _, err := c.Apply(bad, now); err == nil {
 		t.Error("a bound knock without source-port rules was applied")
 	}
+
+	if _, err := c.Apply(on, now); err != nil {
+		t.Fatalf("on again: %v", err)
+	}
+	// A new window length recreates used_sp with used, and carries its
+	// elements (none in Spent this time: only the live set has it).
+	longer := on
+	longer.UsedTimeout = 3 * time.Minute
+	longer.Spent = nil
+	if res, err := c.Apply(longer, now); err != nil || !res.UsedRecreated {
+		t.Fatalf("longer window: %+v, %v", res, err)
+	}
+	// (Not compared with Render: a recreated set lists last, used too.)
+	if used := ns.MustRun("nft", "list", "set", "inet", "seqknock", SetUsedSP); !strings.Contains(used, "timeout 3m") || !strings.Contains(used, "40001 . 22 . 7 ") {
+		t.Errorf("used_sp after the longer window:\n%s", used)
+	}
 }

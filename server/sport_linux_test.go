@@ -19,7 +19,8 @@ import (
 // sent from another source port is dropped (and leaves the knock unspent);
 // the knock, once used, is dropped from another address too; a knock whose
 // source port is busy at the client moves to the next slot and connects.
-// Port 2222, unbound, still takes a plain knock from any source port.
+// Port 2222, unbound, still takes a plain knock from any source port, and
+// a bound one.
 func TestBindSourcePort(t *testing.T) {
 	b := newTestbed(t, 246)
 	cfg := b.config(t, strings.Replace(fmt.Sprintf(tbConfig, "30s", 1), "port = 22\n", "port = 22\nbind_source_port = true\n", 1))
@@ -42,9 +43,15 @@ func TestBindSourcePort(t *testing.T) {
 	if err := b.knock(t, b.atk, bound, b.al.A4, 22); !errors.Is(err, client.ErrNoAnswer) || !strings.Contains(err.Error(), "bind_source_port is on") {
 		t.Fatalf("replay from another address: %v, want no answer naming bind_source_port", err)
 	}
-	// An unbound service is unchanged.
+	// An unbound service is unchanged, and admits a client that binds
+	// (the order to turn it on in: clients first).
 	if err := b.knock(t, b.cli, plain, b.cl.A4, 2222); err != nil {
 		t.Fatalf("unbound port: %v", err)
+	}
+	early := bound
+	early.Reserve = fixedSlot(1)
+	if err := b.knock(t, b.cli, early, b.cl.A4, 2222); err != nil {
+		t.Fatalf("a binding client at an unbound port: %v", err)
 	}
 
 	// Slot 1's source port busy at the client: the dial says so and
