@@ -119,9 +119,12 @@ func (b *Broker) Serve(ctx context.Context, ln *net.UnixListener) error {
 		return fmt.Errorf("broker: eventfd: %w", err)
 	}
 	defer unix.Close(wake)
-	stopped := make(chan struct{})
-	defer close(stopped)
+	// The watcher of ctx wakes the loop; it is waited for before wake is
+	// closed, so it never writes to a descriptor number used again.
+	stopped, watched := make(chan struct{}), make(chan struct{})
+	defer func() { close(stopped); <-watched }()
 	go func() {
+		defer close(watched)
 		select {
 		case <-ctx.Done():
 			unix.Write(wake, []byte{1, 0, 0, 0, 0, 0, 0, 0})
