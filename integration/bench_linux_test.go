@@ -117,6 +117,55 @@ func roundAll(ds []time.Duration) []time.Duration {
 	return out
 }
 
+// BenchmarkSyncSizes: for each size in SEQKNOCK_BENCH_USERS (default "1
+// 1000 10000"; scripts/bench/run.sh adds 50000), a cold sync into a fresh
+// namespace against `nft -f` of the same table and elements, then one
+// rotation (the next counter's knocks added) with its netlink bytes. One
+// line per size, which scripts/bench/report.py reads.
+func BenchmarkSyncSizes(b *testing.B) {
+	netnstest.RequireRoot(b)
+	sizes := strings.Fields(os.Getenv("SEQKNOCK_BENCH_USERS"))
+	if len(sizes) == 0 {
+		sizes = []string{"1", "1000", "10000"}
+	}
+	for _, arg := range sizes {
+		n, err := strconv.Atoi(arg)
+		if err != nil || n < 1 {
+			b.Fatalf("SEQKNOCK_BENCH_USERS: %q is not a user count", arg)
+		}
+		cfg := benchConfig(n)
+		t0 := totp.Start(totp.Counter(time.Now(), cfg.Period), cfg.Period).Add(time.Second)
+		ns := netnstest.New(b, "bsize")
+		k := server.NewKernel(ns.FD())
+		start := time.Now()
+		cold, err := server.SyncKeeping(k, cfg, t0, &server.Spent{})
+		coldTime := time.Since(start)
+		if err != nil {
+			b.Fatal(err)
+		}
+		at := t0.Add(cfg.Period)
+		start = time.Now()
+		rot, err := server.RotateKeepingWith(k, cfg, at, server.WindowEnd(cfg, t0)+1, &server.Spent{}, nil)
+		rotTime := time.Since(start)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ns.MustRun("nft", "delete table inet seqknock")
+		script := filepath.Join(b.TempDir(), "cold.nft")
+		os.WriteFile(script, []byte(nftScript(server.Desired(cfg, t0), t0)), 0o600)
+		ns = netnstest.New(b, "bsizenft")
+		start = time.Now()
+		if out, err := ns.Run("nft", "-f", script); err != nil {
+			b.Fatalf("nft -f: %v: %s", err, out)
+		}
+		nftTime := time.Since(start)
+		ns.MustRun("nft", "delete table inet seqknock")
+		b.Logf("sync at %d users: cold %d knocks, %d bytes, %v; nft -f %v; ratio %.2f; rotation %d knocks, %d bytes, %v",
+			n, cold.Elements, cold.Bytes, coldTime.Round(time.Microsecond), nftTime.Round(time.Microsecond), coldTime.Seconds()/nftTime.Seconds(),
+			rot.Elements, rot.Bytes, rotTime.Round(time.Microsecond))
+	}
+}
+
 // BenchmarkPeriodicSyncOneUser: the per-period sync of a one-user config
 // (a rotation: valid flushed and refilled, 12 elements), against `nft -f`
 // making the same change. Target: under 20 ms.

@@ -24,8 +24,13 @@ bench = open(os.path.join(tmp, "fig3-bench.out")).read() if os.path.exists(os.pa
 runs = []
 if os.path.exists(os.path.join(tmp, "fig3-run.out")):
     for line in open(os.path.join(tmp, "fig3-run.out")):
-        u, hwm, ut, st, hz, first, rot, nrot, added = line.split()
-        runs.append(dict(users=int(u), rss_mib=int(hwm) / 1024, cpu_s=(int(ut) + int(st)) / int(hz),
+        u, hwm, ut, st, hz, first, rot, nrot, added, ut1, st1, t1, t3, memlimit = line.split()
+        cpu, cpu1 = (int(ut) + int(st)) / int(hz), (int(ut1) + int(st1)) / int(hz)
+        steady = cpu - cpu1  # the two rotations after the first sync, and the idle time between
+        wall = float(t3) - float(t1)
+        runs.append(dict(users=int(u), memlimit=memlimit, rss_mib=int(hwm) / 1024, cpu_s=cpu, cpu_first_sync_s=cpu1,
+                         cpu_steady_s=steady, steady_wall_s=wall, cpu_s_per_hour_10s_period=steady / wall * 3600 if wall > 0 else None,
+                         cpu_s_per_hour_30s_period=steady / 2 * 120,
                          first_elements=int(first), rotation_elements=int(rot), rotations=int(nrot), added_only=int(added)))
 
 goals = []  # (figure, what, value text, goal text, pass or None)
@@ -52,24 +57,48 @@ goal(1, "knockd median / seqknock proxy median", fmt(r(kn, sk_p), "%.1fx"), "at 
 
 m = re.search(r"rotation at 10,000 users: (\d+) knocks, (\d+) bytes, ([\d.]+)(ms|s|µs); cold sync (\d+) knocks, (\d+) bytes, ([\d.]+)(ms|s)", bench)
 rot = None
+unit = lambda v, u: float(v) * {"s": 1000, "ms": 1, "µs": 0.001}[u]
 if m:
-    unit = lambda v, u: float(v) * {"s": 1000, "ms": 1, "µs": 0.001}[u]
     rot = dict(knocks=int(m[1]), bytes=int(m[2]), ms=unit(m[3], m[4]), cold_knocks=int(m[5]), cold_bytes=int(m[6]), cold_ms=unit(m[7], m[8]))
 c = re.search(r"cold sync of 240,000 elements: seqknockd ([\d.]+)(ms|s), nft -f ([\d.]+)(ms|s), ratio ([\d.]+)", bench)
 cold = None
 if c:
-    unit = lambda v, u: float(v) * {"s": 1000, "ms": 1}[u]
     cold = dict(ms=unit(c[1], c[2]), nft_ms=unit(c[3], c[4]), ratio=float(c[5]))
 goal(3, "cold sync of 10,000 users", fmt(cold and cold["ms"], "%.0f ms"), "under 1000 ms", None if not cold else cold["ms"] < 1000)
 goal(3, "cold sync / nft -f of the same", fmt(cold and cold["ratio"]), "at most 0.5", None if not cold else cold["ratio"] <= 0.5)
 goal(3, "rotation at 10,000 users, wall time", fmt(rot and rot["ms"], "%.0f ms"), "under 100 ms", None if not rot else rot["ms"] < 100)
 goal(3, "netlink bytes per rotation / cold sync, 10,000 users", fmt(rot and rot["bytes"] / rot["cold_bytes"]), "at most 0.4", None if not rot else rot["bytes"] / rot["cold_bytes"] <= 0.4)
+sizes = []
+for m2 in re.finditer(r"sync at (\d+) users: cold (\d+) knocks, (\d+) bytes, ([\d.]+)(ms|s|µs); nft -f ([\d.]+)(ms|s|µs); ratio ([\d.]+); rotation (\d+) knocks, (\d+) bytes, ([\d.]+)(ms|s|µs)", bench):
+    sizes.append(dict(users=int(m2[1]), cold_knocks=int(m2[2]), cold_bytes=int(m2[3]), cold_ms=unit(m2[4], m2[5]), nft_ms=unit(m2[6], m2[7]),
+                      ratio=float(m2[8]), rotation_knocks=int(m2[9]), rotation_bytes=int(m2[10]), rotation_ms=unit(m2[11], m2[12])))
 for run in runs:
-    lim = 64 if run["users"] == 10000 else 128
+    if run["memlimit"] != "default":
+        continue
+    lim = 128 if run["users"] >= 50000 else 64
     goal(3, "seqknockd run peak RSS, %d users, audit and metrics on" % run["users"], "%.1f MiB" % run["rss_mib"], "under %d MiB" % lim, run["rss_mib"] < lim)
+lim_on = [x for x in runs if x["users"] == 50000 and x["memlimit"] == "default"]
+lim_off = [x for x in runs if x["users"] == 50000 and x["memlimit"] == "off"]
+memratio = r(lim_on[0]["cpu_s"], lim_off[0]["cpu_s"]) if lim_on and lim_off else None
+goal(3, "seqknockd run CPU (first sync + 2 rotations), 50,000 users, default memory limit / GOMEMLIMIT=off", fmt(memratio), "at most 1.0", None if memratio is None else memratio <= 1.0)
 q, f = quiet.get("median_ms"), flood.get("median_ms")
 goal(4, "legitimate client's time to first byte during the flood / without", fmt(r(f, q)), "at most 1.2", None if r(f, q) is None else r(f, q) <= 1.2)
-goal(2, "kernel cost under a SYN flood (no table / empty table / 240,000 knocks)", "not measured by this driver", "(c)/(b) at least 0.95", None)
+# Figure 2: "NAME SENT DROPS WALL TICKS HZ" per flood turn, "small|big
+# elements=N" per sync.
+fig2, fig2_valid = {}, {}
+if os.path.exists(os.path.join(tmp, "fig2.out")):
+    for line in open(os.path.join(tmp, "fig2.out")):
+        f2 = line.split()
+        if len(f2) == 2 and f2[1].startswith("elements="):
+            fig2_valid[f2[0]] = int(f2[1].split("=")[1])
+        elif len(f2) == 7:
+            sent, drops, wall, ticks, hz = int(f2[1]), int(f2[2]), float(f2[4]) - float(f2[3]), int(f2[5]), int(f2[6])
+            handled = sent - drops
+            fig2[f2[0]] = dict(sent=sent, dropped_by_veth=drops, handled=handled, wall_s=wall, syn_per_s=handled / wall if wall else None,
+                               softirq_s_per_million=(ticks / hz) / (handled / 1e6) if handled else None)
+rate = lambda k: fig2.get(k, {}).get("syn_per_s")
+goal(2, "SYNs/s handled, table with 240,000 knocks / table with none: (c)/(b)", fmt(r(rate("c"), rate("b"))), "at least 0.95", None if r(rate("c"), rate("b")) is None else r(rate("c"), rate("b")) >= 0.95)
+f2small, f2big = (load("fig2-small.out") or [{}])[0], (load("fig2-big.out") or [{}])[0]
 
 def cpu_model():
     for line in open("/proc/cpuinfo"):
@@ -79,7 +108,8 @@ def cpu_model():
 
 env = dict(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), kernel=platform.release(),
            cpu="%s, %d CPUs" % (cpu_model(), os.cpu_count()), load=open("/proc/loadavg").read().split()[0])
-out = dict(env=env, figure1=list(fig1.values()), figure3=dict(go_bench=dict(cold=cold, rotation=rot), run=runs),
+out = dict(env=env, figure1=list(fig1.values()), figure3=dict(go_bench=dict(cold=cold, rotation=rot, sizes=sizes), run=runs),
+           figure2=dict(floods=fig2, valid=fig2_valid, ttfb_small=f2small, ttfb_big=f2big),
            figure4=dict(quiet=quiet, flood=flood, flood_syns=open(os.path.join(tmp, "flood.out")).read().strip() if os.path.exists(os.path.join(tmp, "flood.out")) else None),
            goals=goals)
 json.dump(out, open(json_path, "w"), indent=1)
@@ -105,15 +135,40 @@ if cold:
     w("- cold sync of 10,000 users (240,000 knocks): %.0f ms; `nft -f` of the same: %.0f ms (ratio %.2f)" % (cold["ms"], cold["nft_ms"], cold["ratio"]))
 if rot:
     w("- rotation at 10,000 users: %d knocks added, %d netlink bytes, %.0f ms; the cold sync: %d knocks, %d bytes: a rotation writes O(new knocks), %.2f of a cold sync's bytes" % (rot["knocks"], rot["bytes"], rot["ms"], rot["cold_knocks"], rot["cold_bytes"], rot["bytes"] / rot["cold_bytes"]))
+if sizes:
+    w("\nCold sync into a fresh namespace, `nft -f` of the same table and elements, then one rotation (go test -bench SyncSizes, one run each):\n")
+    w("| users | knocks | cold sync | nft -f | ratio | rotation: knocks | bytes | time | bytes / cold sync's |\n|---|---|---|---|---|---|---|---|---|")
+    for x in sizes:
+        w("| %d | %d | %.1f ms | %.1f ms | %.2f | %d | %d | %.1f ms | %.2f |" % (x["users"], x["cold_knocks"], x["cold_ms"], x["nft_ms"], x["ratio"],
+                                                                      x["rotation_knocks"], x["rotation_bytes"], x["rotation_ms"], x["rotation_bytes"] / x["cold_bytes"]))
+    w("\nA rotation writes the new counter's knocks only (a third of the window with the default tolerance): O(changed knocks), not O(all).")
 if runs:
-    w("\n| users | peak RSS | CPU s (start, config load, first sync, 2 rotations) | elements first sync | last rotation wrote | rotations that added only |\n|---|---|---|---|---|---|")
+    w("\n`seqknockd run` (period 10 s, 2 ports, audit and metrics on) in its own namespace, from its start through its first sync and two rotations:\n")
+    w("| users | memory limit | peak RSS | CPU s to the first sync | CPU s, next 2 periods | CPU s/hour, 10 s period | CPU s/hour, 30 s period (est.) | elements first sync | last rotation wrote | rotations that added only |\n|---|---|---|---|---|---|---|---|---|---|")
     for x in runs:
-        w("| %d | %.1f MiB | %.1f | %d | %d | %d of %d |" % (x["users"], x["rss_mib"], x["cpu_s"], x["first_elements"], x["rotation_elements"], x["added_only"], x["rotations"]))
-w("\nNot measured by this driver: syncs at 1 and 1,000 users against `nft -f`, and CPU seconds per hour of a steady daemon (the run above includes its start).\n")
+        w("| %d | %s | %.1f MiB | %.2f | %.2f | %s | %s | %d | %d | %d of %d |" % (x["users"], "GOMEMLIMIT=off" if x["memlimit"] == "off" else "default (sized from the config)",
+                                                                       x["rss_mib"], x["cpu_first_sync_s"], x["cpu_steady_s"], fmt(x["cpu_s_per_hour_10s_period"], "%.0f"),
+                                                                       fmt(x["cpu_s_per_hour_30s_period"], "%.0f"), x["first_elements"], x["rotation_elements"], x["added_only"], x["rotations"]))
+    w("\nCPU seconds per hour are extrapolated, not measured over an hour: \"10 s period\" scales the CPU of the two periods after the first sync (two rotations and the idle time between) to an hour; \"30 s period\" is the CPU of one of those periods times 120 (a rotation writes one counter's knocks whatever the period).\n")
 w("## Figure 4: under attack\n")
 if q:
     w("- seqknock in-process dialer, median time to first byte: %.2f ms without a flood, %.2f ms during a random-ISN SYN flood (%s SYNs sent); ratio %s\n" % (q, f or 0, out["figure4"]["flood_syns"], fmt(r(f, q))))
-w("## Figure 2: kernel cost\n\nNot measured by this driver yet.\n")
+w("## Figure 2: kernel cost\n")
+if fig2:
+    w("A raw-socket flood of random-ISN SYNs to the protected port (at most %s SYNs or 8 s a turn) from another address of the client namespace. Handled: sent less the veth's drops; softirq: the whole machine's (other work included), per million handled.\n" % (fig2.get("a", {}).get("sent", "?")))
+    w("| server namespace | SYNs sent | handled/s | softirq s per million SYNs |\n|---|---|---|---|")
+    label = {"a": "(a) no table (the port listens)", "b": "(b) seqknock table, no valid knocks", "c": "(c) seqknock table, %s valid knocks" % fig2_valid.get("big", "?")}
+    for k in "abc":
+        if k in fig2:
+            x = fig2[k]
+            w("| %s | %d | %s | %s |" % (label[k], x["sent"], fmt(x["syn_per_s"], "%.0f"), fmt(x["softirq_s_per_million"], "%.2f")))
+    w("\n- (c)/(a) %s, (c)/(b) %s (SYNs handled per second)" % (fmt(r(rate("c"), rate("a"))), fmt(r(rate("c"), rate("b")))))
+    if f2small.get("n") and f2big.get("n"):
+        w("- seqknock in-process dialer, median time to first byte with %s valid knocks: %.2f ms; with %s: %.2f ms (ratio %s; %d connections each)\n" % (
+            fig2_valid.get("small", "?"), f2small["median_ms"], fig2_valid.get("big", "?"), f2big["median_ms"], fmt(r(f2big["median_ms"], f2small["median_ms"])), f2small["n"]))
+    w("The small table is one user's knocks with figure 1's settings (256 slots, 3 counters: 768), not 12: the dialer needs a slot per connection.\n")
+else:
+    w("Not measured in this run.\n")
 open(md_path, "w").write("\n".join(L) + "\n")
 for g in goals:
     print("figure %d: %-70s %-22s goal %-28s %s" % (g["figure"], g["what"], g["value"], g["goal"], g["result"]))

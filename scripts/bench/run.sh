@@ -10,8 +10,9 @@
 # script installs them when they are missing (apt-get), or stops with a
 # message naming them. Traffic stays in two namespaces it creates (addresses
 # in 198.18.0.0/15) and removes on exit; keys are throwaway, made here.
-# N (default 200) is the connections per method of figure 1; USERS (default
-# "10000 50000") the daemon sizes of figure 3 ("" skips figure 3).
+# N (default 200) is the connections per method of figure 1; FLOOD2
+# (default 1000000) the SYNs of each flood turn of figure 2; USERS (default
+# "1 1000 10000 50000") the sizes of figure 3 ("" skips figure 3).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$PWD
@@ -172,16 +173,82 @@ for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 wait 2>/dev/null || true
 pids=()
 
+# Figure 2: kernel cost. The server namespace takes a random-ISN SYN flood to
+# the protected port (at most FLOOD2 SYNs or 8 s per turn) with (a) no table,
+# (b) the table with no valid knocks, (c) the table with about 240,000: SYNs
+# per second handled (sent less those the veth dropped, over the wall time)
+# and the machine's softirq time per million. Before (b)'s and (c)'s floods,
+# figure 1's in-process dialer measures its time to first byte with one
+# user's knocks (768: period 60 s, 256 slots) and with 313 users' (240,384).
+FLOOD2=${FLOOD2:-1000000}
+log "figure 2: kernel cost under a SYN flood"
+ins "$tmp/seqknockd" --config "$tmp/seqknockd.toml" teardown --state none >/dev/null 2>&1 || true
+ip netns exec "$S" "$tmp/benchtool" serve 0.0.0.0:2202 & pids+=($!) # not through ins: $! is then the command itself
+mkdir -p "$tmp/f2"
+python3 - "$tmp/f2" <<'PY'
+import base64, os, sys
+d = sys.argv[1]
+def key(name):
+    fn = os.path.join(d, name + ".key")
+    fd = os.open(fn, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, base64.b64encode(os.urandom(32)) + b"\n")
+    os.close(fd)
+    return ['[[user]]', f'name = "{name}"', f'key_file = "{fn}"']
+head = ['period = "60s"', 'slots = 256', '[[service]]', 'port = 2202']
+open(os.path.join(d, "small.toml"), "w").write("\n".join(head + key("small")) + "\n")
+big = head + key("big")
+for i in range(312):
+    big += key(f"u{i}")
+open(os.path.join(d, "big.toml"), "w").write("\n".join(big) + "\n")
+PY
+for w in small big; do
+	printf '[{"name": "seqknock, in-process dialer, %s", "connect": "%s:2202", "key_file": "%s", "slots": 256, "period": "60s"}]\n' $w $SRV "$tmp/f2/$w.key" >"$tmp/f2/$w.json"
+done
+# flood2 NAME: one flood turn, its line in fig2.out: name, SYNs sent, veth
+# drops, start and end (seconds), softirq ticks, ticks a second.
+flood2() {
+	local d0 d1 s0 s1 t0 t1 sent
+	d0=$(ins cat "/sys/class/net/vs$sfx/statistics/rx_dropped")
+	s0=$(awk '/^cpu / {print $8}' /proc/stat)
+	t0=$(date +%s.%N)
+	sent=$(inc "$tmp/benchtool" flood "$FLOOD" "$SRV" 2202 "$FLOOD2" 8)
+	t1=$(date +%s.%N)
+	s1=$(awk '/^cpu / {print $8}' /proc/stat)
+	d1=$(ins cat "/sys/class/net/vs$sfx/statistics/rx_dropped")
+	echo "$1 $sent $((d1 - d0)) $t0 $t1 $((s1 - s0)) $(getconf CLK_TCK)" >>"$tmp/fig2.out"
+}
+flood2 a
+ins "$tmp/seqknockd" --config "$tmp/f2/small.toml" sync --state none 2>&1 | grep -o 'elements=[0-9]*' | sed 's/^/small /' >>"$tmp/fig2.out"
+HOME=$tmp inc "$tmp/benchtool" ttfb 50 "$tmp/f2/small.json" >"$tmp/fig2-small.out"
+ins nft flush set inet seqknock valid
+flood2 b
+ins "$tmp/seqknockd" --config "$tmp/f2/big.toml" sync --state none 2>&1 | grep -o 'elements=[0-9]*' | sed 's/^/big /' >>"$tmp/fig2.out"
+HOME=$tmp inc "$tmp/benchtool" ttfb 50 "$tmp/f2/big.json" >"$tmp/fig2-big.out"
+flood2 c
+ins "$tmp/seqknockd" --config "$tmp/f2/big.toml" teardown --state none >/dev/null 2>&1 || true
+for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+wait 2>/dev/null || true
+pids=()
+
 # Figure 3: sync, rotation and memory, from the Go benchmarks (their own
 # namespaces), and seqknockd run's peak RSS and CPU at 10,000 and 50,000 users.
-USERS=${USERS-10000 50000}
-log "figure 3: sync and rotation at 10,000 users (go test -bench)"
-[ -n "$USERS" ] && go test -run '^$' -bench 'ColdSync10kUsers|Rotation10kUsers' -benchtime 1x -v ./integration/ >"$tmp/fig3-bench.out" 2>&1 || true
+USERS=${USERS-1 1000 10000 50000}
+log "figure 3: cold sync, rotation and nft -f at ${USERS:-no} users (go test -bench)"
+[ -n "$USERS" ] && SEQKNOCK_BENCH_USERS=$USERS go test -run '^$' -bench 'ColdSync10kUsers|Rotation10kUsers|SyncSizes' -benchtime 1x -v ./integration/ >"$tmp/fig3-bench.out" 2>&1 || true
+# seqknockd run at each size (period 10 s): peak RSS, CPU at its first sync
+# (start, config load, first sync) and over the two rotations after it; at
+# 50,000 users also with GOMEMLIMIT=off (no soft memory limit).
+runs=""
 for users in $USERS; do
-	log "figure 3: seqknockd run with $users users"
+	runs="$runs $users:default"
+	[ "$users" = 50000 ] && runs="$runs $users:off"
+done
+for run in $runs; do
+	users=${run%%:*} memlimit=${run#*:}
+	log "figure 3: seqknockd run with $users users (memory limit: $memlimit)"
 	d=$tmp/u$users
 	mkdir -p "$d"
-	python3 - "$d" "$users" <<'PY'
+	[ -f "$d/c.toml" ] || python3 - "$d" "$users" <<'PY'
 import base64, os, sys
 d, n = sys.argv[1], int(sys.argv[2])
 cfg = ['period = "10s"', '[[service]]', 'port = 22', '[[service]]', 'port = 2222']
@@ -195,22 +262,34 @@ open(os.path.join(d, "c.toml"), "w").write("\n".join(cfg) + "\n")
 PY
 	ns=skb-mem-$sfx
 	ip netns add "$ns"
-	ip netns exec "$ns" "$tmp/seqknockd" --config "$d/c.toml" run --state "$d/state" --metrics-textfile "$d/m.prom" 2>"$d/log" &
+	rm -f "$d/log" "$d/state"
+	if [ "$memlimit" = off ]; then
+		GOMEMLIMIT=off ip netns exec "$ns" "$tmp/seqknockd" --config "$d/c.toml" run --state "$d/state" --metrics-textfile "$d/m.prom" 2>"$d/log" &
+	else
+		ip netns exec "$ns" "$tmp/seqknockd" --config "$d/c.toml" run --state "$d/state" --metrics-textfile "$d/m.prom" 2>"$d/log" &
+	fi
 	pid=$!
-	# Wait for the start sync and two rotations.
-	for _ in $(seq 1 900); do
-		[ "$(grep -c 'msg=sync' "$d/log" || true)" -ge 3 ] && break
-		sleep 0.2
-	done
+	# Wait for the start sync, then for two rotations after it (at most 45 s each).
+	syncs() {
+		for _ in $(seq 1 900); do
+			[ "$(grep -c 'msg=sync' "$d/log" || true)" -ge "$1" ] && break
+			sleep 0.05
+		done
+	}
+	syncs 1
+	read -r -a st1 </proc/$pid/stat
+	t1=$(date +%s.%N)
+	syncs 3
 	read -r -a st </proc/$pid/stat
+	t3=$(date +%s.%N)
 	hwm=$(awk '/VmHWM/ {print $2}' /proc/$pid/status)
 	first=$(grep -m1 -o 'elements=[0-9]*' "$d/log" | cut -d= -f2)
 	rot=$(grep 'why=rotate' "$d/log" | tail -1 | grep -o 'elements=[0-9]*' | cut -d= -f2)
 	kill $pid; wait $pid 2>/dev/null || true
 	ip netns del "$ns"
-	echo "$users ${hwm:-0} ${st[13]} ${st[14]} $(getconf CLK_TCK) ${first:-0} ${rot:-0} $(grep -c 'why=rotate' "$d/log" || true) $(grep -c 'added_only' "$d/log" || true)" >>"$tmp/fig3-run.out"
-	rm -rf "$d"/u*.key
+	echo "$users ${hwm:-0} ${st[13]} ${st[14]} $(getconf CLK_TCK) ${first:-0} ${rot:-0} $(grep -c 'why=rotate' "$d/log" || true) $(grep -c 'added_only' "$d/log" || true) ${st1[13]} ${st1[14]} $t1 $t3 $memlimit" >>"$tmp/fig3-run.out"
 done
+rm -rf "$tmp"/u*/u*.key
 
 log "report"
 python3 "$repo/scripts/bench/report.py" "$tmp" "$repo/BENCHMARKS.md" "$repo/BENCHMARKS.json"
