@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/urfave/cli/v2"
 )
@@ -23,15 +24,18 @@ func Usagef(format string, a ...any) error {
 }
 
 // singleDash matches the Go flag package's "-name" in its error messages;
-// our long flags are written --name.
-var singleDash = regexp.MustCompile(`(^|\s)-([A-Za-z0-9][A-Za-z0-9-]+)`)
+// our long flags are written --name. Compiled on first use, so a command
+// called correctly does not pay for it at start-up.
+var singleDash = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`(^|\s)-([A-Za-z0-9][A-Za-z0-9-]+)`)
+})
 
 func onUsageError(c *cli.Context, err error, isSubcommand bool) error {
 	msg := err.Error()
 	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
 		msg = "unknown flag -" + name
 	}
-	msg = singleDash.ReplaceAllString(msg, "$1--$2")
+	msg = singleDash().ReplaceAllString(msg, "$1--$2")
 	where := c.App.Name
 	if isSubcommand && c.Command != nil {
 		where += " " + c.Command.Name

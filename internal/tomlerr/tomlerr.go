@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/BurntSushi/toml"
 )
@@ -60,8 +61,12 @@ func New(file string, data []byte) *Doc {
 	return d
 }
 
-// typeErr is how the TOML decoder words a value of the wrong type.
-var typeErr = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]+)"\): (.*)$`)
+// typeErr is how the TOML decoder words a value of the wrong type,
+// compiled on first use: a program that never meets such an error (every
+// start of seqknock proxy) does not pay for it at start-up.
+var typeErr = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]+)"\): (.*)$`)
+})
 
 // Decode decodes the text into v. A syntax error, a value of the wrong type
 // and a key v has no field for are each an *Error with the line.
@@ -76,7 +81,7 @@ func (d *Doc) Decode(v any) error {
 			}
 			return &Error{File: d.File, Line: pe.Position.Line, Err: errors.New(msg)}
 		}
-		if m := typeErr.FindStringSubmatch(err.Error()); m != nil {
+		if m := typeErr().FindStringSubmatch(err.Error()); m != nil {
 			line, _ := strconv.Atoi(m[1])
 			return &Error{File: d.File, Line: line, Field: m[2], Err: errors.New(m[3])}
 		}
