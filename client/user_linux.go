@@ -22,8 +22,10 @@ import (
 type Invoker struct {
 	UID, GID int
 	Groups   []int
-	Name     string
-	Home     string
+	// Name is the user's name; for a process acting for itself (not
+	// Elevated) it is left empty when $HOME is set.
+	Name string
+	Home string
 	// Elevated says the process holds another user's rights (root under
 	// sudo, a set-user-ID run, or root with --user) for this one: it must
 	// become this user (Become) before it reads a single file.
@@ -74,11 +76,15 @@ func CurrentInvoker() (*Invoker, error) {
 		inv.Elevated, inv.Via = true, "sudo"
 		return inv, nil
 	}
+	// Acting for itself, the process needs its user's name for nothing
+	// (only Become and messages about an elevated run use it): the user
+	// database is read only when $HOME does not give the home, which
+	// spares every start of seqknock proxy a parse of /etc/passwd (or an
+	// NSS lookup).
 	inv := &Invoker{UID: ruid, GID: rgid, Home: os.Getenv("HOME")}
-	if u, err := user.LookupId(strconv.Itoa(ruid)); err == nil {
-		inv.Name = u.Username
-		if inv.Home == "" {
-			inv.Home = u.HomeDir
+	if inv.Home == "" {
+		if u, err := user.LookupId(strconv.Itoa(ruid)); err == nil {
+			inv.Name, inv.Home = u.Username, u.HomeDir
 		}
 	}
 	if gs, err := syscall.Getgroups(); err == nil {
