@@ -1,10 +1,12 @@
 package client
 
 import (
+	"encoding/json"
 	"errors"
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -306,5 +308,60 @@ func TestRelayHalfClose(t *testing.T) {
 	}
 	if out.String() != "reply-after-eof:request" {
 		t.Fatalf("got %q", out.String())
+	}
+}
+
+// TestSlotStoreShrinks: the file is written over in place and cut when it
+// shrinks (periods long gone are forgotten), so what is left is exactly
+// the new state, never the old one's tail; reservations racing with the
+// shrinking writes still never share a slot.
+func TestSlotStoreShrinks(t *testing.T) {
+	s := &SlotStore{Base: t.TempDir(), Sub: []string{"seqknock"}}
+	for p := uint16(1); p <= 50; p++ {
+		if _, err := s.Reserve(SlotID(testKey, "", p), 1, 4); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before, _ := os.Stat(s.Path())
+	id := SlotID(testKey, "", 22)
+	if got, err := s.Reserve(id, 1000, 4); err != nil || got != 0 {
+		t.Fatalf("reserve after the old periods: %d %v", got, err)
+	}
+	b, err := os.ReadFile(s.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var entries map[string]slotEntry
+	if err := json.Unmarshal(b, &entries); err != nil {
+		t.Fatalf("state after shrinking is not JSON (%d bytes, was %d): %v", len(b), before.Size(), err)
+	}
+	if want := map[string]slotEntry{id: {Counter: 1000, Next: 1}}; !reflect.DeepEqual(entries, want) {
+		t.Errorf("state after shrinking: %v, want %v", entries, want)
+	}
+	// Racing: each reservation of a new period shrinks the file again.
+	var mu sync.Mutex
+	seen := map[int]int{}
+	var wg sync.WaitGroup
+	for i := 0; i < 32; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st := &SlotStore{Base: s.Base, Sub: s.Sub}
+			if i%2 == 1 { // an old period's entry, forgotten by the next
+				st.Reserve(SlotID(testKey, "", uint16(1000+i)), 1, 4)
+				return
+			}
+			if got, err := st.Reserve(id, 2000, 16); err == nil {
+				mu.Lock()
+				seen[got]++
+				mu.Unlock()
+			} else {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if len(seen) != 16 {
+		t.Errorf("parallel reservations while shrinking: %v", seen)
 	}
 }
