@@ -8,21 +8,33 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-func commands() []*cli.Command {
-	cmds := []*cli.Command{
-		keygenCommand(),
-		isnCommand(),
-		proxyCommand(),
-		fdpassCommand(),
-		execCommand(),
-		sshConfigCommand(),
-		brokerCommand(),
-	}
-	for _, c := range cmds {
+// commandMakers build the commands, in the order --help lists them.
+var commandMakers = []struct {
+	name string
+	make func() *cli.Command
+}{
+	{"keygen", keygenCommand},
+	{"isn", isnCommand},
+	{"proxy", proxyCommand},
+	{"fdpass", fdpassCommand},
+	{"exec", execCommand},
+	{"ssh-config", sshConfigCommand},
+	{"broker", brokerCommand},
+}
+
+// commands builds every command, or with only set, that command alone.
+func commands(only string) []*cli.Command {
+	var cmds []*cli.Command
+	for _, m := range commandMakers {
+		if only != "" && m.name != only {
+			continue
+		}
+		c := m.make()
 		switch c.Name {
 		case "proxy", "fdpass", "exec", "ssh-config":
 			c.BashComplete = cliconv.Complete(hostOperand)
 		}
+		cmds = append(cmds, c)
 	}
 	return cmds
 }

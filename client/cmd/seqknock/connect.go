@@ -169,9 +169,12 @@ func connect(c *cli.Context, host string, port uint16) (*net.TCPConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := signalContext()
-	defer cancel()
-	conn, err := d.Dial(ctx, host, port)
+	// No signal handler: SIGINT, SIGTERM or SIGHUP during the dial ends
+	// the process by that signal, as it would any ProxyCommand, and
+	// nothing is left to undo (the kernel closes the socket and releases
+	// the slot file's lock; a reserved slot stays spent). Catching them
+	// (signal.NotifyContext) cost every start a thread of its own.
+	conn, err := d.Dial(context.Background(), host, port)
 	if err != nil {
 		return nil, err
 	}
