@@ -543,6 +543,9 @@ func peerGroups(fd int) ([]uint32, error) {
 // connected, connecting nor listening.
 const tcpClose = 7
 
+// tcpSynSent is TCP_SYN_SENT: a connect() with a handshake under way.
+const tcpSynSent = 2
+
 var tcpStates = map[uint8]string{1: "connected", 2: "connecting", 3: "connecting", 4: "connected", 5: "connected",
 	6: "connected", 8: "connected", 9: "connected", 10: "listening", 11: "connected", 12: "connecting"}
 
@@ -580,11 +583,14 @@ func checkClosedState(fd int) error {
 }
 
 // applyISN is the broker's TCP_REPAIR sequence on a socket its caller
-// still holds, and so may use at the same time. connect() on a socket in
-// repair mode makes it established without a handshake, so: the state is
-// checked again while repair mode is still on; a socket found connected
-// then (or after repair mode is off) is disconnected without a packet and
-// left in repair mode, in which it sends nothing, ever.
+// still holds, and so may use at the same time. A socket in repair mode
+// is a privilege of its own: connect() makes it established without a
+// handshake, and bind() takes a port another socket holds, even a
+// listening one (SK_FORCE_REUSE), which then gets that port's new
+// connections. So the state is checked again while repair mode is still
+// on and after it is off, repair mode is turned off without a window
+// probe, and a socket the caller used in the meantime is disarmed: never
+// handed back in repair mode.
 func applyISN(fd int, isn uint32) error {
 	if err := unix.SetsockoptInt(fd, unix.SOL_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_ON); err != nil {
 		return fmt.Errorf("set TCP_REPAIR: %w", err)
@@ -597,24 +603,45 @@ func applyISN(fd int, isn uint32) error {
 		err = checkClosedState(fd)
 	}
 	if err != nil {
-		return neutralize(fd, fmt.Errorf("set ISN: %w", err))
+		return disarm(fd, fmt.Errorf("set ISN: %w", err))
 	}
-	if err := unix.SetsockoptInt(fd, unix.SOL_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_OFF); err != nil {
-		return neutralize(fd, fmt.Errorf("set TCP_REPAIR off: %w", err))
+	if err := unix.SetsockoptInt(fd, unix.SOL_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_OFF_NO_WP); err != nil {
+		return disarm(fd, fmt.Errorf("set TCP_REPAIR off: %w", err))
 	}
 	if err := checkClosedState(fd); err != nil {
-		unix.SetsockoptInt(fd, unix.SOL_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_ON)
-		return neutralize(fd, fmt.Errorf("set ISN: %w", err))
+		return disarm(fd, fmt.Errorf("set ISN: %w", err))
 	}
 	return nil
 }
 
-// neutralize disconnects a socket in repair mode (no FIN, no RST) and
-// leaves it in repair mode, where it can neither send nor be made to.
-func neutralize(fd int, err error) error {
+// disarmTries bounds disarm's rounds against a caller that connects or
+// listens again in each of them.
+const disarmTries = 1000
+
+// disarm takes back what the caller did with its socket while it was (or
+// may have been) in repair mode: with repair mode on, it disconnects the
+// socket (no FIN, no RST; a listening one stops listening), then turns
+// repair mode off without a window probe, until the socket is found
+// closed (or connecting, by a connect() with a real handshake made after
+// repair mode was off). It never leaves the socket in repair mode.
+func disarm(fd int, err error) error {
 	sa := unix.RawSockaddr{Family: unix.AF_UNSPEC}
-	unix.Syscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa)), unsafe.Sizeof(sa))
-	return fmt.Errorf("%w; the socket is left unusable", err)
+	for range disarmTries {
+		// Fails on a listening socket, which the disconnect stops and the
+		// next round finds closed.
+		unix.SetsockoptInt(fd, unix.SOL_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_ON)
+		unix.Syscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa)), unsafe.Sizeof(sa))
+		if unix.SetsockoptInt(fd, unix.SOL_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_OFF_NO_WP) != nil {
+			continue
+		}
+		info, ierr := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		if ierr == nil && (info.State == tcpClose || info.State == tcpSynSent) {
+			return fmt.Errorf("%w; the socket was disconnected", err)
+		}
+	}
+	// A caller that won every round: its socket is out of repair mode;
+	// what it holds is a connection it made while repair mode was on.
+	return fmt.Errorf("%w; the socket could not be disconnected", err)
 }
 
 // ListenBroker listens on path, a Unix SOCK_SEQPACKET socket of mode 0660

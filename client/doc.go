@@ -104,16 +104,19 @@
 // nothing more. A process can only send descriptors it holds, so a socket
 // is the caller's or one given to it; the broker does not ask which
 // process made it. The caller still holds the socket while the broker
-// works on it; connect() on a socket in repair mode would make it
-// established without a handshake, so the broker checks the state again
-// while repair mode is still on and after it is off, and a socket found
-// connected then is disconnected without a packet and left in repair mode,
-// in which it sends nothing (TestBrokerCallerRacesConnect). The one window
-// left is between the last check with repair on and TCP_REPAIR_OFF: a
-// connect() landing exactly there makes TCP_REPAIR_OFF send one window
-// probe (an ACK from the caller's own address, with the chosen sequence
-// number), and the caller may write on it for the microseconds until the
-// broker's next check disconnects it: not seen in the test's 500 tries.
+// works on it, and repair mode is a privilege of its own: connect() makes
+// the socket established without a handshake, and bind() takes a port
+// another socket holds, even a listening one, whose new connections it
+// then gets (SK_FORCE_REUSE). So the broker checks the state again while
+// repair mode is still on and after it is off (TCP_REPAIR_OFF_NO_WP: no
+// window probe), and a socket found in use then is disconnected with
+// repair mode on (no FIN, no RST) and taken out of repair mode, round
+// after round (up to 1,000) until it is found closed: it is never handed
+// back in repair mode (TestBrokerCallerRacesConnect). Left: a bind() landing while repair
+// mode is on keeps its port (outgoing connections from a port another
+// socket listens on), and a caller that connects in the microseconds
+// between the broker's disconnect and TCP_REPAIR_OFF_NO_WP may write on
+// the socket until the next round's check (not seen in the test).
 //
 // The path is created by systemd (or, run by hand, by ListenBroker: an
 // old socket is replaced, a symbolic link or a file at the path refused,
