@@ -5,6 +5,7 @@ package client
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -673,5 +674,68 @@ func TestBrokerCommand(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestBrokerDisarm: what a caller can do with its socket while the broker
+// has it in repair mode (connect without a handshake; bind a port another
+// socket listens on, with SK_FORCE_REUSE, and listen there) is undone by
+// disarm, which never leaves the socket in repair mode, and sends no
+// packet doing it (the peer accepts nothing, the listener keeps its port).
+func TestBrokerDisarm(t *testing.T) {
+	netnstest.RequireRoot(t)
+	victim := tcpSocket(t)
+	if err := unix.Bind(victim, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(victim, 8); err != nil {
+		t.Fatal(err)
+	}
+	vsa, _ := unix.Getsockname(victim)
+	for _, tc := range []struct {
+		name string
+		use  func(fd int) error
+	}{
+		{"connected without a handshake", func(fd int) error { return unix.Connect(fd, vsa) }},
+		{"listening on another socket's port", func(fd int) error {
+			if err := unix.Bind(fd, vsa); err != nil {
+				return err
+			}
+			return unix.Listen(fd, 8)
+		}},
+	} {
+		fd := tcpSocket(t)
+		if err := unix.SetsockoptInt(fd, unix.SOL_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_ON); err != nil {
+			t.Fatal(err)
+		}
+		if err := tc.use(fd); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if err := disarm(fd, errors.New("raced")); err == nil || !strings.HasSuffix(err.Error(), "the socket was disconnected") {
+			t.Errorf("%s: disarm: %v", tc.name, err)
+		}
+		if unix.SetsockoptInt(fd, unix.SOL_TCP, unix.TCP_REPAIR_QUEUE, 0) == nil {
+			t.Errorf("%s: left in repair mode", tc.name)
+		}
+		if info, _ := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO); info.State != tcpClose {
+			t.Errorf("%s: state %d, want closed", tc.name, info.State)
+		}
+	}
+	// No handshake reached the listener, and it still holds its port.
+	unix.SetNonblock(victim, true)
+	if nfd, _, err := unix.Accept(victim); err == nil {
+		unix.Close(nfd)
+		t.Error("the listener accepted a connection")
+	}
+	c := tcpSocket(t)
+	if err := unix.Connect(c, vsa); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	nfd, _, err := unix.Accept(victim)
+	if err != nil {
+		t.Errorf("the listener lost its port: %v", err)
+	} else {
+		unix.Close(nfd)
 	}
 }

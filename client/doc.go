@@ -112,11 +112,13 @@
 // window probe), and a socket found in use then is disconnected with
 // repair mode on (no FIN, no RST) and taken out of repair mode, round
 // after round (up to 1,000) until it is found closed: it is never handed
-// back in repair mode (TestBrokerCallerRacesConnect). Left: a bind() landing while repair
-// mode is on keeps its port (outgoing connections from a port another
-// socket listens on), and a caller that connects in the microseconds
-// between the broker's disconnect and TCP_REPAIR_OFF_NO_WP may write on
-// the socket until the next round's check (not seen in the test).
+// back in repair mode (TestBrokerCallerRacesConnect, TestBrokerDisarm).
+// Left: a bind() landing while repair mode is on keeps its port (listen()
+// on it is refused, an outgoing connection from it works, even where
+// another socket listens), and a connect() landing in the microseconds
+// just before a TCP_REPAIR_OFF_NO_WP leaves a socket established without
+// a handshake that the caller may write on until the check right after
+// it disarms it (not seen in the test).
 //
 // The path is created by systemd (or, run by hand, by ListenBroker: an
 // old socket is replaced, a symbolic link or a file at the path refused,
