@@ -102,7 +102,10 @@ func (b *Broker) defaults() {
 // with calls that never block: the credentials, the greeting, the request
 // read with MSG_DONTWAIT, the checks, the answer. Any other connection (a
 // request not there yet, more requests to come) goes on in a goroutine of
-// its own with per-read deadlines, so a slow caller blocks no one.
+// its own with per-read deadlines, so a slow caller blocks no one; a
+// caller whose socket keeps the accepting thread waiting anyway (its lock
+// held by another of the caller's threads) has another thread take over
+// accepting (acceptLoop).
 func (b *Broker) Serve(ctx context.Context, ln *net.UnixListener) error {
 	b.defaults()
 	ctx, cancel := context.WithCancel(ctx)
@@ -139,6 +142,40 @@ func (b *Broker) Serve(ctx context.Context, ln *net.UnixListener) error {
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	// Loops: the one accepting, and those held by a caller's socket
+	// (acceptLoop). The first error ends them all.
+	var loops sync.WaitGroup
+	var errOnce sync.Once
+	var loopErr error
+	var start func()
+	start = func() {
+		loops.Add(1)
+		go func() {
+			defer loops.Done()
+			if err := b.acceptLoop(ctx, lfd, wake, &wg, start); err != nil {
+				errOnce.Do(func() { loopErr = err })
+				cancel()
+			}
+		}()
+	}
+	start()
+	loops.Wait()
+	return loopErr
+}
+
+// acceptStall is how long a connection may hold the accepting thread
+// before another thread takes over accepting.
+const acceptStall = 100 * time.Millisecond
+
+// acceptLoop accepts and serves connections on a locked OS thread until
+// wake or ctx says stop. A caller can hold the thread: the socket it
+// sends may be locked by another of its threads (a setsockopt whose
+// copy from memory waits on a page of a FUSE file it serves), and the
+// broker's calls on it wait for that lock. So a connection that holds
+// the loop acceptStall long starts another loop (takeOver), and the held
+// loop ends once that connection is done: one loop accepts at a time,
+// plus one per connection held, and those are bounded by MaxInFlight.
+func (b *Broker) acceptLoop(ctx context.Context, lfd, wake int, wg *sync.WaitGroup, takeOver func()) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	defer batchThread()()
@@ -168,12 +205,19 @@ func (b *Broker) Serve(ctx context.Context, ln *net.UnixListener) error {
 		case err != nil:
 			return fmt.Errorf("broker: accept: %w", err)
 		}
-		if more := b.serveFast(cfd); more != nil {
+		stall := time.AfterFunc(acceptStall, takeOver)
+		more := b.serveFast(cfd)
+		held := !stall.Stop()
+		if more != nil {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				more()
 			}()
+		}
+		if held {
+			// Another loop accepts now.
+			return nil
 		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/seqknock/seqknock/internal/netnstest"
 	"golang.org/x/sys/unix"
@@ -738,4 +739,52 @@ func TestBrokerDisarm(t *testing.T) {
 	} else {
 		unix.Close(nfd)
 	}
+}
+
+// TestBrokerLockedSocket: a caller whose socket is locked by another of
+// its threads (a setsockopt whose copy from memory waits on a page fault:
+// here a userfaultfd page, for an unprivileged user a page of a FUSE file
+// it serves) holds the broker's calls on that socket; other callers are
+// still answered.
+func TestBrokerLockedSocket(t *testing.T) {
+	bed := newBrokerBed(t, &Broker{})
+	fd := tcpSocket(t)
+	uffd, _, e := unix.Syscall(unix.SYS_USERFAULTFD, unix.O_CLOEXEC|unix.O_NONBLOCK, 0, 0)
+	if e != 0 {
+		t.Fatalf("userfaultfd: %v", e)
+	}
+	defer unix.Close(int(uffd))
+	const uffdioAPI, uffdioRegister = 0xc018aa3f, 0xc020aa00 // _IOWR(0xaa, 0x3f or 0x00, ...)
+	api := [3]uint64{0xaa, 0, 0}                             // struct uffdio_api, UFFD_API
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uffd, uffdioAPI, uintptr(unsafe.Pointer(&api))); e != 0 {
+		t.Fatalf("UFFDIO_API: %v", e)
+	}
+	mem, err := unix.Mmap(-1, 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// struct uffdio_register: the page, UFFDIO_REGISTER_MODE_MISSING.
+	reg := [4]uint64{uint64(uintptr(unsafe.Pointer(&mem[0]))), 4096, 1, 0}
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uffd, uffdioRegister, uintptr(unsafe.Pointer(&reg))); e != 0 {
+		t.Fatalf("UFFDIO_REGISTER: %v", e)
+	}
+	// A struct sock_fprog whose one instruction is on that page: the
+	// kernel copies it with the socket locked.
+	prog := &unix.SockFprog{Len: 1, Filter: (*unix.SockFilter)(unsafe.Pointer(&mem[0]))}
+	locked := make(chan struct{})
+	go func() {
+		defer close(locked)
+		unix.Syscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_ATTACH_FILTER,
+			uintptr(unsafe.Pointer(prog)), unsafe.Sizeof(*prog), 0)
+	}()
+	time.Sleep(100 * time.Millisecond)
+	held := make(chan error, 1)
+	go func() { held <- (&BrokerClient{Path: bed.path}).SetISN(fd, 1) }()
+	time.Sleep(300 * time.Millisecond)
+	bed.wellFormed(t, "a caller whose socket is locked")
+	// Released: the held request ends too.
+	unix.Close(int(uffd))
+	<-locked
+	<-held
+	unix.Munmap(mem)
 }

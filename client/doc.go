@@ -82,7 +82,13 @@
 // that is already there on the spot, with calls that never block; the
 // greeting and the answer leave in one sendmmsg. Any other connection
 // goes on in a goroutine of its own (poll with the read deadline), so a
-// slow caller blocks no one.
+// slow caller blocks no one. "Never block" has one exception: the
+// broker's calls on a socket wait for the socket's lock, which another
+// thread of the caller can hold as long as it likes (a setsockopt whose
+// copy from memory waits on a page of a FUSE file it serves); a
+// connection that holds the accepting thread 100 ms has another thread
+// take over accepting, and the held one ends with that connection
+// (TestBrokerLockedSocket).
 //
 //	check:   "skb1"                       (4 bytes, no descriptor)
 //	set ISN: "skb1" || u32be(isn)         (8 bytes) + exactly one descriptor (SCM_RIGHTS)
