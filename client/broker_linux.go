@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -147,24 +148,48 @@ func (b *Broker) Serve(ctx context.Context, ln *net.UnixListener) error {
 	var loops sync.WaitGroup
 	var errOnce sync.Once
 	var loopErr error
-	var start func()
-	start = func() {
+	var current atomic.Pointer[acceptState]
+	start := func() {
+		st := new(acceptState)
+		current.Store(st)
 		loops.Add(1)
 		go func() {
 			defer loops.Done()
-			if err := b.acceptLoop(ctx, lfd, wake, &wg, start); err != nil {
+			if err := b.acceptLoop(ctx, lfd, wake, &wg, st); err != nil {
 				errOnce.Do(func() { loopErr = err })
 				cancel()
 			}
 		}()
 	}
 	start()
+	// The watchdog: a loop held acceptStall by one connection is taken
+	// over by a new one.
+	tick := time.NewTicker(acceptStall / 2)
+	defer tick.Stop()
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			st := current.Load()
+			if s := st.since.Load(); s > 0 && time.Since(time.Unix(0, s)) >= acceptStall && st.since.CompareAndSwap(s, -1) {
+				start()
+			}
+		}
+	}()
 	loops.Wait()
 	return loopErr
 }
 
+// acceptState is what the watchdog sees of an accepting loop: since is
+// when the connection it serves was accepted (Unix ns), 0 between
+// connections, -1 once another loop took over.
+type acceptState struct{ since atomic.Int64 }
+
 // acceptStall is how long a connection may hold the accepting thread
-// before another thread takes over accepting.
+// before another thread takes over accepting (checked every half of it).
 const acceptStall = 100 * time.Millisecond
 
 // acceptLoop accepts and serves connections on a locked OS thread until
@@ -172,10 +197,10 @@ const acceptStall = 100 * time.Millisecond
 // sends may be locked by another of its threads (a setsockopt whose
 // copy from memory waits on a page of a FUSE file it serves), and the
 // broker's calls on it wait for that lock. So a connection that holds
-// the loop acceptStall long starts another loop (takeOver), and the held
-// loop ends once that connection is done: one loop accepts at a time,
+// the loop acceptStall long has the watchdog start another loop, and the
+// held loop ends once that connection is done: one loop accepts at a time,
 // plus one per connection held, and those are bounded by MaxInFlight.
-func (b *Broker) acceptLoop(ctx context.Context, lfd, wake int, wg *sync.WaitGroup, takeOver func()) error {
+func (b *Broker) acceptLoop(ctx context.Context, lfd, wake int, wg *sync.WaitGroup, st *acceptState) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	defer batchThread()()
@@ -205,9 +230,10 @@ func (b *Broker) acceptLoop(ctx context.Context, lfd, wake int, wg *sync.WaitGro
 		case err != nil:
 			return fmt.Errorf("broker: accept: %w", err)
 		}
-		stall := time.AfterFunc(acceptStall, takeOver)
+		t0 := time.Now().UnixNano()
+		st.since.Store(t0)
 		more := b.serveFast(cfd)
-		held := !stall.Stop()
+		held := !st.since.CompareAndSwap(t0, 0)
 		if more != nil {
 			wg.Add(1)
 			go func() {
