@@ -68,9 +68,6 @@ type Config struct {
 	Users        []User
 	// Files are the drop-in files read through include, in order.
 	Files []string
-
-	// derive keeps the keys' Derivers across syncs (derive.go).
-	derive *derivers
 }
 
 // Service is one protected port and the users that may knock on it.

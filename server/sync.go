@@ -142,6 +142,45 @@ type Knock struct {
 // their keys, services, counters and slots.
 func EachKnock(cfg *Config, now time.Time, fn func(Knock)) { eachKnockFrom(cfg, now, 0, fn) }
 
+// eachKnockFrom is EachKnock for the counters from `from` on only.
+func eachKnockFrom(cfg *Config, now time.Time, from uint64, fn func(Knock)) {
+	window := totp.Window(now, cfg.Period, cfg.Tolerance, cfg.Lookahead)
+	ports := userPorts(cfg)
+	bound := boundPorts(cfg)
+	for _, u := range cfg.Users {
+		for ki, key := range u.Keys {
+			if !key.ValidAt(now) {
+				continue // expired: its knocks left with their own timeouts
+			}
+			d, err := totp.NewDeriver(key.Key, cfg.Realm)
+			if err != nil {
+				continue // LoadConfig checked every key; unreachable
+			}
+			for _, port := range ports[u.Name] {
+				for _, e := range window {
+					if e.Counter < from {
+						continue
+					}
+					// A key's knocks end at its not_after, in the kernel.
+					exp := e.Expires
+					if !key.NotAfter.IsZero() && key.NotAfter.Before(exp) {
+						exp = key.NotAfter
+					}
+					for slot := 0; slot < cfg.Slots; slot++ {
+						k := Knock{User: u.Name, Key: ki, Port: port, Counter: e.Counter, Slot: uint8(slot), Expires: exp}
+						if bound[port] {
+							k.ISN, k.SPort = d.Knock(port, e.Counter, uint8(slot))
+						} else {
+							k.ISN = d.ISN(port, e.Counter, uint8(slot))
+						}
+						fn(k)
+					}
+				}
+			}
+		}
+	}
+}
+
 // knockCount is how many knocks EachKnock gives at now.
 func knockCount(cfg *Config, now time.Time) int {
 	counters := len(totp.Window(now, cfg.Period, cfg.Tolerance, cfg.Lookahead))
