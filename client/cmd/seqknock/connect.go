@@ -49,26 +49,24 @@ func serverFlags(what string) []cli.Flag {
 	}
 }
 
-// serverFlagValues are the serverFlags given.
+// serverFlagValues are the serverFlags and --bind-source-port, each only
+// when given.
 func serverFlagValues(c *cli.Context) client.Flags {
-	var f client.Flags
-	if c.IsSet("realm") {
-		r := c.String("realm")
-		f.Realm = &r
+	return client.Flags{
+		Realm:          given(c, "realm", c.String),
+		Period:         given(c, "period", c.Duration),
+		Slots:          given(c, "slots", c.Int),
+		BindSourcePort: given(c, "bind-source-port", c.Bool),
 	}
-	if c.IsSet("period") {
-		p := c.Duration("period")
-		f.Period = &p
+}
+
+// given is flag name's value, or nil when it is not set.
+func given[T any](c *cli.Context, name string, get func(string) T) *T {
+	if !c.IsSet(name) {
+		return nil
 	}
-	if c.IsSet("slots") {
-		n := c.Int("slots")
-		f.Slots = &n
-	}
-	if c.IsSet("bind-source-port") {
-		b := c.Bool("bind-source-port")
-		f.BindSourcePort = &b
-	}
-	return f
+	v := get(name)
+	return &v
 }
 
 func hostPort(c *cli.Context) (string, uint16, error) {
