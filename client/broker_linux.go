@@ -93,7 +93,9 @@ func (b *Broker) defaults() {
 }
 
 // Serve answers requests on ln until ctx ends or (with IdleExit) the
-// broker has been idle that long; it closes ln then and returns nil.
+// broker has been idle that long, and returns nil then. It closes ln as
+// soon as it starts (it polls a descriptor of the socket of its own), and
+// the socket when it returns; it never removes the socket's file.
 //
 // Connections are accepted on one OS thread of their own with plain
 // blocking syscalls (poll, accept4), not Go's network poller: a wake-up
@@ -118,6 +120,12 @@ func (b *Broker) Serve(ctx context.Context, ln *net.UnixListener) error {
 		return fmt.Errorf("broker: %w", err)
 	}
 	defer unix.Close(lfd)
+	// Go's network poller watches ln's own descriptor: every connection
+	// would wake one of its threads for nothing, besides the accepting
+	// thread that serves it. Closed here, it leaves the poller; the
+	// socket stays open through lfd, and its file stays where it is
+	// (ListenBroker's listener does not remove it on close).
+	ln.Close()
 	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 	if err != nil {
 		return fmt.Errorf("broker: eventfd: %w", err)
@@ -134,7 +142,6 @@ func (b *Broker) Serve(ctx context.Context, ln *net.UnixListener) error {
 			unix.Write(wake, []byte{1, 0, 0, 0, 0, 0, 0, 0})
 		case <-stopped:
 		}
-		ln.Close()
 	}()
 	if b.IdleExit > 0 {
 		b.mu.Lock()
@@ -717,7 +724,8 @@ func disarm(fd int, err error) error {
 // ListenBroker listens on path, a Unix SOCK_SEQPACKET socket of mode 0660
 // and group gid, in a directory it makes (0755) if missing. An old socket
 // at path is replaced; anything else there (a symbolic link, a file) is
-// refused, as is a directory that others may write to.
+// refused, as is a directory that others may write to. Closing the
+// listener leaves the file: its maker removes it when the broker is done.
 func ListenBroker(path string, gid int) (*net.UnixListener, error) {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -746,7 +754,9 @@ func ListenBroker(path string, gid int) (*net.UnixListener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
-	ln.SetUnlinkOnClose(true)
+	// Closing it leaves the file: Serve closes it as soon as it starts;
+	// whoever made it removes the file when the broker is done.
+	ln.SetUnlinkOnClose(false)
 	if err := os.Chown(path, -1, gid); err == nil {
 		err = os.Chmod(path, 0o660)
 	}

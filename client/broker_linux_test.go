@@ -649,6 +649,9 @@ func TestBrokerCommand(t *testing.T) {
 			cmd.ExtraFiles = []*os.File{f}
 			serve(cmd)
 			f.Close()
+			if _, err := os.Lstat(path); err != nil {
+				t.Errorf("the activated broker removed systemd's socket: %v", err)
+			}
 			os.Remove(path)
 
 			for _, tc := range []struct {
@@ -675,6 +678,43 @@ func TestBrokerCommand(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestBrokerServeLeavesListener: Serve closes the listener it is given as
+// soon as it serves (so Go's network poller, which watches the
+// listener's descriptor, is not woken by every connection that the
+// accepting thread serves), answers on its own descriptor of the socket,
+// and leaves the socket's file in place when it returns.
+func TestBrokerServeLeavesListener(t *testing.T) {
+	netnstest.RequireRoot(t)
+	path := filepath.Join(t.TempDir(), "broker.sock")
+	ln, err := ListenBroker(path, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- (&Broker{GID: 0, GroupName: "root"}).Serve(ctx, ln) }()
+	bc := &BrokerClient{Path: path}
+	for deadline := time.Now().Add(10 * time.Second); bc.Check() != nil; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the broker did not answer")
+		}
+	}
+	ln.SetDeadline(time.Now().Add(200 * time.Millisecond))
+	if _, err := ln.Accept(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("the listener given to Serve: Accept: %v, want it closed", err)
+	}
+	if err := bc.Check(); err != nil {
+		t.Errorf("after the listener was closed: %v", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Serve: %v", err)
+	}
+	if _, err := os.Lstat(path); err != nil {
+		t.Errorf("Serve removed the socket's file: %v", err)
 	}
 }
 

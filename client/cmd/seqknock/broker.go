@@ -53,6 +53,8 @@ func brokerCommand() *cli.Command {
 				if ln, err = client.ListenBroker(c.String("listen"), gid); err != nil {
 					return err
 				}
+				// Made here, so removed here; systemd's socket stays.
+				defer os.Remove(c.String("listen"))
 			}
 			log := slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{
 				ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
@@ -67,7 +69,6 @@ func brokerCommand() *cli.Command {
 			defer cancel()
 			b := &client.Broker{GID: gid, GroupName: g.Name, IdleExit: c.Duration("exit-idle"), Log: log}
 			err = b.Serve(ctx, ln)
-			ln.Close()
 			if err == nil {
 				log.Info("broker stopped")
 			}
