@@ -24,12 +24,14 @@ bench = open(os.path.join(tmp, "fig3-bench.out")).read() if os.path.exists(os.pa
 runs = []
 if os.path.exists(os.path.join(tmp, "fig3-run.out")):
     for line in open(os.path.join(tmp, "fig3-run.out")):
-        u, hwm, ut, st, hz, first, rot, nrot, added, ut1, st1, t1, t3, memlimit = line.split()
+        f3 = line.split()
+        u, hwm, ut, st, hz, first, rot, nrot, added, ut1, st1, t1, t3, memlimit = f3[:14]
+        period = int(f3[14]) if len(f3) > 14 else 10  # seconds; the first runs wrote no period (10 s)
         cpu, cpu1 = (int(ut) + int(st)) / int(hz), (int(ut1) + int(st1)) / int(hz)
         steady = cpu - cpu1  # the two rotations after the first sync, and the idle time between
         wall = float(t3) - float(t1)
         runs.append(dict(users=int(u), memlimit=memlimit, rss_mib=int(hwm) / 1024, cpu_s=cpu, cpu_first_sync_s=cpu1,
-                         cpu_steady_s=steady, steady_wall_s=wall, cpu_s_per_hour_10s_period=steady / wall * 3600 if wall > 0 else None,
+                         cpu_steady_s=steady, steady_wall_s=wall, period_s=period, cpu_s_per_hour_run_period=steady / wall * 3600 if wall > 0 else None,
                          cpu_s_per_hour_30s_period=steady / 2 * 120,
                          first_elements=int(first), rotation_elements=int(rot), rotations=int(nrot), added_only=int(added)))
 
@@ -143,13 +145,14 @@ if sizes:
                                                                       x["rotation_knocks"], x["rotation_bytes"], x["rotation_ms"], x["rotation_bytes"] / x["cold_bytes"]))
     w("\nA rotation writes the new counter's knocks only (a third of the window with the default tolerance): O(changed knocks), not O(all).")
 if runs:
-    w("\n`seqknockd run` (period 10 s, 2 ports, audit and metrics on) in its own namespace, from its start through its first sync and two rotations:\n")
-    w("| users | memory limit | peak RSS | CPU s to the first sync | CPU s, next 2 periods | CPU s/hour, 10 s period | CPU s/hour, 30 s period (est.) | elements first sync | last rotation wrote | rotations that added only |\n|---|---|---|---|---|---|---|---|---|---|")
+    per = runs[0]["period_s"]
+    w("\n`seqknockd run` (period %d s, 2 ports, audit and metrics on) in its own namespace, from its start through its first sync and two rotations:\n" % per)
+    w("| users | memory limit | peak RSS | CPU s to the first sync | CPU s, next 2 periods | CPU s/hour, %d s period | CPU s/hour, 30 s period (est.) | elements first sync | last rotation wrote | rotations that added only |\n|---|---|---|---|---|---|---|---|---|---|" % per)
     for x in runs:
         w("| %d | %s | %.1f MiB | %.2f | %.2f | %s | %s | %d | %d | %d of %d |" % (x["users"], "GOMEMLIMIT=off" if x["memlimit"] == "off" else "default (sized from the config)",
-                                                                       x["rss_mib"], x["cpu_first_sync_s"], x["cpu_steady_s"], fmt(x["cpu_s_per_hour_10s_period"], "%.0f"),
+                                                                       x["rss_mib"], x["cpu_first_sync_s"], x["cpu_steady_s"], fmt(x["cpu_s_per_hour_run_period"], "%.0f"),
                                                                        fmt(x["cpu_s_per_hour_30s_period"], "%.0f"), x["first_elements"], x["rotation_elements"], x["added_only"], x["rotations"]))
-    w("\nCPU seconds per hour are extrapolated, not measured over an hour: \"10 s period\" scales the CPU of the two periods after the first sync (two rotations and the idle time between) to an hour; \"30 s period\" is the CPU of one of those periods times 120 (a rotation writes one counter's knocks whatever the period).\n")
+    w("\nCPU seconds per hour are extrapolated, not measured over an hour: \"%d s period\" scales the CPU of the two periods after the first sync (two rotations and the idle time between) to an hour; \"30 s period\" is the CPU of one of those periods times 120 (a rotation writes one counter's knocks whatever the period). The bench runs the daemon with a %d s period (not the default 30 s) to keep the whole run short.\n" % (per, per))
 w("## Figure 4: under attack\n")
 if q:
     w("- seqknock in-process dialer, median time to first byte: %.2f ms without a flood, %.2f ms during a random-ISN SYN flood (%s SYNs sent); ratio %s\n" % (q, f or 0, out["figure4"]["flood_syns"], fmt(r(f, q))))
@@ -169,6 +172,20 @@ if fig2:
     w("The small table is one user's knocks with figure 1's settings (256 slots, 3 counters: 768), not 12: the dialer needs a slot per connection.\n")
 else:
     w("Not measured in this run.\n")
+steps = []
+if os.path.exists(os.path.join(tmp, "steps.out")):
+    for line in open(os.path.join(tmp, "steps.out")):
+        t, _, what = line.rstrip("\n").partition(" ")
+        steps.append((float(t), what))
+if len(steps) > 1:
+    w("\n## Run time\n")
+    w("Wall time of each step of this run, up to the report (run.sh logs the same with each step's start).\n")
+    w("| step | seconds |\n|---|---|")
+    for (t, what), (t2, _) in zip(steps, steps[1:]):
+        w("| %s | %.0f |" % (what, t2 - t))
+    w("| total | %.0f |" % (steps[-1][0] - steps[0][0]))
+    out["run_time_s"] = [dict(step=what, seconds=round(t2 - t, 1)) for (t, what), (t2, _) in zip(steps, steps[1:])]
+    json.dump(out, open(json_path, "w"), indent=1)
 open(md_path, "w").write("\n".join(L) + "\n")
 for g in goals:
     print("figure %d: %-70s %-22s goal %-28s %s" % (g["figure"], g["what"], g["value"], g["goal"], g["result"]))

@@ -4,7 +4,7 @@
 //	benchtool serve ADDR...          accept on each ADDR, send one line per connection
 //	benchtool relay HOST PORT        a plain Go relay process (the baseline of seqknock proxy)
 //	benchtool ttfb N SPEC.json       time to first byte, methods interleaved, JSON out
-//	benchtool flood SRC ADDR PORT N SECS random-ISN SYNs from a raw socket bound to SRC, bounded
+//	benchtool flood SRC ADDR PORT N SECS random-ISN SYNs from a raw socket bound to SRC, bounded (SIGTERM ends it early)
 //
 // It is not part of the product: it only measures it.
 package main
@@ -20,9 +20,11 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"os/signal"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/seqknock/seqknock/client"
@@ -106,6 +108,11 @@ type Method struct {
 	KeyFile string `json:"key_file,omitempty"`
 	Slots   int    `json:"slots,omitempty"`
 	Period  string `json:"period,omitempty"`
+	// Beside: methods next to each other in the list with the same
+	// non-empty Beside take their turn of a round at the same time (each
+	// still timed on its own), for methods that spend their turn waiting
+	// (the kernel's 1 s SYN retransmission) rather than working.
+	Beside string `json:"beside,omitempty"`
 }
 
 // Result is one method's times, in milliseconds.
@@ -154,22 +161,36 @@ func ttfb(nStr, specPath string) error {
 		}
 	}
 	res := make([]Result, len(ms))
+	turn := func(i, j int) {
+		m := ms[j]
+		src := ""
+		if len(m.Srcs) > 0 {
+			src = m.Srcs[i%len(m.Srcs)]
+		}
+		d, err := once(m, dialers[j], src)
+		res[j].Name = m.Name
+		if err != nil {
+			res[j].Errors++
+			if res[j].Errors <= 3 {
+				fmt.Fprintf(os.Stderr, "benchtool: %s: %v\n", m.Name, err)
+			}
+			return
+		}
+		res[j].All = append(res[j].All, float64(d.Microseconds())/1000)
+	}
 	for i := 0; i < n; i++ { // A B C D A B C D ...
-		for j, m := range ms {
-			src := ""
-			if len(m.Srcs) > 0 {
-				src = m.Srcs[i%len(m.Srcs)]
+		for j := 0; j < len(ms); {
+			k := j + 1
+			for k < len(ms) && ms[j].Beside != "" && ms[k].Beside == ms[j].Beside {
+				k++
 			}
-			d, err := once(m, dialers[j], src)
-			res[j].Name = m.Name
-			if err != nil {
-				res[j].Errors++
-				if res[j].Errors <= 3 {
-					fmt.Fprintf(os.Stderr, "benchtool: %s: %v\n", m.Name, err)
-				}
-				continue
+			var wg sync.WaitGroup
+			for jj := j; jj < k; jj++ {
+				wg.Add(1)
+				go func() { defer wg.Done(); turn(i, jj) }()
 			}
-			res[j].All = append(res[j].All, float64(d.Microseconds())/1000)
+			wg.Wait()
+			j = k
 		}
 	}
 	for j := range res {
@@ -260,8 +281,8 @@ func once(m Method, d *client.Dialer, src string) (time.Duration, error) {
 }
 
 // flood sends count SYNs with random sequence numbers and source ports from
-// a raw socket bound to src, to addr:port, for at most secs seconds, and
-// prints how many it sent.
+// a raw socket bound to src, to addr:port, for at most secs seconds or until
+// SIGTERM, and prints how many it sent.
 func flood(args []string) error {
 	if len(args) != 5 {
 		return fmt.Errorf("flood SRC ADDR PORT COUNT SECS")
@@ -282,8 +303,18 @@ func flood(args []string) error {
 	to := &unix.SockaddrInet4{Addr: dst}
 	pkt := make([]byte, 20)
 	deadline := time.Now().Add(time.Duration(secs) * time.Second)
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, unix.SIGTERM)
+	stopped := func() bool {
+		select {
+		case <-stop:
+			return true
+		default:
+			return !time.Now().Before(deadline)
+		}
+	}
 	sent := 0
-	for sent < count && (sent%1024 != 0 || time.Now().Before(deadline)) {
+	for sent < count && (sent%1024 != 0 || !stopped()) {
 		binary.BigEndian.PutUint16(pkt[0:], uint16(1024+rand.IntN(60000)))
 		binary.BigEndian.PutUint16(pkt[2:], uint16(port))
 		binary.BigEndian.PutUint32(pkt[4:], rand.Uint32())
