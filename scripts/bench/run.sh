@@ -12,7 +12,8 @@
 # in 198.18.0.0/15) and removes on exit; keys are throwaway, made here.
 # N (default 200) is the connections per method of figure 1; FLOOD2
 # (default 1000000) the SYNs of each flood turn of figure 2; USERS (default
-# "1 1000 10000 50000") the sizes of figure 3 ("" skips figure 3).
+# "1 1000 10000 50000") the sizes of figure 3 ("" skips figure 3); P3
+# (default 10) the period in seconds of figure 3's seqknockd runs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$PWD
@@ -256,12 +257,13 @@ log "figure 3: cold sync, rotation and nft -f at ${USERS:-no} users (go test -be
 # seqknockd run at each size: peak RSS, CPU at its first sync (start, config
 # load, first sync) and over the two rotations after it; at 50,000 users also
 # with GOMEMLIMIT=off (no soft memory limit). The period is P3 seconds
-# (default 5; the first runs used 10): the two rotations come after about
-# 1.5 periods, so a shorter period shortens every run. A rotation writes one
-# counter's knocks whatever the period, so the CPU of a period (its rotation
-# and the idle time after it) is measured the same way; the report scales it
-# to an hour at this period and, as before, at the default 30 s.
-P3=${P3:-5}
+# (default 10): the two rotations come after about 1.5 periods, so a shorter
+# period shortens every run, but changes what is measured: in one run with
+# P3=5 the sized memory limit cost 1.38x the CPU of GOMEMLIMIT=off at 50,000
+# users (0.96 in the last run at 10 s), likely because the first sync there
+# (about 8 s of CPU) outlasts a 5 s period. The report scales the CPU of a
+# period to an hour at P3 and at the default 30 s.
+P3=${P3:-10}
 runs=""
 for users in $USERS; do
 	runs="$runs $users:default"
