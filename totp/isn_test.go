@@ -2,7 +2,11 @@ package totp
 
 import (
 	"bufio"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -115,6 +119,52 @@ func TestDeriverReuse(t *testing.T) {
 	one, _ := ISN(key, "realm", 22, 5, 0)
 	if a != one {
 		t.Fatalf("Deriver %d != ISN %d", a, one)
+	}
+}
+
+// TestDeriverHMAC: the Deriver's MAC is crypto/hmac's HMAC-SHA256 of the
+// ISN-v1 message, for every key length, after SetKey to another key and
+// back, and a refused SetKey changes nothing.
+func TestDeriverHMAC(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	var keys [][]byte
+	for n := MinKeyLen; n <= MaxKeyLen; n++ {
+		k := make([]byte, n)
+		for i := range k {
+			k[i] = byte(r.Uint32())
+		}
+		keys = append(keys, k)
+	}
+	want := func(key []byte, realm string, port uint16, counter uint64, slot uint8) []byte {
+		m := hmac.New(sha256.New, key)
+		m.Write([]byte(Domain))
+		m.Write([]byte{byte(len(realm))})
+		m.Write([]byte(realm))
+		m.Write(binary.BigEndian.AppendUint16(nil, port))
+		m.Write(binary.BigEndian.AppendUint64(nil, counter))
+		m.Write([]byte{slot})
+		return m.Sum(nil)
+	}
+	for _, realm := range []string{"", "lab", strings.Repeat("r", MaxRealmLen)} {
+		d, err := NewDeriver(keys[0], realm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, i := range []int{0, len(keys) - 1, 0, 7, 7, 3} {
+			if err := d.SetKey(keys[i]); err != nil {
+				t.Fatal(err)
+			}
+			if d.SetKey(make([]byte, MaxKeyLen+1)) == nil || d.SetKey(nil) == nil {
+				t.Fatal("SetKey took a key of a bad length")
+			}
+			for j := 0; j < 20; j++ {
+				port, counter, slot := uint16(r.Uint32()), r.Uint64(), uint8(r.Uint32())
+				got := d.mac6(port, counter, slot)
+				if w := want(keys[i], realm, port, counter, slot); string(got) != string(w) {
+					t.Fatalf("key of %d bytes, realm %q: MAC %x, crypto/hmac %x", len(keys[i]), realm, got, w)
+				}
+			}
+		}
 	}
 }
 
