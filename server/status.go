@@ -169,7 +169,7 @@ func differences(live *nftgen.Live, cfg *Config, now time.Time, rulesCurrent boo
 	EachKnock(cfg, now.Add(-cfg.Period), note)
 	ports := userPorts(cfg)
 	for _, u := range cfg.Users {
-		if !present[u.Name] && hasValidKey(u, now) && len(ports[u.Name]) > 0 {
+		if !present[u.Name] && hasValidKey(u, now) && len(ports(u.Name)) > 0 {
 			diff = append(diff, fmt.Sprintf("user %s has no knocks in the table", u.Name))
 		}
 	}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/seqknock/seqknock/nftgen"
@@ -142,45 +143,6 @@ type Knock struct {
 // their keys, services, counters and slots.
 func EachKnock(cfg *Config, now time.Time, fn func(Knock)) { eachKnockFrom(cfg, now, 0, fn) }
 
-// eachKnockFrom is EachKnock for the counters from `from` on only.
-func eachKnockFrom(cfg *Config, now time.Time, from uint64, fn func(Knock)) {
-	window := totp.Window(now, cfg.Period, cfg.Tolerance, cfg.Lookahead)
-	ports := userPorts(cfg)
-	bound := boundPorts(cfg)
-	for _, u := range cfg.Users {
-		for ki, key := range u.Keys {
-			if !key.ValidAt(now) {
-				continue // expired: its knocks left with their own timeouts
-			}
-			d, err := totp.NewDeriver(key.Key, cfg.Realm)
-			if err != nil {
-				continue // LoadConfig checked every key; unreachable
-			}
-			for _, port := range ports[u.Name] {
-				for _, e := range window {
-					if e.Counter < from {
-						continue
-					}
-					// A key's knocks end at its not_after, in the kernel.
-					exp := e.Expires
-					if !key.NotAfter.IsZero() && key.NotAfter.Before(exp) {
-						exp = key.NotAfter
-					}
-					for slot := 0; slot < cfg.Slots; slot++ {
-						k := Knock{User: u.Name, Key: ki, Port: port, Counter: e.Counter, Slot: uint8(slot), Expires: exp}
-						if bound[port] {
-							k.ISN, k.SPort = d.Knock(port, e.Counter, uint8(slot))
-						} else {
-							k.ISN = d.ISN(port, e.Counter, uint8(slot))
-						}
-						fn(k)
-					}
-				}
-			}
-		}
-	}
-}
-
 // knockCount is how many knocks EachKnock gives at now.
 func knockCount(cfg *Config, now time.Time) int {
 	counters := len(totp.Window(now, cfg.Period, cfg.Tolerance, cfg.Lookahead))
@@ -193,26 +155,38 @@ func knockCount(cfg *Config, now time.Time) int {
 				keys++
 			}
 		}
-		n += keys * len(ports[u.Name])
+		n += keys * len(ports(u.Name))
 	}
 	return n * counters * cfg.Slots
 }
 
 // userPorts returns the ports each user may knock on, in service order.
-func userPorts(cfg *Config) map[string][]uint16 {
-	ports := make(map[string][]uint16, len(cfg.Users))
+// The users no service names share one list: no allocation per user.
+func userPorts(cfg *Config) func(user string) []uint16 {
+	var all []uint16 // the ports of the services open to every user
+	named := map[string][]uint16{}
 	for _, svc := range cfg.Services {
 		if len(svc.Users) == 0 {
-			for _, u := range cfg.Users {
-				ports[u.Name] = append(ports[u.Name], svc.Port)
+			all = append(all, svc.Port)
+			for u, ps := range named {
+				named[u] = append(ps, svc.Port)
 			}
 			continue
 		}
 		for _, u := range svc.Users {
-			ports[u] = append(ports[u], svc.Port)
+			ps, ok := named[u]
+			if !ok {
+				ps = slices.Clone(all)
+			}
+			named[u] = append(ps, svc.Port)
 		}
 	}
-	return ports
+	return func(user string) []uint16 {
+		if ps, ok := named[user]; ok {
+			return ps
+		}
+		return all
+	}
 }
 
 // boundPorts returns the ports of the services with bind_source_port.
