@@ -125,7 +125,13 @@ func Run(app *cli.App, args []string, stderr io.Writer) int {
 		// flag as an operand: after "--" there is nothing to offer.
 		return 0
 	}
-	err := app.Run(args)
+	return Exit(app.Name, app.Run(args), stderr)
+}
+
+// Exit is Run's ending for an error that did not come through an app (a
+// command's fast path): the same exit status and the same one line on
+// stderr, after name.
+func Exit(name string, err error, stderr io.Writer) int {
 	if err == nil {
 		return 0
 	}
@@ -133,7 +139,7 @@ func Run(app *cli.App, args []string, stderr io.Writer) int {
 	if errors.As(err, &ec) && err.Error() == "" {
 		return ec.ExitCode()
 	}
-	fmt.Fprintf(stderr, "%s: %s\n", app.Name, strings.ReplaceAll(err.Error(), "\n", " "))
+	fmt.Fprintf(stderr, "%s: %s\n", name, strings.ReplaceAll(err.Error(), "\n", " "))
 	var ue UsageError
 	if errors.As(err, &ue) {
 		return 2

@@ -49,9 +49,19 @@ func serverFlags(what string) []cli.Flag {
 	}
 }
 
+// flagValues is what the connecting commands read of their flags: a
+// *cli.Context, or fastProxy's parse of proxy's command line.
+type flagValues interface {
+	String(name string) string
+	Bool(name string) bool
+	Int(name string) int
+	Duration(name string) time.Duration
+	IsSet(name string) bool
+}
+
 // serverFlagValues are the serverFlags and --bind-source-port, each only
 // when given.
-func serverFlagValues(c *cli.Context) client.Flags {
+func serverFlagValues(c flagValues) client.Flags {
 	return client.Flags{
 		Realm:          given(c, "realm", c.String),
 		Period:         given(c, "period", c.Duration),
@@ -61,7 +71,7 @@ func serverFlagValues(c *cli.Context) client.Flags {
 }
 
 // given is flag name's value, or nil when it is not set.
-func given[T any](c *cli.Context, name string, get func(string) T) *T {
+func given[T any](c flagValues, name string, get func(string) T) *T {
 	if !c.IsSet(name) {
 		return nil
 	}
@@ -81,8 +91,8 @@ func hostPort(c *cli.Context) (string, uint16, error) {
 }
 
 // dialer builds the dialer for host:port from the flags and the invoking
-// user's config (client.Resolve: flags win).
-func dialer(c *cli.Context, inv *client.Invoker, host string, port uint16) (*client.Dialer, error) {
+// user's config (client.Resolve: flags win). Messages go to stderr.
+func dialer(c flagValues, stderr io.Writer, inv *client.Invoker, host string, port uint16) (*client.Dialer, error) {
 	cfg, err := inv.LoadConfig(c.String("config"))
 	if err != nil {
 		return nil, err
@@ -93,7 +103,8 @@ func dialer(c *cli.Context, inv *client.Invoker, host string, port uint16) (*cli
 	f.SynTimeout, f.Timeout, f.ClockOffset = c.Duration("syn-timeout"), c.Duration("timeout"), c.Duration("clock-offset")
 	f.Broker = c.String("broker")
 	if c.Bool("verbose") {
-		f.Verbosef = func(format string, a ...any) { verbosef(c, format, a...) }
+		// One line each, never on stdout, which carries the connection.
+		f.Verbosef = func(format string, a ...any) { fmt.Fprintf(stderr, "seqknock: "+format+"\n", a...) }
 	}
 	s, err := client.Resolve(cfg, f, host, port)
 	if err != nil {
@@ -102,7 +113,7 @@ func dialer(c *cli.Context, inv *client.Invoker, host string, port uint16) (*cli
 	d := s.Dialer(inv.SlotStore().Reserve)
 	// Said whether verbose or not: it costs a slot.
 	d.OnPortBusy = func(sport uint16, counter uint64, slot int) {
-		fmt.Fprintf(c.App.ErrWriter, "seqknock: source port %d (counter %d slot %d) is in use here; bind_source_port moves to the next slot\n", sport, counter, slot)
+		fmt.Fprintf(stderr, "seqknock: source port %d (counter %d slot %d) is in use here; bind_source_port moves to the next slot\n", sport, counter, slot)
 	}
 	return d, nil
 }
@@ -113,14 +124,6 @@ func usageError(err error) error {
 		return cliconv.UsageError{Err: err}
 	}
 	return err
-}
-
-// verbosef writes one line to stderr under -v; never to stdout, which
-// carries the connection.
-func verbosef(c *cli.Context, format string, a ...any) {
-	if c.Bool("verbose") {
-		fmt.Fprintf(c.App.ErrWriter, "seqknock: "+format+"\n", a...)
-	}
 }
 
 // connectCommand is proxy, fdpass or exec: check the operands (check),
@@ -142,7 +145,7 @@ func connectCommand(name, usage, usageText, description string, extra []cli.Flag
 			if err := check(c); err != nil {
 				return err
 			}
-			conn, err := connect(c, host, port)
+			conn, err := connect(c, c.String("user"), c.App.ErrWriter, host, port)
 			if err != nil {
 				return err
 			}
@@ -152,18 +155,19 @@ func connectCommand(name, usage, usageText, description string, extra []cli.Flag
 	}
 }
 
-// connect acts for the invoking user (actFor), dials host:port with a
-// knock and gives up every privilege. In the image a cgo build hands the
-// socket to (client.HandOver), it takes that socket instead.
-func connect(c *cli.Context, host string, port uint16) (*net.TCPConn, error) {
-	inv, err := actFor(c, true)
+// connect acts for the invoking user (actFor; user is root's --user),
+// dials host:port with a knock and gives up every privilege. In the image
+// a cgo build hands the socket to (client.HandOver), it takes that socket
+// instead.
+func connect(c flagValues, user string, stderr io.Writer, host string, port uint16) (*net.TCPConn, error) {
+	inv, err := actFor(user, true)
 	if err != nil {
 		return nil, err
 	}
 	if conn, err := client.Handed(); conn != nil || err != nil {
 		return conn, err
 	}
-	d, err := dialer(c, inv, host, port)
+	d, err := dialer(c, stderr, inv, host, port)
 	if err != nil {
 		return nil, err
 	}
@@ -184,15 +188,15 @@ func connect(c *cli.Context, host string, port uint16) (*net.TCPConn, error) {
 }
 
 // actFor returns the user the command acts for. Under sudo (or in a
-// set-user-ID run, or for root's --user) it first becomes that user,
+// set-user-ID run, or for root's --user, user) it first becomes that user,
 // keeping CAP_NET_ADMIN alone when netAdmin, and starts afresh as them
 // (client.Become), so nothing is read or written with root's rights.
-func actFor(c *cli.Context, netAdmin bool) (*client.Invoker, error) {
+func actFor(user string, netAdmin bool) (*client.Invoker, error) {
 	inv, err := client.CurrentInvoker()
 	if err != nil {
 		return nil, err
 	}
-	if inv, err = inv.ForUser(c.String("user")); err != nil {
+	if inv, err = inv.ForUser(user); err != nil {
 		return nil, cliconv.UsageError{Err: err}
 	}
 	if inv.Elevated {
@@ -259,9 +263,12 @@ func proxyCommand() *cli.Command {
 			"the broker (seqknock broker) and membership of its group; "+
 			"gives up every privilege once connected.",
 		nil, noMoreArgs,
-		func(c *cli.Context, conn *net.TCPConn) error {
-			return client.Relay(conn, c.App.Reader, writeCloser(c.App.Writer))
-		})
+		func(c *cli.Context, conn *net.TCPConn) error { return relay(conn, c.App.Reader, c.App.Writer) })
+}
+
+// relay is proxy's use of the connection: stdin to it, it to stdout.
+func relay(conn *net.TCPConn, stdin io.Reader, stdout io.Writer) error {
+	return client.Relay(conn, stdin, writeCloser(stdout))
 }
 
 func fdpassCommand() *cli.Command {
@@ -327,7 +334,7 @@ func sshConfigCommand() *cli.Command {
 			if c.NArg() != 1 {
 				return usagef("ssh-config: want HOST")
 			}
-			inv, err := actFor(c, false)
+			inv, err := actFor(c.String("user"), false)
 			if err != nil {
 				return err
 			}
