@@ -54,7 +54,15 @@ r = lambda a, b: (a / b) if a and b else None
 fmt = lambda x, f="%.2f": (f % x) if x is not None else "n/a"
 goal(1, "seqknock proxy process / plain Go relay process (median)", fmt(r(sk_p, plain_p)), "at most 1.05 (issue 16's brief: 1.10)", None if r(sk_p, plain_p) is None else r(sk_p, plain_p) <= 1.05)
 fastest_fw = min([x for x in (fw, fw10) if x] or [0]) or None
-goal(1, "fwknop median / seqknock proxy median", fmt(r(fastest_fw, sk_p), "%.1fx"), "at least 100x", None if r(fastest_fw, sk_p) is None else r(fastest_fw, sk_p) >= 100)
+# No Go client that runs as a process (as ssh runs its ProxyCommand) can beat
+# the plain Go relay process, which only starts and dials: fwknop / that
+# process bounds the ratio, whatever seqknock does. Printed beside the goal;
+# the goal's pass or fail is unchanged.
+fw_bound = r(fastest_fw, plain_p)
+goal(1, "fwknop median / seqknock proxy median", fmt(r(fastest_fw, sk_p), "%.1fx"),
+     "at least 100x" + ("" if fw_bound is None else " (bound for a Go client process: fwknop / plain Go relay process = %.1fx)" % fw_bound),
+     None if r(fastest_fw, sk_p) is None else r(fastest_fw, sk_p) >= 100)
+goals[-1]["bound"] = fw_bound
 goal(1, "knockd median / seqknock proxy median", fmt(r(kn, sk_p), "%.1fx"), "at least 30x", None if r(kn, sk_p) is None else r(kn, sk_p) >= 30)
 
 m = re.search(r"rotation at 10,000 users: (\d+) knocks, (\d+) bytes, ([\d.]+)(ms|s|µs); cold sync (\d+) knocks, (\d+) bytes, ([\d.]+)(ms|s)", bench)
@@ -131,6 +139,9 @@ w("| method | n | errors | median | p95 | ratio to plain |\n|---|---|---|---|---
 for name, x in fig1.items():
     base = plain_i if ("in-process" in name or "fwknop" in name or "knockd" in name) else plain_p
     w("| %s | %d | %d | %.2f ms | %.2f ms | %s |" % (name, x["n"], x["errors"], x["median_ms"], x["p95_ms"], fmt(r(x["median_ms"], base))))
+if fw_bound is not None:
+    w("\nThe fwknop goal's bound: a Go client run as a process, as ssh runs its ProxyCommand, takes at least as long as the plain Go relay process, which only starts and connects (%.2f ms here), so fwknop's %.2f ms allows it at most %.1fx%s." % (
+        plain_p, fastest_fw, fw_bound, "; 100x is out of reach for it on this machine" if fw_bound < 100 else ""))
 w("\nfwknop: fwknopd with its defaults (pcap, 100 ms loop sleep), Rijndael + HMAC keys from `fwknop --key-gen`; \"one connect\" leaves the wait to the kernel's SYN retransmission (1 s). knockd: a three-port sequence, `start_command` inserting an ACCEPT for the source, `cmd_timeout 1`, `stop_command` removing it (the man page's form); a rule still open from the previous turn makes a knockd turn look faster than it is.\n")
 w("## Figure 3: sync, rotation, memory\n")
 if cold:
