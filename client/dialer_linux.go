@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -75,6 +76,57 @@ type Dialer struct {
 	// OnPortBusy is told when a knock's source port is in use here, so
 	// its slot is skipped (BindSourcePort).
 	OnPortBusy func(sport uint16, counter uint64, slot int)
+
+	// derived keeps, between dials, what the last one derived from the
+	// keys (their HMAC states and slot ids), so a Dialer used again
+	// spends no key set-up on them (knockKeys).
+	derived atomic.Pointer[derivedKeys]
+}
+
+// derivedKeys is what a dial derives from a Dialer's keys for one port:
+// per key (Key, then Fallback) its Deriver and slot id. It is used by one
+// dial at a time (a Deriver is not safe for concurrent use), and only for
+// the same port, realm and key slices: the same backing arrays, lengths
+// and order. A Key replaced by another slice is derived anew; bytes
+// changed in place are not seen.
+type derivedKeys struct {
+	keys     [][]byte
+	realm    string
+	port     uint16
+	derivers []*totp.Deriver
+	ids      []string
+}
+
+func (k *derivedKeys) matches(keys [][]byte, realm string, port uint16) bool {
+	if k == nil || k.realm != realm || k.port != port || len(k.keys) != len(keys) {
+		return false
+	}
+	for i, key := range keys {
+		if len(key) == 0 || len(k.keys[i]) != len(key) || &k.keys[i][0] != &key[0] {
+			return false
+		}
+	}
+	return true
+}
+
+// knockKeys returns the Derivers and slot ids of d's keys for port: the
+// last dial's when nothing changed and no other dial holds them, else
+// new ones. Done with them, the dial hands them back (d.derived.Store).
+func (d *Dialer) knockKeys(port uint16) (*derivedKeys, error) {
+	keys := append([][]byte{d.Key}, d.Fallback...)
+	if k := d.derived.Swap(nil); k.matches(keys, d.Realm, port) {
+		return k, nil
+	}
+	k := &derivedKeys{keys: keys, realm: d.Realm, port: port}
+	for _, key := range keys {
+		deriver, err := totp.NewDeriver(key, d.Realm)
+		if err != nil {
+			return nil, fmt.Errorf("dial: %w", err)
+		}
+		k.derivers = append(k.derivers, deriver)
+		k.ids = append(k.ids, SlotID(key, d.Realm, port))
+	}
+	return k, nil
 }
 
 // SourcePortHint is what Dial adds to ErrNoAnswer with BindSourcePort on:
@@ -160,13 +212,14 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (*net.TCPCo
 		tried   int
 		done    bool
 	}
+	derived, err := d.knockKeys(port)
+	if err != nil {
+		return nil, err
+	}
+	defer d.derived.Store(derived)
 	var keys []*knockKey
-	for _, key := range append([][]byte{d.Key}, d.Fallback...) {
-		deriver, err := totp.NewDeriver(key, d.Realm)
-		if err != nil {
-			return nil, fmt.Errorf("dial: %w", err)
-		}
-		keys = append(keys, &knockKey{deriver: deriver, id: SlotID(key, d.Realm, port)})
+	for i, deriver := range derived.derivers {
+		keys = append(keys, &knockKey{deriver: deriver, id: derived.ids[i]})
 	}
 	set, err := d.privilege()
 	if err != nil {
