@@ -26,7 +26,9 @@ const DefaultSynTimeout = 3 * time.Second
 var ErrNoAnswer = errors.New("the knock was dropped (wrong key, realm or port, clock skew beyond the server's tolerance, " +
 	"bind_source_port on the server but not here, or a middlebox rewrote the ISN) or the host is down")
 
-// Dialer opens TCP connections whose SYN carries a knock.
+// Dialer opens TCP connections whose SYN carries a knock. It may be used
+// by several goroutines at once. To change a key, assign another slice:
+// a dial reuses what the last one derived from the same key slices.
 type Dialer struct {
 	Key []byte
 	// Fallback are older keys to knock with when Key's knock gets no
