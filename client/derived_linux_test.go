@@ -24,7 +24,13 @@ func TestDialerReusesDerivedKeys(t *testing.T) {
 	if other, _ := d.knockKeys(22); other == first {
 		t.Fatal("two dials at once share Derivers")
 	}
-	d.derived.Store(first)
+	// A copy made now shares the cache, not what a dial holds.
+	copied := *d
+	copied.cache().last.Store(first)
+	if k, _ := d.knockKeys(22); k != first {
+		t.Fatal("a copy of the Dialer does not share its cache")
+	}
+	d.cache().last.Store(first)
 	again, _ := d.knockKeys(22)
 	if again != first {
 		t.Fatal("the same keys, realm and port: derived again instead of reused")
@@ -50,7 +56,7 @@ func TestDialerReusesDerivedKeys(t *testing.T) {
 		{"fallback added", func() { d.Fallback = append(d.Fallback, old) }, 22},
 	} {
 		d.Key, d.Fallback, d.Realm = again.keys[0], again.keys[1:], "r"
-		d.derived.Store(again)
+		d.cache().last.Store(again)
 		tc.change()
 		k, err := d.knockKeys(tc.port)
 		if err != nil {

@@ -79,10 +79,25 @@ type Dialer struct {
 	// its slot is skipped (BindSourcePort).
 	OnPortBusy func(sport uint16, counter uint64, slot int)
 
-	// derived keeps, between dials, what the last one derived from the
-	// keys (their HMAC states and slot ids), so a Dialer used again
-	// spends no key set-up on them (knockKeys).
-	derived atomic.Pointer[derivedKeys]
+	// derived holds a *derivedCache, made by the first dial: what the
+	// last dial derived from the keys (their HMAC states and slot ids),
+	// so a Dialer used again spends no key set-up on them (knockKeys). A
+	// copy of a Dialer made after that shares it, which is safe: one dial
+	// at a time takes what it holds. (An atomic.Value, unlike
+	// atomic.Pointer, leaves the Dialer a value that may be copied.)
+	derived atomic.Value
+}
+
+// derivedCache holds the derivedKeys no dial is using, or nil.
+type derivedCache struct{ last atomic.Pointer[derivedKeys] }
+
+// cache returns d's derivedCache, making it on first use.
+func (d *Dialer) cache() *derivedCache {
+	if c, ok := d.derived.Load().(*derivedCache); ok {
+		return c
+	}
+	d.derived.CompareAndSwap(nil, new(derivedCache))
+	return d.derived.Load().(*derivedCache)
 }
 
 // derivedKeys is what a dial derives from a Dialer's keys for one port:
@@ -113,10 +128,10 @@ func (k *derivedKeys) matches(keys [][]byte, realm string, port uint16) bool {
 
 // knockKeys returns the Derivers and slot ids of d's keys for port: the
 // last dial's when nothing changed and no other dial holds them, else
-// new ones. Done with them, the dial hands them back (d.derived.Store).
+// new ones. Done with them, the dial hands them back (d.cache().last).
 func (d *Dialer) knockKeys(port uint16) (*derivedKeys, error) {
 	keys := append([][]byte{d.Key}, d.Fallback...)
-	if k := d.derived.Swap(nil); k.matches(keys, d.Realm, port) {
+	if k := d.cache().last.Swap(nil); k.matches(keys, d.Realm, port) {
 		return k, nil
 	}
 	k := &derivedKeys{keys: keys, realm: d.Realm, port: port}
@@ -218,7 +233,7 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (*net.TCPCo
 	if err != nil {
 		return nil, err
 	}
-	defer d.derived.Store(derived)
+	defer d.cache().last.Store(derived)
 	var keys []*knockKey
 	for i, deriver := range derived.derivers {
 		keys = append(keys, &knockKey{deriver: deriver, id: derived.ids[i]})
