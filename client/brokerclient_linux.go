@@ -10,6 +10,7 @@ import (
 	"os/user"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -132,16 +133,24 @@ func (b *BrokerClient) retryBusy(do func(c *brokerConn) error) error {
 }
 
 // brokerConn is one connection to the broker: a non-blocking
-// SOCK_SEQPACKET socket, sent on directly and waited on with poll(2) on
-// the calling thread. The answer comes within microseconds, and a
-// goroutine parked in Go's network poller costs more than that in thread
-// hand-offs (twice as much when the caller's thread is locked, as a
-// dial made inside a network namespace's thread is): the wait holds the
-// thread instead, for at most BrokerTimeout.
+// SOCK_SEQPACKET socket, sent on directly. Its answer comes within
+// microseconds, and a goroutine parked in Go's network poller costs more
+// than that in thread hand-offs (twice as much when the caller's thread
+// is locked, as a dial made inside a network namespace's thread is), so a
+// request waits with poll(2) on its own thread, holding it for at most
+// BrokerTimeout. Only maxThreadWaits requests of a process wait that way
+// at once; the others wait in the network poller, so many requests at
+// once (a flood of dials in one process) hold goroutines, not threads.
 type brokerConn struct {
 	fd       int
+	f        *os.File // made for a wait in the network poller
 	deadline time.Time
 }
+
+// threadWaits counts this process's requests waiting in poll(2).
+var threadWaits atomic.Int32
+
+const maxThreadWaits = 4
 
 // dial connects to the broker; a full backlog is a "busy" refusal.
 func (b *BrokerClient) dial(deadline time.Time) (*brokerConn, error) {
@@ -176,14 +185,19 @@ func (c *brokerConn) send(msg, oob []byte) error {
 	}
 }
 
-// recv reads one message, waiting in poll(2) until the deadline. An
-// answer already there costs no more than the read.
+// recv reads one message, waiting until the deadline in poll(2) or, with
+// maxThreadWaits other requests waiting so already, in the network
+// poller. An answer already there costs no more than the read.
 func (c *brokerConn) recv(buf []byte) (int, error) {
+	n, _, _, err := recvDontwait(c.fd, buf, nil, 0)
+	if err != unix.EAGAIN && err != unix.EINTR {
+		return n, err
+	}
+	defer threadWaits.Add(-1)
+	if threadWaits.Add(1) > maxThreadWaits {
+		return c.recvPoller(buf)
+	}
 	for {
-		n, _, _, err := recvDontwait(c.fd, buf, nil, 0)
-		if err != unix.EAGAIN && err != unix.EINTR {
-			return n, err
-		}
 		left := time.Until(c.deadline)
 		if left <= 0 {
 			return 0, os.ErrDeadlineExceeded
@@ -194,10 +208,41 @@ func (c *brokerConn) recv(buf []byte) (int, error) {
 		if _, err := unix.Poll(pfd, ms); err != nil && err != unix.EINTR {
 			return 0, err
 		}
+		n, _, _, err := recvDontwait(c.fd, buf, nil, 0)
+		if err != unix.EAGAIN && err != unix.EINTR {
+			return n, err
+		}
 	}
 }
 
-func (c *brokerConn) close() { unix.Close(c.fd) }
+// recvPoller waits for a message in Go's network poller.
+func (c *brokerConn) recvPoller(buf []byte) (int, error) {
+	if c.f == nil {
+		c.f = os.NewFile(uintptr(c.fd), "seqknock broker")
+	}
+	rc, err := c.f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	c.f.SetReadDeadline(c.deadline)
+	var n int
+	var rerr error
+	if err := rc.Read(func(fd uintptr) bool {
+		n, _, _, rerr = recvDontwait(int(fd), buf, nil, 0)
+		return rerr != unix.EAGAIN && rerr != unix.EINTR
+	}); err != nil {
+		return 0, err
+	}
+	return n, rerr
+}
+
+func (c *brokerConn) close() {
+	if c.f != nil {
+		c.f.Close()
+		return
+	}
+	unix.Close(c.fd)
+}
 
 // answer reads one answer (the greeting, or that of a request). After a
 // refusal the broker closes: its answer comes after the reset its close
