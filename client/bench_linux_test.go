@@ -5,6 +5,7 @@ package client
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -130,6 +131,7 @@ func BenchmarkDial(b *testing.B) {
 			}
 			pairs = append(pairs, took[2]-took[3])
 			threadPairs = append(threadPairs, spent[2]-spent[3])
+
 		}
 		// The fixed cost in CPU time, which waiting does not blur: this
 		// process's user and system time over blocks of dials of one mode,
@@ -186,6 +188,38 @@ func BenchmarkDial(b *testing.B) {
 	b.ReportMetric(float64(med[4])/float64(med[2]), "ratio-broker/in-process")
 	b.Logf("through the warm broker (already running; a Unix connect and one local round trip more): %v; in-process dial %v: ratio %.3f (goal at most 1.5)",
 		med[4], med[2], float64(med[4])/float64(med[2]))
+	// The same dials from a process of their own that runs in the client's
+	// namespace, as a client does (ip netns exec), rather than from this
+	// benchmark's thread locked to the namespace among the server's
+	// goroutines; and beside them the floor of a broker request here: a
+	// bare Unix SOCK_SEQPACKET round trip to a process that serves its
+	// socket as the broker's accepting thread does and does nothing else
+	// (client/testdata/echoseq).
+	echo := startEchoSeq(b)
+	loop := netnstest.Build(b, "client/testdata/dialloop")
+	out, err := h.client.Command(loop, h.link.A4, fmt.Sprint(plainPort), sock, echo, "1000").CombinedOutput()
+	if err != nil {
+		b.Fatalf("dialloop: %v: %s", err, out)
+	}
+	proc := map[string]time.Duration{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		var name string
+		var ns int64
+		if _, err := fmt.Sscan(line, &name, &ns); err == nil {
+			proc[name] = time.Duration(ns)
+		}
+	}
+	if proc["in-process"] == 0 || proc["broker"] == 0 || proc["echo"] == 0 {
+		b.Fatalf("dialloop: %s", out)
+	}
+	procRatio := float64(proc["broker"]) / float64(proc["in-process"])
+	floorRatio := float64(proc["in-process"]+proc["echo"]) / float64(proc["in-process"])
+	b.ReportMetric(procRatio, "ratio-broker/in-process-as-process")
+	b.ReportMetric(float64(proc["echo"].Nanoseconds())/1000, "median-µs/bare-unix-round-trip")
+	b.ReportMetric(floorRatio, "ratio-floor/in-process-as-process")
+	b.Logf("from a process in the client's namespace (1,000 turns): in-process dial %v, through the broker %v: ratio %.3f (goal at most 1.5); net.Dial with the same timeout %v; "+
+		"a bare Unix round trip to a process that does nothing else, the least a broker request costs here, %v: with only that added, the ratio would be %.3f",
+		proc["in-process"], proc["broker"], procRatio, proc["plain"], proc["echo"], floorRatio)
 	// A cold start: the broker's socket exists (as systemd holds it), the
 	// broker process does not; it is started (as socket activation starts
 	// it, the socket at descriptor 3) and the dial sent at once, waiting in
@@ -239,6 +273,28 @@ func startBenchBroker(b *testing.B, bin string) string {
 			b.Fatal("the broker did not start")
 		}
 	}
+}
+
+// startEchoSeq runs client/testdata/echoseq on a socket in a fresh
+// directory until the benchmark ends, and returns the socket's path once
+// it is ready.
+func startEchoSeq(b *testing.B) string {
+	bin := netnstest.Build(b, "client/testdata/echoseq")
+	sock := filepath.Join(b.TempDir(), "echo.sock")
+	cmd := exec.Command(bin, sock)
+	out, err := cmd.StdoutPipe()
+	if err == nil {
+		err = cmd.Start()
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	ready := make([]byte, len("ready\n"))
+	if _, err := io.ReadFull(out, ready); err != nil || string(ready) != "ready\n" {
+		b.Fatalf("echoseq: %q %v", ready, err)
+	}
+	return sock
 }
 
 // coldBrokerDial makes a broker socket, starts `seqknock broker` (bin)
