@@ -339,3 +339,63 @@ func (b batch) messages() ([]netlink.Message, error) {
 	}
 	return out, nil
 }
+
+// TestValidElementsAsNftables: the valid set's elements that validElements
+// encodes itself are byte for byte the messages google/nftables's
+// SetAddElements builds for them (3,000 elements: three messages, the
+// last one partial; timeouts of several lengths).
+func TestValidElementsAsNftables(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	s := testState()
+	s.Valid = nil
+	for i := range 3000 {
+		s.Valid = append(s.Valid, Element{Port: uint16(22 + i%3*1000), ISN: uint32(i)*2654435761 + 1, Expires: now.Add(time.Duration(i)*time.Millisecond*7 + time.Second)})
+	}
+	bytesOf := func(w *batchWriter) []byte {
+		var out []byte
+		for _, seg := range append(w.segs, w.cur) {
+			out = append(out, seg...)
+		}
+		return out
+	}
+	w := newBatchWriter()
+	nc, err := nftables.New(nftables.WithTestDial(w.record))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, valid, _ := Sets(nc.AddTable(Table(s.Table)), s)
+	if err := nc.AddSet(valid, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.flush(nc); err != nil {
+		t.Fatal(err)
+	}
+	before := len(bytesOf(w))
+	n, err := w.validElements(nc, valid, s, now)
+	if err != nil || n != len(s.Valid) {
+		t.Fatalf("validElements: %d elements, %v", n, err)
+	}
+	ours := bytesOf(w)[before:]
+
+	w2 := newBatchWriter()
+	nc2, err := nftables.New(nftables.WithTestDial(w2.record))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := len(bytesOf(w2))
+	if err := addElements(nc2, valid, Elements(s.Valid, now)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w2.flush(nc2); err != nil {
+		t.Fatal(err)
+	}
+	theirs := bytesOf(w2)[start:]
+	if len(ours) != len(theirs) {
+		t.Fatalf("validElements wrote %d bytes, SetAddElements %d", len(ours), len(theirs))
+	}
+	for i := range ours {
+		if ours[i] != theirs[i] {
+			t.Fatalf("byte %d of %d differs: validElements %#x, SetAddElements %#x", i, len(ours), ours[i], theirs[i])
+		}
+	}
+}
