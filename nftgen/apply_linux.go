@@ -41,6 +41,7 @@ func (c *Conn) Apply(s State, now time.Time) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("apply: %w", err)
 	}
+	defer b.release()
 	if err := c.send(b); err != nil {
 		return b.res, fmt.Errorf("apply %s: %w", s.Table, err)
 	}
@@ -77,6 +78,7 @@ func (c *Conn) AddValid(s State, now time.Time) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("add valid: %w", err)
 	}
+	defer b.release()
 	if err := c.send(b); err != nil {
 		return b.res, fmt.Errorf("add valid %s: %w", s.Table, err)
 	}

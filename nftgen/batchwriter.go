@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/google/nftables"
@@ -56,8 +57,54 @@ func (w *batchWriter) ensure(n int) {
 	if len(w.cur) > 0 {
 		w.segs = append(w.segs, w.cur)
 	}
+	if n <= segMax {
+		if seg := takeSegment(); seg != nil {
+			w.cur = seg
+			return
+		}
+	}
 	w.cur = make([]byte, 0, max(n, w.segSize))
 	w.segSize = min(2*w.segSize, segMax)
+}
+
+// spare keeps up to spareMax full-size segments of sent batches for the
+// next batch to write into (release, takeSegment). A rotation each period
+// then reuses memory it already has instead of megabytes that the runtime
+// must zero and later collect and the kernel must fault in page by page
+// (a rotation at 10,000 users is 2.5 MB). Their old contents are never
+// sent: a writer appends from length 0.
+var spare struct {
+	sync.Mutex
+	segs [][]byte
+}
+
+// spareMax bounds what spare holds: 4 MiB.
+const spareMax = 4
+
+// takeSegment returns an empty spare segment of capacity segMax, or nil.
+func takeSegment() []byte {
+	spare.Lock()
+	defer spare.Unlock()
+	n := len(spare.segs)
+	if n == 0 {
+		return nil
+	}
+	seg := spare.segs[n-1]
+	spare.segs[n-1] = nil
+	spare.segs = spare.segs[:n-1]
+	return seg[:0]
+}
+
+// release gives b's full-size segments to spare, up to spareMax; b must
+// not be used after.
+func (b batch) release() {
+	spare.Lock()
+	defer spare.Unlock()
+	for _, seg := range b.segs {
+		if cap(seg) == segMax && len(spare.segs) < spareMax {
+			spare.segs = append(spare.segs, seg)
+		}
+	}
 }
 
 // message appends one message. Its sequence number and port id are 0 (the
