@@ -33,11 +33,15 @@ type Conn struct {
 	sender *netlink.Conn
 }
 
-func (c *Conn) nft() (*nftables.Conn, error) {
+// nft returns a google/nftables Conn in c's namespace. With
+// nftables.AsLasting it keeps one socket for all its requests (the caller
+// closes it with CloseLasting) instead of dialling one per request: a
+// sync's reads make a dozen.
+func (c *Conn) nft(opts ...nftables.ConnOption) (*nftables.Conn, error) {
 	if c.NetNS != 0 {
-		return nftables.New(nftables.WithNetNSFd(c.NetNS))
+		opts = append(opts, nftables.WithNetNSFd(c.NetNS))
 	}
-	return nftables.New()
+	return nftables.New(opts...)
 }
 
 // Read returns the live state of table. A missing table is not an error:
@@ -51,10 +55,11 @@ func isNotExist(err error) bool {
 }
 
 func (c *Conn) read(table string, elements bool) (*Live, error) {
-	nc, err := c.nft()
+	nc, err := c.nft(nftables.AsLasting())
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", table, err)
 	}
+	defer nc.CloseLasting()
 	live := &Live{}
 	t, err := nc.ListTableOfFamily(table, nftables.TableFamilyINet)
 	if err != nil {
@@ -278,10 +283,11 @@ func keysOf(els []nftables.SetElement) []Key {
 // expiring when its entry will (now plus its remaining time). A missing
 // table or set gives none and no error.
 func (c *Conn) Spent(table string, now time.Time) ([]Element, error) {
-	nc, err := c.nft()
+	nc, err := c.nft(nftables.AsLasting())
 	if err != nil {
 		return nil, fmt.Errorf("read spent knocks: %w", err)
 	}
+	defer nc.CloseLasting()
 	var out []Element
 	for _, name := range []string{SetUsed, SetUsedSP} {
 		s, err := nc.GetSetByName(Table(table), name)
