@@ -70,6 +70,38 @@ type knockEntry struct {
 
 func (e knockEntry) sortKey() uint64 { return uint64(e.port)<<32 | uint64(e.isn) }
 
+// sortKnocks sorts ks by sortKey, a 48-bit number: a least significant
+// digit first radix sort, 12 bits a pass, four passes through a buffer as
+// long as ks (scratch, when it is long enough; the buffer is returned for
+// the next call). A comparison sort took 25 ms for a rotation's 80,000
+// knocks (BenchmarkSortKnocks).
+func sortKnocks(ks, scratch []knockEntry) []knockEntry {
+	const bits = 12
+	if cap(scratch) < len(ks) {
+		scratch = make([]knockEntry, len(ks))
+	}
+	src, dst := ks, scratch[:len(ks)]
+	for shift := 0; shift < 48; shift += bits {
+		var at [1 << bits]int
+		for _, e := range src {
+			at[e.sortKey()>>shift&(1<<bits-1)]++
+		}
+		sum := 0
+		for d, n := range at {
+			at[d] = sum
+			sum += n
+		}
+		for _, e := range src {
+			d := e.sortKey() >> shift & (1<<bits - 1)
+			dst[at[d]] = e
+			at[d]++
+		}
+		src, dst = dst, src
+	}
+	// An even number of passes: the sorted knocks are in ks again.
+	return scratch
+}
+
 // lookup finds what made the knock key (port<<32|isn), newest counter
 // first, and its counter.
 func (a *Auditor) lookup(key uint64) (knockEntry, uint64, bool) {
@@ -105,6 +137,8 @@ func (a *Auditor) Record(cfg *Config, now time.Time, sync func(onKnock func(Knoc
 	window := totp.Window(now, cfg.Period, cfg.Tolerance, cfg.Lookahead)
 	perCounter := knockCount(cfg, now) / len(window)
 	var fresh []counterKnocks
+	// The knocks come user by user, several each: one lookup per user.
+	lastUser, lastIndex := "", 0
 	res, err := sync(func(kn Knock) {
 		i := len(fresh) - 1
 		if i < 0 || fresh[i].counter != kn.Counter {
@@ -117,11 +151,15 @@ func (a *Auditor) Record(cfg *Config, now time.Time, sync func(onKnock func(Knoc
 				i = len(fresh) - 1
 			}
 		}
-		fresh[i].knocks = append(fresh[i].knocks, knockEntry{isn: kn.ISN, port: kn.Port, slot: kn.Slot, key: uint8(kn.Key), user: uint32(a.index[kn.User])})
+		if kn.User != lastUser || lastUser == "" {
+			lastUser, lastIndex = kn.User, a.index[kn.User]
+		}
+		fresh[i].knocks = append(fresh[i].knocks, knockEntry{isn: kn.ISN, port: kn.Port, slot: kn.Slot, key: uint8(kn.Key), user: uint32(lastIndex)})
 	})
 	defer func() { // what sync derived counts even when it failed: a knock not installed is never admitted
+		var scratch []knockEntry // one buffer for all the counters' sorts
 		for _, t := range fresh {
-			slices.SortFunc(t.knocks, func(x, y knockEntry) int { return cmp.Compare(x.sortKey(), y.sortKey()) })
+			scratch = sortKnocks(t.knocks, scratch)
 			a.who = append(a.who, t)
 		}
 		slices.SortFunc(a.who, func(x, y counterKnocks) int { return cmp.Compare(x.counter, y.counter) })
