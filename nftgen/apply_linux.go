@@ -21,6 +21,7 @@ func (c *Conn) Apply(s State, now time.Time) (Result, error) {
 	if err := s.Validate(); err != nil {
 		return Result{}, fmt.Errorf("apply: %w", err)
 	}
+	gen, genErr := c.gen()
 	live, err := c.read(s.Table, false)
 	if err != nil {
 		return Result{}, fmt.Errorf("apply: %w", err)
@@ -43,8 +44,10 @@ func (c *Conn) Apply(s State, now time.Time) (Result, error) {
 	}
 	defer b.release()
 	if err := c.send(b); err != nil {
+		c.forget()
 		return b.res, fmt.Errorf("apply %s: %w", s.Table, err)
 	}
+	c.remember(gen, genErr, s)
 	b.res.Bytes = b.size()
 	return b.res, nil
 }
@@ -59,20 +62,25 @@ var ErrStale = errors.New("table not current: apply it whole")
 // their own timeouts end, and refills the sessions sets, in one
 // transaction. It first reads the table (without the valid set's
 // elements); if the table, its rules, ports or used set are not what s
-// describes, it writes nothing and returns ErrStale. It cannot see whether
+// describes, it writes nothing and returns ErrStale. The read is left out
+// when nothing has committed in the namespace since c's own last Apply or
+// AddValid of a state of the same shape (made_linux.go). It cannot see whether
 // someone else removed valid elements: the caller watches for that (Watch)
 // and applies whole after any foreign change. On error nothing has changed.
 func (c *Conn) AddValid(s State, now time.Time) (Result, error) {
 	if err := s.Validate(); err != nil {
 		return Result{}, fmt.Errorf("add valid: %w", err)
 	}
-	live, err := c.read(s.Table, false)
-	if err != nil {
-		return Result{}, fmt.Errorf("add valid: %w", err)
-	}
-	if !live.Exists || !live.RulesCurrent || live.Rules != s.Rules || !live.UsedExists || usedRecreated(s, live) || live.SPSets != s.SourcePort ||
-		!slices.Equal(live.Ports, s.sortedPorts()) || !slices.Equal(live.ResetPorts, sortPorts(s.ResetPorts)) {
-		return Result{}, fmt.Errorf("add valid: %w", ErrStale)
+	gen, genErr := c.gen()
+	if genErr != nil || !c.unchanged(gen, s) {
+		live, err := c.read(s.Table, false)
+		if err != nil {
+			return Result{}, fmt.Errorf("add valid: %w", err)
+		}
+		if !live.Exists || !live.RulesCurrent || live.Rules != s.Rules || !live.UsedExists || usedRecreated(s, live) || live.SPSets != s.SourcePort ||
+			!slices.Equal(live.Ports, s.sortedPorts()) || !slices.Equal(live.ResetPorts, sortPorts(s.ResetPorts)) {
+			return Result{}, fmt.Errorf("add valid: %w", ErrStale)
+		}
 	}
 	b, err := buildAddBatch(s, now)
 	if err != nil {
@@ -80,8 +88,10 @@ func (c *Conn) AddValid(s State, now time.Time) (Result, error) {
 	}
 	defer b.release()
 	if err := c.send(b); err != nil {
+		c.forget()
 		return b.res, fmt.Errorf("add valid %s: %w", s.Table, err)
 	}
+	c.remember(gen, genErr, s)
 	b.res.Bytes = b.size()
 	return b.res, nil
 }

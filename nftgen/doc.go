@@ -56,8 +56,10 @@
 // The valid set's elements (State.Valid, or State.Knocks as they are
 // derived) are encoded by batchwriter.go straight into the bytes sendmsg
 // takes, 32 bytes each and byte for byte what SetAddElements would build
-// (the golden batch shows it), so a large config's elements are never held
-// as objects. The batch socket gets a send buffer large enough for the whole
+// (the golden batch and TestValidElementsAsNftables show it), so a large
+// config's elements are never held as objects. A sent batch's full-size
+// segments, up to 4 MiB, are kept for the next batch to write into, so a
+// rotation every period reuses memory instead of faulting in fresh pages. The batch socket gets a send buffer large enough for the whole
 // batch (SO_SNDBUFFORCE, as nft does): a cold sync of 240,000 elements is
 // one 7.7 MB message train, and the kernel processes a batch only when all
 // of it arrives in one sendmsg (its segments are the iovecs), so the batch's
@@ -65,7 +67,9 @@
 //
 // AddValid is the rotation: it adds knocks to the valid set without
 // flushing it, after checking that the table is otherwise what the state
-// describes (ErrStale if not).
+// describes (ErrStale if not). The check reads the table, unless the
+// namespace's generation id shows that nothing has committed since the
+// Conn's own last Apply or AddValid of a state of the same shape.
 //
 // 48-bit knocks (Rules.SourcePort, an Element with SPort set) live in their
 // own sets, valid_sp and used_sp, keyed by "tcp sport . tcp dport . tcp

@@ -359,3 +359,53 @@ func TestSourcePortOnOff(t *testing.T) {
 		t.Errorf("used_sp after the longer window:\n%s", used)
 	}
 }
+
+// TestAddValidUnchanged: a rotation right after c's own Apply, and after
+// its own rotation, does not read the table (nothing has committed since);
+// after any foreign commit in the namespace, or for a state of another
+// shape, it reads it again, and finds a foreign change that makes the
+// table stale.
+func TestAddValidUnchanged(t *testing.T) {
+	netnstest.RequireRoot(t)
+	ns := netnstest.New(t, "addunch")
+	reads := 0
+	c := &Conn{NetNS: ns.FD(), onRead: func() { reads++ }}
+	s := testState()
+	now := time.Unix(1_000_000, 0)
+	if _, err := c.Apply(s, now); err != nil {
+		t.Fatal(err)
+	}
+	rot := s
+	rot.Valid = nil
+	rot.KnockCount = len(s.Valid)
+	isn := uint32(4000)
+	rot.Knocks = func(yield func(Element) bool) {
+		isn++
+		yield(Element{Port: 22, ISN: isn, Expires: now.Add(2 * time.Minute)})
+	}
+	rotate := func(what string, s State, wantReads int, wantErr error) {
+		t.Helper()
+		reads = 0
+		_, err := c.AddValid(s, now)
+		if !errors.Is(err, wantErr) {
+			t.Fatalf("%s: %v, want %v", what, err, wantErr)
+		}
+		if reads != wantReads {
+			t.Fatalf("%s: %d reads of the table, want %d", what, reads, wantReads)
+		}
+	}
+	rotate("after Apply", rot, 0, nil)
+	rotate("after a rotation", rot, 0, nil)
+	other := rot
+	other.Rules.MarkBit = 1 << 5
+	rotate("other rules", other, 1, ErrStale)
+	ns.MustRun("nft", "add", "table", "inet", "someone-else")
+	rotate("after a foreign commit elsewhere", rot, 1, nil)
+	rotate("after that rotation", rot, 0, nil)
+	ns.MustRun("nft", "delete", "element", "inet", "seqknock", SetPorts, "{ 2222 }")
+	rotate("after a foreign change to the table", rot, 1, ErrStale)
+	if _, err := c.Apply(s, now); err != nil {
+		t.Fatal(err)
+	}
+	rotate("after the repair", rot, 0, nil)
+}

@@ -22,9 +22,15 @@ type Conn struct {
 	// the namespace of the calling thread.
 	NetNS int
 
-	own   ownPorts // sockets our batches went out on, for Watch
-	watch watchers // the sockets of running Watches, for send
-	inGap func()   // tests: runs while the watches are out of the group
+	own    ownPorts // sockets our batches went out on, for Watch
+	watch  watchers // the sockets of running Watches, for send
+	inGap  func()   // tests: runs while the watches are out of the group
+	onRead func()   // tests: runs at each read of the table
+
+	// made is what the last Apply or AddValid left in the table
+	// (made_linux.go).
+	madeMu sync.Mutex
+	made   *madeState
 
 	// sender is the socket batches go out on, kept open so that its port
 	// id is known before the first batch: Watch filters the events of our
@@ -55,6 +61,9 @@ func isNotExist(err error) bool {
 }
 
 func (c *Conn) read(table string, elements bool) (*Live, error) {
+	if c.onRead != nil {
+		c.onRead()
+	}
 	nc, err := c.nft(nftables.AsLasting())
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", table, err)
