@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# What an unknocked SYN costs in each piece of seqknock's raw-priority
+# chains (issue 16): the table is built up rule by rule with nft -f in a
+# throwaway namespace, each shape takes a random-ISN SYN flood from
+# benchtool pinned to the last CPU, and perf's cpu-clock samples of that CPU
+# give the time per SYN in nft_do_chain_inet (the rules) and in
+# net_rx_action (the SYN's whole receive path), by function, so other work
+# on the CPU does not count. Shapes take turns for ROUNDS rounds; the
+# medians and the ratio to a plain drop rule are printed. The table in
+# nftgen/rules.go (ruleList's comment) came from this. As root:
+#
+#     scripts/bench/synrules.sh [ROUNDS [SYNS]]
+#
+# Addresses in 198.19.161.0/24; namespaces and files are removed on exit.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROUNDS=${1:-3} SYNS=${2:-400000}
+[ "$(id -u)" = 0 ] || { echo "synrules.sh: run as root" >&2; exit 1; }
+command -v perf >/dev/null || { echo "synrules.sh: needs perf (linux-perf)" >&2; exit 1; }
+tmp=$(mktemp -d /tmp/seqknock-synrules.XXXXXX)
+S=skr-srv-$$ C=skr-cli-$$
+cleanup() { ip netns del "$S" 2>/dev/null || true; ip netns del "$C" 2>/dev/null || true; rm -rf "$tmp"; }
+trap cleanup EXIT
+trap "exit 1" INT TERM
+CGO_ENABLED=0 go build -o "$tmp/benchtool" ./scripts/bench/benchtool
+ip netns add "$S"
+ip netns add "$C"
+ip link add "ks$$" netns "$S" type veth peer name "kc$$" netns "$C"
+ip -n "$S" addr add 198.19.161.1/24 dev "ks$$"
+ip -n "$C" addr add 198.19.161.2/24 dev "kc$$"
+for n in "$S" "$C"; do ip -n "$n" link set lo up; done
+ip -n "$S" link set "ks$$" up
+ip -n "$C" link set "kc$$" up
+ins() { ip netns exec "$S" "$@"; }
+cpu=$(($(nproc) - 1))
+
+# The seqknock table's sets and its input/knock chains (conntrack in use, as
+# with seqknockd), 768 valid knocks, and an empty pre/syn pair to fill.
+{
+	cat <<'NFT'
+table inet seqknock {
+	set ports { type inet_service; elements = { 2202 } }
+	set valid { typeof tcp dport . tcp sequence; flags timeout; }
+	set used { typeof tcp dport . tcp sequence; size 65535; flags dynamic,timeout; timeout 3m; }
+	set rstports { type inet_service; }
+	set unknocked { type inet_service; counter; elements = { 2202 } }
+	set guess4 { type ipv4_addr; size 65535; flags dynamic,timeout; timeout 1m; }
+	set limited4 { type ipv4_addr; size 65535; flags dynamic,timeout; timeout 1s; }
+	chain input {
+		type filter hook input priority filter - 10; policy accept;
+		tcp dport @ports jump knock
+	}
+	chain knock {
+		ct state established,related accept
+		tcp flags syn / fin,syn,rst,ack ct state new tcp dport . tcp sequence @valid tcp dport . tcp sequence != @used add @used { tcp dport . tcp sequence } accept
+		counter drop
+	}
+	chain pre { type filter hook prerouting priority raw; policy accept; }
+	chain syn { }
+	chain lockout { add @limited4 { ip saddr } counter drop; }
+}
+NFT
+	printf 'add element inet seqknock valid { '
+	for i in $(seq 1 768); do printf '2202 . %d timeout 1h, ' $((RANDOM * 32768 + RANDOM)); done
+	printf '2202 . 1 timeout 1h }\n'
+} >"$tmp/base.nft"
+
+F='tcp flags syn / fin,syn,rst,ack'
+KNOCKS=("tcp dport . tcp sequence @valid accept" "tcp dport . tcp sequence @used accept")
+TAIL=("tcp dport @unknocked" "limit rate 10/second log group 24" "tcp dport @rstports counter reject with tcp reset" "counter drop")
+# shape NAME: PRE-RULE SYN-RULES... (the rules of pre and syn)
+names=() pres=() syns=()
+shape() { names+=("$1"); pres+=("$2"); shift 2; local IFS=$'\n'; syns+=("$*"); }
+shape "plain \"tcp dport 2202 drop\", no seqknock table" "tcp dport 2202 drop"
+shape "pre: syn flags, tcp dport @ports, drop" "$F tcp dport @ports drop"
+shape "+ fib daddr type local" "$F tcp dport @ports fib daddr type local drop"
+shape "+ jump syn, counter drop there" "$F tcp dport @ports fib daddr type local jump syn" "counter drop"
+shape "+ @valid, @used lookups" "$F tcp dport @ports fib daddr type local jump syn" "${KNOCKS[@]}" "counter drop"
+shape "+ @unknocked lookup (counter)" "$F tcp dport @ports fib daddr type local jump syn" "${KNOCKS[@]}" "tcp dport @unknocked" "counter drop"
+shape "+ log limit, @rstports: limits off" "$F tcp dport @ports fib daddr type local jump syn" "${KNOCKS[@]}" "${TAIL[@]}"
+shape "limits on, the flooder locked out" "$F tcp dport @ports fib daddr type local jump syn" "ip saddr @limited4 counter drop" "${KNOCKS[@]}" \
+	"update @guess4 { ip saddr limit rate over 10/second burst 20 packets } add @limited4 { ip saddr } counter drop" "limit rate over 1000/second jump lockout" "${TAIL[@]}"
+shape "  the same, @limited4 before the fib check" "$F tcp dport @ports jump syn" "ip saddr @limited4 counter drop" "fib daddr type != local return" "${KNOCKS[@]}" \
+	"update @guess4 { ip saddr limit rate over 10/second burst 20 packets } add @limited4 { ip saddr } counter drop" "limit rate over 1000/second jump lockout" "${TAIL[@]}"
+
+load() {
+	ins nft delete table inet seqknock 2>/dev/null || true
+	ins nft delete table inet plain 2>/dev/null || true
+	if [ "$1" = 0 ]; then
+		printf 'table inet plain {\n chain pre {\n  type filter hook prerouting priority raw; policy accept;\n  %s\n }\n}\n' "${pres[0]}" | ins nft -f -
+		return
+	fi
+	ins nft -f "$tmp/base.nft"
+	{
+		echo "add rule inet seqknock pre ${pres[$1]}"
+		while IFS= read -r r; do [ -z "$r" ] || echo "add rule inet seqknock syn $r"; done <<<"${syns[$1]}"
+	} | ins nft -f -
+}
+flood() { ip netns exec "$C" taskset -c "$cpu" "$tmp/benchtool" flood 198.19.161.2 198.19.161.1 2202 "$1" 30 >/dev/null; }
+for r in $(seq 1 "$ROUNDS"); do
+	for i in "${!names[@]}"; do
+		load "$i"
+		flood 200 # where the limits are on, the flooder is locked out first, as in a flood
+		perf record -q -F 4000 -C "$cpu" -g -o "$tmp/perf.data" -- ip netns exec "$C" taskset -c "$cpu" "$tmp/benchtool" flood 198.19.161.2 198.19.161.1 2202 "$SYNS" 30 >/dev/null 2>&1
+		perf report -i "$tmp/perf.data" --children --sort sym -g none --stdio 2>/dev/null |
+			python3 -c '
+import re, sys
+i, n_syn = sys.argv[1], int(sys.argv[2])
+txt = sys.stdin.read()
+m = re.search(r"# Samples: (\d+)(K?)", txt)
+n = int(m.group(1)) * (1000 if m.group(2) else 1)
+got = {}
+for line in txt.splitlines():
+    f = re.match(r"\s+([\d.]+)%\s+[\d.]+%\s+\[.\]\s+(\S+)", line)
+    if f and f.group(2) not in got:
+        got[f.group(2)] = float(f.group(1)) / 100 * n * 250000 / n_syn  # 4 kHz: 250,000 ns a sample
+print(i, round(got.get("nft_do_chain_inet", 0)), round(got.get("net_rx_action", 0)))
+' "$i" "$SYNS" >>"$tmp/out"
+	done
+	echo "synrules.sh: round $r of $ROUNDS done" >&2
+done
+python3 - "$tmp/out" "${names[@]}" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    i, nft, rx = map(int, line.split())
+    rows.setdefault(i, ([], []))
+    rows[i][0].append(nft)
+    rows[i][1].append(rx)
+names = sys.argv[2:]
+base = statistics.median(rows[0][1])
+print("ns per SYN, medians of %d rounds (perf samples: inflated alike)" % len(rows[0][0]))
+print("%-48s %12s %20s" % ("shape at priority raw", "nft_do_chain", "net_rx_action"))
+for i, name in enumerate(names):
+    nft, rx = statistics.median(rows[i][0]), statistics.median(rows[i][1])
+    print("%-48s %12.0f %12.0f (%.2f)" % (name, nft, rx, rx / base))
+PY
