@@ -11,11 +11,17 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
+// appProxyFlags are the flags of proxy as run builds it for urfave/cli
+// (cliconv.Prepare adds the app's own flags to every command).
+func appProxyFlags() []cli.Flag {
+	return newAppFor("proxy", nil, io.Discard, io.Discard).Commands[0].Flags
+}
+
 // TestFastProxyFlagsMatch: the fast path knows exactly proxy's flags, by
 // every name, with urfave/cli's kind and default.
 func TestFastProxyFlagsMatch(t *testing.T) {
 	want := map[string]string{}
-	for _, f := range proxyCommand().Flags {
+	for _, f := range appProxyFlags() {
 		var kind fastKind
 		var def any
 		switch f := f.(type) {
@@ -52,7 +58,7 @@ func TestFastProxyFlagsMatch(t *testing.T) {
 // operands, as the command's action would read them.
 func snapshot(v flagValues, host string, port uint16) []string {
 	s := []string{fmt.Sprintf("host %q port %d", host, port)}
-	for _, f := range proxyCommand().Flags {
+	for _, f := range appProxyFlags() {
 		for _, n := range f.Names() {
 			var val any
 			switch f.(type) {
