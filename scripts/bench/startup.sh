@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Figure 1's process start-up comparison alone, old against new: time to
+# first byte through `seqknock proxy` built at REV (default main) and built
+# from the working tree, against the plain Go relay process, all three
+# interleaved (relay, new, old, relay, ...) on run.sh's topology (two
+# namespaces over a veth, seqknockd run with its table on the server). For
+# a change to the client's start-up (issue 16): each ratio is to the relay
+# of the same run. As root, from the repository:
+#
+#     sudo scripts/bench/startup.sh [REV]
+#
+# N (default 300) is the connections per method. It takes about a minute
+# and changes nothing outside the namespaces and a temporary directory it
+# removes; hold /work/ci.lock (or leave the machine otherwise idle) while it
+# runs, as for run.sh.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+REV=${1:-main}
+N=${N:-300}
+[ "$(id -u)" = 0 ] || { echo "startup.sh: run as root (namespaces, TCP_REPAIR)" >&2; exit 1; }
+
+tmp=$(mktemp -d /tmp/seqknock-startup.XXXXXX)
+chmod 755 "$tmp"
+sfx=$$
+S=sks-srv-$sfx C=sks-cli-$sfx
+SRV=198.18.161.1 CLI=198.18.161.2
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	ip netns del "$S" 2>/dev/null || true
+	ip netns del "$C" 2>/dev/null || true
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap "exit 1" INT TERM
+
+export CGO_ENABLED=0
+echo "startup.sh: building the working tree and $REV" >&2
+go build -tags urfave_cli_no_docs -o "$tmp/seqknock.new" ./client/cmd/seqknock
+go build -tags urfave_cli_no_docs -o "$tmp/seqknockd" ./server/cmd/seqknockd
+go build -o "$tmp/benchtool" ./scripts/bench/benchtool
+mkdir "$tmp/old"
+git archive "$REV" | tar -x -C "$tmp/old"
+(cd "$tmp/old" && go build -tags urfave_cli_no_docs -o "$tmp/seqknock.old" ./client/cmd/seqknock)
+
+ip netns add "$S"
+ip netns add "$C"
+ip link add "vs$sfx" netns "$S" type veth peer name "vc$sfx" netns "$C"
+ip -n "$S" addr add $SRV/24 dev "vs$sfx"
+ip -n "$C" addr add $CLI/24 dev "vc$sfx"
+for n in "$S" "$C"; do
+	ip -n "$n" link set lo up
+done
+ip -n "$S" link set "vs$sfx" up
+ip -n "$C" link set "vc$sfx" up
+
+# 2201 plain, 2202 behind seqknockd; a key per proxy build, so neither
+# runs out of its 256 slots a period.
+ip netns exec "$S" "$tmp/benchtool" serve 0.0.0.0:2201 0.0.0.0:2202 & pids+=($!)
+printf 'period = "10s"\nslots = 256\n[[service]]\nport = 2202\n' >"$tmp/seqknockd.toml"
+for u in new old; do
+	"$tmp/seqknock.new" keygen -o "$tmp/$u.key" >/dev/null
+	printf '[[user]]\nname = "%s"\nkey_file = "%s"\n' $u "$tmp/$u.key" >>"$tmp/seqknockd.toml"
+done
+ip netns exec "$S" "$tmp/seqknockd" --config "$tmp/seqknockd.toml" run --state "$tmp/state" --audit=false 2>"$tmp/seqknockd.log" & pids+=($!)
+sleep 2
+
+proxy() { # NAME BUILD: a figure 1 method, as run.sh writes seqknock proxy's
+	printf ' {"name": "%s", "cmd": ["%s", "proxy", "--key-file", "%s", "--slots", "256", "--period", "10s", "%s", "2202"]}' \
+		"$1" "$tmp/seqknock.$2" "$tmp/$2.key" $SRV
+}
+{
+	echo "["
+	echo " {\"name\": \"plain TCP, Go relay process\", \"cmd\": [\"$tmp/benchtool\", \"relay\", \"$SRV\", \"2201\"]},"
+	proxy "seqknock proxy process, working tree" new
+	echo ","
+	proxy "seqknock proxy process, $REV" old
+	echo
+	echo "]"
+} >"$tmp/spec.json"
+echo "startup.sh: $N connections per method, interleaved" >&2
+HOME=$tmp ip netns exec "$C" "$tmp/benchtool" ttfb "$N" "$tmp/spec.json" >"$tmp/out.json"
+python3 - "$tmp/out.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+base = r[0]["median_ms"]
+for x in r:
+    print("%-45s n=%d errors=%d median %.2f ms p95 %.2f ms, / relay %.3f" % (x["name"], x["n"], x["errors"], x["median_ms"], x["p95_ms"], x["median_ms"] / base))
+PY
