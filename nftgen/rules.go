@@ -445,25 +445,28 @@ var chainOrder = []string{ChainInput, ChainKnock, ChainPre, ChainSyn, ChainLocko
 // SYN's whole receive path, with its ratio to the plain drop):
 //
 //	ruleset at priority raw                         nft_do_chain  net_rx_action
-//	plain "tcp dport 22 drop" (no seqknock table)            616     1016 (1.00)
-//	pre: tcp flags syn ... tcp dport @ports drop             465      993 (0.98)
-//	+ fib daddr type local                                   799     1251 (1.23)
-//	+ jump syn, "counter drop" there                         953     1555 (1.53)
-//	+ @valid and @used lookups (accept)                     1278     1905 (1.88)
-//	+ tcp dport @unknocked (per-port counter)               1635     2115 (2.08)
-//	+ drop log limit, @rstports, counter drop: limits off   1780     2305 (2.27)
-//	limits on, the flooder locked out (@limited4 drop)       874     1309 (1.29)
-//	  the same with @limited4 before the fib check           589      998 (0.98)
+//	plain "tcp dport 2202 drop" (no seqknock table)          531     1011 (1.00)
+//	pre: tcp flags syn ... tcp dport @ports drop             440      943 (0.93)
+//	+ fib daddr type local                                   671     1163 (1.15)
+//	+ jump syn, "counter drop" there                         757     1194 (1.18)
+//	+ @valid and @used lookups (accept)                     1227     1740 (1.72)
+//	+ tcp dport @unknocked (per-port counter)               1438     1931 (1.91)
+//	+ drop log limit, @rstports, counter drop: limits off   1650     2171 (2.15)
+//	limits on, the flooder locked out (@limited4 drop)       985     1539 (1.52)
+//	  the same with @limited4 before the fib check           701     1245 (1.23)
 //
-// Each lookup in a hash set (valid, used, limited4, unknocked) is about
-// 100-200 ns, the fib check about 300 ns; the ports bitmap is nearly free.
-// Under a one-source flood the guess limiter makes the path the short one
-// (1.29x a plain drop here; 1.5-1.6x in the bench's figure 2, which counts
-// the CPU's whole softirq time). What is left is the fib check and the
-// lockout lookup. Checking limited4/6 before the fib check would bring it
-// to about 1.0x, but would drop a locked-out source's forwarded SYNs to
-// the protected port numbers too, so a spoofed source could be cut off
-// from other hosts behind this one; it is not done. A flood from many
+// Each lookup in a hash set (valid, used, unknocked, limited4) costs about
+// 100-250 ns, the fib check about 230-330 ns; the ports bitmap is nearly
+// free. Runs vary: an earlier set of 5 rounds (the full table, by hand)
+// gave 2.27 for limits off, 1.29 for the locked-out path and 0.98 with
+// @limited4 first. Under a one-source flood the guess limiter makes the
+// path the short one (1.5-1.6x a plain drop in the bench's figure 2, which
+// counts the CPU's softirq time). What is left there is the fib check and
+// the lockout lookup, the price of not touching forwarded traffic and of
+// issue 13's limiter. Checking limited4/6 before the fib check saves the
+// fib check's ~0.3 of it, but would drop a locked-out source's forwarded
+// SYNs to the protected port numbers too, so a spoofed source could be cut
+// off from hosts behind this one; it is not done. A flood from many
 // (spoofed) sources, each new to the meters, takes the long path with two
 // set insertions per SYN: not measured.
 func (r Rules) ruleList() []ruleDesc {
