@@ -76,18 +76,14 @@ type fastArgs struct {
 // lookup is the flag named name (any of its names) and its value: as
 // given, else its default. ok is false for a name proxy does not have.
 func (a *fastArgs) lookup(name string) (v any, set bool, ok bool) {
-	for i := range proxyFastFlags {
-		f := &proxyFastFlags[i]
-		for _, n := range f.names {
-			if n == name {
-				if v, set := a.set[f.names[0]]; set {
-					return v, true, true
-				}
-				return f.def, false, true
-			}
-		}
+	f := fastFlagNamed(name)
+	if f == nil {
+		return nil, false, false
 	}
-	return nil, false, false
+	if v, set := a.set[f.names[0]]; set {
+		return v, true, true
+	}
+	return f.def, false, true
 }
 
 // value is flag name's value if it has type T, else T's zero value (as a
