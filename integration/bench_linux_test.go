@@ -76,14 +76,8 @@ func BenchmarkColdSync10kUsers(b *testing.B) {
 	os.WriteFile(script, []byte(nftScript(server.Desired(cfg, now), now)), 0o600)
 	var ours, nft []time.Duration
 	for i := 0; i < coldRounds; i++ {
-		ns := netnstest.New(b, "bcold")
-		k := server.NewKernel(ns.FD())
-		start := time.Now()
-		res, err := server.SyncKeeping(k, cfg, now, &server.Spent{})
-		ours = append(ours, time.Since(start))
-		if err != nil {
-			b.Fatal(err)
-		}
+		ns, _, res, took := timedColdSync(b, "bcold", cfg, now)
+		ours = append(ours, took)
 		// 240,000 knocks; random 32-bit ISNs of 120,000 per port
 		// collide about twice a port (birthday), and a collision is one
 		// element.
@@ -91,19 +85,47 @@ func BenchmarkColdSync10kUsers(b *testing.B) {
 			b.Fatalf("%d elements", res.Elements)
 		}
 		ns.MustRun("nft", "delete table inet seqknock") // memory back before nft's turn
-		ns = netnstest.New(b, "bnft")
-		start = time.Now()
-		if out, err := ns.Run("nft", "-f", script); err != nil {
-			b.Fatalf("nft -f: %v: %s", err, out)
-		}
-		nft = append(nft, time.Since(start))
-		ns.MustRun("nft", "delete table inet seqknock")
+		nft = append(nft, timedNftLoad(b, "bnft", script))
 	}
 	o, n := medianOf(ours), medianOf(nft)
 	b.ReportMetric(o.Seconds(), "s/sync")
 	b.ReportMetric(n.Seconds(), "s/nft-load")
 	b.Logf("cold sync of 240,000 elements: seqknockd %v, nft -f %v, ratio %.2f (medians of %d alternating rounds; seqknockd %v, nft -f %v; target: under 1s and ratio at most 0.5)",
 		o.Round(time.Millisecond), n.Round(time.Millisecond), o.Seconds()/n.Seconds(), coldRounds, roundAll(ours), roundAll(nft))
+}
+
+// timedColdSync syncs cfg at now into a fresh namespace (named for name)
+// and returns the namespace, its kernel, the sync's result and its wall
+// time.
+func timedColdSync(b *testing.B, name string, cfg *server.Config, now time.Time) (*netnstest.NS, server.Kernel, nftgen.Result, time.Duration) {
+	ns := netnstest.New(b, name)
+	k := server.NewKernel(ns.FD())
+	start := time.Now()
+	res, err := server.SyncKeeping(k, cfg, now, &server.Spent{})
+	took := time.Since(start)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return ns, k, res, took
+}
+
+// timedNftLoad loads script with nft -f into a fresh namespace (named for
+// name), deletes the table again, and returns the load's wall time.
+func timedNftLoad(b *testing.B, name, script string) time.Duration {
+	ns := netnstest.New(b, name)
+	start := time.Now()
+	if out, err := ns.Run("nft", "-f", script); err != nil {
+		b.Fatalf("nft -f: %v: %s", err, out)
+	}
+	took := time.Since(start)
+	ns.MustRun("nft", "delete table inet seqknock")
+	return took
+}
+
+// periodStart is a second into the period of the clock's now: a time
+// with the whole period ahead.
+func periodStart(cfg *server.Config) time.Time {
+	return totp.Start(totp.Counter(time.Now(), cfg.Period), cfg.Period).Add(time.Second)
 }
 
 // coldRounds is how many times BenchmarkColdSync10kUsers alternates.
@@ -134,17 +156,10 @@ func BenchmarkSyncSizes(b *testing.B) {
 			b.Fatalf("SEQKNOCK_BENCH_USERS: %q is not a user count", arg)
 		}
 		cfg := benchConfig(n)
-		t0 := totp.Start(totp.Counter(time.Now(), cfg.Period), cfg.Period).Add(time.Second)
-		ns := netnstest.New(b, "bsize")
-		k := server.NewKernel(ns.FD())
-		start := time.Now()
-		cold, err := server.SyncKeeping(k, cfg, t0, &server.Spent{})
-		coldTime := time.Since(start)
-		if err != nil {
-			b.Fatal(err)
-		}
+		t0 := periodStart(cfg)
+		ns, k, cold, coldTime := timedColdSync(b, "bsize", cfg, t0)
 		at := t0.Add(cfg.Period)
-		start = time.Now()
+		start := time.Now()
 		rot, err := server.RotateKeepingWith(k, cfg, at, server.WindowEnd(cfg, t0)+1, &server.Spent{}, nil)
 		rotTime := time.Since(start)
 		if err != nil {
@@ -153,13 +168,7 @@ func BenchmarkSyncSizes(b *testing.B) {
 		ns.MustRun("nft", "delete table inet seqknock")
 		script := filepath.Join(b.TempDir(), "cold.nft")
 		os.WriteFile(script, []byte(nftScript(server.Desired(cfg, t0), t0)), 0o600)
-		ns = netnstest.New(b, "bsizenft")
-		start = time.Now()
-		if out, err := ns.Run("nft", "-f", script); err != nil {
-			b.Fatalf("nft -f: %v: %s", err, out)
-		}
-		nftTime := time.Since(start)
-		ns.MustRun("nft", "delete table inet seqknock")
+		nftTime := timedNftLoad(b, "bsizenft", script)
 		b.Logf("sync at %d users: cold %d knocks, %d bytes, %v; nft -f %v; ratio %.2f; rotation %d knocks, %d bytes, %v",
 			n, cold.Elements, cold.Bytes, coldTime.Round(time.Microsecond), nftTime.Round(time.Microsecond), coldTime.Seconds()/nftTime.Seconds(),
 			rot.Elements, rot.Bytes, rotTime.Round(time.Microsecond))
@@ -291,15 +300,8 @@ func BenchmarkRunMemory10kUsers(b *testing.B) {
 func BenchmarkRotation10kUsers(b *testing.B) {
 	netnstest.RequireRoot(b)
 	cfg := benchConfig(10000)
-	t0 := totp.Start(totp.Counter(time.Now(), cfg.Period), cfg.Period).Add(time.Second)
-	ns := netnstest.New(b, "brot")
-	k := server.NewKernel(ns.FD())
-	start := time.Now()
-	cold, err := server.SyncKeeping(k, cfg, t0, &server.Spent{})
-	coldTime := time.Since(start)
-	if err != nil {
-		b.Fatal(err)
-	}
+	t0 := periodStart(cfg)
+	_, k, cold, coldTime := timedColdSync(b, "brot", cfg, t0)
 	var rot nftgen.Result
 	var rotTime time.Duration
 	end := server.WindowEnd(cfg, t0)
@@ -316,7 +318,7 @@ func BenchmarkRotation10kUsers(b *testing.B) {
 	}
 	rotTime /= time.Duration(b.N)
 	at := t0.Add(time.Duration(b.N+1) * cfg.Period)
-	start = time.Now()
+	start := time.Now()
 	whole, err := server.SyncKeeping(k, cfg, at, &server.Spent{})
 	wholeTime := time.Since(start)
 	if err != nil {
