@@ -94,7 +94,6 @@ func (bed *brokerBed) wellFormed(t *testing.T, after string) {
 	}
 	defer unix.Close(fd)
 	c := &BrokerClient{Path: bed.path}
-	defer c.Close()
 	const isn = 0xdeadbeef
 	if err := c.SetISN(fd, isn); err != nil {
 		t.Fatalf("after %s: well-formed request: %v", after, err)
@@ -332,7 +331,6 @@ func TestBrokerFlood(t *testing.T) {
 			defer unix.Close(fd)
 			c := &BrokerClient{Path: bed.path}
 			err = c.SetISN(fd, uint32(i+1))
-			c.Close()
 			a := "ok"
 			if err != nil {
 				a = err.Error()
@@ -525,7 +523,6 @@ func TestBrokerCallerRacesConnect(t *testing.T) {
 		}
 		close(start)
 		berr := c.SetISN(fd, 0x01020304)
-		c.Close()
 		<-raced
 		info, _ := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
 		local, _ := unix.Getsockname(fd)

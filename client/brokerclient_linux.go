@@ -109,9 +109,6 @@ func (b *BrokerClient) SetISN(fd int, isn uint32) error {
 	})
 }
 
-// Close is a no-op: each request closes its own connection.
-func (b *BrokerClient) Close() error { return nil }
-
 // retryBusy connects and runs do on the connection; a broker that greets
 // with "busy" (too many connections in flight), or whose backlog is full,
 // is connected to again and do repeated, after 1 ms doubling, for up to
