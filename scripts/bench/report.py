@@ -48,11 +48,20 @@ def med(name):
 
 
 plain_p, sk_p = med("plain TCP, Go relay process"), med("seqknock proxy process")
+# The same relay as a urfave/cli app (scripts/bench/clirelay): what the
+# client's command-line library alone adds to a process start, which
+# seqknock proxy pays too whatever it does itself. Printed beside the goal
+# as its bound; the goal's pass or fail is unchanged.
+cli_p = med("plain TCP, Go relay process on urfave/cli")
 plain_i, sk_i = med("plain TCP, in-process"), med("seqknock, in-process dialer")
 fw, fw10, kn = med("fwknop SPA, then one connect"), med("fwknop SPA, then 10 ms retries"), med("knockd sequence, then one connect")
 r = lambda a, b: (a / b) if a and b else None
 fmt = lambda x, f="%.2f": (f % x) if x is not None else "n/a"
-goal(1, "seqknock proxy process / plain Go relay process (median)", fmt(r(sk_p, plain_p)), "at most 1.05 (issue 16's brief: 1.10)", None if r(sk_p, plain_p) is None else r(sk_p, plain_p) <= 1.05)
+cli_bound = r(cli_p, plain_p)
+goal(1, "seqknock proxy process / plain Go relay process (median)", fmt(r(sk_p, plain_p)),
+     "at most 1.05 (issue 16's brief: 1.10)" + ("" if cli_bound is None else "; bound for a client on urfave/cli: relay on urfave/cli / plain relay = %.2f" % cli_bound),
+     None if r(sk_p, plain_p) is None else r(sk_p, plain_p) <= 1.05)
+goals[-1]["bound"] = cli_bound
 fastest_fw = min([x for x in (fw, fw10) if x] or [0]) or None
 # No Go client that runs as a process (as ssh runs its ProxyCommand) can beat
 # the plain Go relay process, which only starts and dials: fwknop / that
@@ -141,6 +150,9 @@ w("| method | n | errors | median | p95 | ratio to plain |\n|---|---|---|---|---
 for name, x in fig1.items():
     base = plain_i if ("in-process" in name or "fwknop" in name or "knockd" in name) else plain_p
     w("| %s | %d | %d | %.2f ms | %.2f ms | %s |" % (name, x["n"], x["errors"], x["median_ms"], x["p95_ms"], fmt(r(x["median_ms"], base))))
+if cli_bound is not None and sk_p:
+    w("\nThe start-up goal's bound: the plain Go relay process imports the standard library alone (scripts/bench/relay); the same relay as a urfave/cli app (scripts/bench/clirelay), the command-line library the client is built on, takes %.2f ms, %.2fx the plain relay: urfave/cli's initialisation, and its help templates (text/template looks methods up by name, so the linker keeps every exported method of every type the program uses and the binary grows). seqknock proxy pays that whatever it does itself; against the relay on urfave/cli it is %.2fx. The rest is its own work: the packages a knock needs (TOML, HMAC, key files, the slot file, TCP_REPAIR) initialised and run once, cold, in a new process." % (
+        cli_p, cli_bound, r(sk_p, cli_p)))
 if fw_bound is not None:
     w("\nThe fwknop goal's bound: a Go client run as a process, as ssh runs its ProxyCommand, takes at least as long as the plain Go relay process, which only starts and connects (%.2f ms here), so fwknop's %.2f ms allows it at most %.1fx%s." % (
         plain_p, fastest_fw, fw_bound, "; 100x is out of reach for it on this machine" if fw_bound < 100 else ""))

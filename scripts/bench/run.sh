@@ -64,6 +64,9 @@ export CGO_ENABLED=0
 go build -tags urfave_cli_no_docs -o "$tmp/seqknock" ./client/cmd/seqknock
 go build -tags urfave_cli_no_docs -o "$tmp/seqknockd" ./server/cmd/seqknockd
 go build -o "$tmp/benchtool" ./scripts/bench/benchtool
+# Figure 1's baselines: a plain Go relay, and the same as a urfave/cli app.
+go build -o "$tmp/relay" ./scripts/bench/relay
+go build -tags urfave_cli_no_docs -o "$tmp/clirelay" ./scripts/bench/clirelay
 
 log "topology: $S ($SRV) <-> $C ($CLI)"
 ip netns add "$S"
@@ -148,7 +151,8 @@ sleep 2
 # Figure 1: time to first byte, interleaved.
 cat >"$tmp/fig1.json" <<SPEC
 [
- {"name": "plain TCP, Go relay process", "cmd": ["$tmp/benchtool", "relay", "$SRV", "2201"]},
+ {"name": "plain TCP, Go relay process", "cmd": ["$tmp/relay", "$SRV", "2201"]},
+ {"name": "plain TCP, Go relay process on urfave/cli", "cmd": ["$tmp/clirelay", "$SRV", "2201"]},
  {"name": "seqknock proxy process", "cmd": ["$tmp/seqknock", "proxy", "--key-file", "$tmp/alice.key", "--slots", "256", "--period", "10s", "$SRV", "2202"]},
  {"name": "plain TCP, in-process", "connect": "$SRV:2201"},
  {"name": "seqknock, in-process dialer", "connect": "$SRV:2202", "key_file": "$tmp/bob.key", "slots": 256, "period": "10s"},

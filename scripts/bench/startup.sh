@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Figure 1's process start-up comparison alone, old against new: time to
 # first byte through `seqknock proxy` built at REV (default main) and built
-# from the working tree, against the plain Go relay process, all three
-# interleaved (relay, new, old, relay, ...) on run.sh's topology (two
+# from the working tree, against run.sh's two baselines (the plain Go relay
+# process and the same relay as a urfave/cli app), all four interleaved
+# (relay, cli relay, new, old, relay, ...) on run.sh's topology (two
 # namespaces over a veth, seqknockd run with its table on the server). For
 # a change to the client's start-up (issue 16): each ratio is to the relay
 # of the same run. As root, from the repository:
@@ -40,6 +41,8 @@ echo "startup.sh: building the working tree and $REV" >&2
 go build -tags urfave_cli_no_docs -o "$tmp/seqknock.new" ./client/cmd/seqknock
 go build -tags urfave_cli_no_docs -o "$tmp/seqknockd" ./server/cmd/seqknockd
 go build -o "$tmp/benchtool" ./scripts/bench/benchtool
+go build -o "$tmp/relay" ./scripts/bench/relay
+go build -tags urfave_cli_no_docs -o "$tmp/clirelay" ./scripts/bench/clirelay
 mkdir "$tmp/old"
 git archive "$REV" | tar -x -C "$tmp/old"
 (cd "$tmp/old" && go build -tags urfave_cli_no_docs -o "$tmp/seqknock.old" ./client/cmd/seqknock)
@@ -72,7 +75,8 @@ proxy() { # NAME BUILD: a figure 1 method, as run.sh writes seqknock proxy's
 }
 {
 	echo "["
-	echo " {\"name\": \"plain TCP, Go relay process\", \"cmd\": [\"$tmp/benchtool\", \"relay\", \"$SRV\", \"2201\"]},"
+	echo " {\"name\": \"plain TCP, Go relay process\", \"cmd\": [\"$tmp/relay\", \"$SRV\", \"2201\"]},"
+	echo " {\"name\": \"plain TCP, Go relay process on urfave/cli\", \"cmd\": [\"$tmp/clirelay\", \"$SRV\", \"2201\"]},"
 	proxy "seqknock proxy process, working tree" new
 	echo ","
 	proxy "seqknock proxy process, $REV" old

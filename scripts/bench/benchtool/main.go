@@ -2,7 +2,6 @@
 // run inside the bench's network namespaces:
 //
 //	benchtool serve ADDR...          accept on each ADDR, send one line per connection
-//	benchtool relay HOST PORT        a plain Go relay process (the baseline of seqknock proxy)
 //	benchtool ttfb N SPEC.json       time to first byte, methods interleaved, JSON out
 //	benchtool flood SRC ADDR PORT N SECS random-ISN SYNs from a raw socket bound to SRC, bounded (SIGTERM ends it early)
 //
@@ -34,14 +33,12 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fail("usage: benchtool serve|relay|ttfb|flood ...")
+		fail("usage: benchtool serve|ttfb|flood ...")
 	}
 	var err error
 	switch os.Args[1] {
 	case "serve":
 		err = serve(os.Args[2:])
-	case "relay":
-		err = relay(os.Args[2], os.Args[3])
 	case "ttfb":
 		err = ttfb(os.Args[2], os.Args[3])
 	case "flood":
@@ -77,16 +74,6 @@ func serve(addrs []string) error {
 		}()
 	}
 	select {}
-}
-
-func relay(host, port string) error {
-	c, err := net.Dial("tcp", net.JoinHostPort(host, port))
-	if err != nil {
-		return err
-	}
-	go io.Copy(c, os.Stdin)
-	_, err = io.Copy(os.Stdout, c)
-	return err
 }
 
 // Method is one way to reach the service, as the spec file lists them.
