@@ -102,9 +102,21 @@ memratio = r(lim_on[0]["cpu_s"], lim_off[0]["cpu_s"]) if lim_on and lim_off else
 goal(3, "seqknockd run CPU (first sync + 2 rotations), 50,000 users, default memory limit / GOMEMLIMIT=off", fmt(memratio), "at most 1.0", None if memratio is None else memratio <= 1.0)
 q, f = quiet.get("median_ms"), flood.get("median_ms")
 goal(4, "legitimate client's time to first byte during the flood / without", fmt(r(f, q)), "at most 1.2", None if r(f, q) is None else r(f, q) <= 1.2)
-# Figure 2: "NAME SENT DROPS WALL TICKS HZ" per flood turn, "small|big
-# elements=N" per sync.
-fig2, fig2_valid = {}, {}
+# Figure 2: "NAME SENT DROPS START END TICKS HZ" per flood turn, "small|big
+# elements=N" per sync. (p), (b) and (c) take several rounds of turns: each
+# figure is the median of its turns (turns keeps them all), and the per-SYN
+# ratios are also given round by round.
+fig2, fig2_valid, turns = {}, {}, {}
+
+
+def median(xs):
+    xs = sorted(x for x in xs if x is not None)
+    if not xs:
+        return None
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
 if os.path.exists(os.path.join(tmp, "fig2.out")):
     for line in open(os.path.join(tmp, "fig2.out")):
         f2 = line.split()
@@ -113,8 +125,11 @@ if os.path.exists(os.path.join(tmp, "fig2.out")):
         elif len(f2) == 7:
             sent, drops, wall, ticks, hz = int(f2[1]), int(f2[2]), float(f2[4]) - float(f2[3]), int(f2[5]), int(f2[6])
             handled = sent - drops
-            fig2[f2[0]] = dict(sent=sent, dropped_by_veth=drops, handled=handled, wall_s=wall, syn_per_s=handled / wall if wall else None,
-                               softirq_s_per_million=(ticks / hz) / (handled / 1e6) if handled else None)
+            turns.setdefault(f2[0], []).append(dict(sent=sent, dropped_by_veth=drops, handled=handled, wall_s=wall, syn_per_s=handled / wall if wall else None,
+                                                    softirq_s_per_million=(ticks / hz) / (handled / 1e6) if handled else None))
+for k, ts in turns.items():
+    fig2[k] = dict(turns=len(ts), sent=median(t["sent"] for t in ts), syn_per_s=median(t["syn_per_s"] for t in ts),
+                   softirq_s_per_million=median(t["softirq_s_per_million"] for t in ts))
 rate = lambda k: fig2.get(k, {}).get("syn_per_s")
 goal(2, "SYNs/s handled, table with 240,000 knocks / table with none: (c)/(b)", fmt(r(rate("c"), rate("b"))), "at least 0.95", None if r(rate("c"), rate("b")) is None else r(rate("c"), rate("b")) >= 0.95)
 soft = lambda k: fig2.get(k, {}).get("softirq_s_per_million")
@@ -130,7 +145,7 @@ def cpu_model():
 env = dict(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), kernel=platform.release(),
            cpu="%s, %d CPUs" % (cpu_model(), os.cpu_count()), load=open("/proc/loadavg").read().split()[0])
 out = dict(env=env, figure1=list(fig1.values()), figure3=dict(go_bench=dict(cold=cold, rotation=rot, sizes=sizes), run=runs),
-           figure2=dict(floods=fig2, valid=fig2_valid, ttfb_small=f2small, ttfb_big=f2big),
+           figure2=dict(floods=fig2, turns=turns, valid=fig2_valid, ttfb_small=f2small, ttfb_big=f2big),
            figure4=dict(quiet=quiet, flood=flood, flood_syns=open(os.path.join(tmp, "flood.out")).read().strip() if os.path.exists(os.path.join(tmp, "flood.out")) else None),
            goals=goals)
 json.dump(out, open(json_path, "w"), indent=1)
@@ -183,15 +198,20 @@ if q:
     w("- seqknock in-process dialer, median time to first byte: %.2f ms without a flood, %.2f ms during a random-ISN SYN flood (%s SYNs sent); ratio %s\n" % (q, f or 0, out["figure4"]["flood_syns"], fmt(r(f, q))))
 w("## Figure 2: kernel cost\n")
 if fig2:
-    w("A raw-socket flood of random-ISN SYNs to the protected port (at most %s SYNs or 8 s a turn) from another address of the client namespace. Handled: sent less the veth's drops; softirq: the softirq time of the CPU the flooder is pinned to (the veth delivers each SYN in the sender's context; other work on that CPU counts too), per million handled.\n" % (fig2.get("a", {}).get("sent", "?")))
-    w("| server namespace | SYNs sent | handled/s | softirq s per million SYNs |\n|---|---|---|---|")
+    w("A raw-socket flood of random-ISN SYNs to the protected port (at most %s SYNs or 8 s a turn) from another address of the client namespace. Handled: sent less the veth's drops; softirq: the softirq time of the CPU the flooder is pinned to (the veth delivers each SYN in the sender's context; other work on that CPU counts too), per million handled. (a) takes one turn; (p), (b) and (c) take turns in rounds (p b c p b c ...), and each figure is the median of its turns.\n" % (fig2.get("a", {}).get("sent", "?")))
+    w("| server namespace | turns | SYNs sent (median) | handled/s | softirq s per million SYNs |\n|---|---|---|---|---|")
     label = {"a": "(a) no table (the port listens)", "p": "(p) no seqknock table, a plain `tcp dport 2202 drop` at priority raw", "b": "(b) seqknock table, no valid knocks", "c": "(c) seqknock table, %s valid knocks" % fig2_valid.get("big", "?")}
     for k in "apbc":
         if k in fig2:
             x = fig2[k]
-            w("| %s | %d | %s | %s |" % (label[k], x["sent"], fmt(x["syn_per_s"], "%.0f"), fmt(x["softirq_s_per_million"], "%.2f")))
+            w("| %s | %d | %d | %s | %s |" % (label[k], x["turns"], x["sent"], fmt(x["syn_per_s"], "%.0f"), fmt(x["softirq_s_per_million"], "%.2f")))
     w("\n- (c)/(a) %s, (c)/(b) %s (SYNs handled per second)" % (fmt(r(rate("c"), rate("a"))), fmt(r(rate("c"), rate("b")))))
     w("- softirq time per SYN against a plain drop rule: (b)/(p) %s, (c)/(p) %s (the flooder is locked out by the guess limiter in (b) and (c), so its SYNs take the lockout drop; per-rule costs are in nftgen's rules.go)" % (fmt(r(soft("b"), soft("p"))), fmt(r(soft("c"), soft("p")))))
+    rounds = list(zip(turns.get("p", []), turns.get("b", []), turns.get("c", [])))
+    if len(rounds) > 1:
+        w("- round by round: (c)/(b) SYNs/s %s; (c)/(p) softirq per SYN %s" % (
+            ", ".join(fmt(r(c["syn_per_s"], b["syn_per_s"])) for p, b, c in rounds),
+            ", ".join(fmt(r(c["softirq_s_per_million"], p["softirq_s_per_million"])) for p, b, c in rounds)))
     if f2small.get("n") and f2big.get("n"):
         w("- seqknock in-process dialer, median time to first byte with %s valid knocks: %.2f ms; with %s: %.2f ms (ratio %s; %d connections each)\n" % (
             fig2_valid.get("small", "?"), f2small["median_ms"], fig2_valid.get("big", "?"), f2big["median_ms"], fmt(r(f2big["median_ms"], f2small["median_ms"])), f2small["n"]))
