@@ -175,18 +175,24 @@ HOME=$tmp inc "$tmp/benchtool" ttfb "$N" "$tmp/fig1.json" >"$tmp/fig1.out"
 # Figure 4: the legitimate client's time to first byte while the server
 # takes a random-ISN SYN flood from another address (bounded: 3,000,000
 # SYNs or 20 s; stopped with SIGTERM once the client's turns are done, so
-# the run does not wait out the bound), against none.
+# the run does not wait out the bound), against none: three rounds of 40
+# connections without a flood, then 40 during one (the report takes the
+# median of the rounds' ratios; one round of 50 each read 0.78 in one run
+# and 1.37 in the next). 240 connections in all stay within carol's 256
+# slots even if every one falls in the same period.
 cat >"$tmp/fig4.json" <<SPEC
 [{"name": "seqknock, in-process dialer", "connect": "$SRV:2202", "key_file": "$tmp/carol.key", "slots": 256, "period": "10s"}]
 SPEC
 log "figure 4: under a SYN flood"
-HOME=$tmp inc "$tmp/benchtool" ttfb 50 "$tmp/fig4.json" >"$tmp/fig4-quiet.out"
-ip netns exec "$C" "$tmp/benchtool" flood "$FLOOD" "$SRV" 2202 3000000 20 >"$tmp/flood.out" & # not through inc: $! is then the command itself
-fl=$!
-sleep 0.5
-HOME=$tmp inc "$tmp/benchtool" ttfb 50 "$tmp/fig4.json" >"$tmp/fig4-flood.out"
-kill -TERM $fl 2>/dev/null || true
-wait $fl || true
+for round in 1 2 3; do
+	HOME=$tmp inc "$tmp/benchtool" ttfb 40 "$tmp/fig4.json" >"$tmp/fig4-quiet-$round.out"
+	ip netns exec "$C" "$tmp/benchtool" flood "$FLOOD" "$SRV" 2202 3000000 20 >"$tmp/flood-$round.out" & # not through inc: $! is then the command itself
+	fl=$!
+	sleep 0.5
+	HOME=$tmp inc "$tmp/benchtool" ttfb 40 "$tmp/fig4.json" >"$tmp/fig4-flood-$round.out"
+	kill -TERM $fl 2>/dev/null || true
+	wait $fl || true
+done
 
 # Figures 1 and 4 are done: their daemons go before figure 3. seqknockd run
 # listens to nftables notifications (its watch), and while any socket on the
