@@ -185,7 +185,7 @@ if cli_bound is not None and sk_p:
 if fw_bound is not None:
     w("\nThe fwknop goal's bound: a Go client run as a process, as ssh runs its ProxyCommand, takes at least as long as the plain Go relay process, which only starts and connects (%.2f ms here), so fwknop's %.2f ms allows it at most %.1fx%s." % (
         plain_p, fastest_fw, fw_bound, "; 100x is out of reach for it on this machine" if fw_bound < 100 else ""))
-w("\nfwknop: fwknopd with its defaults (pcap, 100 ms loop sleep), Rijndael + HMAC keys from `fwknop --key-gen`; \"one connect\" leaves the wait to the kernel's SYN retransmission (1 s). knockd: a three-port sequence, `start_command` inserting an ACCEPT for the source, `cmd_timeout 1`, `stop_command` removing it (the man page's form); a rule still open from the previous turn makes a knockd turn look faster than it is.\n")
+w("\nfwknop: fwknopd with its defaults (pcap, 100 ms loop sleep), Rijndael + HMAC keys from `fwknop --key-gen`; \"one connect\" leaves the wait to the kernel's SYN retransmission (1 s); a turn with no connection 4 s after the knock (past the second retransmission, at 3 s) counts as an error. knockd: a three-port sequence, `start_command` inserting an ACCEPT for the source, `cmd_timeout 1`, `stop_command` removing it (the man page's form); a rule still open from the previous turn makes a knockd turn look faster than it is.\n")
 w("## Figure 3: sync, rotation, memory\n")
 if cold:
     w("- cold sync of 10,000 users (240,000 knocks): %.0f ms; `nft -f` of the same: %.0f ms (ratio %.2f)" % (cold["ms"], cold["nft_ms"], cold["ratio"]))

@@ -106,6 +106,10 @@ type Method struct {
 // start their turns.
 const besideGap = 100 * time.Millisecond
 
+// oneConnectTimeout bounds a method's single connect after its knock
+// (Pre without RetryMS); a turn without a connection by then is an error.
+const oneConnectTimeout = 4 * time.Second
+
 // Result is one method's times, in milliseconds.
 type Result struct {
 	Name   string    `json:"name"`
@@ -266,7 +270,11 @@ func once(m Method, d *client.Dialer, src string) (time.Duration, error) {
 				}
 			}
 		} else {
-			nd.Timeout = 10 * time.Second
+			// Past the kernel's first two SYN retransmissions (1 s and
+			// 3 s after the first SYN): a peer that has not opened by
+			// then missed the knock, and waiting 10 s for it cost the
+			// bench 10 s a miss.
+			nd.Timeout = oneConnectTimeout
 			c, err = nd.Dial("tcp", m.Connect)
 		}
 	}
