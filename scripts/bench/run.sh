@@ -18,6 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$PWD
+. scripts/bench/pair.sh
 N=${N:-200}
 [ "$(id -u)" = 0 ] || { echo "run.sh: run as root (namespaces, nftables, raw sockets)" >&2; exit 1; }
 
@@ -43,8 +44,7 @@ cleanup() {
 	[ -z "${DEBUG:-}" ] || tail -n 20 "$tmp"/*.log >&2 || true
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
-	ip netns del "$S" 2>/dev/null || true
-	ip netns del "$C" 2>/dev/null || true
+	pair_down "$S" "$C"
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -62,19 +62,10 @@ log() {
 
 log "building"
 export CGO_ENABLED=0
-go build -tags urfave_cli_no_docs -o "$tmp/seqknock" ./client/cmd/seqknock
-go build -tags urfave_cli_no_docs -o "$tmp/seqknockd" ./server/cmd/seqknockd
-go build -o "$tmp/benchtool" ./scripts/bench/benchtool
-# Figure 1's baselines: a plain Go relay, and the same as a urfave/cli app.
-go build -o "$tmp/relay" ./scripts/bench/relay
-go build -tags urfave_cli_no_docs -o "$tmp/clirelay" ./scripts/bench/clirelay
+build_bench "$tmp"
 
 log "topology: $S ($SRV) <-> $C ($CLI)"
-ip netns add "$S"
-ip netns add "$C"
-ip link add "vs$sfx" netns "$S" type veth peer name "vc$sfx" netns "$C"
-ip -n "$S" addr add $SRV/24 dev "vs$sfx"
-ip -n "$C" addr add $CLI/24 dev "vc$sfx"
+pair_up "$S" "$C" "vs$sfx" "vc$sfx" $SRV $CLI
 # The flooder's address, and a fresh source address per fwknop turn.
 FLOOD=198.18.160.3
 ip -n "$C" addr add $FLOOD/24 dev "vc$sfx"
@@ -87,9 +78,6 @@ for i in $(seq 10 249); do
 		srcsB="$srcsB${srcsB:+, }\"198.18.160.$i\""
 	fi
 done
-for n in "$S" "$C"; do ip -n "$n" link set lo up; done
-ip -n "$S" link set "vs$sfx" up
-ip -n "$C" link set "vc$sfx" up
 ins() { ip netns exec "$S" "$@"; }
 inc() { ip netns exec "$C" "$@"; }
 

@@ -16,6 +16,7 @@
 # runs, as for run.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. scripts/bench/pair.sh
 REV=${1:-main}
 N=${N:-300}
 [ "$(id -u)" = 0 ] || { echo "startup.sh: run as root (namespaces, TCP_REPAIR)" >&2; exit 1; }
@@ -29,8 +30,7 @@ pids=()
 cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
-	ip netns del "$S" 2>/dev/null || true
-	ip netns del "$C" 2>/dev/null || true
+	pair_down "$S" "$C"
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -38,25 +38,13 @@ trap "exit 1" INT TERM
 
 export CGO_ENABLED=0
 echo "startup.sh: building the working tree and $REV" >&2
-go build -tags urfave_cli_no_docs -o "$tmp/seqknock.new" ./client/cmd/seqknock
-go build -tags urfave_cli_no_docs -o "$tmp/seqknockd" ./server/cmd/seqknockd
-go build -o "$tmp/benchtool" ./scripts/bench/benchtool
-go build -o "$tmp/relay" ./scripts/bench/relay
-go build -tags urfave_cli_no_docs -o "$tmp/clirelay" ./scripts/bench/clirelay
+build_bench "$tmp"
+mv "$tmp/seqknock" "$tmp/seqknock.new"
 mkdir "$tmp/old"
 git archive "$REV" | tar -x -C "$tmp/old"
 (cd "$tmp/old" && go build -tags urfave_cli_no_docs -o "$tmp/seqknock.old" ./client/cmd/seqknock)
 
-ip netns add "$S"
-ip netns add "$C"
-ip link add "vs$sfx" netns "$S" type veth peer name "vc$sfx" netns "$C"
-ip -n "$S" addr add $SRV/24 dev "vs$sfx"
-ip -n "$C" addr add $CLI/24 dev "vc$sfx"
-for n in "$S" "$C"; do
-	ip -n "$n" link set lo up
-done
-ip -n "$S" link set "vs$sfx" up
-ip -n "$C" link set "vc$sfx" up
+pair_up "$S" "$C" "vs$sfx" "vc$sfx" $SRV $CLI
 
 # 2201 plain, 2202 behind seqknockd; a key per proxy build, so neither
 # runs out of its 256 slots a period.

@@ -14,23 +14,17 @@
 # Addresses in 198.19.161.0/24; namespaces and files are removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. scripts/bench/pair.sh
 ROUNDS=${1:-3} SYNS=${2:-400000}
 [ "$(id -u)" = 0 ] || { echo "synrules.sh: run as root" >&2; exit 1; }
 command -v perf >/dev/null || { echo "synrules.sh: needs perf (linux-perf)" >&2; exit 1; }
 tmp=$(mktemp -d /tmp/seqknock-synrules.XXXXXX)
 S=skr-srv-$$ C=skr-cli-$$
-cleanup() { ip netns del "$S" 2>/dev/null || true; ip netns del "$C" 2>/dev/null || true; rm -rf "$tmp"; }
+cleanup() { pair_down "$S" "$C"; rm -rf "$tmp"; }
 trap cleanup EXIT
 trap "exit 1" INT TERM
 CGO_ENABLED=0 go build -o "$tmp/benchtool" ./scripts/bench/benchtool
-ip netns add "$S"
-ip netns add "$C"
-ip link add "ks$$" netns "$S" type veth peer name "kc$$" netns "$C"
-ip -n "$S" addr add 198.19.161.1/24 dev "ks$$"
-ip -n "$C" addr add 198.19.161.2/24 dev "kc$$"
-for n in "$S" "$C"; do ip -n "$n" link set lo up; done
-ip -n "$S" link set "ks$$" up
-ip -n "$C" link set "kc$$" up
+pair_up "$S" "$C" "ks$$" "kc$$" 198.19.161.1 198.19.161.2
 ins() { ip netns exec "$S" "$@"; }
 cpu=$(($(nproc) - 1))
 

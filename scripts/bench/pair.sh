@@ -1,0 +1,35 @@
+# Sourced by the bench scripts (run.sh, startup.sh, synrules.sh): the
+# two-namespace topology they measure on, and its removal.
+
+# pair_up S C SRV_IF CLI_IF SRV CLI: network namespaces S and C joined by
+# a veth pair (SRV_IF in S, CLI_IF in C) with SRV/24 and CLI/24 on it,
+# loopback and the veth up in both.
+pair_up() {
+	local s=$1 c=$2 si=$3 ci=$4 srv=$5 cli=$6 n
+	ip netns add "$s"
+	ip netns add "$c"
+	ip link add "$si" netns "$s" type veth peer name "$ci" netns "$c"
+	ip -n "$s" addr add "$srv/24" dev "$si"
+	ip -n "$c" addr add "$cli/24" dev "$ci"
+	for n in "$s" "$c"; do ip -n "$n" link set lo up; done
+	ip -n "$s" link set "$si" up
+	ip -n "$c" link set "$ci" up
+}
+
+# pair_down S C: removes both namespaces, and with them the veth; a
+# namespace that is not there is no error.
+pair_down() {
+	ip netns del "$1" 2>/dev/null || true
+	ip netns del "$2" 2>/dev/null || true
+}
+
+# build_bench DIR: builds what figure 1 runs into DIR: seqknock,
+# seqknockd, benchtool and the two baseline relays. CGO_ENABLED=0, as the
+# callers export it.
+build_bench() {
+	go build -tags urfave_cli_no_docs -o "$1/seqknock" ./client/cmd/seqknock
+	go build -tags urfave_cli_no_docs -o "$1/seqknockd" ./server/cmd/seqknockd
+	go build -o "$1/benchtool" ./scripts/bench/benchtool
+	go build -o "$1/relay" ./scripts/bench/relay
+	go build -tags urfave_cli_no_docs -o "$1/clirelay" ./scripts/bench/clirelay
+}
