@@ -315,10 +315,12 @@ PY
 	ns=skb-mem-$sfx
 	ip netns add "$ns"
 	rm -f "$d/log" "$d/state"
+	# gctrace's lines (one per collection, in the same log) give the CPU
+	# the garbage collector took, which is what the memory limit changes.
 	if [ "$memlimit" = off ]; then
-		GOMEMLIMIT=off ip netns exec "$ns" "$tmp/seqknockd" --config "$d/c.toml" run --state "$d/state" --metrics-textfile "$d/m.prom" 2>"$d/log" &
+		GOMEMLIMIT=off GODEBUG=gctrace=1 ip netns exec "$ns" "$tmp/seqknockd" --config "$d/c.toml" run --state "$d/state" --metrics-textfile "$d/m.prom" 2>"$d/log" &
 	else
-		ip netns exec "$ns" "$tmp/seqknockd" --config "$d/c.toml" run --state "$d/state" --metrics-textfile "$d/m.prom" 2>"$d/log" &
+		GODEBUG=gctrace=1 ip netns exec "$ns" "$tmp/seqknockd" --config "$d/c.toml" run --state "$d/state" --metrics-textfile "$d/m.prom" 2>"$d/log" &
 	fi
 	pid=$!
 	# Wait for the start sync, then for two rotations after it (at most 45 s each).
@@ -339,7 +341,10 @@ PY
 	rot=$(grep 'why=rotate' "$d/log" | tail -1 | grep -o 'elements=[0-9]*' | cut -d= -f2)
 	kill $pid; wait $pid 2>/dev/null || true
 	ip netns del "$ns"
-	echo "$users ${hwm:-0} ${st[13]} ${st[14]} $(getconf CLK_TCK) ${first:-0} ${rot:-0} $(grep -c 'why=rotate' "$d/log" || true) $(grep -c 'added_only' "$d/log" || true) ${st1[13]} ${st1[14]} $t1 $t3 $memlimit $P3" >>"$tmp/fig3-run.out"
+	# "gc N @T P%: ... ms clock, A+B/C/D+E ms cpu, ...": the collector's CPU
+	# is the sum of its stop-the-world, assist, background and idle parts.
+	gc_ms=$(sed -n 's/^gc .* ms clock, \([0-9.+/]*\) ms cpu.*/\1/p' "$d/log" | tr '+/' '  ' | awk '{ for (i = 1; i <= NF; i++) s += $i } END { printf "%.1f", s }')
+	echo "$users ${hwm:-0} ${st[13]} ${st[14]} $(getconf CLK_TCK) ${first:-0} ${rot:-0} $(grep -c 'why=rotate' "$d/log" || true) $(grep -c 'added_only' "$d/log" || true) ${st1[13]} ${st1[14]} $t1 $t3 $memlimit $P3 ${gc_ms:-0}" >>"$tmp/fig3-run.out"
 done
 # Throwaway keys, 50,000 of them at the largest size: too many for one rm argument list.
 find "$tmp" -path "$tmp/u*/u*.key" -delete
