@@ -28,7 +28,7 @@ def median(xs):
 fig1 = {r["name"]: r for r in (load("fig1.out") or [])}
 # Figure 4: rounds of turns without a flood, then during one.
 fig4 = []
-for i in range(1, 10):
+for i in range(1, 1000):
     qr, fr = load("fig4-quiet-%d.out" % i), load("fig4-flood-%d.out" % i)
     if not qr or not fr:
         break

@@ -12,7 +12,8 @@
 # in 198.18.0.0/15) and removes on exit; keys are throwaway, made here.
 # N (default 200) is the connections per method of figure 1; FLOOD2
 # (default 600000) the SYNs of each flood turn of figure 2, R2 (default 3)
-# its rounds of turns; USERS (default
+# its rounds of turns; R4 (default 5) the rounds of figure 4 and
+# N4 (default 100, at most 128) their connections each way; USERS (default
 # "1 1000 10000 50000") the sizes of figure 3 ("" skips figure 3); P3
 # (default 10) the period in seconds of figure 3's seqknockd runs.
 set -euo pipefail
@@ -20,6 +21,9 @@ cd "$(dirname "$0")/../.."
 repo=$PWD
 . scripts/bench/pair.sh
 N=${N:-200}
+R4=${R4:-5}
+N4=${N4:-100}
+[ $((2 * N4)) -le 256 ] || { echo "run.sh: N4 must be at most 128 (a round's two runs share a user's 256 slots)" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "run.sh: run as root (namespaces, nftables, raw sockets)" >&2; exit 1; }
 
 need=()
@@ -87,14 +91,14 @@ ip netns exec "$S" "$tmp/benchtool" serve 0.0.0.0:2201 0.0.0.0:2202 0.0.0.0:2203
 # seqknock: one user, 256 slots a period (figure 1 spends one knock per
 # connection), period 10 s.
 # One user per method (a user's slots are shared by everything that knocks
-# with its key).
+# with its key), and one per round of figure 4.
 cat >"$tmp/seqknockd.toml" <<CONF
 period = "10s"
 slots = 256
 [[service]]
 port = 2202
 CONF
-for u in alice bob carol; do
+for u in alice bob $(for i in $(seq "$R4"); do echo carol$i; done); do
 	"$tmp/seqknock" keygen -o "$tmp/$u.key" >/dev/null
 	printf '[[user]]\nname = "%s"\nkey_file = "%s"\n' $u "$tmp/$u.key" >>"$tmp/seqknockd.toml"
 done
@@ -163,30 +167,36 @@ HOME=$tmp inc "$tmp/benchtool" ttfb "$N" "$tmp/fig1.json" >"$tmp/fig1.out"
 # Figure 4: the legitimate client's time to first byte while the server
 # takes a random-ISN SYN flood from another address (bounded: 3,000,000
 # SYNs or 20 s; stopped with SIGTERM once the client's turns are done, so
-# the run does not wait out the bound), against none: three rounds of 20
-# connections without a flood, then 20 during one (the report takes the
-# median of the rounds' ratios; one round of 50 each read 0.78 in one run
-# and 1.37 in the next). 120 connections in all stay within carol's 256
-# slots even if every one falls in the same period. As in figure 2, the
+# the run does not wait out the bound), against none: R4 rounds (default 5)
+# of N4 connections (default 100) without a flood, then N4 during one; the
+# report takes the median of the rounds' ratios. As in figure 2, the
 # flooder is pinned to the last CPU, which also does the server's work for
 # its SYNs (the veth delivers in the sender's context); the legitimate
 # client runs on the others, as a client on another machine would, rather
-# than wherever the scheduler puts it. Pinning did not settle the figure:
-# two short runs pinned gave 0.88 and 1.40 (three full runs unpinned: 1.26,
-# 1.37, 1.40); the no-flood medians themselves move from 0.30 to 0.75 ms
-# between rounds of 20.
+# than wherever the scheduler puts it.
+#
+# Each round dials as its own user (carol1, carol2, ...), its quiet run from
+# slot 0 and its flood run from slot N4 (slot_from): each benchtool run
+# counts its slots in its own memory, so two runs with one key in one period
+# must start apart. Until this was so, every run started at slot 0 and sent
+# the knocks the run before had spent; the server dropped them as replays,
+# those dials waited for the next period, and the p95 of later rounds read
+# 9 to 10 s, flood or not (those waits also made a round of 20 + 20 take
+# about 15 s).
 fcpu=$(($(nproc) - 1))
 ccpus=0-$((fcpu > 0 ? fcpu - 1 : 0))
-cat >"$tmp/fig4.json" <<SPEC
-[{"name": "seqknock, in-process dialer", "connect": "$SRV:2202", "key_file": "$tmp/carol.key", "slots": 256, "period": "10s"}]
-SPEC
+fig4spec() {
+	printf '[{"name": "seqknock, in-process dialer", "connect": "%s:2202", "key_file": "%s", "slots": 256, "period": "10s", "slot_from": %d}]\n' $SRV "$tmp/$1.key" "$2" >"$tmp/fig4.json"
+}
 log "figure 4: under a SYN flood"
-for round in 1 2 3; do
-	HOME=$tmp inc taskset -c "$ccpus" "$tmp/benchtool" ttfb 20 "$tmp/fig4.json" >"$tmp/fig4-quiet-$round.out"
+for round in $(seq "$R4"); do
+	fig4spec "carol$round" 0
+	HOME=$tmp inc taskset -c "$ccpus" "$tmp/benchtool" ttfb "$N4" "$tmp/fig4.json" >"$tmp/fig4-quiet-$round.out"
 	ip netns exec "$C" taskset -c "$fcpu" "$tmp/benchtool" flood "$FLOOD" "$SRV" 2202 3000000 20 >"$tmp/flood-$round.out" & # not through inc: $! is then the command itself
 	fl=$!
 	sleep 0.5
-	HOME=$tmp inc taskset -c "$ccpus" "$tmp/benchtool" ttfb 20 "$tmp/fig4.json" >"$tmp/fig4-flood-$round.out"
+	fig4spec "carol$round" "$N4"
+	HOME=$tmp inc taskset -c "$ccpus" "$tmp/benchtool" ttfb "$N4" "$tmp/fig4.json" >"$tmp/fig4-flood-$round.out"
 	kill -TERM $fl 2>/dev/null || true
 	wait $fl || true
 done

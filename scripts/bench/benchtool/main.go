@@ -95,6 +95,12 @@ type Method struct {
 	KeyFile string `json:"key_file,omitempty"`
 	Slots   int    `json:"slots,omitempty"`
 	Period  string `json:"period,omitempty"`
+	// SlotFrom: the dialer's first slot in each period. Each benchtool
+	// process counts its slots from here, in memory: processes that dial
+	// with the same key in one period must start apart (figure 4's
+	// rounds), or the later one sends knocks the earlier one spent, which
+	// the server drops as replays, and its dials wait for the next period.
+	SlotFrom int `json:"slot_from,omitempty"`
 	// Beside: methods next to each other in the list with the same
 	// non-empty Beside take their turn of a round at the same time (each
 	// still timed on its own), for methods that spend their turn waiting
@@ -144,8 +150,9 @@ func ttfb(nStr, specPath string) error {
 			// Each connection takes the next slot of the period, as the
 			// proxy's slot store gives them.
 			next := map[uint64]int{}
+			from := m.SlotFrom
 			reserve := func(_ string, counter uint64, slots int) (int, error) {
-				s := next[counter]
+				s := max(next[counter], from)
 				if s >= slots {
 					return 0, client.ErrSlotsSpent
 				}
