@@ -33,3 +33,15 @@ build_bench() {
 	go build -o "$1/relay" ./scripts/bench/relay
 	go build -tags urfave_cli_no_docs -o "$1/clirelay" ./scripts/bench/clirelay
 }
+
+# user_up NAME HOME: a throwaway user NAME (with its own group NAME) whose
+# home is HOME, made here (mode 0700, its own): the bench runs seqknock
+# proxy as a user runs it. user_down NAME removes the user; callers call
+# it from their cleanup.
+user_up() {
+	useradd --no-create-home --home-dir "$2" --shell /usr/sbin/nologin --user-group "$1"
+	install -d -m 700 -o "$1" -g "$1" "$2"
+}
+user_down() {
+	userdel "$1" 2>/dev/null || true
+}

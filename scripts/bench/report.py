@@ -191,6 +191,10 @@ for name, x in fig1.items():
 if cli_bound is not None and sk_p:
     w("\nThe start-up goal's bound: the plain Go relay process imports the standard library alone (scripts/bench/relay); the same relay as a urfave/cli app (scripts/bench/clirelay), the command-line library the client is built on, takes %.2f ms, %.2fx the plain relay: urfave/cli's initialisation, and its help templates (text/template looks methods up by name, so the linker keeps every exported method of every type the program uses and the binary grows). seqknock proxy pays that whatever it does itself; against the relay on urfave/cli it is %.2fx. The rest is its own work: the packages a knock needs (TOML, HMAC, key files, the slot file, TCP_REPAIR) initialised and run once, cold, in a new process." % (
         cli_p, cli_bound, r(sk_p, cli_p)))
+cap_p, brk_p = med("seqknock proxy process, as a user, setcap"), med("seqknock proxy process, as a user, through the broker")
+if sk_p and (cap_p or brk_p):
+    w("\nThe goal's proxy runs as root, which needs no privilege handling. A user runs it with setcap or through the broker (README, \"Client setup\"): setcap %s ms (%s of the plain relay, %s of the proxy as root), which adds DropPrivileges once the socket is connected (capset on every thread of the process through syscall.AllThreadsSyscall); the broker %s ms (%s, %s), which adds a round trip to `seqknock broker` over a Unix socket." % (
+        fmt(cap_p), fmt(r(cap_p, plain_p)), fmt(r(cap_p, sk_p)), fmt(brk_p), fmt(r(brk_p, plain_p)), fmt(r(brk_p, sk_p))))
 if fw_bound is not None:
     w("\nThe fwknop goal's bound: a Go client run as a process, as ssh runs its ProxyCommand, takes at least as long as the plain Go relay process, which only starts and connects (%.2f ms here), so fwknop's %.2f ms allows it at most %.1fx%s." % (
         plain_p, fastest_fw, fw_bound, "; 100x is out of reach for it on this machine" if fw_bound < 100 else ""))

@@ -27,7 +27,7 @@ N4=${N4:-100}
 [ "$(id -u)" = 0 ] || { echo "run.sh: run as root (namespaces, nftables, raw sockets)" >&2; exit 1; }
 
 need=()
-for p in fwknop-server:fwknopd fwknop-client:fwknop knockd:knockd iptables:iptables python3:python3 nftables:nft; do
+for p in fwknop-server:fwknopd fwknop-client:fwknop knockd:knockd iptables:iptables python3:python3 nftables:nft libcap2-bin:setcap passwd:useradd; do
 	command -v "${p#*:}" >/dev/null || need+=("${p%%:*}")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -49,6 +49,7 @@ cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
 	pair_down "$S" "$C"
+	[ -z "${made_user:-}" ] || user_down "$BU"
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -98,10 +99,23 @@ slots = 256
 [[service]]
 port = 2202
 CONF
-for u in alice bob $(for i in $(seq "$R4"); do echo carol$i; done); do
+for u in alice bob $(for i in $(seq "$R4"); do echo carol$i; done) dave erin; do
 	"$tmp/seqknock" keygen -o "$tmp/$u.key" >/dev/null
 	printf '[[user]]\nname = "%s"\nkey_file = "%s"\n' $u "$tmp/$u.key" >>"$tmp/seqknockd.toml"
 done
+# The proxy as a user runs it: a throwaway user (removed on exit) with its
+# home in $tmp, dave's key for a copy of seqknock given cap_net_admin
+# (setcap), erin's for the broker (seqknock broker, run here as root in the
+# client namespace, for the user's own group). Both keys are copied into
+# the user's home, theirs, mode 0600: seqknock refuses a key file of
+# another user.
+BU=skb$sfx
+made_user=1
+user_up "$BU" "$tmp/home"
+for u in dave erin; do install -m 600 -o "$BU" -g "$BU" "$tmp/$u.key" "$tmp/home/$u.key"; done
+cp "$tmp/seqknock" "$tmp/seqknock-cap"
+setcap cap_net_admin+ep "$tmp/seqknock-cap"
+ip netns exec "$C" "$tmp/seqknock" broker --listen "$tmp/broker.sock" --group "$BU" 2>"$tmp/broker.log" & pids+=($!) # not through inc: $! is then the command itself
 ip netns exec "$S" "$tmp/seqknockd" --config "$tmp/seqknockd.toml" run --state "$tmp/state" --audit=false 2>"$tmp/seqknockd.log" & pids+=($!) # not through ins: $! is then the command itself
 
 # fwknop: fwknopd with its defaults (pcap on the interface, 100 ms loop
@@ -147,6 +161,8 @@ cat >"$tmp/fig1.json" <<SPEC
  {"name": "plain TCP, Go relay process", "cmd": ["$tmp/relay", "$SRV", "2201"]},
  {"name": "plain TCP, Go relay process on urfave/cli", "cmd": ["$tmp/clirelay", "$SRV", "2201"]},
  {"name": "seqknock proxy process", "cmd": ["$tmp/seqknock", "proxy", "--key-file", "$tmp/alice.key", "--slots", "256", "--period", "10s", "$SRV", "2202"]},
+ {"name": "seqknock proxy process, as a user, setcap", "user": "$BU", "cmd": ["$tmp/seqknock-cap", "proxy", "--key-file", "$tmp/home/dave.key", "--slots", "256", "--period", "10s", "$SRV", "2202"]},
+ {"name": "seqknock proxy process, as a user, through the broker", "user": "$BU", "cmd": ["$tmp/seqknock", "proxy", "--broker", "$tmp/broker.sock", "--key-file", "$tmp/home/erin.key", "--slots", "256", "--period", "10s", "$SRV", "2202"]},
  {"name": "plain TCP, in-process", "connect": "$SRV:2201"},
  {"name": "seqknock, in-process dialer", "connect": "$SRV:2202", "key_file": "$tmp/bob.key", "slots": 256, "period": "10s"},
  {"name": "fwknop SPA, then 10 ms retries", "pre": ["fwknop", "-A", "tcp/2203", "-a", "{src}", "-D", "$SRV", "--use-hmac", "--key-base64-rijndael", "$KEY", "--key-base64-hmac", "$HMAC", "--no-save-args"], "connect": "$SRV:2203", "retry_ms": 10, "srcs": [$srcsB]},

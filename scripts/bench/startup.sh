@@ -10,7 +10,11 @@
 #
 #     sudo scripts/bench/startup.sh [REV]
 #
-# N (default 300) is the connections per method. It takes about a minute
+# N (default 300) is the connections per method. USER_MODES="setcap
+# broker" (default none) adds the working tree's proxy run as a throwaway
+# user (removed on exit): a copy given cap_net_admin with setcap, and
+# through `seqknock broker` (run here as root for the user's group), each
+# with a key of its own. It takes about a minute
 # and changes nothing outside the namespaces and a temporary directory it
 # removes; hold /work/ci.lock (or leave the machine otherwise idle) while it
 # runs, as for run.sh.
@@ -31,6 +35,7 @@ cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
 	pair_down "$S" "$C"
+	[ -z "${made_user:-}" ] || user_down "$BU"
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -50,10 +55,20 @@ pair_up "$S" "$C" "vs$sfx" "vc$sfx" $SRV $CLI
 # runs out of its 256 slots a period.
 ip netns exec "$S" "$tmp/benchtool" serve 0.0.0.0:2201 0.0.0.0:2202 & pids+=($!)
 printf 'period = "10s"\nslots = 256\n[[service]]\nport = 2202\n' >"$tmp/seqknockd.toml"
-for u in new old; do
+USER_MODES=${USER_MODES:-}
+for u in new old $USER_MODES; do
 	"$tmp/seqknock.new" keygen -o "$tmp/$u.key" >/dev/null
 	printf '[[user]]\nname = "%s"\nkey_file = "%s"\n' $u "$tmp/$u.key" >>"$tmp/seqknockd.toml"
 done
+if [ -n "$USER_MODES" ]; then
+	BU=sks$sfx
+	made_user=1
+	user_up "$BU" "$tmp/home"
+	for u in $USER_MODES; do install -m 600 -o "$BU" -g "$BU" "$tmp/$u.key" "$tmp/home/$u.key"; done
+	cp "$tmp/seqknock.new" "$tmp/seqknock.cap"
+	setcap cap_net_admin+ep "$tmp/seqknock.cap"
+	ip netns exec "$C" "$tmp/seqknock.new" broker --listen "$tmp/broker.sock" --group "$BU" 2>"$tmp/broker.log" & pids+=($!)
+fi
 ip netns exec "$S" "$tmp/seqknockd" --config "$tmp/seqknockd.toml" run --state "$tmp/state" --audit=false 2>"$tmp/seqknockd.log" & pids+=($!)
 sleep 2
 
@@ -68,6 +83,14 @@ proxy() { # NAME BUILD: a figure 1 method, as run.sh writes seqknock proxy's
 	proxy "seqknock proxy process, working tree" new
 	echo ","
 	proxy "seqknock proxy process, $REV" old
+	for m in $USER_MODES; do
+		echo ","
+		case $m in
+		setcap) printf ' {"name": "seqknock proxy process, working tree, as a user, setcap", "user": "%s", "cmd": ["%s", "proxy", "--key-file", "%s", "--slots", "256", "--period", "10s", "%s", "2202"]}' "$BU" "$tmp/seqknock.cap" "$tmp/home/setcap.key" $SRV ;;
+		broker) printf ' {"name": "seqknock proxy process, working tree, as a user, broker", "user": "%s", "cmd": ["%s", "proxy", "--broker", "%s", "--key-file", "%s", "--slots", "256", "--period", "10s", "%s", "2202"]}' "$BU" "$tmp/seqknock.new" "$tmp/broker.sock" "$tmp/home/broker.key" $SRV ;;
+		*) echo "startup.sh: USER_MODES: unknown mode $m (setcap, broker)" >&2; exit 1 ;;
+		esac
+	done
 	echo
 	echo "]"
 } >"$tmp/spec.json"

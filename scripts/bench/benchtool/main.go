@@ -12,6 +12,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -20,10 +21,12 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"os/user"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/seqknock/seqknock/client"
@@ -81,6 +84,9 @@ type Method struct {
 	Name string `json:"name"`
 	// Cmd: a process whose stdout carries the service's first byte.
 	Cmd []string `json:"cmd,omitempty"`
+	// User: Cmd runs as this user (its uid, group and groups, set by the
+	// fork before exec, so no extra program runs), with HOME its home.
+	User string `json:"user,omitempty"`
 	// Pre: a process run to completion first (a knock); then Connect is
 	// dialled, once (the kernel's SYN retransmission is the wait), or every
 	// RetryMS with that timeout per attempt.
@@ -231,6 +237,11 @@ func once(m Method, d *client.Dialer, src string) (time.Duration, error) {
 			return 0, err
 		}
 		in, _ := cmd.StdinPipe()
+		if m.User != "" {
+			if err := runAs(cmd, m.User); err != nil {
+				return 0, err
+			}
+		}
 		start = time.Now()
 		if err := cmd.Start(); err != nil {
 			return 0, err
@@ -365,4 +376,35 @@ func tcpSum(src, dst [4]byte, seg []byte) uint16 {
 		s = s&0xffff + s>>16
 	}
 	return ^uint16(s)
+}
+
+// runAs makes cmd run as the user name: its uid, primary group and
+// groups, and HOME its home.
+func runAs(cmd *exec.Cmd, name string) error {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return err
+	}
+	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
+	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
+	gids, err3 := u.GroupIds()
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return fmt.Errorf("user %s: %w", name, err)
+	}
+	cred := &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	for _, g := range gids {
+		n, err := strconv.ParseUint(g, 10, 32)
+		if err != nil {
+			return fmt.Errorf("user %s: %w", name, err)
+		}
+		cred.Groups = append(cred.Groups, uint32(n))
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "HOME=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, "HOME="+u.HomeDir)
+	return nil
 }
