@@ -331,15 +331,17 @@ type configPart struct {
 }
 
 // origin names where a user or service was defined, for a duplicate's
-// error.
+// error: the key that names it in the idx-th [[section]] of doc. Its line
+// is looked up only for that error, so a config without one never splits
+// its text into lines.
 type origin struct {
-	doc  *tomlerr.Doc
-	idx  int
-	line int
+	doc *tomlerr.Doc
+	idx int
+	key string
 }
 
 func (o origin) String(section string) string {
-	return fmt.Sprintf("%s:%d (%s[%d])", o.doc.File, o.line, section, o.idx)
+	return fmt.Sprintf("%s:%d (%s[%d])", o.doc.File, o.doc.Line(section, o.idx, o.key), section, o.idx)
 }
 
 // readDropIns reads the files the include patterns match, each pattern's
@@ -419,7 +421,7 @@ func parseUsers(parts []configPart, loadKey func(string) ([]byte, error)) ([]Use
 				}
 				return nil, fail("name", "name", fmt.Errorf("%q already defined in %s", *ru.Name, o.String("user")))
 			}
-			names[*ru.Name] = origin{doc: p.doc, idx: i, line: p.doc.Line("user", i, "name")}
+			names[*ru.Name] = origin{doc: p.doc, idx: i, key: "name"}
 			u := User{Name: *ru.Name}
 			refs, key, sub, err := keyRefs(ru)
 			if err != nil {
@@ -569,7 +571,7 @@ func parseServices(parts []configPart, users []User, loadKey func(string) ([]byt
 				}
 				return nil, fail("port", "port", fmt.Errorf("%d already protected in %s", port, o.String("service")))
 			}
-			ports[port] = origin{doc: p.doc, idx: i, line: p.doc.Line("service", i, "port")}
+			ports[port] = origin{doc: p.doc, idx: i, key: "port"}
 			seen := map[string]bool{}
 			for _, u := range rs.Users {
 				if !names[u] {

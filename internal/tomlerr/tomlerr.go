@@ -45,20 +45,17 @@ func (e *Error) Unwrap() error { return e.Err }
 type Doc struct {
 	File   string
 	data   []byte
-	lines  []string
+	lines  []string         // the text's lines, split at the first Line
 	spans  []span           // the sections, found at the first Line
 	byName map[string][]int // their indices in spans, by name
 }
 
-// New returns the Doc of file, whose text is data.
+// New returns the Doc of file, whose text is data; data must not change
+// after. The text is split into lines only when a line is asked for (a
+// mistake to place): a config of 50,000 users is 3 MB of text, and its
+// lines held 6.5 MB more of the heap while the decoder built its tree.
 func New(file string, data []byte) *Doc {
-	d := &Doc{File: file, data: data}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
-	for sc.Scan() {
-		d.lines = append(d.lines, sc.Text())
-	}
-	return d
+	return &Doc{File: file, data: data}
 }
 
 // typeErr is how the TOML decoder words a value of the wrong type,
@@ -71,7 +68,9 @@ var typeErr = sync.OnceValue(func() *regexp.Regexp {
 // Decode decodes the text into v. A syntax error, a value of the wrong type
 // and a key v has no field for are each an *Error with the line.
 func (d *Doc) Decode(v any) error {
-	md, err := toml.Decode(string(d.data), v)
+	// The decoder reads the text into a string of its own: read from a
+	// bytes.Reader, it is not copied once more first.
+	md, err := toml.NewDecoder(bytes.NewReader(d.data)).Decode(v)
 	if err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
@@ -150,6 +149,11 @@ type span struct {
 // section, not of the whole file (a config of 50,000 users asks for the
 // line of each).
 func (d *Doc) index() {
+	sc := bufio.NewScanner(bytes.NewReader(d.data))
+	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
+	for sc.Scan() {
+		d.lines = append(d.lines, sc.Text())
+	}
 	d.spans = []span{{name: ""}}
 	for i, raw := range d.lines {
 		s := strings.TrimSpace(raw)

@@ -82,3 +82,29 @@ func TestErrorText(t *testing.T) {
 		t.Errorf("no line, no field: %q", e.Error())
 	}
 }
+
+// TestDecodeLeavesLinesUnsplit holds New and a Decode that finds no
+// mistake to the text as given: it is split into lines (several times the
+// text's size in the heap, at 50,000 users) only when a line is asked for.
+func TestDecodeLeavesLinesUnsplit(t *testing.T) {
+	d := New("f.toml", []byte(text))
+	var v struct {
+		Top int `toml:"top"`
+		Svc []struct {
+			Port int    `toml:"port"`
+			Name string `toml:"name"`
+		} `toml:"svc"`
+		Single struct {
+			Port int `toml:"port"`
+		} `toml:"single"`
+	}
+	if err := d.Decode(&v); err != nil {
+		t.Fatal(err)
+	}
+	if d.lines != nil || d.spans != nil {
+		t.Fatalf("after New and Decode: %d lines and %d sections held, want none until a line is asked for", len(d.lines), len(d.spans))
+	}
+	if got := d.Line("svc", 1, "port"); got != 6 {
+		t.Fatalf("Line after Decode = %d, want 6", got)
+	}
+}
