@@ -36,11 +36,12 @@ build_bench() {
 
 # user_up NAME HOME: a throwaway user NAME (with its own group NAME) whose
 # home is HOME, made here (mode 0700, its own): the bench runs seqknock
-# proxy as a user runs it. user_down NAME removes the user; callers call
-# it from their cleanup.
+# proxy as a user runs it. It fails, leaving no user, when NAME exists.
+# user_down NAME removes the user; callers call it from their cleanup once
+# user_up has succeeded (never for a user they did not make).
 user_up() {
-	useradd --no-create-home --home-dir "$2" --shell /usr/sbin/nologin --user-group "$1"
-	install -d -m 700 -o "$1" -g "$1" "$2"
+	useradd --no-create-home --home-dir "$2" --shell /usr/sbin/nologin --user-group "$1" || return 1
+	install -d -m 700 -o "$1" -g "$1" "$2" || { userdel "$1"; return 1; }
 }
 user_down() {
 	userdel "$1" 2>/dev/null || true

@@ -110,8 +110,8 @@ done
 # the user's home, theirs, mode 0600: seqknock refuses a key file of
 # another user.
 BU=skb$sfx
-made_user=1
 user_up "$BU" "$tmp/home"
+made_user=1
 for u in dave erin; do install -m 600 -o "$BU" -g "$BU" "$tmp/$u.key" "$tmp/home/$u.key"; done
 cp "$tmp/seqknock" "$tmp/seqknock-cap"
 setcap cap_net_admin+ep "$tmp/seqknock-cap"

@@ -62,8 +62,8 @@ for u in new old $USER_MODES; do
 done
 if [ -n "$USER_MODES" ]; then
 	BU=sks$sfx
-	made_user=1
 	user_up "$BU" "$tmp/home"
+	made_user=1
 	for u in $USER_MODES; do install -m 600 -o "$BU" -g "$BU" "$tmp/$u.key" "$tmp/home/$u.key"; done
 	cp "$tmp/seqknock.new" "$tmp/seqknock.cap"
 	setcap cap_net_admin+ep "$tmp/seqknock.cap"
