@@ -66,6 +66,10 @@ if [ -n "$USER_MODES" ]; then
 	made_user=1
 	for u in $USER_MODES; do install -m 600 -o "$BU" -g "$BU" "$tmp/$u.key" "$tmp/home/$u.key"; done
 	cp "$tmp/seqknock.new" "$tmp/seqknock.cap"
+	# Only the bench user may run the copy that holds the capability
+	# (chgrp before setcap: a change of owner clears file capabilities).
+	chgrp "$BU" "$tmp/seqknock.cap"
+	chmod 750 "$tmp/seqknock.cap"
 	setcap cap_net_admin+ep "$tmp/seqknock.cap"
 	ip netns exec "$C" "$tmp/seqknock.new" broker --listen "$tmp/broker.sock" --group "$BU" 2>"$tmp/broker.log" & pids+=($!)
 fi
