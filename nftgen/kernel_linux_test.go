@@ -4,6 +4,7 @@ package nftgen
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -238,8 +239,9 @@ func TestTeardownTouchesNothingElse(t *testing.T) {
 }
 
 // TestAddValid: a rotation adds knocks to the valid set and keeps those
-// already there; when the table is not as the state describes (here: no
-// table, then other rules) it writes nothing and says so.
+// already there; when the table is not as the state describes (no table,
+// then other rules, reset ports, protected ports or used set timeout) it
+// writes nothing and says so.
 func TestAddValid(t *testing.T) {
 	netnstest.RequireRoot(t)
 	ns := netnstest.New(t, "addv")
@@ -287,6 +289,23 @@ func TestAddValid(t *testing.T) {
 	other.ResetPorts = []uint16{22}
 	if _, err := c.AddValid(other, now); !errors.Is(err, ErrStale) {
 		t.Errorf("add with other ports in reset mode: %v, want ErrStale", err)
+	}
+	// These two would add a knock of their own, which must not appear.
+	extra := func(yield func(Element) bool) { yield(Element{Port: 22, ISN: 999, Expires: now.Add(2 * time.Minute)}) }
+	other = rot
+	other.Knocks = extra
+	other.Ports = []uint16{2222, 22, 2022}
+	if _, err := c.AddValid(other, now); !errors.Is(err, ErrStale) {
+		t.Errorf("add with another protected port: %v, want ErrStale", err)
+	}
+	other = rot
+	other.Knocks = extra
+	other.UsedTimeout = 2 * rot.UsedTimeout
+	if _, err := c.AddValid(other, now); !errors.Is(err, ErrStale) {
+		t.Errorf("add with another used set timeout: %v, want ErrStale", err)
+	}
+	if live, err := c.Read("seqknock"); err != nil || slices.Contains(live.ValidKeys, Key{Port: 22, ISN: 999}) {
+		t.Errorf("after the refused rotations: valid %v (%v), want no 22 . 999", live.ValidKeys, err)
 	}
 }
 
