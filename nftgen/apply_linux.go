@@ -5,7 +5,6 @@ package nftgen
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/google/nftables"
@@ -77,8 +76,7 @@ func (c *Conn) AddValid(s State, now time.Time) (Result, error) {
 		if err != nil {
 			return Result{}, fmt.Errorf("add valid: %w", err)
 		}
-		if !live.Exists || !live.RulesCurrent || live.Rules != s.Rules || !live.UsedExists || usedRecreated(s, live) || live.SPSets != s.SourcePort ||
-			!slices.Equal(live.Ports, s.sortedPorts()) || !slices.Equal(live.ResetPorts, sortPorts(s.ResetPorts)) {
+		if have, ok := liveShape(s.Table, live); !ok || !have.equal(shapeOf(s)) {
 			return Result{}, fmt.Errorf("add valid: %w", ErrStale)
 		}
 	}

@@ -257,6 +257,7 @@ func TestAddValid(t *testing.T) {
 	if _, err := c.Apply(s, now); err != nil {
 		t.Fatal(err)
 	}
+	sameShape(t, c, s)
 	rot := s
 	rot.Valid = nil
 	rot.KnockCount = len(s.Valid)
@@ -309,6 +310,20 @@ func TestAddValid(t *testing.T) {
 	}
 }
 
+// sameShape checks that the table c reads back has the shape of s, the
+// state just applied: liveShape and shapeOf agree on every property.
+func sameShape(t *testing.T, c *Conn, s State) {
+	t.Helper()
+	live, err := c.Read(s.Table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	have, ok := liveShape(s.Table, live)
+	if want := shapeOf(s); !ok || !have.equal(want) {
+		t.Errorf("table read back: shape %+v (whole: %v), want %+v", have, ok, want)
+	}
+}
+
 // TestSourcePortOnOff turns source-port binding on in a table built
 // without it, rotates a 48-bit knock in, and turns it off again: each time
 // the listing is Render's (the sets appear and go with the rules).
@@ -336,6 +351,7 @@ func TestSourcePortOnOff(t *testing.T) {
 		t.Fatalf("turning it on: %+v, %v", res, err)
 	}
 	same("on", on)
+	sameShape(t, c, on)
 	rot := on
 	rot.Valid = []Element{{SPort: 50000, Port: 22, ISN: 99, Expires: now.Add(time.Minute)}}
 	rot.Spent = nil

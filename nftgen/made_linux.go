@@ -23,7 +23,11 @@ type madeState struct {
 // shape is what AddValid requires of the live table apart from its
 // elements, and what Apply of a state makes of it: the table with these
 // rules, ports and reset ports, a used set of this timeout and size, and
-// the source-port sets or not.
+// the source-port sets or not. shapeOf gives a state's, liveShape a table
+// read from the kernel's; AddValid compares the two, and the shape c
+// remembers (madeState) stands in for the read while nothing has
+// committed. A new property of the table goes here, in both functions and
+// in equal (TestShapeEqualSeesEveryField holds equal to the fields).
 type shape struct {
 	table       string
 	rules       Rules
@@ -31,16 +35,28 @@ type shape struct {
 	usedSize    uint32
 	ports       []uint16
 	resetPorts  []uint16
+	spSets      bool
 }
 
 func shapeOf(s State) shape {
 	return shape{table: s.Table, rules: s.Rules, usedTimeout: s.UsedTimeout, usedSize: s.usedSize(),
-		ports: s.sortedPorts(), resetPorts: sortPorts(s.ResetPorts)}
+		ports: s.sortedPorts(), resetPorts: sortPorts(s.ResetPorts), spSets: s.SourcePort}
+}
+
+// liveShape is the shape of table as live describes it, and whether it is
+// whole: the table exists, with rules this version of the package builds
+// and a used set. Read gives the ports and reset ports sorted.
+func liveShape(table string, live *Live) (shape, bool) {
+	if !live.Exists || !live.RulesCurrent || !live.UsedExists {
+		return shape{}, false
+	}
+	return shape{table: table, rules: live.Rules, usedTimeout: live.UsedTimeout, usedSize: live.UsedSize,
+		ports: live.Ports, resetPorts: live.ResetPorts, spSets: live.SPSets}, true
 }
 
 func (a shape) equal(b shape) bool {
 	return a.table == b.table && a.rules == b.rules && a.usedTimeout == b.usedTimeout && a.usedSize == b.usedSize &&
-		slices.Equal(a.ports, b.ports) && slices.Equal(a.resetPorts, b.resetPorts)
+		slices.Equal(a.ports, b.ports) && slices.Equal(a.resetPorts, b.resetPorts) && a.spSets == b.spSets
 }
 
 // gen reads the namespace's generation id on the batch socket.
