@@ -90,9 +90,14 @@ type Method struct {
 	// Pre: a process run to completion first (a knock); then Connect is
 	// dialled, once (the kernel's SYN retransmission is the wait), or every
 	// RetryMS with that timeout per attempt.
-	Pre     []string `json:"pre,omitempty"`
-	Connect string   `json:"connect,omitempty"`
-	RetryMS int      `json:"retry_ms,omitempty"`
+	Pre []string `json:"pre,omitempty"`
+	// Knock: ports to knock on first, in this process (no program run),
+	// as knockd's knock client does it: from the turn's source address
+	// (Srcs), one non-blocking connect per port, closed at once, so each
+	// port gets one SYN. knock itself cannot choose its source address.
+	Knock   []int  `json:"knock,omitempty"`
+	Connect string `json:"connect,omitempty"`
+	RetryMS int    `json:"retry_ms,omitempty"`
 	// Srcs: source addresses, one per turn in order, written for {src}
 	// in Pre and bound for the connect (so a peer's opening for the
 	// previous turn's address does not help this one).
@@ -266,6 +271,11 @@ func once(m Method, d *client.Dialer, src string) (time.Duration, error) {
 		tc, err = d.Dial(context.Background(), ap.Addr().String(), ap.Port())
 		c = tc
 	default:
+		if len(m.Knock) > 0 {
+			if err := knockSYNs(src, m.Connect, m.Knock); err != nil {
+				return 0, err
+			}
+		}
 		if len(m.Pre) > 0 {
 			args := make([]string, len(m.Pre))
 			for k, a := range m.Pre {
@@ -406,5 +416,42 @@ func runAs(cmd *exec.Cmd, name string) error {
 		}
 	}
 	cmd.Env = append(cmd.Env, "HOME="+u.HomeDir)
+	return nil
+}
+
+// knockSYNs sends one SYN to each of ports on connect's host, in order,
+// from src (any address when empty), as knockd's knock client does: a
+// non-blocking connect, closed at once (the SYN is sent within connect).
+func knockSYNs(src, connect string, ports []int) error {
+	host, _, err := net.SplitHostPort(connect)
+	if err != nil {
+		return err
+	}
+	dst, err := netip.ParseAddr(host)
+	if err != nil || !dst.Is4() {
+		return fmt.Errorf("knock: %q: want an IPv4 address", host)
+	}
+	for _, p := range ports {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("knock: %w", err)
+		}
+		if src != "" {
+			a, err := netip.ParseAddr(src)
+			if err != nil || !a.Is4() {
+				unix.Close(fd)
+				return fmt.Errorf("knock: source %q: want an IPv4 address", src)
+			}
+			if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: a.As4()}); err != nil {
+				unix.Close(fd)
+				return fmt.Errorf("knock: bind %s: %w", src, err)
+			}
+		}
+		err = unix.Connect(fd, &unix.SockaddrInet4{Port: p, Addr: dst.As4()})
+		unix.Close(fd)
+		if err != nil && err != unix.EINPROGRESS {
+			return fmt.Errorf("knock: port %d: %w", p, err)
+		}
+	}
 	return nil
 }
