@@ -46,3 +46,15 @@ user_up() {
 user_down() {
 	userdel "$1" 2>/dev/null || true
 }
+
+# setcap_copy SRC DST GROUP: DST, a copy of SRC holding cap_net_admin
+# (setcap) that only root and GROUP may run: root:GROUP, mode 0750, so no
+# other local user gets a binary with the capability while a bench runs.
+# The chgrp comes before setcap: a change of owner clears file
+# capabilities.
+setcap_copy() {
+	cp "$1" "$2"
+	chgrp "$3" "$2"
+	chmod 750 "$2"
+	setcap cap_net_admin+ep "$2"
+}

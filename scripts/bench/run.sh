@@ -119,12 +119,7 @@ BU=skb$sfx
 user_up "$BU" "$tmp/home"
 made_user=1
 for u in dave erin; do install -m 600 -o "$BU" -g "$BU" "$tmp/$u.key" "$tmp/home/$u.key"; done
-cp "$tmp/seqknock" "$tmp/seqknock-cap"
-# Only the bench user may run the copy that holds the capability
-# (chgrp before setcap: a change of owner clears file capabilities).
-chgrp "$BU" "$tmp/seqknock-cap"
-chmod 750 "$tmp/seqknock-cap"
-setcap cap_net_admin+ep "$tmp/seqknock-cap"
+setcap_copy "$tmp/seqknock" "$tmp/seqknock-cap" "$BU"
 ip netns exec "$C" "$tmp/seqknock" broker --listen "$tmp/broker.sock" --group "$BU" 2>"$tmp/broker.log" & pids+=($!) # not through inc: $! is then the command itself
 ip netns exec "$S" "$tmp/seqknockd" --config "$tmp/seqknockd.toml" run --state "$tmp/state" --audit=false 2>"$tmp/seqknockd.log" & pids+=($!) # not through ins: $! is then the command itself
 

@@ -65,33 +65,34 @@ if [ -n "$USER_MODES" ]; then
 	user_up "$BU" "$tmp/home"
 	made_user=1
 	for u in $USER_MODES; do install -m 600 -o "$BU" -g "$BU" "$tmp/$u.key" "$tmp/home/$u.key"; done
-	cp "$tmp/seqknock.new" "$tmp/seqknock.cap"
-	# Only the bench user may run the copy that holds the capability
-	# (chgrp before setcap: a change of owner clears file capabilities).
-	chgrp "$BU" "$tmp/seqknock.cap"
-	chmod 750 "$tmp/seqknock.cap"
-	setcap cap_net_admin+ep "$tmp/seqknock.cap"
+	setcap_copy "$tmp/seqknock.new" "$tmp/seqknock.cap" "$BU"
 	ip netns exec "$C" "$tmp/seqknock.new" broker --listen "$tmp/broker.sock" --group "$BU" 2>"$tmp/broker.log" & pids+=($!)
 fi
 ip netns exec "$S" "$tmp/seqknockd" --config "$tmp/seqknockd.toml" run --state "$tmp/state" --audit=false 2>"$tmp/seqknockd.log" & pids+=($!)
 sleep 2
 
-proxy() { # NAME BUILD: a figure 1 method, as run.sh writes seqknock proxy's
-	printf ' {"name": "%s", "cmd": ["%s", "proxy", "--key-file", "%s", "--slots", "256", "--period", "10s", "%s", "2202"]}' \
-		"$1" "$tmp/seqknock.$2" "$tmp/$2.key" $SRV
+# proxy NAME BIN KEY [USER [BROKER]]: a figure 1 method, as run.sh writes
+# seqknock proxy's; run as USER when given, through the broker socket
+# BROKER when given.
+proxy() {
+	local user="" broker=""
+	[ -z "${4:-}" ] || user=$(printf ', "user": "%s"' "$4")
+	[ -z "${5:-}" ] || broker=$(printf ', "--broker", "%s"' "$5")
+	printf ' {"name": "%s"%s, "cmd": ["%s", "proxy"%s, "--key-file", "%s", "--slots", "256", "--period", "10s", "%s", "2202"]}' \
+		"$1" "$user" "$2" "$broker" "$3" $SRV
 }
 {
 	echo "["
 	echo " {\"name\": \"plain TCP, Go relay process\", \"cmd\": [\"$tmp/relay\", \"$SRV\", \"2201\"]},"
 	echo " {\"name\": \"plain TCP, Go relay process on urfave/cli\", \"cmd\": [\"$tmp/clirelay\", \"$SRV\", \"2201\"]},"
-	proxy "seqknock proxy process, working tree" new
+	proxy "seqknock proxy process, working tree" "$tmp/seqknock.new" "$tmp/new.key"
 	echo ","
-	proxy "seqknock proxy process, $REV" old
+	proxy "seqknock proxy process, $REV" "$tmp/seqknock.old" "$tmp/old.key"
 	for m in $USER_MODES; do
 		echo ","
 		case $m in
-		setcap) printf ' {"name": "seqknock proxy process, working tree, as a user, setcap", "user": "%s", "cmd": ["%s", "proxy", "--key-file", "%s", "--slots", "256", "--period", "10s", "%s", "2202"]}' "$BU" "$tmp/seqknock.cap" "$tmp/home/setcap.key" $SRV ;;
-		broker) printf ' {"name": "seqknock proxy process, working tree, as a user, broker", "user": "%s", "cmd": ["%s", "proxy", "--broker", "%s", "--key-file", "%s", "--slots", "256", "--period", "10s", "%s", "2202"]}' "$BU" "$tmp/seqknock.new" "$tmp/broker.sock" "$tmp/home/broker.key" $SRV ;;
+		setcap) proxy "seqknock proxy process, working tree, as a user, setcap" "$tmp/seqknock.cap" "$tmp/home/setcap.key" "$BU" ;;
+		broker) proxy "seqknock proxy process, working tree, as a user, broker" "$tmp/seqknock.new" "$tmp/home/broker.key" "$BU" "$tmp/broker.sock" ;;
 		*) echo "startup.sh: USER_MODES: unknown mode $m (setcap, broker)" >&2; exit 1 ;;
 		esac
 	done

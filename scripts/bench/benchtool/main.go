@@ -431,18 +431,19 @@ func knockSYNs(src, connect string, ports []int) error {
 	if err != nil || !dst.Is4() {
 		return fmt.Errorf("knock: %q: want an IPv4 address", host)
 	}
+	var from netip.Addr
+	if src != "" {
+		if from, err = netip.ParseAddr(src); err != nil || !from.Is4() {
+			return fmt.Errorf("knock: source %q: want an IPv4 address", src)
+		}
+	}
 	for _, p := range ports {
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
 			return fmt.Errorf("knock: %w", err)
 		}
-		if src != "" {
-			a, err := netip.ParseAddr(src)
-			if err != nil || !a.Is4() {
-				unix.Close(fd)
-				return fmt.Errorf("knock: source %q: want an IPv4 address", src)
-			}
-			if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: a.As4()}); err != nil {
+		if from.IsValid() {
+			if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: from.As4()}); err != nil {
 				unix.Close(fd)
 				return fmt.Errorf("knock: bind %s: %w", src, err)
 			}
