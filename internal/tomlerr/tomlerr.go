@@ -145,9 +145,10 @@ type span struct {
 	header, end int
 }
 
-// index finds the sections once, so that Line costs the lines of one
-// section, not of the whole file (a config of 50,000 users asks for the
-// line of each).
+// index splits the text into lines and finds the sections, once, at the
+// first Line: each Line then costs the lines of one section, not of the
+// whole file. Only mistakes ask for lines, so a config without one never
+// comes here.
 func (d *Doc) index() {
 	sc := bufio.NewScanner(bytes.NewReader(d.data))
 	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
