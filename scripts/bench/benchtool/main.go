@@ -298,10 +298,11 @@ func once(m Method, d *client.Dialer, src string) (time.Duration, error) {
 				}
 			}
 		} else {
-			// Past the kernel's first two SYN retransmissions (1 s and
-			// 3 s after the first SYN): a peer that has not opened by
-			// then missed the knock, and waiting 10 s for it cost the
-			// bench 10 s a miss.
+			// Past the kernel's SYN retransmissions at 1, 2 and 3 s
+			// after the first SYN (tcp_syn_linear_timeouts is 4 on this
+			// kernel; at 1 and 3 s where it is 0): a peer that has not
+			// opened by then missed the knock, and waiting 10 s for it
+			// cost the bench 10 s a miss.
 			nd.Timeout = oneConnectTimeout
 			c, err = nd.Dial("tcp", m.Connect)
 		}
