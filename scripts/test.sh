@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs every seqknock test: formatting, vet, unit tests and, as root, the
-# kernel tests in network namespaces, all under the race detector. Under
+# Runs every seqknock test: formatting, vet, staticcheck, unit tests and, as
+# root, the kernel tests in network namespaces, all under the race detector. Under
 # CI=true nothing skips: a missing tool or privilege fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,9 @@ fi
 unset SUDO_UID SUDO_GID SUDO_USER SUDO_COMMAND
 # vet as released: seqknock and seqknockd are built with CGO_ENABLED=0.
 CGO_ENABLED=0 go vet ./...
+# staticcheck, pinned, fetched through the Go module proxy; any finding
+# fails the run.
+CGO_ENABLED=0 go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 # The race detector needs cgo (and a C compiler). The binaries the tests
 # build for themselves (netnstest.Build) stay static, CGO_ENABLED=0, as
 # released: the setcap test needs that. -p 2: two packages at a time on a

@@ -163,7 +163,7 @@ func TestAdmission(t *testing.T) {
 	slot := 0
 	next := func() func(string, uint64, int) (int, error) { slot++; return fixedSlot(slot % 4) }
 	// Stay inside one period so slots are not reused across a rotation.
-	if rest := totp.NextBoundary(time.Now(), cfg.Period).Sub(time.Now()); rest < 10*time.Second {
+	if rest := time.Until(totp.NextBoundary(time.Now(), cfg.Period)); rest < 10*time.Second {
 		time.Sleep(rest + 50*time.Millisecond)
 		b.sync(t, cfg)
 	}
@@ -302,7 +302,7 @@ func TestFailClosed(t *testing.T) {
 	if _, err := Sync(b.k, cfg, syncedAt); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(totp.NextBoundary(syncedAt, cfg.Period).Sub(time.Now()) + 1100*time.Millisecond)
+	time.Sleep(time.Until(totp.NextBoundary(syncedAt, cfg.Period)) + 1100*time.Millisecond)
 	for _, tc := range []struct {
 		name string
 		at   func() time.Time

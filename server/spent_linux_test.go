@@ -4,7 +4,6 @@ package server
 
 import (
 	"encoding/binary"
-	"fmt"
 	"net/netip"
 	"path/filepath"
 	"regexp"
@@ -193,7 +192,7 @@ func TestSpentStaysSpent(t *testing.T) {
 		}
 	}
 	if time.Since(now) > f.cfg.Period {
-		t.Fatal(fmt.Sprintf("the test took %v, longer than a period: its knocks may have expired", time.Since(now)))
+		t.Fatalf("the test took %v, longer than a period: its knocks may have expired", time.Since(now))
 	}
 	if strings.Contains(f.log.String(), "level=ERROR") {
 		t.Errorf("errors logged:\n%s", f.log.String())
