@@ -125,13 +125,12 @@ func Run(app *cli.App, args []string, stderr io.Writer) int {
 		// flag as an operand: after "--" there is nothing to offer.
 		return 0
 	}
-	return Exit(app.Name, app.Run(args), stderr)
+	return exit(app.Name, app.Run(args), stderr)
 }
 
-// Exit is Run's ending for an error that did not come through an app (a
-// command's fast path): the same exit status and the same one line on
-// stderr, after name.
-func Exit(name string, err error, stderr io.Writer) int {
+// exit maps err to Run's exit status, and says it in one line on stderr,
+// after name.
+func exit(name string, err error, stderr io.Writer) int {
 	if err == nil {
 		return 0
 	}

@@ -40,14 +40,8 @@ func newAppFor(only string, stdin io.Reader, stdout, stderr io.Writer) *cli.App 
 }
 
 // run runs the app and maps its error to an exit status: 0 success, 2 bad
-// usage, 1 anything else. The error is one line on stderr. A plain proxy
-// command line takes the fast path (fastProxy) past the app.
+// usage, 1 anything else. The error is one line on stderr.
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	if len(args) > 1 && args[1] == "proxy" {
-		if code, ok := fastProxy(args[2:], stdin, stdout, stderr); ok {
-			return code
-		}
-	}
 	only := ""
 	if len(args) > 1 && connecting[args[1]] {
 		only = args[1]

@@ -49,19 +49,9 @@ func serverFlags(what string) []cli.Flag {
 	}
 }
 
-// flagValues is what the connecting commands read of their flags: a
-// *cli.Context, or fastProxy's parse of proxy's command line.
-type flagValues interface {
-	String(name string) string
-	Bool(name string) bool
-	Int(name string) int
-	Duration(name string) time.Duration
-	IsSet(name string) bool
-}
-
 // serverFlagValues are the serverFlags and --bind-source-port, each only
 // when given.
-func serverFlagValues(c flagValues) client.Flags {
+func serverFlagValues(c *cli.Context) client.Flags {
 	return client.Flags{
 		Realm:          given(c, "realm", c.String),
 		Period:         given(c, "period", c.Duration),
@@ -71,7 +61,7 @@ func serverFlagValues(c flagValues) client.Flags {
 }
 
 // given is flag name's value, or nil when it is not set.
-func given[T any](c flagValues, name string, get func(string) T) *T {
+func given[T any](c *cli.Context, name string, get func(string) T) *T {
 	if !c.IsSet(name) {
 		return nil
 	}
@@ -92,7 +82,7 @@ func hostPort(c *cli.Context) (string, uint16, error) {
 
 // dialer builds the dialer for host:port from the flags and the invoking
 // user's config (client.Resolve: flags win). Messages go to stderr.
-func dialer(c flagValues, stderr io.Writer, inv *client.Invoker, host string, port uint16) (*client.Dialer, error) {
+func dialer(c *cli.Context, stderr io.Writer, inv *client.Invoker, host string, port uint16) (*client.Dialer, error) {
 	cfg, err := inv.LoadConfig(c.String("config"))
 	if err != nil {
 		return nil, err
@@ -159,7 +149,7 @@ func connectCommand(name, usage, usageText, description string, extra []cli.Flag
 // dials host:port with a knock and gives up every privilege. In the image
 // a cgo build hands the socket to (client.HandOver), it takes that socket
 // instead.
-func connect(c flagValues, user string, stderr io.Writer, host string, port uint16) (*net.TCPConn, error) {
+func connect(c *cli.Context, user string, stderr io.Writer, host string, port uint16) (*net.TCPConn, error) {
 	inv, err := actFor(user, true)
 	if err != nil {
 		return nil, err

@@ -16,14 +16,12 @@ import (
 // TestProxyRelaysAppStreams: proxy relays the app's reader and writer
 // (what run was given), not the process's stdin and stdout. Over loopback,
 // as root, with no table in the way: the knock itself is not what is
-// tested here. Both through the fast path (fastProxy) and through
-// urfave/cli.
+// tested here. With and without "--" before the operands.
 func TestProxyRelaysAppStreams(t *testing.T) {
 	netnstest.RequireRoot(t)
 	t.Setenv("XDG_STATE_HOME", t.TempDir())
 	key := writeKey(t, bytes.Repeat([]byte{7}, 32))
-	// The fast path's command line, and one it leaves to urfave/cli ("--").
-	for _, fast := range []bool{true, false} {
+	for _, dashes := range []bool{false, true} {
 		ln, err := net.Listen("tcp4", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
@@ -43,11 +41,8 @@ func TestProxyRelaysAppStreams(t *testing.T) {
 		}()
 		port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 		args := []string{"--key-file", key, "127.0.0.1", port}
-		if !fast {
+		if dashes {
 			args = []string{"--key-file", key, "--", "127.0.0.1", port}
-		}
-		if _, ok := parseFastProxy(args); ok != fast {
-			t.Fatalf("%q: fast path %v, want %v", args, ok, fast)
 		}
 		var out, errOut bytes.Buffer
 		code := run(append([]string{"seqknock", "proxy"}, args...), strings.NewReader("hello"), &out, &errOut)
