@@ -1,8 +1,8 @@
 package totp
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
-	"encoding"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -43,29 +43,20 @@ func ValidateRealm(realm string) error {
 	return nil
 }
 
-// Deriver computes ISN-v1 values for one key and realm at a time. It is
-// HMAC-SHA256 (RFC 2104) over two reused SHA-256 states: the key's inner
-// and outer padded blocks are hashed once per key (SetKey), and each value
-// restarts from those saved states, so it costs two SHA-256 blocks and no
-// allocation; SetKey changes the key without allocating either, so one
-// Deriver can derive for many keys in turn. A Deriver is not safe for
-// concurrent use.
+// Deriver computes ISN-v1 values for one key and realm at a time: an
+// HMAC-SHA256 keyed once per key (NewDeriver, SetKey) and reset for each
+// value. SetKey changes the key, so one Deriver can derive for many keys in
+// turn. A Deriver is not safe for concurrent use.
 type Deriver struct {
-	inner, outer   hash.Hash
-	iload, oload   encoding.BinaryUnmarshaler
-	isaved, osaved []byte // the states after the key's inner and outer block
-	pad            [sha256.BlockSize]byte
-	prefix         []byte // Domain || u8(len(realm)) || realm
-	msg            []byte
-	sum            []byte
+	mac    hash.Hash
+	prefix []byte // Domain || u8(len(realm)) || realm
+	msg    []byte
+	sum    []byte
 }
 
 // NewDeriver returns a Deriver for key and realm. It fails if the key or the
 // realm has a length ISN-v1 does not allow; the error never shows the key.
 func NewDeriver(key []byte, realm string) (*Deriver, error) {
-	if err := ValidateKey(key); err != nil {
-		return nil, err
-	}
 	if err := ValidateRealm(realm); err != nil {
 		return nil, err
 	}
@@ -73,14 +64,7 @@ func NewDeriver(key []byte, realm string) (*Deriver, error) {
 	prefix = append(prefix, Domain...)
 	prefix = append(prefix, byte(len(realm)))
 	prefix = append(prefix, realm...)
-	inner, outer := sha256.New(), sha256.New()
 	d := &Deriver{
-		inner:  inner,
-		outer:  outer,
-		iload:  inner.(encoding.BinaryUnmarshaler),
-		oload:  outer.(encoding.BinaryUnmarshaler),
-		isaved: make([]byte, 0, savedLen),
-		osaved: make([]byte, 0, savedLen),
 		prefix: prefix,
 		msg:    make([]byte, 0, len(prefix)+2+8+1),
 		sum:    make([]byte, 0, sha256.Size),
@@ -91,9 +75,6 @@ func NewDeriver(key []byte, realm string) (*Deriver, error) {
 	return d, nil
 }
 
-// savedLen is room for a marshalled SHA-256 state (108 bytes in Go 1.26).
-const savedLen = 128
-
 // SetKey makes d derive with key from now on (the realm stays). It fails,
 // and leaves d as it was, if the key has a length ISN-v1 does not allow;
 // the error never shows the key.
@@ -101,48 +82,20 @@ func (d *Deriver) SetKey(key []byte) error {
 	if err := ValidateKey(key); err != nil {
 		return err
 	}
-	// MaxKeyLen is SHA-256's block size: a key is never hashed first.
-	// The pad is a field, not a local: a local would escape to the heap.
-	pad := d.pad[:]
-	clear(pad)
-	copy(pad, key)
-	for i := range pad {
-		pad[i] ^= 0x36
-	}
-	d.isaved = save(d.inner, pad, d.isaved)
-	for i := range pad {
-		pad[i] ^= 0x36 ^ 0x5c
-	}
-	d.osaved = save(d.outer, pad, d.osaved)
-	clear(pad)
+	d.mac = hmac.New(sha256.New, key)
 	return nil
 }
 
-// save hashes block from a fresh state of h and returns that state,
-// marshalled into buf.
-func save(h hash.Hash, block, buf []byte) []byte {
-	h.Reset()
-	h.Write(block)
-	out, err := h.(encoding.BinaryAppender).AppendBinary(buf[:0])
-	if err != nil {
-		panic("totp: sha256 state: " + err.Error()) // crypto/sha256 always marshals
-	}
-	return out
-}
-
+// mac6 is HMAC-SHA256(key, msg) for port, counter and slot.
 func (d *Deriver) mac6(port uint16, counter uint64, slot uint8) []byte {
 	m := append(d.msg[:0], d.prefix...)
 	m = binary.BigEndian.AppendUint16(m, port)
 	m = binary.BigEndian.AppendUint64(m, counter)
 	m = append(m, slot)
 	d.msg = m
-	if d.iload.UnmarshalBinary(d.isaved) != nil || d.oload.UnmarshalBinary(d.osaved) != nil {
-		panic("totp: sha256 state") // its own marshalled state: unreachable
-	}
-	d.inner.Write(m)
-	d.sum = d.inner.Sum(d.sum[:0])
-	d.outer.Write(d.sum)
-	d.sum = d.outer.Sum(d.sum[:0])
+	d.mac.Reset()
+	d.mac.Write(m)
+	d.sum = d.mac.Sum(d.sum[:0])
 	return d.sum
 }
 
