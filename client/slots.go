@@ -1,7 +1,6 @@
 package client
 
 import (
-	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
@@ -12,8 +11,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
-	"strconv"
 
 	"golang.org/x/sys/unix"
 )
@@ -65,123 +62,14 @@ type slotEntry struct {
 // entries of 64 periods of any real number of servers.
 const maxSlotFile = 1 << 20
 
-// parseSlots reads the slot file's JSON, {"ID":{"counter":C,"next":N},...},
-// and returns nil when it is damaged. The form formatSlots writes (that of
-// json.Marshal) is read by hand: encoding/json's first Decode, which builds
-// its reflection caches, was the largest single cost of starting seqknock
-// proxy. Anything else goes to encoding/json.
+// parseSlots reads the slot file, {"ID":{"counter":C,"next":N},...}, and
+// returns nil when it is damaged.
 func parseSlots(b []byte) map[string]slotEntry {
-	if m, ok := parseSlotsFast(b); ok {
-		return m
-	}
 	var m map[string]slotEntry
 	if err := json.Unmarshal(b, &m); err != nil || m == nil {
 		return nil
 	}
 	return m
-}
-
-func parseSlotsFast(b []byte) (map[string]slotEntry, bool) {
-	m := map[string]slotEntry{}
-	rest, ok := bytes.CutPrefix(b, []byte("{"))
-	if !ok {
-		return nil, false
-	}
-	if string(rest) == "}" {
-		return m, true
-	}
-	for {
-		// "ID":{"counter":
-		if rest, ok = bytes.CutPrefix(rest, []byte(`"`)); !ok {
-			return nil, false
-		}
-		i := bytes.IndexByte(rest, '"')
-		if i < 0 || !plainID(rest[:i]) {
-			return nil, false
-		}
-		id := string(rest[:i])
-		if rest, ok = bytes.CutPrefix(rest[i+1:], []byte(`:{"counter":`)); !ok {
-			return nil, false
-		}
-		var e slotEntry
-		var n uint64
-		if n, rest, ok = cutUint(rest); !ok {
-			return nil, false
-		}
-		e.Counter = n
-		if rest, ok = bytes.CutPrefix(rest, []byte(`,"next":`)); !ok {
-			return nil, false
-		}
-		if n, rest, ok = cutUint(rest); !ok || n > 1<<31 {
-			return nil, false
-		}
-		e.Next = int(n)
-		if rest, ok = bytes.CutPrefix(rest, []byte("}")); !ok {
-			return nil, false
-		}
-		if _, dup := m[id]; dup {
-			return nil, false
-		}
-		m[id] = e
-		if string(rest) == "}" {
-			return m, true
-		}
-		if rest, ok = bytes.CutPrefix(rest, []byte(",")); !ok {
-			return nil, false
-		}
-	}
-}
-
-// cutUint cuts a decimal number without sign, leading zero or exponent
-// from the front of b.
-func cutUint(b []byte) (uint64, []byte, bool) {
-	i := 0
-	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-		i++
-	}
-	if i == 0 || i > 1 && b[0] == '0' {
-		return 0, b, false
-	}
-	n, err := strconv.ParseUint(string(b[:i]), 10, 64)
-	return n, b[i:], err == nil
-}
-
-// plainID says whether id needs no escaping in JSON (SlotID's hex does not).
-func plainID(id []byte) bool {
-	for _, c := range id {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
-}
-
-// formatSlots writes entries as json.Marshal does (keys sorted), by hand
-// for plain IDs.
-func formatSlots(entries map[string]slotEntry) ([]byte, error) {
-	ids := make([]string, 0, len(entries))
-	for id := range entries {
-		if !plainID([]byte(id)) {
-			return json.Marshal(entries)
-		}
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	b := []byte{'{'}
-	for i, id := range ids {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		e := entries[id]
-		b = append(b, '"')
-		b = append(b, id...)
-		b = append(b, `":{"counter":`...)
-		b = strconv.AppendUint(b, e.Counter, 10)
-		b = append(b, `,"next":`...)
-		b = strconv.AppendInt(b, int64(e.Next), 10)
-		b = append(b, '}')
-	}
-	return append(b, '}'), nil
 }
 
 // Reserve returns the next free slot of counter for id and marks it used.
@@ -227,9 +115,9 @@ func (s *SlotStore) Reserve(id string, counter uint64, slots int) (int, error) {
 			delete(entries, k)
 		}
 	}
-	b, err := formatSlots(entries)
+	b, err := json.Marshal(entries)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("slot state: %w", err)
 	}
 	// Written over in place, cut only when it shrank: the file keeps its
 	// blocks (truncating to 0 first freed them for the write to allocate

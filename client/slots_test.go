@@ -1,51 +1,39 @@
 package client
 
 import (
-	"encoding/json"
-	"reflect"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
-// TestSlotsFormat: the slot file read and written by hand is the JSON
-// encoding/json reads and writes: formatSlots gives json.Marshal's bytes,
-// parseSlots json.Unmarshal's map for every form, and nil for damage.
-func TestSlotsFormat(t *testing.T) {
-	for _, m := range []map[string]slotEntry{
-		{},
-		{SlotID(testKey, "", 22): {Counter: 123456789, Next: 3}},
-		{"b": {Counter: 0, Next: 0}, "a": {Counter: 1<<64 - 1, Next: 255}, "c-_9Z": {Counter: 7, Next: 1}},
-		{"a\"b": {Counter: 1, Next: 1}, "é": {Counter: 2, Next: 2}}, // not plain: encoding/json
-	} {
-		want, _ := json.Marshal(m)
-		got, err := formatSlots(m)
-		if err != nil || string(got) != string(want) {
-			t.Errorf("formatSlots(%v) = %s %v, want %s", m, got, err, want)
-		}
-		if back := parseSlots(got); !reflect.DeepEqual(back, m) {
-			t.Errorf("parseSlots(%s) = %v, want %v", got, back, m)
-		}
+// TestSlotFileKept: Reserve reads a slot file as it was written before
+// (json.Marshal's form), continues its entries, and writes them back in the
+// same form; a damaged file only costs slot reuse (it starts afresh).
+func TestSlotFileKept(t *testing.T) {
+	s := &SlotStore{Base: t.TempDir(), Sub: []string{"seqknock"}}
+	dir := filepath.Join(s.Base, "seqknock")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
 	}
-	for _, in := range []string{
-		`{ "a" : {"next": 2, "counter": 9} }`, // another form: encoding/json
-		`{"a":{"counter":9,"next":2},"b":{"counter":1,"next":0}}`,
-		"{\n\"a\":{\"counter\":9,\"next\":2}}\n",
-	} {
-		var want map[string]slotEntry
-		if err := json.Unmarshal([]byte(in), &want); err != nil {
+	path := filepath.Join(dir, slotFile)
+	id := SlotID(testKey, "", 22)
+	old := `{"` + id + `":{"counter":123456789,"next":2},"other":{"counter":123456780,"next":4}}`
+	if err := os.WriteFile(path, []byte(old), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Reserve(id, 123456789, 4); err != nil || got != 2 {
+		t.Fatalf("Reserve on an existing file = %d, %v; want slot 2", got, err)
+	}
+	want := `{"` + id + `":{"counter":123456789,"next":3},"other":{"counter":123456780,"next":4}}`
+	if b, _ := os.ReadFile(path); string(b) != want {
+		t.Errorf("slot file after Reserve:\n%s\nwant\n%s", b, want)
+	}
+	for _, damaged := range []string{"{not json", "null", `[]`, `{"a":{"counter":-1,"next":2}}`} {
+		if err := os.WriteFile(path, []byte(damaged), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if got := parseSlots([]byte(in)); !reflect.DeepEqual(got, want) {
-			t.Errorf("parseSlots(%q) = %v, want %v", in, got, want)
-		}
-	}
-	for _, in := range []string{
-		"", "{", "{not json", "null", `[]`, `{"a":{"counter":9,"next":2}`,
-		`{"a":{"counter":9,"next":2}}}`, `{"a":{"counter":-1,"next":2}}`,
-		`{"a":{"counter":9,"next":2}}{"b":{"counter":1,"next":0}}`,
-		`{"a":{"counter":99999999999999999999,"next":2}}`,
-	} {
-		if got := parseSlots([]byte(in)); got != nil {
-			t.Errorf("damaged %q read as %v", in, got)
+		if got, err := s.Reserve(id, 123456789, 4); err != nil || got != 0 {
+			t.Errorf("Reserve on damaged %q = %d, %v; want slot 0", damaged, got, err)
 		}
 	}
 }
