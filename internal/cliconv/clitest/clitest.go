@@ -33,23 +33,29 @@ func CheckHelp(t *testing.T, app *cli.App, run func(args ...string) string) {
 	}
 }
 
-// CheckManPage renders the roff page at path with groff -ww and man -l and
-// fails t on any warning, and on any visible command or flag of app that
-// the page does not mention (a command as a bold word, a flag as \-\-name or
-// \-n).
+// CheckManPage fails t on every command and flag of app that the roff
+// page at path does not name (Missing), then renders the page with groff
+// -ww and man -l and fails t on any warning (Lint).
 func CheckManPage(t *testing.T, path string, app *cli.App) {
 	t.Helper()
 	src, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
+	for _, m := range Missing(string(src), app) {
+		t.Errorf("%s: %s is not in the page", path, m)
+	}
 	Lint(t, path)
-	page := string(src)
+}
+
+// Missing lists the commands and flags of app, of every command and
+// subcommand, hidden ones too, that page does not name: a command as a
+// bold word (.B name), a flag as \-\-name or \-n followed by a space, a
+// newline or a quote.
+func Missing(page string, app *cli.App) []string {
+	var missing []string
 	flags := func(where string, fs []cli.Flag) {
 		for _, f := range fs {
-			if v, ok := f.(cli.VisibleFlag); ok && !v.IsVisible() {
-				continue
-			}
 			for _, n := range f.Names() {
 				dash := `\-\-`
 				if len(n) == 1 {
@@ -57,18 +63,24 @@ func CheckManPage(t *testing.T, path string, app *cli.App) {
 				}
 				name := dash + strings.ReplaceAll(n, "-", `\-`)
 				if !strings.Contains(page, name+" ") && !strings.Contains(page, name+"\n") && !strings.Contains(page, name+`"`) {
-					t.Errorf("%s: %s flag %s is not in the page", path, where, name)
+					missing = append(missing, where+" flag "+name)
 				}
 			}
 		}
 	}
-	flags(app.Name, app.VisibleFlags())
-	for _, c := range app.VisibleCommands() {
-		if !strings.Contains(page, ".B "+strings.ReplaceAll(c.Name, "-", `\-`)) {
-			t.Errorf("%s: command %s is not in the page", path, c.Name)
+	var commands func(prefix string, cs []*cli.Command)
+	commands = func(prefix string, cs []*cli.Command) {
+		for _, c := range cs {
+			if !strings.Contains(page, ".B "+strings.ReplaceAll(c.Name, "-", `\-`)) {
+				missing = append(missing, "command "+prefix+c.Name)
+			}
+			flags(prefix+c.Name, c.Flags)
+			commands(prefix+c.Name+" ", c.Subcommands)
 		}
-		flags(c.Name, c.VisibleFlags())
 	}
+	flags(app.Name, app.Flags)
+	commands("", app.Commands)
+	return missing
 }
 
 // Lint renders the roff page at path with groff -ww and with man -l and
