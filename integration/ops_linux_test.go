@@ -148,7 +148,7 @@ func TestInstallUninstall(t *testing.T) {
 			t.Errorf("seqknockd.service lacks %q", strings.TrimSpace(want))
 		}
 	}
-	// With the metrics drop-ins the README documents, read from the
+	// With the metrics drop-ins seqknockd(8) documents, read from the
 	// unit's .d directory on the unit path.
 	os.Mkdir(filepath.Join(vdir, "seqknockd.service.d"), 0o755)
 	for _, c := range []string{"metrics-http.conf", "metrics-textfile.conf"} {

@@ -1,5 +1,5 @@
 // Package nftgen turns a desired seqknock state into the nftables table of
-// DESIGN.md ("The ruleset"), applies it in one netlink transaction, renders
+// docs/design.md ("The ruleset"), applies it in one netlink transaction, renders
 // the same ruleset as nft text, and reads the live state back.
 //
 // The builders (Table, Sets, ModeSets, Chains, PreChains, the rule list,

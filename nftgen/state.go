@@ -111,7 +111,7 @@ type Session struct {
 }
 
 // Validate checks the parts of a State that the kernel would refuse or that
-// would build a ruleset other than the one DESIGN.md describes.
+// would build a ruleset other than the one docs/design.md describes.
 func (s State) Validate() error {
 	if s.Table == "" || len(s.Table) > 255 {
 		return fmt.Errorf("table name must be 1 to 255 bytes")

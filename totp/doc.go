@@ -6,7 +6,7 @@
 // depends on time takes the time as a parameter, so the same inputs always
 // give the same outputs. Key files live in the keyfile subpackage.
 //
-// The derivation (see DESIGN.md, "ISN-v1"):
+// The derivation (docs/design.md, "ISN-v1"):
 //
 //	msg = "seqknock/isn/v1" || u8(len(realm)) || realm
 //	      || u16be(port) || u64be(counter) || u8(slot)

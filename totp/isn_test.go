@@ -89,7 +89,7 @@ func readVectors(t *testing.T, name string, realmLast bool) []vector {
 func TestVectors(t *testing.T) {
 	vs := readVectors(t, "isn-v1.txt", false)
 	if len(vs) != 5 {
-		t.Fatalf("read %d vectors from DESIGN.md's table, want 5", len(vs))
+		t.Fatalf("read %d vectors from isn-v1.txt, want 5", len(vs))
 	}
 	vs = append(vs, readVectors(t, "isn-v1-extra.txt", true)...)
 	for _, v := range vs {
@@ -358,7 +358,7 @@ func ISN(key []byte, realm string, port uint16, counter uint64, slot uint8) (uin
 	return d.ISN(port, counter, slot), nil
 }
 
-// TestSourcePortVectors checks SourcePort and Knock against DESIGN.md's
+// TestSourcePortVectors checks SourcePort and Knock against the ISN-v1
 // vectors, the source ports computed by an independent implementation
 // (Python's hmac over the same message, 1024 + u16be(mac[4:6]) mod 64512).
 func TestSourcePortVectors(t *testing.T) {

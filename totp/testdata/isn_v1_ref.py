@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""An independent ISN-v1 implementation, written from DESIGN.md alone.
+"""An independent ISN-v1 implementation, written from docs/design.md alone.
 
 Usage: isn_v1_ref.py KEY_B64 PORT COUNTER SLOT [REALM]
 Prints the decimal ISN. Used by tests to check the Go code and the seqknock
-binary on inputs that are not in DESIGN.md's table.
+binary on inputs that are not in the table of test vectors.
 """
 import base64, hashlib, hmac, struct, sys
 

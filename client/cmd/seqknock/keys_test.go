@@ -47,7 +47,7 @@ func requireTool(t *testing.T, name string) string {
 }
 
 // TestISNAgainstReference compares `seqknock isn` with the independent
-// Python implementation in totp/testdata on inputs DESIGN.md does not list.
+// Python implementation in totp/testdata on inputs the vectors do not list.
 func TestISNAgainstReference(t *testing.T) {
 	py := requireTool(t, "python3")
 	ref := filepath.Join("..", "..", "..", "totp", "testdata", "isn_v1_ref.py")
