@@ -120,7 +120,7 @@ func softirqTicks(tb testing.TB) uint64 {
 // the knock chain's drop). Reported per SYN: wall time of the sender (the
 // veth delivers in its context) and the machine's softirq time (from
 // /proc/stat, in 10 ms ticks, so a rough figure, and other load on the
-// machine counts in it). Target (issue 16): (b)/(a) at most 1.2. (e) is
+// machine counts in it). Target: (b)/(a) at most 1.2. (e) is
 // (b) with the pre chain's fib check taken out by hand, to show its share.
 func BenchmarkSYNDropCost(b *testing.B) {
 	k := newKnockBed(b, 198)

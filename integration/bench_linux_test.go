@@ -62,7 +62,7 @@ func nftElements(valid []nftgen.Element, now time.Time) []string {
 // defaults (240,000 elements) into a fresh namespace, against `nft -f`
 // loading the same table and elements, alternating (ours, nft, ours, nft,
 // ...) over coldRounds rounds in the same run; it prints the medians.
-// Target (issue 16): under 1 s, and at most 0.5x nft.
+// Target: under 1 s, and at most 0.5x nft.
 //
 // Both are slowed alike when any socket on the host listens to nftables
 // notifications (a seqknockd run elsewhere, nft monitor): the kernel then
@@ -284,7 +284,7 @@ func BenchmarkRunMemory10kUsers(b *testing.B) {
 	b.ReportMetric(big, "MiB-peak-10k")
 	b.ReportMetric(bare, "MiB-peak-10k-no-audit-metrics")
 	b.ReportMetric(small, "MiB-peak-1")
-	b.Logf("seqknockd run peak RSS: 10,000 users %.1f MiB with audit and metrics (%.1f MiB without), 1 user %.1f MiB, ratio %.1f (target: under 100 MiB; issue 14 asks under 64 MiB with audit and metrics)",
+	b.Logf("seqknockd run peak RSS: 10,000 users %.1f MiB with audit and metrics (%.1f MiB without), 1 user %.1f MiB, ratio %.1f (budget: under 100 MiB; goal: under 64 MiB with audit and metrics)",
 		big, bare, small, big/small)
 	if big >= 100 {
 		b.Errorf("peak RSS %.1f MiB is over the 100 MiB budget", big)
@@ -294,8 +294,8 @@ func BenchmarkRunMemory10kUsers(b *testing.B) {
 // BenchmarkRotation10kUsers: at 10,000 users x 2 ports (240,000 knocks in
 // the window), a per-period rotation (the new counter's 80,000 knocks added,
 // nothing flushed) against a cold sync and against the whole sync every
-// period used to be, in the same run: netlink bytes and wall time. Targets
-// (issue 16): bytes per rotation at most 0.4x a cold sync's, rotation under
+// period used to be, in the same run: netlink bytes and wall time. Targets:
+// bytes per rotation at most 0.4x a cold sync's, rotation under
 // 100 ms.
 func BenchmarkRotation10kUsers(b *testing.B) {
 	netnstest.RequireRoot(b)

@@ -74,7 +74,7 @@ r = lambda a, b: (a / b) if a and b else None
 fmt = lambda x, f="%.2f": (f % x) if x is not None else "n/a"
 cli_bound = r(cli_p, plain_p)
 goal(1, "seqknock proxy process / plain Go relay process (median)", fmt(r(sk_p, plain_p)),
-     "at most 1.05 (issue 16's brief: 1.10)" + ("" if cli_bound is None else "; bound for a client on urfave/cli: relay on urfave/cli / plain relay = %.2f" % cli_bound),
+     "at most 1.05" + ("" if cli_bound is None else "; bound for a client on urfave/cli: relay on urfave/cli / plain relay = %.2f" % cli_bound),
      None if r(sk_p, plain_p) is None else r(sk_p, plain_p) <= 1.05)
 goals[-1]["bound"] = cli_bound
 fastest_fw = min([x for x in (fw, fw10) if x] or [0]) or None
@@ -176,7 +176,7 @@ json.dump(out, open(json_path, "w"), indent=1)
 L = []
 w = L.append
 w("# Benchmarks\n")
-w("Written by `scripts/bench/run.sh` (issue 16): seqknock, fwknop and knockd on the same two-namespace topology, in one run. Absolute times are this machine's; compare the ratios.\n")
+w("Written by `scripts/bench/run.sh`: seqknock, fwknop and knockd on the same two-namespace topology, in one run. Absolute times are this machine's; compare the ratios.\n")
 w("- date: %s\n- kernel: %s\n- CPU: %s\n- load average (1 min) at the end of the run: %s\n" % (env["date"], env["kernel"], env["cpu"], env["load"]))
 w("## Goals\n")
 w("| figure | what | measured | goal | result |\n|---|---|---|---|---|")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The side-by-side bench of issue 16: seqknock, fwknop (SPA) and knockd on
+# The side-by-side bench: seqknock, fwknop (SPA) and knockd on
 # the same namespace topology, in one run. As root, from the repository:
 #
 #     sudo scripts/bench/run.sh
@@ -244,7 +244,7 @@ pids=()
 # and the machine's softirq time per million. Before (b)'s and (c)'s floods,
 # figure 1's in-process dialer measures its time to first byte with one
 # user's knocks (768: period 60 s, 256 slots) and with 313 users' (240,384).
-# (p) is the baseline of issue 16's per-SYN goal: no seqknock table, a plain
+# (p) is the baseline of the per-SYN goal: no seqknock table, a plain
 # "tcp dport 2202 drop" at priority raw. (b) and (c) run the daemon's
 # defaults, so the flooder is soon locked out by the guess limiter and its
 # SYNs take the lockout drop (see nftgen's ruleList for that path's cost).

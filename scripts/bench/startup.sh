@@ -5,7 +5,7 @@
 # process and the same relay as a urfave/cli app), all four interleaved
 # (relay, cli relay, new, old, relay, ...) on run.sh's topology (two
 # namespaces over a veth, seqknockd run with its table on the server). For
-# a change to the client's start-up (issue 16): each ratio is to the relay
+# a change to the client's start-up: each ratio is to the relay
 # of the same run. As root, from the repository:
 #
 #     sudo scripts/bench/startup.sh [REV]

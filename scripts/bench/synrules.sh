@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What an unknocked SYN costs in each piece of seqknock's raw-priority
-# chains (issue 16): the table is built up rule by rule with nft -f in a
+# chains: the table is built up rule by rule with nft -f in a
 # throwaway namespace, each shape takes a random-ISN SYN flood from
 # benchtool pinned to the last CPU, and perf's cpu-clock samples of that CPU
 # give the time per SYN in nft_do_chain_inet (the rules) and in
