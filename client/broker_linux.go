@@ -765,6 +765,11 @@ func applyISN(fd int, isn uint32) error {
 	if err := unix.SetsockoptInt(fd, unix.SOL_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_ON); err != nil {
 		return fmt.Errorf("set TCP_REPAIR: %w", err)
 	}
+	return applyInRepair(fd, isn)
+}
+
+// applyInRepair is the rest of applyISN, on a socket in repair mode.
+func applyInRepair(fd int, isn uint32) error {
 	err := unix.SetsockoptInt(fd, unix.SOL_TCP, unix.TCP_REPAIR_QUEUE, tcpSendQueue)
 	if err == nil {
 		err = unix.SetsockoptInt(fd, unix.SOL_TCP, unix.TCP_QUEUE_SEQ, int(int32(isn)))
