@@ -705,7 +705,9 @@ const (
 // then bind it anywhere. A port named in bind() stays bound through a
 // disconnect. So a socket that comes bound already is refused: the broker
 // cannot tell how its port was chosen. One bound to an address alone
-// (IP_BIND_ADDRESS_NO_PORT: port 0) keeps its address.
+// (IP_BIND_ADDRESS_NO_PORT: port 0) keeps its address. The port is never
+// shared (SO_REUSEADDR and SO_REUSEPORT are cleared first): a port that
+// any other socket holds, TIME_WAIT ones too, is in use.
 func bindSource(fd int, sport uint16) error {
 	sa, err := unix.Getsockname(fd)
 	if err != nil {
@@ -722,6 +724,15 @@ func bindSource(fd int, sport uint16) error {
 		}
 	default:
 		return errors.New("not an IPv4 or IPv6 socket")
+	}
+	// The port is the socket's alone: a port another socket holds (with
+	// SO_REUSEADDR, one not listening yet; with SO_REUSEPORT, one of the
+	// same user) is refused, since a listen() in the window would share
+	// it with that socket once it listens.
+	for _, opt := range []int{unix.SO_REUSEADDR, unix.SO_REUSEPORT} {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, opt, 0); err != nil {
+			return fmt.Errorf("clear SO_REUSEADDR/SO_REUSEPORT: %w", err)
+		}
 	}
 	bind := func(port int) error {
 		switch a := sa.(type) {

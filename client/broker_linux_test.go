@@ -29,7 +29,7 @@ type brokerBed struct {
 	g    *netnstest.Group
 }
 
-func newBrokerBed(t *testing.T, b *Broker) *brokerBed {
+func newBrokerBed(t testing.TB, b *Broker) *brokerBed {
 	t.Helper()
 	netnstest.RequireRoot(t)
 	g := netnstest.NewGroup(t)
