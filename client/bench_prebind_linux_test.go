@@ -40,7 +40,9 @@ func BenchmarkBrokerPreBind(b *testing.B) {
 		slot := 0
 		bc := &BrokerClient{Path: path}
 		return &Dialer{Key: testKey, Slots: totp.MaxSlots, SynTimeout: 2 * time.Second,
-			Resolve:         func(context.Context, string, string) ([]netip.Addr, error) { return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil },
+			Resolve: func(context.Context, string, string) ([]netip.Addr, error) {
+				return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+			},
 			Reserve:         func(string, uint64, int) (int, error) { slot++; return (slot - 1) % totp.MaxSlots, nil },
 			CheckCapability: bc.Available, SetISN: bc.SetISNFrom}
 	}
