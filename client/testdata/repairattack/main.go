@@ -6,11 +6,13 @@
 //	repairattack count ADDR DURATION   dial ADDR again and again for DURATION (at least 10 dials)
 //	repairattack setcap BIN PORT TRIES run BIN broker (a setcap copy), stop it in the window
 //	repairattack race SOCK PORT MIN    race bind()+listen() against the broker at SOCK
+//	repairattack getfd PID             take PID's descriptors (pidfd_getfd) and trace it
 //
 // serve answers every connection with "victim\n". count prints
 // "victim=V other=O lost=L". setcap prints "hijacked after N tries" when
 // it holds a socket listening on 127.0.0.1:PORT, else "held: ..." with
-// what stopped it. race prints "tries=T ok=K binds=B listens=L".
+// what stopped it. race prints "tries=T ok=K binds=B listens=L". getfd
+// prints "taken=N sockets=S traced=BOOL".
 package main
 
 import (
@@ -45,6 +47,8 @@ func main() {
 	case "setcap":
 		tries, _ := strconv.Atoi(os.Args[4])
 		setcap(os.Args[2], atoi(os.Args[3]), tries)
+	case "getfd":
+		getfd(atoi(os.Args[2]))
 	case "race":
 		d, _ := time.ParseDuration(os.Args[4])
 		race(os.Args[2], atoi(os.Args[3]), d)
@@ -243,4 +247,32 @@ func race(sock string, port int, min time.Duration) {
 		unix.Close(fd)
 	}
 	fmt.Printf("tries=%d ok=%d binds=%d listens=%d seconds=%.1f\n", tries, ok, binds, listens, time.Since(start).Seconds())
+}
+
+// getfd tries to take each of pid's first 64 descriptors with
+// pidfd_getfd, and to attach to it with PTRACE_SEIZE.
+func getfd(pid int) {
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		fmt.Println("pidfd_open:", err)
+		os.Exit(1)
+	}
+	taken, sockets := 0, 0
+	for fd := range 64 {
+		nfd, err := unix.PidfdGetfd(pidfd, fd, 0)
+		if err != nil {
+			continue
+		}
+		taken++
+		if _, err := unix.GetsockoptInt(nfd, unix.SOL_SOCKET, unix.SO_TYPE); err == nil {
+			sockets++
+		}
+		unix.Close(nfd)
+	}
+	_, _, e := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SEIZE, uintptr(pid), 0, 0, 0, 0)
+	traced := e == 0
+	if traced {
+		unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_DETACH, uintptr(pid), 0, 0, 0, 0)
+	}
+	fmt.Printf("taken=%d sockets=%d traced=%v\n", taken, sockets, traced)
 }
