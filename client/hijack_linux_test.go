@@ -4,13 +4,16 @@ package client
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 	"unsafe"
@@ -385,4 +388,85 @@ func tcpConnecting(pid int) bool {
 		}
 	}
 	return false
+}
+
+// TestBrokerSourcePort: the broker binds the socket it is sent, before
+// the ISN, to the source port the request names (IPv4 and IPv6), or to
+// one of its own choosing from its range; a socket bound to an address
+// alone (IP_BIND_ADDRESS_NO_PORT) keeps it; a port in use is an error that
+// wraps EADDRINUSE, and leaves the socket unbound.
+func TestBrokerSourcePort(t *testing.T) {
+	bed := newBrokerBed(t, &Broker{})
+	c := &BrokerClient{Path: bed.path}
+	busy, err := net.Listen("tcp4", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	busyPort := busy.Addr().(*net.TCPAddr).Port
+	free := func(network string) int {
+		ln, err := net.Listen(network, ":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		return ln.Addr().(*net.TCPAddr).Port
+	}
+	bound := func(fd int) (string, int) {
+		sa, err := unix.Getsockname(fd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch a := sa.(type) {
+		case *unix.SockaddrInet4:
+			return netip.AddrFrom4(a.Addr).String(), a.Port
+		case *unix.SockaddrInet6:
+			return netip.AddrFrom16(a.Addr).String(), a.Port
+		}
+		return "", 0
+	}
+	for _, tc := range []struct {
+		name     string
+		family   int
+		sport    int
+		noPort   bool // bound to 127.0.0.1 with IP_BIND_ADDRESS_NO_PORT first
+		wantAddr string
+	}{
+		{"IPv4, the port named", unix.AF_INET, free("tcp4"), false, "0.0.0.0"},
+		{"IPv6, the port named", unix.AF_INET6, free("tcp6"), false, "::"},
+		{"IPv4, the broker's choice", unix.AF_INET, 0, false, "0.0.0.0"},
+		{"IPv6, the broker's choice", unix.AF_INET6, 0, false, "::"},
+		{"an address without a port", unix.AF_INET, 0, true, "127.0.0.1"},
+	} {
+		fd, err := unix.Socket(tc.family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fd)
+		if tc.noPort {
+			unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+			if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := c.SetISNFrom(fd, 0xabcdef01, uint16(tc.sport)); err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+			continue
+		}
+		addr, port := bound(fd)
+		if addr != tc.wantAddr || tc.sport != 0 && port != tc.sport || tc.sport == 0 && (port < brokerPortLow || port > brokerPortHigh) {
+			t.Errorf("%s: bound to %s port %d, want %s port %d (0: from %d-%d)", tc.name, addr, port, tc.wantAddr, tc.sport, brokerPortLow, brokerPortHigh)
+		}
+		if got := sendSeq(t, fd); got != 0xabcdef01 {
+			t.Errorf("%s: ISN %#x", tc.name, got)
+		}
+	}
+	fd := tcpSocket(t)
+	err = c.SetISNFrom(fd, 1, uint16(busyPort))
+	if !errors.Is(err, syscall.EADDRINUSE) || !strings.Contains(err.Error(), "source port in use: "+strconv.Itoa(busyPort)) {
+		t.Errorf("a port in use: %v, want EADDRINUSE", err)
+	}
+	if _, port := bound(fd); port != 0 {
+		t.Errorf("a port in use: the socket was bound to port %d", port)
+	}
 }
