@@ -688,7 +688,7 @@ const (
 	brokerPortHigh = 60999
 	// brokerBindTries bounds the ports tried; each try fails only where
 	// that port is in use here.
-	brokerBindTries = 64
+	brokerBindTries = 256
 )
 
 // bindSource binds fd, an unconnected TCP socket its caller still holds,

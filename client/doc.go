@@ -125,7 +125,10 @@
 // port is free to choose: before repair mode, the broker binds it
 // (bindSource) with the kernel's normal conflict checks, SO_REUSEADDR and
 // SO_REUSEPORT cleared, to the port the request names or to one it picks
-// at random from 32768-60999 (up to 64 tries). The port is always named
+// at random from 32768-60999 (up to 256 tries; the kernel's own pick,
+// bind to port 0, would honour the caller's namespace's
+// ip_local_port_range and ip_local_reserved_ports, which the broker, in a
+// namespace of its own, does not see). The port is always named
 // in bind(): a port the kernel picks for bind(port 0) is given back when
 // the socket is disconnected, and in repair mode the caller can connect
 // it (no handshake) and disconnect it, then bind it anywhere; a named

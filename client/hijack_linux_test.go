@@ -404,6 +404,8 @@ func TestBrokerSourcePort(t *testing.T) {
 	}
 	defer busy.Close()
 	busyPort := busy.Addr().(*net.TCPAddr).Port
+	// A port free for IPv4 and IPv6 alike (a dual-stack listener's): the
+	// broker binds an IPv6 socket dual-stack.
 	free := func(network string) int {
 		ln, err := net.Listen(network, ":0")
 		if err != nil {
@@ -432,8 +434,8 @@ func TestBrokerSourcePort(t *testing.T) {
 		noPort   bool // bound to 127.0.0.1 with IP_BIND_ADDRESS_NO_PORT first
 		wantAddr string
 	}{
-		{"IPv4, the port named", unix.AF_INET, free("tcp4"), false, "0.0.0.0"},
-		{"IPv6, the port named", unix.AF_INET6, free("tcp6"), false, "::"},
+		{"IPv4, the port named", unix.AF_INET, free("tcp"), false, "0.0.0.0"},
+		{"IPv6, the port named", unix.AF_INET6, free("tcp"), false, "::"},
 		{"IPv4, the broker's choice", unix.AF_INET, 0, false, "0.0.0.0"},
 		{"IPv6, the broker's choice", unix.AF_INET6, 0, false, "::"},
 		{"an address without a port", unix.AF_INET, 0, true, "127.0.0.1"},
