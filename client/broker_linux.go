@@ -573,7 +573,7 @@ func (b *Broker) handle(msg []byte, fds []int, flags int, rightsErr error) strin
 	}
 	if !b.noBind {
 		if err := bindSource(fds[0], sport); err != nil {
-			if errors.Is(err, unix.EADDRINUSE) {
+			if sport != 0 && errors.Is(err, unix.EADDRINUSE) {
 				return brokerPortInUse + strconv.Itoa(int(sport))
 			}
 			return brokerRefused + err.Error()
@@ -754,6 +754,9 @@ func bindSource(fd int, sport uint16) error {
 		if err != unix.EADDRINUSE {
 			break
 		}
+	}
+	if err == unix.EADDRINUSE {
+		return fmt.Errorf("no free source port here in %d tries", brokerBindTries)
 	}
 	if err != nil {
 		return fmt.Errorf("bind a source port: %w", err)
