@@ -91,7 +91,7 @@ func BenchmarkDial(b *testing.B) {
 		// (one round trip), connect that socket.
 		{"broker, port unprotected", func() (net.Conn, error) {
 			bc := &BrokerClient{Path: sock}
-			dBroker.CheckCapability, dBroker.SetISN = bc.Available, bc.SetISN
+			dBroker.CheckCapability, dBroker.SetISN = bc.Available, bc.SetISNFrom
 			return dBroker.Dial(context.Background(), h.link.A4, plainPort)
 		}},
 	}
@@ -229,7 +229,7 @@ func BenchmarkDial(b *testing.B) {
 		for i := 0; i < 10; i++ {
 			c, took, err := coldBrokerDial(b, bin, func(sock string) (net.Conn, error) {
 				bc := &BrokerClient{Path: sock}
-				dBroker.CheckCapability, dBroker.SetISN = bc.Available, bc.SetISN
+				dBroker.CheckCapability, dBroker.SetISN = bc.Available, bc.SetISNFrom
 				return dBroker.Dial(context.Background(), h.link.A4, plainPort)
 			})
 			if err != nil {

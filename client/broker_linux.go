@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -25,9 +26,13 @@ import (
 const (
 	brokerMagic      = "skb1"
 	brokerRequestLen = 8   // magic, u32be ISN
+	brokerPortLen    = 10  // magic, u32be ISN, u16be source port
 	brokerMaxReply   = 256 // bytes of one answer
 	brokerOK         = "ok"
 	brokerRefused    = "refused: "
+	// brokerPortInUse, followed by the port, refuses a source port that
+	// is in use here: the client skips that knock's slot.
+	brokerPortInUse = brokerRefused + "source port in use: "
 	// brokerNotMember ends the refusal of a caller outside the group,
 	// followed by the group's name: the client names it in its advice.
 	brokerNotMember = " is neither root nor in group "
@@ -59,6 +64,10 @@ type Broker struct {
 
 	// apply sets the ISN of a checked socket; nil means applyISN.
 	apply func(fd int, isn uint32) error
+	// noBind leaves the socket unbound before repair mode (the broker as
+	// it was before it bound sockets): only a benchmark's baseline sets
+	// it, never a served broker.
+	noBind bool
 
 	mu       sync.Mutex
 	inFlight int
@@ -326,7 +335,7 @@ func (b *Broker) serveFast(cfd int) (more func()) {
 	// The greeting ("ok": a caller knows it will be served before it
 	// spends a knock) goes with the answer to a request already there, in
 	// one call: the caller is woken once, and finds both.
-	buf := make([]byte, brokerRequestLen)
+	buf := make([]byte, brokerPortLen)
 	oob := make([]byte, unix.CmsgSpace(4*brokerMaxFDs))
 	n, oobn, flags, err := recvDontwait(cfd, buf, oob, unix.MSG_CMSG_CLOEXEC)
 	switch {
@@ -516,7 +525,7 @@ func (b *Broker) serveConn(cfd int, cred *unix.Ucred, served int) {
 	if err != nil {
 		return
 	}
-	buf := make([]byte, brokerRequestLen)
+	buf := make([]byte, brokerPortLen)
 	oob := make([]byte, unix.CmsgSpace(4*brokerMaxFDs))
 	for i := served; i < brokerMaxRequests; i++ {
 		f.SetReadDeadline(time.Now().Add(b.ReadTimeout))
@@ -549,14 +558,26 @@ func (b *Broker) handle(msg []byte, fds []int, flags int, rightsErr error) strin
 	case len(msg) == len(brokerMagic) && len(fds) == 0:
 		// The check a client makes before it spends a knock.
 		return brokerOK
-	case len(msg) != brokerRequestLen:
+	case len(msg) != brokerRequestLen && len(msg) != brokerPortLen:
 		return brokerRefused + "malformed request"
 	case len(fds) == 0:
 		return brokerRefused + "no socket sent"
 	}
 	isn := binary.BigEndian.Uint32(msg[len(brokerMagic):])
+	var sport uint16
+	if len(msg) == brokerPortLen {
+		sport = binary.BigEndian.Uint16(msg[brokerRequestLen:])
+	}
 	if err := checkUnconnectedTCP(fds[0]); err != nil {
 		return brokerRefused + err.Error()
+	}
+	if !b.noBind {
+		if err := bindSource(fds[0], sport); err != nil {
+			if sport != 0 && errors.Is(err, unix.EADDRINUSE) {
+				return brokerPortInUse + strconv.Itoa(int(sport))
+			}
+			return brokerRefused + err.Error()
+		}
 	}
 	apply := b.apply
 	if apply == nil {
@@ -659,19 +680,110 @@ func checkClosedState(fd int) error {
 	return nil
 }
 
+// The range the broker picks a socket's source port from when the
+// request names none: the kernel's default ephemeral range (the broker
+// cannot read the caller's network namespace's own).
+const (
+	brokerPortLow  = 32768
+	brokerPortHigh = 60999
+	// brokerBindTries bounds the ports tried; each try fails only where
+	// that port is in use here.
+	brokerBindTries = 256
+)
+
+// bindSource binds fd, an unconnected TCP socket its caller still holds,
+// to a source port before it is put in repair mode, with the kernel's
+// normal conflict checks: sport when not 0 (the port ISN-v1 reserves for
+// the knock), else a free one the broker picks. A socket in repair mode
+// binds and listens on a port another socket holds, even another user's
+// listening service; a bound one cannot be bound again, and its listen()
+// can take only its own port, which no other socket shares.
+//
+// The port is always named in bind(): a socket bound to port 0 (the
+// kernel picking the port) gives it back when it is disconnected, and in
+// repair mode a caller can connect (no handshake) and disconnect it, and
+// then bind it anywhere. A port named in bind() stays bound through a
+// disconnect. So a socket that comes bound already is refused: the broker
+// cannot tell how its port was chosen. One bound to an address alone
+// (IP_BIND_ADDRESS_NO_PORT: port 0) keeps its address. The port is never
+// shared (SO_REUSEADDR and SO_REUSEPORT are cleared first): a port that
+// any other socket holds, TIME_WAIT ones too, is in use.
+func bindSource(fd int, sport uint16) error {
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return fmt.Errorf("getsockname: %w", err)
+	}
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		if a.Port != 0 {
+			return fmt.Errorf("the socket is bound (port %d): send an unbound one, the broker binds it", a.Port)
+		}
+	case *unix.SockaddrInet6:
+		if a.Port != 0 {
+			return fmt.Errorf("the socket is bound (port %d): send an unbound one, the broker binds it", a.Port)
+		}
+	default:
+		return errors.New("not an IPv4 or IPv6 socket")
+	}
+	// The port is the socket's alone: a port another socket holds (with
+	// SO_REUSEADDR, one not listening yet; with SO_REUSEPORT, one of the
+	// same user) is refused, since a listen() in the window would share
+	// it with that socket once it listens.
+	for _, opt := range []int{unix.SO_REUSEADDR, unix.SO_REUSEPORT} {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, opt, 0); err != nil {
+			return fmt.Errorf("clear SO_REUSEADDR/SO_REUSEPORT: %w", err)
+		}
+	}
+	bind := func(port int) error {
+		switch a := sa.(type) {
+		case *unix.SockaddrInet4:
+			a.Port = port
+		case *unix.SockaddrInet6:
+			a.Port = port
+		}
+		return unix.Bind(fd, sa)
+	}
+	if sport != 0 {
+		if err := bind(int(sport)); err != nil {
+			return fmt.Errorf("bind source port %d: %w", sport, err)
+		}
+		return nil
+	}
+	for range brokerBindTries {
+		err = bind(brokerPortLow + rand.IntN(brokerPortHigh-brokerPortLow+1))
+		if err != unix.EADDRINUSE {
+			break
+		}
+	}
+	if err == unix.EADDRINUSE {
+		return fmt.Errorf("no free source port here in %d tries", brokerBindTries)
+	}
+	if err != nil {
+		return fmt.Errorf("bind a source port: %w", err)
+	}
+	return nil
+}
+
 // applyISN is the broker's TCP_REPAIR sequence on a socket its caller
 // still holds, and so may use at the same time. A socket in repair mode
 // is a privilege of its own: connect() makes it established without a
 // handshake, and bind() takes a port another socket holds, even a
 // listening one (SK_FORCE_REUSE), which then gets that port's new
-// connections. So the state is checked again while repair mode is still
-// on and after it is off, repair mode is turned off without a window
-// probe, and a socket the caller used in the meantime is disarmed: never
-// handed back in repair mode.
+// connections. So the socket comes bound to a port of its own
+// (bindSource) and cannot take another; the state is checked again while
+// repair mode is still on and after it is off, repair mode is turned off
+// without a window probe, and a socket the caller used in the meantime
+// (connected, or listening on its own port) is disarmed: never handed
+// back in repair mode.
 func applyISN(fd int, isn uint32) error {
 	if err := unix.SetsockoptInt(fd, unix.SOL_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_ON); err != nil {
 		return fmt.Errorf("set TCP_REPAIR: %w", err)
 	}
+	return applyInRepair(fd, isn)
+}
+
+// applyInRepair is the rest of applyISN, on a socket in repair mode.
+func applyInRepair(fd int, isn uint32) error {
 	err := unix.SetsockoptInt(fd, unix.SOL_TCP, unix.TCP_REPAIR_QUEUE, tcpSendQueue)
 	if err == nil {
 		err = unix.SetsockoptInt(fd, unix.SOL_TCP, unix.TCP_QUEUE_SEQ, int(int32(isn)))
@@ -757,11 +869,14 @@ func ListenBroker(path string, gid int) (*net.UnixListener, error) {
 	// Closing it leaves the file: Serve closes it as soon as it starts;
 	// whoever made it removes the file when the broker is done.
 	ln.SetUnlinkOnClose(false)
-	if err := os.Chown(path, -1, gid); err == nil {
+	err = os.Chown(path, -1, gid)
+	if err == nil {
 		err = os.Chmod(path, 0o660)
 	}
 	if err != nil {
+		// A socket no member may use is no broker: not left behind.
 		ln.Close()
+		os.Remove(path)
 		return nil, fmt.Errorf("broker: %w", err)
 	}
 	return ln, nil

@@ -29,7 +29,7 @@ type brokerBed struct {
 	g    *netnstest.Group
 }
 
-func newBrokerBed(t *testing.T, b *Broker) *brokerBed {
+func newBrokerBed(t testing.TB, b *Broker) *brokerBed {
 	t.Helper()
 	netnstest.RequireRoot(t)
 	g := netnstest.NewGroup(t)
@@ -203,6 +203,13 @@ func TestBrokerRefusesBadRequests(t *testing.T) {
 		many[i] = tcpSocket(t)
 	}
 	huge := append(request(1), make([]byte, 60000)...)
+	// Bound by the caller: the broker cannot tell how its port was chosen.
+	bound := tcpSocket(t)
+	if err := unix.Bind(bound, &unix.SockaddrInet4{}); err != nil {
+		t.Fatal(err)
+	}
+	bsa, _ := unix.Getsockname(bound)
+	boundPort := bsa.(*unix.SockaddrInet4).Port
 
 	baseline := openFDs(t, 0)
 	for _, tc := range []struct {
@@ -214,7 +221,9 @@ func TestBrokerRefusesBadRequests(t *testing.T) {
 		{"garbage", []byte("GET / HTTP/1.0\r\n\r\n"), nil, "refused: not a seqknock broker request"},
 		{"garbage with a socket", []byte("\x00\x01\x02"), []int{many[0]}, "refused: not a seqknock broker request"},
 		{"a huge message", huge, []int{many[0]}, "refused: request too long"},
-		{"a request one byte long", append(request(1), 'x'), []int{many[0]}, "refused: request too long"},
+		{"a request one byte long", append(request(1), 'x', 'y', 'z'), []int{many[0]}, "refused: request too long"},
+		{"a request between the two lengths", append(request(1), 'x'), []int{many[0]}, "refused: malformed request"},
+		{"a bound socket", request(1), []int{bound}, "refused: the socket is bound (port " + strconv.Itoa(boundPort) + "): send an unbound one, the broker binds it"},
 		{"a short request", request(1)[:6], []int{many[0]}, "refused: malformed request"},
 		{"no socket", request(1), nil, "refused: no socket sent"},
 		{"a UDP socket", request(1), []int{udp}, "refused: not a TCP socket"},
@@ -573,12 +582,36 @@ func TestBrokerCallerRacesConnect(t *testing.T) {
 	bed.wellFormed(t, "racing callers")
 }
 
+// setcapCopy copies bin to a fresh directory that everyone may read and
+// gives the copy cap_net_admin+ep.
+func setcapCopy(t *testing.T, bin string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "seqknock-capcopy-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	src, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := filepath.Join(dir, "seqknock")
+	if err := os.WriteFile(cp, src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("setcap", "cap_net_admin+ep", cp).CombinedOutput(); err != nil {
+		t.Fatalf("setcap: %v: %s", err, out)
+	}
+	return cp
+}
+
 // TestBrokerCommand runs `seqknock broker` (both builds): by hand on a
 // path it makes, and socket-activated (LISTEN_PID, LISTEN_FDS, fd 3); it
 // serves a member, exits 0 after --exit-idle, and refuses an unknown group,
-// a user without CAP_NET_ADMIN, and sudo.
+// a user without CAP_NET_ADMIN, sudo, and a setcap copy run by a user.
 func TestBrokerCommand(t *testing.T) {
-	netnstest.RequireRoot(t, "setpriv")
+	netnstest.RequireRoot(t, "setpriv", "setcap")
 	g := netnstest.NewGroup(t)
 	u := netnstest.NewUser(t)
 	u.Join(g)
@@ -590,6 +623,7 @@ func TestBrokerCommand(t *testing.T) {
 			defer os.RemoveAll(dir)
 			os.Chmod(dir, 0o755)
 			path := filepath.Join(dir, "run", "broker.sock")
+			capBin := setcapCopy(t, bin)
 
 			serve := func(cmd *exec.Cmd) {
 				t.Helper()
@@ -663,7 +697,9 @@ func TestBrokerCommand(t *testing.T) {
 					c := exec.Command(bin, "broker", "--listen", path, "--group", g.Name)
 					c.Env = []string{"PATH=/usr/bin:/bin", "SUDO_UID=" + strconv.Itoa(u.UID), "SUDO_GID=" + strconv.Itoa(u.GID)}
 					return c
-				}(), 1, "broker needs no privilege: run it without sudo"},
+				}(), 1, "broker: refused under sudo for uid " + strconv.Itoa(u.UID) + ": its user could stop it in the middle of a request; run the broker as the system service"},
+				{"from a setcap copy", u.Command(nil, capBin, "broker", "--listen", path, "--group", g.Name), 1,
+					"broker: refused with a file capability (setcap) for a user who is not root: its user could stop it in the middle of a request; run the broker as the system service"},
 			} {
 				out, err := tc.cmd.CombinedOutput()
 				code := 0

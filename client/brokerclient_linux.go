@@ -87,11 +87,20 @@ func (b *BrokerClient) Check() error {
 	})
 }
 
-// SetISN has the broker set the ISN of fd, an unconnected TCP socket.
+// SetISN has the broker set the ISN of fd, an unbound, unconnected TCP
+// socket, which the broker binds to a source port of its choosing.
 func (b *BrokerClient) SetISN(fd int, isn uint32) error {
-	var msg [brokerRequestLen]byte
+	return b.SetISNFrom(fd, isn, 0)
+}
+
+// SetISNFrom has the broker bind fd, an unbound, unconnected TCP socket,
+// to source port sport (0: one of its choosing) and set its ISN. A port
+// in use here fails with an error that wraps syscall.EADDRINUSE.
+func (b *BrokerClient) SetISNFrom(fd int, isn uint32, sport uint16) error {
+	var msg [brokerPortLen]byte
 	copy(msg[:], brokerMagic)
 	binary.BigEndian.PutUint32(msg[len(brokerMagic):], isn)
+	binary.BigEndian.PutUint16(msg[brokerRequestLen:], sport)
 	rights := unix.UnixRights(fd)
 	return b.retryBusy(func(c *brokerConn) error {
 		werr := c.send(msg[:], rights)
@@ -262,6 +271,8 @@ func (b *BrokerClient) answer(c *brokerConn, werr error) error {
 	switch {
 	case ans == brokerOK:
 		return nil
+	case strings.HasPrefix(ans, brokerPortInUse):
+		return fmt.Errorf("%w: %w", syscall.EADDRINUSE, &BrokerError{Path: b.Path, Reason: ans})
 	case strings.HasPrefix(ans, brokerRefused):
 		return &BrokerError{Path: b.Path, Reason: ans, Group: refusedGroup(ans)}
 	}
@@ -341,7 +352,7 @@ func (e *NoPrivilegeError) Unwrap() error { return ErrNoCapability }
 // kept out by the socket's mode and fails here; the broker's own refusal
 // (with a socket open to all) comes with the first request, before any
 // packet is sent but after a slot was reserved in the slot store.
-func (d *Dialer) privilege() (set func(fd int, isn uint32) error, err error) {
+func (d *Dialer) privilege() (set func(fd int, isn uint32, sport uint16) error, err error) {
 	if d.CheckCapability != nil {
 		return d.SetISN, d.CheckCapability()
 	}
@@ -366,7 +377,7 @@ func (d *Dialer) privilege() (set func(fd int, isn uint32) error, err error) {
 	if d.OnBroker != nil {
 		d.OnBroker(path)
 	}
-	return bc.SetISN, nil
+	return bc.SetISNFrom, nil
 }
 
 // PrivilegeNote says in one line how seqknock, run by this user, will set

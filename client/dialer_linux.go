@@ -65,11 +65,14 @@ type Dialer struct {
 	// CheckCapability runs before any slot is reserved or packet sent
 	// (default: CheckCapability).
 	CheckCapability func() error
-	// SetISN sets the ISN of an unconnected socket (default: TCP_REPAIR
-	// in this process; a BrokerClient's SetISN asks the broker). With
-	// CheckCapability nil, Dial picks it: this process when it holds
-	// CAP_NET_ADMIN, else the broker at Broker when it answers.
-	SetISN func(fd int, isn uint32) error
+	// SetISN binds an unbound, unconnected socket to source port sport
+	// when that is not 0 (BindSourcePort) and sets its ISN (default:
+	// TCP_REPAIR in this process; a BrokerClient's SetISNFrom asks the
+	// broker, which binds every socket). A port in use fails with an error
+	// that wraps syscall.EADDRINUSE. With CheckCapability nil, Dial picks
+	// it: this process when it holds CAP_NET_ADMIN, else the broker at
+	// Broker when it answers.
+	SetISN func(fd int, isn uint32, sport uint16) error
 	// Broker is the broker's socket (default DefaultBrokerPath).
 	Broker string
 	// OnBroker is told when the broker sets the ISNs of this dial.
@@ -370,11 +373,10 @@ func isTimeout(err error) bool {
 }
 
 // attempt sends one knock to ap, from source port sport when not 0.
-func (d *Dialer) attempt(ctx context.Context, ap netip.AddrPort, sport uint16, isn uint32, synTimeout time.Duration, set func(int, uint32) error) (*net.TCPConn, error) {
-	nd := net.Dialer{Timeout: synTimeout, Control: prepare(ap.Addr(), isn, d.SignKey, set)}
-	if sport != 0 {
-		nd.LocalAddr = &net.TCPAddr{Port: int(sport)}
-	}
+func (d *Dialer) attempt(ctx context.Context, ap netip.AddrPort, sport uint16, isn uint32, synTimeout time.Duration, set func(int, uint32, uint16) error) (*net.TCPConn, error) {
+	// The source port is bound by set, before the ISN: the broker binds
+	// the sockets it is sent itself and refuses bound ones.
+	nd := net.Dialer{Timeout: synTimeout, Control: prepare(ap.Addr(), isn, sport, d.SignKey, set)}
 	network := "tcp4"
 	if ap.Addr().Is6() && !ap.Addr().Is4In6() {
 		network = "tcp6"

@@ -90,41 +90,89 @@
 // take over accepting, and the held one ends with that connection
 // (TestBrokerLockedSocket).
 //
-//	check:   "skb1"                       (4 bytes, no descriptor)
-//	set ISN: "skb1" || u32be(isn)         (8 bytes) + exactly one descriptor (SCM_RIGHTS)
+//	check:   "skb1"                               (4 bytes, no descriptor)
+//	set ISN: "skb1" || u32be(isn) [|| u16be(sport)] (8 or 10 bytes) + exactly one descriptor (SCM_RIGHTS)
 //	answer:  "ok", or "refused: " + one line of reason (at most 256 bytes)
+//
+// sport is the source port to bind the socket to (bind_source_port), 0 or
+// absent for one of the broker's choosing; a port in use here is refused
+// as "refused: source port in use: PORT", which the client reports as
+// EADDRINUSE and answers by skipping that slot.
 //
 // The broker answers a request only for root and members of its group
 // (default seqknock: the gid or a supplementary group of the caller as it
 // connected, from SO_PEERCRED and SO_PEERGROUPS, never the user database).
 // It refuses a descriptor that is not an IPv4 or IPv6 SOCK_STREAM
 // IPPROTO_TCP socket in state CLOSE (TCP_INFO: not connected, connecting
-// or listening), a message longer than 8 bytes (MSG_TRUNC), more than one
+// or listening), a socket already bound to a port, a message longer than
+// 10 bytes (MSG_TRUNC), more than one
 // descriptor or a cut control message (MSG_CTRUNC): every descriptor a
 // message carried is closed whatever the answer. Each read has a deadline
 // (2 s); at most 256 connections are served at once and 32 per uid, and
 // one more is answered "busy" at once (the client retries), so a caller
 // that sends nothing holds only its own slots.
 //
-// What a member can do with it: choose the ISN of sockets it holds,
-// nothing more. A process can only send descriptors it holds, so a socket
-// is the caller's or one given to it; the broker does not ask which
-// process made it. The caller still holds the socket while the broker
-// works on it, and repair mode is a privilege of its own: connect() makes
-// the socket established without a handshake, and bind() takes a port
-// another socket holds, even a listening one, whose new connections it
-// then gets (SK_FORCE_REUSE). So the broker checks the state again while
-// repair mode is still on and after it is off (TCP_REPAIR_OFF_NO_WP: no
-// window probe), and a socket found in use then is disconnected with
-// repair mode on (no FIN, no RST) and taken out of repair mode, round
-// after round (up to 1,000) until it is found closed: it is never handed
-// back in repair mode (TestBrokerCallerRacesConnect, TestBrokerDisarm).
-// Left: a bind() landing while repair mode is on keeps its port (listen()
-// on it is refused, an outgoing connection from it works, even where
-// another socket listens), and a connect() landing in the microseconds
-// just before a TCP_REPAIR_OFF_NO_WP leaves a socket established without
-// a handshake that the caller may write on until the check right after
-// it disarms it (not seen in the test).
+// What a member can do with it: choose the ISN and the source port of
+// sockets it holds, nothing more. A process can only send descriptors it
+// holds, so a socket is the caller's or one given to it; the broker does
+// not ask which process made it. The caller still holds the socket while
+// the broker works on it, and repair mode is a privilege of its own:
+// connect() makes the socket established without a handshake, and bind()
+// and listen() take a port another socket holds, even one another user's
+// service listens on (127.0.0.1:PORT beside 0.0.0.0:PORT), whose new
+// connections it then gets (SK_FORCE_REUSE skips the kernel's conflict
+// check). So no socket a caller holds is ever in repair mode while its
+// port is free to choose: before repair mode, the broker binds it
+// (bindSource) with the kernel's normal conflict checks, SO_REUSEADDR and
+// SO_REUSEPORT cleared, to the port the request names or to one it picks
+// at random from 32768-60999 (up to 256 tries; the kernel's own pick,
+// bind to port 0, would honour the caller's namespace's
+// ip_local_port_range and ip_local_reserved_ports, which the broker, in a
+// namespace of its own, does not see). The port is always named
+// in bind(): a port the kernel picks for bind(port 0) is given back when
+// the socket is disconnected, and in repair mode the caller can connect
+// it (no handshake) and disconnect it, then bind it anywhere; a named
+// port stays through that. For the same reason a socket that comes bound
+// is refused: the broker cannot tell how its port was chosen. A bound
+// socket cannot be bound again, and a listen() in the window listens on
+// its own port, which no other socket shares (TestBrokerWindowHoldsPort).
+// The broker then checks the state again while repair mode is still on
+// and after it is off (TCP_REPAIR_OFF_NO_WP: no window probe), and a
+// socket found in use (connected, or listening on its own port) is
+// disconnected with repair mode on (no FIN, no RST) and taken out of
+// repair mode, round after round (up to 1,000) until it is found closed:
+// it is never handed back in repair mode (TestBrokerCallerRacesConnect,
+// TestBrokerDisarm). A member racing bind()+listen() on 127.0.0.1:PORT
+// against the broker lands neither (TestBrokerRaceBindListen). Left: a
+// connect() landing in the microseconds just before a
+// TCP_REPAIR_OFF_NO_WP leaves a socket established without a handshake
+// that the caller may write on until the check right after it disarms it
+// (not seen in the test). The cost: a broker dial's port is its own, so
+// TIME_WAIT sockets hold their ports for it, and a host that closes more
+// than about 28,000 broker dials a minute first would run short (an
+// ordinary dial's port is shared by connections to other destinations).
+//
+// A better mechanism would be the broker making the socket itself and
+// passing it back, but the socket must belong to the caller's network
+// namespace, which the broker (in a namespace of its own, allowed only
+// Unix sockets) could reach only with setns and CAP_SYS_ADMIN: binding
+// the caller's socket needs no more than the capability it holds.
+//
+// The broker must be a process its callers cannot stop: one stopped
+// (SIGSTOP) inside its repair window and killed leaves the caller a
+// socket in repair mode for good. The unit runs it as a user of its own
+// (DynamicUser), so only root may signal it. `seqknock broker` refuses to
+// run under sudo (its user's terminal can stop it) and from a setcap copy
+// run by a user who is not root (CheckNotFileCapability: a capability it
+// did not hold before execve, no no_new_privs, nothing in its ambient
+// set): that user could stop it and would lend the capability to their
+// own sockets (TestSetcapBrokerAttack). A setcap binary sets the ISN only
+// of sockets it makes itself: the socket is made by its dialer (close on
+// exec, never sent anywhere), and the process is non-dumpable from its
+// execve, so its user can neither trace it nor take a descriptor from it
+// (pidfd_getfd and /proc/PID/fd need the same ptrace access); stopped or
+// killed inside the window, it leaves a socket nobody else holds. With
+// bind_source_port it too binds the source port before repair mode.
 //
 // The path is created by systemd (or, run by hand, by ListenBroker: an
 // old socket is replaced, a symbolic link or a file at the path refused,

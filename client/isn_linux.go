@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"syscall"
 
 	"github.com/seqknock/seqknock/tcpsign"
@@ -38,8 +39,9 @@ func CheckCapability() error {
 
 // prepare returns a net.Dialer Control function that readies the socket
 // before connect(): with signKey, the TCP-MD5 key for peer (no capability
-// needed); then the ISN, with set (nil: setISNFD, in this process).
-func prepare(peer netip.Addr, isn uint32, signKey []byte, set func(fd int, isn uint32) error) func(network, address string, c syscall.RawConn) error {
+// needed); then the source port (when sport is not 0) and the ISN, with
+// set (nil: setISNFD, in this process).
+func prepare(peer netip.Addr, isn uint32, sport uint16, signKey []byte, set func(fd int, isn uint32, sport uint16) error) func(network, address string, c syscall.RawConn) error {
 	if set == nil {
 		set = setISNFD
 	}
@@ -51,7 +53,7 @@ func prepare(peer netip.Addr, isn uint32, signKey []byte, set func(fd int, isn u
 					return
 				}
 			}
-			serr = set(int(fd), isn)
+			serr = set(int(fd), isn, sport)
 		})
 		if err != nil {
 			return err
@@ -60,10 +62,18 @@ func prepare(peer netip.Addr, isn uint32, signKey []byte, set func(fd int, isn u
 	}
 }
 
-// setISNFD sets the ISN in this process: TCP_REPAIR on, select the send
-// queue, set its sequence number, TCP_REPAIR off; connect() then sends SYN
-// with that sequence number.
-func setISNFD(fd int, isn uint32) error {
+// setISNFD sets the ISN in this process: bind to source port sport (when
+// not 0) on the wildcard address of the socket's family, TCP_REPAIR on,
+// select the send queue, set its sequence number, TCP_REPAIR off;
+// connect() then sends SYN with that sequence number. The socket is this
+// process's own, made by its dialer and never shared, so the order does
+// not matter for safety; the bind comes first, as in the broker.
+func setISNFD(fd int, isn uint32, sport uint16) error {
+	if sport != 0 {
+		if err := bindPort(fd, sport); err != nil {
+			return err
+		}
+	}
 	if err := unix.SetsockoptInt(fd, unix.SOL_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_ON); err != nil {
 		if errors.Is(err, unix.EPERM) {
 			return ErrNoCapability
@@ -81,6 +91,22 @@ func setISNFD(fd int, isn uint32) error {
 	}
 	if err != nil {
 		return fmt.Errorf("set ISN: %w", err)
+	}
+	return nil
+}
+
+// bindPort binds fd to port on the wildcard address of its family.
+func bindPort(fd int, port uint16) error {
+	dom, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	if err != nil {
+		return os.NewSyscallError("getsockopt", err)
+	}
+	var sa unix.Sockaddr = &unix.SockaddrInet4{Port: int(port)}
+	if dom == unix.AF_INET6 {
+		sa = &unix.SockaddrInet6{Port: int(port)}
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		return os.NewSyscallError("bind", err)
 	}
 	return nil
 }

@@ -260,3 +260,43 @@ func hasCapabilities() (bool, error) {
 	}
 	return false, nil
 }
+
+// ErrFileCapabilityBroker refuses a mode that would serve someone else's
+// socket with a capability the binary's file gave its user.
+var ErrFileCapabilityBroker = errors.New("refused with a file capability (setcap) for a user who is not root: " +
+	"its user could stop it in the middle of a request; run the broker as the system service (systemctl enable --now seqknock-broker.socket)")
+
+// CheckNotFileCapability returns ErrFileCapabilityBroker when this process
+// gained its capabilities from its own file at execve (a setcap copy run
+// by a user who is not root): its real uid is not 0, it holds a
+// capability, CAP_NET_ADMIN is not in its ambient set (where systemd's
+// AmbientCapabilities, and Become, put it) and no_new_privs is off (with
+// it on, execve grants no capability the process did not hold before, so
+// what it holds came from its parent: systemd's unit sets
+// NoNewPrivileges=yes). Such a process runs as its user, who may stop or
+// kill it at any moment: it may set the ISN only of sockets it made.
+func CheckNotFileCapability() error {
+	if os.Getuid() == 0 {
+		return nil
+	}
+	held, err := hasCapabilities()
+	if err != nil {
+		return fmt.Errorf("capability check: %w", err)
+	}
+	if !held {
+		return nil
+	}
+	if nnp, err := unix.PrctlRetInt(unix.PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0); err != nil || nnp == 1 {
+		if err != nil {
+			return fmt.Errorf("capability check: no_new_privs: %w", err)
+		}
+		return nil
+	}
+	if amb, err := unix.PrctlRetInt(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_IS_SET, unix.CAP_NET_ADMIN, 0, 0); err != nil || amb == 1 {
+		if err != nil {
+			return fmt.Errorf("capability check: ambient set: %w", err)
+		}
+		return nil
+	}
+	return ErrFileCapabilityBroker
+}

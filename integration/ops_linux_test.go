@@ -170,7 +170,7 @@ func TestInstallUninstall(t *testing.T) {
 	// dynamic user without a network, that exits when idle.
 	sock, _ := os.ReadFile(filepath.Join(vdir, "seqknock-broker.socket"))
 	bsvc, _ := os.ReadFile(filepath.Join(vdir, "seqknock-broker.service"))
-	for _, want := range []string{"\nListenSequentialPacket=/run/seqknock/broker.sock\n", "\nSocketGroup=seqknock\n", "\nSocketMode=0660\n"} {
+	for _, want := range []string{"\nListenSequentialPacket=/run/seqknock/broker.sock\n", "\nSocketUser=root\n", "\nSocketGroup=seqknock\n", "\nSocketMode=0660\n"} {
 		if !strings.Contains(string(sock), want) {
 			t.Errorf("seqknock-broker.socket lacks %q", strings.TrimSpace(want))
 		}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"log/slog"
 	"os"
 	"os/user"
@@ -18,7 +19,8 @@ func brokerCommand() *cli.Command {
 		Description: "Lends one privilege: setting the initial sequence number of a TCP socket its caller owns and " +
 			"sends it, so seqknock needs neither sudo nor setcap. Callers must be root or in GROUP (as they " +
 			"connect); the socket must be an unconnected TCP socket. Runs from seqknock-broker.socket " +
-			"(socket activation, CAP_NET_ADMIN only) or by hand as root, which makes PATH (mode 0660, group GROUP).",
+			"(socket activation, CAP_NET_ADMIN only) or by hand as root, which makes PATH (mode 0660, group GROUP). " +
+			"Refused under sudo and from a setcap copy run by a user who is not root: its callers must not be able to stop it.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: client.DefaultBrokerPath, Usage: "the socket `PATH` (when not socket-activated)"},
 			&cli.StringFlag{Name: "group", Value: client.DefaultBrokerGroup, Usage: "the `GROUP` (name or gid) whose members may ask"},
@@ -28,8 +30,16 @@ func brokerCommand() *cli.Command {
 			if c.NArg() != 0 {
 				return usagef("broker: unexpected argument %q", c.Args().First())
 			}
-			if err := refuseElevated(c); err != nil {
+			// A broker its callers can stop (a setcap copy run by a user,
+			// a sudo'd one under its user's terminal) could be stopped in
+			// the middle of a request: it runs only as a system service.
+			if inv, err := client.CurrentInvoker(); err != nil {
 				return err
+			} else if inv.Elevated {
+				return fmt.Errorf("broker: refused under %s for uid %d: its user could stop it in the middle of a request; run the broker as the system service (systemctl enable --now seqknock-broker.socket)", inv.Via, inv.UID)
+			}
+			if err := client.CheckNotFileCapability(); err != nil {
+				return fmt.Errorf("broker: %w", err)
 			}
 			if err := client.GuardCapabilities(); err != nil {
 				return err

@@ -42,7 +42,7 @@ func main() {
 	}
 	inProcess, viaBroker := newDialer(), newDialer()
 	bc := &client.BrokerClient{Path: os.Args[3]}
-	viaBroker.CheckCapability, viaBroker.SetISN = bc.Available, bc.SetISN
+	viaBroker.CheckCapability, viaBroker.SetISN = bc.Available, bc.SetISNFrom
 	plain := &net.Dialer{Timeout: 2 * time.Second}
 	target := net.JoinHostPort(addr.String(), os.Args[2])
 	names := []string{"in-process", "broker", "plain", "echo"}

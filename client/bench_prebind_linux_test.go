@@ -1,0 +1,94 @@
+//go:build linux
+
+package client
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/seqknock/seqknock/totp"
+	"golang.org/x/sys/unix"
+)
+
+// BenchmarkBrokerPreBind prices the broker's bind of each socket before
+// repair mode: dials through a broker that binds (as served) and one that
+// does not (the broker before it bound sockets; a test-only switch) take
+// turns to a local listener, in the same run, and it reports both medians
+// and their ratio (bind/nobind, ns/op of a whole dial: the broker's round
+// trip, the ISN, connect()). E.g. -bench BrokerPreBind -benchtime 2000x.
+func BenchmarkBrokerPreBind(b *testing.B) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+	binding, plain := newBrokerBed(b, &Broker{}), newBrokerBed(b, &Broker{noBind: true})
+	dialer := func(path string) *Dialer {
+		slot := 0
+		bc := &BrokerClient{Path: path}
+		return &Dialer{Key: testKey, Slots: totp.MaxSlots, SynTimeout: 2 * time.Second,
+			Resolve: func(context.Context, string, string) ([]netip.Addr, error) {
+				return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+			},
+			Reserve:         func(string, uint64, int) (int, error) { slot++; return (slot - 1) % totp.MaxSlots, nil },
+			CheckCapability: bc.Available, SetISN: bc.SetISNFrom}
+	}
+	modes := []*Dialer{dialer(binding.path), dialer(plain.path)}
+	times := make([][]time.Duration, len(modes))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		// Turns alternate which goes first, so neither always follows
+		// the other.
+		for k := range modes {
+			m := (i + k) % len(modes)
+			start := time.Now()
+			c, err := modes[m].Dial(context.Background(), "127.0.0.1", port)
+			if err != nil {
+				b.Fatalf("dial %d: %v", i, err)
+			}
+			times[m] = append(times[m], time.Since(start))
+			c.Close()
+		}
+	}
+	b.StopTimer()
+	median := func(ds []time.Duration) time.Duration {
+		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+		return ds[len(ds)/2]
+	}
+	bind, nobind := median(times[0]), median(times[1])
+	b.ReportMetric(float64(bind.Nanoseconds()), "bind-ns/dial")
+	b.ReportMetric(float64(nobind.Nanoseconds()), "nobind-ns/dial")
+	b.ReportMetric(float64(bind)/float64(nobind), "bind/nobind")
+	// The bind alone (with its getsockname and setsockopt calls), on
+	// fresh sockets: what the broker adds to each request.
+	var alone []time.Duration
+	for range 1000 {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		err = bindSource(fd, 0)
+		alone = append(alone, time.Since(start))
+		unix.Close(fd)
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(median(alone).Nanoseconds()), "bindSource-ns")
+	b.Logf("broker dial median: %v with the bind, %v without: %.3fx (%d dials each); bindSource alone %v", bind, nobind, float64(bind)/float64(nobind), b.N, median(alone))
+}
