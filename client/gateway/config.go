@@ -100,7 +100,8 @@ func ParseConfig(file string, data []byte) (*Config, error) {
 	seen := map[netip.AddrPort]int{}
 	for i, d := range raw.Destination {
 		fail := func(field, format string, a ...any) error {
-			return doc.At("destination", i, field, fmt.Sprintf("destination[%d].%s", i, field), fmt.Errorf(format, a...))
+			key, _, _ := strings.Cut(field, "[")
+			return doc.At("destination", i, key, fmt.Sprintf("destination[%d].%s", i, field), fmt.Errorf(format, a...))
 		}
 		if d.Address == nil {
 			return nil, fail("address", "missing")
