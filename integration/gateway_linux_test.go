@@ -47,7 +47,7 @@ const httpBody = "behind-the-knock\n"
 
 func newGWWorld(t testing.TB, subnet int) *gwWorld {
 	t.Helper()
-	netnstest.RequireRoot(t, "curl", "nft")
+	netnstest.RequireRoot(t, "curl", "nft", "setpriv")
 	w := &gwWorld{world: newWorld(t, subnet, 2*time.Second), gwLog: &netnstest.Buffer{}}
 	if err := os.WriteFile(w.path("seqknockd.toml"), []byte(fmt.Sprintf(gwServerConfig, w.period)), 0o600); err != nil {
 		t.Fatal(err)
@@ -130,7 +130,9 @@ func (w *gwWorld) startGateway() {
 	t := w.t
 	t.Helper()
 	before := strings.Count(w.gwLog.String(), "gateway ready")
-	w.gw = w.rtr.Command(w.seqknock, "gateway", "--config", w.gwConfig, "--syn-timeout", "1s")
+	// With CAP_NET_ADMIN alone, as seqknock-gateway.service runs it.
+	w.gw = w.rtr.Command("setpriv", "--bounding-set=-all,+net_admin", "--inh-caps=-all", "--no-new-privs",
+		w.seqknock, "gateway", "--config", w.gwConfig, "--syn-timeout", "1s")
 	w.gw.Stderr = w.gwLog
 	if err := w.gw.Start(); err != nil {
 		t.Fatal(err)
@@ -280,5 +282,38 @@ func TestGatewayKilled(t *testing.T) {
 	wantSilence(t, "ipv6 after the kill", w.lanConnect("", w.up.A6, 22, 2*time.Second))
 	if out, _ := w.srv.Run("ss", "-Htn", "state", "established", "sport = :22"); strings.TrimSpace(out) != "" {
 		t.Errorf("connections to sshd remain after the kill:\n%s", out)
+	}
+}
+
+// TestGatewayUnit: seqknock-gateway.service passes systemd-analyze verify
+// with no warning, and grants CAP_NET_ADMIN alone.
+func TestGatewayUnit(t *testing.T) {
+	netnstest.RequireTools(t, "systemd-analyze")
+	root := repoRoot(t)
+	bin := netnstest.Build(t, "client/cmd/seqknock")
+	b, err := os.ReadFile(root + "/scripts/systemd/seqknock-gateway.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := string(b)
+	for _, want := range []string{"\nCapabilityBoundingSet=CAP_NET_ADMIN\n", "\nAmbientCapabilities=CAP_NET_ADMIN\n", "\nNoNewPrivileges=yes\n", "\nProtectSystem=strict\n"} {
+		if !strings.Contains(unit, want) {
+			t.Errorf("seqknock-gateway.service lacks %q", strings.TrimSpace(want))
+		}
+	}
+	dir := t.TempDir()
+	os.MkdirAll(dir+"/man/man1", 0o755)
+	page, err := os.ReadFile(root + "/man/seqknock.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(dir+"/man/man1/seqknock.1", page, 0o644)
+	os.WriteFile(dir+"/seqknock-gateway.service", []byte(strings.ReplaceAll(unit, "/usr/local/bin/seqknock", bin)), 0o644)
+	verify := exec.Command("systemd-analyze", "verify", "seqknock-gateway.service")
+	verify.Dir = dir
+	verify.Env = append(os.Environ(), "MANPATH="+dir+"/man", "SYSTEMD_UNIT_PATH="+dir+":")
+	out, err := verify.CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "" {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
 }
