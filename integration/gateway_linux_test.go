@@ -45,11 +45,15 @@ key_file = "alice.key"
 
 const httpBody = "behind-the-knock\n"
 
-func newGWWorld(t testing.TB, subnet int) *gwWorld {
+func newGWWorld(t testing.TB, subnet int, extra ...int) *gwWorld {
 	t.Helper()
 	netnstest.RequireRoot(t, "curl", "nft", "setpriv")
 	w := &gwWorld{world: newWorld(t, subnet, 2*time.Second), gwLog: &netnstest.Buffer{}}
-	if err := os.WriteFile(w.path("seqknockd.toml"), []byte(fmt.Sprintf(gwServerConfig, w.period)), 0o600); err != nil {
+	srvCfg := fmt.Sprintf(gwServerConfig, w.period)
+	for _, p := range extra {
+		srvCfg += fmt.Sprintf("[[service]]\nport = %d\n", p)
+	}
+	if err := os.WriteFile(w.path("seqknockd.toml"), []byte(srvCfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	w.rtr, w.lan = netnstest.New(t, "gwrt"), netnstest.New(t, "gwln")
@@ -82,6 +86,11 @@ key_file = "alice.key"
 realm = "lab"
 period = "%[1]s"
 bind_source_port = true
+[[host]]
+match = "srv"
+key_file = "alice.key"
+realm = "lab"
+period = "%[1]s"
 `, w.period)
 	if err := os.WriteFile(w.path("client.toml"), []byte(client), 0o600); err != nil {
 		t.Fatal(err)
@@ -103,6 +112,9 @@ port = 22
 host = "srv"
 allow = ["%[4]s"]
 `, w.up.A4, w.down.B4, w.up.A6, w.down.Subnet6)
+	for _, p := range extra {
+		gw += fmt.Sprintf("[[destination]]\naddress = %q\nport = %d\nhost = \"srv\"\nallow = [%q]\n", w.up.A4, p, w.down.B4)
+	}
 	w.gwConfig = w.path("gateway.toml")
 	if err := os.WriteFile(w.gwConfig, []byte(gw), 0o600); err != nil {
 		t.Fatal(err)
