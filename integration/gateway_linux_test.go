@@ -278,10 +278,12 @@ func TestGateway(t *testing.T) {
 
 // TestGatewayKilled: the gateway killed mid-session leaves no open path:
 // the session ends, and new connections get no answer at all (its table,
-// left behind, drops them for want of a listener).
+// left behind, drops them for want of the gateway's listener), also when
+// an unprivileged user of the router listens on the gateway's port.
 func TestGatewayKilled(t *testing.T) {
 	t.Parallel()
 	w := newGWWorld(t, 216)
+	mallory := netnstest.NewUser(t)
 	w.startGateway()
 	w.sshFrom = w.lan
 	s := w.openSessionVia("none", w.up.A4)
@@ -295,6 +297,25 @@ func TestGatewayKilled(t *testing.T) {
 	if out, _ := w.srv.Run("ss", "-Htn", "state", "established", "sport = :22"); strings.TrimSpace(out) != "" {
 		t.Errorf("connections to sshd remain after the kill:\n%s", out)
 	}
+	// Mallory takes the gateway's port, to catch the LAN's connections.
+	nc := mallory.Command(w.rtr, "nc", "-l", "-k", "7022")
+	nc.Stdout, nc.Stderr = &netnstest.Buffer{}, &netnstest.Buffer{}
+	if err := nc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Process.Kill(); nc.Wait() })
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out, _ := w.rtr.Run("ss", "-Hltn", "sport = :7022")
+		if strings.Contains(out, "LISTEN") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nc did not listen: %s", nc.Stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	wantSilence(t, "with another user's listener on the gateway's port", w.lanConnect("", w.up.A4, 22, 2*time.Second))
 }
 
 // TestGatewayUnit: seqknock-gateway.service passes systemd-analyze verify

@@ -16,6 +16,12 @@ const DefaultTable = "seqknock-gw"
 // DefaultListenPort is the port the redirected connections arrive at.
 const DefaultListenPort = 7022
 
+// DefaultListenMark is the SO_MARK of the gateway's listeners, "sk" in its
+// top bytes: the table lets new flows reach the listen port only while a
+// socket with this mark listens there. Setting a mark takes
+// CAP_NET_ADMIN, so another user's listener on the port never gets one.
+const DefaultListenMark = 0x736b0000
+
 // Config is the gateway config, /etc/seqknock/gateway.toml.
 type Config struct {
 	Path string
@@ -24,6 +30,8 @@ type Config struct {
 	ClientConfig string
 	// ListenPort takes the redirected connections, on every address.
 	ListenPort uint16
+	// ListenMark is the SO_MARK of the listeners (never 0).
+	ListenMark uint32
 	Table      string
 	Dests      []Destination
 }
@@ -41,6 +49,7 @@ type Destination struct {
 type rawConfig struct {
 	ClientConfig *string `toml:"client_config"`
 	ListenPort   *int    `toml:"listen_port"`
+	ListenMark   *int64  `toml:"listen_mark"`
 	Table        *string `toml:"table"`
 	Destination  []struct {
 		Address *string  `toml:"address"`
@@ -67,7 +76,7 @@ func ParseConfig(file string, data []byte) (*Config, error) {
 	if err := doc.Decode(&raw); err != nil {
 		return nil, err
 	}
-	c := &Config{Path: file, ListenPort: DefaultListenPort, Table: DefaultTable,
+	c := &Config{Path: file, ListenPort: DefaultListenPort, ListenMark: DefaultListenMark, Table: DefaultTable,
 		ClientConfig: filepath.Join(filepath.Dir(file), "client.toml")}
 	top := func(key, format string, a ...any) error {
 		return doc.At("", -1, key, key, fmt.Errorf(format, a...))
@@ -87,6 +96,12 @@ func ParseConfig(file string, data []byte) (*Config, error) {
 			return nil, top("listen_port", "%d out of range 1..65535", *raw.ListenPort)
 		}
 		c.ListenPort = uint16(*raw.ListenPort)
+	}
+	if raw.ListenMark != nil {
+		if *raw.ListenMark < 1 || *raw.ListenMark > 0xffffffff {
+			return nil, top("listen_mark", "%d out of range 1..0xffffffff", *raw.ListenMark)
+		}
+		c.ListenMark = uint32(*raw.ListenMark)
 	}
 	if raw.Table != nil {
 		if err := checkTableName(*raw.Table); err != nil {

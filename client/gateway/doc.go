@@ -36,7 +36,7 @@
 //	  }
 //	  chain input { type filter hook input priority filter; policy accept;
 //	    tcp dport LISTEN ct status & dnat == 0 counter drop    # only redirected flows
-//	    tcp dport LISTEN ct state new socket wildcard 1 accept # the gateway listens
+//	    tcp dport LISTEN ct state new socket mark MARK accept  # the gateway listens
 //	    tcp dport LISTEN ct state new counter drop             # it does not: silence
 //	  }
 //	}
@@ -47,9 +47,11 @@
 // a port in reset mode answers with a reset) or meet the router's own
 // reject rules; either would tell a scanner on the LAN which destinations
 // the gateway serves. The listener takes only redirected connections, so
-// nothing on the LAN can use it as a proxy to anywhere else; and when the
+// nothing on the LAN can use it as a proxy to anywhere else. Its listeners
+// carry a socket mark (SO_MARK, which takes CAP_NET_ADMIN to set): when the
 // gateway is killed without removing its table, the redirected SYNs find
-// no listener and are dropped, not reset.
+// no such listener and are dropped, not reset, and an unprivileged user
+// who listens on the port then catches nothing.
 //
 // Slots are counted in this process (one gateway per router holds the
 // keys): a restart within a period may spend one SYN timeout on a slot the

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -95,7 +96,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 		if !g.hasFamily(fam.network) {
 			continue
 		}
-		ln, err := net.Listen(fam.network, fam.addr+":"+port)
+		lc := net.ListenConfig{Control: markSocket(g.Config.ListenMark)}
+		ln, err := lc.Listen(ctx, fam.network, fam.addr+":"+port)
 		if err != nil {
 			return fmt.Errorf("gateway: listen: %w", err)
 		}
@@ -163,6 +165,23 @@ func (g *Gateway) Run(ctx context.Context) error {
 	conns.Range(func(k, _ any) bool { k.(*net.TCPConn).Close(); return true })
 	wg.Wait()
 	return err
+}
+
+// markSocket sets SO_MARK on a socket before it binds.
+func markSocket(mark uint32) func(network, address string, c syscall.RawConn) error {
+	return func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark))
+		})
+		if err == nil {
+			err = serr
+		}
+		if err != nil {
+			return fmt.Errorf("set SO_MARK: %w", err)
+		}
+		return nil
+	}
 }
 
 func (g *Gateway) hasFamily(network string) bool {

@@ -67,12 +67,13 @@ func Build(c *Config) *Ruleset {
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: native32(0)},
 		&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop},
 	})...)
-	// A new flow is accepted while the gateway listens; with no listener
-	// (the gateway killed, its table left behind) it is dropped rather
-	// than answered with a reset.
+	// A new flow is accepted while the gateway listens, told by its
+	// listener's mark; with no listener (the gateway killed, its table
+	// left behind) it is dropped rather than answered with a reset, and a
+	// listener another user put on the port (no mark) gets nothing.
 	add(input, concat(listen, ctNew(), []expr.Any{
-		&expr.Socket{Key: expr.SocketKeyWildcard, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{1}},
+		&expr.Socket{Key: expr.SocketKeyMark, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: native32(c.ListenMark)},
 		&expr.Verdict{Kind: expr.VerdictAccept},
 	})...)
 	add(input, concat(listen, ctNew(), []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}})...)
