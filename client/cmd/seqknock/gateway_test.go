@@ -30,7 +30,7 @@ func TestGatewayCheck(t *testing.T) {
 	for name, tc := range map[string]struct{ gateway, client, want string }{
 		"no key": {"[[destination]]\naddress = \"198.18.1.1\"\nport = 22\nhost = \"other\"\nallow = [\"198.18.2.1\"]\n",
 			"[[host]]\nmatch = \"srv\"\nkey_file = \"" + key + "\"\n", "destination[0] 198.18.1.1:22: no [[host]]"},
-		"bad config": {"[[destination]]\naddress = \"198.18.1.1\"\nport = 22\n", "", "gateway.toml:1: destination[0].allow"},
+		"bad config":        {"[[destination]]\naddress = \"198.18.1.1\"\nport = 22\n", "", "gateway.toml:1: destination[0].allow"},
 		"bad client config": {"[[destination]]\naddress = \"198.18.1.1\"\nport = 22\nallow = [\"198.18.2.1\"]\n", "[[host]]\n", "client.toml:1: host[0].match"},
 	} {
 		gw := write("gateway.toml", tc.gateway, 0o600)
