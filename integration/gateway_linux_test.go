@@ -38,6 +38,8 @@ port = 22
 [[service]]
 port = 80
 bind_source_port = true
+[[service]]
+port = 8080
 [[user]]
 name = "alice"
 key_file = "alice.key"
@@ -71,6 +73,8 @@ func newGWWorld(t testing.TB, subnet int, extra ...int) *gwWorld {
 	w.lan.MustRun("ip", "-6", "route", "add", "default", "via", w.down.A6)
 	// A second LAN address, not on any allow list.
 	w.lan.MustRun("ip", "addr", "add", w.other4()+"/24", "dev", w.down.BIf)
+	// Deprecated, so never picked as a source unless bound.
+	w.lan.MustRun("ip", "-6", "addr", "add", w.other6()+"/64", "dev", w.down.BIf, "nodad", "preferred_lft", "0")
 	w.startHTTP()
 	w.startDaemon()
 	client := fmt.Sprintf(`[[host]]
@@ -111,7 +115,12 @@ address = "%[3]s"
 port = 22
 host = "srv"
 allow = ["%[4]s"]
-`, w.up.A4, w.down.B4, w.up.A6, w.down.Subnet6)
+[[destination]]
+address = "%[3]s"
+port = 80
+host = "srv"
+allow = ["%[4]s"]
+`, w.up.A4, w.down.B4, w.up.A6, w.down.B6)
 	for _, p := range extra {
 		gw += fmt.Sprintf("[[destination]]\naddress = %q\nport = %d\nhost = \"srv\"\nallow = [%q]\n", w.up.A4, p, w.down.B4)
 	}
@@ -122,7 +131,9 @@ allow = ["%[4]s"]
 	return w
 }
 
+// other4 and other6 are LAN addresses on no allow list.
 func (w *gwWorld) other4() string { return strings.TrimSuffix(w.down.B4, ".2") + ".3" }
+func (w *gwWorld) other6() string { return strings.TrimSuffix(w.down.B6, "::2") + "::3" }
 
 // startHTTP serves httpBody on port 80 of the server, IPv4 and IPv6.
 func (w *gwWorld) startHTTP() {
@@ -228,6 +239,12 @@ func TestGateway(t *testing.T) {
 			t.Fatalf("curl: %v: %q\ngateway:\n%s", err, out, w.gwLog)
 		}
 	})
+	t.Run("curl ipv6", func(t *testing.T) {
+		out, err := w.lan.Run("curl", "-sS", "--max-time", "10", "http://["+w.up.A6+"]/")
+		if err != nil || out != httpBody {
+			t.Fatalf("curl: %v: %q\ngateway:\n%s", err, out, w.gwLog)
+		}
+	})
 	t.Run("ssh ipv6", func(t *testing.T) {
 		out, err := w.lanSSH(w.up.A6, "echo", "v6")
 		if err != nil || strings.TrimSpace(out) != "v6" {
@@ -236,17 +253,19 @@ func TestGateway(t *testing.T) {
 	})
 	t.Run("source not allowed", func(t *testing.T) {
 		wantSilence(t, "from "+w.other4(), w.lanConnect(w.other4(), w.up.A4, 22, 2*time.Second))
-		if strings.Contains(w.gwLog.String(), "src="+w.other4()) {
+		wantSilence(t, "from "+w.other6(), w.lanConnect(w.other6(), w.up.A6, 22, 2*time.Second))
+		if strings.Contains(w.gwLog.String(), "src="+w.other4()) || strings.Contains(w.gwLog.String(), "src=["+w.other6()) {
 			t.Errorf("the gateway saw the source not allowed:\n%s", w.gwLog)
 		}
 	})
 	t.Run("unlisted destination", func(t *testing.T) {
-		// Port 80 over IPv6 is protected but not a destination: the SYN
-		// is forwarded unknocked and dropped by the server.
-		wantSilence(t, "["+w.up.A6+"]:80", w.lanConnect("", w.up.A6, 80, 2*time.Second))
+		// Port 8080 is protected but not a destination: the SYN is
+		// forwarded unknocked and dropped by the server.
+		wantSilence(t, w.up.A4+":8080", w.lanConnect("", w.up.A4, 8080, 2*time.Second))
+		wantSilence(t, "["+w.up.A6+"]:8080", w.lanConnect("", w.up.A6, 8080, 2*time.Second))
 		// The listener takes only redirected connections.
 		wantSilence(t, "the listener itself", w.lanConnect("", w.down.A4, 7022, 2*time.Second))
-		if strings.Contains(w.gwLog.String(), "dst=["+w.up.A6+"]:80") {
+		if strings.Contains(w.gwLog.String(), ":8080") {
 			t.Errorf("the gateway served an unlisted destination:\n%s", w.gwLog)
 		}
 	})
@@ -263,6 +282,20 @@ func TestGateway(t *testing.T) {
 		if err != nil || strings.TrimSpace(out) != "again" {
 			t.Fatalf("ssh after the repair: %v: %s", err, out)
 		}
+		// A chain emptied: the source not allowed would be let through.
+		w.rtr.MustRun("nft", "flush", "chain", "inet", "seqknock-gw", "pre")
+		deadline = time.Now().Add(time.Second)
+		for {
+			out, _ := w.rtr.Run("nft", "list", "chain", "inet", "seqknock-gw", "pre")
+			if strings.Contains(out, "drop") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("chain pre not rewritten within 1s:\n%s\n%s", out, w.gwLog)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		wantSilence(t, "from "+w.other4()+" after the repair", w.lanConnect(w.other4(), w.up.A4, 22, 2*time.Second))
 	})
 	t.Run("stop removes the table", func(t *testing.T) {
 		w.gw.Process.Signal(syscall.SIGTERM)
