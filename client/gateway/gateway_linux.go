@@ -130,7 +130,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 	var conns sync.Map // *net.TCPConn -> struct{}
 	errc := make(chan error, len(lns))
 	for _, ln := range lns {
+		// The accept loops count in wg too, so each Add below happens
+		// while the count is above zero.
+		wg.Add(1)
 		go func(ln net.Listener) {
+			defer wg.Done()
 			for {
 				c, err := ln.Accept()
 				if err != nil {
