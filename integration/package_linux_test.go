@@ -203,11 +203,12 @@ func TestDebianPackages(t *testing.T) {
 			"/etc/seqknock/alice.key": "-rw-------"})
 	}
 
-	// The client package, with the broker's units.
+	// The client package, with the broker's and the gateway's units.
 	mustDpkg("-i", client)
 	modes(map[string]string{
-		"/usr/lib/systemd/system/seqknock-broker.socket":  "-rw-r--r--",
-		"/usr/lib/systemd/system/seqknock-broker.service": "-rw-r--r--",
+		"/usr/lib/systemd/system/seqknock-broker.socket":   "-rw-r--r--",
+		"/usr/lib/systemd/system/seqknock-broker.service":  "-rw-r--r--",
+		"/usr/lib/systemd/system/seqknock-gateway.service": "-rw-r--r--",
 		"/usr/bin/seqknock":                               "-rwxr-xr-x",
 		"/usr/share/man/man1/seqknock.1.gz":               "-rw-r--r--",
 		"/usr/share/bash-completion/completions/seqknock": "-rw-r--r--",
@@ -220,7 +221,7 @@ func TestDebianPackages(t *testing.T) {
 	if out, err := exec.Command("/usr/bin/seqknock", "--version").Output(); err != nil || !strings.HasPrefix(string(out), "seqknock ") {
 		t.Errorf("seqknock --version: %v %q", err, out)
 	}
-	verify = exec.Command("systemd-analyze", "verify", "seqknock-broker.socket", "seqknock-broker.service")
+	verify = exec.Command("systemd-analyze", "verify", "seqknock-broker.socket", "seqknock-broker.service", "seqknock-gateway.service")
 	verify.Dir = "/usr/lib/systemd/system"
 	if out, err := verify.CombinedOutput(); err != nil || len(strings.TrimSpace(string(out))) > 0 {
 		t.Errorf("systemd-analyze verify (broker): %v\n%s", err, out)
