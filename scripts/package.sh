@@ -104,7 +104,12 @@ YAML
 	file "$b/seqknockd.bash" /usr/share/bash-completion/completions/seqknockd 644
 	file "$b/_seqknockd" /usr/share/zsh/vendor-completions/_seqknockd 644
 	file "$root/LICENSE" /usr/share/doc/seqknockd/copyright 644
+	file "$root/README.md" /usr/share/doc/seqknockd/README.md 644
+	file "$root/SECURITY.md" /usr/share/doc/seqknockd/SECURITY.md 644
+	# The config to edit, and the commented example the docs name: both
+	# in /etc, so both are conffiles.
 	file "$root/scripts/seqknockd.toml.example" /etc/seqknock/seqknockd.toml 600 config
+	file "$root/scripts/seqknockd.toml.example" /etc/seqknock/seqknockd.toml.example 600 config
 } >"$tmp/seqknockd.yaml"
 
 {
@@ -120,6 +125,7 @@ description: |-
   capability (setcap cap_net_admin+ep /usr/bin/seqknock), or use sudo.
 scripts:
   postinstall: $root/scripts/debian/seqknock.postinst
+  postremove: $root/scripts/debian/seqknock.postrm
 contents:
 YAML
 	file "$b/seqknock" /usr/bin/seqknock 755
@@ -128,6 +134,8 @@ YAML
 	file "$b/seqknock.bash" /usr/share/bash-completion/completions/seqknock 644
 	file "$b/_seqknock" /usr/share/zsh/vendor-completions/_seqknock 644
 	file "$root/LICENSE" /usr/share/doc/seqknock/copyright 644
+	file "$root/README.md" /usr/share/doc/seqknock/README.md 644
+	file "$root/SECURITY.md" /usr/share/doc/seqknock/SECURITY.md 644
 } >"$tmp/seqknock.yaml"
 
 for n in seqknock seqknockd; do
