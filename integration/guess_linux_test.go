@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -36,6 +37,9 @@ type knockBed struct {
 	dialer        *client.Dialer
 	period        time.Duration
 	daemon        *daemonProc
+	// The dialer's last knock, for explain.
+	last    atomic.Value // string
+	lastISN atomic.Value // uint32
 }
 
 // daemonProc is a running seqknockd and its log file.
@@ -74,6 +78,10 @@ func newKnockBed(tb testing.TB, subnet int) *knockBed {
 	k.dir = tb.TempDir()
 	os.WriteFile(filepath.Join(k.dir, "k.key"), []byte(base64.StdEncoding.EncodeToString(k.key)+"\n"), 0o600)
 	k.dialer = benchDialer(k.key, k.period, k.cl.A4)
+	k.dialer.OnAttempt = func(ap netip.AddrPort, counter uint64, slot int, isn uint32) {
+		k.last.Store(fmt.Sprintf("%s counter %d slot %d ISN %d at %s", ap, counter, slot, isn, time.Now().Format("15:04:05.000")))
+		k.lastISN.Store(isn)
+	}
 	return k
 }
 
@@ -156,6 +164,28 @@ func (k *knockBed) dial() (time.Duration, error) {
 	return took, err
 }
 
+// explain says what the server saw of the bed dialer's last knock: its
+// counter, slot and ISN, whether the ISN is in the valid and used sets, the
+// conntrack entries of the client's address, and the end of the log.
+func (k *knockBed) explain(tb testing.TB) string {
+	tb.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "last knock: %s\n", k.last.Load())
+	if isn, ok := k.lastISN.Load().(uint32); ok {
+		for _, set := range []string{"valid", "used"} {
+			out, _ := k.srv.Run("nft", "list", "set", "inet", "seqknock", set)
+			fmt.Fprintf(&b, "in %s: %v\n", set, strings.Contains(out, fmt.Sprintf("22 . %d", isn)))
+		}
+	}
+	out, _ := k.srv.Run("conntrack", "-L", "-s", k.cl.B4)
+	fmt.Fprintf(&b, "conntrack from %s:\n%s", k.cl.B4, out)
+	l := k.live(tb)
+	fmt.Fprintf(&b, "admitted %d, reset %d\n", l.Admitted.Packets, l.Rejected.Packets)
+	log := k.log()
+	fmt.Fprintf(&b, "log:\n%s", log[max(0, len(log)-2000):])
+	return b.String()
+}
+
 // live reads the table's counters.
 func (k *knockBed) live(tb testing.TB) *nftgen.Live {
 	tb.Helper()
@@ -167,8 +197,9 @@ func (k *knockBed) live(tb testing.TB) *nftgen.Live {
 	return l
 }
 
-// validISNs are the knocks of the bed's key valid around now (every slot),
-// which random floods leave out so a test cannot pass or fail by chance.
+// validISNs are the knocks of the bed's key valid around now (every slot,
+// two periods back to four ahead), which random floods leave out so a
+// test cannot pass or fail by chance.
 func (k *knockBed) validISNs() map[uint32]bool {
 	d, _ := totp.NewDeriver(k.key, "")
 	now := time.Now()
@@ -193,7 +224,12 @@ func (k *knockBed) flood(ctx context.Context, tb testing.TB, n, rate, sources in
 		return 0
 	}
 	defer unix.Close(fd)
-	valid := k.validISNs()
+	// The knocks valid around now, renewed at every period boundary: a
+	// flood that outlives the first window must not send a knock that is
+	// valid by then, which the server would admit (and which, if it is
+	// one the client is about to use, spends it: the client's knock then
+	// gets a reset).
+	valid, counter := k.validISNs(), totp.Counter(time.Now(), k.period)
 	tmpl := synTemplate(k.al.A4, 22)
 	rng := rand.New(rand.NewPCG(seed, seed+1))
 	srcs := make([]netip.Addr, sources)
@@ -210,6 +246,9 @@ func (k *knockBed) flood(ctx context.Context, tb testing.TB, n, rate, sources in
 		if i%100 == 0 {
 			if ctx.Err() != nil {
 				return i
+			}
+			if c := totp.Counter(time.Now(), k.period); c != counter {
+				valid, counter = k.validISNs(), c
 			}
 			if rate > 0 {
 				if d := time.Until(start.Add(time.Duration(i) * time.Second / time.Duration(rate))); d > 0 {
@@ -337,7 +376,7 @@ func TestMillionRandomSYNs(t *testing.T) {
 					break loop
 				case <-time.After(200 * time.Millisecond):
 					if _, err := k.dial(); err != nil {
-						t.Fatalf("knock %d during the flood: %v", knocks, err)
+						t.Fatalf("knock %d during the flood: %v\n%s", knocks, err, k.explain(t))
 					}
 					knocks++
 				}

@@ -105,7 +105,12 @@ YAML
 	file "$b/seqknockd.bash" /usr/share/bash-completion/completions/seqknockd 644
 	file "$b/_seqknockd" /usr/share/zsh/vendor-completions/_seqknockd 644
 	file "$root/LICENSE" /usr/share/doc/seqknockd/copyright 644
+	file "$root/README.md" /usr/share/doc/seqknockd/README.md 644
+	file "$root/SECURITY.md" /usr/share/doc/seqknockd/SECURITY.md 644
+	# The config to edit, and the commented example the docs name: both
+	# in /etc, so both are conffiles.
 	file "$root/scripts/seqknockd.toml.example" /etc/seqknock/seqknockd.toml 600 config
+	file "$root/scripts/seqknockd.toml.example" /etc/seqknock/seqknockd.toml.example 600 config
 } >"$tmp/seqknockd.yaml"
 
 {
@@ -123,6 +128,7 @@ description: |-
   behind a Linux router: see GATEWAY in seqknock(1).
 scripts:
   postinstall: $root/scripts/debian/seqknock.postinst
+  postremove: $root/scripts/debian/seqknock.postrm
 contents:
 YAML
 	file "$b/seqknock" /usr/bin/seqknock 755
@@ -131,6 +137,8 @@ YAML
 	file "$b/seqknock.bash" /usr/share/bash-completion/completions/seqknock 644
 	file "$b/_seqknock" /usr/share/zsh/vendor-completions/_seqknock 644
 	file "$root/LICENSE" /usr/share/doc/seqknock/copyright 644
+	file "$root/README.md" /usr/share/doc/seqknock/README.md 644
+	file "$root/SECURITY.md" /usr/share/doc/seqknock/SECURITY.md 644
 } >"$tmp/seqknock.yaml"
 
 for n in seqknock seqknockd; do
