@@ -294,12 +294,12 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 // printOdds writes each port's odds against random guessing, and warns
 // where a random SYN's chance is above server.OddsWarnAbove.
 func printOdds(w, ew io.Writer, cfg *server.Config, now time.Time) {
-	fmt.Fprintf(w, "guess limit: %s per source (/%d, /%d); global cap %s\n",
+	fmt.Fprintf(w, "guess limit: %s per source (/%d, /%d); global cap %s (they bound a flood's work, not its odds: knocks are looked up first)\n",
 		limitText(cfg.Guess.String()), cfg.GuessPrefix4, cfg.GuessPrefix6, limitText(cfg.GuessGlobal.String()))
 	for _, o := range server.PortOdds(cfg, now) {
-		fmt.Fprintf(w, "port %d: %d valid %d-bit knocks: odds per random SYN %.2g; a 50%% chance takes %.3g SYNs: %s from one source, %s from 10,000\n",
+		fmt.Fprintf(w, "port %d: %d valid %d-bit knocks: odds per random SYN %.2g; a 50%% chance takes %.3g SYNs: %s at %d SYNs a second\n",
 			o.Port, o.Valid, o.Bits, o.PerSYN, o.SYNs50,
-			server.Humanize(o.SYNs50/server.GuessRate(cfg, 1)), server.Humanize(o.SYNs50/server.GuessRate(cfg, 10_000)))
+			server.Humanize(o.SYNs50/server.UnlimitedRate), server.UnlimitedRate)
 		if o.PerSYN > server.OddsWarnAbove {
 			fmt.Fprintf(ew, "seqknockd: warning: port %d: odds per random SYN %.2g are above %.0e: lower slots, tolerance or lookahead, split the users across ports, or set bind_source_port\n",
 				o.Port, o.PerSYN, server.OddsWarnAbove)
