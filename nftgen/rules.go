@@ -35,8 +35,9 @@ type Rules struct {
 	// who is knocking wrongly without user space work per packet.
 	DropLogGroup uint16
 	// Guess, when its rate is not 0, limits each source's unknocked SYNs
-	// to the protected ports: a source over it is locked out (every SYN it
-	// sends dropped before any knock lookup) for LockoutTimeout at a time.
+	// to the protected ports: a source over it is locked out (its unknocked
+	// SYNs dropped, or reset at a reset port, without reaching the meters)
+	// for LockoutTimeout at a time. Its knocks are still looked up first.
 	Guess Limit
 	// Prefix4 and Prefix6 are the prefix lengths that make one source for
 	// Guess: 32 and 64 by default.
@@ -150,8 +151,9 @@ const DropLogRate = 10
 const GlobalBurst = 5
 
 // LockoutTimeout is how long a source over a limit stays locked out; the
-// lockout sets' timeout. While it lasts, the source's SYNs are dropped
-// before any lookup; after it, its meter decides again.
+// lockout sets' timeout. While it lasts, the source's unknocked SYNs are
+// dropped (or reset) without reaching a meter; after it, its meter decides
+// again.
 const LockoutTimeout = time.Second
 
 // GuessTimeout is how long a source's meter lives after its last
