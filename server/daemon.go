@@ -355,8 +355,18 @@ func (d *Daemon) loadState() error {
 }
 
 // saveState writes the state file; a failure is logged.
+// A file that could not be brought up to date is removed where possible:
+// left behind, it would be trusted at the next start although knocks spent
+// since are missing from it, while a missing file makes that start count
+// the window so far as spent (see VetState).
 func (d *Daemon) saveState() {
-	if err := d.state.Save(d.statePath); err != nil {
+	err := d.state.Save(d.statePath)
+	if err == nil {
+		return
+	}
+	if rerr := os.Remove(d.statePath); rerr == nil {
+		d.Log.Error("cannot write the state file; removed the stale one, so a restart counts the window so far as spent", "err", err)
+	} else {
 		d.Log.Error("cannot write the state file", "err", err)
 	}
 }

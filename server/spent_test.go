@@ -3,7 +3,9 @@ package server
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -287,5 +289,25 @@ func TestSyncKeepingLeavesSpentOut(t *testing.T) {
 	}
 	if len(applied.Valid) != len(all) {
 		t.Errorf("valid changed: %d, want %d (nftgen leaves the spent out)", len(applied.Valid), len(all))
+	}
+}
+
+// TestSaveFailureRemovesStaleState: when the daemon cannot bring its state
+// file up to date (here its directory was opened to others), it removes
+// the old file, which would otherwise be trusted at the next start without
+// the knocks spent since.
+func TestSaveFailureRemovesStaleState(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "st")
+	path := filepath.Join(dir, "state.json")
+	d := &Daemon{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), state: &State{Table: "seqknock"}, statePath: path}
+	d.saveState()
+	if _, err := os.Stat(path); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755)
+	d.state.Add(22, 1, time.Unix(1_800_000_000, 0))
+	d.saveState()
+	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the stale state is still there: %v", err)
 	}
 }
