@@ -179,7 +179,7 @@ func Resolve(cfg *Config, f Flags, host string, port uint16) (*Settings, error) 
 	}
 	f.apply(&e)
 	if e.KeyFile == "" {
-		return nil, usagef("no [[host]] in %s matches %s port %d, and no --key-file given", cfg.Path, strings.Join(names, " or "), port)
+		return nil, cfg.NoHost(fmt.Sprintf("%s port %d", strings.Join(names, " or "), port), "give --key-file")
 	}
 	if err := CheckKnockFlags(e.Realm, e.Period, e.Slots); err != nil {
 		return nil, err

@@ -38,7 +38,8 @@ type Stanza struct {
 // must be a usable key.
 func SSHConfig(s Stanza) (string, error) {
 	if !s.Config.HasHost(s.Host) && s.KeyFile == "" {
-		return "", usagef("ssh-config: no [[host]] in %s matches %s; add one, or give --key-file", s.Config.Path, s.Host)
+		err := s.Config.NoHost(s.Host, "give --key-file")
+		return "", usagef("ssh-config: %w", err)
 	}
 	cmd := s.Self
 	if s.Sudo {

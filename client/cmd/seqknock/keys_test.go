@@ -289,3 +289,49 @@ func TestKeygenStanzas(t *testing.T) {
 		}
 	}
 }
+
+// TestMissingConfigSaysSo: with no client config file, proxy, ssh-config
+// and fingerprint say that the file does not exist, naming it, not that
+// no [[host]] in it matches.
+func TestMissingConfigSaysSo(t *testing.T) {
+	xdg := t.TempDir()
+	t.Setenv("XDG_CONFIG_HOME", xdg)
+	if os.Getenv("SUDO_UID") != "" {
+		t.Skip("under sudo the invoking user's config is read, not $XDG_CONFIG_HOME's")
+	}
+	want := filepath.Join(xdg, "seqknock", "client.toml") + " does not exist"
+	for _, args := range [][]string{{"proxy", "db.example.net", "22"}, {"ssh-config", "db.example.net"}, {"fingerprint"}} {
+		_, e, code := runCLI(t, args...)
+		if code != 2 || !strings.Contains(e, want) || strings.Contains(e, "no [[host]]") || strings.Count(e, "\n") != 1 {
+			t.Errorf("%v: exit %d %q; want 2 and one line with %q", args, code, e, want)
+		}
+	}
+}
+
+// TestFingerprintCommand: one line per key of each [[host]], the
+// preferred key first, with the fingerprint of the vectors; --key-file
+// alone; a host no entry matches is an error.
+func TestFingerprintCommand(t *testing.T) {
+	dir := t.TempDir()
+	k1 := writeKey(t, []byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31})
+	k2 := writeKey(t, bytes.Repeat([]byte{0xff}, 16))
+	cfg := filepath.Join(dir, "client.toml")
+	os.WriteFile(cfg, []byte("[[host]]\nmatch = \"db.example.net\"\nport = 22\nkey_files = [\""+k1+"\", \""+k2+"\"]\n"+
+		"[[host]]\nmatch = \"*.example.org\"\nkey_file = \""+k2+"\"\n"), 0o600)
+	out, e, code := runCLI(t, "fingerprint", "--config", cfg)
+	want := "db.example.net port 22: SHA256:3KFON42KvPreZHPUiXBfxw " + k1 + "\n" +
+		"db.example.net port 22: SHA256:U5a27rwqupnF1IfbBX7UJQ " + k2 + " (fallback)\n" +
+		"*.example.org any port: SHA256:U5a27rwqupnF1IfbBX7UJQ " + k2 + "\n"
+	if code != 0 || out != want {
+		t.Errorf("fingerprint: exit %d %q\n%s\nwant\n%s", code, e, out, want)
+	}
+	if out, _, code := runCLI(t, "fingerprint", "--config", cfg, "www.example.org"); code != 0 || out != "*.example.org any port: SHA256:U5a27rwqupnF1IfbBX7UJQ "+k2+"\n" {
+		t.Errorf("fingerprint HOST: exit %d %q", code, out)
+	}
+	if out, _, code := runCLI(t, "fingerprint", "--key-file", k1); code != 0 || out != "SHA256:3KFON42KvPreZHPUiXBfxw "+k1+"\n" {
+		t.Errorf("fingerprint --key-file: exit %d %q", code, out)
+	}
+	if _, e, code := runCLI(t, "fingerprint", "--config", cfg, "other.net"); code != 2 || !strings.Contains(e, "no [[host]] in "+cfg+" matches other.net") {
+		t.Errorf("unmatched host: exit %d %q", code, e)
+	}
+}
