@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"os/user"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -144,12 +145,40 @@ func connectCommand(name, usage, usageText, description string, extra []cli.Flag
 			}
 			conn, err := connect(c, c.String("user"), c.App.ErrWriter, host, port)
 			if err != nil {
+				alsoOnTerminal(c.App.ErrWriter, err)
 				return err
 			}
 			defer conn.Close()
 			return use(c, conn)
 		},
 	}
+}
+
+// alsoOnTerminal writes why a connect failed to the controlling terminal
+// as well, when the error output is /dev/null: ssh sends a ProxyCommand's
+// error output there when ControlPersist is set (as in the stanza
+// ssh-config prints), which would leave the user with ssh's "connection
+// closed" alone. Only for a connect's failure: a relay that runs in the
+// background for minutes never writes to the terminal.
+func alsoOnTerminal(stderr io.Writer, err error) {
+	if f, ok := stderr.(*os.File); !ok || !isDevNull(f) {
+		return
+	}
+	tty, terr := os.OpenFile("/dev/tty", os.O_WRONLY|syscall.O_NOCTTY, 0)
+	if terr != nil {
+		return
+	}
+	defer tty.Close()
+	fmt.Fprintf(tty, "seqknock: %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
+}
+
+// isDevNull reports whether f is /dev/null.
+func isDevNull(f *os.File) bool {
+	var st, null syscall.Stat_t
+	if syscall.Fstat(int(f.Fd()), &st) != nil || syscall.Stat("/dev/null", &null) != nil {
+		return false
+	}
+	return st.Mode&syscall.S_IFMT == syscall.S_IFCHR && st.Rdev == null.Rdev
 }
 
 // connect acts for the invoking user (actFor; user is root's --user),
