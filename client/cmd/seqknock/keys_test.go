@@ -13,6 +13,7 @@ import (
 
 	"github.com/seqknock/seqknock/client"
 	"github.com/seqknock/seqknock/server"
+	"github.com/seqknock/seqknock/totp"
 	"github.com/seqknock/seqknock/totp/keyfile"
 )
 
@@ -272,7 +273,41 @@ func TestKeygenStanzas(t *testing.T) {
 		t.Errorf("client host: %+v", h)
 	}
 
+	// A second device's key: a key_files list the server merges into the
+	// user's [[user]], and the device's [[host]]; both name the fingerprint.
+	laptop := filepath.Join(dir, "alice-laptop.key")
+	out, e, code = runCLI(t, "keygen", "-o", laptop, "--stanzas", "--device", "laptop", "alice", "server1.example.net")
+	if code != 0 {
+		t.Fatalf("keygen --device: %d %s", code, e)
+	}
+	lkey, err := keyfile.Load(laptop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverPart, clientPart, _ = strings.Cut(out, "# Client")
+	if strings.Count(out, totp.Fingerprint(lkey)) != 2 || !strings.Contains(serverPart, "alice's device laptop") {
+		t.Errorf("device stanzas without the device or the fingerprint:\n%s", out)
+	}
+	merged := strings.Replace(serverPart, "# alice's other keys stay listed here, one per device\n", tomlString(keyPath)+",\n", 1)
+	sc, err = server.ParseConfig(filepath.Join(dir, "seqknockd.toml"), []byte("[[service]]\nport = 22\n[[user]]\nname = \"alice\"\n"+merged), keyfile.Load)
+	if err != nil {
+		t.Fatalf("server line merged into alice's [[user]]: %v\n%s", err, merged)
+	}
+	if k := sc.Users[0].Keys; len(k) != 2 || k[0].File != keyPath || k[1].File != laptop {
+		t.Errorf("alice's keys after the merge: %v", k)
+	}
+	cc, err = client.ParseConfig("/home/a/.config/seqknock/client.toml", []byte("# Client"+clientPart), "/home/a")
+	if err != nil {
+		t.Fatalf("client stanza: %v\n%s", err, clientPart)
+	}
+	if h := cc.Lookup("server1.example.net", 22); h == nil || h.KeyFile != "/home/a/.config/seqknock/alice-laptop.key" {
+		t.Errorf("device's client host: %+v", h)
+	}
+
 	for _, args := range [][]string{
+		{"keygen", "-o", filepath.Join(dir, "x5"), "--stanzas", "--device", "laptop", "--replaces", oldPath, "--not-after", "2027-01-15T00:00:00Z", "a", "h"},
+		{"keygen", "-o", filepath.Join(dir, "x6"), "--stanzas", "--device", "lap top", "a", "h"},
+		{"keygen", "-o", filepath.Join(dir, "x7"), "--device", "laptop"},
 		{"keygen", "--stanzas", "alice", "h"},                                                    // no -o: the key would go to stdout with them
 		{"keygen", "-o", filepath.Join(dir, "x1"), "--stanzas", "alice"},                         // one argument
 		{"keygen", "-o", filepath.Join(dir, "x2"), "--stanzas", "bad name", "h"},                 // not a user name
@@ -283,7 +318,7 @@ func TestKeygenStanzas(t *testing.T) {
 			t.Errorf("%v: exit %d, %q; want 2 and one line", args, code, e)
 		}
 	}
-	for _, f := range []string{"x1", "x2", "x3", "x4"} {
+	for _, f := range []string{"x1", "x2", "x3", "x4", "x5", "x6", "x7"} {
 		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
 			t.Errorf("a refused keygen wrote %s", f)
 		}
@@ -335,3 +370,6 @@ func TestFingerprintCommand(t *testing.T) {
 		t.Errorf("unmatched host: exit %d %q", code, e)
 	}
 }
+
+// tomlString is s as a TOML basic string, for paths in tests.
+func tomlString(s string) string { return strconv.Quote(s) }
