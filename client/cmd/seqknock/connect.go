@@ -28,7 +28,7 @@ func dialFlags() []cli.Flag {
 	}, append(serverFlags("overrides the config; "), []cli.Flag{
 		&cli.DurationFlag{Name: "syn-timeout", Value: client.DefaultSynTimeout, Usage: "wait this long for a knock's SYN-ACK"},
 		&cli.IntFlag{Name: "attempts", Value: client.DefaultAttempts, Usage: "knocks to send, each on a slot of its own, before giving up (each spends a slot of the period)"},
-		&cli.DurationFlag{Name: "timeout", Usage: "give up the whole connect after this long (default: when the slots are spent)"},
+		&cli.DurationFlag{Name: "timeout", Usage: "give up the whole connect after this long (default: when the attempts are spent)"},
 		&cli.DurationFlag{Name: "clock-offset", Usage: "add this to the clock, to correct a known skew (e.g. -4s)"},
 		&cli.BoolFlag{Name: "4", Usage: "IPv4 only"},
 		&cli.BoolFlag{Name: "6", Usage: "IPv6 only"},
