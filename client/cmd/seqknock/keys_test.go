@@ -373,3 +373,17 @@ func TestFingerprintCommand(t *testing.T) {
 
 // tomlString is s as a TOML basic string, for paths in tests.
 func tomlString(s string) string { return strconv.Quote(s) }
+
+// TestAttemptsChecked: --attempts below 1 or above the slots per period is
+// a usage error, said before any key is read or knock sent.
+func TestAttemptsChecked(t *testing.T) {
+	for _, args := range [][]string{
+		{"proxy", "--attempts", "0", "--key-file", "/nonexistent", "db.example.net", "22"},
+		{"proxy", "--attempts", "5", "--key-file", "/nonexistent", "db.example.net", "22"},
+		{"proxy", "--attempts", "9", "--slots", "8", "--key-file", "/nonexistent", "db.example.net", "22"},
+	} {
+		if _, e, code := runCLI(t, args...); code != 2 || !strings.Contains(e, "--attempts") || strings.Count(e, "\n") != 1 {
+			t.Errorf("%v: exit %d %q; want 2 and one line naming --attempts", args, code, e)
+		}
+	}
+}
