@@ -458,7 +458,7 @@ func (e *NoAnswerError) Error() string {
 			"compare its fingerprint %s (seqknock fingerprint) with the one seqknockd shows for your user; "+
 			"(2) a clock is off: the server logs a near miss with the skew; retry with --clock-offset; "+
 			"(3) realm, port or bind_source_port differ from the server's; "+
-			"(4) the server's host firewall drops the port, or the host or seqknockd is down", e.Fingerprint)
+			"(4) the server's host firewall drops the port, a middlebox rewrites sequence numbers, or the host or seqknockd is down", e.Fingerprint)
 	} else {
 		fmt.Fprintf(&b, "this key got in at %s, so likely causes, in order: (1) %s; "+
 			"(2) a clock moved: the server logs a near miss with the skew; retry with --clock-offset; "+

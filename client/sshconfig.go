@@ -2,6 +2,7 @@ package client
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -102,6 +103,12 @@ func SSHConfig(s Stanza) (string, error) {
 	// Connection sharing: each connection spends a knock, and a server
 	// allows a few per period, so repeated runs share one.
 	if cp := controlPath(s.Home); cp != "" {
+		if s.Home != "" && !isDir(filepath.Join(s.Home, ".ssh")) {
+			// ssh gives up, rather than share nothing, when it cannot
+			// make the socket; it makes ~/.ssh only when run without -F.
+			fmt.Fprintf(&b, "    # %s does not exist: make it (mkdir -m 700 ~/.ssh), or ssh fails to start a shared connection.\n",
+				filepath.Join(s.Home, ".ssh"))
+		}
 		fmt.Fprintf(&b, "    # Each connection spends a knock and a server allows a few per period (4 by default),\n"+
 			"    # so ssh, scp and Ansible runs share one connection, kept 10 minutes after the last\n"+
 			"    # ends (ssh -O exit %s ends it; see CONNECTION SHARING in seqknock(1)).\n"+
@@ -119,6 +126,11 @@ func SSHConfig(s Stanza) (string, error) {
 			"    # and you in group seqknock (sudo usermod -aG seqknock %s); see UNDER SUDO in seqknock(1).\n", s.Self, s.User)
 	}
 	return b.String(), nil
+}
+
+func isDir(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
 }
 
 func absPath(p string) string {

@@ -54,6 +54,15 @@ func TestSSHConfigStanza(t *testing.T) {
 	if got, _ := SSHConfig(Stanza{Host: "prod", Config: cfg, Self: "/bin/seqknock", Home: home}); !strings.Contains(got, "\n    ControlPath ~/.ssh/sk-%C\n") {
 		t.Errorf("home of %d characters:\n%s", len(home), got)
 	}
+	// A home without ~/.ssh: ssh would fail to make the socket.
+	if got, _ := SSHConfig(Stanza{Host: "prod", Config: cfg, Self: "/bin/seqknock", Home: dir}); !strings.Contains(got,
+		"    # "+filepath.Join(dir, ".ssh")+" does not exist: make it (mkdir -m 700 ~/.ssh), or ssh fails to start a shared connection.\n") {
+		t.Errorf("home without .ssh:\n%s", got)
+	}
+	os.Mkdir(filepath.Join(dir, ".ssh"), 0o700)
+	if got, _ := SSHConfig(Stanza{Host: "prod", Config: cfg, Self: "/bin/seqknock", Home: dir}); strings.Contains(got, "does not exist") {
+		t.Errorf("home with .ssh:\n%s", got)
+	}
 	home += "hhhhhh"
 	if got, _ := SSHConfig(Stanza{Host: "prod", Config: cfg, Self: "/bin/seqknock", Home: home}); strings.Contains(got, "\n    Control") ||
 		!strings.Contains(got, "Connection sharing is off: a ControlPath under "+home+" would be longer") {
