@@ -20,6 +20,7 @@ var commandMakers = []struct {
 	{"exec", execCommand},
 	{"ssh-config", sshConfigCommand},
 	{"broker", brokerCommand},
+	{"socks", socksCommand},
 }
 
 // commands builds every command, or with only set, that command alone.
