@@ -5,8 +5,9 @@
 //
 // # One listener, two protocols
 //
-// The first byte tells them apart: 0x05 is a SOCKS5 greeting, anything
-// else is read as an HTTP/1.x request line. SOCKS5 is served for CONNECT
+// The first byte tells them apart: 0x05 is a SOCKS5 greeting, an
+// upper-case letter starts an HTTP/1.x request line, 0x04 (SOCKS4) gets
+// SOCKS4's rejection and anything else HTTP 400. SOCKS5 is served for CONNECT
 // only (BIND and UDP ASSOCIATE get reply 7), to IPv4 and IPv6 addresses
 // and to names (address types 1, 4 and 3; others get reply 8). HTTP is
 // served for CONNECT only (other methods get 405). After a successful

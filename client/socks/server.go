@@ -92,6 +92,14 @@ func (ss *session) refuse(answer []byte, format string, a ...any) {
 	ss.c.SetWriteDeadline(time.Now().Add(time.Second))
 	ss.c.Write(answer)
 	ss.s.logf("refused %s: "+format, append([]any{ss.from}, a...)...)
+	// Closing with unread bytes would reset the connection, and the
+	// client could lose the answer: shut the write side, then read and
+	// drop what is left, up to a bound.
+	if hc, ok := ss.c.(halfConn); ok {
+		hc.CloseWrite()
+		ss.c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		io.Copy(io.Discard, io.LimitReader(ss.c, 1<<20))
+	}
 }
 
 // ServeConn serves one client connection and closes it.
@@ -118,10 +126,16 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 		s.logf("refused %s: no request: %v", ss.from, err)
 		return
 	}
-	if first[0] == socksVersion {
+	switch c := first[0]; {
+	case c == socksVersion:
 		ss.socks5(ctx)
-	} else {
+	case c == 0x04:
+		// SOCKS4's "request rejected or failed".
+		ss.refuse([]byte{0, 91, 0, 0, 0, 0, 0, 0}, "socks4 is not served (use SOCKS5)")
+	case c >= 'A' && c <= 'Z':
 		ss.http(ctx)
+	default:
+		ss.refuse(HTTPStatusLine(400), "neither SOCKS5 nor HTTP: first byte %#02x", c)
 	}
 }
 

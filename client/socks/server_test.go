@@ -168,7 +168,7 @@ func TestServeRefusals(t *testing.T) {
 		{"http other user, no auth", false, "bob", "pw", []byte("CONNECT srv.test:22 HTTP/1.1\r\n\r\n"), []byte("HTTP/1.1 407 "), "no Proxy-Authorization"},
 		{"http wrong password", false, "bob", "pw", []byte("CONNECT srv.test:22 HTTP/1.1\r\n" + basic("bob", "px") + "\r\n"), []byte("HTTP/1.1 407 "), "wrong Proxy-Authorization"},
 		{"http GET", true, "", "", []byte("GET http://srv.test/ HTTP/1.1\r\n\r\n"), []byte("HTTP/1.1 405 "), "only CONNECT"},
-		{"garbage", true, "", "", []byte("\x16\x03\x01\x00\x05hello\n"), []byte("HTTP/1.1 400 "), "http request: control byte"},
+		{"garbage", true, "", "", []byte("\x16\x03\x01\x00\x05hello\n"), []byte("HTTP/1.1 400 "), "neither SOCKS5 nor HTTP: first byte 0x16"},
 		{"oversized", true, "", "", []byte("CONNECT srv.test:22 HTTP/1.1\r\nX: " + strings.Repeat("a", 10000) + "\r\n\r\n"), []byte("HTTP/1.1 431 "), "header over"},
 		{"silent", true, "", "", nil, nil, "no request"},
 		{"http half a request", true, "", "", []byte("CONNECT srv.test:22 HTTP/1.1\r\n"), []byte("HTTP/1.1 408 "), "timeout"},
