@@ -8,4 +8,10 @@
 // (NETLINK_SOCK_DIAG, an inet_diag dump); WatchLost reports conntrack's
 // destroy events (NFNLGRP_CONNTRACK_DESTROY), after which the daemon reads
 // them again.
+//
+// Owner asks the same socket table which uid owns the socket with a given
+// address pair: for a connection accepted on loopback, the user at the
+// other end (`seqknock socks` serves its own user alone). The dump is
+// filtered by both ports in the kernel and the four addresses are checked
+// here, so only an exact match counts.
 package hostconns
