@@ -348,4 +348,90 @@ func (w *socksWorld) sshRunAs(u *netnstest.User, proxy string) (string, error) {
 	return w.run(u, "ssh", args...)
 }
 
-var _ = strconv.Itoa
+
+// TestSocksUnprivileged: `seqknock socks` run by a real unprivileged
+// user, with a setcap copy of the binary and with the broker: the user's
+// curl gets through to the knocked service by address, IPv4 and IPv6;
+// root's own curl on that user's listener is refused (not its owner);
+// with the broker the proxy holds no capability.
+func TestSocksUnprivileged(t *testing.T) {
+	t.Parallel()
+	w := newSocksWorld(t, 218)
+	netnstest.RequireRoot(t, "setcap", "groupadd")
+	dir, err := os.MkdirTemp("", "seqknock-socks-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	src, _ := os.ReadFile(w.seqknock)
+	capBin := filepath.Join(dir, "seqknock")
+	os.WriteFile(capBin, src, 0o755)
+	if out, err := exec.Command("setcap", "cap_net_admin+ep", capBin).CombinedOutput(); err != nil {
+		t.Fatalf("setcap: %v: %s", err, out)
+	}
+	g := netnstest.NewGroup(t)
+	sock := filepath.Join(dir, "run", "broker.sock")
+	broker := exec.Command(w.seqknock, "broker", "--listen", sock, "--group", g.Name)
+	brokerLog := &netnstest.Buffer{}
+	broker.Stderr = brokerLog
+	if err := broker.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { broker.Process.Kill(); broker.Wait() })
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(brokerLog.String(), "broker serving"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("broker did not start: %s", brokerLog)
+		}
+	}
+	// Every user here knocks with alice's key, each with a slot file of
+	// its own: a knock another already spent is dropped, and the dialer
+	// moves to the next slot after --syn-timeout.
+	key, _ := os.ReadFile(w.path("alice.key"))
+	for i, mode := range []struct{ name, bin string }{{"setcap", capBin}, {"broker", w.seqknock}} {
+		t.Run(mode.name, func(t *testing.T) {
+			u := netnstest.NewUser(t)
+			if mode.name == "broker" {
+				u.Join(g)
+			}
+			u.WriteFile(".config/seqknock/alice.key", key, 0o600)
+			entry := "[[host]]\nmatch = %q\nport = 8080\nkey_file = \"alice.key\"\nrealm = \"lab\"\nperiod = \"10s\"\nslots = 64\n"
+			u.WriteFile(".config/seqknock/client.toml", []byte(fmt.Sprintf("broker = %q\n"+entry+entry, sock, w.cl.A4, w.cl.A6)), 0o600)
+			listen := "127.0.0.1:" + strconv.Itoa(1081+i)
+			cmd := u.Command(w.cli, mode.bin, "socks", "--listen", listen, "--socket", "none", "--syn-timeout", "1s")
+			cmd.Env = append(cmd.Env, "XDG_STATE_HOME="+filepath.Join(u.Home, ".state"))
+			log := &netnstest.Buffer{}
+			cmd.Stderr = log
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { cmd.Process.Kill(); cmd.Wait() }()
+			for deadline := time.Now().Add(10 * time.Second); !strings.Contains(log.String(), fmt.Sprintf("serving uid %d", u.UID)); time.Sleep(20 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("seqknock socks as %s did not start: %s", u.Name, log)
+				}
+			}
+			for _, target := range []string{w.cl.A4, "[" + w.cl.A6 + "]"} {
+				out, err := w.run(u, "curl", "-sS", "--max-time", "20", "--socks5", listen, "http://"+target+":8080/hello.txt")
+				if err != nil || out != "hello through the knock\n" {
+					t.Fatalf("curl as %s to %s: %v: %s\nproxy log:\n%s", u.Name, target, err, out, log)
+				}
+			}
+			status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+			capEff := regexp.MustCompile(`CapEff:\s+(\S+)`).FindStringSubmatch(string(status))
+			want := map[string]string{"setcap": "0000000000001000", "broker": "0000000000000000"}[mode.name]
+			if capEff == nil || capEff[1] != want {
+				t.Errorf("proxy's CapEff %v, want %s", capEff, want)
+			}
+			out, err := w.run(nil, "curl", "-sS", "--max-time", "10", "--socks5", listen, "http://"+w.cl.A4+":8080/hello.txt")
+			if err == nil || strings.Contains(out, "hello") {
+				t.Errorf("root's curl on %s's proxy: %v: %s", u.Name, err, out)
+			}
+			for deadline := time.Now().Add(5 * time.Second); !regexp.MustCompile(`(?m)^seqknock socks: refused 127\.0\.0\.1:\d+ uid 0: not the proxy's user`).MatchString(log.String()); time.Sleep(20 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("no refusal of uid 0 in the log:\n%s", log)
+				}
+			}
+		})
+	}
+}
