@@ -348,7 +348,6 @@ func (w *socksWorld) sshRunAs(u *netnstest.User, proxy string) (string, error) {
 	return w.run(u, "ssh", args...)
 }
 
-
 // TestSocksUnprivileged: `seqknock socks` run by a real unprivileged
 // user, with a setcap copy of the binary and with the broker: the user's
 // curl gets through to the knocked service by address, IPv4 and IPv6;
