@@ -57,6 +57,9 @@
 // otherwise). A name must be 1 to 253 bytes of letters, digits, '-', '_'
 // and '.'; a control byte in an HTTP line, a malformed line or a cut
 // request gets an error reply (400, 408, SOCKS5 reply 1) and a close.
+// Peers that are not the proxy's user may hold at most MaxOtherHandshakes
+// handshakes at once (the next is closed unanswered), so another local
+// user cannot exhaust the proxy's descriptors; the owner is not counted.
 // The dial itself is bounded by the dialer (--syn-timeout per knock,
 // --timeout overall).
 //

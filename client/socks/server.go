@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -40,7 +41,14 @@ type Server struct {
 	HandshakeTimeout time.Duration
 
 	wg sync.WaitGroup
+	// others counts the handshakes of peers that are not the owner.
+	others atomic.Int32
 }
+
+// MaxOtherHandshakes bounds the handshakes of peers that are not the
+// proxy's user in progress at once: another local user cannot tie up the
+// proxy's descriptors, and the owner is never turned away.
+const MaxOtherHandshakes = 16
 
 // Serve accepts connections on l until it fails (or is closed), each
 // served in a goroutine of its own.
@@ -83,6 +91,8 @@ type session struct {
 	r     *bufio.Reader
 	from  string // the peer, for the log
 	owner bool
+	// handshakeDone, when set, is called once the handshake ends.
+	handshakeDone func()
 }
 
 // refuse answers a refused request with answer, logs why in one line,
@@ -121,6 +131,16 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 	}
 	ss.owner = ok && err == nil
 	ss.from += " " + who
+	if !ss.owner {
+		n := s.others.Add(1)
+		var once sync.Once
+		ss.handshakeDone = func() { once.Do(func() { s.others.Add(-1) }) }
+		defer ss.handshakeDone()
+		if n > MaxOtherHandshakes {
+			s.logf("refused %s: more than %d handshakes of other users at once", ss.from, MaxOtherHandshakes)
+			return
+		}
+	}
 	first, err := ss.r.Peek(1)
 	if err != nil {
 		s.logf("refused %s: no request: %v", ss.from, err)
@@ -298,6 +318,9 @@ func replyFor(err error) byte {
 // *net.UnixConn splices (ReadFrom, WriteTo): the bytes stay in the kernel.
 func (ss *session) relay(up *net.TCPConn, d Dest) {
 	defer up.Close()
+	if ss.handshakeDone != nil {
+		ss.handshakeDone()
+	}
 	ss.c.SetDeadline(time.Time{})
 	ss.s.logf("connected %s: %s via %s", ss.from, d, up.RemoteAddr())
 	down, ok := ss.c.(halfConn)

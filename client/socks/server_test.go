@@ -283,3 +283,35 @@ key_file = "k"
 	}
 	_ = netip.Addr{}
 }
+
+// TestServeBoundsOtherUsers: peers that are not the owner hold at most
+// MaxOtherHandshakes handshakes at once; the next is closed at once.
+func TestServeBoundsOtherUsers(t *testing.T) {
+	r := newRig(t, false, "bob", "pw")
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for i := 0; i < MaxOtherHandshakes; i++ {
+		c, err := net.Dial("tcp", r.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	// Let the server count them before the next arrives.
+	deadline := time.Now().Add(2 * time.Second)
+	for r.srv.others.Load() < MaxOtherHandshakes && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Served, it would get the method it offers (password) first.
+	out := r.exchange(t, []byte{5, 1, 2})
+	if len(out) != 0 {
+		t.Errorf("connection %d: got %q, want a close without an answer", MaxOtherHandshakes+1, out)
+	}
+	if l := r.logged(); !strings.Contains(l, "more than 16 handshakes") {
+		t.Errorf("log: %s", l)
+	}
+}

@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"strings"
-	"sync"
 
 	"github.com/seqknock/seqknock/client"
 	"github.com/seqknock/seqknock/client/socks"
@@ -144,13 +143,8 @@ func runSocks(c *cli.Context) error {
 	}
 	logger.Printf("serving uid %d on %s with %d [[host]] from %s", inv.UID, strings.Join(names, " and "), len(cfg.Hosts), cfg.Path)
 	errc := make(chan error, len(listeners))
-	var wg sync.WaitGroup
 	for _, l := range listeners {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errc <- srv.Serve(ctx, l)
-		}()
+		go func() { errc <- srv.Serve(ctx, l) }()
 	}
 	select {
 	case <-ctx.Done():
