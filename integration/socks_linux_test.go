@@ -45,10 +45,17 @@ key_file = "alice.key"
 `
 
 func newSocksWorld(t *testing.T, subnet int) *socksWorld {
+	return newSocksWorldWith(t, subnet, "", "")
+}
+
+// newSocksWorldWith is newSocksWorld with service22 added to the server's
+// port 22 service and host22 to the client's [[host]] entries for it.
+func newSocksWorldWith(t *testing.T, subnet int, service22, host22 string) *socksWorld {
 	t.Helper()
 	netnstest.RequireRoot(t, "nc", "curl", "python3", "unshare", "mount", "nft")
 	w := &socksWorld{world: newWorld(t, subnet, 10*time.Second), log: &netnstest.Buffer{}}
-	os.WriteFile(w.path("seqknockd.toml"), []byte(socksServerConfig), 0o600)
+	os.WriteFile(w.path("seqknockd.toml"), []byte(strings.Replace(socksServerConfig, "port = 22\n", "port = 22\n"+service22, 1)), 0o600)
+	w.writeKey("ssh.sign", signKey) // for a signed service22
 	os.MkdirAll(w.path("www"), 0o755)
 	os.WriteFile(w.path("www/hello.txt"), []byte("hello through the knock\n"), 0o644)
 	web := w.srv.Command("python3", "-m", "http.server", "8080", "--bind", "::", "--directory", w.path("www"))
@@ -78,8 +85,8 @@ func newSocksWorld(t *testing.T, subnet int) *socksWorld {
 	}
 	// The server's addresses are covered on port 22 and 8080 only.
 	cfg := "socks_user = \"bob\"\nsocks_password_file = \"socks.pass\"\n" +
-		entry("srv.test", 0) + entry("srv6.test", 0) +
-		entry(w.cl.A4, 22) + entry(w.cl.A4, 8080) + entry(strings.ToUpper(w.cl.A6), 22) + entry(w.cl.A6, 8080)
+		entry("srv.test", 22) + host22 + entry("srv.test", 8080) + entry("srv6.test", 22) + host22 + entry("srv6.test", 8080) +
+		entry(w.cl.A4, 22) + host22 + entry(w.cl.A4, 8080) + entry(strings.ToUpper(w.cl.A6), 22) + host22 + entry(w.cl.A6, 8080)
 	w.clientCf = w.path("client.toml")
 	os.WriteFile(w.clientCf, []byte(cfg), 0o600)
 	w.sockPath = filepath.Join(w.dir, "run", "seqknock", "socks.sock")
@@ -217,6 +224,29 @@ func TestSocksClients(t *testing.T) {
 		}
 	})
 	w.logLines(t, `(?m)^seqknock socks: connected .*"srv6.test" port 22 via \[`+regexp.QuoteMeta(w.cl.A6)+`\]:22$`, 1)
+}
+
+// TestSocksHostOptions: the proxy dials as the covering [[host]] says:
+// with bind_source_port, and signed with TCP-MD5, each required by the
+// server's service (a knock without them is dropped, an unsigned
+// connection never answered), over IPv4 and IPv6.
+func TestSocksHostOptions(t *testing.T) {
+	t.Parallel()
+	for i, tc := range []struct{ name, service, host string }{
+		{"bind_source_port", "bind_source_port = true\n", "bind_source_port = true\n"},
+		{"tcp-md5", "sign = \"tcp-md5\"\nsign_key_file = \"ssh.sign\"\n", "sign = \"tcp-md5\"\nsign_key_file = \"ssh.sign\"\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			w := newSocksWorldWith(t, 226+2*i, tc.service, tc.host)
+			for _, host := range []string{"srv.test", "srv6.test"} {
+				out, err := w.sshRun("nc -X 5 -x 127.0.0.1:1080 %h %p", false, host, "echo", "through-socks")
+				if err != nil || strings.TrimSpace(out) != "through-socks" {
+					t.Fatalf("ssh to %s: %v: %s", host, err, out)
+				}
+			}
+		})
+	}
 }
 
 // TestSocksRefusals: what the proxy must refuse, each with the protocol's
