@@ -189,6 +189,15 @@ func (ss *session) socks5(ctx context.Context) {
 			return
 		}
 		ss.c.Write(PasswordReply(true))
+	case ss.owner && offers(MethodPassword):
+		// No credentials are configured, and the kernel vouches for
+		// the owner: whatever a client set up to send is accepted.
+		ss.c.Write([]byte{socksVersion, MethodPassword})
+		if _, _, err := ReadPassword(ss.r); err != nil {
+			ss.refuse(PasswordReply(false), "%v", err)
+			return
+		}
+		ss.c.Write(PasswordReply(true))
 	case ss.owner:
 		ss.refuse([]byte{socksVersion, MethodNoneOK}, "socks5 client offers no method served (none or username/password)")
 		return

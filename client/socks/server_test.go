@@ -225,6 +225,20 @@ func TestServePasswordAndHTTP(t *testing.T) {
 	}
 }
 
+// TestServeOwnerWithPasswordAlone: with no credentials configured, the
+// owner's client that offers only username/password is let in whatever
+// it sends; another user's is not.
+func TestServeOwnerWithPasswordAlone(t *testing.T) {
+	in := append([]byte("\x05\x01\x02\x01\x03bob\x02px"), socksConnect("srv.test", 22)...)
+	if out := newRig(t, true, "", "").exchange(t, in); !bytes.HasPrefix(out, []byte("\x05\x02\x01\x00\x05\x00")) {
+		t.Errorf("owner: % x", out)
+	}
+	r := newRig(t, false, "", "")
+	if out := r.exchange(t, in); !bytes.Equal(out, []byte{5, 0xff}) {
+		t.Errorf("other user: % x", out)
+	}
+}
+
 // TestCover: names match [[host]] as proxy matches them; addresses only a
 // [[host]] that names the address (or a pattern over its text), never by
 // resolving [[host]] names.
