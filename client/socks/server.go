@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/seqknock/seqknock/client"
 )
 
 // DefaultHandshakeTimeout bounds the time from accept to a complete
@@ -303,6 +305,9 @@ func (s *Server) dial(ctx context.Context, ss *session, d Dest) (*net.TCPConn, e
 // replyFor is the SOCKS5 reply code for a failed dial.
 func replyFor(err error) byte {
 	switch {
+	case errors.Is(err, client.ErrNoAnswer):
+		// Every knock went unanswered: as a host that does not answer.
+		return ReplyHostUnreachable
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return ReplyConnectionRefused
 	case errors.Is(err, syscall.ENETUNREACH):

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -236,6 +238,24 @@ func TestServeOwnerWithPasswordAlone(t *testing.T) {
 	r := newRig(t, false, "", "")
 	if out := r.exchange(t, in); !bytes.Equal(out, []byte{5, 0xff}) {
 		t.Errorf("other user: % x", out)
+	}
+}
+
+// TestReplyFor: failed dials map to SOCKS5 reply codes.
+func TestReplyFor(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want byte
+	}{
+		{fmt.Errorf("no SYN-ACK from x: %w", client.ErrNoAnswer), ReplyHostUnreachable},
+		{fmt.Errorf("connect: %w", syscall.ECONNREFUSED), ReplyConnectionRefused},
+		{fmt.Errorf("connect: %w", syscall.ENETUNREACH), ReplyNetworkUnreachable},
+		{&net.DNSError{Err: "no such host", Name: "x"}, ReplyHostUnreachable},
+		{errors.New("other"), ReplyGeneralFailure},
+	} {
+		if got := replyFor(tc.err); got != tc.want {
+			t.Errorf("%v: reply %d, want %d", tc.err, got, tc.want)
+		}
 	}
 }
 
