@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -315,7 +314,6 @@ key_file = "k"
 			t.Errorf("%s port %d: %q %q, want %q %q", tc.host, tc.port, got, name, tc.match, tc.name)
 		}
 	}
-	_ = netip.Addr{}
 }
 
 // TestServeBoundsOtherUsers: peers that are not the owner hold at most
