@@ -11,7 +11,8 @@
 //
 // Owner asks the same socket table which uid owns the socket with a given
 // address pair: for a connection accepted on loopback, the user at the
-// other end (`seqknock socks` serves its own user alone). The dump is
-// filtered by both ports in the kernel and the four addresses are checked
-// here, so only an exact match counts.
+// other end (`seqknock socks` serves its own user alone). It asks for the
+// one socket by its id (a hash lookup, not a dump of the whole table) and
+// checks the answer's state and four addresses, so only a connected
+// socket with exactly that pair counts.
 package hostconns

@@ -11,8 +11,8 @@ import (
 )
 
 // TestOwner: the uid of a loopback connection's other end is found by
-// its exact address pair, IPv4 and IPv6; a pair no socket has is
-// ErrNoSocket.
+// its exact address pair, IPv4 and IPv6; a pair no connected socket has
+// (a listener's included) is ErrNoSocket.
 func TestOwner(t *testing.T) {
 	for _, addr := range []string{"127.0.0.1:0", "[::1]:0"} {
 		l, err := net.Listen("tcp", addr)
@@ -47,6 +47,9 @@ func TestOwner(t *testing.T) {
 			{netip.AddrPortFrom(local.Addr(), local.Port()^1), remote},
 			{local, netip.AddrPortFrom(other, remote.Port())},
 			{netip.AddrPortFrom(other, local.Port()), remote},
+			// The listener's address: the kernel's lookup finds the
+			// listening socket, which is no connection.
+			{remote, netip.AddrPortFrom(other, 40000)},
 		} {
 			if _, err := Owner(0, pair[0], pair[1]); !errors.Is(err, ErrNoSocket) {
 				t.Errorf("%s: pair %v: %v, want ErrNoSocket", addr, pair, err)
