@@ -23,7 +23,12 @@ type Config struct {
 	Missing bool
 	// Broker is the broker's socket (broker = "PATH"); "" for the default.
 	Broker string
-	Hosts  []HostEntry
+	// SocksUser and SocksPasswordFile (socks_user, socks_password_file)
+	// let a peer that is not the user into `seqknock socks` with a
+	// SOCKS5 username and password; both or neither are set.
+	SocksUser         string
+	SocksPasswordFile string
+	Hosts             []HostEntry
 }
 
 // HostEntry says how to knock on the hosts its pattern matches.
@@ -49,8 +54,10 @@ type HostEntry struct {
 }
 
 type rawClientConfig struct {
-	Broker *string `toml:"broker"`
-	Host   []struct {
+	Broker            *string `toml:"broker"`
+	SocksUser         *string `toml:"socks_user"`
+	SocksPasswordFile *string `toml:"socks_password_file"`
+	Host              []struct {
 		Match   *string `toml:"match"`
 		Port    *int    `toml:"port"`
 		KeyFile *string `toml:"key_file"`
@@ -95,6 +102,25 @@ func ParseConfig(file string, data []byte, home string) (*Config, error) {
 			return nil, doc.At("", -1, "broker", "broker", fmt.Errorf("%q: want an absolute path", *raw.Broker))
 		}
 		c.Broker = b
+	}
+	switch {
+	case raw.SocksUser == nil && raw.SocksPasswordFile == nil:
+	case raw.SocksUser == nil:
+		return nil, doc.At("", -1, "socks_password_file", "socks_user", errors.New("missing or empty: socks_password_file is set"))
+	case *raw.SocksUser == "":
+		return nil, doc.At("", -1, "socks_user", "socks_user", errors.New("missing or empty: socks_password_file is set"))
+	case len(*raw.SocksUser) > 255:
+		return nil, doc.At("", -1, "socks_user", "socks_user", errors.New("longer than 255 bytes (RFC 1929)"))
+	case raw.SocksPasswordFile == nil:
+		return nil, doc.At("", -1, "socks_user", "socks_password_file", errors.New("missing or empty: socks_user is set"))
+	case *raw.SocksPasswordFile == "":
+		return nil, doc.At("", -1, "socks_password_file", "socks_password_file", errors.New("missing or empty: socks_user is set"))
+	default:
+		c.SocksUser = *raw.SocksUser
+		c.SocksPasswordFile = expandHome(*raw.SocksPasswordFile, home)
+		if !filepath.IsAbs(c.SocksPasswordFile) {
+			c.SocksPasswordFile = filepath.Join(filepath.Dir(file), c.SocksPasswordFile)
+		}
 	}
 	for i, h := range raw.Host {
 		// Errors name the line of the entry's [[host]] header.

@@ -100,6 +100,21 @@ func TestClientConfigBroker(t *testing.T) {
 	}
 }
 
+// TestClientConfigSocks: socks_user and socks_password_file come
+// together; the file is relative to the config's directory, ~/ the home.
+func TestClientConfigSocks(t *testing.T) {
+	for _, tc := range []struct{ text, user, file string }{
+		{"", "", ""},
+		{"socks_user = \"me\"\nsocks_password_file = \"socks.pass\"\n", "me", "/etc/x/socks.pass"},
+		{"socks_user = \"me\"\nsocks_password_file = \"~/p\"\n", "me", "/h/p"},
+	} {
+		c, err := ParseConfig("/etc/x/c.toml", []byte(tc.text), "/h")
+		if err != nil || c.SocksUser != tc.user || c.SocksPasswordFile != tc.file {
+			t.Errorf("%q: %v, user %q file %q; want %q %q", tc.text, err, c.SocksUser, c.SocksPasswordFile, tc.user, tc.file)
+		}
+	}
+}
+
 func TestClientConfigErrors(t *testing.T) {
 	for _, tc := range []struct{ text, want string }{
 		{"[[host]]\nmatch = \"x\"\n", "c.toml:1: host[0].key_file: missing"},
@@ -122,6 +137,9 @@ func TestClientConfigErrors(t *testing.T) {
 		{"[[host]]\nmatch = \"x\"\nkey_file = \"k\"\nsign_key_file = \"s\"\n", "c.toml:1: host[0].sign: missing: sign_key_file is set"},
 		{"# the broker\nbroker = \"run/b.sock\"\n", "c.toml:2: broker: \"run/b.sock\": want an absolute path"},
 		{"broker = 3\n", "c.toml:1: broker: incompatible types"},
+		{"socks_user = \"me\"\n", "c.toml:1: socks_password_file: missing or empty"},
+		{"socks_password_file = \"p\"\n", "c.toml:1: socks_user: missing or empty"},
+		{"socks_user = \"\"\nsocks_password_file = \"p\"\n", "c.toml:1: socks_user: missing or empty"},
 	} {
 		_, err := ParseConfig("c.toml", []byte(tc.text), "/h")
 		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {

@@ -11,3 +11,5 @@ go test -run '^$' -bench 'Dial' -benchtime 200x -v ./client/ | grep -E 'Benchmar
 go test -run '^$' -bench 'ColdSync|Rotation10k|PeriodicSync|RunMemory|KnockAuditOverhead|KnockLimitResetOverhead|KnockUnderGuessFlood|SYNDropCost' -benchtime 1x -v ./integration/ | grep -E 'Benchmark|ratio|budget|RSS|SYN'
 go test -run '^$' -bench 'SignedSCP' -benchtime 1x -v ./integration/ | grep -E 'Benchmark|ratio'
 go test -run '^$' -bench 'GatewayThroughput' -benchtime 7x -v ./integration/ | grep -E 'Benchmark|ratio'
+# seqknock socks against a direct knocked connection and against seqknock proxy.
+go test -run '^$' -bench 'SocksThroughput|SocksFirstByte' -benchtime 1x -v ./integration/ | grep -E 'Benchmark|ratio'

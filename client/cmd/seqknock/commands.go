@@ -22,6 +22,7 @@ var commandMakers = []struct {
 	{"fingerprint", fingerprintCommand},
 	{"broker", brokerCommand},
 	{"gateway", gatewayCommand},
+	{"socks", socksCommand},
 }
 
 // commands builds every command, or with only set, that command alone.
