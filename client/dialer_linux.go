@@ -112,8 +112,13 @@ type Dialer struct {
 	derived atomic.Value
 }
 
-// derivedCache holds the derivedKeys no dial is using, or nil.
-type derivedCache struct{ last atomic.Pointer[derivedKeys] }
+// derivedCache holds the derivedKeys no dial is using, or nil, and the
+// slots the Dialer's dials used when it has no Reserve: a Dialer used
+// twice in a period must not send the same knock twice.
+type derivedCache struct {
+	last  atomic.Pointer[derivedKeys]
+	slots MemSlots
+}
 
 // cache returns d's derivedCache, making it on first use.
 func (d *Dialer) cache() *derivedCache {
@@ -250,7 +255,6 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (*net.TCPCo
 	type knockKey struct {
 		deriver  *totp.Deriver
 		id       string
-		local    int // slot use when there is no store
 		reserved int // slots reserved in this dial
 		tried    int // knocks sent in this dial
 		timedOut int // the slot of this key's last knock that got no answer, or -1
@@ -290,7 +294,7 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (*net.TCPCo
 	}
 	reserve := d.Reserve
 	if reserve == nil {
-		reserve = func(string, uint64, int) (int, error) { return 0, errNoStore }
+		reserve = d.cache().slots.Reserve
 	}
 	attempts := d.Attempts
 	if attempts <= 0 {
@@ -307,10 +311,6 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (*net.TCPCo
 			}
 			counter := totp.Counter(d.now(), d.period())
 			slot, err := reserve(k.id, counter, d.slots())
-			if errors.Is(err, errNoStore) {
-				slot, err = k.local, nil
-				k.local++
-			}
 			if errors.Is(err, ErrSlotsSpent) {
 				k.done, spent = true, err
 				continue

@@ -16,8 +16,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-var errNoStore = errors.New("no slot store")
-
 // ErrSlotsSpent is wrapped when every slot of a period has been used.
 var ErrSlotsSpent = errors.New("every slot of this period is spent; wait for the next period")
 
@@ -345,4 +343,38 @@ func openDirAt(dir int, name, path string, uid int) (int, error) {
 		return -1, fmt.Errorf("%s belongs to uid %d, not to uid %d; refusing it", path, st.Uid, uid)
 	}
 	return fd, nil
+}
+
+// MemSlots reserves slots in memory, for the dials of one process: a
+// Dialer without a Reserve uses one of its own, and the gateway one for
+// all its connections. The zero value is ready to use.
+type MemSlots struct {
+	mu sync.Mutex
+	m  map[string]memSlotUse
+}
+
+// memSlotUse is the counter of the last period used and its next free slot.
+type memSlotUse struct {
+	counter uint64
+	next    int
+}
+
+// Reserve returns the next free slot of counter for id and marks it used.
+func (s *MemSlots) Reserve(id string, counter uint64, slots int) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u := s.m[id]
+	if u.counter != counter {
+		u = memSlotUse{counter: counter}
+	}
+	if u.next >= slots {
+		return 0, fmt.Errorf("%d slots used: %w", slots, ErrSlotsSpent)
+	}
+	if s.m == nil {
+		s.m = map[string]memSlotUse{}
+	}
+	slot := u.next
+	u.next++
+	s.m[id] = u
+	return slot, nil
 }

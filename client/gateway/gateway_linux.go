@@ -38,7 +38,7 @@ type Gateway struct {
 // with flags' timeouts. Every destination must have a key. Slots are
 // counted in this process, shared by all connections.
 func NewDialers(gc *Config, cc *client.Config, f client.Flags) (map[netip.AddrPort]*client.Dialer, error) {
-	slots := &memSlots{m: map[string]slotUse{}}
+	slots := new(client.MemSlots)
 	out := map[netip.AddrPort]*client.Dialer{}
 	for i, d := range gc.Dests {
 		f := f
@@ -51,34 +51,6 @@ func NewDialers(gc *Config, cc *client.Config, f client.Flags) (map[netip.AddrPo
 		out[d.Addr] = s.Dialer(slots.Reserve)
 	}
 	return out, nil
-}
-
-// slotUse is the counter of the last period used and its next free slot.
-type slotUse struct {
-	counter uint64
-	next    int
-}
-
-// memSlots reserves slots in memory, for every connection of this process.
-type memSlots struct {
-	mu sync.Mutex
-	m  map[string]slotUse
-}
-
-func (s *memSlots) Reserve(id string, counter uint64, slots int) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	u := s.m[id]
-	if u.counter != counter {
-		u = slotUse{counter: counter}
-	}
-	if u.next >= slots {
-		return 0, client.ErrSlotsSpent
-	}
-	slot := u.next
-	u.next++
-	s.m[id] = u
-	return slot, nil
 }
 
 // Run installs the table, serves until ctx ends and removes the table.
