@@ -34,17 +34,18 @@ import (
 // FailClosedAfter is how long plain connects go on after an event.
 const FailClosedAfter = 2 * time.Second
 
-// failClosedListener is the service: a plain TCP listener on 0.0.0.0:22
-// and [::]:22 (v6only) that greets each connection with "hello\n" and
+// failClosedListener is the service: a plain TCP listener on 0.0.0.0 and
+// [::] (v6only), on the port its first argument names, that greets each connection with "hello\n" and
 // echoes what it reads. It prints "ready" once it listens.
 const failClosedListener = `
-import socket, select, threading
+import socket, select, sys, threading
+port = int(sys.argv[1])
 def sock(fam, addr):
     s = socket.socket(fam, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if fam == socket.AF_INET6:
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    s.bind((addr, 22))
+    s.bind((addr, port))
     s.listen(512)
     return s
 ls = [sock(socket.AF_INET, "0.0.0.0"), sock(socket.AF_INET6, "::")]
@@ -129,20 +130,27 @@ func NewFailClosedBed(t *testing.T, subnet int) *FailClosedBed {
 // StartService starts the service (again) and waits until it listens.
 func (b *FailClosedBed) StartService() {
 	b.t.Helper()
-	cmd := b.Srv.Command("python3", "-c", failClosedListener)
+	b.service = startService(b.t, b.Srv, 22)
+}
+
+// startService starts failClosedListener on port in ns and waits until
+// it listens.
+func startService(t testing.TB, ns *netnstest.NS, port int) *exec.Cmd {
+	t.Helper()
+	cmd := ns.Command("python3", "-c", failClosedListener, fmt.Sprint(port))
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		b.t.Fatal(err)
+		t.Fatal(err)
 	}
 	if err := cmd.Start(); err != nil {
-		b.t.Fatal(err)
+		t.Fatal(err)
 	}
-	b.t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	line, err := bufio.NewReader(out).ReadString('\n')
 	if err != nil || line != "ready\n" {
-		b.t.Fatalf("service: %q, %v", line, err)
+		t.Fatalf("service: %q, %v", line, err)
 	}
-	b.service = cmd
+	return cmd
 }
 
 // StopService kills the service and waits until it is gone.
@@ -236,10 +244,16 @@ func (b *FailClosedBed) Knock(v6 bool) (*Session, error) {
 	if v6 {
 		addr = b.CL.A6
 	}
+	return knockSession(b.Cli, addr, 22, int(b.slot.Add(1)%128))
+}
+
+// knockSession makes a knocked connection from ns to addr and port with
+// alice's knock of slot, sending one SYN, and reads the greeting.
+func knockSession(ns *netnstest.NS, addr string, port uint16, slot int) (*Session, error) {
 	d := client.Dialer{Key: aliceKey, Realm: "lab", Slots: 1, SynTimeout: 900 * time.Millisecond, Resolve: literal,
-		Reserve: func(string, uint64, int) (int, error) { return int(b.slot.Add(1) % 128), nil }}
+		Reserve: func(string, uint64, int) (int, error) { return slot, nil }}
 	var conn *net.TCPConn
-	if err := b.Cli.Do(func() (err error) { conn, err = d.Dial(context.Background(), addr, 22); return }); err != nil {
+	if err := ns.Do(func() (err error) { conn, err = d.Dial(context.Background(), addr, port); return }); err != nil {
 		return nil, err
 	}
 	s := &Session{c: conn, br: bufio.NewReader(conn)}
