@@ -181,7 +181,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Name:  "status",
 				Usage: "show the live table: ports, users, element counts, packet counters, next rotation",
 				Description: "Exits 0 when the table is current: installed, with the rules, ports and users of the " +
-					"config. Exits 3 (as systemctl status does for a unit not running) when it is not, and says " +
+					"config, and every listener of a protected port locked (the socket filter that drops a SYN the table did not mark). Exits 3 (as systemctl status does for a unit not running) when it is not, and says " +
 					"what differs; --json carries the same in \"current\" and \"differences\".",
 				Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}},
 				Action: withConfig(func(c *cli.Context, cfg *server.Config) error {
@@ -268,7 +268,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			},
 			{
 				Name:  "check-config",
-				Usage: "check the config and its key files, print the odds against guessing, and check that the timer unit fires at every period boundary; changes nothing",
+				Usage: "check the config and its key files, print the odds against guessing, list whether each protected port's listeners are locked, and check that the timer unit fires at every period boundary; changes nothing",
 				Action: withConfig(func(c *cli.Context, cfg *server.Config) error {
 					fmt.Fprintf(c.App.Writer, "%s: ok: %d users, %d services, period %v, tolerance %d, %d slots, table %s\n",
 						cfg.Path, len(cfg.Users), len(cfg.Services), cfg.Period, cfg.Tolerance, cfg.Slots, cfg.Table)
