@@ -3,12 +3,16 @@
 package server
 
 import (
+	"bufio"
 	"errors"
 	"net"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/seqknock/seqknock/internal/netnstest"
 )
 
 // failClosedReps is how many times each event is repeated.
@@ -167,4 +171,75 @@ func TestLockRestartedListener(t *testing.T) {
 		}
 		s.Close()
 	}
+}
+
+// TestLockUserListener: an unprivileged user who listens on a protected
+// port (the namespace lets anyone bind port 22) is locked like root's
+// service, and removing the filter from their own socket
+// (SO_DETACH_FILTER) does not last: the daemon puts it back within a
+// LockRecheck.
+func TestLockUserListener(t *testing.T) {
+	t.Parallel()
+	b := NewFailClosedBed(t, 176)
+	b.Srv.MustRun("sysctl", "-qw", "net.ipv4.ip_unprivileged_port_start=0")
+	u := netnstest.NewUser(t)
+	b.StopService()
+	// On SIGUSR1 the user's service removes the filter from its sockets
+	// and prints "detached".
+	script := strings.Replace(failClosedListener, `print("ready", flush=True)`, `import signal
+def detach(*_):
+    for s in ls:
+        s.setsockopt(socket.SOL_SOCKET, 27, 0)  # SO_DETACH_FILTER
+    print("detached", flush=True)
+signal.signal(signal.SIGUSR1, detach)
+print("ready", flush=True)`, 1)
+	cmd := u.Command(b.Srv, "python3", "-c", script, "22")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	lines := bufio.NewReader(out)
+	if l, err := lines.ReadString('\n'); l != "ready\n" {
+		t.Fatalf("user's service: %q, %v", l, err)
+	}
+	ls, err := b.K.Listeners(22, nil)
+	if err != nil || len(ls) != 2 {
+		t.Fatalf("listeners: %v, %v", ls, err)
+	}
+	waitLocked := func(what string, limit time.Duration) {
+		t.Helper()
+		start := time.Now()
+		for !b.Locked() {
+			if time.Since(start) > limit {
+				t.Fatalf("%s: not locked after %v:\n%s", what, limit, b.Log)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		t.Logf("%s: locked after %v", what, time.Since(start))
+	}
+	waitLocked("the user's new listener", time.Second)
+	if err := b.Atk.Do(func() error {
+		c, err := (&net.Dialer{Timeout: 500 * time.Millisecond}).Dial("tcp", net.JoinHostPort(b.AL.A4, "22"))
+		if err == nil {
+			c.Close()
+			return errors.New("a plain connect reached the user's listener")
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+	b.Signal(syscall.SIGSTOP) // hold the daemon while the user detaches
+	cmd.Process.Signal(syscall.SIGUSR1)
+	if l, err := lines.ReadString('\n'); l != "detached\n" {
+		t.Fatalf("user's service: %q, %v", l, err)
+	}
+	if b.Locked() {
+		t.Fatal("the user's SO_DETACH_FILTER did not remove the filter: the test proves nothing")
+	}
+	b.Signal(syscall.SIGCONT)
+	waitLocked("after the user removed the filter", LockRecheck+500*time.Millisecond)
 }
