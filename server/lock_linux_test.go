@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"errors"
 	"net"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -242,4 +243,33 @@ print("ready", flush=True)`, 1)
 	}
 	b.Signal(syscall.SIGCONT)
 	waitLocked("after the user removed the filter", LockRecheck+500*time.Millisecond)
+}
+
+// TestTeardownUnlocks: `seqknockd teardown` removes the lock with the
+// table, so the service is reachable as it was before seqknock (a locked
+// listener without the table would admit nobody).
+func TestTeardownUnlocks(t *testing.T) {
+	t.Parallel()
+	b := NewFailClosedBed(t, 178)
+	b.Signal(syscall.SIGTERM)
+	b.daemon.Wait()
+	out, err := b.Srv.Command(b.bin, "--config", b.Cfg.Path, "teardown", "--state", filepath.Join(b.dir, "state.json")).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "unlocked 2 listeners") {
+		t.Fatalf("teardown: %v: %s", err, out)
+	}
+	ls, err := lockedListeners(b.K, b.Cfg)
+	if err != nil || len(ls) != 2 || ls[0].Locked || ls[1].Locked {
+		t.Errorf("after teardown: %+v, %v", ls, err)
+	}
+	for _, addr := range []string{b.AL.A4, b.AL.A6} {
+		if err := b.Atk.Do(func() error {
+			c, err := (&net.Dialer{Timeout: 2 * time.Second}).Dial("tcp", net.JoinHostPort(addr, "22"))
+			if err == nil {
+				c.Close()
+			}
+			return err
+		}); err != nil {
+			t.Errorf("connect to %s after teardown: %v", addr, err)
+		}
+	}
 }

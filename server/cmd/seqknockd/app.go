@@ -224,16 +224,17 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			},
 			{
 				Name:  "teardown",
-				Usage: "remove the table (and nothing else)",
-				Flags: []cli.Flag{stateFlag, &cli.StringFlag{Name: "table", Usage: "remove table `NAME` instead of the config's (works without a config)"}},
+				Usage: "remove the table and the lock on the protected ports' listeners (and nothing else)",
+				Flags: []cli.Flag{stateFlag, &cli.StringFlag{Name: "table", Usage: "remove table `NAME` instead of the config's (works without a config; then the listeners keep their lock until the service restarts)"}},
 				Action: func(c *cli.Context) error {
 					if err := noArgs(c); err != nil {
 						return err
 					}
 					table := c.String("table")
+					var cfg *server.Config
 					if table == "" {
-						cfg, err := loadConfig(c)
-						if err != nil {
+						var err error
+						if cfg, err = loadConfig(c); err != nil {
 							return fmt.Errorf("%w (or name the table with --table)", err)
 						}
 						table = cfg.Table
@@ -262,6 +263,12 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 						fmt.Fprintf(c.App.Writer, "removed table inet %s\n", table)
 					} else {
 						fmt.Fprintf(c.App.Writer, "no table inet %s\n", table)
+					}
+					// Without the table, a locked listener admits nobody.
+					if cfg != nil {
+						if n := server.UnlockOnce(k, cfg, server.NewLogger(c.App.ErrWriter)); n > 0 {
+							fmt.Fprintf(c.App.Writer, "unlocked %d listeners\n", n)
+						}
 					}
 					return nil
 				},
