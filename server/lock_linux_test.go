@@ -4,6 +4,7 @@ package server
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"net"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/seqknock/seqknock/client"
 	"github.com/seqknock/seqknock/internal/netnstest"
 )
 
@@ -271,5 +273,42 @@ func TestTeardownUnlocks(t *testing.T) {
 		}); err != nil {
 			t.Errorf("connect to %s after teardown: %v", addr, err)
 		}
+	}
+}
+
+// TestLockSynRetransmission: the client's first two SYN-ACKs are lost,
+// and the server retransmits its SYN-ACK only once on its own timer
+// (tcp_synack_retries 1), so the connection completes only if a SYN the
+// client retransmits after the server's first SYN-ACK reaches the locked
+// listener. Conntrack calls that SYN established (it saw the reply): the
+// admitted-flow rule must come first and give it the packet mark.
+func TestLockSynRetransmission(t *testing.T) {
+	t.Parallel()
+	b := NewFailClosedBed(t, 184)
+	b.Srv.MustRun("sysctl", "-qw", "net.ipv4.tcp_synack_retries=1")
+	lossy := b.Cli.Command("nft", "-f", "-")
+	lossy.Stdin = strings.NewReader(`table inet lossy {
+  set seen1 { type ipv4_addr . inet_service; flags dynamic; }
+  set seen2 { type ipv4_addr . inet_service; flags dynamic; }
+  chain in {
+    type filter hook input priority 0; policy accept;
+    tcp sport 22 tcp flags & (syn|ack) == syn|ack ip saddr . tcp dport != @seen1 add @seen1 { ip saddr . tcp dport } counter drop
+    tcp sport 22 tcp flags & (syn|ack) == syn|ack ip saddr . tcp dport != @seen2 add @seen2 { ip saddr . tcp dport } counter drop
+  }
+}`)
+	if out, err := lossy.CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	d := client.Dialer{Key: aliceKey, Realm: "lab", Slots: 1, SynTimeout: 6 * time.Second, Resolve: literal,
+		Reserve: func(string, uint64, int) (int, error) { return 7, nil }}
+	start := time.Now()
+	var conn *net.TCPConn
+	if err := b.Cli.Do(func() (err error) { conn, err = d.Dial(context.Background(), b.CL.A4, 22); return }); err != nil {
+		t.Fatalf("knock with two SYN-ACKs lost: %v\n%s", err, b.Cli.MustRun("nft", "list", "ruleset"))
+	}
+	conn.Close()
+	t.Logf("connected after %v", time.Since(start))
+	if out := b.Cli.MustRun("nft", "list", "chain", "inet", "lossy", "in"); strings.Count(out, "counter packets 1 ") != 2 {
+		t.Fatalf("the two SYN-ACKs were not lost, the test proves nothing:\n%s", out)
 	}
 }
