@@ -54,6 +54,12 @@ type Kernel struct {
 	// UnlockListener removes that filter (for any bit; another filter
 	// stays) and reports whether there was one. nil: nothing is unlocked.
 	UnlockListener func(inode uint32) (bool, error)
+	// OtherNetnsListeners describes the listeners of port in the other
+	// network namespaces that processes here live in ("ADDR (network
+	// namespace of pid N)"): ones neither the table nor the lock reach.
+	// For status and check-config only (it walks /proc); nil: not looked
+	// for.
+	OtherNetnsListeners func(port uint16) ([]string, error)
 }
 
 // AdmissionFeed is an *admitlog.Listener: Ready signals that admissions

@@ -5,6 +5,10 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
 
 	"github.com/seqknock/seqknock/admitlog"
 	"github.com/seqknock/seqknock/hostconns"
@@ -58,7 +62,8 @@ func NewKernel(netns int) Kernel {
 			}
 			return out, err
 		},
-		LockListener: lockListener,
+		LockListener:        lockListener,
+		OtherNetnsListeners: func(port uint16) ([]string, error) { return otherNetnsListeners(netns, port) },
 		UnlockListener: func(inode uint32) (bool, error) {
 			fd, _, err := tcpsign.Duplicate(inode, false)
 			if err != nil {
@@ -91,4 +96,51 @@ func lockListener(inode, bit uint32, attach bool) LockResult {
 	}
 	changed, err := listenlock.Attach(fd, bit)
 	return LockResult{PID: pid, Locked: err == nil, Changed: changed, Err: err}
+}
+
+// otherNetnsListeners looks, for each network namespace other than netns
+// (0: this thread's) that a process here is in, for listeners of port,
+// through the namespace of the first such process.
+func otherNetnsListeners(netns int, port uint16) ([]string, error) {
+	var own unix.Stat_t
+	var err error
+	if netns != 0 {
+		err = unix.Fstat(netns, &own)
+	} else {
+		err = unix.Stat("/proc/thread-self/ns/net", &own)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("other network namespaces: %w", err)
+	}
+	dirs, err := os.ReadDir(tcpsign.Proc)
+	if err != nil {
+		return nil, fmt.Errorf("other network namespaces: %w", err)
+	}
+	seen := map[uint64]bool{own.Ino: true}
+	var out []string
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		path := filepath.Join(tcpsign.Proc, d.Name(), "ns", "net")
+		var st unix.Stat_t
+		if unix.Stat(path, &st) != nil || seen[st.Ino] {
+			continue // gone, a kernel thread, or a namespace seen
+		}
+		seen[st.Ino] = true
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			continue
+		}
+		ls, err := tcpsign.Listeners(fd, port)
+		unix.Close(fd)
+		if err != nil {
+			continue
+		}
+		for _, l := range ls {
+			out = append(out, fmt.Sprintf("%s (network namespace of pid %d)", l.Local, pid))
+		}
+	}
+	return out, nil
 }

@@ -47,6 +47,11 @@ type LockedListener struct {
 // table's network namespace.
 const NoListener = "no listener yet (a service in another network namespace is not seen, and the table does not protect it)"
 
+// OtherNetns is the Reason of a listener of a protected port in another
+// network namespace: the table does not see its traffic (it arrives
+// forwarded, not for this namespace) and seqknockd does not lock it.
+const OtherNetns = "listener in another network namespace: neither the table nor seqknockd protects it"
+
 // lockEntry is what the daemon knows of one listener, by inode.
 type lockEntry struct {
 	port   uint16
@@ -194,6 +199,15 @@ func lockedListeners(k Kernel, cfg *Config) ([]LockedListener, error) {
 		}
 		if len(ls) == 0 {
 			out = append(out, LockedListener{Port: port, Reason: NoListener})
+			if k.OtherNetnsListeners != nil {
+				others, err := k.OtherNetnsListeners(port)
+				if err != nil {
+					return nil, fmt.Errorf("listeners of port %d: %w", port, err)
+				}
+				for _, o := range others {
+					out = append(out, LockedListener{Port: port, Address: o, Reason: OtherNetns})
+				}
+			}
 		}
 		for _, l := range ls {
 			r := k.LockListener(l.Inode, bit, false)
@@ -216,11 +230,14 @@ func lockedListeners(k Kernel, cfg *Config) ([]LockedListener, error) {
 }
 
 // lockDifferences are status differences: a listener of a protected port
-// that is not locked. A port with no listener is none.
+// in the table's network namespace that is not locked. A port with no
+// listener there is none, and neither is a listener in another network
+// namespace (listed, but the table never protected it: a container's own
+// service on the same port number must not make status fail forever).
 func lockDifferences(ls []LockedListener) []string {
 	var diff []string
 	for _, l := range ls {
-		if !l.Locked && l.Address != "" {
+		if !l.Locked && l.Address != "" && l.Reason != OtherNetns {
 			diff = append(diff, fmt.Sprintf("port %d listener %s is not locked: %s", l.Port, l.Address, l.Reason))
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"path/filepath"
 	"strings"
@@ -310,5 +311,35 @@ func TestLockSynRetransmission(t *testing.T) {
 	t.Logf("connected after %v", time.Since(start))
 	if out := b.Cli.MustRun("nft", "list", "chain", "inet", "lossy", "in"); strings.Count(out, "counter packets 1 ") != 2 {
 		t.Fatalf("the two SYN-ACKs were not lost, the test proves nothing:\n%s", out)
+	}
+}
+
+// TestLockOtherNetns: with no listener of a protected port in the table's
+// namespace, status lists one in another namespace with its reason (the
+// table and the lock reach neither), and it is no difference.
+func TestLockOtherNetns(t *testing.T) {
+	netnstest.RequireRoot(t, "python3")
+	here, there := netnstest.New(t, "lnh"), netnstest.New(t, "lnt")
+	svc := startService(t, there, 2202)
+	k := NewKernel(here.FD())
+	cfg, err := ParseConfig("x.toml", []byte("[[service]]\nport = 2202\n\n[[user]]\nname = \"a\"\nkey_file = \"k\"\n"), fakeKeys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls, err := lockedListeners(k, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found []string
+	for _, l := range ls {
+		if strings.HasSuffix(l.Address, fmt.Sprintf("(network namespace of pid %d)", svc.Process.Pid)) && l.Reason == OtherNetns && !l.Locked {
+			found = append(found, l.Address)
+		}
+	}
+	if len(found) != 2 || ls[0].Reason != NoListener {
+		t.Errorf("listeners %+v; want no listener here and the two of pid %d there", ls, svc.Process.Pid)
+	}
+	if d := lockDifferences(ls); len(d) != 0 {
+		t.Errorf("differences %q", d)
 	}
 }

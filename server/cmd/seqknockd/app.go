@@ -335,6 +335,8 @@ func printLocks(w, ew io.Writer, cfg *server.Config) error {
 			fmt.Fprintf(w, "port %d: %s\n", l.Port, l.Reason)
 		case l.Locked:
 			fmt.Fprintf(w, "port %d: listener %s locked\n", l.Port, l.Address)
+		case l.Reason == server.OtherNetns:
+			fmt.Fprintf(w, "port %d: listener %s: %s\n", l.Port, l.Address, l.Reason)
 		default:
 			fmt.Fprintf(w, "port %d: listener %s NOT locked: %s\n", l.Port, l.Address, l.Reason)
 			fmt.Fprintf(ew, "seqknockd: warning: port %d: listener %s is not locked (%s): only the table protects it\n", l.Port, l.Address, l.Reason)
