@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 
 	"github.com/seqknock/seqknock/admitlog"
 	"github.com/seqknock/seqknock/hostconns"
@@ -22,6 +23,7 @@ import (
 // current one).
 func NewKernel(netns int) Kernel {
 	c := &nftgen.Conn{NetNS: netns}
+	locks := &lockers{}
 	return Kernel{
 		Apply:    c.Apply,
 		AddValid: c.AddValid,
@@ -62,24 +64,45 @@ func NewKernel(netns int) Kernel {
 			}
 			return out, err
 		},
-		LockListener:        lockListener,
+		LockListener:        locks.lock,
 		OtherNetnsListeners: func(port uint16) ([]string, error) { return otherNetnsListeners(netns, port) },
-		UnlockListener: func(inode uint32) (bool, error) {
-			fd, _, err := tcpsign.Duplicate(inode, false)
-			if err != nil {
-				return false, err
-			}
-			defer unix.Close(fd)
-			return listenlock.Detach(fd)
-		},
+		UnlockListener:      locks.unlock,
 	}
 }
 
-// lockListener is Kernel.LockListener: the socket is taken from whichever
-// process holds it (the filter is no secret, unlike a signing key, and a
-// protected port admits no unknocked SYN whoever listens on it).
-func lockListener(inode, bit uint32, attach bool) LockResult {
-	fd, pid, err := tcpsign.Duplicate(inode, false)
+// lockers are Kernel.LockListener and UnlockListener. The socket is
+// taken from whichever process holds it (the filter is no secret, unlike
+// a signing key, and a protected port admits no unknocked SYN whoever
+// listens on it). Each listener's holder is remembered, so the check every
+// LockRecheck costs a pidfd_getfd, not a search through /proc.
+type lockers struct {
+	mu      sync.Mutex
+	holders map[uint32]tcpsign.Holder
+}
+
+// maxHolders bounds the memory of holders: past it, it starts afresh.
+const maxHolders = 4096
+
+func (k *lockers) dup(inode uint32) (int, int, error) {
+	k.mu.Lock()
+	hint := k.holders[inode]
+	k.mu.Unlock()
+	fd, h, err := tcpsign.DuplicateVia(inode, false, hint)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.holders == nil || len(k.holders) >= maxHolders {
+		k.holders = map[uint32]tcpsign.Holder{}
+	}
+	if err != nil {
+		delete(k.holders, inode)
+		return -1, 0, err
+	}
+	k.holders[inode] = h
+	return fd, h.PID, nil
+}
+
+func (k *lockers) lock(inode, bit uint32, attach bool) LockResult {
+	fd, pid, err := k.dup(inode)
 	if err != nil {
 		return LockResult{PID: pid, Err: err}
 	}
@@ -96,6 +119,15 @@ func lockListener(inode, bit uint32, attach bool) LockResult {
 	}
 	changed, err := listenlock.Attach(fd, bit)
 	return LockResult{PID: pid, Locked: err == nil, Changed: changed, Err: err}
+}
+
+func (k *lockers) unlock(inode uint32) (bool, error) {
+	fd, _, err := k.dup(inode)
+	if err != nil {
+		return false, err
+	}
+	defer unix.Close(fd)
+	return listenlock.Detach(fd)
 }
 
 // otherNetnsListeners looks, for each network namespace other than netns

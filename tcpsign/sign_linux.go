@@ -95,12 +95,32 @@ var ErrNoAccess = errors.New("no pidfd access to the process that holds the sock
 // the holder, and a holder of another user makes it refused (ErrNotRoot).
 // pid is the holder's, once found.
 func Duplicate(inode uint32, rootOnly bool) (fd, pid int, err error) {
+	fd, h, err := DuplicateVia(inode, rootOnly, Holder{})
+	return fd, h.PID, err
+}
+
+// Holder is a process and its descriptor of a socket.
+type Holder struct{ PID, FD int }
+
+// DuplicateVia is Duplicate that tries the holder last found first (when
+// its PID is not 0), which spares the search of every process's
+// descriptors in /proc while that process still holds the socket under
+// the same number; it returns the holder used. hint is trusted no more
+// than the search: the duplicate is checked to be the socket either way.
+// With rootOnly, the search is always made (a root process's descriptor
+// may since have been passed to another user's).
+func DuplicateVia(inode uint32, rootOnly bool, hint Holder) (fd int, h Holder, err error) {
+	if hint.PID != 0 && !rootOnly {
+		if fd, err := grab(hint.PID, hint.FD, inode); err == nil {
+			return fd, hint, nil
+		}
+	}
 	pid, n, err := findHolder(inode, rootOnly)
 	if err != nil {
-		return -1, 0, err
+		return -1, Holder{}, err
 	}
 	fd, err = grab(pid, n, inode)
-	return fd, pid, err
+	return fd, Holder{pid, n}, err
 }
 
 // findHolder returns a process, and its descriptor, that holds the socket
