@@ -142,10 +142,7 @@ func startService(t testing.TB, ns *netnstest.NS, port int) *exec.Cmd {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	startGroup(t, cmd)
 	line, err := bufio.NewReader(out).ReadString('\n')
 	if err != nil || line != "ready\n" {
 		t.Fatalf("service: %q, %v", line, err)
@@ -155,8 +152,24 @@ func startService(t testing.TB, ns *netnstest.NS, port int) *exec.Cmd {
 
 // StopService kills the service and waits until it is gone.
 func (b *FailClosedBed) StopService() {
-	b.service.Process.Kill()
-	b.service.Wait()
+	killGroup(b.service)
+}
+
+// startGroup starts cmd in a process group of its own, killed whole (a
+// python3 wrapper's children too) when the test ends.
+func startGroup(t testing.TB, cmd *exec.Cmd) {
+	t.Helper()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { killGroup(cmd) })
+}
+
+// killGroup kills cmd's process group and waits for cmd.
+func killGroup(cmd *exec.Cmd) {
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	cmd.Wait()
 }
 
 // StartDaemon starts `seqknockd run` and waits until the table is in
@@ -166,11 +179,8 @@ func (b *FailClosedBed) StartDaemon() {
 	b.Log = &netnstest.Buffer{}
 	cmd := b.Srv.Command(b.bin, "--config", b.Cfg.Path, "run", "--audit=false", "--state", filepath.Join(b.dir, "state.json"))
 	cmd.Stdout, cmd.Stderr = b.Log, b.Log
-	if err := cmd.Start(); err != nil {
-		b.t.Fatal(err)
-	}
+	startGroup(b.t, cmd)
 	b.daemon = cmd
-	b.t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	if d, ok := b.WaitInForce(10 * time.Second); !ok {
 		b.t.Fatalf("the daemon did not put its table in and lock the listeners within %v:\n%s", d, b.Log)
 	}

@@ -202,10 +202,7 @@ print("ready", flush=True)`, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	startGroup(t, cmd)
 	lines := bufio.NewReader(out)
 	if l, err := lines.ReadString('\n'); l != "ready\n" {
 		t.Fatalf("user's service: %q, %v", l, err)
