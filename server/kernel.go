@@ -46,6 +46,20 @@ type Kernel struct {
 	// on those that do not. nil: signed services are not supported.
 	Listeners     func(port uint16, key []byte) ([]ListenerState, error)
 	SignListeners func(port uint16, key []byte) ([]ListenerState, error)
+	// LockListener duplicates the listening socket inode from the process
+	// that holds it and reads whether it has the socket filter for packet
+	// mark bit; with attach it also puts the filter on (see package
+	// listenlock). nil: listeners are not locked.
+	LockListener func(inode uint32, bit uint32, attach bool) LockResult
+	// UnlockListener removes that filter (for any bit; another filter
+	// stays) and reports whether there was one. nil: nothing is unlocked.
+	UnlockListener func(inode uint32) (bool, error)
+	// OtherNetnsListeners describes the listeners of port in the other
+	// network namespaces that processes here live in ("ADDR (network
+	// namespace of pid N)"): ones neither the table nor the lock reach.
+	// For status and check-config only (it walks /proc); nil: not looked
+	// for.
+	OtherNetnsListeners func(port uint16) ([]string, error)
 }
 
 // AdmissionFeed is an *admitlog.Listener: Ready signals that admissions

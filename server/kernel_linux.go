@@ -4,17 +4,26 @@ package server
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
 
 	"github.com/seqknock/seqknock/admitlog"
 	"github.com/seqknock/seqknock/hostconns"
+	"github.com/seqknock/seqknock/internal/listenlock"
 	"github.com/seqknock/seqknock/nftgen"
 	"github.com/seqknock/seqknock/tcpsign"
+	"golang.org/x/sys/unix"
 )
 
 // NewKernel returns the Kernel for the network namespace netns (0: the
 // current one).
 func NewKernel(netns int) Kernel {
 	c := &nftgen.Conn{NetNS: netns}
+	locks := &lockers{}
 	return Kernel{
 		Apply:    c.Apply,
 		AddValid: c.AddValid,
@@ -55,5 +64,115 @@ func NewKernel(netns int) Kernel {
 			}
 			return out, err
 		},
+		LockListener:        locks.lock,
+		OtherNetnsListeners: func(port uint16) ([]string, error) { return otherNetnsListeners(netns, port) },
+		UnlockListener:      locks.unlock,
 	}
+}
+
+// lockers are Kernel.LockListener and UnlockListener. The socket is
+// taken from whichever process holds it (the filter is no secret, unlike
+// a signing key, and a protected port admits no unknocked SYN whoever
+// listens on it). Each listener's holder is remembered, so the check every
+// LockRecheck costs a pidfd_getfd, not a search through /proc.
+type lockers struct {
+	mu      sync.Mutex
+	holders map[uint32]tcpsign.Holder
+}
+
+// maxHolders bounds the memory of holders: past it, it starts afresh.
+const maxHolders = 4096
+
+func (k *lockers) dup(inode uint32) (int, int, error) {
+	k.mu.Lock()
+	hint := k.holders[inode]
+	k.mu.Unlock()
+	fd, h, err := tcpsign.DuplicateVia(inode, false, hint)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.holders == nil || len(k.holders) >= maxHolders {
+		k.holders = map[uint32]tcpsign.Holder{}
+	}
+	if err != nil {
+		delete(k.holders, inode)
+		return -1, 0, err
+	}
+	k.holders[inode] = h
+	return fd, h.PID, nil
+}
+
+func (k *lockers) lock(inode, bit uint32, attach bool) LockResult {
+	fd, pid, err := k.dup(inode)
+	if err != nil {
+		return LockResult{PID: pid, Err: err}
+	}
+	defer unix.Close(fd)
+	if !attach {
+		st, err := listenlock.Check(fd, bit)
+		if err == nil && st != listenlock.Locked {
+			err = errors.New(st.String())
+			if st == listenlock.Unlocked {
+				err = nil
+			}
+		}
+		return LockResult{PID: pid, Locked: st == listenlock.Locked, Err: err}
+	}
+	changed, err := listenlock.Attach(fd, bit)
+	return LockResult{PID: pid, Locked: err == nil, Changed: changed, Err: err}
+}
+
+func (k *lockers) unlock(inode uint32) (bool, error) {
+	fd, _, err := k.dup(inode)
+	if err != nil {
+		return false, err
+	}
+	defer unix.Close(fd)
+	return listenlock.Detach(fd)
+}
+
+// otherNetnsListeners looks, for each network namespace other than netns
+// (0: this thread's) that a process here is in, for listeners of port,
+// through the namespace of the first such process.
+func otherNetnsListeners(netns int, port uint16) ([]string, error) {
+	var own unix.Stat_t
+	var err error
+	if netns != 0 {
+		err = unix.Fstat(netns, &own)
+	} else {
+		err = unix.Stat("/proc/thread-self/ns/net", &own)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("other network namespaces: %w", err)
+	}
+	dirs, err := os.ReadDir(tcpsign.Proc)
+	if err != nil {
+		return nil, fmt.Errorf("other network namespaces: %w", err)
+	}
+	seen := map[uint64]bool{own.Ino: true}
+	var out []string
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		path := filepath.Join(tcpsign.Proc, d.Name(), "ns", "net")
+		var st unix.Stat_t
+		if unix.Stat(path, &st) != nil || seen[st.Ino] {
+			continue // gone, a kernel thread, or a namespace seen
+		}
+		seen[st.Ino] = true
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			continue
+		}
+		ls, err := tcpsign.Listeners(fd, port)
+		unix.Close(fd)
+		if err != nil {
+			continue
+		}
+		for _, l := range ls {
+			out = append(out, fmt.Sprintf("%s (network namespace of pid %d)", l.Local, pid))
+		}
+	}
+	return out, nil
 }

@@ -100,7 +100,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Description: "One idempotent pass: the table, sets and rules match the config and the " +
 					"valid set holds exactly the current window, less the knocks already spent (the used set's and " +
 					"the state file's), which stay in the used set. One transaction: on error nothing changes. " +
-					"Then the listeners of signed services (sign = \"tcp-md5\") get their key where they lack it.",
+					"Then each listener of a protected port gets the socket filter that drops a SYN the table did not mark " +
+					"(it stays on the socket after seqknockd exits), and the listeners of signed services (sign = \"tcp-md5\") " +
+					"get their key where they lack it.",
 				Action: withConfig(func(c *cli.Context, cfg *server.Config) error {
 					path, err := statePath(c, cfg.Table)
 					if err != nil {
@@ -131,6 +133,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					log := server.NewLogger(c.App.ErrWriter)
 					log.Info("sync", "table", cfg.Table, "elements", res.Elements,
 						"created", res.Created, "rules_rebuilt", res.RulesRebuilt)
+					// The filters stay on the listeners after this
+					// process exits; one out of reach is a warning.
+					server.LockOnce(k, cfg, log)
 					return server.SignOnce(k, cfg, log)
 				}),
 			},
@@ -192,7 +197,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Name:  "status",
 				Usage: "show the live table: ports, users, element counts, packet counters, next rotation",
 				Description: "Exits 0 when the table is current: installed, with the rules, ports and users of the " +
-					"config. Exits 3 (as systemctl status does for a unit not running) when it is not, and says " +
+					"config, and every listener of a protected port locked (the socket filter that drops a SYN the table did not mark). Exits 3 (as systemctl status does for a unit not running) when it is not, and says " +
 					"what differs; --json carries the same in \"current\" and \"differences\".",
 				Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}},
 				Action: withConfig(func(c *cli.Context, cfg *server.Config) error {
@@ -235,16 +240,17 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			},
 			{
 				Name:  "teardown",
-				Usage: "remove the table (and nothing else)",
-				Flags: []cli.Flag{stateFlag, stateDirFlag, &cli.StringFlag{Name: "table", Usage: "remove table `NAME` instead of the config's (works without a config)"}},
+				Usage: "remove the table and the lock on the protected ports' listeners (and nothing else)",
+				Flags: []cli.Flag{stateFlag, stateDirFlag, &cli.StringFlag{Name: "table", Usage: "remove table `NAME` instead of the config's (works without a config; then the listeners keep their lock until the service restarts)"}},
 				Action: func(c *cli.Context) error {
 					if err := noArgs(c); err != nil {
 						return err
 					}
 					table := c.String("table")
+					var cfg *server.Config
 					if table == "" {
-						cfg, err := loadConfig(c)
-						if err != nil {
+						var err error
+						if cfg, err = loadConfig(c); err != nil {
 							return fmt.Errorf("%w (or name the table with --table)", err)
 						}
 						table = cfg.Table
@@ -277,12 +283,18 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					} else {
 						fmt.Fprintf(c.App.Writer, "no table inet %s\n", table)
 					}
+					// Without the table, a locked listener admits nobody.
+					if cfg != nil {
+						if n := server.UnlockOnce(k, cfg, server.NewLogger(c.App.ErrWriter)); n > 0 {
+							fmt.Fprintf(c.App.Writer, "unlocked %d listeners\n", n)
+						}
+					}
 					return nil
 				},
 			},
 			{
 				Name:  "check-config",
-				Usage: "check the config and its key files, print the odds against guessing, and check that the timer unit fires at every period boundary; changes nothing",
+				Usage: "check the config and its key files, print the odds against guessing, list whether each protected port's listeners are locked, and check that the timer unit fires at every period boundary; changes nothing",
 				Action: withConfig(func(c *cli.Context, cfg *server.Config) error {
 					fmt.Fprintf(c.App.Writer, "%s: ok: %d users, %d services, period %v, tolerance %d, %d slots, table %s\n",
 						cfg.Path, len(cfg.Users), len(cfg.Services), cfg.Period, cfg.Tolerance, cfg.Slots, cfg.Table)
@@ -293,6 +305,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 						fmt.Fprintf(c.App.Writer, "expired (no longer knocks; remove it): %s\n", k)
 					}
 					printOdds(c.App.Writer, c.App.ErrWriter, cfg, time.Now())
+					if err := printLocks(c.App.Writer, c.App.ErrWriter, cfg); err != nil {
+						return err
+					}
 					w, err := server.TimerWarning(unitDirs, cfg.Period)
 					if err != nil {
 						return err
@@ -340,6 +355,29 @@ func printOdds(w, ew io.Writer, cfg *server.Config, now time.Time) {
 	}
 }
 
+// printLocks writes whether each listener of a protected port is locked,
+// and warns for each that is not.
+func printLocks(w, ew io.Writer, cfg *server.Config) error {
+	ls, err := server.LockedListeners(server.NewKernel(0), cfg)
+	if err != nil {
+		return err
+	}
+	for _, l := range ls {
+		switch {
+		case l.Address == "":
+			fmt.Fprintf(w, "port %d: %s\n", l.Port, l.Reason)
+		case l.Locked:
+			fmt.Fprintf(w, "port %d: listener %s locked\n", l.Port, l.Address)
+		case l.Reason == server.OtherNetns:
+			fmt.Fprintf(w, "port %d: listener %s: %s\n", l.Port, l.Address, l.Reason)
+		default:
+			fmt.Fprintf(w, "port %d: listener %s NOT locked: %s\n", l.Port, l.Address, l.Reason)
+			fmt.Fprintf(ew, "seqknockd: warning: port %d: listener %s is not locked (%s): only the table protects it\n", l.Port, l.Address, l.Reason)
+		}
+	}
+	return nil
+}
+
 // keygenCommand is how an administrator makes users' keys under
 // /etc/seqknock (the client's keygen refuses to run under sudo).
 func keygenCommand() *cli.Command {
@@ -352,6 +390,7 @@ func keygenCommand() *cli.Command {
 func printStatus(w io.Writer, st *server.Status) {
 	if !st.Present {
 		fmt.Fprintf(w, "table inet %s: not installed (run `seqknockd sync`)\n", st.Table)
+		printListenerLocks(w, st)
 		return
 	}
 	ports := make([]string, len(st.Ports))
@@ -394,6 +433,22 @@ func printStatus(w io.Writer, st *server.Status) {
 			state = "NOT signed"
 		}
 		fmt.Fprintf(w, "listener:       %s port %d %s (%s)\n", l.Address, l.Port, state, l.Mode)
+	}
+	printListenerLocks(w, st)
+}
+
+// printListenerLocks writes whether each listener of a protected port is
+// locked (the socket filter that drops a SYN the table did not mark).
+func printListenerLocks(w io.Writer, st *server.Status) {
+	for _, l := range st.Listeners {
+		switch {
+		case l.Address == "":
+			fmt.Fprintf(w, "lock:           port %d: %s\n", l.Port, l.Reason)
+		case l.Locked:
+			fmt.Fprintf(w, "lock:           %s port %d locked\n", l.Address, l.Port)
+		default:
+			fmt.Fprintf(w, "lock:           %s port %d NOT locked: %s\n", l.Address, l.Port, l.Reason)
+		}
 	}
 }
 
