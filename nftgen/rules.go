@@ -493,28 +493,36 @@ var chainOrder = []string{ChainInput, ChainKnock, ChainPre, ChainSyn, ChainLocko
 //	limits on, the flooder locked out (@limited4 drop)       985     1539 (1.52)
 //	  the same with @limited4 before the fib check           701     1245 (1.23)
 //
-// Those lockout rows are of the old order, @limited4 before the knock
-// lookups. The order above (knocks first) against it, interleaved in one
-// run (ONLY="0 7 8" synrules.sh 3 200000, 2026-12-07, a lighter-loaded
-// VM, so lower figures throughout):
+// Those lockout rows drop a locked-out SYN before any lookup. The order
+// built here (bounded lookups: the jump to lockedout, its limit rule and
+// the drop there) against that and against a lookup of every SYN before
+// any lockout ("knocks first"), interleaved in one run (ONLY="0 7 8 10"
+// synrules.sh 9 200000, 2026-12-07, 200,000 SYNs a round, the VM loaded by
+// other work, so rounds vary by up to 2x; medians):
 //
-//	plain "tcp dport 2202 drop"                               79      251 (1.00)
-//	limits on, the flooder locked out, knocks first          313      461 (1.84)
-//	  the old order, lockout before the knocks               208      354 (1.41)
+//	plain "tcp dport 2202 drop"                               85      256 (1.00)
+//	limits on, the flooder locked out, knocks first          317      469 (1.83)
+//	  lockout before any lookup                              201      366 (1.43)
+//	  bounded lookups (this order)                           295      448 (1.75)
 //
-// 1.30x the old order's receive path: the valid and used lookups (and the
-// rstports bitmap) that every locked-out SYN now costs.
+// Per round, bounded lookups / knocks first was 0.96 (median of 9 rounds'
+// ratios; three more runs gave 0.57, 1.04 and 0.88) and bounded lookups /
+// lockout first 1.24 (1.18, 1.38, 1.29): about what every SYN looked up
+// costs, since the limit rule (a spinlock and a clock read) and the jump
+// take the place of the valid and used lookups, and about 1.25x the
+// receive path of the order that gave the victim of a spoofed flood no
+// lookup.
 //
 // Each lookup in a hash set (valid, used, unknocked, limited4) costs about
 // 100-250 ns, the fib check about 230-330 ns; the ports bitmap is nearly
 // free. Runs vary: an earlier set of 5 rounds (the full table, by hand)
 // gave 2.27 for limits off, 1.29 for the locked-out path and 0.98 with
 // @limited4 first. Under a one-source flood the guess limiter makes the
-// path a shorter one: with the old order 1.5-1.6x a plain drop in the
-// bench's figure 2 (which counts the CPU's softirq time), with knocks
-// first about 1.3x that (table above). What is left there is the fib
-// check, the knock lookups and the lockout lookup. Checking limited4/6 before the fib check saves the
-// fib check's ~0.3 of it, but would drop a locked-out source's forwarded
+// path a shorter one: with the lockout before any lookup 1.5-1.6x a plain
+// drop in the bench's figure 2 (which counts the CPU's softirq time), with
+// bounded lookups about 1.25x that (table above). What is left there is
+// the fib check, the lockout lookup and the budget's limit rule. Checking
+// limited4/6 before the fib check saves the fib check's ~0.3 of it, but would drop a locked-out source's forwarded
 // SYNs to the protected port numbers too, so a spoofed source could be cut
 // off from hosts behind this one; it is not done. A flood from many
 // (spoofed) sources, each new to the meters, takes the long path with two
