@@ -415,18 +415,18 @@ var chainOrder = []string{ChainInput, ChainKnock, ChainPre, ChainSyn, ChainLocko
 //	tcp dport @rstports counter reject with tcp reset
 //	counter drop
 //
-// The two sessions rules are not in DESIGN.md's shape. Conntrack picks up
-// a connection it does not know (one open before the table was installed,
-// while conntrack was idle, or any after `conntrack -F`) mid-stream: its
-// next packet is "ct state new" without SYN, and the drop rule would kill
-// it. Such a packet is accepted only when its 4-tuple is a connection that
-// really exists on this host: the sessions sets hold the established
-// sockets on the protected ports, from sock_diag, refilled at every sync
-// and whenever conntrack loses entries, and added to (AddSessions) as each
-// admission is read from the admit rule's nflog. A non-SYN packet of any other flow
-// (a scanner's ACK, FIN or data) is treated like an unknocked SYN: dropped,
-// or at a port in reset mode answered as a closed port answers it, so a
-// guessed SYN cookie never gets in.
+// The two sessions rules: conntrack picks up a connection it does not know
+// (one open before the table was installed, while conntrack was idle, or
+// any after `conntrack -F`) mid-stream: its next packet is "ct state new"
+// without SYN, and the drop rule would kill it. Such a packet is accepted
+// only when its 4-tuple is a connection that really exists on this host:
+// the sessions sets hold the established sockets on the protected ports,
+// from sock_diag, refilled at every sync and whenever conntrack loses
+// entries, and added to (AddSessions) as each admission is read from the
+// admit rule's nflog. A non-SYN packet of any other flow (a scanner's ACK,
+// FIN or data) is treated like an unknocked SYN: dropped, or at a port in
+// reset mode answered as a closed port answers it, so a guessed SYN cookie
+// never gets in.
 //
 // The pre and syn chains run before conntrack (priority raw, -300;
 // conntrack is at -200 in prerouting), so a SYN that carries no knock at
@@ -475,7 +475,7 @@ var chainOrder = []string{ChainInput, ChainKnock, ChainPre, ChainSyn, ChainLocko
 // not a meter per source, because a per-source budget would give a
 // guesser with many addresses that many budgets.
 //
-// What an unknocked SYN costs (issue 16; scripts/bench/synrules.sh on the
+// What an unknocked SYN costs (scripts/bench/synrules.sh on the
 // 2-core VM, kernel 6.18, 2026-11-24: each shape built with nft -f in a
 // throwaway namespace, 400,000 random-ISN SYNs from benchtool flood pinned
 // to one CPU, perf cpu-clock samples of that CPU; medians of 5 interleaved
@@ -522,9 +522,10 @@ var chainOrder = []string{ChainInput, ChainKnock, ChainPre, ChainSyn, ChainLocko
 // drop in the bench's figure 2 (which counts the CPU's softirq time), with
 // bounded lookups about 1.25x that (table above). What is left there is
 // the fib check, the lockout lookup and the budget's limit rule. Checking
-// limited4/6 before the fib check saves the fib check's ~0.3 of it, but would drop a locked-out source's forwarded
-// SYNs to the protected port numbers too, so a spoofed source could be cut
-// off from hosts behind this one; it is not done. A flood from many
+// limited4/6 before the fib check saves the fib check's ~0.3 of it, but
+// would drop a locked-out source's forwarded SYNs to the protected port
+// numbers too, so a spoofed source could be cut off from hosts behind
+// this one; it is not done. A flood from many
 // (spoofed) sources, each new to the meters, takes the long path with two
 // set insertions per SYN: not measured.
 func (r Rules) ruleList() []ruleDesc {
