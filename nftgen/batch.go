@@ -43,8 +43,9 @@ func buildBatch(s State, now time.Time, live *Live, usedCarry, usedSPCarry []nft
 	}
 	t := nc.AddTable(Table(s.Table))
 	input, knock := Chains(t)
-	pre, syn, lockout := PreChains(t)
-	chains := map[string]*nftables.Chain{ChainInput: input, ChainKnock: knock, ChainPre: pre, ChainSyn: syn, ChainLockout: lockout}
+	pre, syn, lockout, lockedOut := PreChains(t)
+	chains := map[string]*nftables.Chain{ChainInput: input, ChainKnock: knock, ChainPre: pre, ChainSyn: syn,
+		ChainLockout: lockout, ChainLockedOut: lockedOut}
 	for _, name := range chainOrder {
 		nc.AddChain(chains[name])
 	}

@@ -29,7 +29,8 @@ func testState() State {
 		ResetPorts: []uint16{2222},
 		Rules: Rules{MarkBit: 1 << 23, PacketMarkBit: 1 << 24, LogGroup: 23,
 			Guess: Limit{Rate: 10, Unit: PerSecond, Burst: 20}, Prefix4: 32, Prefix6: 64,
-			Global: Limit{Rate: 1000, Unit: PerSecond, Burst: GlobalBurst}},
+			Global:       Limit{Rate: 1000, Unit: PerSecond, Burst: GlobalBurst},
+			LockedLookup: Limit{Rate: 2000, Unit: PerSecond, Burst: 2000}},
 		UsedTimeout: 90 * time.Second,
 		Valid: []Element{
 			{Port: 22, ISN: 2742790613, Expires: exp},

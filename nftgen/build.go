@@ -105,10 +105,11 @@ func ModeSets(t *nftables.Table) []*nftables.Set {
 }
 
 // PreChains returns the pre base chain (prerouting, priority raw) and the
-// syn and lockout chains.
-func PreChains(t *nftables.Table) (pre, syn, lockout *nftables.Chain) {
+// syn, lockout and lockedout chains.
+func PreChains(t *nftables.Table) (pre, syn, lockout, lockedOut *nftables.Chain) {
 	pre = baseChain(t, ChainPre, nftables.ChainHookPrerouting, PrePriority)
-	return pre, &nftables.Chain{Table: t, Name: ChainSyn}, &nftables.Chain{Table: t, Name: ChainLockout}
+	return pre, &nftables.Chain{Table: t, Name: ChainSyn}, &nftables.Chain{Table: t, Name: ChainLockout},
+		&nftables.Chain{Table: t, Name: ChainLockedOut}
 }
 
 // baseChain is a filter chain on hook at priority, policy accept.

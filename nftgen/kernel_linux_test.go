@@ -28,6 +28,7 @@ func goldenStates() map[string]State {
 	prefixes.Prefix4, prefixes.Prefix6 = 24, 56
 	prefixes.Guess = Limit{Rate: 600, Unit: PerMinute, Burst: 5}
 	prefixes.Global = Limit{}
+	prefixes.LockedLookup = Limit{} // locked-out sources get no lookup
 	return map[string]State{"all on": all, "all off": off, "prefixes": prefixes, "source port": sportState()}
 }
 

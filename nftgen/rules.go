@@ -40,17 +40,23 @@ type Rules struct {
 	// who is knocking wrongly without user space work per packet.
 	DropLogGroup uint16
 	// Guess, when its rate is not 0, limits each source's unknocked SYNs
-	// to the protected ports: a source over it is locked out (its unknocked
-	// SYNs dropped, or reset at a reset port, without reaching the meters)
-	// for LockoutTimeout at a time. Its knocks are still looked up first.
+	// to the protected ports: a source over it is locked out for
+	// LockoutTimeout at a time, and its SYNs are then looked up only
+	// within the budget LockedLookup.
 	Guess Limit
 	// Prefix4 and Prefix6 are the prefix lengths that make one source for
 	// Guess: 32 and 64 by default.
 	Prefix4, Prefix6 uint8
 	// Global, when its rate is not 0, caps unknocked SYNs from all sources
-	// together: over it, every source that sends one is locked out. Knocks
-	// are looked up first, so it never touches a knocked SYN.
+	// together: over it, every source that sends one is locked out.
 	Global Limit
+	// LockedLookup is the budget of knock lookups shared by all locked-out
+	// sources together (a token bucket: Rate a Unit, Burst at once). A
+	// locked-out source's SYN within it is looked up like any other; one
+	// over it is dropped, or reset at a reset port, unlooked. Off (rate 0):
+	// a locked-out source gets no lookup at all. It matters only with a
+	// limit on.
+	LockedLookup Limit
 	// SourcePort, when set, adds the lookups of 48-bit knocks: a SYN
 	// whose tcp sport . tcp dport . tcp sequence is in valid_sp is
 	// admitted like one whose tcp dport . tcp sequence is in valid (the
@@ -177,7 +183,7 @@ func (r Rules) validate() error {
 	if r.PacketMarkBit != 0 && bits.OnesCount32(r.PacketMarkBit) != 1 {
 		return fmt.Errorf("packet mark bit %#x must have exactly one bit set", r.PacketMarkBit)
 	}
-	for _, l := range []Limit{r.Guess, r.Global} {
+	for _, l := range []Limit{r.Guess, r.Global, r.LockedLookup} {
 		if _, ok := l.Unit.expr(); !l.Off() && !ok {
 			return fmt.Errorf("limit unit %q is not second, minute or hour", l.Unit)
 		}
@@ -204,8 +210,8 @@ func (r Rules) prefixes() (p4, p6 uint8) {
 // "mark=0x800000", then " pmark=0x1000000" when PacketMarkBit is set,
 // " log=N" when LogGroup is, " droplog=M"
 // when DropLogGroup is, " guess=10/second+20 prefix=32/64" when Guess is
-// on, " global=1000/second+5" when Global is and " sport" when
-// SourcePort is.
+// on, " global=1000/second+5" when Global is, " lookup=2000/second+2000"
+// when LockedLookup is and " sport" when SourcePort is.
 func (r Rules) String() string {
 	s := fmt.Sprintf("mark=%#08x", r.MarkBit)
 	if r.PacketMarkBit != 0 {
@@ -222,6 +228,9 @@ func (r Rules) String() string {
 	}
 	if !r.Global.Off() {
 		s += fmt.Sprintf(" global=%s", r.Global)
+	}
+	if !r.LockedLookup.Off() {
+		s += fmt.Sprintf(" lookup=%s", r.LockedLookup)
 	}
 	if r.SourcePort {
 		s += " sport"
@@ -259,15 +268,18 @@ func parseRules(s string) (Rules, error) {
 				return Rules{}, fmt.Errorf("droplog: %w", err)
 			}
 			r.DropLogGroup = uint16(n)
-		case "guess", "global":
+		case "guess", "global", "lookup":
 			l, err := parseLimitField(v)
 			if err != nil {
 				return Rules{}, fmt.Errorf("%s: %w", k, err)
 			}
-			if k == "guess" {
+			switch k {
+			case "guess":
 				r.Guess = l
-			} else {
+			case "global":
 				r.Global = l
+			default:
+				r.LockedLookup = l
 			}
 		case "sport":
 			if v != "" {
@@ -295,7 +307,7 @@ func parseRules(s string) (Rules, error) {
 // RulesVersion names the rule shapes this package builds; it is part of the
 // fingerprint. Bump it whenever a rule changes in a way no Rules field
 // records.
-const RulesVersion = "seqknock/rules/v6"
+const RulesVersion = "seqknock/rules/v7"
 
 // udataRuleFingerprint is a rule user data TLV type that nft does not know
 // and so neither shows nor rejects (it reads only type 0, the comment).
@@ -369,7 +381,7 @@ func (d ruleDesc) as(r role) ruleDesc { d.role = r; return d }
 
 // chainOrder is the table's chains in the order Apply creates and nft
 // lists them.
-var chainOrder = []string{ChainInput, ChainKnock, ChainPre, ChainSyn, ChainLockout}
+var chainOrder = []string{ChainInput, ChainKnock, ChainPre, ChainSyn, ChainLockout, ChainLockedOut}
 
 // ruleList returns every rule of the table, in chain order:
 //
@@ -397,14 +409,12 @@ var chainOrder = []string{ChainInput, ChainKnock, ChainPre, ChainSyn, ChainLocko
 //	chain pre (hook prerouting, priority raw: before conntrack):
 //	tcp flags syn / fin,syn,rst,ack tcp dport @ports fib daddr type local jump syn
 //	chain syn:
+//	[ip saddr @limited4 jump lockedout                      (a limit on)
+//	ip6 saddr & PREFIX == @limited6 jump lockedout]
 //	tcp dport . tcp sequence @valid accept
 //	tcp dport . tcp sequence @used accept
 //	[tcp sport . tcp dport . tcp sequence @valid_sp accept   (SourcePort on)
 //	tcp sport . tcp dport . tcp sequence @used_sp accept]
-//	[tcp dport @rstports ip saddr @limited4 counter reject with tcp reset
-//	ip saddr @limited4 counter drop                         (a limit on)
-//	tcp dport @rstports ip6 saddr & PREFIX == @limited6 counter reject with tcp reset
-//	ip6 saddr & PREFIX == @limited6 counter drop]
 //	[tcp dport @rstports update @guess4 { ip saddr limit rate over R burst B packets }
 //	  add @limited4 { ip saddr } counter reject with tcp reset   (guess limit on)
 //	tcp dport != @rstports update @guess4 { ... } add @limited4 { ip saddr } counter drop
@@ -419,6 +429,10 @@ var chainOrder = []string{ChainInput, ChainKnock, ChainPre, ChainSyn, ChainLocko
 //	add @limited4 { ip saddr } counter drop
 //	tcp dport @rstports add @limited6 { ip6 saddr & PREFIX } counter reject with tcp reset
 //	add @limited6 { ip6 saddr & PREFIX } counter drop
+//	chain lockedout:                                        (a limit on)
+//	[limit rate L burst L packets return]                   (LockedLookup on)
+//	tcp dport @rstports counter reject with tcp reset
+//	counter drop
 //
 // The packet mark (PacketMarkBit on) is the key to the second lock: the
 // socket filter seqknockd attaches to each listener of a protected port
@@ -430,18 +444,18 @@ var chainOrder = []string{ChainInput, ChainKnock, ChainPre, ChainSyn, ChainLocko
 // SYN-ACK went out would otherwise take, unmarked. The input hook runs
 // before the socket's filter, so the mark set here is the one it reads.
 //
-// The two sessions rules are not in DESIGN.md's shape. Conntrack picks up
-// a connection it does not know (one open before the table was installed,
-// while conntrack was idle, or any after `conntrack -F`) mid-stream: its
-// next packet is "ct state new" without SYN, and the drop rule would kill
-// it. Such a packet is accepted only when its 4-tuple is a connection that
-// really exists on this host: the sessions sets hold the established
-// sockets on the protected ports, from sock_diag, refilled at every sync
-// and whenever conntrack loses entries, and added to (AddSessions) as each
-// admission is read from the admit rule's nflog. A non-SYN packet of any other flow
-// (a scanner's ACK, FIN or data) is treated like an unknocked SYN: dropped,
-// or at a port in reset mode answered as a closed port answers it, so a
-// guessed SYN cookie never gets in.
+// The two sessions rules: conntrack picks up a connection it does not know
+// (one open before the table was installed, while conntrack was idle, or
+// any after `conntrack -F`) mid-stream: its next packet is "ct state new"
+// without SYN, and the drop rule would kill it. Such a packet is accepted
+// only when its 4-tuple is a connection that really exists on this host:
+// the sessions sets hold the established sockets on the protected ports,
+// from sock_diag, refilled at every sync and whenever conntrack loses
+// entries, and added to (AddSessions) as each admission is read from the
+// admit rule's nflog. A non-SYN packet of any other flow (a scanner's ACK,
+// FIN or data) is treated like an unknocked SYN: dropped, or at a port in
+// reset mode answered as a closed port answers it, so a guessed SYN cookie
+// never gets in.
 //
 // The pre and syn chains run before conntrack (priority raw, -300;
 // conntrack is at -200 in prerouting), so a SYN that carries no knock at
@@ -468,17 +482,29 @@ var chainOrder = []string{ChainInput, ChainKnock, ChainPre, ChainSyn, ChainLocko
 // The limits: the guess sets are meters (a limit per source, refreshed
 // while the source keeps guessing); a source over its meter, or any source
 // that guesses while all sources together are over the global cap, goes
-// into limited4/6 for LockoutTimeout, and until then each of its unknocked
-// SYNs is dropped (or reset) without reaching a meter, the drop log or the
-// per-port counters. Knocks are looked up first, before any lockout or
-// meter: a knock never uses up a source's allowance, and a lockout that a
-// spoofer earns with a victim's source address never drops the victim's
-// knocks. The price is that every SYN, a locked-out flood's too, is looked
-// up in valid and used, so the limits no longer slow down guessing: they
-// bound the work and the log lines an unknocked flood causes, not its
-// odds (see the odds check-config prints).
+// into limited4/6 for LockoutTimeout. The meters come after the knock
+// lookups, so a knock never uses up a source's allowance.
 //
-// What an unknocked SYN costs (issue 16; scripts/bench/synrules.sh on the
+// A locked-out source's SYNs are looked up only within one budget that
+// all locked-out sources share, v4 and v6 together: the single limit rule
+// of the lockedout chain, one token bucket of LockedLookup. Within it the
+// SYN returns to syn and is looked up like any other (a miss then goes on
+// to the meters and lockout); past it, it is dropped, or reset at a reset
+// port, without a lookup. Two threats pull apart here. A guesser must not
+// get more lookups by sending faster: with lookups for every SYN of a
+// locked-out source, one sender's bandwidth (565,000 SYNs a second on a
+// 2-core VM) would be its guess rate. And a spoofer who sends a flood with
+// a victim's source address must not lock the victim out: with no lookups
+// for a locked-out source, none of its knocks would get in. The budget
+// bounds the first at the guess limit per fresh source plus LockedLookup a
+// second, for all guessers together, and keeps the second to: every knock
+// gets in while the locked-out traffic stays under the budget, and each
+// is looked up with a chance of about budget/flood above it (the client's
+// SYN retransmissions each take their own chance). The budget is one rule,
+// not a meter per source, because a per-source budget would give a
+// guesser with many addresses that many budgets.
+//
+// What an unknocked SYN costs (scripts/bench/synrules.sh on the
 // 2-core VM, kernel 6.18, 2026-11-24: each shape built with nft -f in a
 // throwaway namespace, 400,000 random-ISN SYNs from benchtool flood pinned
 // to one CPU, perf cpu-clock samples of that CPU; medians of 5 interleaved
@@ -496,30 +522,39 @@ var chainOrder = []string{ChainInput, ChainKnock, ChainPre, ChainSyn, ChainLocko
 //	limits on, the flooder locked out (@limited4 drop)       985     1539 (1.52)
 //	  the same with @limited4 before the fib check           701     1245 (1.23)
 //
-// Those lockout rows are of the old order, @limited4 before the knock
-// lookups. The order above (knocks first) against it, interleaved in one
-// run (ONLY="0 7 8" synrules.sh 3 200000, 2026-12-07, a lighter-loaded
-// VM, so lower figures throughout):
+// Those lockout rows drop a locked-out SYN before any lookup. The order
+// built here (bounded lookups: the jump to lockedout, its limit rule and
+// the drop there) against that and against a lookup of every SYN before
+// any lockout ("knocks first"), interleaved in one run (ONLY="0 7 8 10"
+// synrules.sh 9 200000, 2026-12-07, 200,000 SYNs a round, the VM loaded by
+// other work, so rounds vary by up to 2x; medians):
 //
-//	plain "tcp dport 2202 drop"                               79      251 (1.00)
-//	limits on, the flooder locked out, knocks first          313      461 (1.84)
-//	  the old order, lockout before the knocks               208      354 (1.41)
+//	plain "tcp dport 2202 drop"                               85      256 (1.00)
+//	limits on, the flooder locked out, knocks first          317      469 (1.83)
+//	  lockout before any lookup                              201      366 (1.43)
+//	  bounded lookups (this order)                           295      448 (1.75)
 //
-// 1.30x the old order's receive path: the valid and used lookups (and the
-// rstports bitmap) that every locked-out SYN now costs.
+// Per round, bounded lookups / knocks first was 0.96 (median of 9 rounds'
+// ratios; three more runs gave 0.57, 1.04 and 0.88) and bounded lookups /
+// lockout first 1.24 (1.18, 1.38, 1.29): about what every SYN looked up
+// costs, since the limit rule (a spinlock and a clock read) and the jump
+// take the place of the valid and used lookups, and about 1.25x the
+// receive path of the order that gave the victim of a spoofed flood no
+// lookup.
 //
 // Each lookup in a hash set (valid, used, unknocked, limited4) costs about
 // 100-250 ns, the fib check about 230-330 ns; the ports bitmap is nearly
 // free. Runs vary: an earlier set of 5 rounds (the full table, by hand)
 // gave 2.27 for limits off, 1.29 for the locked-out path and 0.98 with
 // @limited4 first. Under a one-source flood the guess limiter makes the
-// path a shorter one: with the old order 1.5-1.6x a plain drop in the
-// bench's figure 2 (which counts the CPU's softirq time), with knocks
-// first about 1.3x that (table above). What is left there is the fib
-// check, the knock lookups and the lockout lookup. Checking limited4/6 before the fib check saves the
-// fib check's ~0.3 of it, but would drop a locked-out source's forwarded
-// SYNs to the protected port numbers too, so a spoofed source could be cut
-// off from hosts behind this one; it is not done. A flood from many
+// path a shorter one: with the lockout before any lookup 1.5-1.6x a plain
+// drop in the bench's figure 2 (which counts the CPU's softirq time), with
+// bounded lookups about 1.25x that (table above). What is left there is
+// the fib check, the lockout lookup and the budget's limit rule. Checking
+// limited4/6 before the fib check saves the fib check's ~0.3 of it, but
+// would drop a locked-out source's forwarded SYNs to the protected port
+// numbers too, so a spoofed source could be cut off from hosts behind
+// this one; it is not done. A flood from many
 // (spoofed) sources, each new to the meters, takes the long path with two
 // set insertions per SYN: not measured.
 func (r Rules) ruleList() []ruleDesc {
@@ -586,6 +621,19 @@ func (r Rules) ruleList() []ruleDesc {
 		}},
 		jump(ChainSyn)))
 
+	// A locked-out source's SYN is looked up only within the budget
+	// all locked-out sources share (one chain, one bucket); past it, it
+	// is dropped (or reset) unlooked.
+	limits := !r.Guess.Off() || !r.Global.Off()
+	if limits {
+		for _, v6 := range []bool{false, true} {
+			lock := SetLimited4
+			if v6 {
+				lock = SetLimited6
+			}
+			add(rule(ChainSyn, r.source(v6, "@"+lock), jump(ChainLockedOut)))
+		}
+	}
 	add(rule(ChainSyn,
 		part{"tcp dport . tcp sequence @valid", append(append(isTCP(), loadDportSeq()...), &expr.Lookup{SourceRegister: regKey, SetName: SetValid})},
 		accept()),
@@ -600,21 +648,9 @@ func (r Rules) ruleList() []ruleDesc {
 				accept()))
 		}
 	}
-	// The limiters come after the knock lookups, so a knocked SYN is
-	// never dropped by a lockout that a spoofer earned with its source.
-	// Each ends in a reset at a port in reset mode, as a closed port
-	// answers, and in a drop elsewhere.
-	limits := !r.Guess.Off() || !r.Global.Off()
-	if limits {
-		for _, v6 := range []bool{false, true} {
-			lock := SetLimited4
-			if v6 {
-				lock = SetLimited6
-			}
-			add(rule(ChainSyn, resetPort(), r.source(v6, "@"+lock), counter(), reject()).as(roleLockout),
-				rule(ChainSyn, r.source(v6, "@"+lock), counter(), drop()).as(roleLockout))
-		}
-	}
+	// The meters come after the knock lookups, so a knock never uses up
+	// a source's allowance. Each ends in a reset at a port in reset mode,
+	// as a closed port answers, and in a drop elsewhere.
 	if !r.Guess.Off() {
 		for _, v6 := range []bool{false, true} {
 			meter, lock := SetGuess4, SetLimited4
@@ -638,6 +674,11 @@ func (r Rules) ruleList() []ruleDesc {
 			add(rule(ChainLockout, resetPort(), r.lockout(v6, lock, false), counter(), reject()).as(roleLockout),
 				rule(ChainLockout, r.lockout(v6, lock, false), counter(), drop()).as(roleLockout))
 		}
+		if !r.LockedLookup.Off() {
+			add(rule(ChainLockedOut, limitUnder(r.LockedLookup), verdictReturn()))
+		}
+		add(rule(ChainLockedOut, resetPort(), counter(), reject()).as(roleLockout),
+			rule(ChainLockedOut, counter(), drop()).as(roleLockout))
 	}
 	return out
 }
@@ -765,6 +806,17 @@ func limitOver(l Limit) part {
 		text += fmt.Sprintf(" burst %d packets", l.Burst)
 	}
 	return part{text, []expr.Any{&expr.Limit{Type: expr.LimitTypePkts, Rate: uint64(l.Rate), Over: true, Unit: unit, Burst: l.Burst}}}
+}
+
+// limitUnder is "limit rate R/UNIT [burst B packets]": the packet is
+// within the limit (and takes a token from it).
+func limitUnder(l Limit) part {
+	unit, _ := l.Unit.expr()
+	text := fmt.Sprintf("limit rate %d/%s", l.Rate, l.Unit)
+	if l.Burst != 0 && l.Burst != 5 {
+		text += fmt.Sprintf(" burst %d packets", l.Burst)
+	}
+	return part{text, []expr.Any{&expr.Limit{Type: expr.LimitTypePkts, Rate: uint64(l.Rate), Unit: unit, Burst: l.Burst}}}
 }
 
 // Registers as nft allocates them for "tcp dport . tcp sequence": the port in
@@ -920,6 +972,10 @@ func drop() part {
 
 func accept() part {
 	return part{"accept", []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}}}
+}
+
+func verdictReturn() part {
+	return part{"return", []expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}}}
 }
 
 func jump(chain string) part {

@@ -73,6 +73,8 @@ func TestFingerprintRefusesOthers(t *testing.T) {
 		RulesVersion + " mark=0x00800000 guess=10/week+20 prefix=32/64", // no such unit
 		RulesVersion + " mark=0x00800000 sport=1",                       // sport takes no value
 		RulesVersion + " sport mark=0x00800000",                         // not in order
+		RulesVersion + " mark=0x00800000 lookup=2000/second",            // no burst
+		RulesVersion + " mark=0x00800000 sport lookup=2000/second+2000", // not in order
 		"seqknock/rules/v3 mark=0x00800000 log=23",                      // the shape before the raw chain
 		RulesVersion,
 	} {
@@ -127,4 +129,94 @@ func (r Rules) chainRules(chain string) [][]expr.Any {
 		}
 	}
 	return out
+}
+
+// TestLockedOutBudget checks the shape of the lookup budget: with a limit
+// on, a locked-out source jumps to lockedout before any knock lookup, and
+// lockedout holds one limit (one bucket for all sources, v4 and v6) that
+// returns to the lookups within the budget; past it, or with no budget, a
+// reset at a reset port and a drop elsewhere.
+func TestLockedOutBudget(t *testing.T) {
+	budget := Limit{Rate: 2000, Unit: PerSecond, Burst: 2000}
+	guess := Limit{Rate: 10, Unit: PerSecond, Burst: 20}
+	for _, tc := range []struct {
+		name   string
+		r      Rules
+		jumps  int
+		lookup bool
+	}{
+		{"budget", Rules{MarkBit: 1, Guess: guess, Prefix4: 32, Prefix6: 64, LockedLookup: budget}, 2, true},
+		{"global cap only", Rules{MarkBit: 1, Global: Limit{Rate: 1000, Unit: PerSecond, Burst: 5}, LockedLookup: budget}, 2, true},
+		{"no budget", Rules{MarkBit: 1, Guess: guess, Prefix4: 32, Prefix6: 64}, 2, false},
+		{"limits off", Rules{MarkBit: 1, LockedLookup: budget}, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var syn, locked []ruleDesc
+			for _, d := range tc.r.ruleList() {
+				switch d.chain {
+				case ChainSyn:
+					syn = append(syn, d)
+				case ChainLockedOut:
+					locked = append(locked, d)
+				}
+			}
+			firstLookup := -1
+			for i, d := range syn {
+				if strings.Contains(d.text, "@valid") {
+					firstLookup = i
+					break
+				}
+			}
+			jumps := 0
+			for i, d := range syn {
+				if strings.HasSuffix(d.text, "jump "+ChainLockedOut) {
+					jumps++
+					if i > firstLookup {
+						t.Errorf("rule %d %q comes after the knock lookup (rule %d)", i, d.text, firstLookup)
+					}
+				}
+			}
+			if jumps != tc.jumps {
+				t.Errorf("%d jumps to %s, want %d", jumps, ChainLockedOut, tc.jumps)
+			}
+			if tc.jumps == 0 {
+				if len(locked) != 0 {
+					t.Errorf("limits off, yet %d rules in %s", len(locked), ChainLockedOut)
+				}
+				return
+			}
+			var limits []*expr.Limit
+			for _, d := range locked {
+				for _, e := range d.exprs {
+					if l, ok := e.(*expr.Limit); ok {
+						limits = append(limits, l)
+					}
+				}
+			}
+			want := []string{"tcp dport @rstports counter packets 0 bytes 0 reject with tcp reset", "counter packets 0 bytes 0 drop"}
+			if tc.lookup {
+				want = append([]string{"limit rate 2000/second burst 2000 packets return"}, want...)
+				if len(limits) != 1 || limits[0].Over || limits[0].Rate != 2000 || limits[0].Burst != 2000 || limits[0].Unit != expr.LimitTimeSecond {
+					t.Errorf("limits %+v, want one of 2000/second burst 2000, not over", limits)
+				}
+				if v, ok := locked[0].exprs[len(locked[0].exprs)-1].(*expr.Verdict); !ok || v.Kind != expr.VerdictReturn {
+					t.Errorf("the budget rule ends in %+v, want return", locked[0].exprs[len(locked[0].exprs)-1])
+				}
+			} else if len(limits) != 0 {
+				t.Errorf("no budget, yet limits %+v", limits)
+			}
+			var got []string
+			for _, d := range locked {
+				got = append(got, d.text)
+			}
+			if strings.Join(got, "\n") != strings.Join(want, "\n") {
+				t.Errorf("%s:\n%s\nwant\n%s", ChainLockedOut, strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+			for _, d := range locked[len(locked)-2:] {
+				if d.role != roleLockout {
+					t.Errorf("%q counts as %v, want a lockout", d.text, d.role)
+				}
+			}
+		})
+	}
 }

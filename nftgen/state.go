@@ -36,6 +36,8 @@ const (
 	ChainPre     = "pre"
 	ChainSyn     = "syn"
 	ChainLockout = "lockout"
+	// ChainLockedOut holds the shared lookup budget of locked-out sources.
+	ChainLockedOut = "lockedout"
 )
 
 // PrePriority is the pre chain's hook priority: raw, before conntrack.

@@ -43,6 +43,9 @@ const (
 	DefaultGuessPrefix4     = 32
 	DefaultGuessPrefix6     = 64
 	DefaultGuessGlobalLimit = "1000/second"
+	// DefaultLockoutLookupLimit is the knock lookups a second that all
+	// locked-out sources share (its burst is as many).
+	DefaultLockoutLookupLimit = "2000/second"
 )
 
 // The closed-port modes of a service: what an unknocked packet to its port
@@ -72,8 +75,11 @@ type Config struct {
 	GuessPrefix4 int
 	GuessPrefix6 int
 	GuessGlobal  nftgen.Limit
-	Services     []Service
-	Users        []User
+	// LockoutLookup is the budget of knock lookups all locked-out sources
+	// share, burst as large as the rate (Rate 0: none).
+	LockoutLookup nftgen.Limit
+	Services      []Service
+	Users         []User
 	// Files are the drop-in files read through include, in order.
 	Files []string
 }
@@ -154,6 +160,7 @@ type rawConfig struct {
 	GuessPrefix4     *int         `toml:"guess_prefix4"`
 	GuessPrefix6     *int         `toml:"guess_prefix6"`
 	GuessGlobalLimit *string      `toml:"guess_global_limit"`
+	LockoutLookup    *string      `toml:"lockout_lookup_limit"`
 	Service          []rawService `toml:"service"`
 	User             []rawUser    `toml:"user"`
 }
@@ -283,6 +290,7 @@ func ParseConfig(path string, data []byte, loadKey func(string) ([]byte, error))
 	}{
 		{raw.GuessLimit, "guess_limit", DefaultGuessLimit, &c.Guess},
 		{raw.GuessGlobalLimit, "guess_global_limit", DefaultGuessGlobalLimit, &c.GuessGlobal},
+		{raw.LockoutLookup, "lockout_lookup_limit", DefaultLockoutLookupLimit, &c.LockoutLookup},
 	} {
 		v := k.def
 		if k.p != nil {
@@ -300,6 +308,9 @@ func ParseConfig(path string, data []byte, loadKey func(string) ([]byte, error))
 	if !c.GuessGlobal.Off() {
 		c.GuessGlobal.Burst = nftgen.GlobalBurst
 	}
+	// A burst of one second's budget: a client's retransmitted SYN finds
+	// tokens again after a quiet moment.
+	c.LockoutLookup.Burst = c.LockoutLookup.Rate
 	if raw.Realm != nil {
 		if !utf8.ValidString(*raw.Realm) {
 			return nil, fail("realm", errors.New("not valid UTF-8"))
@@ -403,6 +414,7 @@ func readDropIns(main *tomlerr.Doc, patterns []string) ([]configPart, error) {
 				{"log_group", raw.LogGroup != nil}, {"guess_limit", raw.GuessLimit != nil},
 				{"guess_burst", raw.GuessBurst != nil}, {"guess_prefix4", raw.GuessPrefix4 != nil},
 				{"guess_prefix6", raw.GuessPrefix6 != nil}, {"guess_global_limit", raw.GuessGlobalLimit != nil},
+				{"lockout_lookup_limit", raw.LockoutLookup != nil},
 			} {
 				if k.set {
 					return nil, d.At("", 0, k.name, k.name, fmt.Errorf("only [[user]] and [[service]] tables may be in a drop-in; set it in %s", main.File))

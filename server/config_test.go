@@ -76,7 +76,8 @@ func TestParseConfigDefaults(t *testing.T) {
 		t.Errorf("window %v", c.WindowLength())
 	}
 	r := rules(c)
-	if c.Services[0].Unknocked != UnknockedDrop || r.Guess.String() != "10/second+20" || r.Global.String() != "1000/second+5" || r.Prefix4 != 32 || r.Prefix6 != 64 {
+	if c.Services[0].Unknocked != UnknockedDrop || r.Guess.String() != "10/second+20" || r.Global.String() != "1000/second+5" || r.Prefix4 != 32 || r.Prefix6 != 64 ||
+		r.LockedLookup.String() != "2000/second+2000" {
 		t.Errorf("mode and limit defaults: %+v, rules %v", c.Services[0], r)
 	}
 }
@@ -92,8 +93,23 @@ func TestParseConfigModesAndLimits(t *testing.T) {
 	r := rules(c)
 	// The guess limit off leaves the prefixes out of the rules (they
 	// would only make a fingerprint differ).
-	if !r.Guess.Off() || r.Prefix6 != 0 || r.Global.String() != "30/minute+5" {
+	if !r.Guess.Off() || r.Prefix6 != 0 || r.Global.String() != "30/minute+5" || r.LockedLookup.String() != "2000/second+2000" {
 		t.Errorf("rules %v", r)
+	}
+	// The lookup budget is in the rules only where a limit locks out.
+	for text, want := range map[string]string{
+		"lockout_lookup_limit = \"50/second\"\n":                                                 "50/second+50",
+		"lockout_lookup_limit = \"0\"\n":                                                         "0",
+		"guess_limit = \"0\"\nguess_global_limit = \"0\"\n":                                      "0",
+		"guess_limit = \"0\"\nguess_global_limit = \"0\"\nlockout_lookup_limit = \"9/second\"\n": "0",
+	} {
+		c, err := ParseConfig("x.toml", []byte(text+"[[service]]\nport = 22\n[[user]]\nname = \"a\"\nkey_file = \"k\"\n"), fakeKeys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := rules(c).LockedLookup.String(); got != want {
+			t.Errorf("%q: budget %s, want %s", text, got, want)
+		}
 	}
 	s := Desired(c, time.Unix(1_800_000_000, 0))
 	if fmt.Sprint(s.Ports) != "[22 2222 443]" || fmt.Sprint(s.ResetPorts) != "[2222]" {
@@ -122,6 +138,7 @@ var badConfigs = []struct {
 	{"guess limit unit", "guess_limit = \"10/day\"\n" + minimal, `x.toml:1: guess_limit: "10/day": unit "day" is not second, minute or hour`},
 	{"guess limit form", "period = \"30s\"\nguess_limit = \"10\"\n" + minimal, `x.toml:2: guess_limit: "10": want N/second, N/minute or N/hour (N at least 1), or "0" for off`},
 	{"guess global", "guess_global_limit = \"0/second\"\n" + minimal, `x.toml:1: guess_global_limit: "0/second": want N/second`},
+	{"lockout lookup", "period = \"30s\"\nlockout_lookup_limit = \"2000\"\n" + minimal, `x.toml:2: lockout_lookup_limit: "2000": want N/second, N/minute or N/hour (N at least 1), or "0" for off`},
 	{"guess burst", "guess_burst = -1\n" + minimal, "x.toml:1: guess_burst: -1 out of range 0..1000000"},
 	{"guess prefix6", "guess_prefix6 = 129\n" + minimal, "x.toml:1: guess_prefix6: 129 out of range 1..128"},
 	{"guess prefix4", "guess_prefix4 = 0\n" + minimal, "x.toml:1: guess_prefix4: 0 out of range 1..32"},

@@ -5,6 +5,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/seqknock/seqknock/nftgen"
 	"github.com/seqknock/seqknock/totp"
 )
 
@@ -12,13 +13,42 @@ import (
 // warns.
 const OddsWarnAbove = 1e-6
 
-// UnlimitedRate is the guess rate the odds are figured at: what one sender
-// reached on a 2-core VM (565,000 random SYNs a second, measured for issue
-// 13). The guess limits do not lower it: every SYN is looked up in the
-// valid knocks before any lockout, so that a lockout a spoofer earns with a
-// victim's source address never drops the victim's knocks; the limits bound
-// the work and the log lines an unknocked flood causes, not its odds.
+// UnlimitedRate is the guess rate without the limits: what one sender
+// reached on a 2-core VM (565,000 random SYNs a second). It also caps
+// GuessRate.
 const UnlimitedRate = 565_000
+
+// ManySources is the attacker check-config and the README figure the odds
+// for besides a single source: 10,000 addresses (or IPv6 prefixes).
+const ManySources = 10_000
+
+// GuessRate is how many SYNs a second an attacker with sources addresses
+// (each a source of guess_prefix4/6) gets looked up in the valid knocks
+// under cfg's limits, sending as fast as it can:
+//
+//   - each source fresh to the meters: guess_limit a second (its burst
+//     once, left out here); with the per-source limit off, its bandwidth;
+//   - while all sources together are over guess_global_limit, each is
+//     locked out at its next miss, so they get the cap plus one SYN per
+//     source and lockout (1 s) beyond it;
+//   - a locked-out source's SYNs are looked up only within
+//     lockout_lookup_limit, one budget for all of them together;
+//
+// and never more than UnlimitedRate. Without limits it is UnlimitedRate.
+func GuessRate(cfg *Config, sources int) float64 {
+	if cfg.Guess.Off() && cfg.GuessGlobal.Off() {
+		return UnlimitedRate
+	}
+	n := float64(sources)
+	fresh := math.Inf(1)
+	if !cfg.Guess.Off() {
+		fresh = n * cfg.Guess.PerSecond()
+	}
+	if !cfg.GuessGlobal.Off() {
+		fresh = math.Min(fresh, cfg.GuessGlobal.PerSecond()+n/nftgen.LockoutTimeout.Seconds())
+	}
+	return math.Min(UnlimitedRate, fresh+cfg.LockoutLookup.PerSecond())
+}
 
 // Odds are a protected port's chances against random guessing: Valid
 // knocks of the 2^32 sequence numbers are valid at any time, so each
@@ -79,7 +109,7 @@ func PortOdds(cfg *Config, now time.Time) []Odds {
 }
 
 // Humanize writes a duration in seconds as "0.04 s", "7.3 min", "6.9 h",
-// "287 days", "7,900 years".
+// "1.4 days", "287 days", "7,900 years".
 func Humanize(s float64) string {
 	switch {
 	case math.IsInf(s, 1):
@@ -90,6 +120,8 @@ func Humanize(s float64) string {
 		return fmt.Sprintf("%.2g min", s/60)
 	case s < 86400:
 		return fmt.Sprintf("%.2g h", s/3600)
+	case s < 10*86400:
+		return fmt.Sprintf("%.2g days", s/86400)
 	case s < 365*86400:
 		return fmt.Sprintf("%.0f days", s/86400)
 	case s < 1000*365*86400:

@@ -232,6 +232,8 @@ func TestConfigDropInsBad(t *testing.T) {
 			`D/a.toml:2: service[0].port: 22 already protected in M:4 (service[0])`},
 		{"setting in a drop-in", dropInMain, map[string]string{"a.toml": "period = \"10s\"\n"},
 			`D/a.toml:1: period: only [[user]] and [[service]] tables may be in a drop-in`},
+		{"budget in a drop-in", dropInMain, map[string]string{"a.toml": "[[user]]\nname = \"b\"\nkey_file = \"x\"\n", "b.toml": "\nlockout_lookup_limit = \"1/second\"\n"},
+			`D/b.toml:2: lockout_lookup_limit: only [[user]] and [[service]] tables may be in a drop-in`},
 		{"include in a drop-in", dropInMain, map[string]string{"a.toml": "include = [\"x\"]\n"},
 			`D/a.toml:1: include: only [[user]] and [[service]]`},
 		{"unknown key in a drop-in", dropInMain, map[string]string{"a.toml": "[[user]]\nname = \"b\"\nkeyfile = \"x\"\n"},

@@ -33,8 +33,9 @@ type Status struct {
 	LockedOut int                       `json:"locked_out_sources"`
 	Unknocked map[string]nftgen.Counter `json:"unknocked"`
 	// Modes is each protected port's closed-port mode in the table:
-	// "drop" or "reset"; GuessLimit and GlobalLimit the limits the config
-	// sets ("0": off), as "10/second+20".
+	// "drop" or "reset"; GuessLimit, GlobalLimit and LookupLimit (the
+	// locked-out sources' lookup budget) the limits the config sets ("0":
+	// off), as "10/second+20".
 	Modes map[string]string `json:"modes"`
 	// Bound are the ports whose knocks the table holds bound to a source
 	// port (48-bit knocks, bind_source_port), read from its elements.
@@ -42,6 +43,7 @@ type Status struct {
 	GuessLimit    string   `json:"guess_limit"`
 	GuessPrefix   string   `json:"guess_prefix"`
 	GlobalLimit   string   `json:"guess_global_limit"`
+	LookupLimit   string   `json:"lockout_lookup_limit"`
 	Counter       uint64   `json:"counter"`
 	NextRotationS float64  `json:"seconds_to_next_rotation"`
 	// SignedListeners are the listeners of the signed services (sign =
@@ -94,6 +96,7 @@ func CompareStatus(live *nftgen.Live, cfg *Config, now time.Time) *Status {
 		GuessLimit:      cfg.Guess.String(),
 		GuessPrefix:     fmt.Sprintf("/%d, /%d", cfg.GuessPrefix4, cfg.GuessPrefix6),
 		GlobalLimit:     cfg.GuessGlobal.String(),
+		LookupLimit:     cfg.LockoutLookup.String(),
 		Counter:         totp.Counter(now, cfg.Period),
 		NextRotationS:   totp.NextBoundary(now, cfg.Period).Sub(now).Seconds(),
 		Differences:     []string{},

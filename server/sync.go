@@ -215,6 +215,11 @@ func rules(cfg *Config) nftgen.Rules {
 		// per-source limit on.
 		r.Prefix4, r.Prefix6 = uint8(cfg.GuessPrefix4), uint8(cfg.GuessPrefix6)
 	}
+	if !r.Guess.Off() || !r.Global.Off() {
+		// The budget matters (and is in the fingerprint) only where a
+		// limit locks sources out.
+		r.LockedLookup = cfg.LockoutLookup
+	}
 	return r
 }
 

@@ -11,7 +11,7 @@
 #
 #     scripts/bench/synrules.sh [ROUNDS [SYNS]]
 #
-# ONLY="0 7 8" measures those shapes alone (by number, 0: the plain drop,
+# ONLY="0 7 10" measures those shapes alone (by number, 0: the plain drop,
 # which the ratios need).
 # Addresses in 198.19.161.0/24; namespaces and files are removed on exit.
 set -euo pipefail
@@ -42,6 +42,7 @@ table inet seqknock {
 	set unknocked { type inet_service; counter; elements = { 2202 } }
 	set guess4 { type ipv4_addr; size 65535; flags dynamic,timeout; timeout 1m; }
 	set limited4 { type ipv4_addr; size 65535; flags dynamic,timeout; timeout 1s; }
+	set limited6 { type ipv6_addr; size 65535; flags dynamic,timeout; timeout 1s; }
 	chain input {
 		type filter hook input priority filter - 10; policy accept;
 		tcp dport @ports jump knock
@@ -54,6 +55,11 @@ table inet seqknock {
 	chain pre { type filter hook prerouting priority raw; policy accept; }
 	chain syn { }
 	chain lockout { add @limited4 { ip saddr } counter drop; }
+	chain lockedout {
+		limit rate 2000/second burst 2000 packets return
+		tcp dport @rstports counter reject with tcp reset
+		counter drop
+	}
 }
 NFT
 	printf 'add element inet seqknock valid { '
@@ -74,10 +80,12 @@ shape "+ jump syn, counter drop there" "$F tcp dport @ports fib daddr type local
 shape "+ @valid, @used lookups" "$F tcp dport @ports fib daddr type local jump syn" "${KNOCKS[@]}" "counter drop"
 shape "+ @unknocked lookup (counter)" "$F tcp dport @ports fib daddr type local jump syn" "${KNOCKS[@]}" "tcp dport @unknocked" "counter drop"
 shape "+ log limit, @rstports: limits off" "$F tcp dport @ports fib daddr type local jump syn" "${KNOCKS[@]}" "${TAIL[@]}"
-# The flood path under a lockout, before and after the knocks were looked
-# up first (a lockout a spoofer earns with a victim's address must not
-# drop the victim's knocks): the price is the two knock lookups per
-# locked-out SYN, and the reset-mode checks (@rstports, a bitmap).
+# The flood path under a lockout in three orders: every SYN looked up
+# before any lockout (7: "knocks first"), the lockout before any lookup
+# (8, 9: "the old order"), and what seqknock builds (10: "bounded
+# lookups"): a locked-out source jumps to lockedout, whose one limit rule
+# lets 2,000 SYNs a second of all locked-out sources back to the lookups
+# and drops the rest unlooked.
 shape "limits on, the flooder locked out (knocks first)" "$F tcp dport @ports fib daddr type local jump syn" "${KNOCKS[@]}" \
 	"tcp dport @rstports ip saddr @limited4 counter reject with tcp reset" "ip saddr @limited4 counter drop" \
 	"tcp dport @rstports update @guess4 { ip saddr limit rate over 10/second burst 20 packets } add @limited4 { ip saddr } counter reject with tcp reset" \
@@ -87,6 +95,12 @@ shape "  the old order: lockout before the knocks" "$F tcp dport @ports fib dadd
 	"update @guess4 { ip saddr limit rate over 10/second burst 20 packets } add @limited4 { ip saddr } counter drop" "limit rate over 1000/second jump lockout" "${TAIL[@]}"
 shape "  the same, @limited4 before the fib check" "$F tcp dport @ports jump syn" "ip saddr @limited4 counter drop" "fib daddr type != local return" "${KNOCKS[@]}" \
 	"update @guess4 { ip saddr limit rate over 10/second burst 20 packets } add @limited4 { ip saddr } counter drop" "limit rate over 1000/second jump lockout" "${TAIL[@]}"
+
+shape "limits on, the flooder locked out (bounded lookups)" "$F tcp dport @ports fib daddr type local jump syn" \
+	"ip saddr @limited4 jump lockedout" "ip6 saddr & ffff:ffff:ffff:ffff:: == @limited6 jump lockedout" "${KNOCKS[@]}" \
+	"tcp dport @rstports update @guess4 { ip saddr limit rate over 10/second burst 20 packets } add @limited4 { ip saddr } counter reject with tcp reset" \
+	"tcp dport != @rstports update @guess4 { ip saddr limit rate over 10/second burst 20 packets } add @limited4 { ip saddr } counter drop" \
+	"limit rate over 1000/second jump lockout" "${TAIL[@]}"
 
 load() {
 	ins nft delete table inet seqknock 2>/dev/null || true
@@ -142,11 +156,16 @@ for i, name in enumerate(names):
         continue
     nft, rx = statistics.median(rows[i][0]), statistics.median(rows[i][1])
     print("%-48s %12.0f %12.0f (%.2f)" % (name, nft, rx, rx / base))
-# The locked-out flood's path, knocks first against the old order, round
-# by round (the same run, interleaved).
-new = [i for i, n in enumerate(names) if n.endswith("(knocks first)")]
-old = [i for i, n in enumerate(names) if n.endswith("lockout before the knocks")]
-if new and old and new[0] in rows and old[0] in rows:
-    r = [a / b for a, b in zip(rows[new[0]][1], rows[old[0]][1])]
-    print("locked-out flood, knocks first / old order: net_rx_action %.2f (median of %d rounds' ratios)" % (statistics.median(r), len(r)))
+# The locked-out flood's path in the three orders against each other,
+# round by round (the same run, interleaved).
+def shape_of(suffix):
+    i = [i for i, n in enumerate(names) if n.endswith(suffix)]
+    return i[0] if i and i[0] in rows else None
+first, old, bounded = shape_of("(knocks first)"), shape_of("lockout before the knocks"), shape_of("(bounded lookups)")
+for a, b, what in [(first, old, "knocks first / old order"), (bounded, first, "bounded lookups / knocks first"),
+                   (bounded, old, "bounded lookups / old order")]:
+    if a is not None and b is not None:
+        r = [x / y for x, y in zip(rows[a][1], rows[b][1])]
+        print("locked-out flood, %s: net_rx_action %.2f (median of %d rounds' ratios: %s)" %
+              (what, statistics.median(r), len(r), " ".join("%.2f" % x for x in r)))
 PY

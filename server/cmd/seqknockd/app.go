@@ -342,12 +342,15 @@ func statePath(c *cli.Context, table string) (string, error) {
 // printOdds writes each port's odds against random guessing, and warns
 // where a random SYN's chance is above server.OddsWarnAbove.
 func printOdds(w, ew io.Writer, cfg *server.Config, now time.Time) {
-	fmt.Fprintf(w, "guess limit: %s per source (/%d, /%d); global cap %s (they bound a flood's work, not its odds: knocks are looked up first)\n",
-		limitText(cfg.Guess.String()), cfg.GuessPrefix4, cfg.GuessPrefix6, limitText(cfg.GuessGlobal.String()))
+	fmt.Fprintf(w, "guess limit: %s per source (/%d, /%d); global cap %s; lookups for locked-out sources %s\n",
+		limitText(cfg.Guess.String()), cfg.GuessPrefix4, cfg.GuessPrefix6, limitText(cfg.GuessGlobal.String()),
+		limitText(cfg.LockoutLookup.String()))
+	one, many := server.GuessRate(cfg, 1), server.GuessRate(cfg, server.ManySources)
+	fmt.Fprintf(w, "guesses looked up: %.0f a second from one source, %.0f from %d sources\n", one, many, server.ManySources)
 	for _, o := range server.PortOdds(cfg, now) {
-		fmt.Fprintf(w, "port %d: %d valid %d-bit knocks: odds per random SYN %.2g; a 50%% chance takes %.3g SYNs: %s at %d SYNs a second\n",
+		fmt.Fprintf(w, "port %d: %d valid %d-bit knocks: odds per random SYN %.2g; a 50%% chance takes %.3g SYNs: %s from one source, %s from %d\n",
 			o.Port, o.Valid, o.Bits, o.PerSYN, o.SYNs50,
-			server.Humanize(o.SYNs50/server.UnlimitedRate), server.UnlimitedRate)
+			server.Humanize(o.SYNs50/one), server.Humanize(o.SYNs50/many), server.ManySources)
 		if o.PerSYN > server.OddsWarnAbove {
 			fmt.Fprintf(ew, "seqknockd: warning: port %d: odds per random SYN %.2g are above %.0e: lower slots, tolerance or lookahead, split the users across ports, or set bind_source_port\n",
 				o.Port, o.PerSYN, server.OddsWarnAbove)
@@ -424,7 +427,8 @@ func printStatus(w io.Writer, st *server.Status) {
 		unk[i] = fmt.Sprintf("%d: %d", p, st.Unknocked[fmt.Sprint(p)].Packets)
 	}
 	fmt.Fprintf(w, "unknocked:      %s packets\n", strings.Join(unk, ", "))
-	fmt.Fprintf(w, "guess limit:    %s per source (%s), global %s\n", limitText(st.GuessLimit), st.GuessPrefix, limitText(st.GlobalLimit))
+	fmt.Fprintf(w, "guess limit:    %s per source (%s), global %s, locked-out lookups %s\n",
+		limitText(st.GuessLimit), st.GuessPrefix, limitText(st.GlobalLimit), limitText(st.LookupLimit))
 	fmt.Fprintf(w, "locked out:     %d sources now; %d SYNs dropped\n", st.LockedOut, st.Lockout.Packets)
 	fmt.Fprintf(w, "counter:        %d (next rotation in %.1fs)\n", st.Counter, st.NextRotationS)
 	for _, l := range st.SignedListeners {

@@ -151,8 +151,9 @@ func TestCheckConfigOdds(t *testing.T) {
 	os.WriteFile(cfg, []byte(svc), 0o600)
 	out, e, code := runCLI("check-config", "-c", cfg)
 	for _, want := range []string{
-		"guess limit: 10/second (burst 20) per source (/32, /64); global cap 1000/second (burst 5) (they bound a flood's work, not its odds: knocks are looked up first)\n",
-		"port 22: 12 valid 32-bit knocks: odds per random SYN 2.8e-09; a 50% chance takes 2.48e+08 SYNs: 7.3 min at 565000 SYNs a second\n",
+		"guess limit: 10/second (burst 20) per source (/32, /64); global cap 1000/second (burst 5); lookups for locked-out sources 2000/second (burst 2000)\n",
+		"guesses looked up: 2010 a second from one source, 13000 from 10000 sources\n",
+		"port 22: 12 valid 32-bit knocks: odds per random SYN 2.8e-09; a 50% chance takes 2.48e+08 SYNs: 1.4 days from one source, 5.3 h from 10000\n",
 	} {
 		if code != 0 || !strings.Contains(out, want) || e != "" {
 			t.Errorf("defaults: exit %d, stderr %q, stdout lacks %q:\n%s", code, e, want, out)
@@ -161,6 +162,7 @@ func TestCheckConfigOdds(t *testing.T) {
 	os.WriteFile(cfg, []byte("slots = 256\ntolerance = 10\nlookahead = 10\nguess_limit = \"0\"\n"+svc), 0o600)
 	out, e, code = runCLI("check-config", "-c", cfg)
 	if code != 0 || !strings.Contains(out, "port 22: 7936 valid 32-bit knocks: odds per random SYN 1.8e-06") ||
+		!strings.Contains(out, "guess limit: off per source (/32, /64); global cap 1000/second (burst 5); lookups for locked-out sources 2000/second (burst 2000)\nguesses looked up: 3001 a second from one source, 13000 from 10000 sources\n") ||
 		e != "seqknockd: warning: port 22: odds per random SYN 1.8e-06 are above 1e-06: lower slots, tolerance or lookahead, split the users across ports, or set bind_source_port\n" {
 		t.Errorf("high odds: exit %d, stderr %q:\n%s", code, e, out)
 	}

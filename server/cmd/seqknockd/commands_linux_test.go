@@ -87,7 +87,7 @@ func TestCommandsInNamespace(t *testing.T) {
 	for _, want := range []string{
 		"table:          inet skcmd (current)\n",
 		"ports:          22 (drop), 2222 (reset)\n",
-		"guess limit:    10/second (burst 20) per source (/32, /64), global 1000/second (burst 5)\n",
+		"guess limit:    10/second (burst 20) per source (/32, /64), global 1000/second (burst 5), locked-out lookups 2000/second (burst 2000)\n",
 		"locked out:     0 sources now; 0 SYNs dropped\n",
 		"users:          alice\n",
 		"valid knocks:   24\n",
