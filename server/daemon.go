@@ -568,6 +568,9 @@ func (d *Daemon) sync(why string) error {
 	if res.Created {
 		attrs = append(attrs, "created", true)
 	}
+	if res.Replaced {
+		attrs = append(attrs, "replaced_foreign_table", true)
+	}
 	if res.RulesRebuilt {
 		attrs = append(attrs, "rules_rebuilt", true)
 	}
