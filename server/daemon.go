@@ -17,10 +17,12 @@ import (
 // sets are refreshed.
 const SessionsDelay = 100 * time.Millisecond
 
-// Retry delays after a failed sync: the first, doubling up to the last.
+// Retry delays after failed syncs: the first failure is retried at once,
+// the next after FirstRetry, doubling up to MaxRetry. Knocked connects
+// wait for a working table at most that long.
 const (
 	FirstRetry = 20 * time.Millisecond
-	MaxRetry   = 5 * time.Second
+	MaxRetry   = time.Second
 )
 
 // Daemon is `seqknockd run`: it syncs at every period boundary, repairs the
@@ -94,9 +96,10 @@ type Daemon struct {
 // Run syncs now, then at every period boundary, and whenever Kernel.Watch
 // reports that someone else changed the table, until ctx ends. A value on
 // reload makes it reload the config and keys: a bad new config is logged
-// and the old one kept. A failed sync is logged and retried after
-// FirstRetry, doubling up to MaxRetry; meanwhile the knocks already
-// installed expire on their own. Notify gets READY=1 after the first good
+// and the old one kept. A failed sync is logged and retried at once, then
+// after FirstRetry, doubling up to MaxRetry; meanwhile the knocks already
+// installed expire on their own. A foreign change to the table is repaired
+// at once, also while a retry is pending. Notify gets READY=1 after the first good
 // sync and WATCHDOG=1 while the loop is healthy.
 func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 	cfg, err := d.Load(d.ConfigPath)
@@ -227,10 +230,10 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 				err, synced = d.sync("repair"), true
 				break
 			}
-			d.installed = nil // someone else changed the table: the next sync is whole
-			if d.failing && d.clock().Before(d.retryAt) {
-				continue // the retry comes soon; do not hammer a failing kernel
-			}
+			// Someone else changed the table (removed it, say): repair it
+			// now, whole, without waiting for a pending retry. Our own
+			// failed attempts change nothing and so report nothing.
+			d.installed = nil
 			err, synced = d.sync("repair"), true
 		case <-watchRetry:
 			startWatch()
@@ -544,9 +547,9 @@ func (d *Daemon) sync(why string) error {
 		defer d.writeMetrics()
 		now = d.clock() // the call may have taken long
 		if !d.failing {
-			d.failing, d.failingSince, d.failures, d.backoff = true, now, 0, FirstRetry
+			d.failing, d.failingSince, d.failures, d.backoff = true, now, 0, 0
 		} else {
-			d.backoff = min(2*d.backoff, MaxRetry)
+			d.backoff = min(max(2*d.backoff, FirstRetry), MaxRetry)
 		}
 		d.failures++
 		d.retryAt = now.Add(d.backoff)
