@@ -117,29 +117,36 @@ func syncDir(dir string) error {
 }
 
 // Load reads the key in path. It fails, naming the file and never the key,
-// if the file is readable by group or others, is not one line of standard
-// base64, or holds a key of the wrong length.
+// if the file is not a regular file (it is opened without blocking, so a
+// FIFO does not hang the caller), is readable by group or others, is not
+// one line of standard base64, or holds a key of the wrong length.
 func Load(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("load key: %w", err)
 	}
 	defer f.Close()
+	return LoadFrom(f, path)
+}
+
+// LoadFrom is Load of the file f, already open; name is used in errors
+// only. The caller closes f.
+func LoadFrom(f *os.File, name string) ([]byte, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("load key: %w", err)
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("load key: %s: not a regular file", path)
+		return nil, fmt.Errorf("load key: %s: not a regular file", name)
 	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("load key: %s: %w (mode %04o); run: chmod 600 %s", path, ErrUnsafeMode, perm, path)
+		return nil, fmt.Errorf("load key: %s: %w (mode %04o); run: chmod 600 %s", name, ErrUnsafeMode, perm, name)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("load key: %s: %w", path, err)
+		return nil, fmt.Errorf("load key: %s: %w", name, err)
 	}
-	return Parse(path, data)
+	return Parse(name, data)
 }
 
 // Parse decodes key file text; name is used in errors only.
