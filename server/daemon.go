@@ -57,6 +57,11 @@ type Daemon struct {
 	// housekeeping tick (node_exporter's textfile collector).
 	Metrics         *Metrics
 	MetricsTextfile string
+	// Lock, when set, makes the daemon the only one of its table (see
+	// LockTable): Run takes it before it touches the table and fails at
+	// once when another daemon holds it; a reload that renames the table
+	// takes the new name's lock first, and is refused without it.
+	Lock func(table string) (release func(), err error)
 	// OnConfig, when set, is called with every config the daemon takes
 	// (at start and at each reload), before it syncs it: the command
 	// sizes the runtime's soft memory limit there (MemoryLimit).
@@ -106,6 +111,13 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 	if err != nil {
 		return err
 	}
+	release := func() {}
+	if d.Lock != nil {
+		if release, err = d.Lock(cfg.Table); err != nil {
+			return err
+		}
+	}
+	defer func() { release() }()
 	d.cfg = cfg
 	d.onConfig()
 	d.loadState()
@@ -204,6 +216,15 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 			if lerr != nil {
 				d.Log.Error("reload failed, keeping the previous config", "err", lerr)
 				continue
+			}
+			if cfg.Table != d.cfg.Table && d.Lock != nil {
+				rel, lerr := d.Lock(cfg.Table)
+				if lerr != nil {
+					d.Log.Error("reload failed, keeping the previous config", "err", lerr)
+					continue
+				}
+				release()
+				release = rel
 			}
 			old := d.cfg
 			d.cfg = cfg
