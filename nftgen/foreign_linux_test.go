@@ -85,3 +85,24 @@ func TestApplyReplacesForeignTable(t *testing.T) {
 		})
 	}
 }
+
+// TestOwnTableNotForeign: a table Apply made, in every mode the golden
+// states cover, reads back as ours and is never replaced.
+func TestOwnTableNotForeign(t *testing.T) {
+	netnstest.RequireRoot(t)
+	for name, s := range goldenStates() {
+		ns := netnstest.New(t, "own")
+		c := &Conn{NetNS: ns.FD()}
+		now := time.Unix(1_000_000, 0)
+		for i := range 2 {
+			res, err := c.Apply(s, now)
+			if err != nil || res.Replaced {
+				t.Errorf("%s: apply %d: %+v, %v", name, i, res, err)
+			}
+		}
+		live, err := c.Read(s.Table)
+		if err != nil || live.Foreign != "" {
+			t.Errorf("%s: read back as foreign: %q, %v", name, live.Foreign, err)
+		}
+	}
+}
