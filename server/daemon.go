@@ -104,8 +104,10 @@ type Daemon struct {
 // and the old one kept. A failed sync is logged and retried at once, then
 // after FirstRetry, doubling up to MaxRetry; meanwhile the knocks already
 // installed expire on their own. A foreign change to the table is repaired
-// at once, also while a retry is pending. Notify gets READY=1 after the first good
-// sync and WATCHDOG=1 while the loop is healthy.
+// at once, also while a retry is pending. With Lock set, Run first takes
+// the table's lock and returns its error when another daemon holds it.
+// Notify gets READY=1 after the first good sync and WATCHDOG=1 while the
+// loop is healthy.
 func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 	cfg, err := d.Load(d.ConfigPath)
 	if err != nil {
