@@ -85,6 +85,10 @@ type Daemon struct {
 	// signLogged is the problem last logged per signed listener ("" once
 	// signed), so each is logged once.
 	signLogged map[string]string
+	// locks are the protected ports' listeners, by inode (see
+	// lockListeners).
+	locks     map[uint32]*lockEntry
+	lastLocks time.Time // the last full lock check
 
 	// The daemon's clock: never goes back (see clock).
 	lastMono, eff time.Time
@@ -172,6 +176,9 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 	// when sshd is already up, and at least once a SignCheck later.
 	startErr := d.sync("start")
 	d.signServices()
+	d.lockListeners(true)
+	lockTick, stopLockTick := d.lockTicker()
+	defer stopLockTick()
 	if startErr == nil {
 		ready = true
 		d.notify("READY=1")
@@ -213,6 +220,8 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 		case <-signTick:
 			d.signServices()
 			resetSignTick()
+		case <-lockTick:
+			d.pollLocks()
 		case <-reload:
 			cfg, lerr := d.Load(d.ConfigPath)
 			if lerr != nil {
@@ -291,6 +300,7 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 		}
 		if synced {
 			d.signServices()
+			d.lockListeners(true)
 		}
 		if synced && err == nil && !ready {
 			ready = true
