@@ -130,6 +130,7 @@ type daemonOpts struct {
 	statePath      string
 	teardownOnExit bool
 	now            func() time.Time
+	reload         <-chan os.Signal // SIGHUP; nil: none
 }
 
 // start runs a daemon (the previous one must be stopped) and waits for its
@@ -162,7 +163,7 @@ func (f *inForce) start(t testing.TB, o daemonOpts) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx, nil) }()
+	go func() { done <- d.Run(ctx, o.reload) }()
 	f.stop = func() {
 		f.stop = nil
 		cancel()

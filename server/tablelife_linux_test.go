@@ -5,11 +5,13 @@ package server
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -17,6 +19,7 @@ import (
 	"github.com/seqknock/seqknock/client"
 	"github.com/seqknock/seqknock/internal/netnstest"
 	"github.com/seqknock/seqknock/nftgen"
+	"golang.org/x/sys/unix"
 )
 
 // foreignTable is a hand-written nftables.conf that defines a table of the
@@ -43,13 +46,133 @@ func ours(k Kernel, spent []nftgen.Key) bool {
 	return true
 }
 
+// prober sends unknocked SYNs from the client in a tight loop (probeOpen,
+// one a millisecond, each from a source of its own) until stop, which
+// returns how many got a SYN-ACK and how many were sent.
+func (f *inForce) prober(t *testing.T) (stop func() (in, sent int)) {
+	t.Helper()
+	done := make(chan struct{})
+	res := make(chan []probe, 1)
+	errc := make(chan error, 1)
+	go func() {
+		p, err := probeOpen(f.cli, f.nextProbe, f.cl.A4, 22, done)
+		res <- p
+		errc <- err
+	}()
+	return func() (int, int) {
+		close(done)
+		probes := <-res
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+		in := 0
+		for _, p := range probes {
+			if p.answered {
+				in++
+			}
+		}
+		return in, len(probes)
+	}
+}
+
+// drainAccepted closes every connection the test's listener on port 22
+// accepts, counting them, until the test ends.
+func (f *inForce) drainAccepted(t *testing.T) *atomic.Int32 {
+	var n atomic.Int32
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop) })
+	go func() {
+		for {
+			select {
+			case c := <-f.accepted:
+				n.Add(1)
+				c.Close()
+			case <-stop:
+				return
+			}
+		}
+	}()
+	return &n
+}
+
+// lendListeners hands the server's listening sockets to a child process
+// that holds them (and does nothing else) until the test ends, and waits
+// until the daemon has locked those of port 22 and 2222: the daemon takes
+// a listener from the process that holds it, and never from its own
+// process, which the test's is. The test's goroutines still accept on
+// them.
+func (f *inForce) lendListeners(t *testing.T) {
+	t.Helper()
+	var files []*os.File
+	for _, ln := range f.listeners {
+		fl, err := ln.(*net.TCPListener).File()
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, fl)
+	}
+	holder := exec.Command("sleep", "3600")
+	holder.ExtraFiles = files
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for _, fl := range files {
+		fl.Close()
+	}
+	t.Cleanup(func() { holder.Process.Kill(); holder.Wait() })
+	// Handing a socket over puts its (shared) file description in
+	// blocking mode; put it back before any connection comes, or the
+	// accepting goroutines would block in accept and Close would wait.
+	for _, ln := range f.listeners {
+		raw, err := ln.(*net.TCPListener).SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var serr error
+		if err := raw.Control(func(fd uintptr) { serr = unix.SetNonblock(int(fd), true) }); err != nil || serr != nil {
+			t.Fatal(err, serr)
+		}
+	}
+	waitForLong(t, "the listeners of ports 22 and 2222 locked", 5*time.Second, func() bool {
+		ls, err := lockedListeners(f.k, f.cfg)
+		locked := 0
+		for _, l := range ls {
+			if l.Locked {
+				locked++
+			}
+		}
+		return err == nil && locked == 2
+	})
+}
+
+// knockUntil dials from the client with the knock of slot, one SYN of
+// 20 ms at a time (a dropped knock is not spent), until one is admitted;
+// it returns how long that took.
+func (f *inForce) knockUntil(t *testing.T, slot int, limit time.Duration) time.Duration {
+	t.Helper()
+	d := client.Dialer{Key: aliceKey, Realm: "lab", Resolve: literal, Reserve: fixedSlot(slot), Slots: 1, SynTimeout: 20 * time.Millisecond}
+	start := time.Now()
+	for {
+		var conn net.Conn
+		err := f.cli.Do(func() (err error) { conn, err = d.Dial(context.Background(), f.cl.A4, 22); return })
+		if err == nil {
+			conn.Close()
+			return time.Since(start)
+		}
+		if time.Since(start) > limit {
+			t.Fatalf("slot %d: no knocked connect within %v: %v", slot, limit, err)
+		}
+	}
+}
+
 // TestForeignTableReplacedAtOnce: `nft -f` of a file that flushes the
 // ruleset and defines its own table inet seqknock, 20 times under a
-// running daemon: each time the daemon replaces it whole within 100 ms,
-// the knock spent before stays spent, an established session survives,
-// and a fresh knock is admitted at the end.
+// running daemon: each time the daemon replaces it whole, a knocked
+// connect works again within 100 ms, the knock spent before stays spent
+// and an established session survives; unknocked SYNs sent in a tight
+// loop through all of it and for 2 s after get in 0 times.
 func TestForeignTableReplacedAtOnce(t *testing.T) {
-	f := newInForce(t, 82, fmt.Sprintf(tbConfig, "30s", 1))
+	f := newInForce(t, 82, "slots = 32\n"+fmt.Sprintf(tbConfig, "30s", 1))
 	conn, srv := f.knockedSession(t)
 	live, err := f.k.Read("seqknock")
 	if err != nil || len(live.UsedKeys) != 1 {
@@ -60,47 +183,58 @@ func TestForeignTableReplacedAtOnce(t *testing.T) {
 	if err := os.WriteFile(file, []byte(foreignTable), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	f.lendListeners(t)
+	accepted := f.drainAccepted(t)
+	stopProbes := f.prober(t)
 	const reps = 20
 	var worst time.Duration
 	for i := range reps {
+		time.Sleep(100 * time.Millisecond)
 		load := f.srv.Command("nft", "-f", file)
 		if out, err := load.CombinedOutput(); err != nil {
 			t.Fatalf("nft -f: %v: %s", err, out)
 		}
-		loaded := time.Now()
-		deadline := loaded.Add(5 * time.Second)
-		for !ours(f.k, spent) {
-			if time.Now().After(deadline) {
-				t.Fatalf("repetition %d: the foreign table is still in place after 5 s:\n%s\n%s", i, f.srv.MustRun("nft", "list", "ruleset"), f.log)
-			}
-			time.Sleep(time.Millisecond)
-		}
-		worst = max(worst, time.Since(loaded))
+		worst = max(worst, f.knockUntil(t, i+1, 5*time.Second))
+		waitForLong(t, "the table ours, the spent knock in used", 5*time.Second, func() bool { return ours(f.k, spent) })
 		pingBoth(t, conn, srv, fmt.Sprintf("repetition %d", i))
 	}
-	t.Logf("foreign table replaced within %v at worst over %d repetitions (from nft -f returning)", worst, reps)
+	time.Sleep(2 * time.Second)
+	in, sent := stopProbes()
+	t.Logf("over %d foreign tables: a knocked connect worked again within %v at worst of nft -f returning; %d of %d unknocked SYNs got in", reps, worst, in, sent)
+	if in != 0 {
+		t.Errorf("%d unknocked SYNs got in", in)
+	}
 	if worst > 100*time.Millisecond {
-		t.Errorf("a foreign table stood for %v", worst)
+		t.Errorf("a knocked connect waited %v for the table", worst)
 	}
 	if n := strings.Count(f.log.String(), "replaced_foreign_table=true"); n < reps {
 		t.Errorf("%d replacements logged, want %d", n, reps)
 	}
-	// The spent knock is refused, a fresh one admitted.
-	replay := client.Dialer{Key: aliceKey, Realm: "lab", Resolve: literal, Reserve: fixedSlot(0), Slots: 1, SynTimeout: 300 * time.Millisecond}
-	if err := f.knock(t, f.cli, replay, f.cl.A4, 22); err == nil {
-		t.Error("the knock spent before the replacements was admitted again")
+	if n := int(accepted.Load()); n != reps {
+		t.Errorf("%d connections accepted, want the %d knocked ones", n, reps)
 	}
-	fresh := client.Dialer{Key: aliceKey, Realm: "lab", Resolve: literal, Reserve: fixedSlot(1), Slots: 1, SynTimeout: time.Second}
-	if err := f.knock(t, f.cli, fresh, f.cl.A4, 22); err != nil {
-		t.Fatalf("a fresh knock after the replacements: %v", err)
+	// The knock spent before the replacements is refused.
+	replay := client.Dialer{Key: aliceKey, Realm: "lab", Resolve: literal, Reserve: fixedSlot(0), Slots: 1, SynTimeout: 300 * time.Millisecond}
+	if err := f.cli.Do(func() error {
+		c, err := replay.Dial(context.Background(), f.cl.A4, 22)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}); err == nil {
+		t.Error("the knock spent before the replacements was admitted again")
 	}
 }
 
 // TestRemovalDuringBackoffRepairedAtOnce: while syncs fail and the daemon
 // waits to retry, someone removes the table; once the kernel takes a batch
-// again the removal is repaired at once, not at the next retry.
+// again the removal is repaired at once, not at the next retry. Unknocked
+// SYNs get in 0 times throughout and for 2 s after.
 func TestRemovalDuringBackoffRepairedAtOnce(t *testing.T) {
 	f := newInForce(t, 86, fmt.Sprintf(tbConfig, "30s", 1))
+	f.lendListeners(t)
+	f.drainAccepted(t)
+	stopProbes := f.prober(t)
 	f.failNext.Store(1 << 20)
 	// A foreign change starts the failures: every repair fails.
 	f.srv.MustRun("nft", "flush", "set", "inet", "seqknock", "valid")
@@ -111,9 +245,14 @@ func TestRemovalDuringBackoffRepairedAtOnce(t *testing.T) {
 	f.srv.MustRun("nft", "delete", "table", "inet", "seqknock")
 	waitForLong(t, "the repair", 10*time.Second, func() bool { return ours(f.k, nil) })
 	took := time.Since(start)
-	t.Logf("removed during a backoff after %d failed syncs: repaired %v after the nft command started", failures, took)
+	time.Sleep(2 * time.Second)
+	in, sent := stopProbes()
+	t.Logf("removed during a backoff after %d failed syncs: repaired %v after the nft command started; %d of %d unknocked SYNs got in", failures, took, in, sent)
 	if took > time.Second {
 		t.Errorf("repaired after %v, want within 1 s:\n%s", took, f.log)
+	}
+	if in != 0 {
+		t.Errorf("%d unknocked SYNs got in\n%s", in, f.log)
 	}
 }
 
@@ -234,31 +373,48 @@ func TestSecondDaemonRefused(t *testing.T) {
 
 // TestFIFOKeyDoesNotBlock: a key file replaced by a FIFO, then SIGHUP: the
 // reload fails at once with one line naming the file and the daemon keeps
-// its config; a table removal after it is repaired at once. check-config
-// on that config fails at once too.
+// its config; a table removal after it is repaired at once, and unknocked
+// SYNs get in 0 times throughout and for 2 s after. check-config on that
+// config fails at once too.
 func TestFIFOKeyDoesNotBlock(t *testing.T) {
-	ns, bin, dir, cfg, _ := binBed(t, "sfifo")
-	d, log := startBin(t, ns, bin, cfg, "SEQKNOCKD_RUNTIME_DIR="+filepath.Join(dir, "run"))
-	key := filepath.Join(dir, "alice.key")
+	bin := netnstest.Build(t, "server/cmd/seqknockd")
+	f := &inForce{testbed: newTestbed(t, 88)}
+	f.cfg = f.config(t, fmt.Sprintf(tbConfig, "30s", 1))
+	reload := make(chan os.Signal, 1)
+	t.Cleanup(func() {
+		if f.stop != nil {
+			f.stop()
+		}
+	})
+	f.start(t, daemonOpts{reload: reload})
+	f.lendListeners(t)
+	f.drainAccepted(t)
+	stopProbes := f.prober(t)
+	key := filepath.Join(f.dir, "alice.key")
 	os.Remove(key)
 	if err := syscall.Mkfifo(key, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	// Nobody ever writes to it: a blocking open would wait for ever.
-	d.Process.Signal(syscall.SIGHUP)
-	waitForLong(t, "the reload to fail", 2*time.Second, func() bool { return strings.Contains(log.String(), "reload failed") })
-	if !strings.Contains(log.String(), key+": not a regular file") {
-		t.Errorf("reload failure does not name the FIFO:\n%s", log)
+	reload <- syscall.SIGHUP
+	waitForLong(t, "the reload to fail", 2*time.Second, func() bool { return strings.Contains(f.log.String(), "reload failed") })
+	if !strings.Contains(f.log.String(), key+": not a regular file") {
+		t.Errorf("reload failure does not name the FIFO:\n%s", f.log)
 	}
-	ns.MustRun("nft", "delete", "table", "inet", "seqknock")
 	start := time.Now()
-	k := NewKernel(ns.FD())
-	waitForLong(t, "the repair", 2*time.Second, func() bool { return ours(k, nil) })
-	t.Logf("table repaired %v after its removal, with a FIFO key", time.Since(start))
+	f.srv.MustRun("nft", "delete", "table", "inet", "seqknock")
+	waitForLong(t, "the repair", 2*time.Second, func() bool { return ours(f.k, nil) })
+	took := time.Since(start)
+	time.Sleep(2 * time.Second)
+	in, sent := stopProbes()
+	t.Logf("with a FIFO key: table repaired %v after the nft command started; %d of %d unknocked SYNs got in", took, in, sent)
+	if in != 0 {
+		t.Errorf("%d unknocked SYNs got in", in)
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	check := exec.CommandContext(ctx, bin, "--config", cfg, "check-config")
+	check := exec.CommandContext(ctx, bin, "--config", f.cfg.Path, "check-config")
 	out, err := check.CombinedOutput()
 	if ctx.Err() != nil {
 		t.Fatal("check-config blocked on the FIFO key")
