@@ -374,8 +374,8 @@ var chainOrder = []string{ChainInput, ChainKnock, ChainPre, ChainSyn, ChainLocko
 //	chain input (hook input, priority filter - 10):
 //	tcp dport @ports jump knock
 //	chain knock:
-//	ct state established,related accept
 //	ct mark & BIT == BIT [meta mark set meta mark | PBIT] accept
+//	ct state established,related accept
 //	tcp flags syn / fin,syn,rst,ack ct state new
 //	  tcp dport . tcp sequence @valid tcp dport . tcp sequence != @used
 //	  add @used { tcp dport . tcp sequence } ct mark set ct mark | BIT
@@ -419,7 +419,9 @@ var chainOrder = []string{ChainInput, ChainKnock, ChainPre, ChainSyn, ChainLocko
 // drops every SYN without it, so a SYN reaches the service only through
 // an admit rule of this table, or the admitted-flow rule (a SYN
 // retransmission of an admitted flow carries the ct mark but must get the
-// packet mark again: each packet's mark starts at 0). The input hook runs
+// packet mark again: each packet's mark starts at 0). That rule comes
+// before the established one, which a SYN retransmitted after the
+// SYN-ACK went out would otherwise take, unmarked. The input hook runs
 // before the socket's filter, so the mark set here is the one it reads.
 //
 // The two sessions rules are not in DESIGN.md's shape. Conntrack picks up
@@ -505,12 +507,15 @@ func (r Rules) ruleList() []ruleDesc {
 		part{"tcp dport @ports", append(isTCP(), loadDport(), &expr.Lookup{SourceRegister: regKey, SetName: SetPorts})},
 		jump(ChainKnock)))
 
+	// The admitted-flow rule comes first: a SYN retransmitted after the
+	// server's SYN-ACK went out is "ct state established" (conntrack saw
+	// the reply), and must get the packet mark all the same.
 	add(rule(ChainKnock,
-		ctState("established,related", ctStateEstablished|ctStateRelated),
+		part{"ct mark & " + mark + " == " + mark, ctBits(expr.CtKeyMARK, r.MarkBit, expr.CmpOpEq, r.MarkBit)},
+		r.markPacket(),
 		accept()),
 		rule(ChainKnock,
-			part{"ct mark & " + mark + " == " + mark, ctBits(expr.CtKeyMARK, r.MarkBit, expr.CmpOpEq, r.MarkBit)},
-			r.markPacket(),
+			ctState("established,related", ctStateEstablished|ctStateRelated),
 			accept()),
 		rule(ChainKnock,
 			tcpFlags("syn / fin,syn,rst,ack", tcpFIN|tcpSYN|tcpRST|tcpACK, tcpSYN),

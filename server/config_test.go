@@ -69,7 +69,7 @@ func TestParseConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Period != 30*time.Second || c.Tolerance != 1 || c.Lookahead != 0 || c.Slots != 4 || c.Realm != "" || c.Table != "seqknock" || c.MarkBit() != 0x00800000 {
+	if c.Period != 30*time.Second || c.Tolerance != 1 || c.Lookahead != 0 || c.Slots != 4 || c.Realm != "" || c.Table != "seqknock" || c.MarkBit() != 0x00800000 || c.PacketMark() != 0x01000000 {
 		t.Errorf("defaults: %+v", c)
 	}
 	if c.WindowLength() != 90*time.Second {
@@ -117,6 +117,7 @@ var badConfigs = []struct {
 	{"tolerance negative", "tolerance = -1\n" + minimal, "x.toml:1: tolerance: -1 out of range 0..10"},
 	{"slots zero", "slots = 0\n" + minimal, "x.toml:1: slots: 0 out of range 1..256"},
 	{"mark bit", "ct_mark_bit = 32\n" + minimal, "x.toml:1: ct_mark_bit: 32 out of range 0..31"},
+	{"packet mark bit", "packet_mark_bit = -1\n" + minimal, "x.toml:1: packet_mark_bit: -1 out of range 0..31"},
 	{"log group", "log_group = 0\n" + minimal, "x.toml:1: log_group: 0 out of range 1..65534"},
 	{"guess limit unit", "guess_limit = \"10/day\"\n" + minimal, `x.toml:1: guess_limit: "10/day": unit "day" is not second, minute or hour`},
 	{"guess limit form", "period = \"30s\"\nguess_limit = \"10\"\n" + minimal, `x.toml:2: guess_limit: "10": want N/second, N/minute or N/hour (N at least 1), or "0" for off`},

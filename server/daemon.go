@@ -686,6 +686,7 @@ func (d *Daemon) exit() error {
 	if _, err := d.Kernel.Teardown(d.cfg.Table); err != nil {
 		return fmt.Errorf("teardown on exit: %w", err)
 	}
+	UnlockOnce(d.Kernel, d.cfg, d.Log)
 	d.Log.Info("stopping; table removed", "table", d.cfg.Table)
 	return nil
 }

@@ -51,6 +51,9 @@ type Kernel struct {
 	// mark bit; with attach it also puts the filter on (see package
 	// listenlock). nil: listeners are not locked.
 	LockListener func(inode uint32, bit uint32, attach bool) LockResult
+	// UnlockListener removes that filter (for any bit; another filter
+	// stays) and reports whether there was one. nil: nothing is unlocked.
+	UnlockListener func(inode uint32) (bool, error)
 }
 
 // AdmissionFeed is an *admitlog.Listener: Ready signals that admissions

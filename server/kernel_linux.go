@@ -59,6 +59,14 @@ func NewKernel(netns int) Kernel {
 			return out, err
 		},
 		LockListener: lockListener,
+		UnlockListener: func(inode uint32) (bool, error) {
+			fd, _, err := tcpsign.Duplicate(inode, false)
+			if err != nil {
+				return false, err
+			}
+			defer unix.Close(fd)
+			return listenlock.Detach(fd)
+		},
 	}
 }
 

@@ -231,3 +231,31 @@ func lockDifferences(ls []LockedListener) []string {
 func LockedListeners(k Kernel, cfg *Config) ([]LockedListener, error) {
 	return lockedListeners(k, cfg)
 }
+
+// UnlockOnce removes the lock from the listeners of cfg's protected ports
+// (seqknockd teardown: without the table, a locked listener would admit
+// nobody), logging each, and returns how many it unlocked.
+func UnlockOnce(k Kernel, cfg *Config, log *slog.Logger) int {
+	if k.Listeners == nil || k.UnlockListener == nil {
+		return 0
+	}
+	n := 0
+	for _, port := range protectedPorts(cfg) {
+		ls, err := k.Listeners(port, nil)
+		if err != nil {
+			log.Error("cannot list the listeners to unlock", "port", port, "err", err)
+			continue
+		}
+		for _, l := range ls {
+			ok, err := k.UnlockListener(l.Inode)
+			switch {
+			case err != nil:
+				log.Warn("cannot unlock listener; it admits only SYNs a table marks until the service restarts", "port", port, "listener", l.Local.String(), "err", err)
+			case ok:
+				n++
+				log.Info("listener unlocked", "port", port, "listener", l.Local.String())
+			}
+		}
+	}
+	return n
+}

@@ -22,11 +22,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// foreignTable is a hand-written nftables.conf that defines a table of the
-// daemon's name in a shape the daemon cannot change in place: its input
-// chain is on priority filter, the daemon's on filter - 10.
-const foreignTable = "flush ruleset\ntable inet seqknock {\n\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n\t}\n}\n"
-
 // ours says whether the live table is the daemon's again, whole: its
 // rules, knocks installed, and every key of spent in its used set.
 func ours(k Kernel, spent []nftgen.Key) bool {

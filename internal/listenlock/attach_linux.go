@@ -121,3 +121,20 @@ func Attach(fd int, bit uint32) (changed bool, err error) {
 	}
 	return true, nil
 }
+
+// Detach removes this package's filter, for any bit, from the socket fd
+// (SO_DETACH_FILTER), and reports whether there was one; someone else's
+// filter stays.
+func Detach(fd int) (bool, error) {
+	got, err := Filter(fd)
+	if err != nil {
+		return false, fmt.Errorf("unlock listener: %w", err)
+	}
+	if _, ok := OwnBit(got); !ok {
+		return false, nil
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DETACH_FILTER, 0); err != nil {
+		return false, fmt.Errorf("unlock listener: setsockopt SO_DETACH_FILTER: %w", err)
+	}
+	return true, nil
+}

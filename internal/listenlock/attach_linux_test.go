@@ -122,6 +122,15 @@ func TestAttachRefusesForeign(t *testing.T) {
 	if changed, err := Attach(fd, testBit); !changed || err != nil {
 		t.Errorf("Attach over an older lock = %v, %v", changed, err)
 	}
+	if ok, err := Detach(fd); !ok || err != nil {
+		t.Errorf("Detach of our lock = %v, %v", ok, err)
+	}
+	if st, _ := Check(fd, testBit); st != Unlocked {
+		t.Errorf("Check after Detach = %v", st)
+	}
+	if _, err := Attach(fd, testBit); err != nil {
+		t.Fatal(err)
+	}
 	foreign := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0xffff}}
 	attachRaw(t, fd, foreign)
 	if st, _ := Check(fd, testBit); st != Foreign {
@@ -129,6 +138,9 @@ func TestAttachRefusesForeign(t *testing.T) {
 	}
 	if _, err := Attach(fd, testBit); !errors.Is(err, ErrForeign) {
 		t.Errorf("Attach over a foreign filter: %v", err)
+	}
+	if ok, err := Detach(fd); ok || err != nil {
+		t.Errorf("Detach of a foreign filter = %v, %v", ok, err)
 	}
 	if got, _ := Filter(fd); !Equal(got, foreign) {
 		t.Errorf("the foreign filter was changed: %v", got)

@@ -34,8 +34,13 @@
 // A socket filter's return value is how many bytes of the packet to keep,
 // so accept returns the largest, which never trims: a GRO packet of a BIG
 // TCP connection may be longer than the 0x40000 tcpdump uses. Program is
-// pure; Attach and Check act on a socket (a listener duplicated from the
-// service's process by package tcpsign's Duplicate). A socket whose filter
-// is locked (SO_LOCK_FILTER) or is someone else's is reported, never
-// changed.
+// pure; Attach, Check and Detach act on a socket (a listener duplicated
+// from the service's process by package tcpsign's Duplicate). A socket
+// whose filter is locked (SO_LOCK_FILTER) or is someone else's is
+// reported, never changed. The kernel takes no socket filter on a
+// Multipath TCP socket (ErrMPTCP).
+//
+// The filter is inherited by the connections the listener accepts, where
+// it passes every segment with ACK set; a SYN to an established
+// connection without the mark is dropped, as the table would drop it.
 package listenlock

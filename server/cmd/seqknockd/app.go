@@ -185,7 +185,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Name:  "status",
 				Usage: "show the live table: ports, users, element counts, packet counters, next rotation",
 				Description: "Exits 0 when the table is current: installed, with the rules, ports and users of the " +
-					"config. Exits 3 (as systemctl status does for a unit not running) when it is not, and says " +
+					"config, and every listener of a protected port locked (the socket filter that drops a SYN the table did not mark). Exits 3 (as systemctl status does for a unit not running) when it is not, and says " +
 					"what differs; --json carries the same in \"current\" and \"differences\".",
 				Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}},
 				Action: withConfig(func(c *cli.Context, cfg *server.Config) error {
@@ -228,16 +228,17 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			},
 			{
 				Name:  "teardown",
-				Usage: "remove the table (and nothing else)",
-				Flags: []cli.Flag{stateFlag, &cli.StringFlag{Name: "table", Usage: "remove table `NAME` instead of the config's (works without a config)"}},
+				Usage: "remove the table and the lock on the protected ports' listeners (and nothing else)",
+				Flags: []cli.Flag{stateFlag, &cli.StringFlag{Name: "table", Usage: "remove table `NAME` instead of the config's (works without a config; then the listeners keep their lock until the service restarts)"}},
 				Action: func(c *cli.Context) error {
 					if err := noArgs(c); err != nil {
 						return err
 					}
 					table := c.String("table")
+					var cfg *server.Config
 					if table == "" {
-						cfg, err := loadConfig(c)
-						if err != nil {
+						var err error
+						if cfg, err = loadConfig(c); err != nil {
 							return fmt.Errorf("%w (or name the table with --table)", err)
 						}
 						table = cfg.Table
@@ -267,12 +268,18 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					} else {
 						fmt.Fprintf(c.App.Writer, "no table inet %s\n", table)
 					}
+					// Without the table, a locked listener admits nobody.
+					if cfg != nil {
+						if n := server.UnlockOnce(k, cfg, server.NewLogger(c.App.ErrWriter)); n > 0 {
+							fmt.Fprintf(c.App.Writer, "unlocked %d listeners\n", n)
+						}
+					}
 					return nil
 				},
 			},
 			{
 				Name:  "check-config",
-				Usage: "check the config and its key files, print the odds against guessing, and check that the timer unit fires at every period boundary; changes nothing",
+				Usage: "check the config and its key files, print the odds against guessing, list whether each protected port's listeners are locked, and check that the timer unit fires at every period boundary; changes nothing",
 				Action: withConfig(func(c *cli.Context, cfg *server.Config) error {
 					fmt.Fprintf(c.App.Writer, "%s: ok: %d users, %d services, period %v, tolerance %d, %d slots, table %s\n",
 						cfg.Path, len(cfg.Users), len(cfg.Services), cfg.Period, cfg.Tolerance, cfg.Slots, cfg.Table)

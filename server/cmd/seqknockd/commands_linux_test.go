@@ -58,7 +58,8 @@ func TestCommandsInNamespace(t *testing.T) {
 		t.Errorf("check-config: exit %d %q %q, want %q", code, out, e, want)
 	}
 	out, _, code = runIn(t, ns, "-c", cfg, "status")
-	if code != 3 || out != "table inet skcmd: not installed (run `seqknockd sync`)\n" {
+	if code != 3 || !strings.HasPrefix(out, "table inet skcmd: not installed (run `seqknockd sync`)\n") ||
+		!strings.Contains(out, "\nlock:           port 22: no listener yet") {
 		t.Errorf("status before sync: exit %d %q, want 3", code, out)
 	}
 	ruleset, _, code := runIn(t, ns, "-c", cfg, "ruleset")

@@ -1,0 +1,147 @@
+package server
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+// fakeListeners is a host's listeners per port, and what locking each
+// inode does, for the lock logic without a kernel.
+type fakeListeners struct {
+	ports  map[uint16][]ListenerState
+	fail   map[uint32]error // inode: why it cannot be locked
+	locked map[uint32]uint32
+	calls  map[uint32]int // LockListener calls with attach, per inode
+	reads  int            // LockListener calls without attach
+}
+
+func (f *fakeListeners) kernel() Kernel {
+	return Kernel{
+		Listeners: func(port uint16, key []byte) ([]ListenerState, error) { return f.ports[port], nil },
+		LockListener: func(inode, bit uint32, attach bool) LockResult {
+			if !attach {
+				f.reads++
+				return LockResult{Locked: f.locked[inode] == bit}
+			}
+			f.calls[inode]++
+			if err := f.fail[inode]; err != nil {
+				return LockResult{Err: err}
+			}
+			changed := f.locked[inode] != bit
+			f.locked[inode] = bit
+			return LockResult{PID: 100, Locked: true, Changed: changed}
+		},
+	}
+}
+
+func newFakeListeners() *fakeListeners {
+	ap := netip.MustParseAddrPort
+	return &fakeListeners{
+		ports: map[uint16][]ListenerState{
+			22:   {{Local: ap("0.0.0.0:22"), Inode: 1}, {Local: ap("[::]:22"), Inode: 2}},
+			2222: {{Local: ap("0.0.0.0:2222"), Inode: 3}},
+		},
+		fail:   map[uint32]error{},
+		locked: map[uint32]uint32{},
+		calls:  map[uint32]int{},
+	}
+}
+
+func lockConfig(t *testing.T) *Config {
+	t.Helper()
+	cfg, err := ParseConfig("x.toml", []byte("packet_mark_bit = 5\n[[service]]\nport = 22\n[[service]]\nport = 2222\n[[service]]\nport = 8022\n\n[[user]]\nname = \"a\"\nkey_file = \"k\"\n"), fakeKeys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// TestLockListeners: the daemon locks every listener of every protected
+// port with the config's bit; the fast poll touches only new listeners, a
+// full check every one; a listener it cannot lock is a warning logged
+// once per reason and counted in the metrics; a listener gone is
+// forgotten.
+func TestLockListeners(t *testing.T) {
+	f := newFakeListeners()
+	f.fail[3] = errors.New("no pidfd access")
+	var log bytes.Buffer
+	m := &Metrics{}
+	d := &Daemon{Kernel: f.kernel(), cfg: lockConfig(t), Log: slog.New(slog.NewTextHandler(&log, nil)), Metrics: m}
+	d.lockListeners(true)
+	if f.locked[1] != 1<<5 || f.locked[2] != 1<<5 {
+		t.Fatalf("locked %v; want inodes 1 and 2 with bit 5", f.locked)
+	}
+	d.lockListeners(false)
+	if f.calls[1] != 1 || f.calls[3] != 1 {
+		t.Errorf("the fast poll touched known listeners: %v", f.calls)
+	}
+	d.lockListeners(true)
+	if f.calls[1] != 2 || f.calls[3] != 2 {
+		t.Errorf("a full check skipped listeners: %v", f.calls)
+	}
+	if n := strings.Count(log.String(), "listener not locked"); n != 1 {
+		t.Errorf("%d warnings for the unlockable listener; want 1:\n%s", n, log.String())
+	}
+	if n := strings.Count(log.String(), "listener locked"); n != 2 {
+		t.Errorf("%d lock lines; want 2 (once each):\n%s", n, log.String())
+	}
+	var out bytes.Buffer
+	m.Write(&out, time.Unix(0, 0))
+	for _, want := range []string{`seqknock_listeners_locked{port="22"} 2`, `seqknock_listeners_locked{port="2222"} 0`,
+		`seqknock_listeners_unlocked{port="22"} 0`, `seqknock_listeners_unlocked{port="2222"} 1`} {
+		if !strings.Contains(out.String(), want+"\n") {
+			t.Errorf("metrics lack %q:\n%s", want, out.String())
+		}
+	}
+	// The service restarted: a new listener on 22, the old ones gone.
+	f.ports[22] = []ListenerState{{Local: netip.MustParseAddrPort("0.0.0.0:22"), Inode: 4}}
+	d.lockListeners(false)
+	if f.locked[4] != 1<<5 {
+		t.Errorf("the fast poll did not lock the new listener")
+	}
+	if _, ok := d.locks[1]; ok {
+		t.Errorf("a listener gone is still tracked")
+	}
+	// Someone removed the filter: the next full check puts it back.
+	delete(f.locked, 4)
+	d.lockListeners(true)
+	if f.locked[4] != 1<<5 {
+		t.Errorf("a full check did not put a removed filter back")
+	}
+	if n := LockOnce(f.kernel(), d.cfg, d.Log); n != 1 {
+		t.Errorf("LockOnce: %d unlocked; want 1", n)
+	}
+}
+
+// TestLockedListenersStatus: status lists each listener with whether it
+// is locked and why not, and a port without one; an unlocked listener is
+// a difference, a port without a listener is not. It only reads.
+func TestLockedListenersStatus(t *testing.T) {
+	f := newFakeListeners()
+	f.locked[1] = 1 << 5
+	f.locked[2] = 1 << 6 // an older bit
+	cfg := lockConfig(t)
+	ls, err := lockedListeners(f.kernel(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := fmt.Sprint(ls)
+	want := "[{22 0.0.0.0:22 true } {22 [::]:22 false no filter on it yet (seqknockd locks it at its next check)} " +
+		"{2222 0.0.0.0:2222 false no filter on it yet (seqknockd locks it at its next check)} {8022  false " + NoListener + "}]"
+	if got != want {
+		t.Errorf("listeners:\n got %s\nwant %s", got, want)
+	}
+	diff := lockDifferences(ls)
+	if len(diff) != 2 || !strings.HasPrefix(diff[0], "port 22 listener [::]:22 is not locked") {
+		t.Errorf("differences %q", diff)
+	}
+	if len(f.calls) != 0 {
+		t.Errorf("status attached filters: %v", f.calls)
+	}
+}
