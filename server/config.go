@@ -200,7 +200,9 @@ func LoadConfig(path string) (*Config, error) {
 	if err != nil {
 		return nil, &ConfigError{File: path, Err: err}
 	}
-	return ParseConfig(path, data, LoadKey)
+	dirs := strictfile.NewDirs(os.Geteuid())
+	defer dirs.Close()
+	return ParseConfig(path, data, func(key string) ([]byte, error) { return loadKeyIn(dirs, key) })
 }
 
 // LoadKey loads the key file path as the daemon trusts it: as
@@ -210,7 +212,14 @@ func LoadConfig(path string) (*Config, error) {
 // except a sticky directory (/tmp). The file is opened without following
 // a symlink or blocking, and read from the descriptor checked.
 func LoadKey(path string) ([]byte, error) {
-	f, err := strictfile.OpenOwned(path, os.Geteuid())
+	dirs := strictfile.NewDirs(os.Geteuid())
+	defer dirs.Close()
+	return loadKeyIn(dirs, path)
+}
+
+// loadKeyIn is LoadKey with the directories dirs has checked already.
+func loadKeyIn(dirs *strictfile.Dirs, path string) ([]byte, error) {
+	f, err := dirs.OpenOwned(path)
 	if err != nil {
 		return nil, fmt.Errorf("load key: %w", err)
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -60,6 +59,33 @@ func OpenNotWritableByOthers(path string) (*os.File, error) {
 // so a directory swapped for a symlink after the check is refused, not
 // followed.
 func OpenOwned(path string, uid int) (*os.File, error) {
+	d := NewDirs(uid)
+	defer d.Close()
+	return d.OpenOwned(path)
+}
+
+// Dirs is OpenOwned for many files: each directory is walked and checked
+// once, and its descriptor kept until Close, so the files of one directory
+// (a config's thousands of key files) cost one open each.
+type Dirs struct {
+	uid int
+	fds map[string]int // checked directories, by resolved path
+}
+
+// NewDirs returns a Dirs checking ownership against uid.
+func NewDirs(uid int) *Dirs { return &Dirs{uid: uid, fds: map[string]int{}} }
+
+// Close closes the directories' descriptors.
+func (d *Dirs) Close() {
+	for _, fd := range d.fds {
+		unix.Close(fd)
+	}
+	d.fds = map[string]int{}
+}
+
+// OpenOwned is the package's OpenOwned, reusing the directories checked
+// before.
+func (d *Dirs) OpenOwned(path string) (*os.File, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: path, Err: err}
@@ -72,40 +98,18 @@ func OpenOwned(path string, uid int) (*os.File, error) {
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
-	fd, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	fd, err := d.dir(dir, path)
 	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: "/", Err: err}
-	}
-	cur := "/"
-	if err := checkDir(fd, cur, path, uid); err != nil {
-		unix.Close(fd)
 		return nil, err
 	}
-	for _, name := range strings.Split(strings.Trim(dir, "/"), "/") {
-		if name == "" {
-			continue
-		}
-		next, err := unix.Openat(fd, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		unix.Close(fd)
-		cur = filepath.Join(cur, name)
-		if err != nil {
-			return nil, openError(cur, err)
-		}
-		fd = next
-		if err := checkDir(fd, cur, path, uid); err != nil {
-			unix.Close(fd)
-			return nil, err
-		}
-	}
 	ffd, err := unix.Openat(fd, base, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	unix.Close(fd)
 	if err != nil {
 		return nil, openError(path, err)
 	}
 	f := os.NewFile(uintptr(ffd), path)
 	st, err := regular(f, path)
 	if err == nil {
-		err = checkOwner(st, path, uid, "chown root "+path)
+		err = checkOwner(st, path, d.uid, "chown root "+path)
 	}
 	if err == nil && st.Mode&0o022 != 0 {
 		err = refuse(path, fmt.Sprintf("writable by group or others (mode %04o); run: chmod go-w %s", st.Mode&0o7777, path))
@@ -115,6 +119,41 @@ func OpenOwned(path string, uid int) (*os.File, error) {
 		return nil, err
 	}
 	return f, nil
+}
+
+// dir returns a descriptor of the resolved directory dir, walked from /
+// and checked (for file, named in refusals), or the one walked before.
+func (d *Dirs) dir(dir, file string) (int, error) {
+	dir = filepath.Clean(dir)
+	if fd, ok := d.fds[dir]; ok {
+		return fd, nil
+	}
+	if dir == "/" {
+		fd, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return -1, &os.PathError{Op: "open", Path: "/", Err: err}
+		}
+		if err := checkDir(fd, "/", file, d.uid); err != nil {
+			unix.Close(fd)
+			return -1, err
+		}
+		d.fds[dir] = fd
+		return fd, nil
+	}
+	parent, err := d.dir(filepath.Dir(dir), file)
+	if err != nil {
+		return -1, err
+	}
+	fd, err := unix.Openat(parent, filepath.Base(dir), unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, openError(dir, err)
+	}
+	if err := checkDir(fd, dir, file, d.uid); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	d.fds[dir] = fd
+	return fd, nil
 }
 
 // checkDir checks the directory open at fd, named name, above file.

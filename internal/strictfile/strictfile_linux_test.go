@@ -193,3 +193,43 @@ func TestOpenOwnedStrictModes(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// TestDirsReuse: Dirs walks a directory once for all its files, refuses a
+// file below a directory a real unprivileged user owns as OpenOwned does,
+// and keeps refusing it (a refusal is not remembered as a pass).
+func TestDirsReuse(t *testing.T) {
+	u := netnstest.NewUser(t)
+	dir := t.TempDir()
+	for _, n := range []string{"a", "b"} {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte("k"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bad := u.WriteFile("sub/k", []byte("k"), 0o600)
+	os.Chown(bad, 0, 0)
+	d := NewDirs(os.Geteuid())
+	defer d.Close()
+	kept := 0
+	for i := range 2 {
+		for _, n := range []string{"a", "b"} {
+			f, err := d.OpenOwned(filepath.Join(dir, n))
+			if err != nil {
+				t.Fatalf("round %d, %s: %v", i, n, err)
+			}
+			f.Close()
+		}
+		_, err := d.OpenOwned(bad)
+		wantRefused(t, "below the user's directory", err, "directory "+u.Home+" is owned by uid "+strconv.Itoa(u.UID))
+		if i == 0 {
+			kept = len(d.fds)
+		} else if len(d.fds) != kept {
+			t.Errorf("the second round walked again: %d directories kept, then %d", kept, len(d.fds))
+		}
+	}
+	if _, ok := d.fds[dir]; !ok {
+		t.Errorf("%s not kept", dir)
+	}
+	if _, ok := d.fds[u.Home]; ok {
+		t.Errorf("the refused %s kept as checked", u.Home)
+	}
+}
