@@ -81,7 +81,7 @@ func TestBatchGolden(t *testing.T) {
 	}
 	var out strings.Builder
 	for _, c := range cases {
-		b, err := buildBatch(s, now, c.live, c.carry, nil)
+		b, err := buildBatch(s, now, c.live, c.carry, nil, false)
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}

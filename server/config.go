@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -12,6 +13,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/seqknock/seqknock/internal/strictfile"
 	"github.com/seqknock/seqknock/internal/tomlerr"
 	"github.com/seqknock/seqknock/nftgen"
 	"github.com/seqknock/seqknock/tcpsign"
@@ -196,12 +198,61 @@ var userName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$`)
 
 // LoadConfig reads and checks the config at path and loads every key. Any
 // mistake gives one *ConfigError naming the file, line and field.
+//
+// The config and the files it includes are opened without following a
+// symlink or blocking, and refused unless they are regular files that
+// others cannot write; the key files as LoadKey does.
 func LoadConfig(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := readConfigFile(path)
 	if err != nil {
 		return nil, &ConfigError{File: path, Err: err}
 	}
-	return ParseConfig(path, data, keyfile.Load)
+	dirs := strictfile.NewDirs(os.Geteuid())
+	defer dirs.Close()
+	return ParseConfig(path, data, func(key string) ([]byte, error) { return loadKeyIn(dirs, key) })
+}
+
+// LoadKey loads the key file path as the daemon trusts it: as
+// keyfile.Load, after the checks of OpenSSH's StrictModes (see
+// strictfile.OpenOwned): the file and every directory above it are owned
+// by root or the daemon's user, and none is writable by group or others,
+// except a sticky directory (/tmp). The file is opened without following
+// a symlink or blocking, and read from the descriptor checked.
+func LoadKey(path string) ([]byte, error) {
+	dirs := strictfile.NewDirs(os.Geteuid())
+	defer dirs.Close()
+	return loadKeyIn(dirs, path)
+}
+
+// loadKeyIn is LoadKey with the directories dirs has checked already.
+func loadKeyIn(dirs *strictfile.Dirs, path string) ([]byte, error) {
+	f, err := dirs.OpenOwned(path)
+	if err != nil {
+		return nil, fmt.Errorf("load key: %w", err)
+	}
+	defer f.Close()
+	return keyfile.LoadFrom(f, path)
+}
+
+// maxConfigFile bounds a config or drop-in file read.
+const maxConfigFile = 64 << 20
+
+// readConfigFile reads a config or drop-in file: a regular file, opened
+// without following a symlink or blocking, that others cannot write.
+func readConfigFile(path string) ([]byte, error) {
+	f, err := strictfile.OpenNotWritableByOthers(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxConfigFile {
+		return nil, fmt.Errorf("larger than %d MiB", maxConfigFile>>20)
+	}
+	return data, nil
 }
 
 // LoadConfigWithoutKeys is LoadConfig without reading the key files: every
@@ -211,7 +262,7 @@ func LoadConfig(path string) (*Config, error) {
 // own files have distinct knocks as they would with the real keys, and the
 // knock values mean nothing.
 func LoadConfigWithoutKeys(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := readConfigFile(path)
 	if err != nil {
 		return nil, &ConfigError{File: path, Err: err}
 	}
@@ -394,7 +445,7 @@ func readDropIns(main *tomlerr.Doc, patterns []string) ([]configPart, error) {
 				continue // matched by an earlier pattern
 			}
 			seen[filepath.Clean(f)] = true
-			data, err := os.ReadFile(f)
+			data, err := readConfigFile(f)
 			if err != nil {
 				return nil, &ConfigError{File: f, Err: err}
 			}

@@ -130,6 +130,7 @@ type daemonOpts struct {
 	statePath      string
 	teardownOnExit bool
 	now            func() time.Time
+	reload         <-chan os.Signal // SIGHUP; nil: none
 }
 
 // start runs a daemon (the previous one must be stopped) and waits for its
@@ -162,7 +163,7 @@ func (f *inForce) start(t testing.TB, o daemonOpts) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx, nil) }()
+	go func() { done <- d.Run(ctx, o.reload) }()
 	f.stop = func() {
 		f.stop = nil
 		cancel()
@@ -195,6 +196,8 @@ func repairEvents(dir string) []struct {
 } {
 	nftFile := filepath.Join(dir, "nftables.conf")
 	os.WriteFile(nftFile, []byte("flush ruleset\ntable inet filter {\n\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n\t}\n}\n"), 0o600)
+	foreignFile := filepath.Join(dir, "foreign.conf")
+	os.WriteFile(foreignFile, []byte(foreignTable), 0o600)
 	nft := func(args ...string) func(f *inForce) error {
 		return func(f *inForce) error {
 			if out, err := f.srv.Run("nft", args...); err != nil {
@@ -211,6 +214,7 @@ func repairEvents(dir string) []struct {
 		{"nft delete table", nft("delete", "table", "inet", "seqknock")},
 		{"nft flush set valid", nft("flush", "set", "inet", "seqknock", "valid")},
 		{"nft -f with flush ruleset", nft("-f", nftFile)},
+		{"nft -f of a foreign table inet seqknock", nft("-f", foreignFile)},
 		{"rule inserted by hand", nft("insert", "rule", "inet", "seqknock", "knock", "tcp", "dport", "22", "accept")},
 		{"failed sync", func(f *inForce) error {
 			f.failNext.Store(1) // the repair fails once and is retried

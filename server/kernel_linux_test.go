@@ -42,6 +42,8 @@ type testbed struct {
 	k             Kernel
 	dir           string
 	accepted      chan net.Conn
+	// listeners are the server's listening sockets (ports 22, 2222, 8080).
+	listeners []net.Listener
 }
 
 func newTestbed(t testing.TB, subnet int) *testbed {
@@ -51,12 +53,17 @@ func newTestbed(t testing.TB, subnet int) *testbed {
 	b.cl = netnstest.Connect(t, b.srv, b.cli, subnet)
 	b.al = netnstest.Connect(t, b.srv, b.atk, subnet+1)
 	b.k = NewKernel(b.srv.FD())
+	// Plain TCP listeners, as sshd's (Go's default would be Multipath
+	// TCP, which takes no socket filter).
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false)
 	for _, p := range []int{22, 2222, 8080} {
 		var ln net.Listener
-		if err := b.srv.Do(func() (err error) { ln, err = net.Listen("tcp", fmt.Sprintf(":%d", p)); return }); err != nil {
+		if err := b.srv.Do(func() (err error) { ln, err = lc.Listen(context.Background(), "tcp", fmt.Sprintf(":%d", p)); return }); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { ln.Close() })
+		b.listeners = append(b.listeners, ln)
 		go func() {
 			for {
 				c, err := ln.Accept()

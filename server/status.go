@@ -138,6 +138,9 @@ func differences(live *nftgen.Live, cfg *Config, now time.Time, rulesCurrent boo
 		return []string{fmt.Sprintf("table inet %s is not installed", cfg.Table)}
 	}
 	diff := []string{}
+	if live.Foreign != "" {
+		diff = append(diff, fmt.Sprintf("table inet %s is not ours (%s); the next sync replaces it", cfg.Table, live.Foreign))
+	}
 	if !rulesCurrent {
 		diff = append(diff, "the rules are not the ones this version writes for the config")
 	}

@@ -151,6 +151,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 						Usage: "serve Prometheus metrics over HTTP on `ADDR`, a loopback address and port (127.0.0.1:9810)"},
 					&cli.StringFlag{Name: "metrics-textfile", EnvVars: []string{"SEQKNOCKD_METRICS_TEXTFILE"},
 						Usage: "write the metrics to `FILE` for node_exporter's textfile collector, at every sync and every 10s"},
+					&cli.StringFlag{Name: "runtime-dir", Value: server.DefaultRuntimeDir, EnvVars: []string{"SEQKNOCKD_RUNTIME_DIR"},
+						Usage: "keep in `DIR` (created 0700) the lock that makes this the only `seqknockd run` of its table in its network namespace"},
 				},
 				Action: func(c *cli.Context) error {
 					if err := noArgs(c); err != nil {
@@ -175,6 +177,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 						MetricsTextfile: c.String("metrics-textfile"),
 						OnConfig:        setMemoryLimit,
 					}
+					runtimeDir := c.String("runtime-dir")
+					d.Lock = func(table string) (func(), error) { return server.LockTable(runtimeDir, table) }
 					if c.Bool("audit") {
 						d.Audit = &server.Auditor{Log: log}
 					}
