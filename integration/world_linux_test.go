@@ -22,7 +22,14 @@ func TestMain(m *testing.M) {
 	// The seqknockd binaries the tests run keep no state file: the default
 	// is a path on the host, shared by every test.
 	os.Setenv("SEQKNOCKD_STATE", "none")
+	// Their run locks go to a temp dir, not the host's /run.
+	runDir, err := os.MkdirTemp("", "seqknockd-run-")
+	if err != nil {
+		panic(err)
+	}
+	os.Setenv("SEQKNOCKD_RUNTIME_DIR", runDir)
 	code := m.Run()
+	os.RemoveAll(runDir)
 	netnstest.RemoveBuilds()
 	os.Exit(code)
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
 )
 
 // Apply makes the table match s at now, in one netlink transaction: the
@@ -25,6 +26,13 @@ func (c *Conn) Apply(s State, now time.Time) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("apply: %w", err)
 	}
+	if live.Foreign != "" {
+		res, err := c.replace(s, now, live)
+		if err == nil {
+			c.remember(gen, genErr, s)
+		}
+		return res, err
+	}
 	var usedCarry, usedSPCarry []nftables.SetElement
 	if usedRecreated(s, live) {
 		usedCarry, err = c.usedElements(s.Table, SetUsed)
@@ -37,18 +45,86 @@ func (c *Conn) Apply(s State, now time.Time) (Result, error) {
 			}
 		}
 	}
-	b, err := buildBatch(s, now, live, usedCarry, usedSPCarry)
+	b, err := buildBatch(s, now, live, usedCarry, usedSPCarry, false)
 	if err != nil {
 		return Result{}, fmt.Errorf("apply: %w", err)
 	}
 	defer b.release()
 	if err := c.send(b); err != nil {
 		c.forget()
-		return b.res, fmt.Errorf("apply %s: %w", s.Table, err)
+		if !live.Exists || !refusedInPlace(err) {
+			return b.res, fmt.Errorf("apply %s: %w", s.Table, err)
+		}
+		// A shape the read did not flag, which the kernel will not
+		// change in place: replace the table.
+		live.Foreign = "the kernel refused to change it in place: " + err.Error()
+		res, rerr := c.replace(s, now, live)
+		if rerr != nil {
+			return res, fmt.Errorf("apply %s: %w (replacing it whole: %w)", s.Table, err, rerr)
+		}
+		c.remember(gen, genErr, s)
+		return res, nil
 	}
 	c.remember(gen, genErr, s)
 	b.res.Bytes = b.size()
 	return b.res, nil
+}
+
+// refusedInPlace says whether err is the kernel refusing to change an
+// object of the table into the shape asked for (a base chain's hook or
+// priority, a set's key or flags), which a replacement can do.
+func refusedInPlace(err error) bool {
+	for _, e := range []error{unix.EOPNOTSUPP, unix.EEXIST, unix.EINVAL, unix.ENOENT, unix.EBUSY} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// replace deletes the table live describes and creates s in its place, in
+// one transaction, carrying over the spent knocks of its used and used_sp
+// sets where those have our keys: a knock spent stays spent. On error
+// nothing has changed.
+func (c *Conn) replace(s State, now time.Time, live *Live) (Result, error) {
+	var carry, carrySP []nftables.SetElement
+	if live.UsedExists {
+		els, err := c.usedElements(s.Table, SetUsed)
+		if err != nil {
+			return Result{}, fmt.Errorf("replace %s: %w", s.Table, err)
+		}
+		carry = keysOfLen(els, len(dportSeqKey(0, 0)))
+	}
+	if live.SPSets && s.SourcePort {
+		els, err := c.usedElements(s.Table, SetUsedSP)
+		if err != nil && !isNotExist(err) {
+			return Result{}, fmt.Errorf("replace %s: %w", s.Table, err)
+		}
+		carrySP = keysOfLen(els, len(elementKey(1, 0, 0)))
+	}
+	b, err := buildBatch(s, now, &Live{}, carry, carrySP, true)
+	if err != nil {
+		return Result{}, fmt.Errorf("replace %s: %w", s.Table, err)
+	}
+	defer b.release()
+	if err := c.send(b); err != nil {
+		c.forget()
+		return b.res, fmt.Errorf("replace %s (%s): %w", s.Table, live.Foreign, err)
+	}
+	b.res.Bytes = b.size()
+	return b.res, nil
+}
+
+// keysOfLen returns the elements of els whose key is n bytes long: a
+// foreign used set may hold keys of another type, which ours cannot.
+func keysOfLen(els []nftables.SetElement, n int) []nftables.SetElement {
+	out := els[:0:0]
+	for _, e := range els {
+		if len(e.Key) == n {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // ErrStale is AddValid's answer when the live table is not the one s

@@ -25,10 +25,13 @@ type batch struct {
 // user data is patched in, and the valid set's elements are encoded
 // straight into the batch as they are derived.
 //
-// usedSPCarry is the same for used_sp.
-func buildBatch(s State, now time.Time, live *Live, usedCarry, usedSPCarry []nftables.SetElement) (batch, error) {
+// usedSPCarry is the same for used_sp. With replace set, the batch first
+// deletes the table, whatever it holds, and live must describe no table:
+// the table is created afresh in the same transaction.
+func buildBatch(s State, now time.Time, live *Live, usedCarry, usedSPCarry []nftables.SetElement, replace bool) (batch, error) {
 	var res Result
-	res.Created = !live.Exists
+	res.Created = !live.Exists && !replace
+	res.Replaced = replace
 	res.RulesRebuilt = !live.RulesCurrent || live.Rules != s.Rules
 	recreateUsed := usedRecreated(s, live)
 	res.UsedRecreated = recreateUsed
@@ -40,6 +43,9 @@ func buildBatch(s State, now time.Time, live *Live, usedCarry, usedSPCarry []nft
 	nc, err := nftables.New(nftables.WithTestDial(w.record))
 	if err != nil {
 		return batch{}, err
+	}
+	if replace {
+		nc.DelTable(Table(s.Table))
 	}
 	t := nc.AddTable(Table(s.Table))
 	input, knock := Chains(t)

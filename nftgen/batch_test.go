@@ -27,7 +27,7 @@ func testState() State {
 		Table:      "seqknock",
 		Ports:      []uint16{2222, 22},
 		ResetPorts: []uint16{2222},
-		Rules: Rules{MarkBit: 1 << 23, LogGroup: 23,
+		Rules: Rules{MarkBit: 1 << 23, PacketMarkBit: 1 << 24, LogGroup: 23,
 			Guess: Limit{Rate: 10, Unit: PerSecond, Burst: 20}, Prefix4: 32, Prefix6: 64,
 			Global: Limit{Rate: 1000, Unit: PerSecond, Burst: GlobalBurst}},
 		UsedTimeout: 90 * time.Second,
@@ -80,7 +80,7 @@ func TestBatchGolden(t *testing.T) {
 	}
 	var out strings.Builder
 	for _, c := range cases {
-		b, err := buildBatch(s, now, c.live, c.carry, nil)
+		b, err := buildBatch(s, now, c.live, c.carry, nil, false)
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}

@@ -168,7 +168,7 @@ func TestApplyIdempotentKeepsCountersAndUsed(t *testing.T) {
 	if live.MarkBit != 1<<5 || live.UsedCount != 1 || live.UsedTimeout != 3*time.Minute {
 		t.Errorf("after config change: %+v", live)
 	}
-	if out := ns.MustRun("nft", "list", "chain", "inet", "seqknock", "knock"); !strings.Contains(out, "ct mark & 0x00000020 == 0x00000020 accept") {
+	if out := ns.MustRun("nft", "list", "chain", "inet", "seqknock", "knock"); !strings.Contains(out, "ct mark & 0x00000020 == 0x00000020 meta mark set meta mark | 0x01000000 accept") {
 		t.Errorf("rules not rebuilt:\n%s", out)
 	}
 }

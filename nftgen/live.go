@@ -47,11 +47,17 @@ type Live struct {
 	UsedSize    uint32
 	// SPSets says whether the valid_sp and used_sp sets exist.
 	SPSets bool
+	// Foreign says why the table is not one Apply can change into its own
+	// shape in place ("" when it can): a chain or set of our name with
+	// another hook, priority, type or key, or one this package never
+	// makes. Apply replaces such a table whole.
+	Foreign string
 }
 
 // Result says what Apply changed.
 type Result struct {
 	Created       bool // the table did not exist
+	Replaced      bool // a table of that name that was not ours was replaced whole
 	RulesRebuilt  bool // the chains' rules were (re)written
 	UsedRecreated bool // the used set was recreated with new parameters
 	Elements      int  // valid elements written

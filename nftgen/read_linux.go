@@ -83,6 +83,12 @@ func (c *Conn) read(table string, elements bool) (*Live, error) {
 		return nil, fmt.Errorf("read sets of %s: %w", table, err)
 	}
 	for _, s := range sets {
+		if why := foreignSet(s); why != "" {
+			if live.Foreign == "" {
+				live.Foreign = why
+			}
+			continue
+		}
 		switch s.Name {
 		case SetPorts:
 			els, err := nc.GetSetElements(s)
@@ -154,7 +160,16 @@ func (c *Conn) readRules(nc *nftables.Conn, t *nftables.Table, live *Live) error
 	}
 	rules := map[string][]*nftables.Rule{}
 	for _, ch := range chains {
-		if ch.Table.Name != t.Name || !slices.Contains(chainOrder, ch.Name) {
+		if ch.Table.Name != t.Name {
+			continue
+		}
+		if why := foreignChain(ch); why != "" {
+			if live.Foreign == "" {
+				live.Foreign = why
+			}
+			continue
+		}
+		if !slices.Contains(chainOrder, ch.Name) {
 			continue
 		}
 		rs, err := nc.GetRules(t, ch)

@@ -25,6 +25,11 @@ type Rules struct {
 	// MarkBit is the conntrack mark bit (a mask with exactly one bit set)
 	// that marks an admitted flow.
 	MarkBit uint32
+	// PacketMarkBit, when not 0, is the packet mark bit (a mask with
+	// exactly one bit set) the admit rules and the admitted-flow rule set
+	// on the packet (`meta mark set meta mark | BIT`): the listener's
+	// socket filter (package listenlock) lets only SYNs with it through.
+	PacketMarkBit uint32
 	// LogGroup, when not 0, is the nflog group the admit rule sends each
 	// admitted SYN's headers to (`log group N`), so the daemon learns every
 	// spent knock at once (package admitlog reads them).
@@ -167,6 +172,9 @@ func (r Rules) validate() error {
 	if bits.OnesCount32(r.MarkBit) != 1 {
 		return fmt.Errorf("ct mark bit %#x must have exactly one bit set", r.MarkBit)
 	}
+	if r.PacketMarkBit != 0 && bits.OnesCount32(r.PacketMarkBit) != 1 {
+		return fmt.Errorf("packet mark bit %#x must have exactly one bit set", r.PacketMarkBit)
+	}
 	for _, l := range []Limit{r.Guess, r.Global} {
 		if _, ok := l.Unit.expr(); !l.Off() && !ok {
 			return fmt.Errorf("limit unit %q is not second, minute or hour", l.Unit)
@@ -191,12 +199,16 @@ func (r Rules) prefixes() (p4, p6 uint8) {
 }
 
 // String spells the parameters as the fingerprint stores them:
-// "mark=0x800000", then " log=N" when LogGroup is set, " droplog=M"
+// "mark=0x800000", then " pmark=0x1000000" when PacketMarkBit is set,
+// " log=N" when LogGroup is, " droplog=M"
 // when DropLogGroup is, " guess=10/second+20 prefix=32/64" when Guess is
 // on, " global=1000/second+5" when Global is and " sport" when
 // SourcePort is.
 func (r Rules) String() string {
 	s := fmt.Sprintf("mark=%#08x", r.MarkBit)
+	if r.PacketMarkBit != 0 {
+		s += fmt.Sprintf(" pmark=%#08x", r.PacketMarkBit)
+	}
 	if r.LogGroup != 0 {
 		s += fmt.Sprintf(" log=%d", r.LogGroup)
 	}
@@ -227,6 +239,12 @@ func parseRules(s string) (Rules, error) {
 				return Rules{}, fmt.Errorf("mark: %w", err)
 			}
 			r.MarkBit = uint32(n)
+		case "pmark":
+			n, err := strconv.ParseUint(v, 0, 32)
+			if err != nil {
+				return Rules{}, fmt.Errorf("pmark: %w", err)
+			}
+			r.PacketMarkBit = uint32(n)
 		case "log":
 			n, err := strconv.ParseUint(v, 10, 16)
 			if err != nil {
@@ -275,7 +293,7 @@ func parseRules(s string) (Rules, error) {
 // RulesVersion names the rule shapes this package builds; it is part of the
 // fingerprint. Bump it whenever a rule changes in a way no Rules field
 // records.
-const RulesVersion = "seqknock/rules/v4"
+const RulesVersion = "seqknock/rules/v5"
 
 // udataRuleFingerprint is a rule user data TLV type that nft does not know
 // and so neither shows nor rejects (it reads only type 0, the comment).
@@ -357,16 +375,17 @@ var chainOrder = []string{ChainInput, ChainKnock, ChainPre, ChainSyn, ChainLocko
 //	tcp dport @ports jump knock
 //	chain knock:
 //	ct state established,related accept
-//	ct mark & BIT == BIT accept
+//	ct mark & BIT == BIT [meta mark set meta mark | PBIT] accept
 //	tcp flags syn / fin,syn,rst,ack ct state new
 //	  tcp dport . tcp sequence @valid tcp dport . tcp sequence != @used
 //	  add @used { tcp dport . tcp sequence } ct mark set ct mark | BIT
-//	  [log group N] counter accept
+//	  [meta mark set meta mark | PBIT] [log group N] counter accept
 //	[tcp flags syn / fin,syn,rst,ack ct state new                (SourcePort on)
 //	  tcp sport . tcp dport . tcp sequence @valid_sp
 //	  tcp sport . tcp dport . tcp sequence != @used_sp
 //	  add @used_sp { tcp sport . tcp dport . tcp sequence }
-//	  ct mark set ct mark | BIT [log group N] counter accept]
+//	  ct mark set ct mark | BIT [meta mark set meta mark | PBIT]
+//	  [log group N] counter accept]
 //	tcp flags ! syn ct state new ip saddr . tcp sport . ip daddr . tcp dport @sessions4 accept
 //	tcp flags ! syn ct state new ip6 saddr . tcp sport . ip6 daddr . tcp dport @sessions6 accept
 //	[limit rate 10/second log group M]
@@ -394,6 +413,14 @@ var chainOrder = []string{ChainInput, ChainKnock, ChainPre, ChainSyn, ChainLocko
 //	chain lockout:
 //	add @limited4 { ip saddr } counter drop
 //	add @limited6 { ip6 saddr & PREFIX } counter drop
+//
+// The packet mark (PacketMarkBit on) is the key to the second lock: the
+// socket filter seqknockd attaches to each listener of a protected port
+// drops every SYN without it, so a SYN reaches the service only through
+// an admit rule of this table, or the admitted-flow rule (a SYN
+// retransmission of an admitted flow carries the ct mark but must get the
+// packet mark again: each packet's mark starts at 0). The input hook runs
+// before the socket's filter, so the mark set here is the one it reads.
 //
 // The two sessions rules are not in DESIGN.md's shape. Conntrack picks up
 // a connection it does not know (one open before the table was installed,
@@ -483,6 +510,7 @@ func (r Rules) ruleList() []ruleDesc {
 		accept()),
 		rule(ChainKnock,
 			part{"ct mark & " + mark + " == " + mark, ctBits(expr.CtKeyMARK, r.MarkBit, expr.CmpOpEq, r.MarkBit)},
+			r.markPacket(),
 			accept()),
 		rule(ChainKnock,
 			tcpFlags("syn / fin,syn,rst,ack", tcpFIN|tcpSYN|tcpRST|tcpACK, tcpSYN),
@@ -491,6 +519,7 @@ func (r Rules) ruleList() []ruleDesc {
 			part{"tcp dport . tcp sequence != @used", append(loadDportSeq(), &expr.Lookup{SourceRegister: regKey, SetName: SetUsed, Invert: true})},
 			part{"add @used { tcp dport . tcp sequence }", append(loadDportSeq(), &expr.Dynset{SrcRegKey: regKey, SetName: SetUsed, Operation: unix.NFT_DYNSET_OP_ADD})},
 			r.markAdmitted(mark),
+			r.markPacket(),
 			r.logAdmitted(),
 			counter(),
 			accept()).as(roleAdmit))
@@ -502,6 +531,7 @@ func (r Rules) ruleList() []ruleDesc {
 			part{sportKeyText + " != @" + SetUsedSP, append(loadSportDportSeq(), &expr.Lookup{SourceRegister: regKey, SetName: SetUsedSP, Invert: true})},
 			part{"add @" + SetUsedSP + " { " + sportKeyText + " }", append(loadSportDportSeq(), &expr.Dynset{SrcRegKey: regKey, SetName: SetUsedSP, Operation: unix.NFT_DYNSET_OP_ADD})},
 			r.markAdmitted(mark),
+			r.markPacket(),
 			r.logAdmitted(),
 			counter(),
 			accept()).as(roleAdmit))
@@ -790,6 +820,19 @@ func (r Rules) markAdmitted(mark string) part {
 		&expr.Ct{Key: expr.CtKeyMARK, Register: regKey},
 		&expr.Bitwise{SourceRegister: regKey, DestRegister: regKey, Len: 4, Mask: ne32(^r.MarkBit), Xor: ne32(r.MarkBit)},
 		&expr.Ct{Key: expr.CtKeyMARK, Register: regKey, SourceRegister: true},
+	}}
+}
+
+// markPacket is "meta mark set meta mark | PBIT": the packet may pass
+// the listeners' socket filters. Nothing when PacketMarkBit is 0.
+func (r Rules) markPacket() part {
+	if r.PacketMarkBit == 0 {
+		return part{}
+	}
+	return part{fmt.Sprintf("meta mark set meta mark | 0x%08x", r.PacketMarkBit), []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: regKey},
+		&expr.Bitwise{SourceRegister: regKey, DestRegister: regKey, Len: 4, Mask: ne32(^r.PacketMarkBit), Xor: ne32(r.PacketMarkBit)},
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: regKey, SourceRegister: true},
 	}}
 }
 

@@ -12,10 +12,12 @@ func TestFingerprintRoundTrip(t *testing.T) {
 	for _, bit := range []uint32{1, 1 << 5, 1 << 23, 1 << 31} {
 		for _, group := range []uint16{0, 1, 23, 65535} {
 			for _, drop := range []uint16{0, 24, 65535} {
-				r := Rules{MarkBit: bit, LogGroup: group, DropLogGroup: drop}
-				got, ok := parseFingerprint(r.fingerprint())
-				if !ok || got != r {
-					t.Errorf("mark %#x log %d droplog %d: parsed %+v, %v", bit, group, drop, got, ok)
+				for _, pmark := range []uint32{0, 1, 1 << 24, 1 << 31} {
+					r := Rules{MarkBit: bit, PacketMarkBit: pmark, LogGroup: group, DropLogGroup: drop}
+					got, ok := parseFingerprint(r.fingerprint())
+					if !ok || got != r {
+						t.Errorf("mark %#x pmark %#x log %d droplog %d: parsed %+v, %v", bit, pmark, group, drop, got, ok)
+					}
 				}
 			}
 		}

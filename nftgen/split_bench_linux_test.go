@@ -108,7 +108,7 @@ func splitOnce(b *testing.B, listener string, seed uint64) [4]time.Duration {
 	if err != nil {
 		b.Fatal(err)
 	}
-	bt, err := buildBatch(s, now, live, nil, nil)
+	bt, err := buildBatch(s, now, live, nil, nil, false)
 	if err != nil {
 		b.Fatal(err)
 	}

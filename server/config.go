@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -12,6 +13,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/seqknock/seqknock/internal/strictfile"
 	"github.com/seqknock/seqknock/internal/tomlerr"
 	"github.com/seqknock/seqknock/nftgen"
 	"github.com/seqknock/seqknock/tcpsign"
@@ -27,9 +29,14 @@ const (
 	DefaultTable     = "seqknock"
 	DefaultTolerance = 1
 	DefaultCtMarkBit = 23
-	DefaultLogGroup  = 23
-	MaxTolerance     = 10
-	MaxLookahead     = 10
+	// DefaultPacketMarkBit is the packet (skb) mark bit of an admitted
+	// SYN: 0x01000000, outside the bits others commonly use (tailscale
+	// 0xff0000, kube-proxy and flannel 0x4000/0x8000, cilium 0x0f00,
+	// wg-quick's whole-value 0xca6c, the AWS VPC CNI's 0x80, istio's 0x539).
+	DefaultPacketMarkBit = 24
+	DefaultLogGroup      = 23
+	MaxTolerance         = 10
+	MaxLookahead         = 10
 	// The guess limit: per source (an IPv4 /32, an IPv6 /64), unknocked
 	// SYNs a second and the burst nft allows on top; and the global cap on
 	// unknocked SYNs from all sources together.
@@ -57,7 +64,10 @@ type Config struct {
 	Realm     string
 	Table     string
 	CtMarkBit int
-	LogGroup  int
+	// PacketMarkBit is the packet mark bit the admit rules set and the
+	// listeners' socket filters require on a SYN.
+	PacketMarkBit int
+	LogGroup      int
 	// Guess is the per-source limit on unknocked SYNs (Rate 0: off), keyed
 	// on GuessPrefix4/6; GuessGlobal the cap on all sources together.
 	Guess        nftgen.Limit
@@ -130,15 +140,16 @@ func (u User) String() string {
 func (u User) GoString() string { return u.String() }
 
 type rawConfig struct {
-	Include   []string `toml:"include"`
-	Period    *string  `toml:"period"`
-	Tolerance *int     `toml:"tolerance"`
-	Lookahead *int     `toml:"lookahead"`
-	Slots     *int     `toml:"slots"`
-	Realm     *string  `toml:"realm"`
-	Table     *string  `toml:"table"`
-	CtMarkBit *int     `toml:"ct_mark_bit"`
-	LogGroup  *int     `toml:"log_group"`
+	Include       []string `toml:"include"`
+	Period        *string  `toml:"period"`
+	Tolerance     *int     `toml:"tolerance"`
+	Lookahead     *int     `toml:"lookahead"`
+	Slots         *int     `toml:"slots"`
+	Realm         *string  `toml:"realm"`
+	Table         *string  `toml:"table"`
+	CtMarkBit     *int     `toml:"ct_mark_bit"`
+	PacketMarkBit *int     `toml:"packet_mark_bit"`
+	LogGroup      *int     `toml:"log_group"`
 	// The guess limit.
 	GuessLimit       *string      `toml:"guess_limit"`
 	GuessBurst       *int         `toml:"guess_burst"`
@@ -180,12 +191,52 @@ var userName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$`)
 
 // LoadConfig reads and checks the config at path and loads every key. Any
 // mistake gives one *ConfigError naming the file, line and field.
+//
+// The config and the files it includes are opened without following a
+// symlink or blocking, and refused unless they are regular files that
+// others cannot write; the key files as LoadKey does.
 func LoadConfig(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := readConfigFile(path)
 	if err != nil {
 		return nil, &ConfigError{File: path, Err: err}
 	}
-	return ParseConfig(path, data, keyfile.Load)
+	return ParseConfig(path, data, LoadKey)
+}
+
+// LoadKey loads the key file path as the daemon trusts it: as
+// keyfile.Load, after the checks of OpenSSH's StrictModes (see
+// strictfile.OpenOwned): the file and every directory above it are owned
+// by root or the daemon's user, and none is writable by group or others,
+// except a sticky directory (/tmp). The file is opened without following
+// a symlink or blocking, and read from the descriptor checked.
+func LoadKey(path string) ([]byte, error) {
+	f, err := strictfile.OpenOwned(path, os.Geteuid())
+	if err != nil {
+		return nil, fmt.Errorf("load key: %w", err)
+	}
+	defer f.Close()
+	return keyfile.LoadFrom(f, path)
+}
+
+// maxConfigFile bounds a config or drop-in file read.
+const maxConfigFile = 64 << 20
+
+// readConfigFile reads a config or drop-in file: a regular file, opened
+// without following a symlink or blocking, that others cannot write.
+func readConfigFile(path string) ([]byte, error) {
+	f, err := strictfile.OpenNotWritableByOthers(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxConfigFile {
+		return nil, fmt.Errorf("larger than %d MiB", maxConfigFile>>20)
+	}
+	return data, nil
 }
 
 // LoadConfigWithoutKeys is LoadConfig without reading the key files: every
@@ -195,7 +246,7 @@ func LoadConfig(path string) (*Config, error) {
 // own files have distinct knocks as they would with the real keys, and the
 // knock values mean nothing.
 func LoadConfigWithoutKeys(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := readConfigFile(path)
 	if err != nil {
 		return nil, &ConfigError{File: path, Err: err}
 	}
@@ -226,6 +277,8 @@ func ParseConfig(path string, data []byte, loadKey func(string) ([]byte, error))
 		CtMarkBit: DefaultCtMarkBit,
 		LogGroup:  DefaultLogGroup,
 
+		PacketMarkBit: DefaultPacketMarkBit,
+
 		GuessPrefix4: DefaultGuessPrefix4,
 		GuessPrefix6: DefaultGuessPrefix6,
 	}
@@ -250,6 +303,7 @@ func ParseConfig(path string, data []byte, loadKey func(string) ([]byte, error))
 		{raw.Lookahead, "lookahead", 0, MaxLookahead, &c.Lookahead},
 		{raw.Slots, "slots", 1, totp.MaxSlots, &c.Slots},
 		{raw.CtMarkBit, "ct_mark_bit", 0, 31, &c.CtMarkBit},
+		{raw.PacketMarkBit, "packet_mark_bit", 0, 31, &c.PacketMarkBit},
 		{raw.LogGroup, "log_group", 1, 65534, &c.LogGroup},
 		{raw.GuessBurst, "guess_burst", 0, 1_000_000, &guessBurst},
 		{raw.GuessPrefix4, "guess_prefix4", 1, 32, &c.GuessPrefix4},
@@ -371,7 +425,7 @@ func readDropIns(main *tomlerr.Doc, patterns []string) ([]configPart, error) {
 				continue // matched by an earlier pattern
 			}
 			seen[filepath.Clean(f)] = true
-			data, err := os.ReadFile(f)
+			data, err := readConfigFile(f)
 			if err != nil {
 				return nil, &ConfigError{File: f, Err: err}
 			}
@@ -387,6 +441,7 @@ func readDropIns(main *tomlerr.Doc, patterns []string) ([]configPart, error) {
 				{"include", raw.Include != nil}, {"period", raw.Period != nil}, {"tolerance", raw.Tolerance != nil},
 				{"lookahead", raw.Lookahead != nil}, {"slots", raw.Slots != nil}, {"realm", raw.Realm != nil},
 				{"table", raw.Table != nil}, {"ct_mark_bit", raw.CtMarkBit != nil},
+				{"packet_mark_bit", raw.PacketMarkBit != nil},
 				{"log_group", raw.LogGroup != nil}, {"guess_limit", raw.GuessLimit != nil},
 				{"guess_burst", raw.GuessBurst != nil}, {"guess_prefix4", raw.GuessPrefix4 != nil},
 				{"guess_prefix6", raw.GuessPrefix6 != nil}, {"guess_global_limit", raw.GuessGlobalLimit != nil},
@@ -642,6 +697,9 @@ func (c *Config) DropLogGroup() int { return c.LogGroup + 1 }
 
 // MarkBit returns the ct mark bit as a mask.
 func (c *Config) MarkBit() uint32 { return 1 << uint(c.CtMarkBit) }
+
+// PacketMark returns the packet mark bit as a mask.
+func (c *Config) PacketMark() uint32 { return 1 << uint(c.PacketMarkBit) }
 
 // WindowLength is how long one knock stays valid: 2*tolerance+1+lookahead
 // periods. The used set keeps spent knocks this long.

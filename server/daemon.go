@@ -17,10 +17,12 @@ import (
 // sets are refreshed.
 const SessionsDelay = 100 * time.Millisecond
 
-// Retry delays after a failed sync: the first, doubling up to the last.
+// Retry delays after failed syncs: the first failure is retried at once,
+// the next after FirstRetry, doubling up to MaxRetry. Knocked connects
+// wait for a working table at most that long.
 const (
 	FirstRetry = 20 * time.Millisecond
-	MaxRetry   = 5 * time.Second
+	MaxRetry   = time.Second
 )
 
 // Daemon is `seqknockd run`: it syncs at every period boundary, repairs the
@@ -55,6 +57,11 @@ type Daemon struct {
 	// housekeeping tick (node_exporter's textfile collector).
 	Metrics         *Metrics
 	MetricsTextfile string
+	// Lock, when set, makes the daemon the only one of its table (see
+	// LockTable): Run takes it before it touches the table and fails at
+	// once when another daemon holds it; a reload that renames the table
+	// takes the new name's lock first, and is refused without it.
+	Lock func(table string) (release func(), err error)
 	// OnConfig, when set, is called with every config the daemon takes
 	// (at start and at each reload), before it syncs it: the command
 	// sizes the runtime's soft memory limit there (MemoryLimit).
@@ -78,6 +85,10 @@ type Daemon struct {
 	// signLogged is the problem last logged per signed listener ("" once
 	// signed), so each is logged once.
 	signLogged map[string]string
+	// locks are the protected ports' listeners, by inode (see
+	// lockListeners).
+	locks     map[uint32]*lockEntry
+	lastLocks time.Time // the last full lock check
 
 	// The daemon's clock: never goes back (see clock).
 	lastMono, eff time.Time
@@ -94,15 +105,25 @@ type Daemon struct {
 // Run syncs now, then at every period boundary, and whenever Kernel.Watch
 // reports that someone else changed the table, until ctx ends. A value on
 // reload makes it reload the config and keys: a bad new config is logged
-// and the old one kept. A failed sync is logged and retried after
-// FirstRetry, doubling up to MaxRetry; meanwhile the knocks already
-// installed expire on their own. Notify gets READY=1 after the first good
-// sync and WATCHDOG=1 while the loop is healthy.
+// and the old one kept. A failed sync is logged and retried at once, then
+// after FirstRetry, doubling up to MaxRetry; meanwhile the knocks already
+// installed expire on their own. A foreign change to the table is repaired
+// at once, also while a retry is pending. With Lock set, Run first takes
+// the table's lock and returns its error when another daemon holds it.
+// Notify gets READY=1 after the first good sync and WATCHDOG=1 while the
+// loop is healthy.
 func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 	cfg, err := d.Load(d.ConfigPath)
 	if err != nil {
 		return err
 	}
+	release := func() {}
+	if d.Lock != nil {
+		if release, err = d.Lock(cfg.Table); err != nil {
+			return err
+		}
+	}
+	defer func() { release() }()
 	d.cfg = cfg
 	d.onConfig()
 	d.loadState()
@@ -155,6 +176,9 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 	// when sshd is already up, and at least once a SignCheck later.
 	startErr := d.sync("start")
 	d.signServices()
+	d.lockListeners(true)
+	lockTick, stopLockTick := d.lockTicker()
+	defer stopLockTick()
 	if startErr == nil {
 		ready = true
 		d.notify("READY=1")
@@ -196,11 +220,22 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 		case <-signTick:
 			d.signServices()
 			resetSignTick()
+		case <-lockTick:
+			d.pollLocks()
 		case <-reload:
 			cfg, lerr := d.Load(d.ConfigPath)
 			if lerr != nil {
 				d.Log.Error("reload failed, keeping the previous config", "err", lerr)
 				continue
+			}
+			if cfg.Table != d.cfg.Table && d.Lock != nil {
+				rel, lerr := d.Lock(cfg.Table)
+				if lerr != nil {
+					d.Log.Error("reload failed, keeping the previous config", "err", lerr)
+					continue
+				}
+				release()
+				release = rel
 			}
 			old := d.cfg
 			d.cfg = cfg
@@ -227,10 +262,10 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 				err, synced = d.sync("repair"), true
 				break
 			}
-			d.installed = nil // someone else changed the table: the next sync is whole
-			if d.failing && d.clock().Before(d.retryAt) {
-				continue // the retry comes soon; do not hammer a failing kernel
-			}
+			// Someone else changed the table (removed it, say): repair it
+			// now, whole, without waiting for a pending retry. Our own
+			// failed attempts change nothing and so report nothing.
+			d.installed = nil
 			err, synced = d.sync("repair"), true
 		case <-watchRetry:
 			startWatch()
@@ -265,6 +300,7 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 		}
 		if synced {
 			d.signServices()
+			d.lockListeners(true)
 		}
 		if synced && err == nil && !ready {
 			ready = true
@@ -544,9 +580,9 @@ func (d *Daemon) sync(why string) error {
 		defer d.writeMetrics()
 		now = d.clock() // the call may have taken long
 		if !d.failing {
-			d.failing, d.failingSince, d.failures, d.backoff = true, now, 0, FirstRetry
+			d.failing, d.failingSince, d.failures, d.backoff = true, now, 0, 0
 		} else {
-			d.backoff = min(2*d.backoff, MaxRetry)
+			d.backoff = min(max(2*d.backoff, FirstRetry), MaxRetry)
 		}
 		d.failures++
 		d.retryAt = now.Add(d.backoff)
@@ -567,6 +603,9 @@ func (d *Daemon) sync(why string) error {
 	}
 	if res.Created {
 		attrs = append(attrs, "created", true)
+	}
+	if res.Replaced {
+		attrs = append(attrs, "replaced_foreign_table", true)
 	}
 	if res.RulesRebuilt {
 		attrs = append(attrs, "rules_rebuilt", true)

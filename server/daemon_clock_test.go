@@ -180,8 +180,8 @@ func startDaemon(t *testing.T, clock *fakeClock, k Kernel, n *notes, watchdog ti
 	}
 }
 
-// TestDaemonBackoff: failed syncs are retried after 20 ms, doubling up to
-// 5 s, one log line each; the recovery is one line; READY comes only after
+// TestDaemonBackoff: a failed sync is retried at once, then after 20 ms,
+// doubling up to 1 s, one log line each; the recovery is one line; READY comes only after
 // the first good sync.
 func TestDaemonBackoff(t *testing.T) {
 	clock := newFakeClock(time.Unix(1_800_000_000, 0).Add(time.Second))
@@ -189,8 +189,8 @@ func TestDaemonBackoff(t *testing.T) {
 	n := &notes{}
 	log, stop := startDaemon(t, clock, sk.kernel(), n, 0, "60s")
 	defer stop()
-	waitFor(t, "first sync", func() bool { return sk.count() == 1 })
-	clock.run(17*time.Second, 10*time.Millisecond)
+	waitFor(t, "first sync and its immediate retry", func() bool { return sk.count() == 2 })
+	clock.run(6*time.Second, 10*time.Millisecond)
 	sk.mu.Lock()
 	var gaps []time.Duration
 	for i := 1; i < len(sk.applies); i++ {
@@ -198,7 +198,7 @@ func TestDaemonBackoff(t *testing.T) {
 	}
 	sk.mu.Unlock()
 	ms := time.Millisecond
-	want := []time.Duration{20 * ms, 40 * ms, 80 * ms, 160 * ms, 320 * ms, 640 * ms, 1280 * ms, 2560 * ms, 5000 * ms, 5000 * ms}
+	want := []time.Duration{0, 20 * ms, 40 * ms, 80 * ms, 160 * ms, 320 * ms, 640 * ms, 1000 * ms, 1000 * ms, 1000 * ms}
 	if len(gaps) < len(want) {
 		t.Fatalf("retries at gaps %v, want %v ms", gaps, want)
 	}
@@ -294,4 +294,24 @@ func TestDaemonClockBack(t *testing.T) {
 	if c := strings.Count(log.String(), "the clock went back"); c != 1 {
 		t.Errorf("%d clock warnings, want 1:\n%s", c, log.String())
 	}
+}
+
+// TestDaemonRepairsDuringBackoff: a foreign change to the table (a
+// removal) while a failed sync waits for its retry is repaired at once,
+// not at the retry.
+func TestDaemonRepairsDuringBackoff(t *testing.T) {
+	clock := newFakeClock(time.Unix(1_800_000_000, 0).Add(time.Second))
+	sk := &scriptedKernel{clock: clock, fail: true}
+	k := sk.kernel()
+	events := make(chan struct{}, 1)
+	k.Watch = func(context.Context, string) (<-chan struct{}, error) { return events, nil }
+	_, stop := startDaemon(t, clock, k, &notes{}, 0, "60s")
+	defer stop()
+	waitFor(t, "first sync", func() bool { return sk.count() >= 1 })
+	// Into the backoff: the next retry is 20, then 40 ms away, and more.
+	clock.run(500*time.Millisecond, 10*time.Millisecond)
+	n := sk.count()
+	sk.set(func() { sk.fail = false })
+	events <- struct{}{} // someone removed the table
+	waitFor(t, "the repair, with no time passing", func() bool { return sk.count() == n+1 })
 }

@@ -182,3 +182,74 @@ func TestLoggerUnderJournal(t *testing.T) {
 		t.Errorf("journald lines:\n%s\nwant:\n%s", b.String(), want)
 	}
 }
+
+// TestDaemonLock: Run takes its table's lock before it touches the table
+// and fails at once without it; a reload that renames the table takes the
+// new name's lock first, keeps the old config when it cannot, and releases
+// the old name's when it can; the lock held is released when Run returns.
+func TestDaemonLock(t *testing.T) {
+	var mu sync.Mutex
+	held := map[string]bool{"taken": true} // another daemon's
+	lock := func(table string) (func(), error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if held[table] {
+			return nil, errors.New("seqknockd run is already running for table inet " + table)
+		}
+		held[table] = true
+		return func() { mu.Lock(); delete(held, table); mu.Unlock() }, nil
+	}
+	isHeld := func(table string) bool { mu.Lock(); defer mu.Unlock(); return held[table] }
+	table := "seqknock"
+	var cfgMu sync.Mutex
+	load := func(string) (*Config, error) {
+		cfgMu.Lock()
+		defer cfgMu.Unlock()
+		return ParseConfig("x.toml", []byte("table = \""+table+"\"\n"+goodConfig), fakeKeys)
+	}
+	setTable := func(s string) { cfgMu.Lock(); table = s; cfgMu.Unlock() }
+	newDaemon := func(fk *fakeKernel, log *netnstest.Buffer) *Daemon {
+		return &Daemon{Load: load, Kernel: fk.kernel(), Lock: lock, Log: slog.New(slog.NewTextHandler(log, nil)),
+			Now: func() time.Time { return time.Unix(1_800_000_000, 0) }}
+	}
+
+	setTable("taken")
+	fk := &fakeKernel{}
+	if err := newDaemon(fk, &netnstest.Buffer{}).Run(context.Background(), nil); err == nil || !strings.Contains(err.Error(), "already running") {
+		t.Errorf("run without the lock: %v", err)
+	}
+	if fk.count() != 0 {
+		t.Errorf("run without the lock synced %d times", fk.count())
+	}
+
+	setTable("seqknock")
+	fk = &fakeKernel{}
+	log := &netnstest.Buffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	reload := make(chan os.Signal, 1)
+	done := make(chan error, 1)
+	go func() { done <- newDaemon(fk, log).Run(ctx, reload) }()
+	waitFor(t, "first sync", func() bool { return fk.count() == 1 })
+	if !isHeld("seqknock") {
+		t.Error("running without its lock")
+	}
+	setTable("taken")
+	reload <- os.Interrupt
+	waitFor(t, "refused reload", func() bool { return strings.Contains(log.String(), "reload failed") })
+	if fk.count() != 1 || !isHeld("seqknock") {
+		t.Errorf("a reload to a table locked by another synced (%d applies) or dropped the lock", fk.count())
+	}
+	setTable("renamed")
+	reload <- os.Interrupt
+	waitFor(t, "renamed reload", func() bool { return fk.count() == 2 })
+	if !isHeld("renamed") || isHeld("seqknock") {
+		t.Error("after the rename: the new lock not held or the old one kept")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if isHeld("renamed") {
+		t.Error("lock kept after Run returned")
+	}
+}

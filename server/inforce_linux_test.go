@@ -195,6 +195,8 @@ func repairEvents(dir string) []struct {
 } {
 	nftFile := filepath.Join(dir, "nftables.conf")
 	os.WriteFile(nftFile, []byte("flush ruleset\ntable inet filter {\n\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n\t}\n}\n"), 0o600)
+	foreignFile := filepath.Join(dir, "foreign.conf")
+	os.WriteFile(foreignFile, []byte(foreignTable), 0o600)
 	nft := func(args ...string) func(f *inForce) error {
 		return func(f *inForce) error {
 			if out, err := f.srv.Run("nft", args...); err != nil {
@@ -211,6 +213,7 @@ func repairEvents(dir string) []struct {
 		{"nft delete table", nft("delete", "table", "inet", "seqknock")},
 		{"nft flush set valid", nft("flush", "set", "inet", "seqknock", "valid")},
 		{"nft -f with flush ruleset", nft("-f", nftFile)},
+		{"nft -f of a foreign table inet seqknock", nft("-f", foreignFile)},
 		{"rule inserted by hand", nft("insert", "rule", "inet", "seqknock", "knock", "tcp", "dport", "22", "accept")},
 		{"failed sync", func(f *inForce) error {
 			f.failNext.Store(1) // the repair fails once and is retried

@@ -46,6 +46,11 @@ type Kernel struct {
 	// on those that do not. nil: signed services are not supported.
 	Listeners     func(port uint16, key []byte) ([]ListenerState, error)
 	SignListeners func(port uint16, key []byte) ([]ListenerState, error)
+	// LockListener duplicates the listening socket inode from the process
+	// that holds it and reads whether it has the socket filter for packet
+	// mark bit; with attach it also puts the filter on (see package
+	// listenlock). nil: listeners are not locked.
+	LockListener func(inode uint32, bit uint32, attach bool) LockResult
 }
 
 // AdmissionFeed is an *admitlog.Listener: Ready signals that admissions

@@ -4,11 +4,14 @@ package server
 
 import (
 	"context"
+	"errors"
 
 	"github.com/seqknock/seqknock/admitlog"
 	"github.com/seqknock/seqknock/hostconns"
+	"github.com/seqknock/seqknock/internal/listenlock"
 	"github.com/seqknock/seqknock/nftgen"
 	"github.com/seqknock/seqknock/tcpsign"
+	"golang.org/x/sys/unix"
 )
 
 // NewKernel returns the Kernel for the network namespace netns (0: the
@@ -55,5 +58,29 @@ func NewKernel(netns int) Kernel {
 			}
 			return out, err
 		},
+		LockListener: lockListener,
 	}
+}
+
+// lockListener is Kernel.LockListener: the socket is taken from whichever
+// process holds it (the filter is no secret, unlike a signing key, and a
+// protected port admits no unknocked SYN whoever listens on it).
+func lockListener(inode, bit uint32, attach bool) LockResult {
+	fd, pid, err := tcpsign.Duplicate(inode, false)
+	if err != nil {
+		return LockResult{PID: pid, Err: err}
+	}
+	defer unix.Close(fd)
+	if !attach {
+		st, err := listenlock.Check(fd, bit)
+		if err == nil && st != listenlock.Locked {
+			err = errors.New(st.String())
+			if st == listenlock.Unlocked {
+				err = nil
+			}
+		}
+		return LockResult{PID: pid, Locked: st == listenlock.Locked, Err: err}
+	}
+	changed, err := listenlock.Attach(fd, bit)
+	return LockResult{PID: pid, Locked: err == nil, Changed: changed, Err: err}
 }

@@ -465,7 +465,7 @@ func TestRulesetCommandMatchesNft(t *testing.T) {
 	if diff := cmp.Diff(netnstest.DropComments(string(want)), gotNorm); diff != "" {
 		t.Errorf("seqknockd ruleset vs nft list ruleset (-ruleset +nft):\n%s", diff)
 	}
-	if !strings.Contains(gotNorm, "ct mark & 0x00001000 == 0x00001000 accept") {
+	if !strings.Contains(gotNorm, "ct mark & 0x00001000 == 0x00001000 meta mark set meta mark | 0x01000000 accept") {
 		t.Errorf("mark bit 12 not in the rules:\n%s", gotNorm)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -37,6 +38,35 @@ type Metrics struct {
 	unknocked    map[uint16]uint64
 	lockout      uint64 // SYNs of locked-out sources dropped
 	lockedOut    int    // sources locked out now
+	// listeners locked and not locked, per protected port (nil: the
+	// listeners were never checked).
+	listenersLocked, listenersUnlocked map[uint16]int
+}
+
+// Listeners records, per protected port, how many of its listeners are
+// locked and how many are not.
+func (m *Metrics) Listeners(locked, unlocked map[uint16]int) {
+	m.mu.Lock()
+	m.listenersLocked, m.listenersUnlocked = locked, unlocked
+	m.mu.Unlock()
+}
+
+// portSamples are a per-port count as samples, by port, with 0 for a
+// port only other has. Called with m.mu held.
+func portSamples(counts, other map[uint16]int) []sample {
+	var ports []int
+	for _, m := range []map[uint16]int{counts, other} {
+		for p := range m {
+			ports = append(ports, int(p))
+		}
+	}
+	sort.Ints(ports)
+	ports = slices.Compact(ports)
+	out := make([]sample, len(ports))
+	for i, p := range ports {
+		out[i] = sample{fmt.Sprintf(`{port="%d"}`, p), float64(counts[uint16(p)])}
+	}
+	return out
 }
 
 // SyncDone records a sync: its duration, whether it failed, and on success
@@ -103,6 +133,10 @@ func (m *Metrics) Write(w io.Writer, now time.Time) error {
 			[]sample{{"", float64(m.lockout)}}},
 		{"seqknock_locked_out_sources", "gauge", "Sources (addresses or prefixes) locked out by the guess limit or the global cap now.",
 			[]sample{{"", float64(m.lockedOut)}}},
+		{"seqknock_listeners_locked", "gauge", "Listening sockets of a protected port with the socket filter that drops a SYN the table did not mark, per port.",
+			portSamples(m.listenersLocked, m.listenersUnlocked)},
+		{"seqknock_listeners_unlocked", "gauge", "Listening sockets of a protected port seqknockd could not lock (only the table protects them), per port.",
+			portSamples(m.listenersUnlocked, m.listenersLocked)},
 		{"seqknock_valid_elements", "gauge", "Knocks valid now (elements of the valid set written by the last good sync).",
 			[]sample{{"", float64(m.valid)}}},
 		{"seqknock_used_elements", "gauge", "Knocks spent and remembered (elements of the used set).",

@@ -48,6 +48,11 @@ type Status struct {
 	// "tcp-md5"), each with whether it signs with its service's key; one
 	// that does not is a difference.
 	SignedListeners []SignedListener `json:"signed_listeners"`
+	// Listeners are the listeners of the protected ports, each with
+	// whether it has the socket filter that drops a SYN the table did not
+	// mark, and why not; one that does not is a difference. A port with
+	// no listener is listed with an empty address.
+	Listeners []LockedListener `json:"listeners"`
 }
 
 // GetStatus reads the live table named by cfg and compares it with what
@@ -62,6 +67,10 @@ func GetStatus(k Kernel, cfg *Config, now time.Time) (*Status, error) {
 		return nil, err
 	}
 	st.Differences = append(st.Differences, signDifferences(st.SignedListeners)...)
+	if st.Listeners, err = lockedListeners(k, cfg); err != nil {
+		return nil, fmt.Errorf("status: %w", err)
+	}
+	st.Differences = append(st.Differences, lockDifferences(st.Listeners)...)
 	st.Current = len(st.Differences) == 0
 	return st, nil
 }
@@ -126,6 +135,9 @@ func differences(live *nftgen.Live, cfg *Config, now time.Time, rulesCurrent boo
 		return []string{fmt.Sprintf("table inet %s is not installed", cfg.Table)}
 	}
 	diff := []string{}
+	if live.Foreign != "" {
+		diff = append(diff, fmt.Sprintf("table inet %s is not ours (%s); the next sync replaces it", cfg.Table, live.Foreign))
+	}
 	if !rulesCurrent {
 		diff = append(diff, "the rules are not the ones this version writes for the config")
 	}

@@ -202,7 +202,7 @@ func boundPorts(cfg *Config) map[uint16]bool {
 
 // rules returns the parameters of the rules cfg wants.
 func rules(cfg *Config) nftgen.Rules {
-	r := nftgen.Rules{MarkBit: cfg.MarkBit(), LogGroup: uint16(cfg.LogGroup), DropLogGroup: uint16(cfg.DropLogGroup()),
+	r := nftgen.Rules{MarkBit: cfg.MarkBit(), PacketMarkBit: cfg.PacketMark(), LogGroup: uint16(cfg.LogGroup), DropLogGroup: uint16(cfg.DropLogGroup()),
 		Guess: cfg.Guess, Global: cfg.GuessGlobal, SourcePort: len(boundPorts(cfg)) > 0}
 	if !r.Guess.Off() {
 		// The prefixes matter (and are in the fingerprint) only with the

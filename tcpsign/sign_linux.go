@@ -70,11 +70,7 @@ func Sign(netns int, port uint16, key []byte) ([]Result, error) {
 // signListener finds a root process holding l, duplicates the socket from
 // it and sets the key.
 func signListener(l Listener, key []byte) (int, error) {
-	pid, fd, err := findHolder(l.Inode)
-	if err != nil {
-		return 0, err
-	}
-	dup, err := grab(pid, fd, l.Inode)
+	dup, pid, err := Duplicate(l.Inode, true)
 	if err != nil {
 		return pid, err
 	}
@@ -82,10 +78,35 @@ func signListener(l Listener, key []byte) (int, error) {
 	return pid, SetListenerKey(dup, key)
 }
 
+// ErrNoHolder is wrapped by Duplicate's error when no process this one
+// can see holds the socket: it belongs to a process in another PID
+// namespace (a container), or its holder closed it meanwhile.
+var ErrNoHolder = errors.New("no process in this PID namespace holds the socket")
+
+// ErrNoAccess is wrapped by Duplicate's error when pidfd_getfd is refused:
+// the caller lacks CAP_SYS_PTRACE over the holder (or a security module
+// forbids it).
+var ErrNoAccess = errors.New("no pidfd access to the process that holds the socket")
+
+// Duplicate finds a process that holds the listening TCP socket with
+// inode and duplicates the socket from it into this process (pidfd_open,
+// pidfd_getfd), checked to be that socket, still listening. The caller
+// closes fd. With rootOnly, only a process whose uids are all 0 may be
+// the holder, and a holder of another user makes it refused (ErrNotRoot).
+// pid is the holder's, once found.
+func Duplicate(inode uint32, rootOnly bool) (fd, pid int, err error) {
+	pid, n, err := findHolder(inode, rootOnly)
+	if err != nil {
+		return -1, 0, err
+	}
+	fd, err = grab(pid, n, inode)
+	return fd, pid, err
+}
+
 // findHolder returns a process, and its descriptor, that holds the socket
-// with inode, among the processes whose uids are all 0. A process of
-// another user holding the same socket makes it refused.
-func findHolder(inode uint32) (pid, fd int, err error) {
+// with inode; with rootOnly, among the processes whose uids are all 0,
+// and a process of another user holding the same socket makes it refused.
+func findHolder(inode uint32, rootOnly bool) (pid, fd int, err error) {
 	target := fmt.Sprintf("socket:[%d]", inode)
 	dirs, err := os.ReadDir(Proc)
 	if err != nil {
@@ -110,6 +131,9 @@ func findHolder(inode uint32) (pid, fd int, err error) {
 			if err != nil {
 				continue
 			}
+			if !rootOnly {
+				return p, n, nil
+			}
 			root, err := allRoot(p)
 			if err != nil {
 				continue // gone meanwhile
@@ -123,7 +147,7 @@ func findHolder(inode uint32) (pid, fd int, err error) {
 		}
 	}
 	if !found {
-		return 0, 0, fmt.Errorf("no process holds socket inode %d (in this PID namespace)", inode)
+		return 0, 0, fmt.Errorf("socket inode %d: %w", inode, ErrNoHolder)
 	}
 	return pid, fd, nil
 }
@@ -168,7 +192,7 @@ func grab(pid, fd int, inode uint32) (int, error) {
 	dup, err := unix.PidfdGetfd(pidfd, fd, 0)
 	if err != nil {
 		if errors.Is(err, unix.EPERM) {
-			return -1, fmt.Errorf("pidfd_getfd %d fd %d: %w (seqknockd needs CAP_SYS_PTRACE to take the listener from the service)", pid, fd, err)
+			return -1, fmt.Errorf("pidfd_getfd %d fd %d: %w: %w (seqknockd needs CAP_SYS_PTRACE to take the listener from the service)", pid, fd, ErrNoAccess, err)
 		}
 		return -1, fmt.Errorf("pidfd_getfd %d fd %d: %w", pid, fd, err)
 	}

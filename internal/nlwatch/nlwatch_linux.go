@@ -26,8 +26,11 @@ func Join(netns int, group uint32) (*netlink.Conn, error) {
 
 // Run runs loop in a goroutine, handing it notify, and returns the channel
 // notify signals. notify never blocks: a signal not yet taken absorbs the
-// next. conn is closed when ctx ends (which ends loop's reads), and the
-// channel is closed when loop returns.
+// next. conn is closed when ctx ends (which ends loop's reads) or when loop
+// returns, whichever comes first; then the channel is closed. Nothing of a
+// watch outlives its loop: a caller that watches again after the channel
+// closed, with the same ctx, leaves no socket in the group and no goroutine
+// behind.
 func Run(ctx context.Context, conn *netlink.Conn, loop func(notify func())) <-chan struct{} {
 	out := make(chan struct{}, 1)
 	notify := func() {
@@ -36,12 +39,17 @@ func Run(ctx context.Context, conn *netlink.Conn, loop func(notify func())) <-ch
 		default:
 		}
 	}
+	done := make(chan struct{})
 	go func() {
-		<-ctx.Done()
+		select {
+		case <-ctx.Done():
+		case <-done:
+		}
 		conn.Close()
 	}()
 	go func() {
 		defer close(out)
+		defer close(done)
 		loop(notify)
 	}()
 	return out

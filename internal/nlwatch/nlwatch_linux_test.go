@@ -3,7 +3,10 @@
 package nlwatch
 
 import (
+	"runtime"
+
 	"context"
+	"github.com/mdlayher/netlink"
 	"testing"
 	"time"
 
@@ -63,5 +66,40 @@ func TestJoinRefusesUnknownGroup(t *testing.T) {
 		t.Fatal("joined group 1000")
 	} else if want := "join group 1000: "; len(err.Error()) < len(want) || err.Error()[:len(want)] != want {
 		t.Errorf("error %q, want it to start with %q", err, want)
+	}
+}
+
+// TestRunReleasesOnLoopEnd: when the loop returns before ctx ends (a read
+// error, and the caller watches again with the same ctx), the socket is
+// closed and its goroutine ends then, not when ctx ends: a restarted watch
+// leaks neither a socket joined to the group nor a goroutine.
+func TestRunReleasesOnLoopEnd(t *testing.T) {
+	netnstest.RequireRoot(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	before := runtime.NumGoroutine()
+	const rounds = 20
+	conns := make([]*netlink.Conn, 0, rounds)
+	for range rounds {
+		conn, err := Join(0, unix.NFNLGRP_CONNTRACK_DESTROY)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, conn)
+		out := Run(ctx, conn, func(func()) {})
+		for range out {
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine() - before; n > 0 {
+		t.Errorf("%d goroutines left after %d watches ended (ctx still live)", n, rounds)
+	}
+	for i, conn := range conns {
+		if err := conn.SetReadDeadline(time.Now()); err == nil {
+			t.Fatalf("watch %d: socket still open after its loop returned", i)
+		}
 	}
 }

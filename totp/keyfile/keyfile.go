@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"syscall"
 
 	"github.com/seqknock/seqknock/totp"
 )
@@ -50,7 +52,10 @@ func Write(path string, key []byte, force bool) error {
 			}
 			return fmt.Errorf("write key: %w", err)
 		}
-		if _, err := f.Write(data); err != nil {
+		if _, err = writeData(f, data); err == nil {
+			err = f.Sync()
+		}
+		if err != nil {
 			f.Close()
 			os.Remove(path)
 			return fmt.Errorf("write key: %s: %w", path, err)
@@ -62,51 +67,86 @@ func Write(path string, key []byte, force bool) error {
 		return nil
 	}
 	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return fmt.Errorf("write key: %w", err)
 	}
-	// O_CREATE keeps the mode of a file that already existed: set it.
-	if err := f.Chmod(0o600); err == nil {
-		_, err = f.Write(data)
+	if err := writeSynced(f, data); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("write key: %s: %w", tmp, err)
 	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write key: %s: %w", tmp, err)
 	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
+	if err := os.Rename(tmp, path); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("write key: %s: %w", path, err)
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// writeSynced gives f mode 0600 (O_CREATE keeps the mode of a file that
+// already existed), writes data and flushes it to the disk: only a whole,
+// durable key is renamed over the old one.
+func writeSynced(f *os.File, data []byte) error {
+	if err := f.Chmod(0o600); err != nil {
+		return err
+	}
+	if _, err := writeData(f, data); err != nil {
+		return err
+	}
+	return f.Sync()
+}
+
+// writeData is f.Write; tests make it fail.
+var writeData = (*os.File).Write
+
+// syncDir flushes dir, so the rename is durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("write key: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("write key: sync %s: %w", dir, err)
 	}
 	return nil
 }
 
 // Load reads the key in path. It fails, naming the file and never the key,
-// if the file is readable by group or others, is not one line of standard
-// base64, or holds a key of the wrong length.
+// if the file is not a regular file (it is opened without blocking, so a
+// FIFO does not hang the caller), is readable by group or others, is not
+// one line of standard base64, or holds a key of the wrong length.
 func Load(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("load key: %w", err)
 	}
 	defer f.Close()
+	return LoadFrom(f, path)
+}
+
+// LoadFrom is Load of the file f, already open; name is used in errors
+// only. The caller closes f.
+func LoadFrom(f *os.File, name string) ([]byte, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("load key: %w", err)
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("load key: %s: not a regular file", path)
+		return nil, fmt.Errorf("load key: %s: not a regular file", name)
 	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("load key: %s: %w (mode %04o); run: chmod 600 %s", path, ErrUnsafeMode, perm, path)
+		return nil, fmt.Errorf("load key: %s: %w (mode %04o); run: chmod 600 %s", name, ErrUnsafeMode, perm, name)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("load key: %s: %w", path, err)
+		return nil, fmt.Errorf("load key: %s: %w", name, err)
 	}
-	return Parse(path, data)
+	return Parse(name, data)
 }
 
 // Parse decodes key file text; name is used in errors only.

@@ -163,3 +163,47 @@ func TestWriteAndLoadRefuseWhatTheyShould(t *testing.T) {
 		t.Error("two generated keys are equal")
 	}
 }
+
+// TestWriteFailureKeepsOldKey: a write that fails (a full disk, say) is an
+// error, and a forced replacement leaves the old key in place, not a
+// truncated file; a new file that could not be written is removed.
+func TestWriteFailureKeepsOldKey(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "key")
+	old, err := Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Write(path, old, false); err != nil {
+		t.Fatal(err)
+	}
+	defer func(w func(*os.File, []byte) (int, error)) { writeData = w }(writeData)
+	writeData = func(f *os.File, b []byte) (int, error) {
+		n, _ := f.Write(b[:5])
+		return n, errors.New("no space left on device")
+	}
+	k2, err := Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Write(path, k2, true); err == nil || !strings.Contains(err.Error(), "no space left") {
+		t.Errorf("forced write: error %v, want the write's", err)
+	}
+	got, err := Load(path)
+	if err != nil {
+		t.Fatalf("old key after a failed forced write: %v", err)
+	}
+	if !bytes.Equal(got, old) {
+		t.Error("a failed forced write replaced the old key")
+	}
+	if _, err := os.Stat(path + ".tmp"); !os.IsNotExist(err) {
+		t.Errorf("temp file left behind: %v", err)
+	}
+	fresh := filepath.Join(dir, "fresh")
+	if err := Write(fresh, k2, false); err == nil {
+		t.Error("new file: a failed write was not an error")
+	}
+	if _, err := os.Stat(fresh); !os.IsNotExist(err) {
+		t.Errorf("new file left behind after a failed write: %v", err)
+	}
+}

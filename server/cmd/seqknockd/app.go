@@ -93,7 +93,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Description: "One idempotent pass: the table, sets and rules match the config and the " +
 					"valid set holds exactly the current window, less the knocks already spent (the used set's and " +
 					"the state file's), which stay in the used set. One transaction: on error nothing changes. " +
-					"Then the listeners of signed services (sign = \"tcp-md5\") get their key where they lack it.",
+					"Then each listener of a protected port gets the socket filter that drops a SYN the table did not mark " +
+					"(it stays on the socket after seqknockd exits), and the listeners of signed services (sign = \"tcp-md5\") " +
+					"get their key where they lack it.",
 				Action: withConfig(func(c *cli.Context, cfg *server.Config) error {
 					path := c.String("state")
 					st, err := server.LoadState(path, cfg.Table)
@@ -116,6 +118,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					log := server.NewLogger(c.App.ErrWriter)
 					log.Info("sync", "table", cfg.Table, "elements", res.Elements,
 						"created", res.Created, "rules_rebuilt", res.RulesRebuilt)
+					// The filters stay on the listeners after this
+					// process exits; one out of reach is a warning.
+					server.LockOnce(k, cfg, log)
 					return server.SignOnce(k, cfg, log)
 				}),
 			},
@@ -131,6 +136,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 						Usage: "serve Prometheus metrics over HTTP on `ADDR`, a loopback address and port (127.0.0.1:9810)"},
 					&cli.StringFlag{Name: "metrics-textfile", EnvVars: []string{"SEQKNOCKD_METRICS_TEXTFILE"},
 						Usage: "write the metrics to `FILE` for node_exporter's textfile collector, at every sync and every 10s"},
+					&cli.StringFlag{Name: "runtime-dir", Value: server.DefaultRuntimeDir, EnvVars: []string{"SEQKNOCKD_RUNTIME_DIR"},
+						Usage: "keep in `DIR` (created 0700) the lock that makes this the only `seqknockd run` of its table in its network namespace"},
 				},
 				Action: func(c *cli.Context) error {
 					if err := noArgs(c); err != nil {
@@ -154,6 +161,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 						MetricsTextfile: c.String("metrics-textfile"),
 						OnConfig:        setMemoryLimit,
 					}
+					runtimeDir := c.String("runtime-dir")
+					d.Lock = func(table string) (func(), error) { return server.LockTable(runtimeDir, table) }
 					if c.Bool("audit") {
 						d.Audit = &server.Auditor{Log: log}
 					}
@@ -274,6 +283,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 						fmt.Fprintf(c.App.Writer, "expired (no longer knocks; remove it): %s\n", k)
 					}
 					printOdds(c.App.Writer, c.App.ErrWriter, cfg, time.Now())
+					if err := printLocks(c.App.Writer, c.App.ErrWriter, cfg); err != nil {
+						return err
+					}
 					w, err := server.TimerWarning(unitDirs, cfg.Period)
 					if err != nil {
 						return err
@@ -307,6 +319,27 @@ func printOdds(w, ew io.Writer, cfg *server.Config, now time.Time) {
 	}
 }
 
+// printLocks writes whether each listener of a protected port is locked,
+// and warns for each that is not.
+func printLocks(w, ew io.Writer, cfg *server.Config) error {
+	ls, err := server.LockedListeners(server.NewKernel(0), cfg)
+	if err != nil {
+		return err
+	}
+	for _, l := range ls {
+		switch {
+		case l.Address == "":
+			fmt.Fprintf(w, "port %d: %s\n", l.Port, l.Reason)
+		case l.Locked:
+			fmt.Fprintf(w, "port %d: listener %s locked\n", l.Port, l.Address)
+		default:
+			fmt.Fprintf(w, "port %d: listener %s NOT locked: %s\n", l.Port, l.Address, l.Reason)
+			fmt.Fprintf(ew, "seqknockd: warning: port %d: listener %s is not locked (%s): only the table protects it\n", l.Port, l.Address, l.Reason)
+		}
+	}
+	return nil
+}
+
 // keygenCommand is how an administrator makes users' keys under
 // /etc/seqknock (the client's keygen refuses to run under sudo).
 func keygenCommand() *cli.Command {
@@ -319,6 +352,7 @@ func keygenCommand() *cli.Command {
 func printStatus(w io.Writer, st *server.Status) {
 	if !st.Present {
 		fmt.Fprintf(w, "table inet %s: not installed (run `seqknockd sync`)\n", st.Table)
+		printListenerLocks(w, st)
 		return
 	}
 	ports := make([]string, len(st.Ports))
@@ -361,6 +395,22 @@ func printStatus(w io.Writer, st *server.Status) {
 			state = "NOT signed"
 		}
 		fmt.Fprintf(w, "listener:       %s port %d %s (%s)\n", l.Address, l.Port, state, l.Mode)
+	}
+	printListenerLocks(w, st)
+}
+
+// printListenerLocks writes whether each listener of a protected port is
+// locked (the socket filter that drops a SYN the table did not mark).
+func printListenerLocks(w io.Writer, st *server.Status) {
+	for _, l := range st.Listeners {
+		switch {
+		case l.Address == "":
+			fmt.Fprintf(w, "lock:           port %d: %s\n", l.Port, l.Reason)
+		case l.Locked:
+			fmt.Fprintf(w, "lock:           %s port %d locked\n", l.Address, l.Port)
+		default:
+			fmt.Fprintf(w, "lock:           %s port %d NOT locked: %s\n", l.Address, l.Port, l.Reason)
+		}
 	}
 }
 
