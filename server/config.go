@@ -74,8 +74,11 @@ type Config struct {
 	GuessPrefix4 int
 	GuessPrefix6 int
 	GuessGlobal  nftgen.Limit
-	Services     []Service
-	Users        []User
+	// NearMissPeriods is how many periods either side of now the near-miss
+	// diagnosis of dropped SYNs covers (0: off).
+	NearMissPeriods int
+	Services        []Service
+	Users           []User
 	// Files are the drop-in files read through include, in order.
 	Files []string
 }
@@ -156,6 +159,7 @@ type rawConfig struct {
 	GuessPrefix4     *int         `toml:"guess_prefix4"`
 	GuessPrefix6     *int         `toml:"guess_prefix6"`
 	GuessGlobalLimit *string      `toml:"guess_global_limit"`
+	NearMissPeriods  *int         `toml:"near_miss_periods"`
 	Service          []rawService `toml:"service"`
 	User             []rawUser    `toml:"user"`
 }
@@ -281,6 +285,8 @@ func ParseConfig(path string, data []byte, loadKey func(string) ([]byte, error))
 
 		GuessPrefix4: DefaultGuessPrefix4,
 		GuessPrefix6: DefaultGuessPrefix6,
+
+		NearMissPeriods: DefaultNearMissPeriods,
 	}
 	guessBurst := DefaultGuessBurst
 	if raw.Period != nil {
@@ -308,6 +314,7 @@ func ParseConfig(path string, data []byte, loadKey func(string) ([]byte, error))
 		{raw.GuessBurst, "guess_burst", 0, 1_000_000, &guessBurst},
 		{raw.GuessPrefix4, "guess_prefix4", 1, 32, &c.GuessPrefix4},
 		{raw.GuessPrefix6, "guess_prefix6", 1, 128, &c.GuessPrefix6},
+		{raw.NearMissPeriods, "near_miss_periods", 0, MaxNearMissPeriods, &c.NearMissPeriods},
 	} {
 		if k.p == nil {
 			continue
@@ -445,6 +452,7 @@ func readDropIns(main *tomlerr.Doc, patterns []string) ([]configPart, error) {
 				{"log_group", raw.LogGroup != nil}, {"guess_limit", raw.GuessLimit != nil},
 				{"guess_burst", raw.GuessBurst != nil}, {"guess_prefix4", raw.GuessPrefix4 != nil},
 				{"guess_prefix6", raw.GuessPrefix6 != nil}, {"guess_global_limit", raw.GuessGlobalLimit != nil},
+				{"near_miss_periods", raw.NearMissPeriods != nil},
 			} {
 				if k.set {
 					return nil, d.At("", 0, k.name, k.name, fmt.Errorf("only [[user]] and [[service]] tables may be in a drop-in; set it in %s", main.File))
