@@ -335,7 +335,7 @@ func MemoryLimit(cfg *Config, now time.Time) int64 {
 	n := int64(knockCount(cfg, now))
 	counters := int64(len(totp.Window(now, cfg.Period, cfg.Tolerance, cfg.Lookahead)))
 	need := 32*n + 12*n*(counters+1)/counters
-	return 24<<20 + need*3/2
+	return 24<<20 + need*3/2 + nearMissBytes(cfg, now)
 }
 
 // loadState reads the state file: the spent knocks it holds, and the

@@ -27,6 +27,9 @@ const (
 	CauseClock  = "clock"  // a knock of a counter outside the window
 	CausePort   = "port"   // a knock of another protected port
 	CauseReplay = "replay" // a knock already spent, sent again
+	// CauseExpired is a knock of a key past its not_after (any counter, any
+	// port of the user's).
+	CauseExpired = "expired"
 )
 
 // NearMissKey counts near misses: a user and a cause.
@@ -48,6 +51,8 @@ type NearMissResult struct {
 	Periods int64
 	Skew    time.Duration
 	Src     netip.Addr
+	// KeyFile is the key's file, for an expired key.
+	KeyFile string
 }
 
 // Message is the one log line that says what happened.
@@ -57,6 +62,8 @@ func (r NearMissResult) Message() string {
 		return fmt.Sprintf("%s used a port %d knock on port %d", r.User, r.Port, r.Dport)
 	case CauseReplay:
 		return fmt.Sprintf("a spent knock of %s came again from %s (a replay, or a second client using the same key)", r.User, r.Src)
+	case CauseExpired:
+		return fmt.Sprintf("%s knocked with a key past its not_after (%s)", r.User, r.KeyFile)
 	}
 	n, dir, clk := r.Periods, "early", "ahead"
 	if n < 0 {
@@ -166,6 +173,17 @@ func (ix *nearIndex) derive(counter uint64) nearCounter {
 	return out
 }
 
+// nearMissBytes is about what the near-miss index of cfg takes at now:
+// one more counter than it keeps, during a rotation, and each counter's
+// entries, 8 bytes each.
+func nearMissBytes(cfg *Config, now time.Time) int64 {
+	if cfg.NearMissPeriods == 0 {
+		return 0
+	}
+	perCounter := int64(knockCount(cfg, now) / len(totp.Window(now, cfg.Period, cfg.Tolerance, cfg.Lookahead)))
+	return 8 * perCounter * int64(2*cfg.NearMissPeriods+2)
+}
+
 // entries is how many knocks the index holds.
 func (ix *nearIndex) entries() int {
 	n := 0
@@ -202,7 +220,10 @@ func (ix *nearIndex) diagnose(dport uint16, isn uint32, src netip.Addr, now time
 			}
 			r := NearMissResult{User: cfg.Users[ref.user].Name, Port: ref.port, Dport: dport, Src: src}
 			inWindow := delta >= -int64(cfg.Tolerance) && delta <= int64(cfg.Tolerance+cfg.Lookahead)
+			key := cfg.Users[ref.user].Keys[ref.key]
 			switch {
+			case !key.ValidAt(now):
+				r.Cause, r.KeyFile = CauseExpired, key.File
 			case ref.port != dport:
 				r.Cause = CausePort
 			case spent || inWindow:

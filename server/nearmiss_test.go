@@ -39,6 +39,8 @@ func TestNearMissDiagnose(t *testing.T) {
 	now := time.Unix(1_800_000_015, 0) // the middle of a period
 	c := totp.Counter(now, cfg.Period)
 	src := netip.MustParseAddr("198.18.0.9")
+	cfg.Users[11].Keys[0].NotAfter = now.Add(-time.Hour)
+	cfg.Users[11].Keys[0].File = "old.key"
 	var ix nearIndex
 	ix.advance(cfg, now)
 	if got, want := ix.entries(), 41*(50+1)*4; got != want {
@@ -59,6 +61,7 @@ func TestNearMissDiagnose(t *testing.T) {
 		{"other port, 2222 to 22", 0, 2222, 22, c + 1, false, "user0 used a port 2222 knock on port 22"},
 		{"replay in window", 3, 22, 22, c, false, "a spent knock of user3 came again from 198.18.0.9"},
 		{"replay after the window", 3, 22, 22, c - 2, true, "a spent knock of user3 came again from 198.18.0.9"},
+		{"expired key", 11, 22, 22, c, false, "user11 knocked with a key past its not_after (old.key)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			isn := knockOf(t, cfg, tc.user, tc.port, tc.counter, 2)
