@@ -300,13 +300,13 @@ func (n *NearMiss) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case u := <-n.updates:
-			ix.advance(u.cfg, u.now)
+			n.advance(&ix, u)
 		case s := <-n.samples:
 			// An update queued meanwhile comes first: the sample is
 			// judged against the config of its time.
 			select {
 			case u := <-n.updates:
-				ix.advance(u.cfg, u.now)
+				n.advance(&ix, u)
 			default:
 			}
 			r, ok := ix.diagnose(s.dport, s.isn, s.src, s.now, s.spent)
@@ -328,6 +328,20 @@ func (n *NearMiss) Run(ctx context.Context) {
 			}
 			n.Log.Warn("near miss: "+r.Message(), attrs...)
 		}
+	}
+}
+
+// advance moves ix to u, and logs a whole build (a new config).
+func (n *NearMiss) advance(ix *nearIndex, u nearUpdate) {
+	if ix.cfg == u.cfg {
+		ix.advance(u.cfg, u.now)
+		return
+	}
+	start := time.Now()
+	ix.advance(u.cfg, u.now)
+	if u.cfg.NearMissPeriods > 0 {
+		n.Log.Info("near-miss index built", "periods", u.cfg.NearMissPeriods, "knocks", ix.entries(),
+			"took", time.Since(start).Round(time.Millisecond).String())
 	}
 }
 
