@@ -158,6 +158,11 @@ func (d DaemonState) Text() string {
 	if !d.Running {
 		return NoDaemon
 	}
+	if d.Pid == 0 {
+		// It holds the lock but has not written its pid yet: it is
+		// starting.
+		return "seqknockd run, starting (pid not written yet)"
+	}
 	s := fmt.Sprintf("seqknockd run, pid %d", d.Pid)
 	if !d.Started.IsZero() {
 		s += fmt.Sprintf(", up %s", time.Duration(d.UptimeS*float64(time.Second)).Round(time.Second))

@@ -116,6 +116,9 @@ func TestDaemonStateText(t *testing.T) {
 	if got, want := daemonState(true, 43, info, now).Text(), "seqknockd run, pid 43"; got != want {
 		t.Fatalf("got %q, want %q", got, want)
 	}
+	if got, want := daemonState(true, 0, info, now).Text(), "seqknockd run, starting (pid not written yet)"; got != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
 	if got := daemonState(false, 42, info, now).Text(); got != NoDaemon {
 		t.Fatalf("not running: %q", got)
 	}
