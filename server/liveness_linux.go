@@ -5,6 +5,7 @@ package server
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -23,6 +24,18 @@ func ProbeDaemon(dir, table string, now time.Time) (DaemonState, *DaemonInfo, er
 	if err != nil {
 		return DaemonState{}, nil, fmt.Errorf("daemon: %w", err)
 	}
+	// Only root (or the caller) can make a lock here that counts: in a
+	// directory someone else may write, anyone could hold a lock and pose
+	// as the daemon.
+	var dst unix.Stat_t
+	if err := unix.Lstat(dir, &dst); errors.Is(err, unix.ENOENT) {
+		return DaemonState{}, nil, nil
+	} else if err != nil {
+		return DaemonState{}, nil, fmt.Errorf("daemon: %w", err)
+	}
+	if err := trustedDaemonFile(dir, &dst, unix.S_IFDIR); err != nil {
+		return DaemonState{}, nil, err
+	}
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if errors.Is(err, unix.ENOENT) {
 		return DaemonState{}, nil, nil
@@ -31,6 +44,13 @@ func ProbeDaemon(dir, table string, now time.Time) (DaemonState, *DaemonInfo, er
 		return DaemonState{}, nil, fmt.Errorf("daemon: open %s: %w", path, err)
 	}
 	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return DaemonState{}, nil, fmt.Errorf("daemon: %s: %w", path, err)
+	}
+	if err := trustedDaemonFile(path, &st, unix.S_IFREG); err != nil {
+		return DaemonState{}, nil, err
+	}
 	lk := unix.Flock_t{Type: unix.F_WRLCK}
 	if err := unix.FcntlFlock(uintptr(fd), unix.F_OFD_GETLK, &lk); err != nil {
 		return DaemonState{}, nil, fmt.Errorf("daemon: lock of %s: %w", path, err)
@@ -46,4 +66,20 @@ func ProbeDaemon(dir, table string, now time.Time) (DaemonState, *DaemonInfo, er
 		info, _ = ReadInfo(ip) // without it, status still knows the daemon lives
 	}
 	return daemonState(true, pid, info, now), info, nil
+}
+
+// trustedDaemonFile checks that the runtime directory or lock file at path,
+// with st, is of type typ, owned by root or the caller, and writable by no
+// one else.
+func trustedDaemonFile(path string, st *unix.Stat_t, typ uint32) error {
+	uid := os.Geteuid()
+	switch {
+	case st.Mode&unix.S_IFMT != typ:
+		return fmt.Errorf("daemon: %s: not a %s; cannot tell whether seqknockd runs", path, map[uint32]string{unix.S_IFDIR: "directory", unix.S_IFREG: "regular file"}[typ])
+	case st.Uid != 0 && int(st.Uid) != uid:
+		return fmt.Errorf("daemon: %s: owned by uid %d, not root or uid %d; cannot tell whether seqknockd runs", path, st.Uid, uid)
+	case st.Mode&0o022 != 0:
+		return fmt.Errorf("daemon: %s: writable by group or others (mode %04o); cannot tell whether seqknockd runs", path, st.Mode&0o7777)
+	}
+	return nil
 }

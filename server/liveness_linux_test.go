@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/seqknock/seqknock/internal/netnstest"
 )
 
 // runBin runs the seqknockd binary in ns and returns its output and exit
@@ -114,7 +116,8 @@ func TestTeardownRefusedUnderDaemon(t *testing.T) {
 	teardown.Env = append(os.Environ(), env)
 	out, errOut, code := runBin(t, teardown)
 	if code != 1 || out != "" || strings.Count(errOut, "\n") != 1 ||
-		!strings.Contains(errOut, "systemctl stop seqknockd") || !strings.Contains(errOut, "pid "+itoa(d.Process.Pid)) {
+		!strings.HasPrefix(errOut, "seqknockd: seqknockd run (pid "+itoa(d.Process.Pid)+") keeps table inet seqknock in force") ||
+		!strings.Contains(errOut, "systemctl stop seqknockd") {
 		t.Fatalf("teardown under a daemon: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 	time.Sleep(200 * time.Millisecond)
@@ -140,3 +143,36 @@ func TestTeardownRefusedUnderDaemon(t *testing.T) {
 func itoa(n int) string { return strconv.Itoa(n) }
 
 func first(s string) string { l, _, _ := strings.Cut(s, "\n"); return l }
+
+// TestStatusRefusesUserRuntimeDir: an unprivileged user runs seqknockd
+// run with a runtime directory of their own, where it takes the lock (its
+// syncs fail without CAP_NET_ADMIN, and it keeps running). Root's status
+// and teardown pointed at that directory refuse it, naming its owner,
+// instead of taking the user's process for the daemon.
+func TestStatusRefusesUserRuntimeDir(t *testing.T) {
+	ns, bin, _, cfg, _ := binBed(t, "suser")
+	ns.MustRun(bin, "--config", cfg, "sync")
+	u := netnstest.NewUser(t)
+	u.WriteFile("k.key", []byte("a2V5LTAxMjM0NTY3ODlhYmNkZWZnaGlqa2xtbm9wcXJzdHU=\n"), 0o600)
+	ucfg := u.WriteFile("c.toml", []byte("[[service]]\nport = 22\n[[user]]\nname = \"mallory\"\nkey_file = \"k.key\"\n"), 0o600)
+	runDir := filepath.Join(u.Home, "run")
+	log := &netnstest.Buffer{}
+	fake := u.Command(ns, bin, "--config", ucfg, "run", "--runtime-dir", runDir, "--state", filepath.Join(u.Home, "state.json"))
+	fake.Stderr = log
+	if err := fake.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fake.Process.Kill(); fake.Wait() })
+	waitForLong(t, "the user's daemon to take its lock and fail to sync", 10*time.Second, func() bool {
+		return strings.Contains(log.String(), "sync failed")
+	})
+	for _, args := range [][]string{{"status"}, {"status", "--no-daemon"}, {"teardown"}} {
+		out, errOut, code := runBin(t, ns.Command(bin, append([]string{"--config", cfg}, append(args, "--runtime-dir", runDir)...)...))
+		if code != 1 || !strings.Contains(errOut, runDir+": owned by uid "+itoa(u.UID)+", not root") || strings.Contains(out, "seqknockd run, pid") {
+			t.Errorf("%v with the user's runtime directory: exit %d, stdout %q, stderr %q", args, code, out, errOut)
+		}
+	}
+	if _, err := ns.Run("nft", "list", "table", "inet", "seqknock"); err != nil {
+		t.Fatalf("the table is gone: %v", err)
+	}
+}

@@ -262,7 +262,11 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					if ds, _, err := server.ProbeDaemon(c.String("runtime-dir"), table, time.Now()); err != nil {
 						return err
 					} else if ds.Running && !c.Bool("force") {
-						return cli.Exit(fmt.Sprintf("seqknockd: seqknockd run (pid %d) keeps table inet %s in force and would put it back at once: stop it first (systemctl stop seqknockd), or pass --force", ds.Pid, table), 1)
+						who := fmt.Sprintf("pid %d", ds.Pid)
+						if ds.Pid == 0 {
+							who = "starting"
+						}
+						return cli.Exit(fmt.Sprintf("seqknockd run (%s) keeps table inet %s in force and would put it back at once: stop it first (systemctl stop seqknockd), or pass --force", who, table), 1)
 					}
 					// The used set goes with the table: keep its spent
 					// knocks in the state file, for the next sync.
