@@ -173,8 +173,8 @@ func (a *Auditor) Record(cfg *Config, now time.Time, sync func(onKnock func(Knoc
 }
 
 // Admitted logs one admitted connection: the SYN from src to dst carried
-// the knock seq.
-func (a *Auditor) Admitted(src, dst netip.AddrPort, seq uint32) {
+// the knock seq. It returns the user whose knock it was ("": unknown).
+func (a *Auditor) Admitted(src, dst netip.AddrPort, seq uint32) string {
 	a.mu.Lock()
 	e, counter, ok := a.lookup(uint64(dst.Port())<<32 | uint64(seq))
 	var u User
@@ -190,7 +190,7 @@ func (a *Auditor) Admitted(src, dst netip.AddrPort, seq uint32) {
 	if !ok {
 		a.Log.Warn("knock admitted, but not one of the current config's (a knock of a config replaced since)",
 			"port", dst.Port(), "src", src.Addr().String(), "sport", src.Port())
-		return
+		return ""
 	}
 	attrs := []any{"user", u.Name, "port", dst.Port(), "src", src.Addr().String(), "sport", src.Port(),
 		"counter", counter, "slot", slot}
@@ -198,6 +198,7 @@ func (a *Auditor) Admitted(src, dst netip.AddrPort, seq uint32) {
 		attrs = append(attrs, "key", u.Keys[key].File)
 	}
 	a.Log.Info("knock admitted", attrs...)
+	return u.Name
 }
 
 // Dropped counts a dropped packet from src to port, as sampled by the

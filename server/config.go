@@ -80,8 +80,11 @@ type Config struct {
 	// LockoutLookup is the budget of knock lookups all locked-out sources
 	// share, burst as large as the rate (Rate 0: none).
 	LockoutLookup nftgen.Limit
-	Services      []Service
-	Users         []User
+	// NearMissPeriods is how many periods either side of now the near-miss
+	// diagnosis of dropped SYNs covers (0: off).
+	NearMissPeriods int
+	Services        []Service
+	Users           []User
 	// Files are the drop-in files read through include, in order.
 	Files []string
 }
@@ -163,6 +166,7 @@ type rawConfig struct {
 	GuessPrefix6     *int         `toml:"guess_prefix6"`
 	GuessGlobalLimit *string      `toml:"guess_global_limit"`
 	LockoutLookup    *string      `toml:"lockout_lookup_limit"`
+	NearMissPeriods  *int         `toml:"near_miss_periods"`
 	Service          []rawService `toml:"service"`
 	User             []rawUser    `toml:"user"`
 }
@@ -297,6 +301,8 @@ func ParseConfig(path string, data []byte, loadKey func(string) ([]byte, error))
 
 		GuessPrefix4: DefaultGuessPrefix4,
 		GuessPrefix6: DefaultGuessPrefix6,
+
+		NearMissPeriods: DefaultNearMissPeriods,
 	}
 	guessBurst := DefaultGuessBurst
 	if raw.Period != nil {
@@ -324,6 +330,7 @@ func ParseConfig(path string, data []byte, loadKey func(string) ([]byte, error))
 		{raw.GuessBurst, "guess_burst", 0, 1_000_000, &guessBurst},
 		{raw.GuessPrefix4, "guess_prefix4", 1, 32, &c.GuessPrefix4},
 		{raw.GuessPrefix6, "guess_prefix6", 1, 128, &c.GuessPrefix6},
+		{raw.NearMissPeriods, "near_miss_periods", 0, MaxNearMissPeriods, &c.NearMissPeriods},
 	} {
 		if k.p == nil {
 			continue
@@ -466,6 +473,7 @@ func readDropIns(main *tomlerr.Doc, patterns []string) ([]configPart, error) {
 				{"guess_burst", raw.GuessBurst != nil}, {"guess_prefix4", raw.GuessPrefix4 != nil},
 				{"guess_prefix6", raw.GuessPrefix6 != nil}, {"guess_global_limit", raw.GuessGlobalLimit != nil},
 				{"lockout_lookup_limit", raw.LockoutLookup != nil},
+				{"near_miss_periods", raw.NearMissPeriods != nil},
 			} {
 				if k.set {
 					return nil, d.At("", 0, k.name, k.name, fmt.Errorf("only [[user]] and [[service]] tables may be in a drop-in; set it in %s", main.File))

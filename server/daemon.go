@@ -60,6 +60,11 @@ type Daemon struct {
 	// housekeeping tick (node_exporter's textfile collector).
 	Metrics         *Metrics
 	MetricsTextfile string
+	// NearMiss, when set (with Audit), diagnoses the sampled dropped SYNs
+	// that were knocks of a user's but missed (see NearMiss); InfoFile,
+	// when set, names the daemon info file of a table (see DaemonInfo).
+	NearMiss *NearMiss
+	InfoFile func(table string) (string, error)
 	// Lock, when set, makes the daemon the only one of its table (see
 	// LockTable): Run takes it before it touches the table and fails at
 	// once when another daemon holds it; a reload that renames the table
@@ -89,6 +94,8 @@ type Daemon struct {
 	// signLogged is the problem last logged per signed listener ("" once
 	// signed), so each is logged once.
 	signLogged map[string]string
+	info       DaemonInfo
+	infoFailed bool
 	// locks are the protected ports' listeners, by inode (see
 	// lockListeners).
 	locks     map[uint32]*lockEntry
@@ -133,6 +140,7 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 	if err := d.loadState(); err != nil {
 		return err
 	}
+	d.startTruth(ctx)
 	d.openFeed()
 	defer func() {
 		if d.feed != nil {
@@ -267,7 +275,7 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 			}
 			d.lastAdmit, d.lastDropped = 0, 0
 			resetSignTick()
-			d.Log.Info("config reloaded", "users", len(cfg.Users), "services", len(cfg.Services))
+			d.Log.Info("config reloaded", append(UserChanges(old, cfg), "users", len(cfg.Users), "services", len(cfg.Services))...)
 			err, synced = d.sync("reload"), true
 		case _, ok := <-watch:
 			if !ok {
@@ -341,7 +349,7 @@ func MemoryLimit(cfg *Config, now time.Time) int64 {
 	n := int64(knockCount(cfg, now))
 	counters := int64(len(totp.Window(now, cfg.Period, cfg.Tolerance, cfg.Lookahead)))
 	need := 32*n + 12*n*(counters+1)/counters
-	return 24<<20 + need*3/2
+	return 24<<20 + need*3/2 + nearMissBytes(cfg, now)
 }
 
 // loadState reads the state file: the spent knocks it holds, and the
@@ -458,6 +466,7 @@ func (d *Daemon) drainDrops() {
 	}
 	for _, p := range pkts {
 		d.Audit.Dropped(p.Src.Addr(), p.Dst.Port())
+		d.noteDrop(p)
 	}
 }
 
@@ -485,9 +494,11 @@ func (d *Daemon) drainFeed() {
 	sessions := make([]nftgen.Session, 0, len(adms))
 	bound := boundPorts(d.cfg)
 	for _, a := range adms {
+		user := ""
 		if d.Audit != nil {
-			d.Audit.Admitted(a.Src, a.Dst, a.Seq)
+			user = d.Audit.Admitted(a.Src, a.Dst, a.Seq)
 		}
+		d.noteAdmission(user, a.Src, a.Dst)
 		var sport uint16 // a 48-bit knock is spent with its source port
 		if bound[a.Dst.Port()] {
 			sport = a.Src.Port()
@@ -499,6 +510,9 @@ func (d *Daemon) drainFeed() {
 	}
 	if changed {
 		d.saveState()
+	}
+	if len(adms) > 0 {
+		d.writeInfo()
 	}
 	// The admitted connections join the sessions sets now rather than at
 	// the next refill: until then, a mid-stream pickup of one (conntrack
@@ -642,6 +656,7 @@ func (d *Daemon) sync(why string) error {
 		d.failures++
 		d.retryAt = now.Add(d.backoff)
 		d.Log.Error("sync failed", "why", why, "err", err, "retry_in", d.backoff.String())
+		d.afterSync(err)
 		return err
 	}
 	if now.After(d.state.High) {
@@ -679,6 +694,7 @@ func (d *Daemon) sync(why string) error {
 	d.Log.Info("sync", attrs...)
 	d.logExpired(now)
 	d.writeMetrics()
+	d.afterSync(nil)
 	return nil
 }
 

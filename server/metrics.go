@@ -25,6 +25,8 @@ type Metrics struct {
 	// Admitted, when set, returns the audit's admissions per user and
 	// port.
 	Admitted func() map[AdmitKey]uint64
+	// NearMisses, when set, returns the near misses per user and cause.
+	NearMisses func() map[NearMissKey]uint64
 
 	mu           sync.Mutex
 	syncs        uint64
@@ -169,6 +171,7 @@ func (m *Metrics) Write(w io.Writer, now time.Time) error {
 				sample{fmt.Sprintf(`{user=%s,port="%d"}`, labelValue(k.User), k.Port), float64(admitted[k])})
 		}
 	}
+	families = append(families, nearMissFamily(m.NearMisses))
 	bw := bufio.NewWriter(w)
 	for _, f := range families {
 		fmt.Fprintf(bw, "# HELP %s %s\n# TYPE %s %s\n", f.name, f.help, f.name, f.typ)

@@ -55,6 +55,9 @@ type Status struct {
 	// mark, and why not; one that does not is a difference. A port with
 	// no listener is listed with an empty address.
 	Listeners []LockedListener `json:"listeners"`
+	// Daemon is the `seqknockd run` that keeps the table in force, when
+	// the caller probed for it (ProbeDaemon).
+	Daemon *DaemonState `json:"daemon,omitempty"`
 }
 
 // GetStatus reads the live table named by cfg and compares it with what

@@ -23,7 +23,8 @@ func TestStatusExitCode(t *testing.T) {
 	ns, bin, dir, cfg, text := binBed(t, "sstat")
 	status := func(args ...string) (stdout, stderr string, code int) {
 		t.Helper()
-		cmd := ns.Command(bin, append([]string{"--config", cfg, "status"}, args...)...)
+		// The table alone: no daemon runs here (see TestStatusDaemonLiveness).
+		cmd := ns.Command(bin, append([]string{"--config", cfg, "status", "--no-daemon", "--runtime-dir", filepath.Join(dir, "run")}, args...)...)
 		var o, e strings.Builder
 		cmd.Stdout, cmd.Stderr = &o, &e
 		err := cmd.Run()

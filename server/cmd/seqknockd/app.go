@@ -74,6 +74,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Name: "config", Aliases: []string{"c"}, Value: server.DefaultConfigPath,
 		Usage: "config `FILE`", EnvVars: []string{"SEQKNOCKD_CONFIG"},
 	}
+	runtimeDirFlag := &cli.StringFlag{Name: "runtime-dir", Value: server.DefaultRuntimeDir, EnvVars: []string{"SEQKNOCKD_RUNTIME_DIR"},
+		Usage: "the `DIR` where `seqknockd run` keeps its lock and info file"}
 	stateFlag := &cli.StringFlag{
 		Name: "state", EnvVars: []string{"SEQKNOCKD_STATE"},
 		Usage: "state `FILE`: spent knocks and the highest time synced, kept across table removals, teardowns and restarts " +
@@ -179,8 +181,10 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					}
 					runtimeDir := c.String("runtime-dir")
 					d.Lock = func(table string) (func(), error) { return server.LockTable(runtimeDir, table) }
+					d.InfoFile = func(table string) (string, error) { return server.InfoPath(runtimeDir, table) }
 					if c.Bool("audit") {
 						d.Audit = &server.Auditor{Log: log}
+						d.NearMiss = &server.NearMiss{Log: log}
 					}
 					if d.MetricsTextfile != "" || c.String("metrics-listen") != "" {
 						d.Metrics = &server.Metrics{}
@@ -202,13 +206,22 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Usage: "show the live table: ports, users, element counts, packet counters, next rotation",
 				Description: "Exits 0 when the table is current: installed, with the rules, ports and users of the " +
 					"config, and every listener of a protected port locked (the socket filter that drops a SYN the table did not mark). Exits 3 (as systemctl status does for a unit not running) when it is not, and says " +
-					"what differs; --json carries the same in \"current\" and \"differences\".",
-				Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}},
+					"what differs; --json carries the same in \"current\" and \"differences\". Also exits 3 when " +
+					"no `seqknockd run` holds the table's lock (\"no seqknockd is keeping the table in force\"; " +
+					"\"daemon\" in --json), unless --no-daemon (the timer form).",
+				Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}, runtimeDirFlag,
+					&cli.BoolFlag{Name: "no-daemon", Usage: "do not require a running `seqknockd run` (for the timer form)"}},
 				Action: withConfig(func(c *cli.Context, cfg *server.Config) error {
-					st, err := server.GetStatus(server.NewKernel(0), cfg, time.Now())
+					now := time.Now()
+					st, err := server.GetStatus(server.NewKernel(0), cfg, now)
 					if err != nil {
 						return err
 					}
+					ds, _, err := server.ProbeDaemon(c.String("runtime-dir"), cfg.Table, now)
+					if err != nil {
+						return err
+					}
+					st.Daemon = &ds
 					if c.Bool("json") {
 						enc := json.NewEncoder(c.App.Writer)
 						enc.SetIndent("", "  ")
@@ -220,6 +233,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					}
 					if !st.Current {
 						return cli.Exit("table inet "+st.Table+" is not current: "+strings.Join(st.Differences, "; "), statusNotCurrent)
+					}
+					if !ds.Running && !c.Bool("no-daemon") {
+						return cli.Exit("table inet "+st.Table+": "+server.NoDaemon+" (start it: systemctl start seqknockd)", statusNotCurrent)
 					}
 					return nil
 				}),
@@ -244,8 +260,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			},
 			{
 				Name:  "teardown",
-				Usage: "remove the table and the lock on the protected ports' listeners (and nothing else)",
-				Flags: []cli.Flag{stateFlag, stateDirFlag, &cli.StringFlag{Name: "table", Usage: "remove table `NAME` instead of the config's (works without a config; then the listeners keep their lock until the service restarts)"}},
+				Usage: "remove the table and the lock on the protected ports' listeners (and nothing else); refused while a `seqknockd run` keeps it in force",
+				Flags: []cli.Flag{stateFlag, stateDirFlag, &cli.StringFlag{Name: "table", Usage: "remove table `NAME` instead of the config's (works without a config; then the listeners keep their lock until the service restarts)"},
+					runtimeDirFlag, &cli.BoolFlag{Name: "force", Usage: "remove the table even while a `seqknockd run` keeps it in force (it puts it back at once)"}},
 				Action: func(c *cli.Context) error {
 					if err := noArgs(c); err != nil {
 						return err
@@ -258,6 +275,15 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 							return fmt.Errorf("%w (or name the table with --table)", err)
 						}
 						table = cfg.Table
+					}
+					if ds, _, err := server.ProbeDaemon(c.String("runtime-dir"), table, time.Now()); err != nil {
+						return err
+					} else if ds.Running && !c.Bool("force") {
+						who := fmt.Sprintf("pid %d", ds.Pid)
+						if ds.Pid == 0 {
+							who = "starting"
+						}
+						return cli.Exit(fmt.Sprintf("seqknockd run (%s) keeps table inet %s in force and would put it back at once: stop it first (systemctl stop seqknockd), or pass --force", who, table), 1)
 					}
 					// The used set goes with the table: keep its spent
 					// knocks in the state file, for the next sync.
@@ -322,6 +348,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					return nil
 				}),
 			},
+			usersCommand(runtimeDirFlag),
+			admissionsCommand(runtimeDirFlag),
 			keygenCommand(),
 		},
 	}
@@ -397,6 +425,7 @@ func keygenCommand() *cli.Command {
 func printStatus(w io.Writer, st *server.Status) {
 	if !st.Present {
 		fmt.Fprintf(w, "table inet %s: not installed (run `seqknockd sync`)\n", st.Table)
+		printDaemon(w, st)
 		printListenerLocks(w, st)
 		return
 	}
@@ -407,8 +436,12 @@ func printStatus(w io.Writer, st *server.Status) {
 	state := "current"
 	if !st.Current {
 		state = "NOT current (the next sync rewrites it)"
+		if st.Daemon != nil && !st.Daemon.Running {
+			state = "NOT current, and no daemon to rewrite it"
+		}
 	}
 	fmt.Fprintf(w, "table:          inet %s (%s)\n", st.Table, state)
+	printDaemon(w, st)
 	for _, d := range st.Differences {
 		fmt.Fprintf(w, "differs:        %s\n", d)
 	}

@@ -96,7 +96,7 @@ func TestCompletion(t *testing.T) {
 	}{
 		{[]string{"check-config", "-c", ""}, ""},
 		{[]string{"sync", "--config", ""}, ""},
-		{[]string{"status", "-"}, "--json\n--config\n-c\n--help\n-h\n"},
+		{[]string{"status", "-"}, "--json\n--runtime-dir\n--no-daemon\n--config\n-c\n--help\n-h\n"},
 		// After "--" urfave/cli would run the command itself.
 		{[]string{"teardown", "--table", "x", "--"}, ""},
 		{[]string{"teardown", "--t"}, "--table\n"},

@@ -52,13 +52,14 @@ func TestCommandsInNamespace(t *testing.T) {
 	netnstest.RequireRoot(t)
 	ns := netnstest.New(t, "dcmd")
 	cfg := cmdConfig(t)
+	t.Setenv("SEQKNOCKD_RUNTIME_DIR", t.TempDir())
 
 	out, e, code := runIn(t, ns, "-c", cfg, "check-config")
 	if want := cfg + ": ok: 1 users, 2 services, period 30s, tolerance 1, 4 slots, table skcmd\n"; code != 0 || !strings.HasPrefix(out, want) {
 		t.Errorf("check-config: exit %d %q %q, want %q", code, out, e, want)
 	}
 	out, _, code = runIn(t, ns, "-c", cfg, "status")
-	if code != 3 || !strings.HasPrefix(out, "table inet skcmd: not installed (run `seqknockd sync`)\n") ||
+	if code != 3 || !strings.HasPrefix(out, "table inet skcmd: not installed (run `seqknockd sync`)\ndaemon:         no seqknockd is keeping the table in force\n") ||
 		!strings.Contains(out, "\nlock:           port 22: no listener yet") {
 		t.Errorf("status before sync: exit %d %q, want 3", code, out)
 	}
@@ -83,9 +84,11 @@ func TestCommandsInNamespace(t *testing.T) {
 		t.Errorf("second sync: %q", e)
 	}
 
-	out, _, code = runIn(t, ns, "-c", cfg, "status")
+	// No daemon runs here: the table alone counts.
+	out, _, code = runIn(t, ns, "-c", cfg, "status", "--no-daemon")
 	for _, want := range []string{
 		"table:          inet skcmd (current)\n",
+		"daemon:         no seqknockd is keeping the table in force\n",
 		"ports:          22 (drop), 2222 (reset)\n",
 		"guess limit:    10/second (burst 20) per source (/32, /64), global 1000/second (burst 5), locked-out lookups 2000/second (burst 2000)\n",
 		"locked out:     0 sources now; 0 SYNs dropped\n",
@@ -98,7 +101,7 @@ func TestCommandsInNamespace(t *testing.T) {
 			t.Errorf("status: exit %d, lacks %q:\n%s", code, want, out)
 		}
 	}
-	out, _, code = runIn(t, ns, "-c", cfg, "status", "--json")
+	out, _, code = runIn(t, ns, "-c", cfg, "status", "--json", "--no-daemon")
 	var st struct {
 		Table        string   `json:"table"`
 		Present      bool     `json:"present"`
@@ -193,6 +196,7 @@ func TestRulesetBoundMatchesNft(t *testing.T) {
 	netnstest.RequireRoot(t)
 	ns := netnstest.New(t, "dbnd")
 	cfg := cmdConfig(t)
+	t.Setenv("SEQKNOCKD_RUNTIME_DIR", t.TempDir())
 	text, _ := os.ReadFile(cfg)
 	os.WriteFile(cfg, bytes.Replace(text, []byte("port = 2222\n"), []byte("port = 2222\nbind_source_port = true\n"), 1), 0o600)
 	// Within one period: the ruleset printed and the one installed hold
@@ -213,7 +217,7 @@ func TestRulesetBoundMatchesNft(t *testing.T) {
 	if strings.Count(valid, " . 2222 . ") != 12 {
 		t.Errorf("valid_sp should hold port 2222's 12 knocks:\n%s", valid)
 	}
-	out, _, code := runIn(t, ns, "-c", cfg, "status")
+	out, _, code := runIn(t, ns, "-c", cfg, "status", "--no-daemon")
 	for _, want := range []string{"table:          inet skcmd (current)\n", "ports:          22 (drop), 2222 (reset, 48-bit knocks)\n", "valid knocks:   24\n"} {
 		if code != 0 || !strings.Contains(out, want) {
 			t.Errorf("status: exit %d, lacks %q:\n%s", code, want, out)
