@@ -70,8 +70,9 @@ pids+=($!)
 printf '{"version":1,"table":"seqknock","high_unix_ms":0,"spent":[]}\n' >"$tmp/state.json"
 ip netns exec "$srv" "$tmp/seqknockd" --config "$tmp/seqknockd.toml" run --state "$tmp/state.json" 2>"$tmp/seqknockd.log" &
 pids+=($!)
+# Up once its table is installed and the service's listener locked.
 for _ in $(seq 50); do
-	ip netns exec "$srv" nft list table inet seqknock >/dev/null 2>&1 && break
+	ip netns exec "$srv" "$tmp/seqknockd" --config "$tmp/seqknockd.toml" status >/dev/null 2>&1 && break
 	sleep 0.1
 done
 ip netns exec "$srv" "$tmp/seqknockd" --config "$tmp/seqknockd.toml" status | sed 's/^/    /'

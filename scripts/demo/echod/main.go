@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"log"
@@ -12,7 +13,12 @@ import (
 func main() {
 	addr := flag.String("listen", ":2222", "address to listen on")
 	flag.Parse()
-	ln, err := net.Listen("tcp", *addr)
+	// Plain TCP: Go listens with Multipath TCP by default, and the kernel
+	// takes no socket filter on an MPTCP listener, so seqknockd could not
+	// lock it (docs/design.md, "Listener lock").
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false)
+	ln, err := lc.Listen(context.Background(), "tcp", *addr)
 	if err != nil {
 		log.Fatal(err)
 	}
