@@ -205,14 +205,21 @@ func TestDebianPackages(t *testing.T) {
 		if !tableListed() {
 			t.Fatalf("no table after seqknockd sync")
 		}
-		modes(map[string]string{"/var/lib/seqknock/state.json": "-rw-------"})
+		// The state of table seqknock: seqknock.json in the host's network
+		// namespace, seqknock@NETNS.json in the test's.
+		states, _ := filepath.Glob(r.path("/var/lib/seqknock/seqknock*.json"))
+		if len(states) != 1 {
+			t.Fatalf("state files after seqknockd sync: %v, want one", states)
+		}
+		state := strings.TrimPrefix(states[0], r.path(""))
+		modes(map[string]string{state: "-rw-------"})
 		mustDpkg(step.op, "seqknockd")
 		if tableListed() {
 			t.Errorf("dpkg %s left the table", step.op)
 		}
 		modes(map[string]string{"/usr/sbin/seqknockd": "", "/usr/lib/systemd/system/seqknockd.service": "",
 			"/usr/share/man/man8/seqknockd.8.gz": "", "/etc/seqknock/seqknockd.toml": step.config,
-			"/etc/seqknock/seqknockd.toml.example": step.config, "/var/lib/seqknock/state.json": step.state,
+			"/etc/seqknock/seqknockd.toml.example": step.config, state: step.state,
 			"/etc/seqknock/alice.key": "-rw-------"})
 	}
 	if hasGroup() {
