@@ -414,8 +414,8 @@ func TestSocksUnprivileged(t *testing.T) {
 		}
 	}
 	// Every user here knocks with alice's key, each with a slot file of
-	// its own: a knock another already spent is dropped, and the dialer
-	// moves to the next slot after --syn-timeout.
+	// its own: a knock another already spent is dropped, so the proxy
+	// sends up to 4 (--attempts), each after --syn-timeout.
 	key, _ := os.ReadFile(w.path("alice.key"))
 	for i, mode := range []struct{ name, bin string }{{"setcap", capBin}, {"broker", w.seqknock}} {
 		t.Run(mode.name, func(t *testing.T) {
@@ -427,7 +427,7 @@ func TestSocksUnprivileged(t *testing.T) {
 			entry := "[[host]]\nmatch = %q\nport = 8080\nkey_file = \"alice.key\"\nrealm = \"lab\"\nperiod = \"10s\"\nslots = 64\n"
 			u.WriteFile(".config/seqknock/client.toml", []byte(fmt.Sprintf("broker = %q\n"+entry+entry, sock, w.cl.A4, w.cl.A6)), 0o600)
 			listen := "127.0.0.1:" + strconv.Itoa(1081+i)
-			cmd := u.Command(w.cli, mode.bin, "socks", "--listen", listen, "--socket", "none", "--syn-timeout", "1s")
+			cmd := u.Command(w.cli, mode.bin, "socks", "--listen", listen, "--socket", "none", "--syn-timeout", "1s", "--attempts", "4")
 			cmd.Env = append(cmd.Env, "XDG_STATE_HOME="+filepath.Join(u.Home, ".state"))
 			log := &netnstest.Buffer{}
 			cmd.Stderr = log

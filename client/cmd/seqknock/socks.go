@@ -32,7 +32,8 @@ func socksCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "listen", Value: cli.NewStringSlice("127.0.0.1:1080"), Usage: "TCP `ADDR` to listen on (repeat for more; \"none\" for no TCP listener)"},
 			&cli.StringFlag{Name: "socket", Usage: "Unix socket `PATH` to listen on (default $XDG_RUNTIME_DIR/seqknock/socks.sock; \"none\" for no Unix socket)"},
 			&cli.DurationFlag{Name: "syn-timeout", Value: client.DefaultSynTimeout, Usage: "wait this long for a SYN-ACK before trying the next slot"},
-			&cli.DurationFlag{Name: "timeout", Usage: "give up a whole connect after this long (default: when the slots are spent)"},
+			&cli.IntFlag{Name: "attempts", Value: client.DefaultAttempts, Usage: "knocks to send for each connect, each on a slot of its own, before giving up (each spends a slot of the period)"},
+			&cli.DurationFlag{Name: "timeout", Usage: "give up a whole connect after this long (default: when the attempts are spent)"},
 			&cli.DurationFlag{Name: "clock-offset", Usage: "add this to the clock, to correct a known skew (e.g. -4s)"},
 			&cli.StringFlag{Name: "broker", Usage: "the broker's socket `PATH`, asked when seqknock holds no CAP_NET_ADMIN (overrides the config; default " + client.DefaultBrokerPath + ")"},
 			&cli.DurationFlag{Name: "handshake-timeout", Value: socks.DefaultHandshakeTimeout, Usage: "close a client that has not sent a whole request after this long"},
@@ -45,6 +46,9 @@ func socksCommand() *cli.Command {
 func runSocks(c *cli.Context) error {
 	if c.NArg() != 0 {
 		return usagef("socks: unexpected argument %q", c.Args().First())
+	}
+	if c.Int("attempts") < 1 {
+		return usagef("--attempts %d: want 1 or more", c.Int("attempts"))
 	}
 	inv, err := actFor("", true)
 	if err != nil {
@@ -86,7 +90,7 @@ func runSocks(c *cli.Context) error {
 			// its name would match.
 			one := &client.Config{Path: cfg.Path, Broker: cfg.Broker, Hosts: []client.HostEntry{*e}}
 			s, err := client.Resolve(one, client.Flags{
-				SynTimeout: c.Duration("syn-timeout"), Timeout: c.Duration("timeout"),
+				SynTimeout: c.Duration("syn-timeout"), Timeout: c.Duration("timeout"), Attempts: c.Int("attempts"),
 				ClockOffset: c.Duration("clock-offset"), Broker: c.String("broker"), Verbosef: verbosef,
 			}, name, d.Port)
 			if err != nil {
