@@ -69,14 +69,15 @@ no_builds_left() {
 # 2-core machine; each kernel test builds its own namespaces with its own
 # names and subnet. The whole run takes about 12 minutes there.
 race_tests() {
-	CGO_ENABLED=1 gotest -race -count=1 -p 2 -timeout 30m -skip '^TestStayInForce$' ./... "${args[@]}"
+	CGO_ENABLED=1 gotest -race -count=1 -p 2 -timeout 30m -skip "$wallclock" ./... "${args[@]}"
 }
-# TestStayInForce bounds how long the port stays open while seqknockd
-# repairs its table (100 ms), a wall-clock measurement: it runs alone after
-# the rest, without the race detector's slowdown of the probing test process
-# and without another package's tests competing for the two cores.
+# The tests that bound how long seqknockd takes to put its table back and
+# lock its listeners (100 ms), wall-clock measurements: they run alone
+# after the rest, without the race detector's slowdown of the probing test
+# process and without another package's tests competing for the two cores.
+wallclock='^(TestStayInForce|TestLockFailClosed|TestLockRestartedListener|TestForeignTableReplacedAtOnce|TestRemovalDuringBackoffRepairedAtOnce)$'
 stay_in_force() {
-	CGO_ENABLED=0 gotest -count=1 -timeout 10m -run '^TestStayInForce$' ./server "${args[@]}"
+	CGO_ENABLED=0 gotest -count=1 -timeout 10m -run "$wallclock" ./server "${args[@]}"
 }
 
 args=("$@")
@@ -87,7 +88,7 @@ stage vet env CGO_ENABLED=0 go vet ./...
 # fails the run.
 stage staticcheck env CGO_ENABLED=0 go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 stage "tests, race detector" race_tests
-stage TestStayInForce stay_in_force
+stage "table and lock timing, alone" stay_in_force
 stage "no test binaries left in ${TMPDIR:-/tmp}" no_builds_left
 
 echo

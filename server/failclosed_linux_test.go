@@ -177,7 +177,22 @@ func killGroup(cmd *exec.Cmd) {
 func (b *FailClosedBed) StartDaemon() {
 	b.t.Helper()
 	b.Log = &netnstest.Buffer{}
-	cmd := b.Srv.Command(b.bin, "--config", b.Cfg.Path, "run", "--audit=false", "--state", filepath.Join(b.dir, "state.json"))
+	// The state directory must be root's and closed to others; b.dir
+	// may be open for the listener's user.
+	// The first start gets a state that says "nothing spent yet", so its
+	// knocks work at once: without one the daemon would count the
+	// window so far as spent. Later starts read what it saved.
+	stateDir := filepath.Join(b.dir, "state")
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		b.t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(stateDir, "state.json")); os.IsNotExist(err) {
+		fresh := fmt.Sprintf(`{"version":1,"table":%q,"high_unix_ms":0,"spent":[]}`+"\n", b.Cfg.Table)
+		if err := os.WriteFile(filepath.Join(stateDir, "state.json"), []byte(fresh), 0o600); err != nil {
+			b.t.Fatal(err)
+		}
+	}
+	cmd := b.Srv.Command(b.bin, "--config", b.Cfg.Path, "run", "--audit=false", "--state", filepath.Join(stateDir, "state.json"))
 	cmd.Stdout, cmd.Stderr = b.Log, b.Log
 	startGroup(b.t, cmd)
 	b.daemon = cmd
