@@ -460,12 +460,13 @@ func (e *NoAnswerError) Error() string {
 		fmt.Fprintf(&b, "likely causes, in order: (1) the server does not hold this key for you: "+
 			"compare its fingerprint %s (seqknock fingerprint) with the one seqknockd shows for your user; "+
 			"(2) a clock is off: the server logs a near miss with the skew; retry with --clock-offset; "+
-			"(3) realm, port or bind_source_port differ from the server's; "+
+			"(3) realm or port differ from the server's, or bind_source_port on the server but not here; "+
 			"(4) the server's host firewall drops the port, a middlebox rewrites sequence numbers, or the host or seqknockd is down", e.Fingerprint)
 	} else {
 		fmt.Fprintf(&b, "this key got in at %s, so likely causes, in order: (1) %s; "+
 			"(2) a clock moved: the server logs a near miss with the skew; retry with --clock-offset; "+
-			"(3) the server no longer holds this key (fingerprint %s), its host firewall drops the port, or the host or seqknockd is down",
+			"(3) the server no longer holds this key (fingerprint %s), has bind_source_port on the server but not here, "+
+			"its host firewall drops the port, or the host or seqknockd is down",
 			e.AdmittedAt.UTC().Format("2006-01-02 15:04 UTC"), CollisionHint, e.Fingerprint)
 	}
 	fmt.Fprintf(&b, "; the slots tried stay spent (the server may have admitted a SYN whose answer was lost), "+

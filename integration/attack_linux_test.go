@@ -136,7 +136,13 @@ func sendRaw(fd int, pkt []byte) error {
 
 func (w *world) status(t *testing.T) map[string]any {
 	t.Helper()
+	// The daemon locks the service's listeners a moment after its sync:
+	// until then status says so and exits 3.
 	out, err := w.srv.Run(w.seqknockd, "--config", w.path("seqknockd.toml"), "status", "--json")
+	for deadline := time.Now().Add(5 * time.Second); err != nil && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		out, err = w.srv.Run(w.seqknockd, "--config", w.path("seqknockd.toml"), "status", "--json")
+	}
 	if err != nil {
 		t.Fatalf("status: %v: %s", err, out)
 	}

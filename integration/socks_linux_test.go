@@ -72,6 +72,9 @@ func newSocksWorldWith(t *testing.T, subnet int, service22, host22 string) *sock
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// The daemon has locked the listeners, and signed sshd's for a
+	// signed service22, once status is current (it waits for that).
+	w.status(t)
 	// other.test is a name no [[host]] covers, at the server's address.
 	hosts := fmt.Sprintf("127.0.0.1 localhost\n%s srv.test other.test\n%s srv6.test\n", w.cl.A4, w.cl.A6)
 	os.WriteFile(w.path("hosts"), []byte(hosts), 0o644)
