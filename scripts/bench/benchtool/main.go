@@ -87,9 +87,9 @@ type Method struct {
 	// User: Cmd runs as this user (its uid, group and groups, set by the
 	// fork before exec, so no extra program runs), with HOME its home.
 	User string `json:"user,omitempty"`
-	// Pre: a process run to completion first (a knock); then Connect is
-	// dialled, once (the kernel's SYN retransmission is the wait), or every
-	// RetryMS with that timeout per attempt.
+	// Pre: a process run to completion first (a knock). After Pre or
+	// Knock, Connect is dialled once (the kernel's SYN retransmission is
+	// the wait), or every RetryMS with that timeout per attempt.
 	Pre []string `json:"pre,omitempty"`
 	// Knock: ports to knock on first, in this process (no program run),
 	// as knockd's knock client does it: from the turn's source address
@@ -203,11 +203,7 @@ func ttfb(nStr, specPath string) error {
 					// Apart by besideGap, so one's knock packets do
 					// not land in the middle of the other's (knockd
 					// resets a sequence that another packet
-					// interrupts). This was meant to stop the few
-					// knockd turns that time out, and did not: 3 and
-					// 4 of 200 still did in two full runs with it,
-					// 6 of 200 when the methods took turns one
-					// after another. Their cause is not known.
+					// interrupts).
 					time.Sleep(besideGap)
 				}
 				wg.Add(1)
