@@ -269,6 +269,8 @@ if sk_p and (cap_p or brk_p):
         fmt(cap_p), fmt(r(cap_p, plain_p)), fmt(r(cap_p, sk_p)), fmt(brk_p), fmt(r(brk_p, plain_p)), fmt(r(brk_p, sk_p))))
 w("\nfwknop: fwknopd with its defaults (pcap, 100 ms loop sleep), Rijndael + HMAC keys from `fwknop --key-gen`. Each peer is measured at its best: after the knock, \"10 ms retries\" connects every 10 ms until one gets through, which catches the peer's firewall rule soon after it comes; the goals take each peer's fastest method. \"One connect\" leaves the wait to the kernel's SYN retransmission (1 s); a turn with no connection 4 s after the knock (past the SYN retransmissions at 1, 2 and 3 s with the kernel's linear SYN timeouts, and past the second, at 3 s, without them) counts as an error. knockd: a three-port sequence, `start_command` inserting an ACCEPT for the source, `cmd_timeout 5`, `stop_command` removing it (the man page's form); the three SYNs are sent as its knock client sends them (a non-blocking connect per port, closed at once), but by the bench itself, from the turn's own address: each knockd and fwknop turn comes from an address of its own (60 per method, taken in turn), so no opening of an earlier turn lets a turn in.\n")
 w("## Figure 3: sync, rotation, memory\n")
+if not (cold or rot or sizes or runs):
+    w("Not measured in this run.\n")
 if cold:
     w("- cold sync of 10,000 users (240,000 knocks): %.0f ms; `nft -f` of the same: %.0f ms (ratio %.2f)" % (cold["ms"], cold["nft_ms"], cold["ratio"]))
 if rot:
