@@ -301,6 +301,13 @@ m=$1 debs=$2
 mount -t tmpfs -o mode=0700 seqknock-root "$m"
 mkdir "$m/upper" "$m/work" "$m/root"
 mount -t overlay seqknock-root -o "lowerdir=/,upperdir=$m/upper,workdir=$m/work" "$m/root"
+# /etc as a copy, not the host's live one through the overlay: another
+# test's useradd holds /etc/group.lock for a moment, and the maintainer
+# scripts' gpasswd in here would find it taken. No one locks the copy.
+mkdir "$m/etc"
+cp -a /etc/. "$m/etc/"
+rm -f "$m/etc/"*.lock
+mount --bind "$m/etc" "$m/root/etc"
 mount --rbind /dev "$m/root/dev"
 mount -t proc proc "$m/root/proc"
 mount --rbind /sys "$m/root/sys"
