@@ -271,6 +271,14 @@ w("\nfwknop: fwknopd with its defaults (pcap, 100 ms loop sleep), Rijndael + HMA
 w("## Figure 3: sync, rotation, memory\n")
 if not (cold or rot or sizes or runs):
     w("Not measured in this run.\n")
+# The near-miss index's lines, as its benchmarks log them.
+nearmiss_path = os.path.join(tmp, "fig3-nearmiss.out")
+nearmiss = [l.split(": ", 1)[1].strip() for l in open(nearmiss_path) if "_test.go:" in l and ": " in l] if os.path.exists(nearmiss_path) else []
+if nearmiss:
+    w("Near-miss index (`near_miss_periods`) at 10,000 users x 2 ports x 4 slots: `seqknockd run` with the index off, at the default (10) and at 20, peak RSS and CPU of 5 rotations (`go test ./server -run '^$' -bench NearMissRSS10kUsers`), and the index alone (`-bench NearMiss10kUsers`):\n")
+    for l in nearmiss:
+        w("- " + l)
+    w("")
 if cold:
     w("- cold sync of 10,000 users (240,000 knocks): %.0f ms; `nft -f` of the same: %.0f ms (ratio %.2f)" % (cold["ms"], cold["nft_ms"], cold["ratio"]))
 if rot:
