@@ -8,6 +8,21 @@ import (
 	"github.com/google/nftables/binaryutil"
 )
 
+// LockoutTimeout is how long a source over a limit stays locked out; the
+// lockout sets' timeout. While it lasts, the source's unknocked SYNs are
+// dropped (or reset) without reaching a meter; after it, its meter decides
+// again.
+const LockoutTimeout = time.Second
+
+// GuessTimeout is how long a source's meter lives after its last
+// unknocked SYN (the guess sets' timeout): well beyond the time its
+// bucket needs to fill up again.
+const GuessTimeout = time.Minute
+
+// DefaultSetSize is the capacity of the dynamic sets: what nft gives one
+// when none is named.
+const DefaultSetSize = 65535
+
 // Table returns the inet table.
 func Table(name string) *nftables.Table {
 	return &nftables.Table{Name: name, Family: nftables.TableFamilyINet}

@@ -11,10 +11,13 @@
 // # Where things are
 //
 //   - state.go: State (the desired table) and its validation.
-//   - rules.go: Rules, the parameters of the chains' rules, and the one list
-//     of rule descriptions from which the rule expressions, the rules' nft
-//     text and the fingerprint stored in every rule are all derived. A rule
-//     or a rule parameter changes here and nowhere else.
+//   - params.go: Rules, the parameters of the chains' rules; limit.go:
+//     Limit, a packet rate, and its parsing.
+//   - rules.go: the one list of rule descriptions from which the rule
+//     expressions and the rules' nft text are derived; expr.go: the
+//     expression helpers it uses; fingerprint.go: the fingerprint stored in
+//     every rule, Rules spelled out. A rule changes in rules.go and nowhere
+//     else.
 //   - build.go: table, chains, sets and set elements.
 //   - render.go: the nft text of the whole table.
 //   - batch.go: the transaction Apply sends, built without a kernel;
