@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"sync"
 	"time"
 
@@ -169,9 +168,6 @@ func (c *Conn) readRules(nc *nftables.Conn, t *nftables.Table, live *Live) error
 			}
 			continue
 		}
-		if !slices.Contains(chainOrder, ch.Name) {
-			continue
-		}
 		rs, err := nc.GetRules(t, ch)
 		if err != nil {
 			return fmt.Errorf("read rules of %s %s: %w", t.Name, ch.Name, err)
@@ -199,15 +195,15 @@ func (c *Conn) readRules(nc *nftables.Conn, t *nftables.Table, live *Live) error
 			want[d.chain] = append(want[d.chain], d)
 		}
 		current := true
-		for _, ch := range chainOrder {
-			current = current && len(rules[ch]) == len(want[ch])
+		for _, c := range chainSpecs {
+			current = current && len(rules[c.name]) == len(want[c.name])
 		}
 		if current {
 			live.Rules, live.RulesCurrent = r, true
 		}
 	}
-	for _, ch := range chainOrder {
-		for i, r := range rules[ch] {
+	for ch, rs := range rules {
+		for i, r := range rs {
 			var counter *expr.Counter
 			ro := roleNone
 			if live.RulesCurrent {

@@ -49,10 +49,6 @@ func rule(chain string, parts ...part) ruleDesc {
 
 func (d ruleDesc) as(r role) ruleDesc { d.role = r; return d }
 
-// chainOrder is the table's chains in the order Apply creates and nft
-// lists them.
-var chainOrder = []string{ChainInput, ChainKnock, ChainPre, ChainSyn, ChainLockout, ChainLockedOut}
-
 // ruleList returns every rule of the table, in chain order:
 //
 //	chain input (hook input, priority filter - 10):
