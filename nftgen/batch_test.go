@@ -365,7 +365,8 @@ func TestValidElementsAsNftables(t *testing.T) {
 		t.Fatal(err)
 	}
 	nc.AddTable(Table(s.Table))
-	valid := ourSet(SetValid)
+	x, _ := ourSet(SetValid)
+	valid := x.Set
 	valid.Table = Table(s.Table)
 	if err := nc.AddSet(valid, nil); err != nil {
 		t.Fatal(err)

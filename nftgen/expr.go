@@ -54,8 +54,12 @@ func loadDportSeq() []expr.Any {
 	}
 }
 
-// sportKeyText is the key of the 48-bit knocks' sets as nft writes it.
-const sportKeyText = "tcp sport . tcp dport . tcp sequence"
+// dportSeqKeyText and sportKeyText are the keys of the knocks' sets and
+// of the 48-bit knocks' sets as nft writes them.
+const (
+	dportSeqKeyText = "tcp dport . tcp sequence"
+	sportKeyText    = "tcp sport . tcp dport . tcp sequence"
+)
 
 // loadSportDportSeq loads the key "tcp sport . tcp dport . tcp sequence":
 // each field in its own 32-bit slot of register 1 on, as nft allocates.

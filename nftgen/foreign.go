@@ -11,9 +11,9 @@ import (
 // kind (map, interval, timeout, dynamic) than ours of that name, which
 // the kernel does not change in place.
 func foreignSet(s *nftables.Set) string {
-	want := ourSet(s.Name)
+	want, ok := ourSet(s.Name)
 	switch {
-	case want == nil:
+	case !ok:
 		return fmt.Sprintf("set %s is not one of ours", s.Name)
 	case s.KeyType.Bytes != want.KeyType.Bytes:
 		return fmt.Sprintf("set %s has %d-byte keys, ours %d", s.Name, s.KeyType.Bytes, want.KeyType.Bytes)

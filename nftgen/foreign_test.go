@@ -20,7 +20,8 @@ func TestForeignShapes(t *testing.T) {
 			t.Errorf("our chain %s: %s", c.name, why)
 		}
 	}
-	valid := ourSet(SetValid)
+	x, _ := ourSet(SetValid)
+	valid := x.Set
 	other := *valid
 	other.KeyType = nftables.TypeIPAddr
 	asMap := *valid

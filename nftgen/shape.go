@@ -101,8 +101,8 @@ func tableSets(t *nftables.Table, s State) []tableSet {
 	}
 	return []tableSet{
 		ports(SetPorts, false),
-		valid(SetValid, dportSeqType, "tcp dport . tcp sequence"),
-		used(SetUsed, dportSeqType, "tcp dport . tcp sequence"),
+		valid(SetValid, dportSeqType, dportSeqKeyText),
+		used(SetUsed, dportSeqType, dportSeqKeyText),
 		{&nftables.Set{Table: t, Name: SetSessions4, KeyType: sessions4Type}, "type ipv4_addr . inet_service . ipv4_addr . inet_service"},
 		{&nftables.Set{Table: t, Name: SetSessions6, KeyType: sessions6Type}, "type ipv6_addr . inet_service . ipv6_addr . inet_service"},
 		ports(SetReset, false),
@@ -121,12 +121,12 @@ func tableSets(t *nftables.Table, s State) []tableSet {
 func sourcePortSet(name string) bool { return name == SetValidSP || name == SetUsedSP }
 
 // ourSet is the set of that name this package makes (sizes and timeouts
-// aside, which Apply changes in place), or nil.
-func ourSet(name string) *nftables.Set {
+// aside, which Apply changes in place), and whether there is one.
+func ourSet(name string) (tableSet, bool) {
 	for _, x := range tableSets(Table(""), State{}) {
 		if x.Name == name {
-			return x.Set
+			return x, true
 		}
 	}
-	return nil
+	return tableSet{}, false
 }
