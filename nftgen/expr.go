@@ -119,11 +119,8 @@ func sessionLookup(v6 bool) part {
 
 // markAdmitted is "ct mark set ct mark | BIT": the flow is admitted.
 func (r Rules) markAdmitted(mark string) part {
-	return part{"ct mark set ct mark | " + mark, []expr.Any{
-		&expr.Ct{Key: expr.CtKeyMARK, Register: regKey},
-		&expr.Bitwise{SourceRegister: regKey, DestRegister: regKey, Len: 4, Mask: ne32(^r.MarkBit), Xor: ne32(r.MarkBit)},
-		&expr.Ct{Key: expr.CtKeyMARK, Register: regKey, SourceRegister: true},
-	}}
+	return setBit("ct mark set ct mark | "+mark, &expr.Ct{Key: expr.CtKeyMARK, Register: regKey},
+		&expr.Ct{Key: expr.CtKeyMARK, Register: regKey, SourceRegister: true}, r.MarkBit)
 }
 
 // markPacket is "meta mark set meta mark | PBIT": the packet may pass
@@ -132,11 +129,14 @@ func (r Rules) markPacket() part {
 	if r.PacketMarkBit == 0 {
 		return part{}
 	}
-	return part{fmt.Sprintf("meta mark set meta mark | 0x%08x", r.PacketMarkBit), []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyMARK, Register: regKey},
-		&expr.Bitwise{SourceRegister: regKey, DestRegister: regKey, Len: 4, Mask: ne32(^r.PacketMarkBit), Xor: ne32(r.PacketMarkBit)},
-		&expr.Meta{Key: expr.MetaKeyMARK, Register: regKey, SourceRegister: true},
-	}}
+	return setBit(fmt.Sprintf("meta mark set meta mark | 0x%08x", r.PacketMarkBit), &expr.Meta{Key: expr.MetaKeyMARK, Register: regKey},
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: regKey, SourceRegister: true}, r.PacketMarkBit)
+}
+
+// setBit is text: load a mark into the key register, set bit in it, and
+// store it back.
+func setBit(text string, load, store expr.Any, bit uint32) part {
+	return part{text, []expr.Any{load, &expr.Bitwise{SourceRegister: regKey, DestRegister: regKey, Len: 4, Mask: ne32(^bit), Xor: ne32(bit)}, store}}
 }
 
 // logAdmitted is "log group N" (the packet's headers to nflog group N),

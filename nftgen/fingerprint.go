@@ -44,30 +44,25 @@ func parseRules(s string) (Rules, error) {
 	for _, f := range strings.Fields(s) {
 		k, v, _ := strings.Cut(f, "=")
 		switch k {
-		case "mark":
-			n, err := strconv.ParseUint(v, 0, 32)
-			if err != nil {
-				return Rules{}, fmt.Errorf("mark: %w", err)
+		case "mark", "pmark", "log", "droplog":
+			base, size := 0, 32 // the marks in hex, the groups in decimal
+			if k == "log" || k == "droplog" {
+				base, size = 10, 16
 			}
-			r.MarkBit = uint32(n)
-		case "pmark":
-			n, err := strconv.ParseUint(v, 0, 32)
+			n, err := strconv.ParseUint(v, base, size)
 			if err != nil {
-				return Rules{}, fmt.Errorf("pmark: %w", err)
+				return Rules{}, fmt.Errorf("%s: %w", k, err)
 			}
-			r.PacketMarkBit = uint32(n)
-		case "log":
-			n, err := strconv.ParseUint(v, 10, 16)
-			if err != nil {
-				return Rules{}, fmt.Errorf("log: %w", err)
+			switch k {
+			case "mark":
+				r.MarkBit = uint32(n)
+			case "pmark":
+				r.PacketMarkBit = uint32(n)
+			case "log":
+				r.LogGroup = uint16(n)
+			default:
+				r.DropLogGroup = uint16(n)
 			}
-			r.LogGroup = uint16(n)
-		case "droplog":
-			n, err := strconv.ParseUint(v, 10, 16)
-			if err != nil {
-				return Rules{}, fmt.Errorf("droplog: %w", err)
-			}
-			r.DropLogGroup = uint16(n)
 		case "guess", "global", "lookup":
 			l, err := parseLimitField(v)
 			if err != nil {
