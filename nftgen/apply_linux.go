@@ -152,7 +152,7 @@ func (c *Conn) AddValid(s State, now time.Time) (Result, error) {
 		if err != nil {
 			return Result{}, fmt.Errorf("add valid: %w", err)
 		}
-		if have, ok := liveShape(s.Table, live); !ok || !have.equal(shapeOf(s)) {
+		if have, ok := liveShape(s.Table, live); !ok || have != shapeOf(s) {
 			return Result{}, fmt.Errorf("add valid: %w", ErrStale)
 		}
 	}

@@ -48,49 +48,19 @@ func buildBatch(s State, now time.Time, live *Live, usedCarry, usedSPCarry []nft
 		nc.DelTable(Table(s.Table))
 	}
 	t := nc.AddTable(Table(s.Table))
-	input, knock := Chains(t)
-	pre, syn, lockout, lockedOut := PreChains(t)
-	chains := map[string]*nftables.Chain{ChainInput: input, ChainKnock: knock, ChainPre: pre, ChainSyn: syn,
-		ChainLockout: lockout, ChainLockedOut: lockedOut}
-	for _, name := range chainOrder {
-		nc.AddChain(chains[name])
+	chains := map[string]*nftables.Chain{}
+	for _, c := range chainSpecs {
+		chains[c.name] = nc.AddChain(c.chain(t))
 	}
 	if res.RulesRebuilt {
-		for _, name := range chainOrder {
-			nc.FlushChain(chains[name])
+		for _, c := range chainSpecs {
+			nc.FlushChain(chains[c.name])
 		}
 	}
-	ports, valid, used := Sets(t, s)
 	if recreateUsed {
-		nc.DelSet(used)
+		nc.DelSet(&nftables.Set{Table: t, Name: SetUsed})
 	}
-	if err := nc.AddSet(ports, nil); err != nil {
-		return batch{}, fmt.Errorf("set %s: %w", SetPorts, err)
-	}
-	nc.FlushSet(ports)
-	if err := nc.SetAddElements(ports, PortElements(s.sortedPorts())); err != nil {
-		return batch{}, fmt.Errorf("set %s: %w", SetPorts, err)
-	}
-	if err := nc.AddSet(valid, nil); err != nil {
-		return batch{}, fmt.Errorf("set %s: %w", SetValid, err)
-	}
-	nc.FlushSet(valid)
-	if res.Elements, err = w.validElements(nc, valid, s, now); err != nil {
-		return batch{}, err
-	}
-	if err := nc.AddSet(used, nil); err != nil {
-		return batch{}, fmt.Errorf("set %s: %w", SetUsed, err)
-	}
-	if err := addElements(nc, used, mergeUsed(usedCarry, s.Spent, false, now)); err != nil {
-		return batch{}, err
-	}
-	if err := addSessions(nc, t, s.Sessions); err != nil {
-		return batch{}, err
-	}
-	if err := addModeSets(nc, t, s, res.RulesRebuilt); err != nil {
-		return batch{}, err
-	}
-	if err := addSPSets(nc, t, s, live, w.bound, usedSPCarry, now, true); err != nil {
+	if res.Elements, err = addSets(nc, w, t, s, live, res.RulesRebuilt, usedCarry, usedSPCarry, now); err != nil {
 		return batch{}, err
 	}
 	if res.RulesRebuilt {
@@ -113,114 +83,113 @@ func buildAddBatch(s State, now time.Time) (batch, error) {
 	if err != nil {
 		return batch{}, err
 	}
-	t := nc.AddTable(Table(s.Table))
-	_, valid, _ := Sets(t, s)
-	if err := nc.AddSet(valid, nil); err != nil {
-		return batch{}, fmt.Errorf("set %s: %w", SetValid, err)
-	}
 	var res Result
-	if res.Elements, err = w.validElements(nc, valid, s, now); err != nil {
-		return batch{}, err
-	}
-	if err := addSessions(nc, t, s.Sessions); err != nil {
-		return batch{}, err
-	}
-	if err := addSPSets(nc, t, s, nil, w.bound, nil, now, false); err != nil {
+	if res.Elements, err = addSets(nc, w, nc.AddTable(Table(s.Table)), s, nil, false, nil, nil, now); err != nil {
 		return batch{}, err
 	}
 	return w.finish(nc, res)
 }
 
-// addSPSets adds the sets of the 48-bit knocks when s.Rules.SourcePort is
-// on: valid_sp with bound (flushed first when whole is set, as valid is),
-// used_sp with the carried elements and the spent 48-bit knocks
-// (recreated when used is). When it is off, it deletes the sets live has,
-// and bound must be empty. live is nil for a rotation, which the caller
-// made only on a table whose sets are current.
-func addSPSets(nc *nftables.Conn, t *nftables.Table, s State, live *Live, bound, usedCarry []nftables.SetElement, now time.Time, whole bool) error {
-	valid, used := SPSets(t, s)
-	if !s.Rules.SourcePort {
-		if len(bound) > 0 {
-			return fmt.Errorf("set %s: %d knocks bound to a source port without source-port rules", SetValidSP, len(bound))
+// addSets adds the table's sets for s, in order, with their elements,
+// and returns the number of valid elements. A sync (live set) writes every
+// set: ports, rstports, the sessions sets, valid and valid_sp (bound, the
+// 48-bit knocks validElements set apart) flushed and filled; used and
+// used_sp given the carried elements and the spent knocks (recreated
+// before, when their timeout or size changes); unknocked given every
+// protected port and never flushed, so its per-port counters count on
+// across syncs (a port no longer protected keeps its element, which
+// nothing looks up); the meters and lockouts keep their sources, except
+// when the rules are rebuilt, whose limits may have changed. A rotation
+// (live nil, on a table whose sets are current) writes only valid and
+// valid_sp, not flushed (the knocks there expire by their own timeouts),
+// and the sessions sets. Without source-port rules the sets of 48-bit
+// knocks are deleted where live has them, and there must be none.
+func addSets(nc *nftables.Conn, w *batchWriter, t *nftables.Table, s State, live *Live, rebuilt bool, usedCarry, usedSPCarry []nftables.SetElement, now time.Time) (int, error) {
+	rotation := live == nil
+	e4, e6 := SessionElements(s.Sessions)
+	count := 0
+	for _, x := range tableSets(t, s) {
+		set := x.Set
+		switch {
+		case rotation && set.Name != SetValid && set.Name != SetValidSP && set.Name != SetSessions4 && set.Name != SetSessions6:
+			continue
+		case sourcePortSet(set.Name) && !s.SourcePort:
+			if set.Name == SetValidSP && len(w.bound) > 0 {
+				return 0, fmt.Errorf("set %s: %d knocks bound to a source port without source-port rules", SetValidSP, len(w.bound))
+			}
+			if !rotation && live.SPSets {
+				nc.DelSet(set)
+			}
+			continue
+		case set.Name == SetUsedSP && live.SPSets && usedRecreated(s, live):
+			nc.DelSet(set)
 		}
-		if live != nil && live.SPSets {
-			nc.DelSet(valid)
-			nc.DelSet(used)
+		if err := nc.AddSet(set, nil); err != nil {
+			return 0, fmt.Errorf("set %s: %w", set.Name, err)
 		}
-		return nil
+		flush := !rotation
+		var els []nftables.SetElement
+		switch set.Name {
+		case SetPorts:
+			nc.FlushSet(set)
+			if err := nc.SetAddElements(set, PortElements(s.sortedPorts())); err != nil {
+				return 0, fmt.Errorf("set %s: %w", set.Name, err)
+			}
+			continue
+		case SetValid:
+			if flush {
+				nc.FlushSet(set)
+			}
+			n, err := w.validElements(nc, set, s, now)
+			if err != nil {
+				return 0, err
+			}
+			count = n
+			continue
+		case SetUsed:
+			flush, els = false, mergeUsed(usedCarry, s.Spent, false, now)
+		case SetSessions4:
+			flush, els = true, e4
+		case SetSessions6:
+			flush, els = true, e6
+		case SetReset:
+			els = PortElements(sortPorts(s.ResetPorts))
+		case SetUnknocked:
+			flush, els = false, PortElements(s.sortedPorts())
+		case SetValidSP:
+			els = w.bound
+		case SetUsedSP:
+			flush, els = false, mergeUsed(usedSPCarry, s.Spent, true, now)
+		default:
+			flush = rebuilt
+		}
+		if flush {
+			nc.FlushSet(set)
+		}
+		if err := addElements(nc, set, els); err != nil {
+			return 0, err
+		}
 	}
-	if err := nc.AddSet(valid, nil); err != nil {
-		return fmt.Errorf("set %s: %w", SetValidSP, err)
-	}
-	if whole {
-		nc.FlushSet(valid)
-	}
-	if err := addElements(nc, valid, bound); err != nil {
-		return err
-	}
-	if !whole {
-		return nil
-	}
-	if live != nil && live.SPSets && usedRecreated(s, live) {
-		nc.DelSet(used)
-	}
-	if err := nc.AddSet(used, nil); err != nil {
-		return fmt.Errorf("set %s: %w", SetUsedSP, err)
-	}
-	return addElements(nc, used, mergeUsed(usedCarry, s.Spent, true, now))
-}
-
-// addSessions adds the sessions sets, flushed and filled with ss.
-func addSessions(nc *nftables.Conn, t *nftables.Table, ss []Session) error {
-	return putSessions(nc, t, ss, true)
+	return count, nil
 }
 
 // putSessions adds the sessions sets with ss, flushed first when flush is
 // set.
 func putSessions(nc *nftables.Conn, t *nftables.Table, ss []Session, flush bool) error {
-	s4, s6 := SessionSets(t)
 	e4, e6 := SessionElements(ss)
-	for _, x := range []struct {
-		set *nftables.Set
-		els []nftables.SetElement
-	}{{s4, e4}, {s6, e6}} {
-		if err := nc.AddSet(x.set, nil); err != nil {
-			return fmt.Errorf("set %s: %w", x.set.Name, err)
+	byName := map[string][]nftables.SetElement{SetSessions4: e4, SetSessions6: e6}
+	for _, x := range tableSets(t, State{}) {
+		els, ok := byName[x.Name]
+		if !ok {
+			continue
+		}
+		if err := nc.AddSet(x.Set, nil); err != nil {
+			return fmt.Errorf("set %s: %w", x.Name, err)
 		}
 		if flush {
-			nc.FlushSet(x.set)
+			nc.FlushSet(x.Set)
 		}
-		if err := addElements(nc, x.set, x.els); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// addModeSets adds the sets of the closed-port mode and the limits:
-// rstports flushed and filled; unknocked given every protected port and
-// never flushed, so its per-port counters count on across syncs (a port
-// no longer protected keeps its element, which nothing looks up); the
-// meters and lockouts keep their sources, except when the rules are
-// rebuilt, whose limits may have changed.
-func addModeSets(nc *nftables.Conn, t *nftables.Table, s State, rebuilt bool) error {
-	for _, set := range ModeSets(t) {
-		if err := nc.AddSet(set, nil); err != nil {
-			return fmt.Errorf("set %s: %w", set.Name, err)
-		}
-		var els []nftables.SetElement
-		switch set.Name {
-		case SetReset:
-			nc.FlushSet(set)
-			els = PortElements(sortPorts(s.ResetPorts))
-		case SetUnknocked:
-			els = PortElements(s.sortedPorts())
-		default:
-			if rebuilt {
-				nc.FlushSet(set)
-			}
-		}
-		if err := addElements(nc, set, els); err != nil {
+		if err := addElements(nc, x.Set, els); err != nil {
 			return err
 		}
 	}

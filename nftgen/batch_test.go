@@ -364,7 +364,10 @@ func TestValidElementsAsNftables(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, valid, _ := Sets(nc.AddTable(Table(s.Table)), s)
+	nc.AddTable(Table(s.Table))
+	x, _ := ourSet(SetValid)
+	valid := x.Set
+	valid.Table = Table(s.Table)
 	if err := nc.AddSet(valid, nil); err != nil {
 		t.Fatal(err)
 	}

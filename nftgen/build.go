@@ -5,67 +5,11 @@ import (
 	"time"
 
 	"github.com/google/nftables"
-	"github.com/google/nftables/binaryutil"
 )
 
 // Table returns the inet table.
 func Table(name string) *nftables.Table {
 	return &nftables.Table{Name: name, Family: nftables.TableFamilyINet}
-}
-
-// dportSeqType is the key type of "tcp dport . tcp sequence".
-var dportSeqType = nftables.MustConcatSetType(nftables.TypeInetService, nftables.TypeInteger)
-
-// Sets returns the three sets of the table, as nft would declare them.
-func Sets(t *nftables.Table, s State) (ports, valid, used *nftables.Set) {
-	ports = &nftables.Set{
-		Table:        t,
-		Name:         SetPorts,
-		KeyType:      nftables.TypeInetService,
-		KeyByteOrder: binaryutil.BigEndian,
-	}
-	valid = &nftables.Set{
-		Table:      t,
-		Name:       SetValid,
-		KeyType:    dportSeqType,
-		HasTimeout: true,
-	}
-	used = &nftables.Set{
-		Table:      t,
-		Name:       SetUsed,
-		KeyType:    dportSeqType,
-		HasTimeout: true,
-		Dynamic:    true,
-		Timeout:    s.UsedTimeout,
-		Size:       s.usedSize(),
-	}
-	return ports, valid, used
-}
-
-// sportDportSeqType is the key type of "tcp sport . tcp dport . tcp
-// sequence".
-var sportDportSeqType = nftables.MustConcatSetType(nftables.TypeInetService, nftables.TypeInetService, nftables.TypeInteger)
-
-// SPSets returns the sets of the 48-bit knocks, valid_sp and used_sp: as
-// valid and used, keyed by the source port too.
-func SPSets(t *nftables.Table, s State) (valid, used *nftables.Set) {
-	_, v, u := Sets(t, s)
-	v.Name, v.KeyType = SetValidSP, sportDportSeqType
-	u.Name, u.KeyType = SetUsedSP, sportDportSeqType
-	return v, u
-}
-
-// Key types of the sessions sets: "ip saddr . tcp sport . ip daddr . tcp
-// dport" and its IPv6 twin.
-var (
-	sessions4Type = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService, nftables.TypeIPAddr, nftables.TypeInetService)
-	sessions6Type = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetService, nftables.TypeIP6Addr, nftables.TypeInetService)
-)
-
-// SessionSets returns the sets of connections that exist on the host.
-func SessionSets(t *nftables.Table) (s4, s6 *nftables.Set) {
-	return &nftables.Set{Table: t, Name: SetSessions4, KeyType: sessions4Type},
-		&nftables.Set{Table: t, Name: SetSessions6, KeyType: sessions6Type}
 }
 
 // SessionElements returns the elements of the sessions sets for ss.
@@ -85,50 +29,6 @@ func SessionElements(ss []Session) (v4, v6 []nftables.SetElement) {
 		}
 	}
 	return v4, v6
-}
-
-// ModeSets returns the sets of the closed-port mode and the limits, in the
-// order Apply creates them: rstports, unknocked (with a counter per
-// element), guess4, guess6, limited4, limited6.
-func ModeSets(t *nftables.Table) []*nftables.Set {
-	meter := func(name string, key nftables.SetDatatype, timeout time.Duration) *nftables.Set {
-		return &nftables.Set{Table: t, Name: name, KeyType: key, HasTimeout: true, Dynamic: true, Timeout: timeout, Size: DefaultSetSize}
-	}
-	return []*nftables.Set{
-		{Table: t, Name: SetReset, KeyType: nftables.TypeInetService, KeyByteOrder: binaryutil.BigEndian},
-		{Table: t, Name: SetUnknocked, KeyType: nftables.TypeInetService, KeyByteOrder: binaryutil.BigEndian, Counter: true},
-		meter(SetGuess4, nftables.TypeIPAddr, GuessTimeout),
-		meter(SetGuess6, nftables.TypeIP6Addr, GuessTimeout),
-		meter(SetLimited4, nftables.TypeIPAddr, LockoutTimeout),
-		meter(SetLimited6, nftables.TypeIP6Addr, LockoutTimeout),
-	}
-}
-
-// PreChains returns the pre base chain (prerouting, priority raw) and the
-// syn, lockout and lockedout chains.
-func PreChains(t *nftables.Table) (pre, syn, lockout, lockedOut *nftables.Chain) {
-	pre = baseChain(t, ChainPre, nftables.ChainHookPrerouting, PrePriority)
-	return pre, &nftables.Chain{Table: t, Name: ChainSyn}, &nftables.Chain{Table: t, Name: ChainLockout},
-		&nftables.Chain{Table: t, Name: ChainLockedOut}
-}
-
-// baseChain is a filter chain on hook at priority, policy accept.
-func baseChain(t *nftables.Table, name string, hook *nftables.ChainHook, priority int) *nftables.Chain {
-	prio := nftables.ChainPriority(priority)
-	policy := nftables.ChainPolicyAccept
-	return &nftables.Chain{
-		Table:    t,
-		Name:     name,
-		Type:     nftables.ChainTypeFilter,
-		Hooknum:  hook,
-		Priority: &prio,
-		Policy:   &policy,
-	}
-}
-
-// Chains returns the input base chain and the knock chain.
-func Chains(t *nftables.Table) (input, knock *nftables.Chain) {
-	return baseChain(t, ChainInput, nftables.ChainHookInput, InputPriority), &nftables.Chain{Table: t, Name: ChainKnock}
 }
 
 // PortKey is the ports set key for port.

@@ -2,8 +2,7 @@
 // docs/design.md ("The ruleset"), applies it in one netlink transaction, renders
 // the same ruleset as nft text, and reads the live state back.
 //
-// The builders (Table, Sets, ModeSets, Chains, PreChains, the rule list,
-// Elements, Render) are
+// The builders (the table's shape, the rule list, Elements, Render) are
 // pure: they take a State and a time and return google/nftables objects or
 // text, and are tested without root. Applying (Apply, Teardown) and reading
 // (Read) live in _linux.go files and talk to the kernel.
@@ -11,11 +10,17 @@
 // # Where things are
 //
 //   - state.go: State (the desired table) and its validation.
-//   - rules.go: Rules, the parameters of the chains' rules, and the one list
-//     of rule descriptions from which the rule expressions, the rules' nft
-//     text and the fingerprint stored in every rule are all derived. A rule
-//     or a rule parameter changes here and nowhere else.
-//   - build.go: table, chains, sets and set elements.
+//   - params.go: Rules, the parameters of the chains' rules; limit.go:
+//     Limit, a packet rate, and its parsing.
+//   - rules.go: the one list of rule descriptions from which the rule
+//     expressions and the rules' nft text are derived; expr.go: the
+//     expression helpers it uses; fingerprint.go: the fingerprint stored in
+//     every rule, Rules spelled out. A rule changes in rules.go and nowhere
+//     else.
+//   - shape.go: the table's chains and sets, declared once; Apply, Render
+//     and the foreign-table check (foreign.go) all work from them. A chain
+//     or set is added there.
+//   - build.go: the set elements.
 //   - render.go: the nft text of the whole table.
 //   - batch.go: the transaction Apply sends, built without a kernel;
 //     testdata/batch.golden holds a readable rendering of it

@@ -6,38 +6,12 @@ import (
 	"github.com/google/nftables"
 )
 
-// ourSets returns every set this package makes, by name, as it makes
-// them (sizes and timeouts aside, which Apply changes in place).
-func ourSets() map[string]*nftables.Set {
-	t := Table("")
-	ports, valid, used := Sets(t, State{})
-	vsp, usp := SPSets(t, State{})
-	s4, s6 := SessionSets(t)
-	out := map[string]*nftables.Set{}
-	for _, s := range append([]*nftables.Set{ports, valid, used, vsp, usp, s4, s6}, ModeSets(t)...) {
-		out[s.Name] = s
-	}
-	return out
-}
-
-// ourChains returns every chain this package makes, by name.
-func ourChains() map[string]*nftables.Chain {
-	t := Table("")
-	input, knock := Chains(t)
-	pre, syn, lockout, lockedOut := PreChains(t)
-	out := map[string]*nftables.Chain{}
-	for _, c := range []*nftables.Chain{input, knock, pre, syn, lockout, lockedOut} {
-		out[c.Name] = c
-	}
-	return out
-}
-
 // foreignSet says why the live set s is not one of ours that Apply can
 // keep, or "": a name this package never uses, or another key length or
 // kind (map, interval, timeout, dynamic) than ours of that name, which
 // the kernel does not change in place.
 func foreignSet(s *nftables.Set) string {
-	want, ok := ourSets()[s.Name]
+	want, ok := ourSet(s.Name)
 	switch {
 	case !ok:
 		return fmt.Sprintf("set %s is not one of ours", s.Name)
@@ -56,9 +30,9 @@ func foreignSet(s *nftables.Set) string {
 // ours is a regular one or the other way round, or another type, hook or
 // priority, which the kernel does not change in place.
 func foreignChain(c *nftables.Chain) string {
-	want, ok := ourChains()[c.Name]
+	want := ourChain(c.Name)
 	switch {
-	case !ok:
+	case want == nil:
 		return fmt.Sprintf("chain %s is not one of ours", c.Name)
 	case (c.Hooknum == nil) != (want.Hooknum == nil):
 		if want.Hooknum == nil {

@@ -9,18 +9,19 @@ import (
 // TestForeignShapes: every set and chain this package makes is its own;
 // another name, key length, kind, hook or priority is foreign.
 func TestForeignShapes(t *testing.T) {
-	for name, s := range ourSets() {
-		if why := foreignSet(s); why != "" {
-			t.Errorf("our set %s: %s", name, why)
-		}
-	}
-	for name, c := range ourChains() {
-		if why := foreignChain(c); why != "" {
-			t.Errorf("our chain %s: %s", name, why)
-		}
-	}
 	tb := Table("seqknock")
-	_, valid, _ := Sets(tb, State{})
+	for _, x := range tableSets(tb, State{}) {
+		if why := foreignSet(x.Set); why != "" {
+			t.Errorf("our set %s: %s", x.Name, why)
+		}
+	}
+	for _, c := range chainSpecs {
+		if why := foreignChain(c.chain(tb)); why != "" {
+			t.Errorf("our chain %s: %s", c.name, why)
+		}
+	}
+	x, _ := ourSet(SetValid)
+	valid := x.Set
 	other := *valid
 	other.KeyType = nftables.TypeIPAddr
 	asMap := *valid
@@ -32,14 +33,14 @@ func TestForeignShapes(t *testing.T) {
 			t.Errorf("set %+v taken for ours", s)
 		}
 	}
-	input, knock := Chains(tb)
+	input := ourChain(ChainInput)
 	moved := *input
 	prio := nftables.ChainPriorityFilter
 	moved.Priority = prio
 	regular := *input
 	regular.Hooknum, regular.Priority, regular.Type = nil, nil, ""
 	based := *input
-	based.Name = knock.Name
+	based.Name = ChainKnock
 	for _, c := range []*nftables.Chain{{Table: tb, Name: "extra"}, &moved, &regular, &based} {
 		if foreignChain(c) == "" {
 			t.Errorf("chain %+v taken for ours", c)

@@ -320,7 +320,7 @@ func sameShape(t *testing.T, c *Conn, s State) {
 		t.Fatal(err)
 	}
 	have, ok := liveShape(s.Table, live)
-	if want := shapeOf(s); !ok || !have.equal(want) {
+	if want := shapeOf(s); !ok || have != want {
 		t.Errorf("table read back: shape %+v (whole: %v), want %+v", have, ok, want)
 	}
 }

@@ -3,7 +3,7 @@
 package nftgen
 
 import (
-	"slices"
+	"fmt"
 	"time"
 )
 
@@ -24,23 +24,22 @@ type madeState struct {
 // elements, and what Apply of a state makes of it: the table with these
 // rules, ports and reset ports, a used set of this timeout and size, and
 // the source-port sets or not. shapeOf gives a state's, liveShape a table
-// read from the kernel's; AddValid compares the two, and the shape c
-// remembers (madeState) stands in for the read while nothing has
-// committed. A new property of the table goes here, in both functions and
-// in equal (TestShapeEqualSeesEveryField holds equal to the fields).
+// read from the kernel's; AddValid compares the two with ==, and the shape
+// c remembers (madeState) stands in for the read while nothing has
+// committed. Every field is comparable, so == sees a field added here.
 type shape struct {
 	table       string
 	rules       Rules
 	usedTimeout time.Duration
 	usedSize    uint32
-	ports       []uint16
-	resetPorts  []uint16
+	ports       string // sorted, as fmt prints a []uint16
+	resetPorts  string
 	spSets      bool
 }
 
 func shapeOf(s State) shape {
 	return shape{table: s.Table, rules: s.Rules, usedTimeout: s.UsedTimeout, usedSize: s.usedSize(),
-		ports: s.sortedPorts(), resetPorts: sortPorts(s.ResetPorts), spSets: s.SourcePort}
+		ports: fmt.Sprint(s.sortedPorts()), resetPorts: fmt.Sprint(sortPorts(s.ResetPorts)), spSets: s.SourcePort}
 }
 
 // liveShape is the shape of table as live describes it, and whether it is
@@ -51,12 +50,7 @@ func liveShape(table string, live *Live) (shape, bool) {
 		return shape{}, false
 	}
 	return shape{table: table, rules: live.Rules, usedTimeout: live.UsedTimeout, usedSize: live.UsedSize,
-		ports: live.Ports, resetPorts: live.ResetPorts, spSets: live.SPSets}, true
-}
-
-func (a shape) equal(b shape) bool {
-	return a.table == b.table && a.rules == b.rules && a.usedTimeout == b.usedTimeout && a.usedSize == b.usedSize &&
-		slices.Equal(a.ports, b.ports) && slices.Equal(a.resetPorts, b.resetPorts) && a.spSets == b.spSets
+		ports: fmt.Sprint(live.Ports), resetPorts: fmt.Sprint(live.ResetPorts), spSets: live.SPSets}, true
 }
 
 // gen reads the namespace's generation id on the batch socket.
@@ -71,7 +65,7 @@ func (c *Conn) gen() (uint32, error) {
 func (c *Conn) unchanged(gen uint32, s State) bool {
 	c.madeMu.Lock()
 	defer c.madeMu.Unlock()
-	return c.made != nil && c.made.gen == gen && c.made.shape.equal(shapeOf(s))
+	return c.made != nil && c.made.gen == gen && c.made.shape == shapeOf(s)
 }
 
 // remember records that the transaction just committed made the table

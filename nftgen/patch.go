@@ -28,11 +28,12 @@ func patchSetUserData(msgs []netlink.Message) ([]netlink.Message, error) {
 				name = string(bytes.TrimRight(a.Data, "\x00"))
 			}
 		}
+		x, _ := ourSet(name)
 		var udata []byte
-		switch name {
-		case SetValid, SetUsed:
+		switch x.typ {
+		case "typeof " + dportSeqKeyText:
 			udata = dportSeqUserData()
-		case SetValidSP, SetUsedSP:
+		case "typeof " + sportKeyText:
 			udata = concatUserData(true)
 		default:
 			continue

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"sync"
 	"time"
 
@@ -89,28 +88,31 @@ func (c *Conn) read(table string, elements bool) (*Live, error) {
 			}
 			continue
 		}
+		// Every set's elements but the sessions sets' and the meters', and
+		// valid's and valid_sp's only with elements. The used sets are
+		// read also without: they hold only spent knocks, few next to the
+		// valid set.
+		var els []nftables.SetElement
 		switch s.Name {
-		case SetPorts:
-			els, err := nc.GetSetElements(s)
-			if err != nil {
+		case SetSessions4, SetSessions6, SetGuess4, SetGuess6:
+		case SetValid, SetValidSP:
+			if !elements {
+				break
+			}
+			fallthrough
+		default:
+			if els, err = nc.GetSetElements(s); err != nil {
 				return nil, fmt.Errorf("read set %s: %w", s.Name, err)
 			}
+		}
+		switch s.Name {
+		case SetPorts:
 			live.Ports = portsOf(els)
 		case SetValid, SetValidSP:
 			live.SPSets = live.SPSets || s.Name == SetValidSP
-			if elements {
-				els, err := nc.GetSetElements(s)
-				if err != nil {
-					return nil, fmt.Errorf("read set %s: %w", s.Name, err)
-				}
-				live.ValidCount += len(els)
-				live.ValidKeys = append(live.ValidKeys, keysOf(els)...)
-			}
+			live.ValidCount += len(els)
+			live.ValidKeys = append(live.ValidKeys, keysOf(els)...)
 		case SetUnknocked:
-			els, err := nc.GetSetElements(s)
-			if err != nil {
-				return nil, fmt.Errorf("read set %s: %w", s.Name, err)
-			}
 			live.Unknocked = map[uint16]Counter{}
 			for _, e := range els {
 				if len(e.Key) >= 2 && e.Counter != nil {
@@ -118,28 +120,14 @@ func (c *Conn) read(table string, elements bool) (*Live, error) {
 				}
 			}
 		case SetReset:
-			els, err := nc.GetSetElements(s)
-			if err != nil {
-				return nil, fmt.Errorf("read set %s: %w", s.Name, err)
-			}
 			live.ResetPorts = portsOf(els)
 		case SetLimited4, SetLimited6:
-			els, err := nc.GetSetElements(s)
-			if err != nil {
-				return nil, fmt.Errorf("read set %s: %w", s.Name, err)
-			}
 			live.LockedOut += len(els)
 		case SetUsed, SetUsedSP:
 			if s.Name == SetUsed {
 				live.UsedExists = true
 				live.UsedTimeout = s.Timeout
 				live.UsedSize = s.Size
-			}
-			// Counted also without elements: the used set holds only
-			// spent knocks, few next to the valid set.
-			els, err := nc.GetSetElements(s)
-			if err != nil {
-				return nil, fmt.Errorf("read set %s: %w", s.Name, err)
 			}
 			live.UsedCount += len(els)
 			if elements {
@@ -169,9 +157,6 @@ func (c *Conn) readRules(nc *nftables.Conn, t *nftables.Table, live *Live) error
 			}
 			continue
 		}
-		if !slices.Contains(chainOrder, ch.Name) {
-			continue
-		}
 		rs, err := nc.GetRules(t, ch)
 		if err != nil {
 			return fmt.Errorf("read rules of %s %s: %w", t.Name, ch.Name, err)
@@ -199,15 +184,15 @@ func (c *Conn) readRules(nc *nftables.Conn, t *nftables.Table, live *Live) error
 			want[d.chain] = append(want[d.chain], d)
 		}
 		current := true
-		for _, ch := range chainOrder {
-			current = current && len(rules[ch]) == len(want[ch])
+		for _, c := range chainSpecs {
+			current = current && len(rules[c.name]) == len(want[c.name])
 		}
 		if current {
 			live.Rules, live.RulesCurrent = r, true
 		}
 	}
-	for _, ch := range chainOrder {
-		for i, r := range rules[ch] {
+	for ch, rs := range rules {
+		for i, r := range rs {
 			var counter *expr.Counter
 			ro := roleNone
 			if live.RulesCurrent {
@@ -270,16 +255,20 @@ func (c *Conn) usedElements(table, name string) ([]nftables.SetElement, error) {
 	}
 	out := make([]nftables.SetElement, 0, len(els))
 	for _, e := range els {
-		left := e.Expires
-		if left <= 0 {
-			left = e.Timeout
+		if left := remaining(e); left > 0 {
+			out = append(out, nftables.SetElement{Key: e.Key, Timeout: left})
 		}
-		if left <= 0 {
-			continue
-		}
-		out = append(out, nftables.SetElement{Key: e.Key, Timeout: left})
 	}
 	return out, nil
+}
+
+// remaining is the time e has left in its set: the kernel's expiry, else
+// its timeout.
+func remaining(e nftables.SetElement) time.Duration {
+	if e.Expires > 0 {
+		return e.Expires
+	}
+	return e.Timeout
 }
 
 // portsOf returns the ports of a ports set's elements, sorted.
@@ -329,10 +318,7 @@ func (c *Conn) Spent(table string, now time.Time) ([]Element, error) {
 			return nil, fmt.Errorf("read set %s: %w", name, err)
 		}
 		for _, e := range els {
-			left := e.Expires
-			if left <= 0 {
-				left = e.Timeout
-			}
+			left := remaining(e)
 			k, ok := keyOf(e.Key)
 			if left <= 0 || !ok {
 				continue

@@ -9,8 +9,8 @@ import (
 // Render returns the table for s as `nft list ruleset` shows it once
 // installed, with rule counters at zero. The valid and valid_sp sets'
 // elements, which change every period, are summarised in comment lines
-// before the table instead of listed; the ports are listed. The sessions sets are shown
-// empty: what they hold is the host's connections of the moment.
+// before the table instead of listed; the ports are listed. The sessions
+// sets are shown empty: what they hold is the host's connections of the moment.
 func Render(s State, now time.Time) string {
 	var b strings.Builder
 	// valid's and valid_sp's elements together.
@@ -27,44 +27,43 @@ func Render(s State, now time.Time) string {
 	}
 	b.WriteString("\n")
 	fmt.Fprintf(&b, "table inet %s {\n", s.Table)
-	fmt.Fprintf(&b, "\tset ports {\n\t\ttype inet_service\n%s\t}\n\n", portList(s.sortedPorts(), ""))
-	b.WriteString("\tset valid {\n\t\ttypeof tcp dport . tcp sequence\n\t\tflags timeout\n\t}\n\n")
-	fmt.Fprintf(&b, "\tset used {\n\t\ttypeof tcp dport . tcp sequence\n\t\tsize %d\n\t\tflags dynamic,timeout\n\t\ttimeout %s\n\t}\n\n",
-		s.usedSize(), nftDuration(s.UsedTimeout))
-	b.WriteString("\tset sessions4 {\n\t\ttype ipv4_addr . inet_service . ipv4_addr . inet_service\n\t}\n\n")
-	b.WriteString("\tset sessions6 {\n\t\ttype ipv6_addr . inet_service . ipv6_addr . inet_service\n\t}\n\n")
-	fmt.Fprintf(&b, "\tset %s {\n\t\ttype inet_service\n%s\t}\n\n", SetReset, portList(sortPorts(s.ResetPorts), ""))
-	fmt.Fprintf(&b, "\tset %s {\n\t\ttype inet_service\n\t\tcounter\n%s\t}\n\n", SetUnknocked, portList(s.sortedPorts(), " counter packets 0 bytes 0"))
-	for _, m := range []struct {
-		name, typ string
-		timeout   time.Duration
-	}{
-		{SetGuess4, "ipv4_addr", GuessTimeout}, {SetGuess6, "ipv6_addr", GuessTimeout},
-		{SetLimited4, "ipv4_addr", LockoutTimeout}, {SetLimited6, "ipv6_addr", LockoutTimeout},
-	} {
-		fmt.Fprintf(&b, "\tset %s {\n\t\ttype %s\n\t\tsize %d\n\t\tflags dynamic,timeout\n\t\ttimeout %s\n\t}\n\n",
-			m.name, m.typ, DefaultSetSize, nftDuration(m.timeout))
-	}
-	if s.SourcePort {
-		fmt.Fprintf(&b, "\tset %s {\n\t\ttypeof %s\n\t\tflags timeout\n\t}\n\n", SetValidSP, sportKeyText)
-		fmt.Fprintf(&b, "\tset %s {\n\t\ttypeof %s\n\t\tsize %d\n\t\tflags dynamic,timeout\n\t\ttimeout %s\n\t}\n\n",
-			SetUsedSP, sportKeyText, s.usedSize(), nftDuration(s.UsedTimeout))
+	for _, x := range tableSets(Table(s.Table), s) {
+		if sourcePortSet(x.Name) && !s.SourcePort {
+			continue
+		}
+		fmt.Fprintf(&b, "\tset %s {\n\t\t%s\n", x.Name, x.typ)
+		if x.Size != 0 {
+			fmt.Fprintf(&b, "\t\tsize %d\n", x.Size)
+		}
+		if x.Dynamic {
+			fmt.Fprintf(&b, "\t\tflags dynamic,timeout\n\t\ttimeout %s\n", nftDuration(x.Timeout))
+		} else if x.HasTimeout {
+			b.WriteString("\t\tflags timeout\n")
+		}
+		suffix := ""
+		if x.Counter {
+			b.WriteString("\t\tcounter\n")
+			suffix = " counter packets 0 bytes 0"
+		}
+		switch x.Name {
+		case SetPorts, SetUnknocked:
+			b.WriteString(portList(s.sortedPorts(), suffix))
+		case SetReset:
+			b.WriteString(portList(sortPorts(s.ResetPorts), suffix))
+		}
+		b.WriteString("\t}\n\n")
 	}
 	rules := s.Rules.ruleList()
-	headers := map[string]string{
-		ChainInput: fmt.Sprintf("type filter hook input priority filter %s; policy accept;", signed(InputPriority)),
-		ChainPre:   "type filter hook prerouting priority raw; policy accept;",
-	}
-	for i, ch := range chainOrder {
+	for i, ch := range chainSpecs {
 		if i > 0 {
 			b.WriteString("\n")
 		}
-		fmt.Fprintf(&b, "\tchain %s {\n", ch)
-		if h := headers[ch]; h != "" {
-			fmt.Fprintf(&b, "\t\t%s\n", h)
+		fmt.Fprintf(&b, "\tchain %s {\n", ch.name)
+		if ch.hook != nil {
+			fmt.Fprintf(&b, "\t\ttype filter hook %s; policy accept;\n", ch.listed)
 		}
 		for _, r := range rules {
-			if r.chain == ch {
+			if r.chain == ch.name {
 				fmt.Fprintf(&b, "\t\t%s\n", r.text)
 			}
 		}

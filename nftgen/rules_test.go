@@ -103,8 +103,8 @@ func TestRuleTextsAndExpressionsPair(t *testing.T) {
 func testRulePairs(t *testing.T, r Rules) {
 	list := r.ruleList()
 	n := 0
-	for _, ch := range chainOrder {
-		n += len(r.chainRules(ch))
+	for _, ch := range chainSpecs {
+		n += len(r.chainRules(ch.name))
 	}
 	if n != len(list) {
 		t.Fatalf("%d rules by chain, %d in the list", n, len(list))
