@@ -1,0 +1,224 @@
+//go:build linux
+
+package client
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/seqknock/seqknock/internal/netnstest"
+)
+
+// The tests in this file are a second attacker's review of the broker: a
+// member of its group (or a user in no group) sends requests no seqknock
+// client sends, as a real user in a network namespace, against the broker
+// run as the unit runs it (unitBroker) or by hand as root (newBrokerBed:
+// the same Serve, in this root process).
+
+// unitBroker starts `seqknock broker` as the unit runs it: a user of its
+// own that no caller may signal, CAP_NET_ADMIN alone (ambient, bounding
+// set, no_new_privs), in a network namespace of its own, on a socket root
+// made for group g. It returns the socket's path.
+func unitBroker(t *testing.T, g *netnstest.Group) string {
+	t.Helper()
+	brokerNS := netnstest.New(t, "rvbroker")
+	bin := netnstest.Build(t, "client/cmd/seqknock")
+	bu := netnstest.NewUser(t)
+	dir, err := os.MkdirTemp("", "seqknock-review-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	sock := filepath.Join(dir, "broker.sock")
+	ln, err := ListenBroker(sock, g.GID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, _ := ln.File()
+	ln.Close()
+	broker := brokerNS.Command("setpriv", "--reuid="+strconv.Itoa(bu.UID), "--regid="+strconv.Itoa(bu.GID), "--clear-groups",
+		"--inh-caps=-all,+net_admin", "--ambient-caps=-all,+net_admin", "--bounding-set=-all,+net_admin", "--no-new-privs",
+		"sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" broker --group "$1"`, bin, g.Name)
+	broker.ExtraFiles = []*os.File{f}
+	brokerLog := &netnstest.Buffer{}
+	broker.Stderr = brokerLog
+	if err := broker.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	t.Cleanup(func() { broker.Process.Kill(); broker.Wait() })
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(brokerLog.String(), "broker serving"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("broker did not start: %s", brokerLog)
+		}
+	}
+	return sock
+}
+
+// firstLine starts cmd and returns the first line of its output; cmd is
+// killed when the test ends.
+func firstLine(t *testing.T, cmd *exec.Cmd) string {
+	t.Helper()
+	out, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	return strings.TrimSpace(line)
+}
+
+// TestReviewBrokerPrivilegedSourcePort: a member names a source port
+// below 1024 in its request (no knock reserves one: ISN-v1's are
+// 1024-65535), then listens on the socket the broker bound. The broker
+// must bind no port its caller could not bind itself, whether it runs as
+// the unit runs it (no CAP_NET_BIND_SERVICE) or by hand as root.
+func TestReviewBrokerPrivilegedSourcePort(t *testing.T) {
+	netnstest.RequireRoot(t, "setpriv", "ip", "sh")
+	abuse := netnstest.Build(t, "client/testdata/brokerabuse")
+	for _, mode := range []string{"unit", "root"} {
+		t.Run(mode, func(t *testing.T) {
+			ns := netnstest.New(t, "lowport")
+			var sock string
+			g := netnstest.NewGroup(t)
+			if mode == "unit" {
+				sock = unitBroker(t, g)
+			} else {
+				bed := newBrokerBed(t, &Broker{})
+				sock, g = bed.path, bed.g
+			}
+			member := netnstest.NewUser(t)
+			member.Join(g)
+			line := firstLine(t, member.Command(ns, abuse, "lowport", sock, "80"))
+			t.Logf("member asking for source port 80: %s", line)
+			if strings.HasPrefix(line, "listening on") {
+				t.Errorf("a member listens on port 80 through the broker (%s broker): %s", mode, line)
+			} else if !strings.HasPrefix(line, "refused:") {
+				t.Errorf("want a refusal, got %q", line)
+			}
+		})
+	}
+}
+
+// TestReviewBrokerReuseRace: a member's second thread flips SO_REUSEADDR
+// and SO_REUSEPORT on (the broker clears both before it binds) and tries
+// bind(loopback:PORT) + listen() on the socket it sent, while another
+// user's service listens on [::]:PORT (IPv4 and IPv6): over IPv4, IPv6
+// and a v4-mapped address, no bind on the service's port lands.
+func TestReviewBrokerReuseRace(t *testing.T) {
+	netnstest.RequireRoot(t, "setpriv", "ip", "sh")
+	ns := netnstest.New(t, "reuse")
+	abuse := netnstest.Build(t, "client/testdata/brokerabuse")
+	const port = 18081
+	victim := netnstest.NewUser(t)
+	if line := firstLine(t, victim.Command(ns, abuse, "serve", strconv.Itoa(port))); line != "serving" {
+		t.Fatalf("victim: %q", line)
+	}
+	g := netnstest.NewGroup(t)
+	sock := unitBroker(t, g)
+	member := netnstest.NewUser(t)
+	member.Join(g)
+	for _, fam := range []string{"4", "6", "mapped"} {
+		out, err := member.Command(ns, abuse, "reuserace", sock, fam, strconv.Itoa(port), "3s").CombinedOutput()
+		var tries, ok, binds, listens int
+		if _, serr := fmt.Sscanf(string(out), "tries=%d ok=%d binds=%d listens=%d", &tries, &ok, &binds, &listens); err != nil || serr != nil {
+			t.Fatalf("%s: %v: %s", fam, err, out)
+		}
+		t.Logf("%s: %s", fam, strings.TrimSpace(string(out)))
+		if ok < 100 {
+			t.Errorf("%s: only %d of %d requests answered ok", fam, ok, tries)
+		}
+		if binds != 0 || listens != 0 {
+			t.Errorf("%s: %d binds and %d listens landed on the service's port %d in %d tries", fam, binds, listens, port, tries)
+		}
+	}
+}
+
+// TestReviewBrokerPortExhaustion: a user in no group holds listeners on
+// all but 28 of the broker's 28,232 ports (two processes, no privilege);
+// while an ordinary connect (the kernel's pick of port) still finds one,
+// another member's broker dials must too.
+func TestReviewBrokerPortExhaustion(t *testing.T) {
+	netnstest.RequireRoot(t, "setpriv", "ip", "sh")
+	ns := netnstest.New(t, "exhaust")
+	abuse := netnstest.Build(t, "client/testdata/brokerabuse")
+	bed := newBrokerBed(t, &Broker{})
+	hog, member := netnstest.NewUser(t), netnstest.NewUser(t)
+	member.Join(bed.g)
+	const free = 28
+	total := brokerPortHigh - brokerPortLow + 1
+	// Two processes: one user's descriptors are bounded per process.
+	for _, n := range []int{total / 2, total - total/2 - free} {
+		cmd := hog.Command(ns, abuse, "fill", "-", strconv.Itoa(n))
+		stdin, _ := cmd.StdinPipe()
+		t.Cleanup(func() { stdin.Close() })
+		line := firstLine(t, cmd)
+		if !strings.HasPrefix(line, "filled "+strconv.Itoa(n)) {
+			t.Fatalf("fill %d: %q", n, line)
+		}
+	}
+	out, err := member.Command(ns, abuse, "dials", bed.path, "200").CombinedOutput()
+	t.Logf("another member's broker dials with %d of %d ports free: %s", free, total, strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatalf("dials: %v", err)
+	}
+	var ok, n int
+	fmt.Sscanf(string(out), "ok=%d of %d", &ok, &n)
+	// The kernel's own pick still works for an ordinary connect.
+	srv := firstLine(t, netnstest.NewUser(t).Command(ns, abuse, "serve", "18082"))
+	if srv != "serving" {
+		t.Fatalf("serve: %q", srv)
+	}
+	ordinary := 0
+	for range 20 {
+		if ns.Command("bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/18082").Run() == nil {
+			ordinary++
+		}
+	}
+	t.Logf("ordinary connects (kernel's port): %d of 20", ordinary)
+	if ordinary != 20 {
+		t.Fatalf("ordinary connects: %d of 20: the range is full for everyone, not only the broker", ordinary)
+	}
+	if ok != n {
+		t.Errorf("with %d of %d ports free, %d of %d of another member's broker dials failed (ordinary connects: all 20 made)", free, total, n-ok, n)
+	}
+}
+
+// TestReviewUserNamespaceSetcapBroker: a user in no group starts the
+// cap_net_admin+ep copy as its own broker inside a user namespace of its
+// own (unshare -Ur), where its uid is 0, so the refusal of a setcap broker
+// (real uid not 0) does not apply, and sends it a socket from outside
+// (its uid, mapped to 0 there, is "root" to the broker). The capability
+// the copy holds there is the namespace's, not the host's: no socket of
+// the host's network namespaces goes into repair mode.
+func TestReviewUserNamespaceSetcapBroker(t *testing.T) {
+	netnstest.RequireRoot(t, "setpriv", "setcap", "ip", "sh", "unshare")
+	ns := netnstest.New(t, "userns")
+	abuse := netnstest.Build(t, "client/testdata/brokerabuse")
+	capBin := setcapCopy(t, netnstest.Build(t, "client/cmd/seqknock"))
+	a := netnstest.NewUser(t)
+	sock := filepath.Join(a.Home, "own.sock")
+	script := `unshare -Ur "$0" broker --listen "$1" --group 0 2>"$HOME/broker.log" & ` +
+		`for i in 1 2 3 4 5 6 7 8 9 10; do [ -S "$1" ] && break; sleep 0.2; done; ` +
+		`"$2" dials "$1" 20; kill $!; cat "$HOME/broker.log" >&2`
+	out, err := a.Command(ns, "sh", "-c", script, capBin, sock, abuse).CombinedOutput()
+	t.Logf("%s", out)
+	if err != nil {
+		t.Fatalf("attacker: %v", err)
+	}
+	if !strings.Contains(string(out), "broker serving") {
+		t.Fatalf("the copy did not serve in the user namespace: the attack was not tried")
+	}
+	if !strings.Contains(string(out), "ok=0 of 20") {
+		t.Errorf("the user's own broker in a user namespace set the ISN of a host socket")
+	}
+}
