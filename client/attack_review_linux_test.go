@@ -222,3 +222,33 @@ func TestReviewUserNamespaceSetcapBroker(t *testing.T) {
 		t.Errorf("the user's own broker in a user namespace set the ISN of a host socket")
 	}
 }
+
+// TestReviewBrokerConnectRace: a member's second thread spins connect()
+// (to a listener of its own) on the socket it sent, and writes once
+// connected, against the broker run as the unit runs it. A connect that
+// lands in repair mode makes the socket established without a handshake;
+// the broker must never answer "ok" and hand such a socket back. It also
+// counts the writes that went out after repair mode was off, before the
+// broker disarmed the socket (the residual doc.go names).
+func TestReviewBrokerConnectRace(t *testing.T) {
+	netnstest.RequireRoot(t, "setpriv", "ip", "sh")
+	ns := netnstest.New(t, "connrace")
+	abuse := netnstest.Build(t, "client/testdata/brokerabuse")
+	g := netnstest.NewGroup(t)
+	sock := unitBroker(t, g)
+	member := netnstest.NewUser(t)
+	member.Join(g)
+	out, err := member.Command(ns, abuse, "connrace", sock, "5s").CombinedOutput()
+	var tries, ok, inRepair, wroteOff, okEst, accepted int
+	if _, serr := fmt.Sscanf(string(out), "tries=%d ok=%d inrepair=%d wroteoff=%d okestablished=%d accepted=%d",
+		&tries, &ok, &inRepair, &wroteOff, &okEst, &accepted); err != nil || serr != nil {
+		t.Fatalf("connrace: %v: %s", err, out)
+	}
+	t.Logf("%s", strings.TrimSpace(string(out)))
+	if tries < 1000 {
+		t.Errorf("only %d tries in 5 s", tries)
+	}
+	if okEst != 0 {
+		t.Errorf("the broker answered ok for %d sockets a connect() in repair mode had established", okEst)
+	}
+}

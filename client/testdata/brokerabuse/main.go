@@ -17,6 +17,13 @@
 //	brokerabuse serve PORT
 //	    another user's service: listens on [::]:PORT (IPv4 and IPv6),
 //	    prints "serving", and answers "victim" to each connection.
+//	brokerabuse connrace PATH DURATION
+//	    for DURATION, sends fresh sockets while a second thread spins
+//	    connect(127.0.0.1:L) (a listener of its own) on the same socket
+//	    and, once connected, write(); prints how many connects landed in
+//	    repair mode (no handshake), how many writes went out after repair
+//	    mode was off, how many of those sockets the broker answered "ok",
+//	    and how many connections the listener accepted.
 //	brokerabuse dials PATH N
 //	    asks the broker N times for a fresh socket's ISN (no source port)
 //	    and prints how many were answered ok.
@@ -50,6 +57,9 @@ func main() {
 		fill(atoi(os.Args[3]))
 	case "serve":
 		serve(atoi(os.Args[2]))
+	case "connrace":
+		d, _ := time.ParseDuration(os.Args[3])
+		connrace(path, d)
 	case "dials":
 		dials(path, atoi(os.Args[3]))
 	default:
@@ -243,4 +253,84 @@ func dials(path string, n int) {
 		unix.Close(fd)
 	}
 	fmt.Printf("ok=%d of %d; %s\n", ok, n, last)
+}
+
+func connrace(path string, d time.Duration) {
+	lfd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err == nil {
+		err = unix.Bind(lfd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}})
+	}
+	if err == nil {
+		err = unix.Listen(lfd, 4096)
+	}
+	if err != nil {
+		fmt.Println("listen:", err)
+		os.Exit(1)
+	}
+	lsa, _ := unix.Getsockname(lfd)
+	dst := &unix.SockaddrInet4{Port: lsa.(*unix.SockaddrInet4).Port, Addr: [4]byte{127, 0, 0, 1}}
+	var tries, ok, inRepair, wroteOff, okEstablished, accepted int
+	start := time.Now()
+	for time.Since(start) < d {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			fmt.Println("socket:", err)
+			os.Exit(1)
+		}
+		var stop atomic.Bool
+		got := make(chan [2]bool, 1)
+		go func() {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			var repaired, wrote bool
+			for !stop.Load() {
+				if unix.Connect(fd, dst) != nil {
+					continue
+				}
+				v, _ := unix.GetsockoptInt(fd, unix.SOL_TCP, unix.TCP_REPAIR)
+				repaired = v == 1
+				if !repaired {
+					break // a real handshake: nothing gained
+				}
+				for !stop.Load() {
+					v, _ := unix.GetsockoptInt(fd, unix.SOL_TCP, unix.TCP_REPAIR)
+					if _, err := unix.Write(fd, []byte("x")); err != nil {
+						break
+					}
+					if v == 0 {
+						wrote = true
+						break
+					}
+				}
+				break
+			}
+			got <- [2]bool{repaired, wrote}
+		}()
+		ans := ask(path, fd, uint32(tries+1), 0)
+		stop.Store(true)
+		r := <-got
+		tries++
+		if ans == "ok" {
+			ok++
+			if info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO); err == nil && info.State == 1 && r[0] {
+				okEstablished++
+			}
+		}
+		if r[0] {
+			inRepair++
+		}
+		if r[1] {
+			wroteOff++
+		}
+		unix.Close(fd)
+		for {
+			nfd, _, err := unix.Accept(lfd)
+			if err != nil {
+				break
+			}
+			accepted++
+			unix.Close(nfd)
+		}
+	}
+	fmt.Printf("tries=%d ok=%d inrepair=%d wroteoff=%d okestablished=%d accepted=%d\n", tries, ok, inRepair, wroteOff, okEstablished, accepted)
 }
