@@ -252,3 +252,36 @@ func TestReviewBrokerConnectRace(t *testing.T) {
 		t.Errorf("the broker answered ok for %d sockets a connect() in repair mode had established", okEst)
 	}
 }
+
+// TestReviewBrokerReservedPorts: the administrator of a network namespace
+// reserves ports for services (net.ipv4.ip_local_reserved_ports), which
+// the kernel never picks for a connection of its own. The broker picks a
+// dial's port itself, from 32768-60999, in a namespace of its own where
+// it cannot read that list: it must not take a reserved port for a
+// member's ordinary dial. (A member naming one as its source port binds
+// only what it could bind itself.)
+func TestReviewBrokerReservedPorts(t *testing.T) {
+	netnstest.RequireRoot(t, "setpriv", "ip", "sh")
+	ns := netnstest.New(t, "reserved")
+	abuse := netnstest.Build(t, "client/testdata/brokerabuse")
+	const lo, hi = 32768, 46000
+	if out, err := ns.Command("sh", "-c", "echo "+strconv.Itoa(lo)+"-"+strconv.Itoa(hi)+" > /proc/sys/net/ipv4/ip_local_reserved_ports").CombinedOutput(); err != nil {
+		t.Fatalf("reserve ports: %v: %s", err, out)
+	}
+	g := netnstest.NewGroup(t)
+	sock := unitBroker(t, g)
+	member := netnstest.NewUser(t)
+	member.Join(g)
+	out, err := member.Command(ns, abuse, "dials", sock, "200", strconv.Itoa(lo), strconv.Itoa(hi)).CombinedOutput()
+	t.Logf("%d-%d reserved: %s", lo, hi, strings.TrimSpace(string(out)))
+	var ok, n, in int
+	if _, serr := fmt.Sscanf(string(out), "ok=%d of %d in=%d", &ok, &n, &in); err != nil || serr != nil {
+		t.Fatalf("dials: %v: %s", err, out)
+	}
+	if ok != n {
+		t.Fatalf("%d of %d dials refused", n-ok, n)
+	}
+	if in != 0 {
+		t.Errorf("the broker bound %d of %d dials to ports reserved in the member's namespace", in, n)
+	}
+}

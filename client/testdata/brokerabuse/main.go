@@ -24,9 +24,10 @@
 //	    repair mode (no handshake), how many writes went out after repair
 //	    mode was off, how many of those sockets the broker answered "ok",
 //	    and how many connections the listener accepted.
-//	brokerabuse dials PATH N
+//	brokerabuse dials PATH N [LO HI]
 //	    asks the broker N times for a fresh socket's ISN (no source port)
-//	    and prints how many were answered ok.
+//	    and prints how many were answered ok, and how many of those the
+//	    broker bound to a port in LO-HI.
 package main
 
 import (
@@ -61,7 +62,11 @@ func main() {
 		d, _ := time.ParseDuration(os.Args[3])
 		connrace(path, d)
 	case "dials":
-		dials(path, atoi(os.Args[3]))
+		lo, hi := 0, -1
+		if len(os.Args) > 5 {
+			lo, hi = atoi(os.Args[4]), atoi(os.Args[5])
+		}
+		dials(path, atoi(os.Args[3]), lo, hi)
 	default:
 		os.Exit(2)
 	}
@@ -236,8 +241,8 @@ func fill(n int) {
 	os.Stdin.Read(buf)
 }
 
-func dials(path string, n int) {
-	ok := 0
+func dials(path string, n, lo, hi int) {
+	ok, in := 0, 0
 	var last string
 	for range n {
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
@@ -247,12 +252,17 @@ func dials(path string, n int) {
 		}
 		if ans := ask(path, fd, 1, 0); ans == "ok" {
 			ok++
+			if sa, err := unix.Getsockname(fd); err == nil {
+				if p := sa.(*unix.SockaddrInet4).Port; p >= lo && p <= hi {
+					in++
+				}
+			}
 		} else {
 			last = ans
 		}
 		unix.Close(fd)
 	}
-	fmt.Printf("ok=%d of %d; %s\n", ok, n, last)
+	fmt.Printf("ok=%d of %d in=%d; %s\n", ok, n, in, last)
 }
 
 func connrace(path string, d time.Duration) {
