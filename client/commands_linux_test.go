@@ -171,8 +171,17 @@ func TestSetcapDropsCapabilities(t *testing.T) {
 	h := newKnockHost(t, 48)
 	netnstest.RequireRoot(t, "setcap", "setpriv")
 	h.allowSlots(t, testKey, time.Now(), 32)
+	// One state directory for both builds' runs, as for one user: each
+	// dial knocks once by default, so two clients with separate slot
+	// files would collide on slot 0.
+	state, err := os.MkdirTemp("", "seqknock-setcap-state-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(state) })
+	os.Chown(state, 65534, 65534)
 	for _, b := range builds {
-		t.Run(b.name, func(t *testing.T) { setcapRun(t, h, b.build(t, "client/cmd/seqknock")) })
+		t.Run(b.name, func(t *testing.T) { setcapRun(t, h, b.build(t, "client/cmd/seqknock"), state) })
 	}
 }
 
@@ -183,7 +192,7 @@ var builds = []struct {
 	build func(t testing.TB, pkg string) string
 }{{"static", netnstest.Build}, {"cgo", netnstest.BuildCgo}}
 
-func setcapRun(t *testing.T, h *knockHost, built string) {
+func setcapRun(t *testing.T, h *knockHost, built, state string) {
 	dir, err := os.MkdirTemp("", "seqknock-setcap-")
 	if err != nil {
 		t.Fatal(err)
@@ -202,7 +211,7 @@ func setcapRun(t *testing.T, h *knockHost, built string) {
 	os.Chown(dir, 65534, 65534)
 
 	cmd := h.client.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", bin, "proxy", "--key-file", kf, "--slots", "32", "--syn-timeout", "2s", h.link.A4, "2222")
-	cmd.Env = []string{"HOME=" + dir, "PATH=/usr/bin:/bin"}
+	cmd.Env = []string{"HOME=" + dir, "PATH=/usr/bin:/bin", "XDG_STATE_HOME=" + state}
 	stdin, _ := cmd.StdinPipe()
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -254,29 +263,37 @@ func setcapRun(t *testing.T, h *knockHost, built string) {
 func TestRootModesBothBuilds(t *testing.T) {
 	h := newKnockHost(t, 166)
 	h.allowSlots(t, testKey, time.Now(), 32)
+	h.allowSlots(t, bobKey, time.Now(), 32)
 	u := netnstest.NewUser(t)
+	// Root and the user are two clients with slot files of their own, so
+	// each has a key of its own: with one key they would spend each
+	// other's slots.
 	kf := u.WriteFile("own.key", keyText(testKey), 0o600)
+	ukf := u.WriteFile("user.key", keyText(bobKey), 0o600)
 	go func() {
 		for c := range h.accepted {
 			c.Close()
 		}
 	}()
+	// One home for root's runs of both builds: one slot file, as for one
+	// user (each dial knocks once by default).
+	rootHome := t.TempDir()
 	for _, b := range builds {
 		t.Run(b.name, func(t *testing.T) {
 			bin := b.build(t, "client/cmd/seqknock")
-			run := func(args ...string) string {
+			run := func(kf string, args ...string) string {
 				cmd := h.client.Command(bin, append([]string{"exec", "--key-file", kf, "--slots", "32", "--syn-timeout", "2s"}, args...)...)
-				cmd.Env = []string{"HOME=" + t.TempDir(), "PATH=/usr/bin:/bin"}
+				cmd.Env = []string{"HOME=" + rootHome, "PATH=/usr/bin:/bin"}
 				out, err := cmd.CombinedOutput()
 				if err != nil {
 					t.Fatalf("%v: %v: %s", args, err, out)
 				}
 				return string(out)
 			}
-			if out := run(h.link.A4, "2222", "--", "id", "-u"); out != "0\n" {
+			if out := run(kf, h.link.A4, "2222", "--", "id", "-u"); out != "0\n" {
 				t.Errorf("root for itself: %q", out)
 			}
-			out := run("--user", u.Name, h.link.A4, "2222", "--", "sh", "-c", "id -u; grep -E '^Cap(Inh|Prm|Eff|Amb):' /proc/self/status /proc/$PPID/task/*/status")
+			out := run(ukf, "--user", u.Name, h.link.A4, "2222", "--", "sh", "-c", "id -u; grep -E '^Cap(Inh|Prm|Eff|Amb):' /proc/self/status /proc/$PPID/task/*/status")
 			lines := strings.Split(strings.TrimSpace(out), "\n")
 			if len(lines) < 9 || lines[0] != strconv.Itoa(u.UID) {
 				t.Fatalf("--user %s: %q", u.Name, out)

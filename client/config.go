@@ -17,6 +17,10 @@ import (
 // Config is the client config, ~/.config/seqknock/client.toml.
 type Config struct {
 	Path string
+	// Missing is set when Path does not exist (LoadConfig's missingOK):
+	// the config is then empty, and messages say the file is missing
+	// rather than that no [[host]] matches.
+	Missing bool
 	// Broker is the broker's socket (broker = "PATH"); "" for the default.
 	Broker string
 	Hosts  []HostEntry
@@ -69,7 +73,7 @@ func LoadConfig(file string, home string, missingOK bool) (*Config, error) {
 	data, err := os.ReadFile(file)
 	if err != nil {
 		if missingOK && errors.Is(err, os.ErrNotExist) {
-			return &Config{Path: file}, nil
+			return &Config{Path: file, Missing: true}, nil
 		}
 		return nil, &tomlerr.Error{File: file, Err: err}
 	}
@@ -195,6 +199,16 @@ func (c *Config) Lookup(host string, port uint16) *HostEntry {
 		}
 	}
 	return nil
+}
+
+// NoHost is the error for a host that no [[host]] matches (what names
+// it: "db.example.net port 22"): it says the file does not exist when it
+// does not, since then no entry could match.
+func (c *Config) NoHost(what, remedy string) error {
+	if c.Missing {
+		return usagef("no client config: %s does not exist, so nothing matches %s; write it (see seqknock(1), CLIENT CONFIG), or %s", c.Path, what, remedy)
+	}
+	return usagef("no [[host]] in %s matches %s; add one, or %s", c.Path, what, remedy)
 }
 
 // HasHost reports whether any entry matches host, on whatever port.

@@ -335,7 +335,7 @@ func TestSlotStoreShrinks(t *testing.T) {
 	if err := json.Unmarshal(b, &entries); err != nil {
 		t.Fatalf("state after shrinking is not JSON (%d bytes, was %d): %v", len(b), before.Size(), err)
 	}
-	if want := map[string]slotEntry{id: {Counter: 1000, Next: 1}}; !reflect.DeepEqual(entries, want) {
+	if want := map[string]slotEntry{id: {Counter: 1000, Next: 1, Used: map[uint64]int{1000: 1}}}; !reflect.DeepEqual(entries, want) {
 		t.Errorf("state after shrinking: %v, want %v", entries, want)
 	}
 	// Racing: each reservation of a new period shrinks the file again.

@@ -19,12 +19,18 @@ import (
 )
 
 // DefaultSynTimeout is how long one knock waits for a SYN-ACK. A dropped
-// knock is silence, so this is short.
+// knock is silence, so this is short; the kernel sends the SYN again
+// after 1 s within it, so one lost SYN or SYN-ACK costs no knock.
 const DefaultSynTimeout = 3 * time.Second
 
+// DefaultAttempts is how many knocks of each key one dial sends: one, so
+// a knock that is dropped for a reason another slot would not change (a
+// wrong key, a skewed clock) is reported after one SynTimeout and spends
+// one slot of the period, not all of them.
+const DefaultAttempts = 1
+
 // ErrNoAnswer is wrapped by Dial's error when no knock got a SYN-ACK.
-var ErrNoAnswer = errors.New("the knock was dropped (wrong key, realm or port, clock skew beyond the server's tolerance, " +
-	"bind_source_port on the server but not here, or a middlebox rewrote the ISN) or the host is down")
+var ErrNoAnswer = errors.New("the knock was dropped or the host is down")
 
 // Dialer opens TCP connections whose SYN carries a knock. It may be used
 // by several goroutines at once. To change a key, assign another slice:
@@ -42,7 +48,12 @@ type Dialer struct {
 	// SynTimeout bounds each attempt; Timeout bounds the whole dial
 	// (0: no bound beyond the attempts).
 	SynTimeout time.Duration
-	Timeout    time.Duration
+	// Attempts is how many knocks of each key a dial sends, each on a
+	// slot of its own, before it gives up (0: DefaultAttempts); a knock
+	// whose source port is in use here (BindSourcePort) is not sent and
+	// does not count.
+	Attempts int
+	Timeout  time.Duration
 	// ClockOffset is added to the clock, to correct a known skew.
 	ClockOffset time.Duration
 	// Network is "tcp", "tcp4" or "tcp6".
@@ -62,6 +73,16 @@ type Dialer struct {
 	Now     func() time.Time
 	Resolve func(ctx context.Context, network, host string) ([]netip.Addr, error)
 	Reserve func(id string, counter uint64, slots int) (int, error) // next free slot
+	// Admitted, when set, is told that a knock of id for counter got in;
+	// LastAdmitted, when set, says the last counter for which one did
+	// (0: none known). Dial uses them to tell a key that never worked
+	// from one that did, when a knock gets no answer (SlotStore.Admit,
+	// SlotStore.LastAdmitted).
+	Admitted     func(id string, counter uint64) error
+	LastAdmitted func(id string) uint64
+	// Warnf, when set, is told of a collision Dial saw although it got
+	// in: a knock timed out and the next slot's got in at once.
+	Warnf func(format string, a ...any)
 	// CheckCapability runs before any slot is reserved or packet sent
 	// (default: CheckCapability).
 	CheckCapability func() error
@@ -164,7 +185,8 @@ type SlotsSpentError struct {
 }
 
 func (e *SlotsSpentError) Error() string {
-	return fmt.Sprintf("all %d knocks of this period are spent; the next period starts in %d s",
+	return fmt.Sprintf("all %d knocks of this period are spent; the next period starts in %d s "+
+		"(ssh runs that share one connection need one knock: ControlMaster auto with ControlPersist, as seqknock ssh-config prints)",
 		e.Slots, (e.Wait+time.Second-1)/time.Second)
 }
 
@@ -226,11 +248,14 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (*net.TCPCo
 		return nil, err
 	}
 	type knockKey struct {
-		deriver *totp.Deriver
-		id      string
-		local   int // slot use when there is no store
-		tried   int
-		done    bool
+		deriver  *totp.Deriver
+		id       string
+		local    int // slot use when there is no store
+		reserved int // slots reserved in this dial
+		tried    int // knocks sent in this dial
+		timedOut int // the slot of this key's last knock that got no answer, or -1
+		left     int // slots of the period left after the last one reserved
+		done     bool
 	}
 	derived, err := d.knockKeys(port)
 	if err != nil {
@@ -239,7 +264,7 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (*net.TCPCo
 	defer d.cache().last.Store(derived)
 	var keys []*knockKey
 	for i, deriver := range derived.derivers {
-		keys = append(keys, &knockKey{deriver: deriver, id: derived.ids[i]})
+		keys = append(keys, &knockKey{deriver: deriver, id: derived.ids[i], timedOut: -1})
 	}
 	set, err := d.privilege()
 	if err != nil {
@@ -267,10 +292,13 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (*net.TCPCo
 	if reserve == nil {
 		reserve = func(string, uint64, int) (int, error) { return 0, errNoStore }
 	}
+	attempts := d.Attempts
+	if attempts <= 0 {
+		attempts = DefaultAttempts
+	}
 	var spent error // the store's answer when a key's slots were all used
 	var busy error  // a slot's source port was in use here
-	sent := false   // a knock went out
-	attempts := 0
+	sent := 0       // knocks that went out
 	for more := true; more; {
 		more = false
 		for _, k := range keys {
@@ -290,14 +318,8 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (*net.TCPCo
 			if err != nil {
 				return nil, err
 			}
-			// At most slots attempts per key, also when a period boundary
-			// passes and the store starts the new period at slot 0.
-			k.tried++
-			if slot+1 >= d.slots() || k.tried >= d.slots() {
-				k.done = true
-			}
-			more = more || !k.done
-			attempts++
+			k.reserved++
+			k.left = d.slots() - slot - 1
 			var isn uint32
 			var sport uint16
 			if d.BindSourcePort {
@@ -305,6 +327,7 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (*net.TCPCo
 			} else {
 				isn = k.deriver.ISN(port, counter, uint8(slot))
 			}
+			slotSent := false
 			for _, a := range addrs {
 				ap := netip.AddrPortFrom(a, port)
 				if d.OnAttempt != nil {
@@ -312,6 +335,7 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (*net.TCPCo
 				}
 				conn, err := d.attempt(ctx, ap, sport, isn, synTimeout, set)
 				if err == nil {
+					d.admitted(k.id, counter, k.timedOut, slot)
 					return conn, nil
 				}
 				if sport != 0 && errors.Is(err, syscall.EADDRINUSE) {
@@ -324,7 +348,8 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (*net.TCPCo
 					busy = fmt.Errorf("the source port of every slot tried was in use here (the last, %d of slot %d: %w)", sport, slot, err)
 					break
 				}
-				sent = true
+				sent++
+				slotSent = true
 				if errors.Is(err, ErrNoCapability) {
 					return nil, ErrNoCapability
 				}
@@ -346,18 +371,109 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (*net.TCPCo
 					return nil, fmt.Errorf("connect %s: %w", ap, err)
 				}
 			}
+			if slotSent {
+				k.tried++
+				k.timedOut = slot
+			}
+			// At most Attempts knocks per key, and at most slots slots
+			// reserved, also when a period boundary passes and the store
+			// starts the new period at slot 0.
+			if slot+1 >= d.slots() || k.tried >= attempts || k.reserved >= d.slots() {
+				k.done = true
+			}
+			more = more || !k.done
 		}
 	}
-	if attempts == 0 && spent != nil {
+	if sent == 0 && busy == nil && spent != nil {
 		now := d.now()
 		next := time.Unix(int64(totp.Counter(now, d.period())+1)*int64(d.period()/time.Second), 0)
 		return nil, &SlotsSpentError{Slots: d.slots(), Wait: next.Sub(now)}
 	}
-	if busy != nil && !sent {
+	if busy != nil && sent == 0 {
 		return nil, fmt.Errorf("no slot left to knock on %s: %w", net.JoinHostPort(host, strconv.Itoa(int(port))), busy)
 	}
-	return nil, fmt.Errorf("no SYN-ACK from %s: %w%s", net.JoinHostPort(host, strconv.Itoa(int(port))), ErrNoAnswer, d.hint())
+	e := &NoAnswerError{
+		Target:      net.JoinHostPort(host, strconv.Itoa(int(port))),
+		Knocks:      sent,
+		SynTimeout:  synTimeout,
+		Fingerprint: totp.Fingerprint(d.Key),
+		Left:        keys[0].left,
+	}
+	if spent != nil && keys[0].reserved == 0 {
+		e.Left = 0
+	}
+	if d.LastAdmitted != nil {
+		if c := d.LastAdmitted(keys[0].id); c != 0 {
+			e.AdmittedAt = time.Unix(int64(c)*int64(d.period()/time.Second), 0)
+		}
+	}
+	if d.BindSourcePort {
+		e.Hint = SourcePortHint
+	}
+	return nil, e
 }
+
+// admitted records that a knock of id for counter got in (Admitted), and
+// warns (Warnf) when a knock of the same key timed out just before in this
+// dial: the pattern of another client spending the same slots.
+func (d *Dialer) admitted(id string, counter uint64, timedOut, slot int) {
+	if d.Admitted != nil {
+		// Only the diagnosis of a later failure depends on it.
+		_ = d.Admitted(id, counter)
+	}
+	if timedOut >= 0 && d.Warnf != nil {
+		d.Warnf("slot %d's knock got no answer but slot %d's got in at once: %s", timedOut, slot, CollisionHint)
+	}
+}
+
+// CollisionHint is what the client says when it sees the pattern of two
+// clients knocking with one key: each spends slots the other does not know
+// about, so a knock on a slot this client never used finds it spent.
+const CollisionHint = "another client may be using this key (a second device, or root and you); " +
+	"give each device its own key: seqknock keygen -o FILE --stanzas --device NAME USER HOST"
+
+// NoAnswerError is Dial's error when no knock got a SYN-ACK. Its message
+// names the likely causes in order, with how to check each; it wraps
+// ErrNoAnswer.
+type NoAnswerError struct {
+	Target     string // host:port
+	Knocks     int    // knocks sent
+	SynTimeout time.Duration
+	// Fingerprint is the preferred key's (totp.Fingerprint).
+	Fingerprint string
+	// AdmittedAt is when a knock of the preferred key last got in on this
+	// port, as the slot store remembers (zero: never).
+	AdmittedAt time.Time
+	// Left is how many slots of the period the preferred key has left.
+	Left int
+	// Hint, when set, is the likeliest cause (SourcePortHint).
+	Hint string
+}
+
+func (e *NoAnswerError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "no SYN-ACK from %s to %d knock(s) within %v each: %v; ", e.Target, e.Knocks, e.SynTimeout, ErrNoAnswer)
+	if e.Hint != "" {
+		fmt.Fprintf(&b, "likeliest: %s; ", e.Hint)
+	}
+	if e.AdmittedAt.IsZero() {
+		fmt.Fprintf(&b, "likely causes, in order: (1) the server does not hold this key for you: "+
+			"compare its fingerprint %s (seqknock fingerprint) with the one seqknockd shows for your user; "+
+			"(2) a clock is off: the server logs a near miss with the skew; retry with --clock-offset; "+
+			"(3) realm, port or bind_source_port differ from the server's; "+
+			"(4) the server's host firewall drops the port, a middlebox rewrites sequence numbers, or the host or seqknockd is down", e.Fingerprint)
+	} else {
+		fmt.Fprintf(&b, "this key got in at %s, so likely causes, in order: (1) %s; "+
+			"(2) a clock moved: the server logs a near miss with the skew; retry with --clock-offset; "+
+			"(3) the server no longer holds this key (fingerprint %s), its host firewall drops the port, or the host or seqknockd is down",
+			e.AdmittedAt.UTC().Format("2006-01-02 15:04 UTC"), CollisionHint, e.Fingerprint)
+	}
+	fmt.Fprintf(&b, "; the slots tried stay spent (the server may have admitted a SYN whose answer was lost), "+
+		"%d left this period; a fixed key or clock knocks on fresh slots", e.Left)
+	return b.String()
+}
+
+func (e *NoAnswerError) Unwrap() error { return ErrNoAnswer }
 
 // hint is "; " and SourcePortHint with BindSourcePort on, else nothing.
 func (d *Dialer) hint() string {
@@ -399,6 +515,7 @@ func (s *Settings) Dialer(reserve func(id string, counter uint64, slots int) (in
 		Period:         s.Period,
 		Slots:          s.Slots,
 		SynTimeout:     s.SynTimeout,
+		Attempts:       s.Attempts,
 		Timeout:        s.Timeout,
 		ClockOffset:    s.ClockOffset,
 		Network:        s.Network,

@@ -161,25 +161,43 @@ func TestDialSYNCarriesISN(t *testing.T) {
 	}
 }
 
+// TestDialWrongKeyIsDropped: a knock of a key the server lacks gets no
+// answer; by default the dial gives up after that one knock and one
+// SynTimeout, spending one slot, and its message names the causes and the
+// key's fingerprint. With Attempts 4 it tries every slot once.
 func TestDialWrongKeyIsDropped(t *testing.T) {
 	h := newKnockHost(t, 42)
 	h.allow(t, testKey, time.Now())
-	var tries []int
-	d := &Dialer{Key: []byte("another-key-that-the-server-lacks"), SynTimeout: 300 * time.Millisecond, Resolve: resolveLiteral,
-		OnAttempt: func(_ netip.AddrPort, _ uint64, slot int, _ uint32) { tries = append(tries, slot) }}
-	start := time.Now()
-	_, err := h.dial(t, d, h.link.A4)
-	if !errors.Is(err, ErrNoAnswer) {
-		t.Fatalf("wrong key: %v", err)
-	}
-	if !strings.Contains(err.Error(), "no SYN-ACK from "+h.link.A4+":2222: the knock was dropped") {
-		t.Errorf("message: %v", err)
-	}
-	if fmt.Sprint(tries) != "[0 1 2 3]" {
-		t.Errorf("slots tried %v, want every slot once", tries)
-	}
-	if time.Since(start) > 3*time.Second {
-		t.Errorf("gave up after %v", time.Since(start))
+	wrong := []byte("another-key-that-the-server-lacks")
+	for _, tc := range []struct {
+		attempts int
+		want     string
+	}{{0, "[0]"}, {4, "[0 1 2 3]"}} {
+		var tries []int
+		d := &Dialer{Key: wrong, SynTimeout: 300 * time.Millisecond, Resolve: resolveLiteral, Attempts: tc.attempts,
+			OnAttempt: func(_ netip.AddrPort, _ uint64, slot int, _ uint32) { tries = append(tries, slot) }}
+		start := time.Now()
+		_, err := h.dial(t, d, h.link.A4)
+		if !errors.Is(err, ErrNoAnswer) {
+			t.Fatalf("wrong key: %v", err)
+		}
+		knocks := len(tries)
+		for _, want := range []string{
+			fmt.Sprintf("no SYN-ACK from %s:2222 to %d knock(s) within 300ms each: the knock was dropped or the host is down; ", h.link.A4, knocks),
+			"(1) the server does not hold this key for you: compare its fingerprint " + totp.Fingerprint(wrong),
+			"--clock-offset", "host firewall",
+			fmt.Sprintf("%d left this period", 4-knocks),
+		} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("message lacks %q: %v", want, err)
+			}
+		}
+		if fmt.Sprint(tries) != tc.want {
+			t.Errorf("attempts %d: slots tried %v, want %s", tc.attempts, tries, tc.want)
+		}
+		if el := time.Since(start); el > time.Duration(knocks)*300*time.Millisecond+time.Second {
+			t.Errorf("gave up after %v", el)
+		}
 	}
 	select {
 	case c := <-h.accepted:
@@ -279,9 +297,10 @@ func TestDialFallbackKey(t *testing.T) {
 		return "?"
 	}
 	store := &SlotStore{Base: t.TempDir(), Sub: []string{"seqknock"}}
+	attempts := 0
 	dial := func(key []byte, fallback ...[]byte) ([]string, error) {
 		var tries []string
-		d := &Dialer{Key: key, Fallback: fallback, SynTimeout: 300 * time.Millisecond, Resolve: resolveLiteral, Reserve: store.Reserve,
+		d := &Dialer{Key: key, Fallback: fallback, SynTimeout: 300 * time.Millisecond, Resolve: resolveLiteral, Reserve: store.Reserve, Attempts: attempts,
 			OnAttempt: func(_ netip.AddrPort, _ uint64, _ int, isn uint32) { tries = append(tries, name(isn)) }}
 		conn, err := h.dial(t, d, h.link.A4)
 		if err == nil {
@@ -303,12 +322,17 @@ func TestDialFallbackKey(t *testing.T) {
 	if err != nil || fmt.Sprint(tries) != "[new1]" {
 		t.Errorf("both keys: tries %v, err %v; want [new1]", tries, err)
 	}
-	// Neither key known: the attempts alternate until both keys' slots
-	// are spent.
+	// Neither key known: one knock of each by default; with Attempts 4
+	// the attempts alternate until both keys' slots are spent.
 	other1, other2 := []byte("rotation-xx1-key-0123456789abcdef"), []byte("rotation-xx2-key-0123456789abcdef")
 	tries, err = dial(other1, other2)
-	if !errors.Is(err, ErrNoAnswer) || len(tries) != 8 {
-		t.Errorf("unknown keys: %d tries, err %v; want 8 and no answer", len(tries), err)
+	if !errors.Is(err, ErrNoAnswer) || len(tries) != 2 {
+		t.Errorf("unknown keys: %d tries, err %v; want 2 and no answer", len(tries), err)
+	}
+	attempts = 4
+	tries, err = dial(other1, other2)
+	if !errors.Is(err, ErrNoAnswer) || len(tries) != 6 {
+		t.Errorf("unknown keys, 4 attempts: %d tries, err %v; want the 6 slots left and no answer", len(tries), err)
 	}
 	// Both keys' slots spent: the store says so.
 	if _, err := dial(other1, other2); !errors.Is(err, ErrSlotsSpent) {
@@ -325,4 +349,46 @@ func stayInPeriod(need time.Duration) time.Time {
 		now = time.Now()
 	}
 	return now
+}
+
+// TestDialSaysCollision: two clients (two slot stores) knocking with one
+// key spend each other's slots. The one that sees its knock time out and
+// the next slot's get in at once warns; the one whose key got in before
+// and now gets no answer names the collision first, with the remedy.
+func TestDialSaysCollision(t *testing.T) {
+	h := newKnockHost(t, 59)
+	now := stayInPeriod(5 * time.Second)
+	h.allow(t, testKey, now)
+	dialer := func(store *SlotStore, attempts int, warned *[]string) *Dialer {
+		return &Dialer{Key: testKey, SynTimeout: 300 * time.Millisecond, Resolve: resolveLiteral, Attempts: attempts,
+			Reserve: store.Reserve, Admitted: store.Admit, LastAdmitted: store.LastAdmitted,
+			Warnf: func(format string, a ...any) { *warned = append(*warned, fmt.Sprintf(format, a...)) }}
+	}
+	laptop := &SlotStore{Base: t.TempDir(), Sub: []string{"seqknock"}}
+	desktop := &SlotStore{Base: t.TempDir(), Sub: []string{"seqknock"}}
+	var warned []string
+	conn, err := h.dial(t, dialer(laptop, 0, &warned), h.link.A4) // slot 0
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	if len(warned) != 0 {
+		t.Errorf("warned without a collision: %q", warned)
+	}
+	// The desktop's slot 0 is spent already; its slot 1 gets in.
+	conn, err = h.dial(t, dialer(desktop, 2, &warned), h.link.A4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	if len(warned) != 1 || !strings.Contains(warned[0], "slot 0's knock got no answer but slot 1's got in at once: "+CollisionHint) {
+		t.Errorf("desktop after a collision: warned %q", warned)
+	}
+	// The laptop's slot 1 is spent by the desktop: no answer, and its key
+	// got in this period, so the collision comes first.
+	_, err = h.dial(t, dialer(laptop, 0, &warned), h.link.A4)
+	if !errors.Is(err, ErrNoAnswer) || !strings.Contains(err.Error(), "this key got in at ") ||
+		!strings.Contains(err.Error(), "likely causes, in order: (1) "+CollisionHint) {
+		t.Errorf("laptop after a collision: %v", err)
+	}
 }

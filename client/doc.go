@@ -4,6 +4,41 @@
 // (OpenSSH ProxyCommand), fd passing (ProxyUseFdpass) and an exec wrapper in
 // the style of UCSPI-TCP's tcpclient.
 //
+// # Slots, and a knock that gets no answer
+//
+// A dial knocks once by default (Dialer.Attempts, --attempts): a knock the
+// server drops is silence, and what drops it (a wrong key, a skewed clock,
+// a dead server, the host firewall) drops every other slot's knock too, so
+// one SynTimeout (3 s; the kernel sends the SYN again after 1 s within it)
+// is all a failure costs. Its error, NoAnswerError, names the likely causes
+// in order, with how to check each: the key's fingerprint
+// (totp.Fingerprint) against the one seqknockd shows, the server's log of
+// near misses and --clock-offset, the realm and port, the host firewall.
+//
+// The rule for slots (SlotStore): a slot is marked used, under the file's
+// lock, before its SYN is sent, and stays used whatever came of it. The
+// server spends a knock at the first SYN it admits, and a SYN it admitted
+// may have lost its SYN-ACK, so a knock that got no answer may be spent
+// there: it is never sent again. What a failure spends is that one slot.
+// The slot file keeps the slots used per SlotID (port, realm and key: a
+// fixed key has slots of its own, fresh) and per period, for the last 64
+// periods and any ahead (a knock sent with a clock minutes ahead is not
+// sent again when the clock reaches its period), so after a fix the next
+// connect of the same period knocks on a slot never used.
+//
+// The file also keeps the last period in which each SlotID's knock got in
+// (written at most once a period). Two clients with one key keep separate
+// files and spend each other's slots, and that is what a client can see:
+// its knock gets no answer although this key got in on this port within a
+// day, or (with Attempts above 1) a knock times out and the next slot's
+// gets in at once. It then names that cause first (CollisionHint): give
+// each device its own key (keygen --stanzas --device).
+//
+// Connection sharing (the ControlMaster lines ssh-config prints) makes
+// repeated ssh runs spend one knock. ssh sends a ProxyCommand's error
+// output to /dev/null when ControlPersist is set; a failed connect is then
+// also written to the controlling terminal.
+//
 // # Privilege
 //
 // Setting a socket's initial sequence number takes TCP_REPAIR, and so

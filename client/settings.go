@@ -30,8 +30,10 @@ type Flags struct {
 	BindSourcePort *bool
 	// IPv4 and IPv6 restrict the addresses tried (-4, -6).
 	IPv4, IPv6 bool
-	// SynTimeout, Timeout and ClockOffset go to the Dialer as they are.
+	// SynTimeout, Attempts, Timeout and ClockOffset go to the Dialer as
+	// they are.
 	SynTimeout  time.Duration
+	Attempts    int
 	Timeout     time.Duration
 	ClockOffset time.Duration
 	// Verbosef, when set, is told which [[host]] matched, where the key
@@ -58,6 +60,7 @@ type Settings struct {
 	// DefaultBrokerPath.
 	Broker      string
 	SynTimeout  time.Duration
+	Attempts    int
 	Timeout     time.Duration
 	ClockOffset time.Duration
 	Verbosef    func(format string, a ...any)
@@ -179,10 +182,13 @@ func Resolve(cfg *Config, f Flags, host string, port uint16) (*Settings, error) 
 	}
 	f.apply(&e)
 	if e.KeyFile == "" {
-		return nil, usagef("no [[host]] in %s matches %s port %d, and no --key-file given", cfg.Path, strings.Join(names, " or "), port)
+		return nil, cfg.NoHost(fmt.Sprintf("%s port %d", strings.Join(names, " or "), port), "give --key-file")
 	}
 	if err := CheckKnockFlags(e.Realm, e.Period, e.Slots); err != nil {
 		return nil, err
+	}
+	if f.Attempts < 0 || f.Attempts > e.Slots {
+		return nil, usagef("--attempts %d out of range 1..%d (the slots per period)", f.Attempts, e.Slots)
 	}
 	s := &Settings{
 		Realm:          e.Realm,
@@ -192,6 +198,7 @@ func Resolve(cfg *Config, f Flags, host string, port uint16) (*Settings, error) 
 		Network:        "tcp",
 		Broker:         BrokerPath(cfg, f.Broker),
 		SynTimeout:     f.SynTimeout,
+		Attempts:       f.Attempts,
 		Timeout:        f.Timeout,
 		ClockOffset:    f.ClockOffset,
 		Verbosef:       f.Verbosef,

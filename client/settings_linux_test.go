@@ -93,7 +93,7 @@ func TestResolveErrors(t *testing.T) {
 		want  string
 	}{
 		{"-4 and -6", "prod", Flags{IPv4: true, IPv6: true}, true, "-4 and -6 exclude each other"},
-		{"no entry", "other", Flags{}, true, "no [[host]] in " + cfg.Path + " matches other port 22, and no --key-file given"},
+		{"no entry", "other", Flags{}, true, "no [[host]] in " + cfg.Path + " matches other port 22; add one, or give --key-file"},
 		{"no entry for alias or host", "other", Flags{Alias: "al"}, true, "matches al or other port 22"},
 		{"period", "prod", Flags{Period: ptr(1500 * time.Millisecond)}, true, "--period: " + totp.ErrPeriod.Error()},
 		{"zero period", "prod", Flags{Period: ptr(time.Duration(0))}, true, "--period: "},

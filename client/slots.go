@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -36,9 +37,17 @@ func SlotID(key []byte, realm string, port uint16) string {
 	return hex.EncodeToString(m.Sum(nil)[:12])
 }
 
-// SlotStore keeps, per SlotID, the counter of the last period used and the
-// next free slot in it, in one JSON file, locked with flock so parallel
-// clients never take the same slot.
+// SlotStore keeps, per SlotID, the slots used in each recent period and
+// the last period in which a knock got in, in one JSON file, locked with
+// flock so parallel clients never take the same slot.
+//
+// A slot is marked used before its SYN is sent and stays used whatever
+// came of it: a SYN the server admitted may have lost its SYN-ACK, and the
+// server's knock is then spent. The slots of every period still in memory
+// (slotMemory periods back, and any ahead) are kept apart, so a knock sent
+// with a skewed clock is never sent again once the clock is put right and
+// reaches that period. A different key (or realm or port) has a SlotID of
+// its own, so fixing a wrong key gives fresh slots at once.
 //
 // The file is Base/Sub.../slots.json. Base (the user's home, or
 // $XDG_STATE_HOME) is opened as given (and made, 0700, if missing); every directory of Sub is opened
@@ -49,21 +58,46 @@ func SlotID(key []byte, realm string, port uint16) string {
 type SlotStore struct {
 	Base string
 	Sub  []string
+
+	mu sync.Mutex
+	// admitted is what Reserve and Admit last read or wrote of each id's
+	// Admitted, so Admit writes only once per period and LastAdmitted
+	// reads no file.
+	admitted map[string]uint64
 }
 
 const slotFile = "slots.json"
 
+// slotEntry is one id's record. Counter and Next are the period of the
+// last Reserve and the slots used in it (the whole record of older
+// versions, still written for them); Used holds the slots used per
+// period, that one included.
 type slotEntry struct {
-	Counter uint64 `json:"counter"`
-	Next    int    `json:"next"`
+	Counter uint64         `json:"counter"`
+	Next    int            `json:"next"`
+	Used    map[uint64]int `json:"used,omitempty"`
+	// Admitted is the last period in which a knock of this id got in,
+	// 0 for none known.
+	Admitted uint64 `json:"admitted,omitempty"`
 }
+
+// slotMemory is how many periods back the slots used are kept: far longer
+// than any server's window, so a knock the server may still hold spent is
+// never reused. admittedMemory is how long (in periods; a day at 30 s) an
+// id that got in is remembered, for Dial's diagnosis of a knock that gets
+// no answer.
+const (
+	slotMemory     = 64
+	admittedMemory = 2880
+	maxUsedPeriods = 256
+)
 
 // maxSlotFile bounds what Reserve reads of the file: far more than the
 // entries of 64 periods of any real number of servers.
 const maxSlotFile = 1 << 20
 
-// parseSlots reads the slot file, {"ID":{"counter":C,"next":N},...}, and
-// returns nil when it is damaged.
+// parseSlots reads the slot file, {"ID":{"counter":C,"next":N,...},...},
+// and returns nil when it is damaged.
 func parseSlots(b []byte) map[string]slotEntry {
 	var m map[string]slotEntry
 	if err := json.Unmarshal(b, &m); err != nil || m == nil {
@@ -72,66 +106,155 @@ func parseSlots(b []byte) map[string]slotEntry {
 	return m
 }
 
+// used returns e's slots used per period, Counter's Next included (a
+// record written by an older version has Counter and Next alone).
+func (e *slotEntry) used() map[uint64]int {
+	u := make(map[uint64]int, len(e.Used)+1)
+	for c, n := range e.Used {
+		u[c] = n
+	}
+	if e.Next > u[e.Counter] {
+		u[e.Counter] = e.Next
+	}
+	return u
+}
+
+// keep reports whether e is worth keeping at counter.
+func (e *slotEntry) keep(counter uint64) bool {
+	if e.Admitted != 0 && e.Admitted+admittedMemory >= counter {
+		return true
+	}
+	for c := range e.Used {
+		if c+slotMemory >= counter {
+			return true
+		}
+	}
+	return e.Counter+slotMemory >= counter
+}
+
 // Reserve returns the next free slot of counter for id and marks it used.
 func (s *SlotStore) Reserve(id string, counter uint64, slots int) (int, error) {
+	slot := 0
+	err := s.update(func(entries map[string]slotEntry) error {
+		e := entries[id]
+		used := e.used()
+		for c := range used {
+			if c+slotMemory < counter {
+				delete(used, c)
+			}
+		}
+		s.remember(id, e.Admitted)
+		if used[counter] >= slots {
+			return fmt.Errorf("slot state: %w (%d slots)", ErrSlotsSpent, slots)
+		}
+		slot = used[counter]
+		used[counter]++
+		for len(used) > maxUsedPeriods {
+			// A clock gone wild: forget the lowest period first.
+			low := counter
+			for c := range used {
+				low = min(low, c)
+			}
+			delete(used, low)
+		}
+		e.Counter, e.Next, e.Used = counter, used[counter], used
+		entries[id] = e
+		// Forget ids long gone.
+		for k, v := range entries {
+			if !v.keep(counter) {
+				delete(entries, k)
+			}
+		}
+		return nil
+	})
+	return slot, err
+}
+
+// Admit records that a knock of id for counter got in. It writes the file
+// only the first time in a period that this store sees it.
+func (s *SlotStore) Admit(id string, counter uint64) error {
+	s.mu.Lock()
+	known := s.admitted[id] >= counter
+	s.mu.Unlock()
+	if known {
+		return nil
+	}
+	return s.update(func(entries map[string]slotEntry) error {
+		e := entries[id]
+		if e.Admitted < counter {
+			e.Admitted = counter
+			entries[id] = e
+		}
+		s.remember(id, e.Admitted)
+		return nil
+	})
+}
+
+// LastAdmitted is the last period in which a knock of id got in, as this
+// store last read or wrote it (Reserve reads it), or 0.
+func (s *SlotStore) LastAdmitted(id string) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.admitted[id]
+}
+
+func (s *SlotStore) remember(id string, admitted uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.admitted == nil {
+		s.admitted = map[string]uint64{}
+	}
+	s.admitted[id] = admitted
+}
+
+// update reads the slot file under its lock, lets change change the
+// entries, and writes them back unless change fails.
+func (s *SlotStore) update(change func(map[string]slotEntry) error) error {
 	f, err := s.open()
 	if err != nil {
-		return 0, fmt.Errorf("slot state: %w", err)
+		return fmt.Errorf("slot state: %w", err)
 	}
 	defer f.Close()
 	path := f.Name()
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		return 0, fmt.Errorf("slot state: lock %s: %w", path, err)
+		return fmt.Errorf("slot state: lock %s: %w", path, err)
 	}
 	defer unix.Flock(int(f.Fd()), unix.LOCK_UN)
 	entries := map[string]slotEntry{}
 	fi, err := f.Stat()
 	if err != nil {
-		return 0, fmt.Errorf("slot state: %w", err)
+		return fmt.Errorf("slot state: %w", err)
 	}
 	if fi.Size() > 0 {
 		b, err := io.ReadAll(io.LimitReader(f, maxSlotFile))
 		if err != nil {
-			return 0, fmt.Errorf("slot state: read %s: %w", path, err)
+			return fmt.Errorf("slot state: read %s: %w", path, err)
 		}
 		if entries = parseSlots(b); entries == nil {
 			// A damaged file only costs slot reuse: start afresh.
 			entries = map[string]slotEntry{}
 		}
 	}
-	e := entries[id]
-	if e.Counter != counter {
-		e = slotEntry{Counter: counter}
-	}
-	if e.Next >= slots {
-		return 0, fmt.Errorf("slot state: %w (%d slots)", ErrSlotsSpent, slots)
-	}
-	slot := e.Next
-	e.Next++
-	entries[id] = e
-	// Forget periods long gone.
-	for k, v := range entries {
-		if v.Counter+64 < counter {
-			delete(entries, k)
-		}
+	if err := change(entries); err != nil {
+		return err
 	}
 	b, err := json.Marshal(entries)
 	if err != nil {
-		return 0, fmt.Errorf("slot state: %w", err)
+		return fmt.Errorf("slot state: %w", err)
 	}
 	// Written over in place, cut only when it shrank: the file keeps its
 	// blocks (truncating to 0 first freed them for the write to allocate
 	// again, on every start). A crash half way leaves damaged JSON, which
 	// costs only slot reuse, as above.
 	if _, err := f.WriteAt(b, 0); err != nil {
-		return 0, fmt.Errorf("slot state: %w", err)
+		return fmt.Errorf("slot state: %w", err)
 	}
 	if int64(len(b)) < fi.Size() {
 		if err := f.Truncate(int64(len(b))); err != nil {
-			return 0, fmt.Errorf("slot state: %w", err)
+			return fmt.Errorf("slot state: %w", err)
 		}
 	}
-	return slot, nil
+	return nil
 }
 
 // open opens (creating where missing) the slot file without following a

@@ -2,6 +2,7 @@ package client
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -29,6 +30,32 @@ type Stanza struct {
 	Broker string
 	// Note is a comment on how seqknock will set the ISN (PrivilegeNote).
 	Note string
+	// Home is the home directory ssh will expand ~ to (the user's entry
+	// in the user database), to check the ControlPath's length; "" skips
+	// the check.
+	Home string
+}
+
+// controlPaths are the ControlPath the stanza sets, the first that fits:
+// under ~/.ssh, which ssh makes mode 0700 and the user owns, so no one
+// else can reach the shared connection. %C is 40 hex digits.
+var controlPaths = []string{"~/.ssh/seqknock-%C", "~/.ssh/sk-%C"}
+
+// maxControlPath is the longest ControlPath ssh can listen on: a Unix
+// socket path holds at most 107 bytes, and the master first listens on
+// the path with "." and 16 random characters added.
+const maxControlPath = 107 - 17
+
+// controlPath returns the first of controlPaths that fits with home, or
+// "" when none does.
+func controlPath(home string) string {
+	for _, p := range controlPaths {
+		expanded := len(home) + len(p) - len("~") - len("%C") + 40
+		if home == "" || expanded <= maxControlPath {
+			return p
+		}
+	}
+	return ""
 }
 
 // SSHConfig returns the ~/.ssh/config stanza that connects to s.Host
@@ -38,7 +65,8 @@ type Stanza struct {
 // must be a usable key.
 func SSHConfig(s Stanza) (string, error) {
 	if !s.Config.HasHost(s.Host) && s.KeyFile == "" {
-		return "", usagef("ssh-config: no [[host]] in %s matches %s; add one, or give --key-file", s.Config.Path, s.Host)
+		err := s.Config.NoHost(s.Host, "give --key-file")
+		return "", usagef("ssh-config: %w", err)
 	}
 	cmd := s.Self
 	if s.Sudo {
@@ -72,15 +100,37 @@ func SSHConfig(s Stanza) (string, error) {
 	if s.Note != "" && !s.Sudo {
 		fmt.Fprintf(&b, "    # %s\n", s.Note)
 	}
-	fmt.Fprintf(&b, "    # Each connection spends a knock and a server allows a few per period (4 by default):\n"+
-		"    # uncomment to let repeated ssh, scp and Ansible runs share one connection.\n"+
-		"    # ControlMaster auto\n    # ControlPath ~/.ssh/seqknock-%%C\n    # ControlPersist 10m\n")
+	// Connection sharing: each connection spends a knock, and a server
+	// allows a few per period, so repeated runs share one.
+	if cp := controlPath(s.Home); cp != "" {
+		if s.Home != "" && !isDir(filepath.Join(s.Home, ".ssh")) {
+			// ssh gives up, rather than share nothing, when it cannot
+			// make the socket; it makes ~/.ssh only when run without -F.
+			fmt.Fprintf(&b, "    # %s does not exist: make it (mkdir -m 700 ~/.ssh), or ssh fails to start a shared connection.\n",
+				filepath.Join(s.Home, ".ssh"))
+		}
+		fmt.Fprintf(&b, "    # Each connection spends a knock and a server allows a few per period (4 by default),\n"+
+			"    # so ssh, scp and Ansible runs share one connection, kept 10 minutes after the last\n"+
+			"    # ends (ssh -O exit %s ends it; see CONNECTION SHARING in seqknock(1)).\n"+
+			"    ControlMaster auto\n    ControlPath %s\n    ControlPersist 10m\n", s.Host, cp)
+	} else {
+		fmt.Fprintf(&b, "    # Connection sharing is off: a ControlPath under %s would be longer than a Unix\n"+
+			"    # socket path may be (%d characters); each connection spends one of the few knocks of a\n"+
+			"    # period. Set ControlMaster auto, ControlPersist 10m and a ControlPath of at most %d\n"+
+			"    # characters in a directory only you can write (see CONNECTION SHARING in seqknock(1)).\n",
+			s.Home, maxControlPath, maxControlPath)
+	}
 	if s.Sudo {
 		fmt.Fprintf(&b, "    # sudo -n asks no password, so it needs this rule (sudo visudo -f /etc/sudoers.d/seqknock)\n"+
 			"    #   %%seqknock ALL=(root) NOPASSWD: %s\n"+
 			"    # and you in group seqknock (sudo usermod -aG seqknock %s); see UNDER SUDO in seqknock(1).\n", s.Self, s.User)
 	}
 	return b.String(), nil
+}
+
+func isDir(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
 }
 
 func absPath(p string) string {

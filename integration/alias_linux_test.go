@@ -46,7 +46,9 @@ func TestSSHAliasHostName(t *testing.T) {
 	ssh := func(config string) (stdout, stderr string, err error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, "ip", "netns", "exec", w.cli.Name, "ssh", "-F", config, "prod", "echo", "ok")
+		// No connection sharing: each run must knock (and show -v's
+		// lines), and the stanza's ControlPath is under root's home.
+		cmd := exec.CommandContext(ctx, "ip", "netns", "exec", w.cli.Name, "ssh", "-F", config, "-o", "ControlPath=none", "prod", "echo", "ok")
 		cmd.Env = append(os.Environ(), "XDG_STATE_HOME="+w.path("state"))
 		var o, e strings.Builder
 		cmd.Stdout, cmd.Stderr = &o, &e

@@ -84,7 +84,7 @@ func TestKnockFailuresAreClear(t *testing.T) {
 				}
 				return
 			}
-			want := "seqknock: no SYN-ACK from " + w.cl.A4 + ":22: the knock was dropped (wrong key, realm or port, clock skew beyond the server's tolerance, bind_source_port on the server but not here, or a middlebox rewrote the ISN) or the host is down"
+			want := "seqknock: no SYN-ACK from " + w.cl.A4 + ":22 to 1 knock(s) within 700ms each: the knock was dropped or the host is down; likely causes, in order: (1) the server does not hold this key"
 			if err == nil || !strings.Contains(out, want) {
 				t.Fatalf("ssh: %v\n%s\nwant the line %q", err, out, want)
 			}

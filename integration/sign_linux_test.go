@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/seqknock/seqknock/internal/netnstest"
+	"github.com/seqknock/seqknock/totp"
 	"golang.org/x/sys/unix"
 )
 
@@ -132,6 +133,9 @@ func TestSignedSSH(t *testing.T) {
 		}
 	})
 
+	// The four connections above may all have fallen in one period (2 s)
+	// and spent its slots: the knocks below start a period afresh.
+	time.Sleep(time.Until(totp.NextBoundary(time.Now(), w.period)) + 50*time.Millisecond)
 	// The SYN-ACKs sshd sends, seen on the server's side of the link.
 	for _, tc := range []struct{ name, proxy string }{
 		{"unsigned", w.proxyCmd("proxy")},

@@ -36,7 +36,7 @@ func TestBindSourcePortThroughNAT(t *testing.T) {
 		t.Fatalf("ssh with --bind-source-port: %v: %s", err, out)
 	}
 	// Without binding, the server's 48-bit knocks are not met.
-	if out, err := w.sshRun(proxy("st-unbound"), false, w.cl.A4, "echo", "unbound"); err == nil || !strings.Contains(out, "bind_source_port on the server but not here") {
+	if out, err := w.sshRun(proxy("st-unbound"), false, w.cl.A4, "echo", "unbound"); err == nil || !strings.Contains(out, "realm, port or bind_source_port differ from the server's") {
 		t.Fatalf("ssh without --bind-source-port: %v, want refused with the hint:\n%s", err, out)
 	}
 	// Through the random-port masquerade: refused, and the client says why.

@@ -4,6 +4,7 @@ package integration
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"regexp"
 	"strings"
@@ -44,11 +45,17 @@ var nmapPort = regexp.MustCompile(`(\d+)/([a-z|]+)/tcp/`)
 // returns each port's state ("closed", "filtered", "open|filtered", ...).
 func nmapStates(t *testing.T, ns *netnstest.NS, scan, addr string, ports ...int) map[int]string {
 	t.Helper()
+	return nmapStatesRetries(t, ns, scan, 1, addr, ports...)
+}
+
+// nmapStatesRetries is nmapStates with nmap's --max-retries.
+func nmapStatesRetries(t *testing.T, ns *netnstest.NS, scan string, retries int, addr string, ports ...int) map[int]string {
+	t.Helper()
 	ps := make([]string, len(ports))
 	for i, p := range ports {
 		ps[i] = fmt.Sprint(p)
 	}
-	args := []string{"-n", "-Pn", "-T4", "--max-retries", "1", "--host-timeout", "60s", scan, "-p", strings.Join(ps, ","), "-oG", "-", addr}
+	args := []string{"-n", "-Pn", "-T4", "--max-retries", fmt.Sprint(retries), "--host-timeout", "60s", scan, "-p", strings.Join(ps, ","), "-oG", "-", addr}
 	if strings.Contains(addr, ":") {
 		args = append([]string{"-6"}, args...)
 	}
@@ -98,6 +105,24 @@ func TestClosedPortMimicry(t *testing.T) {
 					if c.mode == "reset" && strings.Contains(got[22], "filtered") && scan != "-sA" {
 						t.Errorf("nmap %s %s: port 22 is %s in reset mode", scan, addr, got[22])
 					}
+				}
+			}
+			// A burst over the guess limit locks the scanner's source out
+			// (for a second); scanned at once, without retries that could
+			// outlast the lockout, the port still looks the same.
+			fd := rawSender(t, w.atk)
+			tmpl := synTemplate(w.al.A4, 22)
+			for _, scan := range []string{"-sS", "-sA", "-sF", "-sV"} {
+				for i := 0; i < 60; i++ {
+					if err := sendRaw(fd, rewriteIPv4(tmpl, netip.MustParseAddr(w.al.B4), uint16(3000+i), uint32(i)*7919+1)); err != nil {
+						t.Fatal(err)
+					}
+					time.Sleep(time.Millisecond)
+				}
+				got := nmapStatesRetries(t, w.atk, scan, 0, w.al.A4, 22, c.like)
+				t.Logf("locked out, nmap %s: 22 %s, %d %s", scan, got[22], c.like, got[c.like])
+				if got[22] != got[c.like] {
+					t.Errorf("locked out, nmap %s: port 22 is %s, port %d is %s: the protected port stands out", scan, got[22], c.like, got[c.like])
 				}
 			}
 			out, err := w.sshRun(w.proxyCmd("proxy"), false, w.cl.A4, "echo", "knocked-"+c.mode)

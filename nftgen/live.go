@@ -23,8 +23,8 @@ type Live struct {
 	UsedKeys  []Key
 	// Admitted counts SYNs admitted by a knock; Dropped the unknocked
 	// packets dropped (in the knock and syn chains), Rejected those
-	// answered with a reset (ports in reset mode), Lockout the SYNs of
-	// locked-out sources dropped before any lookup.
+	// answered with a reset (ports in reset mode), Lockout the unknocked
+	// SYNs of locked-out sources, dropped or reset by the lockout rules.
 	Admitted Counter
 	Dropped  Counter
 	Rejected Counter

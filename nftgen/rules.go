@@ -35,8 +35,9 @@ type Rules struct {
 	// who is knocking wrongly without user space work per packet.
 	DropLogGroup uint16
 	// Guess, when its rate is not 0, limits each source's unknocked SYNs
-	// to the protected ports: a source over it is locked out (every SYN it
-	// sends dropped before any knock lookup) for LockoutTimeout at a time.
+	// to the protected ports: a source over it is locked out (its unknocked
+	// SYNs dropped, or reset at a reset port, without reaching the meters)
+	// for LockoutTimeout at a time. Its knocks are still looked up first.
 	Guess Limit
 	// Prefix4 and Prefix6 are the prefix lengths that make one source for
 	// Guess: 32 and 64 by default.
@@ -150,8 +151,9 @@ const DropLogRate = 10
 const GlobalBurst = 5
 
 // LockoutTimeout is how long a source over a limit stays locked out; the
-// lockout sets' timeout. While it lasts, the source's SYNs are dropped
-// before any lookup; after it, its meter decides again.
+// lockout sets' timeout. While it lasts, the source's unknocked SYNs are
+// dropped (or reset) without reaching a meter; after it, its meter decides
+// again.
 const LockoutTimeout = time.Second
 
 // GuessTimeout is how long a source's meter lives after its last
@@ -275,7 +277,7 @@ func parseRules(s string) (Rules, error) {
 // RulesVersion names the rule shapes this package builds; it is part of the
 // fingerprint. Bump it whenever a rule changes in a way no Rules field
 // records.
-const RulesVersion = "seqknock/rules/v4"
+const RulesVersion = "seqknock/rules/v5"
 
 // udataRuleFingerprint is a rule user data TLV type that nft does not know
 // and so neither shows nor rejects (it reads only type 0, the comment).
@@ -376,23 +378,27 @@ var chainOrder = []string{ChainInput, ChainKnock, ChainPre, ChainSyn, ChainLocko
 //	chain pre (hook prerouting, priority raw: before conntrack):
 //	tcp flags syn / fin,syn,rst,ack tcp dport @ports fib daddr type local jump syn
 //	chain syn:
-//	[ip saddr @limited4 counter drop]                      (a limit on)
-//	[ip6 saddr & PREFIX == @limited6 counter drop]
 //	tcp dport . tcp sequence @valid accept
 //	tcp dport . tcp sequence @used accept
 //	[tcp sport . tcp dport . tcp sequence @valid_sp accept   (SourcePort on)
 //	tcp sport . tcp dport . tcp sequence @used_sp accept]
-//	[update @guess4 { ip saddr limit rate over R burst B packets }
-//	  add @limited4 { ip saddr } counter drop]              (guess limit on)
-//	[update @guess6 { ip6 saddr & PREFIX limit rate over R burst B packets }
-//	  add @limited6 { ip6 saddr & PREFIX } counter drop]
+//	[tcp dport @rstports ip saddr @limited4 counter reject with tcp reset
+//	ip saddr @limited4 counter drop                         (a limit on)
+//	tcp dport @rstports ip6 saddr & PREFIX == @limited6 counter reject with tcp reset
+//	ip6 saddr & PREFIX == @limited6 counter drop]
+//	[tcp dport @rstports update @guess4 { ip saddr limit rate over R burst B packets }
+//	  add @limited4 { ip saddr } counter reject with tcp reset   (guess limit on)
+//	tcp dport != @rstports update @guess4 { ... } add @limited4 { ip saddr } counter drop
+//	and the same two for ip6 saddr & PREFIX, @guess6 and @limited6]
 //	[limit rate over G jump lockout]                       (global cap on)
 //	tcp dport @unknocked
 //	[limit rate 10/second log group M]
 //	tcp dport @rstports counter reject with tcp reset
 //	counter drop
 //	chain lockout:
+//	tcp dport @rstports add @limited4 { ip saddr } counter reject with tcp reset
 //	add @limited4 { ip saddr } counter drop
+//	tcp dport @rstports add @limited6 { ip6 saddr & PREFIX } counter reject with tcp reset
 //	add @limited6 { ip6 saddr & PREFIX } counter drop
 //
 // The two sessions rules are not in DESIGN.md's shape. Conntrack picks up
@@ -426,16 +432,22 @@ var chainOrder = []string{ChainInput, ChainKnock, ChainPre, ChainSyn, ChainLocko
 // sends from a port where nothing listens (RST/ACK acknowledging a SYN,
 // FIN or bare packet; RST with the peer's ack number to an ACK; window 0,
 // no options). The reject works from prerouting since Linux 5.x. A source
-// over a limit is dropped, not answered, in either mode: answering a flood
-// would be work done for the attacker.
+// over a limit is answered the same way at a port in reset mode, so a
+// burst gets as many resets as a closed port gives (the limiter cannot be
+// told apart from outside), and dropped at a port in drop mode.
 //
 // The limits: the guess sets are meters (a limit per source, refreshed
 // while the source keeps guessing); a source over its meter, or any source
 // that guesses while all sources together are over the global cap, goes
-// into limited4/6 for LockoutTimeout, and until then each of its SYNs is
-// dropped before the knock lookup, so a flood's guesses never reach the
-// valid set. Knocks are looked up before any meter counts, so a knock
-// never uses up a source's allowance.
+// into limited4/6 for LockoutTimeout, and until then each of its unknocked
+// SYNs is dropped (or reset) without reaching a meter, the drop log or the
+// per-port counters. Knocks are looked up first, before any lockout or
+// meter: a knock never uses up a source's allowance, and a lockout that a
+// spoofer earns with a victim's source address never drops the victim's
+// knocks. The price is that every SYN, a locked-out flood's too, is looked
+// up in valid and used, so the limits no longer slow down guessing: they
+// bound the work and the log lines an unknocked flood causes, not its
+// odds (see the odds check-config prints).
 //
 // What an unknocked SYN costs (issue 16; scripts/bench/synrules.sh on the
 // 2-core VM, kernel 6.18, 2026-11-24: each shape built with nft -f in a
@@ -455,15 +467,27 @@ var chainOrder = []string{ChainInput, ChainKnock, ChainPre, ChainSyn, ChainLocko
 //	limits on, the flooder locked out (@limited4 drop)       985     1539 (1.52)
 //	  the same with @limited4 before the fib check           701     1245 (1.23)
 //
+// Those lockout rows are of the old order, @limited4 before the knock
+// lookups. The order above (knocks first) against it, interleaved in one
+// run (ONLY="0 7 8" synrules.sh 3 200000, 2026-12-07, a lighter-loaded
+// VM, so lower figures throughout):
+//
+//	plain "tcp dport 2202 drop"                               79      251 (1.00)
+//	limits on, the flooder locked out, knocks first          313      461 (1.84)
+//	  the old order, lockout before the knocks               208      354 (1.41)
+//
+// 1.30x the old order's receive path: the valid and used lookups (and the
+// rstports bitmap) that every locked-out SYN now costs.
+//
 // Each lookup in a hash set (valid, used, unknocked, limited4) costs about
 // 100-250 ns, the fib check about 230-330 ns; the ports bitmap is nearly
 // free. Runs vary: an earlier set of 5 rounds (the full table, by hand)
 // gave 2.27 for limits off, 1.29 for the locked-out path and 0.98 with
 // @limited4 first. Under a one-source flood the guess limiter makes the
-// path the short one (1.5-1.6x a plain drop in the bench's figure 2, which
-// counts the CPU's softirq time). What is left there is the fib check and
-// the lockout lookup, the price of not touching forwarded traffic and of
-// issue 13's limiter. Checking limited4/6 before the fib check saves the
+// path a shorter one: with the old order 1.5-1.6x a plain drop in the
+// bench's figure 2 (which counts the CPU's softirq time), with knocks
+// first about 1.3x that (table above). What is left there is the fib
+// check, the knock lookups and the lockout lookup. Checking limited4/6 before the fib check saves the
 // fib check's ~0.3 of it, but would drop a locked-out source's forwarded
 // SYNs to the protected port numbers too, so a spoofed source could be cut
 // off from hosts behind this one; it is not done. A flood from many
@@ -527,11 +551,6 @@ func (r Rules) ruleList() []ruleDesc {
 		}},
 		jump(ChainSyn)))
 
-	limits := !r.Guess.Off() || !r.Global.Off()
-	if limits {
-		add(rule(ChainSyn, r.source(false, "@"+SetLimited4), counter(), drop()).as(roleLockout),
-			rule(ChainSyn, r.source(true, "@"+SetLimited6), counter(), drop()).as(roleLockout))
-	}
 	add(rule(ChainSyn,
 		part{"tcp dport . tcp sequence @valid", append(append(isTCP(), loadDportSeq()...), &expr.Lookup{SourceRegister: regKey, SetName: SetValid})},
 		accept()),
@@ -546,13 +565,29 @@ func (r Rules) ruleList() []ruleDesc {
 				accept()))
 		}
 	}
+	// The limiters come after the knock lookups, so a knocked SYN is
+	// never dropped by a lockout that a spoofer earned with its source.
+	// Each ends in a reset at a port in reset mode, as a closed port
+	// answers, and in a drop elsewhere.
+	limits := !r.Guess.Off() || !r.Global.Off()
+	if limits {
+		for _, v6 := range []bool{false, true} {
+			lock := SetLimited4
+			if v6 {
+				lock = SetLimited6
+			}
+			add(rule(ChainSyn, resetPort(), r.source(v6, "@"+lock), counter(), reject()).as(roleLockout),
+				rule(ChainSyn, r.source(v6, "@"+lock), counter(), drop()).as(roleLockout))
+		}
+	}
 	if !r.Guess.Off() {
 		for _, v6 := range []bool{false, true} {
 			meter, lock := SetGuess4, SetLimited4
 			if v6 {
 				meter, lock = SetGuess6, SetLimited6
 			}
-			add(rule(ChainSyn, r.meter(v6, meter), r.lockout(v6, lock, true), counter(), drop()).as(roleLockout))
+			add(rule(ChainSyn, resetPort(), r.meter(v6, meter), r.lockout(v6, lock, true), counter(), reject()).as(roleLockout),
+				rule(ChainSyn, notResetPort(), r.meter(v6, meter), r.lockout(v6, lock, true), counter(), drop()).as(roleLockout))
 		}
 	}
 	if !r.Global.Off() {
@@ -560,10 +595,31 @@ func (r Rules) ruleList() []ruleDesc {
 	}
 	add(r.unknocked(ChainSyn)...)
 	if limits {
-		add(rule(ChainLockout, r.lockout(false, SetLimited4, false), counter(), drop()).as(roleLockout),
-			rule(ChainLockout, r.lockout(true, SetLimited6, false), counter(), drop()).as(roleLockout))
+		for _, v6 := range []bool{false, true} {
+			lock := SetLimited4
+			if v6 {
+				lock = SetLimited6
+			}
+			add(rule(ChainLockout, resetPort(), r.lockout(v6, lock, false), counter(), reject()).as(roleLockout),
+				rule(ChainLockout, r.lockout(v6, lock, false), counter(), drop()).as(roleLockout))
+		}
 	}
 	return out
+}
+
+// resetPort is "tcp dport @rstports": the port is in reset mode. The
+// ports sets are bitmaps, so the lookup costs next to nothing.
+func resetPort() part {
+	return part{"tcp dport @" + SetReset, append(isTCP(), loadDport(), &expr.Lookup{SourceRegister: regKey, SetName: SetReset})}
+}
+
+// notResetPort is "tcp dport != @rstports".
+func notResetPort() part {
+	return part{"tcp dport != @" + SetReset, append(isTCP(), loadDport(), &expr.Lookup{SourceRegister: regKey, SetName: SetReset, Invert: true})}
+}
+
+func reject() part {
+	return part{"reject with tcp reset", []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_TCP_RST}}}
 }
 
 // unknocked returns the rules that end chain for a packet nothing
@@ -580,10 +636,7 @@ func (r Rules) unknocked(chain string) []ruleDesc {
 			logGroup(r.DropLogGroup)))
 	}
 	return append(out,
-		rule(chain,
-			part{"tcp dport @" + SetReset, append(isTCP(), loadDport(), &expr.Lookup{SourceRegister: regKey, SetName: SetReset})},
-			counter(),
-			part{"reject with tcp reset", []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_TCP_RST}}}).as(roleReject),
+		rule(chain, resetPort(), counter(), reject()).as(roleReject),
 		rule(chain, counter(), drop()).as(roleDrop))
 }
 

@@ -10,3 +10,4 @@ go test -run '^$' -bench 'Window10kUsers' -benchtime 3x -v ./totp/ | grep -E 'Be
 go test -run '^$' -bench 'Dial' -benchtime 200x -v ./client/ | grep -E 'Benchmark|ratio'
 go test -run '^$' -bench 'ColdSync|Rotation10k|PeriodicSync|RunMemory|KnockAuditOverhead|KnockLimitResetOverhead|KnockUnderGuessFlood|SYNDropCost' -benchtime 1x -v ./integration/ | grep -E 'Benchmark|ratio|budget|RSS|SYN'
 go test -run '^$' -bench 'SignedSCP' -benchtime 1x -v ./integration/ | grep -E 'Benchmark|ratio'
+go test -run '^$' -bench 'GatewayThroughput' -benchtime 7x -v ./integration/ | grep -E 'Benchmark|ratio'

@@ -64,7 +64,11 @@ key_file = "alice.key"
 CFG
 ip netns exec "$srv" "$tmp/echod" -listen :2222 &
 pids+=($!)
-ip netns exec "$srv" "$tmp/seqknockd" --config "$tmp/seqknockd.toml" run 2>"$tmp/seqknockd.log" &
+# Its state (the knocks spent) in the demo's directory, starting from "none
+# spent yet": without a state seqknockd counts the window so far as spent,
+# and the first knock would wait for the next one.
+printf '{"version":1,"table":"seqknock","high_unix_ms":0,"spent":[]}\n' >"$tmp/state.json"
+ip netns exec "$srv" "$tmp/seqknockd" --config "$tmp/seqknockd.toml" run --state "$tmp/state.json" 2>"$tmp/seqknockd.log" &
 pids+=($!)
 for _ in $(seq 50); do
 	ip netns exec "$srv" nft list table inet seqknock >/dev/null 2>&1 && break

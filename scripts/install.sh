@@ -18,7 +18,7 @@ PREFIX=${PREFIX:-/usr/local}
 SYSTEMD_DIR=${SYSTEMD_DIR:-/etc/systemd/system}
 CONF_DIR=${CONF_DIR:-/etc/seqknock}
 
-UNITS="seqknockd.service seqknockd-sync.service seqknockd-sync.timer seqknock-broker.socket seqknock-broker.service"
+UNITS="seqknockd.service seqknockd-sync.service seqknockd-sync.timer seqknock-broker.socket seqknock-broker.service seqknock-gateway.service"
 # A drop-in that re-syncs after nftables.service starts or reloads (which
 # flushes the ruleset); see the file.
 DROPINS="nftables.service.d/seqknock.conf"

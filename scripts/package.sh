@@ -38,10 +38,11 @@ if [ "$(debversion "$b/seqknock")" != "$version" ]; then
 fi
 
 # Every file under scripts/systemd, drop-in directories (NAME.d/) too; the
-# broker's units (seqknock-broker.*) go to the client package.
-units=$(cd scripts/systemd && find . -type f | sed 's|^\./||' | grep -v '^seqknock-broker\.' | sort)
-brokerunits=$(cd scripts/systemd && ls seqknock-broker.*)
-for u in $units $brokerunits; do
+# client's units (the broker's seqknock-broker.*, seqknock-gateway.service)
+# go to the client package.
+units=$(cd scripts/systemd && find . -type f | sed 's|^\./||' | grep -v '^seqknock-' | sort)
+clientunits=$(cd scripts/systemd && ls seqknock-*)
+for u in $units $clientunits; do
 	mkdir -p "$b/units/$(dirname "$u")"
 	sed -e "s|/usr/local/sbin/|/usr/sbin/|g" -e "s|/usr/local/bin/|/usr/bin/|g" "scripts/systemd/$u" >"$b/units/$u"
 done
@@ -104,7 +105,12 @@ YAML
 	file "$b/seqknockd.bash" /usr/share/bash-completion/completions/seqknockd 644
 	file "$b/_seqknockd" /usr/share/zsh/vendor-completions/_seqknockd 644
 	file "$root/LICENSE" /usr/share/doc/seqknockd/copyright 644
+	file "$root/README.md" /usr/share/doc/seqknockd/README.md 644
+	file "$root/SECURITY.md" /usr/share/doc/seqknockd/SECURITY.md 644
+	# The config to edit, and the commented example the docs name: both
+	# in /etc, so both are conffiles.
 	file "$root/scripts/seqknockd.toml.example" /etc/seqknock/seqknockd.toml 600 config
+	file "$root/scripts/seqknockd.toml.example" /etc/seqknock/seqknockd.toml.example 600 config
 } >"$tmp/seqknockd.yaml"
 
 {
@@ -118,16 +124,21 @@ description: |-
   (installed disabled): systemctl enable --now seqknock-broker.socket,
   then add the users to group seqknock. Or give the binary the
   capability (setcap cap_net_admin+ep /usr/bin/seqknock), or use sudo.
+  seqknock-gateway.service (installed disabled) knocks for the devices
+  behind a Linux router: see GATEWAY in seqknock(1).
 scripts:
   postinstall: $root/scripts/debian/seqknock.postinst
+  postremove: $root/scripts/debian/seqknock.postrm
 contents:
 YAML
 	file "$b/seqknock" /usr/bin/seqknock 755
-	for u in $brokerunits; do file "$b/units/$u" "/usr/lib/systemd/system/$u" 644; done
+	for u in $clientunits; do file "$b/units/$u" "/usr/lib/systemd/system/$u" 644; done
 	file "$b/man/seqknock.1.gz" /usr/share/man/man1/seqknock.1.gz 644
 	file "$b/seqknock.bash" /usr/share/bash-completion/completions/seqknock 644
 	file "$b/_seqknock" /usr/share/zsh/vendor-completions/_seqknock 644
 	file "$root/LICENSE" /usr/share/doc/seqknock/copyright 644
+	file "$root/README.md" /usr/share/doc/seqknock/README.md 644
+	file "$root/SECURITY.md" /usr/share/doc/seqknock/SECURITY.md 644
 } >"$tmp/seqknock.yaml"
 
 for n in seqknock seqknockd; do

@@ -43,9 +43,12 @@ type Daemon struct {
 	Watchdog time.Duration
 	// After is the timer source; nil is time.After. Tests pass a fake clock.
 	After func(time.Duration) <-chan time.Time
-	// StatePath is the state file (spent knocks, highest clock); "" or
-	// NoState keeps none.
+	// StatePath is the state file (spent knocks, highest clock); NoState
+	// keeps none. When "", StateDir, if set, holds the default one for
+	// the table and the network namespace (see StatePath); else none is
+	// kept.
 	StatePath string
+	StateDir  string
 
 	// Audit, when set, logs each admitted connection (from the admission
 	// feed) and summarises the sampled drops (from the drop log group).
@@ -60,9 +63,10 @@ type Daemon struct {
 	// sizes the runtime's soft memory limit there (MemoryLimit).
 	OnConfig func(*Config)
 
-	state *State        // spent knocks and the highest time synced
-	feed  AdmissionFeed // nil when the nflog group could not be bound
-	drops AdmissionFeed // the drop log group; nil without Audit
+	state     *State        // spent knocks and the highest time synced
+	statePath string        // the file it is kept in (StatePath resolved)
+	feed      AdmissionFeed // nil when the nflog group could not be bound
+	drops     AdmissionFeed // the drop log group; nil without Audit
 
 	cfg *Config
 	// installed is the config the last sync installed, through the
@@ -105,7 +109,9 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 	}
 	d.cfg = cfg
 	d.onConfig()
-	d.loadState()
+	if err := d.loadState(); err != nil {
+		return err
+	}
 	d.openFeed()
 	defer func() {
 		if d.feed != nil {
@@ -207,7 +213,15 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 			d.onConfig()
 			if cfg.Table != old.Table {
 				d.Log.Warn("table renamed; the old table stays until `seqknockd teardown --table` removes it", "old", old.Table, "new", cfg.Table)
-				d.state = &State{Table: cfg.Table, High: d.state.High}
+				high := d.state.High
+				if err := d.loadState(); err != nil {
+					d.Log.Error("cannot use the new table's state file; knocks of the window so far count as spent", "err", err)
+					d.state = &State{Table: cfg.Table}
+					d.state.Before = FailClosedFloor(cfg, d.clock())
+				}
+				if high.After(d.state.High) {
+					d.state.High = high
+				}
 				startWatch()
 			}
 			if cfg.LogGroup != old.LogGroup {
@@ -295,14 +309,40 @@ func MemoryLimit(cfg *Config, now time.Time) int64 {
 }
 
 // loadState reads the state file: the spent knocks it holds, and the
-// highest time synced, behind which the daemon's clock never goes.
-func (d *Daemon) loadState() {
-	st, err := LoadState(d.StatePath, d.cfg.Table)
-	if err != nil {
-		d.Log.Error("cannot read the state file; starting without it (spent knocks still in the kernel's used set stay spent)", "err", err)
+// highest time synced, behind which the daemon's clock never goes. A state
+// it cannot trust (VetState) is replaced by one that counts every knock of
+// the window so far as spent, with one log line. An error (the state
+// directory is open to others) stops the daemon.
+func (d *Daemon) loadState() error {
+	path := d.StatePath
+	if path == "" && d.StateDir == "" {
+		path = NoState
+	}
+	if path != NoState {
+		var err error
+		if path, err = StatePath(path, d.StateDir, d.cfg.Table); err != nil {
+			return err
+		}
+		if err := CheckStateDir(path); err != nil {
+			return err
+		}
+	}
+	d.statePath = path
+	st, err := LoadState(path, d.cfg.Table)
+	now := d.Now()
+	if path == NoState {
+		if d.StatePath == NoState {
+			d.Log.Warn("no state file (--state " + NoState + "): knocks spent before a restart or a lost table may be admitted again while their window lasts")
+		}
+	} else {
+		var why string
+		st, why = VetState(st, err, now, d.cfg.WindowLength(), MaxSpent(d.cfg, now), FailClosedFloor(d.cfg, now))
+		if why != "" {
+			d.Log.Warn("state not trusted; every knock of a counter that began before spent_before counts as spent (clients wait at most a window)",
+				"state", path, "why", why, "spent_before", st.Before.UTC().Format(time.RFC3339))
+		}
 	}
 	d.state = st
-	now := d.Now()
 	if st.High.After(now) {
 		d.lastMono, d.eff = time.Now(), st.High
 		d.clockBehind = true
@@ -311,11 +351,22 @@ func (d *Daemon) loadState() {
 	if n := st.Len(); n > 0 {
 		d.Log.Info("state restored", "spent_knocks", n)
 	}
+	return nil
 }
 
 // saveState writes the state file; a failure is logged.
+// A file that could not be brought up to date is removed where possible:
+// left behind, it would be trusted at the next start although knocks spent
+// since are missing from it, while a missing file makes that start count
+// the window so far as spent (see VetState).
 func (d *Daemon) saveState() {
-	if err := d.state.Save(d.StatePath); err != nil {
+	err := d.state.Save(d.statePath)
+	if err == nil {
+		return
+	}
+	if rerr := os.Remove(d.statePath); rerr == nil {
+		d.Log.Error("cannot write the state file; removed the stale one, so a restart counts the window so far as spent", "err", err)
+	} else {
 		d.Log.Error("cannot write the state file", "err", err)
 	}
 }
@@ -503,6 +554,10 @@ func (d *Daemon) untilNext() time.Duration {
 func (d *Daemon) sync(why string) error {
 	d.drainFeed()
 	now := d.clock()
+	if n, limit := d.state.Len(), MaxSpent(d.cfg, now); n > limit {
+		d.Log.Warn("more spent knocks than the used set holds; every knock of a counter that began before spent_before counts as spent instead",
+			"spent_knocks", n, "used_size", limit, "spent_before", FailClosedFloor(d.cfg, now).UTC().Format(time.RFC3339))
+	}
 	start := time.Now()
 	// A rotation adds only the counters the last sync did not install;
 	// anything else (start, reload, repair, retry, or a table found not

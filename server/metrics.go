@@ -99,7 +99,7 @@ func (m *Metrics) Write(w io.Writer, now time.Time) error {
 			[]sample{{"", float64(m.admittedRule)}}},
 		{"seqknock_unknocked_packets_total", "counter", "Packets to a protected port that neither carried a valid knock nor belonged to an admitted connection, dropped or answered with a reset, per port (counters of the unknocked set; they reset only when the table is recreated).",
 			m.unknockedSamples()},
-		{"seqknock_lockout_drops_total", "counter", "SYNs of sources over the guess limit dropped before any knock lookup (rule counters; reset when the rules are rewritten).",
+		{"seqknock_lockout_drops_total", "counter", "Unknocked SYNs of sources over the guess limit, dropped (or reset in reset mode) by the lockout (rule counters; reset when the rules are rewritten).",
 			[]sample{{"", float64(m.lockout)}}},
 		{"seqknock_locked_out_sources", "gauge", "Sources (addresses or prefixes) locked out by the guess limit or the global cap now.",
 			[]sample{{"", float64(m.lockedOut)}}},

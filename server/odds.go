@@ -12,15 +12,13 @@ import (
 // warns.
 const OddsWarnAbove = 1e-6
 
-// Guess rates the odds are figured at. UnlimitedRate is what one sender
+// UnlimitedRate is the guess rate the odds are figured at: what one sender
 // reached on a 2-core VM (565,000 random SYNs a second, measured for issue
-// 13): the rate with the limits off, whatever the number of addresses.
-// LockoutRate is the guesses a second one source gets while the global cap
-// is exceeded: one each time its lockout ends.
-const (
-	UnlimitedRate = 565_000
-	LockoutRate   = 1 / 1.0 // per second: one guess per LockoutTimeout (1 s)
-)
+// 13). The guess limits do not lower it: every SYN is looked up in the
+// valid knocks before any lockout, so that a lockout a spoofer earns with a
+// victim's source address never drops the victim's knocks; the limits bound
+// the work and the log lines an unknocked flood causes, not its odds.
+const UnlimitedRate = 565_000
 
 // Odds are a protected port's chances against random guessing: Valid
 // knocks of the 2^32 sequence numbers are valid at any time, so each
@@ -78,22 +76,6 @@ func PortOdds(cfg *Config, now time.Time) []Odds {
 		out = append(out, o)
 	}
 	return out
-}
-
-// GuessRate is how many guesses a second sources attackers get past the
-// limits of cfg: each source at most its guess_limit; while all sources
-// together exceed guess_global_limit, each gets one guess per lockout; and
-// never more than UnlimitedRate.
-func GuessRate(cfg *Config, sources int) float64 {
-	n := float64(sources)
-	rate := math.Inf(1)
-	if !cfg.Guess.Off() {
-		rate = n * cfg.Guess.PerSecond()
-	}
-	if g := cfg.GuessGlobal.PerSecond(); !cfg.GuessGlobal.Off() && rate > g {
-		rate = math.Min(rate, math.Max(g, n*LockoutRate))
-	}
-	return math.Min(rate, UnlimitedRate)
 }
 
 // Humanize writes a duration in seconds as "0.04 s", "7.3 min", "6.9 h",

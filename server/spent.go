@@ -4,12 +4,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"time"
 
 	"github.com/seqknock/seqknock/nftgen"
+	"github.com/seqknock/seqknock/totp"
 )
 
 // Spent is the set of knocks known to be spent, each with the time its used
@@ -19,6 +21,36 @@ import (
 // knock stays spent across a table removal, a teardown and a restart.
 type Spent struct {
 	m map[uint64]time.Time
+	// Before, when set, makes every knock of a counter that begins before
+	// it spent, listed or not: what the daemon knows when it cannot trust
+	// its state (see VetState), or when the list outgrew the used set
+	// (see Bound). A sync leaves those counters out of valid.
+	Before time.Time
+}
+
+// FirstCounter is the first counter of period whose knocks Before leaves
+// valid: the first one that begins at or after Before (0 when Before is
+// not set).
+func (s *Spent) FirstCounter(period time.Duration) uint64 {
+	if s.Before.IsZero() || !s.Before.After(time.Unix(0, 0)) {
+		return 0
+	}
+	return totp.Counter(s.Before.Add(-time.Nanosecond), period) + 1
+}
+
+// Bound keeps the list within max knocks: over it, it forgets the list and
+// makes every knock of a counter that begins before floor spent instead
+// (floor: FailClosedFloor at now covers every knock ever valid until now).
+// It reports whether it had to.
+func (s *Spent) Bound(max int, floor time.Time) bool {
+	if len(s.m) <= max {
+		return false
+	}
+	s.m = nil
+	if floor.After(s.Before) {
+		s.Before = floor
+	}
+	return true
 }
 
 // spentKey is a knock's identity: its source port (0 for a knock not bound
@@ -81,17 +113,26 @@ func (s *Spent) List() []nftgen.Element {
 	return out
 }
 
-// DefaultStatePath is where seqknockd keeps its state (spent knocks and its
-// highest clock reading) between runs.
-const DefaultStatePath = "/var/lib/seqknock/state.json"
+// DefaultStateDir is the directory of the default state files.
+const DefaultStateDir = "/var/lib/seqknock"
 
 // NoState, as a state path, keeps no state file.
 const NoState = "none"
 
+// StateFileName is the default state file's name for table in the
+// network namespace netns ("" for the host's, PID 1's): TABLE.json, or
+// TABLE@NETNS.json, so daemons of one host in different namespaces, or
+// for different tables, never share a file.
+func StateFileName(table, netns string) string {
+	if netns == "" {
+		return table + ".json"
+	}
+	return table + "@" + netns + ".json"
+}
+
 // State is what seqknockd keeps between runs.
 type State struct {
-	// Table is the table the state belongs to; a state for another
-	// table is not used.
+	// Table is the table the state belongs to.
 	Table string
 	// High is the highest time the daemon has synced for: its clock
 	// never goes back behind it (see Daemon).
@@ -100,10 +141,11 @@ type State struct {
 }
 
 type stateJSON struct {
-	Version int         `json:"version"`
-	Table   string      `json:"table"`
-	HighMS  int64       `json:"high_unix_ms"`
-	Spent   []spentJSON `json:"spent"`
+	Version  int         `json:"version"`
+	Table    string      `json:"table"`
+	HighMS   int64       `json:"high_unix_ms"`
+	BeforeMS int64       `json:"spent_before_unix_ms,omitempty"`
+	Spent    []spentJSON `json:"spent"`
 }
 
 type spentJSON struct {
@@ -113,33 +155,46 @@ type spentJSON struct {
 	UntilMS int64  `json:"until_unix_ms"`
 }
 
-// LoadState reads the state file at path for table. A missing file, or one
-// for another table, is an empty state; a file that does not parse is an
-// error naming it.
+// MaxStateSize is the largest state file LoadState reads: far more than
+// the most knocks a used set can hold (about 60 bytes each).
+const MaxStateSize = 256 << 20
+
+// LoadState reads the state file at path for table. With path "" or
+// NoState it returns an empty state and no error. A missing file is an
+// error wrapping fs.ErrNotExist; a file that cannot be read, does not
+// parse, is of another version or for another table is an error naming
+// it. VetState says what the daemon may use in each case.
 func LoadState(path, table string) (*State, error) {
 	st := &State{Table: table}
 	if path == "" || path == NoState {
 		return st, nil
 	}
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return st, nil
-	}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscallNoFollow|syscallNonBlock, 0)
 	if err != nil {
 		return st, fmt.Errorf("state %s: %w", path, err)
 	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() || fi.Size() > MaxStateSize {
+		if err == nil {
+			err = fmt.Errorf("not a regular file of at most %d bytes", MaxStateSize)
+		}
+		return st, fmt.Errorf("state %s: %w", path, err)
+	}
 	var j stateJSON
-	if err := json.Unmarshal(b, &j); err != nil {
+	if err := json.NewDecoder(f).Decode(&j); err != nil {
 		return st, fmt.Errorf("state %s: %w", path, err)
 	}
 	if j.Version != 1 {
 		return st, fmt.Errorf("state %s: version %d, want 1", path, j.Version)
 	}
 	if j.Table != table {
-		return st, nil
+		return st, fmt.Errorf("state %s: for table %q, not %q", path, j.Table, table)
 	}
 	if j.HighMS > 0 {
 		st.High = time.UnixMilli(j.HighMS)
+	}
+	if j.BeforeMS > 0 {
+		st.Before = time.UnixMilli(j.BeforeMS)
 	}
 	for _, e := range j.Spent {
 		st.AddBound(e.SPort, e.Port, e.ISN, time.UnixMilli(e.UntilMS))
@@ -147,8 +202,85 @@ func LoadState(path, table string) (*State, error) {
 	return st, nil
 }
 
-// Save writes the state to path atomically (a new file, synced, renamed
-// over the old one), mode 0600, creating its directory (0700) if needed.
+// FailClosedFloor is the Before that makes every knock valid at now, or at
+// any time before it, spent: the start of the counter after the window's
+// last. A client whose clock is right waits for that counter, at most
+// tolerance + lookahead + 1 periods (under one window).
+func FailClosedFloor(cfg *Config, now time.Time) time.Time {
+	return time.Unix(0, 0).Add(time.Duration(WindowEnd(cfg, now)+1) * cfg.Period)
+}
+
+// MaxSpent is the most spent knocks a state may list for cfg at now: the
+// used set's capacity, so a sync that puts them all back never overflows
+// it.
+func MaxSpent(cfg *Config, now time.Time) int {
+	return max(nftgen.DefaultUsedSize, knockCount(cfg, now))
+}
+
+// VetState returns the state the daemon may use at now, from what
+// LoadState returned (st, err), and why the state was not trusted ("": it
+// was). It is pure: window is the config's window length, max its
+// MaxSpent and floor its FailClosedFloor at now.
+//
+// A state that is missing, unreadable, for another table or lists more
+// than max knocks is not used: the knocks of every counter that begins
+// before floor count as spent instead (Before), which covers every knock
+// that may have been admitted before now. A High or Before more than a
+// window ahead of now is dropped the same way (the file is wrong, or the
+// clock was set far back); the spent knocks listed are kept, since a spent
+// knock only ever keeps a knock out.
+func VetState(st *State, err error, now time.Time, window time.Duration, max int, floor time.Time) (*State, string) {
+	fresh := func() *State {
+		out := &State{Table: st.Table}
+		out.Before = floor
+		return out
+	}
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fresh(), "no state file"
+	case err != nil:
+		return fresh(), err.Error()
+	case st.Len() > max:
+		return fresh(), fmt.Sprintf("%d spent knocks, more than the %d the used set holds", st.Len(), max)
+	}
+	limit := now.Add(window)
+	var why string
+	if st.High.After(limit) {
+		why = fmt.Sprintf("high_unix_ms %d is more than a window (%v) ahead of the clock", st.High.UnixMilli(), window)
+		st.High = time.Time{}
+	}
+	if st.Before.After(limit) {
+		if why == "" {
+			why = fmt.Sprintf("spent_before_unix_ms %d is more than a window (%v) ahead of the clock", st.Before.UnixMilli(), window)
+		}
+		st.Before = time.Time{}
+	}
+	if why != "" && floor.After(st.Before) {
+		st.Before = floor
+	}
+	return st, why
+}
+
+// CheckStateDir makes sure the directory of the state file path exists
+// (created 0700) and that only its owner can use it: it must be a
+// directory owned by root or the daemon's user, with no permission for
+// group or others. Anyone else who can write there could replace the
+// state and revive spent knocks.
+func CheckStateDir(path string) error {
+	if path == "" || path == NoState {
+		return nil
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("state directory %s: %w", dir, err)
+	}
+	return checkStateDir(dir)
+}
+
+// Save writes the state to path atomically: a new file beside it, written,
+// synced and closed, renamed over the old one, then the directory synced.
+// Any error leaves the old file as it was. The file is mode 0600; the
+// directory must pass CheckStateDir.
 func (st *State) Save(path string) error {
 	if path == "" || path == NoState {
 		return nil
@@ -157,6 +289,9 @@ func (st *State) Save(path string) error {
 	if !st.High.IsZero() {
 		j.HighMS = st.High.UnixMilli()
 	}
+	if !st.Before.IsZero() {
+		j.BeforeMS = st.Before.UnixMilli()
+	}
 	for _, e := range st.List() {
 		j.Spent = append(j.Spent, spentJSON{SPort: e.SPort, Port: e.Port, ISN: e.ISN, UntilMS: e.Expires.UnixMilli()})
 	}
@@ -164,30 +299,52 @@ func (st *State) Save(path string) error {
 	if err != nil {
 		return fmt.Errorf("state %s: %w", path, err)
 	}
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := CheckStateDir(path); err != nil {
+		return err
+	}
+	if err := writeAtomic(path, append(b, '\n')); err != nil {
 		return fmt.Errorf("state %s: %w", path, err)
-	}
-	f, err := os.CreateTemp(dir, ".state-*")
-	if err != nil {
-		return fmt.Errorf("state %s: %w", path, err)
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(append(b, '\n')); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		return fmt.Errorf("state %s: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
 	}
 	return nil
+}
+
+// writeAtomic replaces path with data: temp file, write, fsync, close,
+// rename, fsync of the directory, each error checked; the temp file is
+// removed on failure.
+func writeAtomic(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, ".state-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	renamed := false
+	defer func() {
+		if !renamed {
+			os.Remove(tmp)
+		}
+	}()
+	_, werr := f.Write(data)
+	if werr == nil {
+		werr = f.Sync()
+	}
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		return werr
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	renamed = true
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	serr := d.Sync()
+	if cerr := d.Close(); serr == nil {
+		serr = cerr
+	}
+	return serr
 }

@@ -124,8 +124,13 @@ func freshKnock(t testing.TB, b *testbed, s *synSender, isn uint32) bool {
 // time.
 func TestSpentStaysSpent(t *testing.T) {
 	f := newInForce(t, 74, spentConfig)
-	state := filepath.Join(f.dir, "state.json")
+	state := filepath.Join(f.dir, "state", "state.json") // the daemon makes the directory 0700
 	f.stop()
+	// A state that says nothing was spent yet: without one, the daemon
+	// would count the window so far as spent.
+	if err := (&State{Table: f.cfg.Table}).Save(state); err != nil {
+		t.Fatal(err)
+	}
 	f.start(t, daemonOpts{statePath: state})
 	watchSynAcks(f.testbed)
 	s := newSynSender(t, f.testbed)

@@ -12,8 +12,10 @@ import (
 // SyncKeeping makes the kernel hold the state cfg wants at now, in one
 // transaction, and keeps spent knocks spent: it adds the live used
 // set's knocks to spent, and installs the state with all of spent in the
-// used set and none of it in valid. Where the used set cannot be read (no
-// table), spent alone counts. The sessions sets get the host's connections
+// used set and none of it in valid, nor any knock of a counter that begins
+// before spent.Before. Where the used set cannot be read (no table), spent
+// alone counts. A list longer than MaxSpent is replaced by a Before that
+// covers it (Spent.Bound), so the state never makes a sync fail. The sessions sets get the host's connections
 // to the protected ports.
 func SyncKeeping(k Kernel, cfg *Config, now time.Time, spent *Spent) (nftgen.Result, error) {
 	return SyncKeepingWith(k, cfg, now, spent, nil)
@@ -50,6 +52,10 @@ func syncWith(k Kernel, apply func(nftgen.State, time.Time) (nftgen.Result, erro
 		spent.Merge(live)
 	}
 	spent.Prune(now)
+	// The used set holds MaxSpent knocks: a longer list would make the
+	// sync fail, so it gives way to "every knock so far is spent".
+	spent.Bound(MaxSpent(cfg, now), FailClosedFloor(cfg, now))
+	from = max(from, spent.FirstCounter(cfg.Period))
 	s := streamed(cfg, now, from, onKnock)
 	s.Spent = spent.List()
 	if k.Sessions != nil {

@@ -12,4 +12,7 @@
 //	      || u16be(port) || u64be(counter) || u8(slot)
 //	mac = HMAC-SHA256(key, msg)
 //	isn = u32be(mac[0:4]), or 1 where that is 0
+//
+// Fingerprint names a key for people to compare (client and server show
+// the same string) without revealing it or anything about its knocks.
 package totp

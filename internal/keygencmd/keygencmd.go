@@ -23,12 +23,14 @@ func Command(binary string, check func(*cli.Context) error) *cli.Command {
 	return &cli.Command{
 		Name:      "keygen",
 		Usage:     "generate a key (32 random bytes, one base64 line)",
-		UsageText: binary + " keygen [-o FILE] [--force]\n   " + binary + " keygen -o FILE --stanzas [--port PORT] [--realm REALM] [--bind-source-port] [--replaces OLD --not-after TIME] USER HOST",
+		UsageText: binary + " keygen [-o FILE] [--force]\n   " + binary + " keygen -o FILE --stanzas [--port PORT] [--realm REALM] [--bind-source-port] [--replaces OLD --not-after TIME | --device NAME] USER HOST",
 		Description: "Writes a new key to FILE with mode 0600, or to standard output without -o. " +
 			"An existing FILE is kept unless --force is given. " +
 			"With --stanzas, also prints the server's [[user]] stanza for USER and the client's [[host]] stanza " +
 			"for HOST to paste: they name the key files and never contain key material. With --replaces, " +
-			"the stanzas are those of a key rotation: the new key preferred, the old one valid until TIME.",
+			"the stanzas are those of a key rotation: the new key preferred, the old one valid until TIME. With --device, " +
+			"the key is one more of USER's, for the device NAME alone: the server's line lists it with USER's other keys " +
+			"(two clients knocking with one key spend each other's slots). The stanzas show the key's fingerprint.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the key to `FILE` (mode 0600)"},
 			&cli.BoolFlag{Name: "force", Usage: "replace FILE if it exists"},
@@ -38,6 +40,7 @@ func Command(binary string, check func(*cli.Context) error) *cli.Command {
 			&cli.BoolFlag{Name: "bind-source-port", Usage: "the service has bind_source_port = true: so has the client stanza"},
 			&cli.StringFlag{Name: "replaces", Usage: "the server's key `FILE` this key replaces (a rotation)"},
 			&cli.StringFlag{Name: "not-after", Usage: "with --replaces: when the old key stops working, `TIME` in RFC 3339"},
+			&cli.StringFlag{Name: "device", Usage: "the key is for USER's device `NAME` alone, one more of USER's keys"},
 		},
 		Action: func(c *cli.Context) error {
 			if check != nil {
@@ -53,8 +56,8 @@ func Command(binary string, check func(*cli.Context) error) *cli.Command {
 				}
 			} else if c.NArg() > 0 {
 				return cliconv.Usagef("keygen: unexpected argument %q", c.Args().First())
-			} else if c.IsSet("replaces") || c.IsSet("not-after") || c.IsSet("port") || c.IsSet("realm") || c.IsSet("bind-source-port") {
-				return cliconv.Usagef("keygen: --port, --realm, --bind-source-port, --replaces and --not-after go with --stanzas")
+			} else if c.IsSet("replaces") || c.IsSet("not-after") || c.IsSet("port") || c.IsSet("realm") || c.IsSet("bind-source-port") || c.IsSet("device") {
+				return cliconv.Usagef("keygen: --port, --realm, --bind-source-port, --replaces, --not-after and --device go with --stanzas")
 			}
 			key, err := keyfile.Generate()
 			if err != nil {
@@ -74,6 +77,7 @@ func Command(binary string, check func(*cli.Context) error) *cli.Command {
 					return err
 				}
 				st.keyFile = abs
+				st.fingerprint = totp.Fingerprint(key)
 				_, err = io.WriteString(c.App.Writer, st.text())
 				return err
 			}
@@ -90,6 +94,8 @@ type stanzaArgs struct {
 	keyFile           string    // the new key, as the server reads it
 	replaces          string    // the old key's file on the server, or ""
 	notAfter          time.Time // when the old key stops
+	device            string    // the device the key is for, or ""
+	fingerprint       string    // the new key's
 }
 
 // userNameRE is the server's rule for a [[user]] name; compiled when
@@ -121,6 +127,15 @@ func stanzaArgsOf(c *cli.Context) (*stanzaArgs, error) {
 	if err := totp.ValidateRealm(st.realm); err != nil {
 		return nil, cliconv.Usagef("keygen --stanzas: --realm: %w", err)
 	}
+	if d := c.String("device"); c.IsSet("device") {
+		if !deviceRE().MatchString(d) {
+			return nil, cliconv.Usagef("keygen --stanzas: --device %q: want letters, digits, _ . -", d)
+		}
+		if c.IsSet("replaces") {
+			return nil, cliconv.Usagef("keygen --stanzas: --device and --replaces exclude each other (a device's key is one more key, not a replacement)")
+		}
+		st.device = d
+	}
 	if c.IsSet("replaces") != c.IsSet("not-after") {
 		return nil, cliconv.Usagef("keygen --stanzas: --replaces and --not-after go together")
 	}
@@ -138,6 +153,9 @@ func stanzaArgsOf(c *cli.Context) (*stanzaArgs, error) {
 	}
 	return st, nil
 }
+
+// deviceRE is what a --device name may be: it goes into comments only.
+var deviceRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$`) })
 
 // tomlQuote is s as a TOML basic string.
 func tomlQuote(s string) string {
@@ -167,7 +185,24 @@ func clientKeyPath(serverPath string) string {
 func (st *stanzaArgs) text() string {
 	q := tomlQuote
 	var b strings.Builder
+	if st.device != "" {
+		fmt.Fprintf(&b, "# Server: a key of its own for %s's device %s (fingerprint %s). Every key a [[user]]\n"+
+			"# lists works: list this one with %s's other keys in /etc/seqknock/seqknockd.toml (key_file = \"A\"\n"+
+			"# becomes key_files = [\"A\", ...]), then systemctl reload seqknockd.\n",
+			st.user, st.device, st.fingerprint, st.user)
+		fmt.Fprintf(&b, "key_files = [\n  # %s's other keys stay listed here, one per device\n  %s, # %s\n]\n", st.user, q(st.keyFile), st.device)
+		fmt.Fprintf(&b, "\n# Client: give %s the file %s over a secure channel, to keep on %s alone as %s (mode 0600),\n",
+			st.user, st.keyFile, st.device, clientKeyPath(st.keyFile))
+		fmt.Fprintf(&b, "# and this in ~/.config/seqknock/client.toml there (seqknock fingerprint shows %s):\n", st.fingerprint)
+		fmt.Fprintf(&b, "[[host]]\nmatch = %s\nport = %d\nkey_file = %s\nrealm = %s\n",
+			q(st.host), st.port, q(clientKeyPath(st.keyFile)), q(st.realm))
+		if st.bound {
+			fmt.Fprintf(&b, "bind_source_port = true\n")
+		}
+		return b.String()
+	}
 	fmt.Fprintf(&b, "# Server: add to /etc/seqknock/seqknockd.toml (or a drop-in it includes), then systemctl reload seqknockd.\n")
+	fmt.Fprintf(&b, "# The key's fingerprint: %s (seqknock fingerprint shows the same on the client).\n", st.fingerprint)
 	if st.replaces == "" {
 		fmt.Fprintf(&b, "[[user]]\nname = %s\nkey_file = %s\n", q(st.user), q(st.keyFile))
 	} else {

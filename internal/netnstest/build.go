@@ -52,9 +52,10 @@ func build(t testing.TB, pkg string, cgo bool) string {
 		t.Fatalf("go list -m: %v", err)
 	}
 	if buildDir == "" {
-		// Shared by the tests of this process; removed by the OS's tmp
-		// cleaning, or by RemoveBuilds from TestMain.
-		buildDir, err = os.MkdirTemp("", "seqknock-bin-")
+		// Shared by the tests of this process; removed by RemoveBuilds
+		// from TestMain. Named after the run (RunEnv) when there is one,
+		// so the run can check that none is left.
+		buildDir, err = os.MkdirTemp("", BuildDirPattern(os.Getenv(RunEnv)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -71,7 +72,21 @@ func build(t testing.TB, pkg string, cgo bool) string {
 	return out
 }
 
-// RemoveBuilds removes the binaries Build made; call it from TestMain.
+// RunEnv names a test run (scripts/test.sh sets it): Build's directory is
+// then named after it, BuildDirPattern(run).
+const RunEnv = "SEQKNOCK_TEST_RUN"
+
+// BuildDirPattern is the os.MkdirTemp pattern of Build's directory in a
+// run ("" for none): seqknock-bin-RUN-*.
+func BuildDirPattern(run string) string {
+	if run == "" {
+		return "seqknock-bin-*"
+	}
+	return "seqknock-bin-" + run + "-*"
+}
+
+// RemoveBuilds removes the binaries Build made; every package whose tests
+// call Build calls it from TestMain after m.Run.
 func RemoveBuilds() {
 	buildMu.Lock()
 	defer buildMu.Unlock()

@@ -121,6 +121,9 @@ made_user=1
 for u in dave erin; do install -m 600 -o "$BU" -g "$BU" "$tmp/$u.key" "$tmp/home/$u.key"; done
 setcap_copy "$tmp/seqknock" "$tmp/seqknock-cap" "$BU"
 ip netns exec "$C" "$tmp/seqknock" broker --listen "$tmp/broker.sock" --group "$BU" 2>"$tmp/broker.log" & pids+=($!) # not through inc: $! is then the command itself
+# A state that says nothing was spent yet: without one seqknockd counts
+# the window so far as spent, and the first knocks would wait for the next.
+printf '{"version":1,"table":"seqknock","high_unix_ms":0,"spent":[]}\n' >"$tmp/state"
 ip netns exec "$S" "$tmp/seqknockd" --config "$tmp/seqknockd.toml" run --state "$tmp/state" --audit=false 2>"$tmp/seqknockd.log" & pids+=($!) # not through ins: $! is then the command itself
 
 # fwknop: fwknopd with its defaults (pcap on the interface, 100 ms loop
@@ -336,7 +339,7 @@ for run in $runs; do
 	users=${run%%:*} memlimit=${run#*:}
 	log "figure 3: seqknockd run with $users users (memory limit: $memlimit)"
 	d=$tmp/u$users
-	mkdir -p "$d"
+	mkdir -p -m 0700 "$d" # a state directory must be closed to others
 	[ -f "$d/c.toml" ] || python3 - "$d" "$users" "$P3" <<'PY'
 import base64, os, sys
 d, n, period = sys.argv[1], int(sys.argv[2]), sys.argv[3]

@@ -68,6 +68,9 @@ if [ -n "$USER_MODES" ]; then
 	setcap_copy "$tmp/seqknock.new" "$tmp/seqknock.cap" "$BU"
 	ip netns exec "$C" "$tmp/seqknock.new" broker --listen "$tmp/broker.sock" --group "$BU" 2>"$tmp/broker.log" & pids+=($!)
 fi
+# A state that says nothing was spent yet (without one the window so far
+# counts as spent).
+printf '{"version":1,"table":"seqknock","high_unix_ms":0,"spent":[]}\n' >"$tmp/state"
 ip netns exec "$S" "$tmp/seqknockd" --config "$tmp/seqknockd.toml" run --state "$tmp/state" --audit=false 2>"$tmp/seqknockd.log" & pids+=($!)
 sleep 2
 

@@ -11,6 +11,8 @@
 #
 #     scripts/bench/synrules.sh [ROUNDS [SYNS]]
 #
+# ONLY="0 7 8" measures those shapes alone (by number, 0: the plain drop,
+# which the ratios need).
 # Addresses in 198.19.161.0/24; namespaces and files are removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -72,7 +74,16 @@ shape "+ jump syn, counter drop there" "$F tcp dport @ports fib daddr type local
 shape "+ @valid, @used lookups" "$F tcp dport @ports fib daddr type local jump syn" "${KNOCKS[@]}" "counter drop"
 shape "+ @unknocked lookup (counter)" "$F tcp dport @ports fib daddr type local jump syn" "${KNOCKS[@]}" "tcp dport @unknocked" "counter drop"
 shape "+ log limit, @rstports: limits off" "$F tcp dport @ports fib daddr type local jump syn" "${KNOCKS[@]}" "${TAIL[@]}"
-shape "limits on, the flooder locked out" "$F tcp dport @ports fib daddr type local jump syn" "ip saddr @limited4 counter drop" "${KNOCKS[@]}" \
+# The flood path under a lockout, before and after the knocks were looked
+# up first (a lockout a spoofer earns with a victim's address must not
+# drop the victim's knocks): the price is the two knock lookups per
+# locked-out SYN, and the reset-mode checks (@rstports, a bitmap).
+shape "limits on, the flooder locked out (knocks first)" "$F tcp dport @ports fib daddr type local jump syn" "${KNOCKS[@]}" \
+	"tcp dport @rstports ip saddr @limited4 counter reject with tcp reset" "ip saddr @limited4 counter drop" \
+	"tcp dport @rstports update @guess4 { ip saddr limit rate over 10/second burst 20 packets } add @limited4 { ip saddr } counter reject with tcp reset" \
+	"tcp dport != @rstports update @guess4 { ip saddr limit rate over 10/second burst 20 packets } add @limited4 { ip saddr } counter drop" \
+	"limit rate over 1000/second jump lockout" "${TAIL[@]}"
+shape "  the old order: lockout before the knocks" "$F tcp dport @ports fib daddr type local jump syn" "ip saddr @limited4 counter drop" "${KNOCKS[@]}" \
 	"update @guess4 { ip saddr limit rate over 10/second burst 20 packets } add @limited4 { ip saddr } counter drop" "limit rate over 1000/second jump lockout" "${TAIL[@]}"
 shape "  the same, @limited4 before the fib check" "$F tcp dport @ports jump syn" "ip saddr @limited4 counter drop" "fib daddr type != local return" "${KNOCKS[@]}" \
 	"update @guess4 { ip saddr limit rate over 10/second burst 20 packets } add @limited4 { ip saddr } counter drop" "limit rate over 1000/second jump lockout" "${TAIL[@]}"
@@ -91,8 +102,9 @@ load() {
 	} | ins nft -f -
 }
 flood() { ip netns exec "$C" taskset -c "$cpu" "$tmp/benchtool" flood 198.19.161.2 198.19.161.1 2202 "$1" 30 >/dev/null; }
+ONLY=${ONLY:-${!names[*]}}
 for r in $(seq 1 "$ROUNDS"); do
-	for i in "${!names[@]}"; do
+	for i in $ONLY; do
 		load "$i"
 		flood 200 # where the limits are on, the flooder is locked out first, as in a flood
 		perf record -q -F 4000 -C "$cpu" -g -o "$tmp/perf.data" -- ip netns exec "$C" taskset -c "$cpu" "$tmp/benchtool" flood 198.19.161.2 198.19.161.1 2202 "$SYNS" 30 >/dev/null 2>&1
@@ -126,6 +138,15 @@ base = statistics.median(rows[0][1])
 print("ns per SYN, medians of %d rounds (perf samples: inflated alike)" % len(rows[0][0]))
 print("%-48s %12s %20s" % ("shape at priority raw", "nft_do_chain", "net_rx_action"))
 for i, name in enumerate(names):
+    if i not in rows:
+        continue
     nft, rx = statistics.median(rows[i][0]), statistics.median(rows[i][1])
     print("%-48s %12.0f %12.0f (%.2f)" % (name, nft, rx, rx / base))
+# The locked-out flood's path, knocks first against the old order, round
+# by round (the same run, interleaved).
+new = [i for i, n in enumerate(names) if n.endswith("(knocks first)")]
+old = [i for i, n in enumerate(names) if n.endswith("lockout before the knocks")]
+if new and old and new[0] in rows and old[0] in rows:
+    r = [a / b for a, b in zip(rows[new[0]][1], rows[old[0]][1])]
+    print("locked-out flood, knocks first / old order: net_rx_action %.2f (median of %d rounds' ratios)" % (statistics.median(r), len(r)))
 PY

@@ -107,7 +107,7 @@ key_file = "/k"
 }
 
 // TestSSHConfigExplains: the stanza passes ssh's %n as --alias, offers
-// ControlMaster lines (commented, with the reason), prints the sudoers rule
+// connection sharing (ControlMaster, with the reason), prints the sudoers rule
 // that --sudo needs, and a --key-file must be a usable key.
 func TestSSHConfigExplains(t *testing.T) {
 	dir := t.TempDir()
@@ -120,9 +120,8 @@ func TestSSHConfigExplains(t *testing.T) {
 	}
 	for _, want := range []string{
 		"Host prod\n    ProxyCommand sudo -n " + self + " proxy --config " + cfg + " --alias %n %h %p\n",
-		"    # Each connection spends a knock and a server allows a few per period (4 by default):\n" +
-			"    # uncomment to let repeated ssh, scp and Ansible runs share one connection.\n" +
-			"    # ControlMaster auto\n    # ControlPath ~/.ssh/seqknock-%C\n    # ControlPersist 10m\n",
+		"    # ends (ssh -O exit prod ends it; see CONNECTION SHARING in seqknock(1)).\n" +
+			"    ControlMaster auto\n    ControlPath ~/.ssh/seqknock-%C\n    ControlPersist 10m\n",
 		"    # sudo -n asks no password, so it needs this rule (sudo visudo -f /etc/sudoers.d/seqknock)\n" +
 			"    #   %seqknock ALL=(root) NOPASSWD: " + self + "\n    # and you in group seqknock (sudo usermod -aG seqknock ",
 	} {

@@ -19,7 +19,9 @@ var commandMakers = []struct {
 	{"fdpass", fdpassCommand},
 	{"exec", execCommand},
 	{"ssh-config", sshConfigCommand},
+	{"fingerprint", fingerprintCommand},
 	{"broker", brokerCommand},
+	{"gateway", gatewayCommand},
 }
 
 // commands builds every command, or with only set, that command alone.
@@ -31,7 +33,7 @@ func commands(only string) []*cli.Command {
 		}
 		c := m.make()
 		switch c.Name {
-		case "proxy", "fdpass", "exec", "ssh-config":
+		case "proxy", "fdpass", "exec", "ssh-config", "fingerprint":
 			c.BashComplete = cliconv.Complete(hostOperand)
 		}
 		cmds = append(cmds, c)

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"os/user"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -25,8 +26,9 @@ func dialFlags() []cli.Flag {
 		&cli.StringFlag{Name: "config", Usage: "client config `FILE` (default ~/.config/seqknock/client.toml; under sudo, read as the invoking user)"},
 		&cli.StringFlag{Name: "key-file", Usage: "key `FILE` (overrides the config)"},
 	}, append(serverFlags("overrides the config; "), []cli.Flag{
-		&cli.DurationFlag{Name: "syn-timeout", Value: client.DefaultSynTimeout, Usage: "wait this long for a SYN-ACK before trying the next slot"},
-		&cli.DurationFlag{Name: "timeout", Usage: "give up the whole connect after this long (default: when the slots are spent)"},
+		&cli.DurationFlag{Name: "syn-timeout", Value: client.DefaultSynTimeout, Usage: "wait this long for a knock's SYN-ACK"},
+		&cli.IntFlag{Name: "attempts", Value: client.DefaultAttempts, Usage: "knocks to send, each on a slot of its own, before giving up (each spends a slot of the period)"},
+		&cli.DurationFlag{Name: "timeout", Usage: "give up the whole connect after this long (default: when the attempts are spent)"},
 		&cli.DurationFlag{Name: "clock-offset", Usage: "add this to the clock, to correct a known skew (e.g. -4s)"},
 		&cli.BoolFlag{Name: "4", Usage: "IPv4 only"},
 		&cli.BoolFlag{Name: "6", Usage: "IPv6 only"},
@@ -91,6 +93,9 @@ func dialer(c *cli.Context, stderr io.Writer, inv *client.Invoker, host string, 
 	f.Alias, f.KeyFile, f.SignKeyFile = c.String("alias"), c.String("key-file"), c.String("sign-key-file")
 	f.IPv4, f.IPv6 = c.Bool("4"), c.Bool("6")
 	f.SynTimeout, f.Timeout, f.ClockOffset = c.Duration("syn-timeout"), c.Duration("timeout"), c.Duration("clock-offset")
+	if f.Attempts = c.Int("attempts"); f.Attempts < 1 {
+		return nil, usagef("--attempts %d: want 1 or more", f.Attempts)
+	}
 	f.Broker = c.String("broker")
 	if c.Bool("verbose") {
 		// One line each, never on stdout, which carries the connection.
@@ -100,7 +105,10 @@ func dialer(c *cli.Context, stderr io.Writer, inv *client.Invoker, host string, 
 	if err != nil {
 		return nil, usageError(err)
 	}
-	d := s.Dialer(inv.SlotStore().Reserve)
+	store := inv.SlotStore()
+	d := s.Dialer(store.Reserve)
+	d.Admitted, d.LastAdmitted = store.Admit, store.LastAdmitted
+	d.Warnf = func(format string, a ...any) { fmt.Fprintf(stderr, "seqknock: "+format+"\n", a...) }
 	// Said whether verbose or not: it costs a slot.
 	d.OnPortBusy = func(sport uint16, counter uint64, slot int) {
 		fmt.Fprintf(stderr, "seqknock: source port %d (counter %d slot %d) is in use here; bind_source_port moves to the next slot\n", sport, counter, slot)
@@ -137,12 +145,40 @@ func connectCommand(name, usage, usageText, description string, extra []cli.Flag
 			}
 			conn, err := connect(c, c.String("user"), c.App.ErrWriter, host, port)
 			if err != nil {
+				alsoOnTerminal(c.App.ErrWriter, err)
 				return err
 			}
 			defer conn.Close()
 			return use(c, conn)
 		},
 	}
+}
+
+// alsoOnTerminal writes why a connect failed to the controlling terminal
+// as well, when the error output is /dev/null: ssh sends a ProxyCommand's
+// error output there when ControlPersist is set (as in the stanza
+// ssh-config prints), which would leave the user with ssh's "connection
+// closed" alone. Only for a connect's failure: a relay that runs in the
+// background for minutes never writes to the terminal.
+func alsoOnTerminal(stderr io.Writer, err error) {
+	if f, ok := stderr.(*os.File); !ok || !isDevNull(f) {
+		return
+	}
+	tty, terr := os.OpenFile("/dev/tty", os.O_WRONLY|syscall.O_NOCTTY, 0)
+	if terr != nil {
+		return
+	}
+	defer tty.Close()
+	fmt.Fprintf(tty, "seqknock: %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
+}
+
+// isDevNull reports whether f is /dev/null.
+func isDevNull(f *os.File) bool {
+	var st, null syscall.Stat_t
+	if syscall.Fstat(int(f.Fd()), &st) != nil || syscall.Stat("/dev/null", &null) != nil {
+		return false
+	}
+	return st.Mode&syscall.S_IFMT == syscall.S_IFCHR && st.Rdev == null.Rdev
 }
 
 // connect acts for the invoking user (actFor; user is root's --user),
@@ -311,7 +347,7 @@ func sshConfigCommand() *cli.Command {
 		Description: "HOST, the name you give ssh, must match a [[host]] entry of the client config, or --key-file " +
 			"must name the key (it then goes into the ProxyCommand). The ProxyCommand passes ssh's %n as --alias, " +
 			"so a [[host]] may name the alias (Host prod) while ssh connects to its HostName. The stanza ends with " +
-			"commented ControlMaster lines; with --sudo, with the sudoers rule that sudo -n needs; without, with a comment " +
+			"ControlMaster, ControlPath and ControlPersist lines (connection sharing; see CONNECTION SHARING in seqknock(1)); with --sudo, with the sudoers rule that sudo -n needs; without, with a comment " +
 			"saying how seqknock will set the ISN (the broker, when this binary holds no CAP_NET_ADMIN).",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "fdpass", Usage: "use ProxyUseFdpass (ssh talks to the socket directly; no relay process stays)"},
@@ -336,9 +372,9 @@ func sshConfigCommand() *cli.Command {
 			if err != nil {
 				self = "seqknock"
 			}
-			name := "USER"
+			name, home := "USER", ""
 			if u, err := user.Current(); err == nil {
-				name = u.Username
+				name, home = u.Username, u.HomeDir
 			}
 			stanza, err := client.SSHConfig(client.Stanza{
 				Host:       c.Args().First(),
@@ -351,6 +387,7 @@ func sshConfigCommand() *cli.Command {
 				Sudo:       c.Bool("sudo"),
 				Broker:     c.String("broker"),
 				Note:       client.PrivilegeNote(client.BrokerPath(cfg, c.String("broker"))),
+				Home:       home,
 			})
 			if err != nil {
 				return usageError(err)

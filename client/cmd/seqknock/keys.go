@@ -96,3 +96,55 @@ func isnAction(c *cli.Context) error {
 	fmt.Fprintf(c.App.Writer, "%d\n", d.ISN(uint16(port), counter, uint8(slot)))
 	return nil
 }
+
+func fingerprintCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "fingerprint",
+		Usage:     "print the fingerprint of each key the client config names, to compare with the server's",
+		UsageText: "seqknock fingerprint [--config FILE] [HOST]\n   seqknock fingerprint --key-file FILE",
+		Description: "Prints one line per key of each [[host]] entry (only those matching HOST when given): " +
+			"the entry's match and port, the key's fingerprint and its file, preferred key first. " +
+			"A fingerprint (SHA256:...) names a key without revealing it; the server shows the same " +
+			"string for the same key, so a knock that is never admitted can be checked against the " +
+			"keys the server holds for you.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "config", Usage: "client config `FILE` (default ~/.config/seqknock/client.toml)"},
+			&cli.StringFlag{Name: "key-file", Usage: "print the fingerprint of this key `FILE` alone"},
+		},
+		Action: func(c *cli.Context) error {
+			if err := refuseElevated(c); err != nil {
+				return err
+			}
+			if c.NArg() > 1 {
+				return usagef("fingerprint: unexpected argument %q", c.Args().Get(1))
+			}
+			if f := c.String("key-file"); f != "" {
+				if c.NArg() > 0 || c.IsSet("config") {
+					return usagef("fingerprint: --key-file goes alone")
+				}
+				key, err := keyfile.Load(f)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(c.App.Writer, "%s %s\n", totp.Fingerprint(key), f)
+				return nil
+			}
+			inv, err := client.CurrentInvoker()
+			if err != nil {
+				return err
+			}
+			cfg, err := inv.LoadConfig(c.String("config"))
+			if err != nil {
+				return err
+			}
+			lines, err := client.Fingerprints(cfg, c.Args().First())
+			if err != nil {
+				return usageError(err)
+			}
+			for _, l := range lines {
+				fmt.Fprintln(c.App.Writer, l)
+			}
+			return nil
+		},
+	}
+}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/seqknock/seqknock/client"
 	"github.com/seqknock/seqknock/server"
+	"github.com/seqknock/seqknock/totp"
 	"github.com/seqknock/seqknock/totp/keyfile"
 )
 
@@ -272,7 +273,41 @@ func TestKeygenStanzas(t *testing.T) {
 		t.Errorf("client host: %+v", h)
 	}
 
+	// A second device's key: a key_files list the server merges into the
+	// user's [[user]], and the device's [[host]]; both name the fingerprint.
+	laptop := filepath.Join(dir, "alice-laptop.key")
+	out, e, code = runCLI(t, "keygen", "-o", laptop, "--stanzas", "--device", "laptop", "alice", "server1.example.net")
+	if code != 0 {
+		t.Fatalf("keygen --device: %d %s", code, e)
+	}
+	lkey, err := keyfile.Load(laptop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverPart, clientPart, _ = strings.Cut(out, "# Client")
+	if strings.Count(out, totp.Fingerprint(lkey)) != 2 || !strings.Contains(serverPart, "alice's device laptop") {
+		t.Errorf("device stanzas without the device or the fingerprint:\n%s", out)
+	}
+	merged := strings.Replace(serverPart, "# alice's other keys stay listed here, one per device\n", tomlString(keyPath)+",\n", 1)
+	sc, err = server.ParseConfig(filepath.Join(dir, "seqknockd.toml"), []byte("[[service]]\nport = 22\n[[user]]\nname = \"alice\"\n"+merged), keyfile.Load)
+	if err != nil {
+		t.Fatalf("server line merged into alice's [[user]]: %v\n%s", err, merged)
+	}
+	if k := sc.Users[0].Keys; len(k) != 2 || k[0].File != keyPath || k[1].File != laptop {
+		t.Errorf("alice's keys after the merge: %v", k)
+	}
+	cc, err = client.ParseConfig("/home/a/.config/seqknock/client.toml", []byte("# Client"+clientPart), "/home/a")
+	if err != nil {
+		t.Fatalf("client stanza: %v\n%s", err, clientPart)
+	}
+	if h := cc.Lookup("server1.example.net", 22); h == nil || h.KeyFile != "/home/a/.config/seqknock/alice-laptop.key" {
+		t.Errorf("device's client host: %+v", h)
+	}
+
 	for _, args := range [][]string{
+		{"keygen", "-o", filepath.Join(dir, "x5"), "--stanzas", "--device", "laptop", "--replaces", oldPath, "--not-after", "2027-01-15T00:00:00Z", "a", "h"},
+		{"keygen", "-o", filepath.Join(dir, "x6"), "--stanzas", "--device", "lap top", "a", "h"},
+		{"keygen", "-o", filepath.Join(dir, "x7"), "--device", "laptop"},
 		{"keygen", "--stanzas", "alice", "h"},                                                    // no -o: the key would go to stdout with them
 		{"keygen", "-o", filepath.Join(dir, "x1"), "--stanzas", "alice"},                         // one argument
 		{"keygen", "-o", filepath.Join(dir, "x2"), "--stanzas", "bad name", "h"},                 // not a user name
@@ -283,9 +318,72 @@ func TestKeygenStanzas(t *testing.T) {
 			t.Errorf("%v: exit %d, %q; want 2 and one line", args, code, e)
 		}
 	}
-	for _, f := range []string{"x1", "x2", "x3", "x4"} {
+	for _, f := range []string{"x1", "x2", "x3", "x4", "x5", "x6", "x7"} {
 		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
 			t.Errorf("a refused keygen wrote %s", f)
+		}
+	}
+}
+
+// TestMissingConfigSaysSo: with no client config file, proxy, ssh-config
+// and fingerprint say that the file does not exist, naming it, not that
+// no [[host]] in it matches.
+func TestMissingConfigSaysSo(t *testing.T) {
+	xdg := t.TempDir()
+	t.Setenv("XDG_CONFIG_HOME", xdg)
+	if os.Getenv("SUDO_UID") != "" {
+		t.Skip("under sudo the invoking user's config is read, not $XDG_CONFIG_HOME's")
+	}
+	want := filepath.Join(xdg, "seqknock", "client.toml") + " does not exist"
+	for _, args := range [][]string{{"proxy", "db.example.net", "22"}, {"ssh-config", "db.example.net"}, {"fingerprint"}} {
+		_, e, code := runCLI(t, args...)
+		if code != 2 || !strings.Contains(e, want) || strings.Contains(e, "no [[host]]") || strings.Count(e, "\n") != 1 {
+			t.Errorf("%v: exit %d %q; want 2 and one line with %q", args, code, e, want)
+		}
+	}
+}
+
+// TestFingerprintCommand: one line per key of each [[host]], the
+// preferred key first, with the fingerprint of the vectors; --key-file
+// alone; a host no entry matches is an error.
+func TestFingerprintCommand(t *testing.T) {
+	dir := t.TempDir()
+	k1 := writeKey(t, []byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31})
+	k2 := writeKey(t, bytes.Repeat([]byte{0xff}, 16))
+	cfg := filepath.Join(dir, "client.toml")
+	os.WriteFile(cfg, []byte("[[host]]\nmatch = \"db.example.net\"\nport = 22\nkey_files = [\""+k1+"\", \""+k2+"\"]\n"+
+		"[[host]]\nmatch = \"*.example.org\"\nkey_file = \""+k2+"\"\n"), 0o600)
+	out, e, code := runCLI(t, "fingerprint", "--config", cfg)
+	want := "db.example.net port 22: SHA256:3KFON42KvPreZHPUiXBfxw " + k1 + "\n" +
+		"db.example.net port 22: SHA256:U5a27rwqupnF1IfbBX7UJQ " + k2 + " (fallback)\n" +
+		"*.example.org any port: SHA256:U5a27rwqupnF1IfbBX7UJQ " + k2 + "\n"
+	if code != 0 || out != want {
+		t.Errorf("fingerprint: exit %d %q\n%s\nwant\n%s", code, e, out, want)
+	}
+	if out, _, code := runCLI(t, "fingerprint", "--config", cfg, "www.example.org"); code != 0 || out != "*.example.org any port: SHA256:U5a27rwqupnF1IfbBX7UJQ "+k2+"\n" {
+		t.Errorf("fingerprint HOST: exit %d %q", code, out)
+	}
+	if out, _, code := runCLI(t, "fingerprint", "--key-file", k1); code != 0 || out != "SHA256:3KFON42KvPreZHPUiXBfxw "+k1+"\n" {
+		t.Errorf("fingerprint --key-file: exit %d %q", code, out)
+	}
+	if _, e, code := runCLI(t, "fingerprint", "--config", cfg, "other.net"); code != 2 || !strings.Contains(e, "no [[host]] in "+cfg+" matches other.net") {
+		t.Errorf("unmatched host: exit %d %q", code, e)
+	}
+}
+
+// tomlString is s as a TOML basic string, for paths in tests.
+func tomlString(s string) string { return strconv.Quote(s) }
+
+// TestAttemptsChecked: --attempts below 1 or above the slots per period is
+// a usage error, said before any key is read or knock sent.
+func TestAttemptsChecked(t *testing.T) {
+	for _, args := range [][]string{
+		{"proxy", "--attempts", "0", "--key-file", "/nonexistent", "db.example.net", "22"},
+		{"proxy", "--attempts", "5", "--key-file", "/nonexistent", "db.example.net", "22"},
+		{"proxy", "--attempts", "9", "--slots", "8", "--key-file", "/nonexistent", "db.example.net", "22"},
+	} {
+		if _, e, code := runCLI(t, args...); code != 2 || !strings.Contains(e, "--attempts") || strings.Count(e, "\n") != 1 {
+			t.Errorf("%v: exit %d %q; want 2 and one line naming --attempts", args, code, e)
 		}
 	}
 }

@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/netip"
@@ -73,8 +75,13 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Usage: "config `FILE`", EnvVars: []string{"SEQKNOCKD_CONFIG"},
 	}
 	stateFlag := &cli.StringFlag{
-		Name: "state", Value: server.DefaultStatePath, EnvVars: []string{"SEQKNOCKD_STATE"},
-		Usage: "state `FILE`: spent knocks and the highest time synced, kept across table removals, teardowns and restarts (\"" + server.NoState + "\": keep none)",
+		Name: "state", EnvVars: []string{"SEQKNOCKD_STATE"},
+		Usage: "state `FILE`: spent knocks and the highest time synced, kept across table removals, teardowns and restarts " +
+			"(default: TABLE.json in --state-dir, TABLE@NETNS.json outside the host's network namespace; \"" + server.NoState + "\": keep none)",
+	}
+	stateDirFlag := &cli.StringFlag{
+		Name: "state-dir", Value: server.DefaultStateDir, EnvVars: []string{"SEQKNOCKD_STATE_DIR"},
+		Usage: "`DIR` of the default state file: root's, mode 0700 (refused otherwise)",
 	}
 	app := &cli.App{
 		Name:  "seqknockd",
@@ -88,19 +95,27 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Commands: []*cli.Command{
 			{
 				Name:  "sync",
-				Flags: []cli.Flag{stateFlag},
+				Flags: []cli.Flag{stateFlag, stateDirFlag},
 				Usage: "make the table hold the current window's knocks, once (for a systemd timer)",
 				Description: "One idempotent pass: the table, sets and rules match the config and the " +
 					"valid set holds exactly the current window, less the knocks already spent (the used set's and " +
 					"the state file's), which stay in the used set. One transaction: on error nothing changes. " +
 					"Then the listeners of signed services (sign = \"tcp-md5\") get their key where they lack it.",
 				Action: withConfig(func(c *cli.Context, cfg *server.Config) error {
-					path := c.String("state")
-					st, err := server.LoadState(path, cfg.Table)
+					path, err := statePath(c, cfg.Table)
 					if err != nil {
 						return err
 					}
+					st, err := server.LoadState(path, cfg.Table)
 					now := time.Now()
+					if path != server.NoState {
+						var why string
+						st, why = server.VetState(st, err, now, cfg.WindowLength(), server.MaxSpent(cfg, now), server.FailClosedFloor(cfg, now))
+						if why != "" {
+							server.NewLogger(c.App.ErrWriter).Warn("state not trusted; every knock of a counter that began before spent_before counts as spent (clients wait at most a window)",
+								"state", path, "why", why, "spent_before", st.Before.UTC().Format(time.RFC3339))
+						}
+					}
 					if st.High.After(now) {
 						now = st.High // the clock went back: never install an older window
 					}
@@ -123,7 +138,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Name:  "run",
 				Usage: "keep the table in force until stopped: sync at every period boundary, repair it at once when anyone else changes it (SIGHUP reloads, SIGTERM stops)",
 				Flags: []cli.Flag{
-					stateFlag,
+					stateFlag, stateDirFlag,
 					&cli.BoolFlag{Name: "teardown-on-exit", Usage: "remove the table on exit (default: leave it; knocks expire by themselves)"},
 					&cli.BoolFlag{Name: "audit", Value: true,
 						Usage: "log each admitted connection (user, port, source, counter, slot) and summaries of drops; --audit=false turns it off"},
@@ -149,6 +164,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 						Log:             log,
 						TeardownOnExit:  c.Bool("teardown-on-exit"),
 						StatePath:       c.String("state"),
+						StateDir:        c.String("state-dir"),
 						Notify:          server.SdNotify,
 						Watchdog:        server.WatchdogTimeout(),
 						MetricsTextfile: c.String("metrics-textfile"),
@@ -220,7 +236,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			{
 				Name:  "teardown",
 				Usage: "remove the table (and nothing else)",
-				Flags: []cli.Flag{stateFlag, &cli.StringFlag{Name: "table", Usage: "remove table `NAME` instead of the config's (works without a config)"}},
+				Flags: []cli.Flag{stateFlag, stateDirFlag, &cli.StringFlag{Name: "table", Usage: "remove table `NAME` instead of the config's (works without a config)"}},
 				Action: func(c *cli.Context) error {
 					if err := noArgs(c); err != nil {
 						return err
@@ -236,9 +252,12 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					// The used set goes with the table: keep its spent
 					// knocks in the state file, for the next sync.
 					k := server.NewKernel(0)
-					path := c.String("state")
-					st, err := server.LoadState(path, table)
+					path, err := statePath(c, table)
 					if err != nil {
+						return err
+					}
+					st, err := server.LoadState(path, table)
+					if err != nil && !errors.Is(err, fs.ErrNotExist) {
 						return err
 					}
 					live, err := k.Spent(table, time.Now())
@@ -291,15 +310,29 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 	return app
 }
 
+// statePath is the state file the command uses for table: --state, or
+// the default one in --state-dir, whose directory passes
+// server.CheckStateDir.
+func statePath(c *cli.Context, table string) (string, error) {
+	if c.String("state") == server.NoState {
+		return server.NoState, nil
+	}
+	path, err := server.StatePath(c.String("state"), c.String("state-dir"), table)
+	if err != nil {
+		return "", err
+	}
+	return path, server.CheckStateDir(path)
+}
+
 // printOdds writes each port's odds against random guessing, and warns
 // where a random SYN's chance is above server.OddsWarnAbove.
 func printOdds(w, ew io.Writer, cfg *server.Config, now time.Time) {
-	fmt.Fprintf(w, "guess limit: %s per source (/%d, /%d); global cap %s\n",
+	fmt.Fprintf(w, "guess limit: %s per source (/%d, /%d); global cap %s (they bound a flood's work, not its odds: knocks are looked up first)\n",
 		limitText(cfg.Guess.String()), cfg.GuessPrefix4, cfg.GuessPrefix6, limitText(cfg.GuessGlobal.String()))
 	for _, o := range server.PortOdds(cfg, now) {
-		fmt.Fprintf(w, "port %d: %d valid %d-bit knocks: odds per random SYN %.2g; a 50%% chance takes %.3g SYNs: %s from one source, %s from 10,000\n",
+		fmt.Fprintf(w, "port %d: %d valid %d-bit knocks: odds per random SYN %.2g; a 50%% chance takes %.3g SYNs: %s at %d SYNs a second\n",
 			o.Port, o.Valid, o.Bits, o.PerSYN, o.SYNs50,
-			server.Humanize(o.SYNs50/server.GuessRate(cfg, 1)), server.Humanize(o.SYNs50/server.GuessRate(cfg, 10_000)))
+			server.Humanize(o.SYNs50/server.UnlimitedRate), server.UnlimitedRate)
 		if o.PerSYN > server.OddsWarnAbove {
 			fmt.Fprintf(ew, "seqknockd: warning: port %d: odds per random SYN %.2g are above %.0e: lower slots, tolerance or lookahead, split the users across ports, or set bind_source_port\n",
 				o.Port, o.PerSYN, server.OddsWarnAbove)

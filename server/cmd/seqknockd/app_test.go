@@ -151,8 +151,8 @@ func TestCheckConfigOdds(t *testing.T) {
 	os.WriteFile(cfg, []byte(svc), 0o600)
 	out, e, code := runCLI("check-config", "-c", cfg)
 	for _, want := range []string{
-		"guess limit: 10/second (burst 20) per source (/32, /64); global cap 1000/second (burst 5)\n",
-		"port 22: 12 valid 32-bit knocks: odds per random SYN 2.8e-09; a 50% chance takes 2.48e+08 SYNs: 287 days from one source, 6.9 h from 10,000\n",
+		"guess limit: 10/second (burst 20) per source (/32, /64); global cap 1000/second (burst 5) (they bound a flood's work, not its odds: knocks are looked up first)\n",
+		"port 22: 12 valid 32-bit knocks: odds per random SYN 2.8e-09; a 50% chance takes 2.48e+08 SYNs: 7.3 min at 565000 SYNs a second\n",
 	} {
 		if code != 0 || !strings.Contains(out, want) || e != "" {
 			t.Errorf("defaults: exit %d, stderr %q, stdout lacks %q:\n%s", code, e, want, out)
