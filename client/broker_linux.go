@@ -42,6 +42,9 @@ const (
 	brokerMaxFDs = 8
 	// brokerMaxRequests bounds the requests of one connection.
 	brokerMaxRequests = 64
+	// brokerMinPort is the lowest source port a request may name: the
+	// ports below it are privileged, and no knock reserves one.
+	brokerMinPort = 1024
 )
 
 // Broker lends one privilege: it sets the initial sequence number of a TCP
@@ -567,6 +570,11 @@ func (b *Broker) handle(msg []byte, fds []int, flags int, rightsErr error) strin
 	var sport uint16
 	if len(msg) == brokerPortLen {
 		sport = binary.BigEndian.Uint16(msg[brokerRequestLen:])
+	}
+	if sport != 0 && sport < brokerMinPort {
+		// No knock's port is privileged (ISN-v1 reserves 1024-65535), and
+		// the broker binds no port its caller could not bind itself.
+		return brokerRefused + "source port " + strconv.Itoa(int(sport)) + " is below 1024"
 	}
 	if err := checkUnconnectedTCP(fds[0]); err != nil {
 		return brokerRefused + err.Error()
