@@ -694,8 +694,9 @@ func checkClosedState(fd int) error {
 const (
 	brokerPortLow  = 32768
 	brokerPortHigh = 60999
-	// brokerBindTries bounds the ports tried; each try fails only where
-	// that port is in use here.
+	// brokerBindTries bounds the ports tried at random before the whole
+	// range is tried in turn; each try fails only where that port is in
+	// use here.
 	brokerBindTries = 256
 )
 
@@ -757,14 +758,28 @@ func bindSource(fd int, sport uint16) error {
 		}
 		return nil
 	}
+	const span = brokerPortHigh - brokerPortLow + 1
 	for range brokerBindTries {
-		err = bind(brokerPortLow + rand.IntN(brokerPortHigh-brokerPortLow+1))
+		err = bind(brokerPortLow + rand.IntN(span))
 		if err != unix.EADDRINUSE {
 			break
 		}
 	}
+	// Random tries fail only where most of the range is in use (someone
+	// holding nearly every port): then every port is tried once, from a
+	// random one on, so that a port left free is found as the kernel's
+	// own pick would find it.
 	if err == unix.EADDRINUSE {
-		return fmt.Errorf("no free source port here in %d tries", brokerBindTries)
+		off := rand.IntN(span)
+		for i := range span {
+			err = bind(brokerPortLow + (off+i)%span)
+			if err != unix.EADDRINUSE {
+				break
+			}
+		}
+	}
+	if err == unix.EADDRINUSE {
+		return fmt.Errorf("no free source port here in %d-%d", brokerPortLow, brokerPortHigh)
 	}
 	if err != nil {
 		return fmt.Errorf("bind a source port: %w", err)
