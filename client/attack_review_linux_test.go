@@ -285,3 +285,94 @@ func TestReviewBrokerReservedPorts(t *testing.T) {
 		t.Errorf("the broker bound %d of %d dials to ports reserved in the member's namespace", in, n)
 	}
 }
+
+// TestReviewRootBrokerKeepsNetAdmin: `seqknock broker` run by hand as root
+// (both builds) gives up every capability but CAP_NET_ADMIN on every
+// thread before it serves, so the kernel's own checks apply to the binds
+// it makes: in a member's namespace whose ip_unprivileged_port_start is
+// 2000, a request for source port 1500 (above the broker's own floor of
+// 1024) is refused, as the member's own bind would be; an ordinary
+// request is still served, and the socket it made is removed when it
+// exits (idle).
+func TestReviewRootBrokerKeepsNetAdmin(t *testing.T) {
+	netnstest.RequireRoot(t, "setpriv", "ip", "sh")
+	abuse := netnstest.Build(t, "client/testdata/brokerabuse")
+	ns := netnstest.New(t, "rootbroker")
+	if out, err := ns.Command("sh", "-c", "echo 2000 > /proc/sys/net/ipv4/ip_unprivileged_port_start").CombinedOutput(); err != nil {
+		t.Fatalf("ip_unprivileged_port_start: %v: %s", err, out)
+	}
+	g := netnstest.NewGroup(t)
+	member := netnstest.NewUser(t)
+	member.Join(g)
+	for _, build := range builds {
+		t.Run(build.name, func(t *testing.T) {
+			bin := build.build(t, "client/cmd/seqknock")
+			dir, err := os.MkdirTemp("", "seqknock-rootbroker-")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer os.RemoveAll(dir)
+			os.Chmod(dir, 0o755)
+			sock := filepath.Join(dir, "broker.sock")
+			broker := exec.Command(bin, "broker", "--listen", sock, "--group", g.Name, "--exit-idle", "2s")
+			log := &netnstest.Buffer{}
+			broker.Stderr = log
+			if err := broker.Start(); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- broker.Wait() }()
+			exited := false
+			defer func() {
+				if !exited {
+					broker.Process.Kill()
+					<-done
+				}
+			}()
+			for deadline := time.Now().Add(10 * time.Second); !strings.Contains(log.String(), "broker serving"); time.Sleep(20 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("broker did not start: %s", log)
+				}
+			}
+			// Every thread: CAP_NET_ADMIN (bit 12) alone, nothing inheritable.
+			tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", broker.Process.Pid))
+			if len(tasks) == 0 {
+				t.Fatal("no threads found")
+			}
+			want := map[string]string{"CapInh:": "0000000000000000", "CapPrm:": "0000000000001000", "CapEff:": "0000000000001000", "CapBnd:": "0000000000001000"}
+			for _, task := range tasks {
+				st, err := os.ReadFile(task)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, l := range strings.Split(string(st), "\n") {
+					f := strings.Fields(l)
+					if len(f) == 2 && want[f[0]] != "" && f[1] != want[f[0]] {
+						t.Errorf("%s: %s %s, want %s", task, f[0], f[1], want[f[0]])
+					}
+				}
+			}
+			line := firstLine(t, member.Command(ns, abuse, "lowport", sock, "1500"))
+			t.Logf("source port 1500 with ip_unprivileged_port_start 2000: %s", line)
+			if !strings.HasPrefix(line, "refused:") {
+				t.Errorf("the root broker bound port 1500 where the member may not: %q", line)
+			}
+			out, err := member.Command(ns, abuse, "dials", sock, "5").CombinedOutput()
+			if err != nil || !strings.HasPrefix(string(out), "ok=5 of 5") {
+				t.Errorf("ordinary requests: %v: %s", err, out)
+			}
+			select {
+			case err := <-done:
+				exited = true
+				if err != nil {
+					t.Errorf("broker: %v: %s", err, log)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatalf("broker did not exit when idle: %s", log)
+			}
+			if _, err := os.Lstat(sock); err == nil {
+				t.Errorf("the socket stays after the broker exited")
+			}
+		})
+	}
+}
