@@ -254,28 +254,33 @@ func TestReviewBrokerConnectRace(t *testing.T) {
 }
 
 // TestReviewBrokerReservedPorts: the administrator of a network namespace
-// reserves ports for services (net.ipv4.ip_local_reserved_ports), which
-// the kernel never picks for a connection of its own. The broker picks a
-// dial's port itself, from 32768-60999, in a namespace of its own where
-// it cannot read that list: it must not take a reserved port for a
-// member's ordinary dial. (A member naming one as its source port binds
-// only what it could bind itself.)
+// reserves ports for services (net.ipv4.ip_local_reserved_ports) and sets
+// the range of ports the kernel picks from (ip_local_port_range); the
+// kernel never picks a reserved port or one outside the range for a
+// connection of its own. The broker, in a namespace of its own, can read
+// neither: a member's ordinary dial (client.BrokerClient, which picks the
+// port in its own namespace and names it) must not be bound to a reserved
+// port, nor outside the range. (A member naming a port binds only what it
+// could bind itself; a request without a port, from a client that does
+// not pick, gets the broker's own pick from 32768-60999: still served.)
 func TestReviewBrokerReservedPorts(t *testing.T) {
 	netnstest.RequireRoot(t, "setpriv", "ip", "sh")
 	ns := netnstest.New(t, "reserved")
 	abuse := netnstest.Build(t, "client/testdata/brokerabuse")
 	const lo, hi = 32768, 46000
-	if out, err := ns.Command("sh", "-c", "echo "+strconv.Itoa(lo)+"-"+strconv.Itoa(hi)+" > /proc/sys/net/ipv4/ip_local_reserved_ports").CombinedOutput(); err != nil {
+	const rangeLo, rangeHi = 40000, 50000
+	if out, err := ns.Command("sh", "-c", "echo "+strconv.Itoa(lo)+"-"+strconv.Itoa(hi)+" > /proc/sys/net/ipv4/ip_local_reserved_ports && "+
+		"echo "+strconv.Itoa(rangeLo)+" "+strconv.Itoa(rangeHi)+" > /proc/sys/net/ipv4/ip_local_port_range").CombinedOutput(); err != nil {
 		t.Fatalf("reserve ports: %v: %s", err, out)
 	}
 	g := netnstest.NewGroup(t)
 	sock := unitBroker(t, g)
 	member := netnstest.NewUser(t)
 	member.Join(g)
-	out, err := member.Command(ns, abuse, "dials", sock, "200", strconv.Itoa(lo), strconv.Itoa(hi)).CombinedOutput()
-	t.Logf("%d-%d reserved: %s", lo, hi, strings.TrimSpace(string(out)))
-	var ok, n, in int
-	if _, serr := fmt.Sscanf(string(out), "ok=%d of %d in=%d", &ok, &n, &in); err != nil || serr != nil {
+	out, err := member.Command(ns, abuse, "clientdials", sock, "200", strconv.Itoa(lo), strconv.Itoa(hi)).CombinedOutput()
+	t.Logf("%d-%d reserved, range %d-%d: %s", lo, hi, rangeLo, rangeHi, strings.TrimSpace(string(out)))
+	var ok, n, in, low, high int
+	if _, serr := fmt.Sscanf(string(out), "ok=%d of %d in=%d low=%d high=%d", &ok, &n, &in, &low, &high); err != nil || serr != nil {
 		t.Fatalf("dials: %v: %s", err, out)
 	}
 	if ok != n {
@@ -283,6 +288,16 @@ func TestReviewBrokerReservedPorts(t *testing.T) {
 	}
 	if in != 0 {
 		t.Errorf("the broker bound %d of %d dials to ports reserved in the member's namespace", in, n)
+	}
+	if low < rangeLo || high > rangeHi {
+		t.Errorf("dials bound to ports %d-%d, outside the namespace's range %d-%d", low, high, rangeLo, rangeHi)
+	}
+	// A request without a port: the broker's fallback, which cannot see
+	// the namespace's settings, still serves it.
+	out, err = member.Command(ns, abuse, "dials", sock, "20").CombinedOutput()
+	t.Logf("requests without a port: %s", strings.TrimSpace(string(out)))
+	if err != nil || !strings.HasPrefix(string(out), "ok=20 of 20") {
+		t.Errorf("requests without a port: %v: %s", err, out)
 	}
 }
 

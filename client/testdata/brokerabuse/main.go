@@ -28,6 +28,10 @@
 //	    asks the broker N times for a fresh socket's ISN (no source port)
 //	    and prints how many were answered ok, and how many of those the
 //	    broker bound to a port in LO-HI.
+//	brokerabuse clientdials PATH N [LO HI]
+//	    the same through client.BrokerClient.SetISN, as a seqknock dial
+//	    asks (the port picked in this namespace); also prints the lowest
+//	    and highest port bound.
 package main
 
 import (
@@ -39,6 +43,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/seqknock/seqknock/client"
 	"golang.org/x/sys/unix"
 )
 
@@ -67,6 +72,12 @@ func main() {
 			lo, hi = atoi(os.Args[4]), atoi(os.Args[5])
 		}
 		dials(path, atoi(os.Args[3]), lo, hi)
+	case "clientdials":
+		lo, hi := 0, -1
+		if len(os.Args) > 5 {
+			lo, hi = atoi(os.Args[4]), atoi(os.Args[5])
+		}
+		clientDials(path, atoi(os.Args[3]), lo, hi)
 	default:
 		os.Exit(2)
 	}
@@ -263,6 +274,33 @@ func dials(path string, n, lo, hi int) {
 		unix.Close(fd)
 	}
 	fmt.Printf("ok=%d of %d in=%d; %s\n", ok, n, in, last)
+}
+
+func clientDials(path string, n, lo, hi int) {
+	bc := &client.BrokerClient{Path: path}
+	ok, in, low, high := 0, 0, 65536, 0
+	var last string
+	for range n {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			fmt.Println("socket:", err)
+			os.Exit(1)
+		}
+		if err := bc.SetISN(fd, 1); err == nil {
+			ok++
+			if sa, err := unix.Getsockname(fd); err == nil {
+				p := sa.(*unix.SockaddrInet4).Port
+				if p >= lo && p <= hi {
+					in++
+				}
+				low, high = min(low, p), max(high, p)
+			}
+		} else {
+			last = err.Error()
+		}
+		unix.Close(fd)
+	}
+	fmt.Printf("ok=%d of %d in=%d low=%d high=%d; %s\n", ok, n, in, low, high, last)
 }
 
 func connrace(path string, d time.Duration) {
