@@ -689,8 +689,9 @@ func checkClosedState(fd int) error {
 }
 
 // The range the broker picks a socket's source port from when the
-// request names none: the kernel's default ephemeral range (the broker
-// cannot read the caller's network namespace's own).
+// request names none (a client from before pickPort): the kernel's
+// default ephemeral range (the broker cannot read the caller's network
+// namespace's own).
 const (
 	brokerPortLow  = 32768
 	brokerPortHigh = 60999
@@ -703,7 +704,8 @@ const (
 // bindSource binds fd, an unconnected TCP socket its caller still holds,
 // to a source port before it is put in repair mode, with the kernel's
 // normal conflict checks: sport when not 0 (the port ISN-v1 reserves for
-// the knock), else a free one the broker picks. A socket in repair mode
+// the knock, or the one the client picked), else a free one the broker
+// picks. A socket in repair mode
 // binds and listens on a port another socket holds, even another user's
 // listening service; a bound one cannot be bound again, and its listen()
 // can take only its own port, which no other socket shares.
