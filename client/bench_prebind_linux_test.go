@@ -21,7 +21,8 @@ import (
 // broker that does not bind: the broker dial before both; test-only
 // switches) take turns to a local listener, in the same run, and it
 // reports both medians and their ratio (bind/nobind, ns/op of a whole
-// dial: the pick, the broker's round trip, the ISN, connect()), and the
+// dial: the pick, the broker's round trip, the ISN, connect()); also the
+// dial whose port the broker picks (a request without a port), and the
 // pick and the broker's bind alone. E.g. -bench BrokerPreBind -benchtime
 // 2000x.
 func BenchmarkBrokerPreBind(b *testing.B) {
@@ -51,7 +52,8 @@ func BenchmarkBrokerPreBind(b *testing.B) {
 			Reserve:         func(string, uint64, int) (int, error) { slot++; return (slot - 1) % totp.MaxSlots, nil },
 			CheckCapability: bc.Available, SetISN: bc.SetISNFrom}
 	}
-	modes := []*Dialer{dialer(binding.path, false), dialer(plain.path, true)}
+	// Served; neither; the broker's bind of its own pick alone.
+	modes := []*Dialer{dialer(binding.path, false), dialer(plain.path, true), dialer(binding.path, true)}
 	times := make([][]time.Duration, len(modes))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -73,10 +75,11 @@ func BenchmarkBrokerPreBind(b *testing.B) {
 		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
 		return ds[len(ds)/2]
 	}
-	bind, nobind := median(times[0]), median(times[1])
+	bind, nobind, brokerPick := median(times[0]), median(times[1]), median(times[2])
 	b.ReportMetric(float64(bind.Nanoseconds()), "bind-ns/dial")
 	b.ReportMetric(float64(nobind.Nanoseconds()), "nobind-ns/dial")
 	b.ReportMetric(float64(bind)/float64(nobind), "bind/nobind")
+	b.ReportMetric(float64(brokerPick)/float64(nobind), "brokerpick/nobind")
 	// The bind alone (with its getsockname and setsockopt calls), on
 	// fresh sockets: what the broker adds to each request.
 	var alone []time.Duration
@@ -110,6 +113,6 @@ func BenchmarkBrokerPreBind(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(median(picks).Nanoseconds()), "pickPort-ns")
-	b.Logf("broker dial median: %v with the pick and the bind, %v without: %.3fx (%d dials each); bindSource alone %v, pickPort alone %v",
-		bind, nobind, float64(bind)/float64(nobind), b.N, median(alone), median(picks))
+	b.Logf("broker dial median: %v with the pick and the bind, %v without: %.3fx (%d dials each); the broker's own pick and bind: %v, %.3fx; bindSource alone %v, pickPort alone %v",
+		bind, nobind, float64(bind)/float64(nobind), b.N, brokerPick, float64(brokerPick)/float64(nobind), median(alone), median(picks))
 }
