@@ -4,16 +4,20 @@ package client
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/seqknock/seqknock/internal/netnstest"
+	"golang.org/x/sys/unix"
 )
 
 // The tests in this file are a second attacker's review of the broker: a
@@ -389,5 +393,41 @@ func TestReviewRootBrokerKeepsNetAdmin(t *testing.T) {
 				t.Errorf("the socket stays after the broker exited")
 			}
 		})
+	}
+}
+
+// TestBrokerClientPicksAgain: a port the client picked that another
+// socket takes before the broker binds it is refused as in use, and the
+// client picks again (up to pickTries times), never binding a port in
+// use; a pick that stays taken fails with EADDRINUSE after pickTries.
+func TestBrokerClientPicksAgain(t *testing.T) {
+	bed := newBrokerBed(t, &Broker{})
+	held, err := net.Listen("tcp4", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	taken := uint16(held.Addr().(*net.TCPAddr).Port)
+	calls := 0
+	bc := &BrokerClient{Path: bed.path, pick: func(fd int) (uint16, error) {
+		calls++
+		if calls <= 2 {
+			return taken, nil
+		}
+		return pickPort(fd)
+	}}
+	fd := tcpSocket(t)
+	if err := bc.SetISN(fd, 7); err != nil {
+		t.Fatalf("SetISN with two taken picks: %v", err)
+	}
+	sa, _ := unix.Getsockname(fd)
+	if got := sa.(*unix.SockaddrInet4).Port; calls != 3 || got == int(taken) || got == 0 {
+		t.Errorf("picks %d (want 3), bound to %d (taken: %d)", calls, got, taken)
+	}
+	calls = 0
+	bc.pick = func(int) (uint16, error) { calls++; return taken, nil }
+	err = bc.SetISN(tcpSocket(t), 7)
+	if !errors.Is(err, syscall.EADDRINUSE) || calls != pickTries {
+		t.Errorf("a pick always taken: %v after %d picks, want EADDRINUSE after %d", err, calls, pickTries)
 	}
 }

@@ -31,6 +31,9 @@ type BrokerClient struct {
 	// noPick leaves the source port to the broker (a client from before
 	// pickPort): only a benchmark's baseline sets it.
 	noPick bool
+	// pick picks the source port of a request that names none; nil
+	// means pickPort (a test's seam).
+	pick func(fd int) (uint16, error)
 }
 
 // BrokerError is the broker's refusal, or why it could not be asked.
@@ -117,10 +120,14 @@ func (b *BrokerClient) SetISNFrom(fd int, isn uint32, sport uint16) error {
 	if sport != 0 || b.noPick {
 		return b.setISNFrom(fd, isn, sport)
 	}
+	pick := b.pick
+	if pick == nil {
+		pick = pickPort
+	}
 	var err error
 	for range pickTries {
 		var p uint16
-		if p, err = pickPort(fd); err != nil {
+		if p, err = pick(fd); err != nil {
 			return err
 		}
 		if err = b.setISNFrom(fd, isn, p); !errors.Is(err, syscall.EADDRINUSE) {
