@@ -150,7 +150,8 @@ func TestReviewBrokerReuseRace(t *testing.T) {
 // TestReviewBrokerPortExhaustion: a user in no group holds listeners on
 // all but 28 of the broker's 28,232 ports (two processes, no privilege);
 // while an ordinary connect (the kernel's pick of port) still finds one,
-// another member's broker dials must too.
+// another member's broker dials must too: requests without a port (the
+// broker's pick) and the client's own (BrokerClient picks the port).
 func TestReviewBrokerPortExhaustion(t *testing.T) {
 	netnstest.RequireRoot(t, "setpriv", "ip", "sh")
 	ns := netnstest.New(t, "exhaust")
@@ -194,6 +195,12 @@ func TestReviewBrokerPortExhaustion(t *testing.T) {
 	}
 	if ok != n {
 		t.Errorf("with %d of %d ports free, %d of %d of another member's broker dials failed (ordinary connects: all 20 made)", free, total, n-ok, n)
+	}
+	// The same through client.BrokerClient, which picks the port itself.
+	out, err = member.Command(ns, abuse, "clientdials", bed.path, "200").CombinedOutput()
+	t.Logf("the member's client dials: %s", strings.TrimSpace(string(out)))
+	if err != nil || !strings.HasPrefix(string(out), "ok=200 of 200") {
+		t.Errorf("client dials with %d of %d ports free: %v: %s", free, total, err, out)
 	}
 }
 
