@@ -14,12 +14,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// BenchmarkBrokerPreBind prices the broker's bind of each socket before
-// repair mode: dials through a broker that binds (as served) and one that
-// does not (the broker before it bound sockets; a test-only switch) take
-// turns to a local listener, in the same run, and it reports both medians
-// and their ratio (bind/nobind, ns/op of a whole dial: the broker's round
-// trip, the ISN, connect()). E.g. -bench BrokerPreBind -benchtime 2000x.
+// BenchmarkBrokerPreBind prices the source port of a broker dial: dials
+// as served (the client picks the port in its namespace, pickPort, one
+// more socket bound and closed; the broker binds the socket to it before
+// repair mode) and dials without either (a client that does not pick, a
+// broker that does not bind: the broker dial before both; test-only
+// switches) take turns to a local listener, in the same run, and it
+// reports both medians and their ratio (bind/nobind, ns/op of a whole
+// dial: the pick, the broker's round trip, the ISN, connect()); also the
+// dial whose port the broker picks (a request without a port), and the
+// pick and the broker's bind alone. E.g. -bench BrokerPreBind -benchtime
+// 2000x.
 func BenchmarkBrokerPreBind(b *testing.B) {
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
@@ -37,9 +42,9 @@ func BenchmarkBrokerPreBind(b *testing.B) {
 	}()
 	port := uint16(ln.Addr().(*net.TCPAddr).Port)
 	binding, plain := newBrokerBed(b, &Broker{}), newBrokerBed(b, &Broker{noBind: true})
-	dialer := func(path string) *Dialer {
+	dialer := func(path string, noPick bool) *Dialer {
 		slot := 0
-		bc := &BrokerClient{Path: path}
+		bc := &BrokerClient{Path: path, noPick: noPick}
 		return &Dialer{Key: testKey, Slots: totp.MaxSlots, SynTimeout: 2 * time.Second,
 			Resolve: func(context.Context, string, string) ([]netip.Addr, error) {
 				return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
@@ -47,7 +52,8 @@ func BenchmarkBrokerPreBind(b *testing.B) {
 			Reserve:         func(string, uint64, int) (int, error) { slot++; return (slot - 1) % totp.MaxSlots, nil },
 			CheckCapability: bc.Available, SetISN: bc.SetISNFrom}
 	}
-	modes := []*Dialer{dialer(binding.path), dialer(plain.path)}
+	// Served; neither; the broker's bind of its own pick alone.
+	modes := []*Dialer{dialer(binding.path, false), dialer(plain.path, true), dialer(binding.path, true)}
 	times := make([][]time.Duration, len(modes))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -69,10 +75,11 @@ func BenchmarkBrokerPreBind(b *testing.B) {
 		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
 		return ds[len(ds)/2]
 	}
-	bind, nobind := median(times[0]), median(times[1])
+	bind, nobind, brokerPick := median(times[0]), median(times[1]), median(times[2])
 	b.ReportMetric(float64(bind.Nanoseconds()), "bind-ns/dial")
 	b.ReportMetric(float64(nobind.Nanoseconds()), "nobind-ns/dial")
 	b.ReportMetric(float64(bind)/float64(nobind), "bind/nobind")
+	b.ReportMetric(float64(brokerPick)/float64(nobind), "brokerpick/nobind")
 	// The bind alone (with its getsockname and setsockopt calls), on
 	// fresh sockets: what the broker adds to each request.
 	var alone []time.Duration
@@ -90,5 +97,22 @@ func BenchmarkBrokerPreBind(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(median(alone).Nanoseconds()), "bindSource-ns")
-	b.Logf("broker dial median: %v with the bind, %v without: %.3fx (%d dials each); bindSource alone %v", bind, nobind, float64(bind)/float64(nobind), b.N, median(alone))
+	// The client's pick alone (a throwaway socket bound and closed).
+	var picks []time.Duration
+	for range 1000 {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		_, err = pickPort(fd)
+		picks = append(picks, time.Since(start))
+		unix.Close(fd)
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(median(picks).Nanoseconds()), "pickPort-ns")
+	b.Logf("broker dial median: %v with the pick and the bind, %v without: %.3fx (%d dials each); the broker's own pick and bind: %v, %.3fx; bindSource alone %v, pickPort alone %v",
+		bind, nobind, float64(bind)/float64(nobind), b.N, brokerPick, float64(brokerPick)/float64(nobind), median(alone), median(picks))
 }

@@ -42,6 +42,9 @@ const (
 	brokerMaxFDs = 8
 	// brokerMaxRequests bounds the requests of one connection.
 	brokerMaxRequests = 64
+	// brokerMinPort is the lowest source port a request may name: the
+	// ports below it are privileged, and no knock reserves one.
+	brokerMinPort = 1024
 )
 
 // Broker lends one privilege: it sets the initial sequence number of a TCP
@@ -568,6 +571,11 @@ func (b *Broker) handle(msg []byte, fds []int, flags int, rightsErr error) strin
 	if len(msg) == brokerPortLen {
 		sport = binary.BigEndian.Uint16(msg[brokerRequestLen:])
 	}
+	if sport != 0 && sport < brokerMinPort {
+		// No knock's port is privileged (ISN-v1 reserves 1024-65535), and
+		// the broker binds no port its caller could not bind itself.
+		return brokerRefused + "source port " + strconv.Itoa(int(sport)) + " is below 1024"
+	}
 	if err := checkUnconnectedTCP(fds[0]); err != nil {
 		return brokerRefused + err.Error()
 	}
@@ -681,20 +689,23 @@ func checkClosedState(fd int) error {
 }
 
 // The range the broker picks a socket's source port from when the
-// request names none: the kernel's default ephemeral range (the broker
-// cannot read the caller's network namespace's own).
+// request names none (a client from before pickPort): the kernel's
+// default ephemeral range (the broker cannot read the caller's network
+// namespace's own).
 const (
 	brokerPortLow  = 32768
 	brokerPortHigh = 60999
-	// brokerBindTries bounds the ports tried; each try fails only where
-	// that port is in use here.
+	// brokerBindTries bounds the ports tried at random before the whole
+	// range is tried in turn; each try fails only where that port is in
+	// use here.
 	brokerBindTries = 256
 )
 
 // bindSource binds fd, an unconnected TCP socket its caller still holds,
 // to a source port before it is put in repair mode, with the kernel's
 // normal conflict checks: sport when not 0 (the port ISN-v1 reserves for
-// the knock), else a free one the broker picks. A socket in repair mode
+// the knock, or the one the client picked), else a free one the broker
+// picks. A socket in repair mode
 // binds and listens on a port another socket holds, even another user's
 // listening service; a bound one cannot be bound again, and its listen()
 // can take only its own port, which no other socket shares.
@@ -749,14 +760,28 @@ func bindSource(fd int, sport uint16) error {
 		}
 		return nil
 	}
+	const span = brokerPortHigh - brokerPortLow + 1
 	for range brokerBindTries {
-		err = bind(brokerPortLow + rand.IntN(brokerPortHigh-brokerPortLow+1))
+		err = bind(brokerPortLow + rand.IntN(span))
 		if err != unix.EADDRINUSE {
 			break
 		}
 	}
+	// Random tries fail only where most of the range is in use (someone
+	// holding nearly every port): then every port is tried once, from a
+	// random one on, so that a port left free is found as the kernel's
+	// own pick would find it.
 	if err == unix.EADDRINUSE {
-		return fmt.Errorf("no free source port here in %d tries", brokerBindTries)
+		off := rand.IntN(span)
+		for i := range span {
+			err = bind(brokerPortLow + (off+i)%span)
+			if err != unix.EADDRINUSE {
+				break
+			}
+		}
+	}
+	if err == unix.EADDRINUSE {
+		return fmt.Errorf("no free source port here in %d-%d", brokerPortLow, brokerPortHigh)
 	}
 	if err != nil {
 		return fmt.Errorf("bind a source port: %w", err)

@@ -28,6 +28,12 @@ const BrokerTimeout = 2 * time.Second
 // together): one local round trip.
 type BrokerClient struct {
 	Path string
+	// noPick leaves the source port to the broker (a client from before
+	// pickPort): only a benchmark's baseline sets it.
+	noPick bool
+	// pick picks the source port of a request that names none; nil
+	// means pickPort (a test's seam).
+	pick func(fd int) (uint16, error)
 }
 
 // BrokerError is the broker's refusal, or why it could not be asked.
@@ -88,15 +94,106 @@ func (b *BrokerClient) Check() error {
 }
 
 // SetISN has the broker set the ISN of fd, an unbound, unconnected TCP
-// socket, which the broker binds to a source port of its choosing.
+// socket, which the broker binds to a source port this process picks
+// (SetISNFrom with sport 0).
 func (b *BrokerClient) SetISN(fd int, isn uint32) error {
 	return b.SetISNFrom(fd, isn, 0)
 }
 
+// pickTries bounds the ports SetISNFrom picks for one request: each
+// fails only when another socket took the port between the pick and
+// the broker's bind.
+const pickTries = 8
+
 // SetISNFrom has the broker bind fd, an unbound, unconnected TCP socket,
-// to source port sport (0: one of its choosing) and set its ISN. A port
-// in use here fails with an error that wraps syscall.EADDRINUSE.
+// to source port sport and set its ISN. A port in use here fails with an
+// error that wraps syscall.EADDRINUSE.
+//
+// With sport 0, this process picks the port in its own network namespace
+// (pickPort: the kernel's pick for bind(port 0) on a socket of its own,
+// which honours this namespace's ip_local_port_range and
+// ip_local_reserved_ports; the broker, in a namespace of its own, sees
+// neither) and names it in the request; the broker binds exactly that
+// port with the kernel's normal checks. A port taken in between is picked
+// again, up to pickTries times.
 func (b *BrokerClient) SetISNFrom(fd int, isn uint32, sport uint16) error {
+	if sport != 0 || b.noPick {
+		return b.setISNFrom(fd, isn, sport)
+	}
+	pick := b.pick
+	if pick == nil {
+		pick = pickPort
+	}
+	var err error
+	for range pickTries {
+		var p uint16
+		if p, err = pick(fd); err != nil {
+			return err
+		}
+		if err = b.setISNFrom(fd, isn, p); !errors.Is(err, syscall.EADDRINUSE) {
+			return err
+		}
+	}
+	return fmt.Errorf("pick a source port: %d picked ports were taken before the broker bound them: %w", pickTries, err)
+}
+
+// pickPort returns a free source port for fd (unbound, perhaps bound to
+// an address alone) in this thread's network namespace: the port the
+// kernel gives bind(port 0) on a throwaway socket of fd's family, address
+// and IPV6_V6ONLY, which is closed at once (never connected, it leaves no
+// TIME_WAIT). The port is named to the broker, never left to a bind(port
+// 0) of fd itself: a port the kernel picks is given back by a disconnect,
+// which repair mode makes possible without a handshake.
+func pickPort(fd int) (uint16, error) {
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return 0, fmt.Errorf("pick a source port: getsockname: %w", err)
+	}
+	dom := unix.AF_INET
+	if _, ok := sa.(*unix.SockaddrInet6); ok {
+		dom = unix.AF_INET6
+	} else if _, ok := sa.(*unix.SockaddrInet4); !ok {
+		return 0, errors.New("pick a source port: not an IPv4 or IPv6 socket")
+	}
+	tmp, err := unix.Socket(dom, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("pick a source port: socket: %w", err)
+	}
+	defer unix.Close(tmp)
+	if dom == unix.AF_INET6 {
+		v6only, err := unix.GetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY)
+		if err == nil {
+			err = unix.SetsockoptInt(tmp, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, v6only)
+		}
+		if err != nil {
+			return 0, fmt.Errorf("pick a source port: IPV6_V6ONLY: %w", err)
+		}
+	}
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		a.Port = 0
+	case *unix.SockaddrInet6:
+		a.Port = 0
+	}
+	if err := unix.Bind(tmp, sa); err != nil {
+		return 0, fmt.Errorf("pick a source port: bind: %w", err)
+	}
+	got, err := unix.Getsockname(tmp)
+	if err != nil {
+		return 0, fmt.Errorf("pick a source port: getsockname: %w", err)
+	}
+	switch a := got.(type) {
+	case *unix.SockaddrInet4:
+		return uint16(a.Port), nil
+	case *unix.SockaddrInet6:
+		return uint16(a.Port), nil
+	}
+	return 0, errors.New("pick a source port: not an IPv4 or IPv6 socket")
+}
+
+// setISNFrom is one request: bind fd to sport (0: the broker's pick, as
+// a client before pickPort asked) and set its ISN.
+func (b *BrokerClient) setISNFrom(fd int, isn uint32, sport uint16) error {
 	var msg [brokerPortLen]byte
 	copy(msg[:], brokerMagic)
 	binary.BigEndian.PutUint32(msg[len(brokerMagic):], isn)

@@ -129,10 +129,14 @@
 //	set ISN: "skb1" || u32be(isn) [|| u16be(sport)] (8 or 10 bytes) + exactly one descriptor (SCM_RIGHTS)
 //	answer:  "ok", or "refused: " + one line of reason (at most 256 bytes)
 //
-// sport is the source port to bind the socket to (bind_source_port), 0 or
-// absent for one of the broker's choosing; a port in use here is refused
-// as "refused: source port in use: PORT", which the client reports as
-// EADDRINUSE and answers by skipping that slot.
+// sport is the source port to bind the socket to: the one the knock
+// reserves (bind_source_port), or else one the client picked (below); a
+// port below 1024 is refused (no knock reserves one, and the broker binds
+// nothing its caller could not bind itself), and a port in use here as
+// "refused: source port in use: PORT", which the client reports as
+// EADDRINUSE and answers by skipping that slot (bind_source_port) or by
+// picking again. 0 or absent (a client from before the pick) leaves the
+// port to the broker.
 //
 // The broker answers a request only for root and members of its group
 // (default seqknock: the gid or a supplementary group of the caller as it
@@ -147,8 +151,8 @@
 // one more is answered "busy" at once (the client retries), so a caller
 // that sends nothing holds only its own slots.
 //
-// What a member can do with it: choose the ISN and the source port of
-// sockets it holds, nothing more. A process can only send descriptors it
+// What a member can do with it: choose the ISN and the source port (1024
+// or above) of sockets it holds, nothing more. A process can only send descriptors it
 // holds, so a socket is the caller's or one given to it; the broker does
 // not ask which process made it. The caller still holds the socket while
 // the broker works on it, and repair mode is a privilege of its own:
@@ -159,11 +163,22 @@
 // check). So no socket a caller holds is ever in repair mode while its
 // port is free to choose: before repair mode, the broker binds it
 // (bindSource) with the kernel's normal conflict checks, SO_REUSEADDR and
-// SO_REUSEPORT cleared, to the port the request names or to one it picks
-// at random from 32768-60999 (up to 256 tries; the kernel's own pick,
-// bind to port 0, would honour the caller's namespace's
-// ip_local_port_range and ip_local_reserved_ports, which the broker, in a
-// namespace of its own, does not see). The port is always named
+// SO_REUSEPORT cleared, to the port the request names. The client names
+// one always: without bind_source_port, it picks the port in its own
+// network namespace (pickPort: bind(port 0) on a throwaway socket of the
+// same family, address and IPV6_V6ONLY, getsockname, close; it was never
+// connected, so the port is free at once), which honours that
+// namespace's ip_local_port_range and ip_local_reserved_ports; the
+// broker, in a namespace of its own, can read neither. A port taken
+// between the pick and the broker's bind is refused as in use and picked
+// again (up to 8 times). The cost is one more socket per dial, in the
+// client (BenchmarkBrokerPreBind). For a request without a port (a
+// client from before the pick) the broker picks one at random from
+// 32768-60999, 256 tries, then every port of the range in turn from a
+// random one, so that a user holding all but a few ports does not fail
+// others' dials while the kernel's own pick still finds one; that pick
+// may take a port reserved in the caller's namespace (one the caller
+// could bind itself). The port is always named
 // in bind(): a port the kernel picks for bind(port 0) is given back when
 // the socket is disconnected, and in repair mode the caller can connect
 // it (no handshake) and disconnect it, then bind it anywhere; a named
@@ -184,7 +199,8 @@
 // that the caller may write on until the check right after it disarms it
 // (not seen in the test). The cost: a broker dial's port is its own, so
 // TIME_WAIT sockets hold their ports for it, and a host that closes more
-// than about 28,000 broker dials a minute first would run short (an
+// than about 28,000 broker dials a minute first (the default
+// ip_local_port_range) would run short (an
 // ordinary dial's port is shared by connections to other destinations).
 //
 // A better mechanism would be the broker making the socket itself and
@@ -196,7 +212,13 @@
 // The broker must be a process its callers cannot stop: one stopped
 // (SIGSTOP) inside its repair window and killed leaves the caller a
 // socket in repair mode for good. The unit runs it as a user of its own
-// (DynamicUser), so only root may signal it. `seqknock broker` refuses to
+// (DynamicUser), so only root may signal it. Run by hand as root, it
+// gives up every capability but CAP_NET_ADMIN once its socket is made
+// (KeepOnlyNetAdmin: bounding, permitted, effective and inheritable sets
+// of every thread; a cgo build execs itself with the socket handed over),
+// so the kernel's own checks on its binds (ip_unprivileged_port_start:
+// CAP_NET_BIND_SERVICE) apply to it as to its caller
+// (TestReviewRootBrokerKeepsNetAdmin). `seqknock broker` refuses to
 // run under sudo (its user's terminal can stop it) and from a setcap copy
 // run by a user who is not root (CheckNotFileCapability: a capability it
 // did not hold before execve, no no_new_privs, nothing in its ambient

@@ -19,7 +19,8 @@ func brokerCommand() *cli.Command {
 		Description: "Lends one privilege: setting the initial sequence number of a TCP socket its caller owns and " +
 			"sends it, so seqknock needs neither sudo nor setcap. Callers must be root or in GROUP (as they " +
 			"connect); the socket must be an unconnected TCP socket. Runs from seqknock-broker.socket " +
-			"(socket activation, CAP_NET_ADMIN only) or by hand as root, which makes PATH (mode 0660, group GROUP). " +
+			"(socket activation, CAP_NET_ADMIN only) or by hand as root, which makes PATH (mode 0660, group GROUP) and then " +
+			"gives up every capability but CAP_NET_ADMIN. Source ports below 1024 are refused. " +
 			"Refused under sudo and from a setcap copy run by a user who is not root: its callers must not be able to stop it.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: client.DefaultBrokerPath, Usage: "the socket `PATH` (when not socket-activated)"},
@@ -55,16 +56,32 @@ func brokerCommand() *cli.Command {
 				}
 			}
 			gid, _ := strconv.Atoi(g.Gid)
-			ln, err := client.ActivatedListener()
+			// The socket: handed over by this binary's own image (below),
+			// from systemd, or made here.
+			ln, made, err := client.BrokerHanded()
 			if err != nil {
 				return err
+			}
+			if ln == nil {
+				if ln, err = client.ActivatedListener(); err != nil {
+					return err
+				}
 			}
 			if ln == nil {
 				if ln, err = client.ListenBroker(c.String("listen"), gid); err != nil {
 					return err
 				}
+				made = c.String("listen")
+			}
+			if made != "" {
 				// Made here, so removed here; systemd's socket stays.
-				defer os.Remove(c.String("listen"))
+				defer os.Remove(made)
+			}
+			// Run by hand as root: every capability but CAP_NET_ADMIN goes
+			// (after the socket, whose group takes CAP_CHOWN), so that the
+			// kernel's own checks apply to the binds it makes for callers.
+			if err := client.KeepOnlyNetAdmin(ln, made); err != nil {
+				return err
 			}
 			log := slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{
 				ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {

@@ -1,0 +1,197 @@
+//go:build linux
+
+package client
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"unsafe"
+
+	"github.com/seqknock/seqknock/internal/covhook"
+	"golang.org/x/sys/unix"
+)
+
+// brokerHandedEnv names the descriptor of the broker's listening socket
+// that KeepOnlyNetAdmin's fresh image serves (cgo builds), and
+// brokerRemoveEnv the socket's path, which that image removes when done
+// (the socket was made by hand, not by systemd).
+const (
+	brokerHandedEnv = "SEQKNOCK_BROKER_FD"
+	brokerRemoveEnv = "SEQKNOCK_BROKER_REMOVE"
+)
+
+// capNetAdminOnly is the one capability the broker keeps.
+const capNetAdminOnly = uint64(1) << unix.CAP_NET_ADMIN
+
+// KeepOnlyNetAdmin gives up every capability but CAP_NET_ADMIN, on every
+// thread: the bounding set, the permitted, effective and inheritable sets
+// (and so the ambient set). A broker run by hand as root holds them all,
+// and would otherwise bind for its callers what they could not bind
+// themselves (a port below ip_unprivileged_port_start: CAP_NET_BIND_SERVICE);
+// without them, the kernel's own checks on the bind apply to it as to its
+// caller. A process that holds nothing else (the unit's broker) has
+// nothing to do.
+//
+// In a CGO_ENABLED=0 build every thread is reached with
+// syscall.AllThreadsSyscall (PR_CAPBSET_DROP, then capset). A cgo build
+// cannot reach the C runtime's threads that way: it cuts the sets of one
+// locked thread and starts this binary afresh from it (execve), handing
+// ln over (brokerHandedEnv); root's execve gives the new image's every
+// thread the capabilities of the bounding set it inherits, CAP_NET_ADMIN
+// alone. Then KeepOnlyNetAdmin does not return; removePath, when not "",
+// is the socket's path, which the new image removes when it is done
+// (BrokerHanded).
+func KeepOnlyNetAdmin(ln *net.UnixListener, removePath string) error {
+	extra, err := extraCapabilities()
+	if err != nil || !extra {
+		return err
+	}
+	// The capabilities above CAP_NET_ADMIN that the bounding set holds.
+	var drop []uintptr
+	for c := 0; c < 64; c++ {
+		in, err := unix.PrctlRetInt(unix.PR_CAPBSET_READ, uintptr(c), 0, 0, 0)
+		if err != nil {
+			break // past the kernel's last capability
+		}
+		if in == 1 && c != unix.CAP_NET_ADMIN {
+			drop = append(drop, uintptr(c))
+		}
+	}
+	if builtWithCgo {
+		return handOverBroker(ln, removePath, drop)
+	}
+	for _, c := range drop {
+		if _, _, e := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, c, 0); e != 0 {
+			return fmt.Errorf("broker: drop capability %d from the bounding set: %w", c, e)
+		}
+	}
+	hdr := &unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	data := new([2]unix.CapUserData)
+	bit := uint32(capNetAdminOnly)
+	data[0] = unix.CapUserData{Effective: bit, Permitted: bit}
+	_, _, e := syscall.AllThreadsSyscall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(hdr)), uintptr(unsafe.Pointer(&data[0])), 0)
+	runtime.KeepAlive(hdr)
+	runtime.KeepAlive(data)
+	if e != 0 {
+		return fmt.Errorf("broker: keep CAP_NET_ADMIN alone: capset: %w", e)
+	}
+	if extra, err := extraCapabilities(); err != nil || extra {
+		return fmt.Errorf("broker: capabilities other than CAP_NET_ADMIN remain (%v)", err)
+	}
+	return nil
+}
+
+// extraCapabilities reports whether the calling thread holds any
+// capability but CAP_NET_ADMIN in its bounding, permitted, effective or
+// inheritable set.
+func extraCapabilities() (bool, error) {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false, fmt.Errorf("broker: capget: %w", err)
+	}
+	set := func(lo, hi uint32) uint64 { return uint64(hi)<<32 | uint64(lo) }
+	for _, s := range []uint64{
+		set(data[0].Permitted, data[1].Permitted),
+		set(data[0].Effective, data[1].Effective),
+		set(data[0].Inheritable, data[1].Inheritable),
+	} {
+		if s&^capNetAdminOnly != 0 {
+			return true, nil
+		}
+	}
+	for c := 0; c < 64; c++ {
+		in, err := unix.PrctlRetInt(unix.PR_CAPBSET_READ, uintptr(c), 0, 0, 0)
+		if err != nil {
+			break
+		}
+		if in == 1 && c != unix.CAP_NET_ADMIN {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// handOverBroker is KeepOnlyNetAdmin for a cgo build: on one locked
+// thread it drops the capabilities drop from the bounding set, clears the
+// inheritable set (which would otherwise pass through execve), and execs
+// this binary with ln's descriptor named in brokerHandedEnv.
+func handOverBroker(ln *net.UnixListener, removePath string, drop []uintptr) error {
+	fd, err := dupListener(ln)
+	if err != nil {
+		return fmt.Errorf("broker: %w", err)
+	}
+	// Never unlocked: this thread either execs or the process exits.
+	runtime.LockOSThread()
+	for _, c := range drop {
+		if err := unix.Prctl(unix.PR_CAPBSET_DROP, c, 0, 0, 0); err != nil {
+			return fmt.Errorf("broker: drop capability %d from the bounding set: %w", c, err)
+		}
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("broker: capget: %w", err)
+	}
+	data[0].Inheritable, data[1].Inheritable = 0, 0
+	if err := unix.Capset(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("broker: clear the inheritable set: %w", err)
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
+		return fmt.Errorf("broker: %w", err)
+	}
+	env := []string{brokerHandedEnv + "=" + strconv.Itoa(fd)}
+	if removePath != "" {
+		env = append(env, brokerRemoveEnv+"="+removePath)
+	}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, brokerHandedEnv+"=") && !strings.HasPrefix(kv, brokerRemoveEnv+"=") {
+			env = append(env, kv)
+		}
+	}
+	covhook.Flush() // a coverage build's counters; nothing otherwise
+	err = syscall.Exec("/proc/self/exe", os.Args, env)
+	return fmt.Errorf("broker: exec: %w", err)
+}
+
+// BrokerHanded returns the listening socket handOverBroker passed to this
+// image and the path to remove when done ("" for none), or a nil listener
+// when there is none. It refuses one in a process that holds any
+// capability but CAP_NET_ADMIN: the hand-over exists to shed them.
+func BrokerHanded() (*net.UnixListener, string, error) {
+	s, ok := os.LookupEnv(brokerHandedEnv)
+	if !ok {
+		return nil, "", nil
+	}
+	remove := os.Getenv(brokerRemoveEnv)
+	os.Unsetenv(brokerHandedEnv)
+	os.Unsetenv(brokerRemoveEnv)
+	if extra, err := extraCapabilities(); err != nil || extra {
+		return nil, "", fmt.Errorf("broker: %s: refused in a process that holds capabilities other than CAP_NET_ADMIN (%v)", brokerHandedEnv, err)
+	}
+	fd, err := strconv.Atoi(s)
+	if err != nil || fd < 3 {
+		return nil, "", fmt.Errorf("broker: %s=%q: not a descriptor", brokerHandedEnv, s)
+	}
+	unix.CloseOnExec(fd)
+	f := os.NewFile(uintptr(fd), "handed broker socket")
+	defer f.Close()
+	l, err := net.FileListener(f)
+	if err != nil {
+		return nil, "", fmt.Errorf("broker: %s=%d: %w", brokerHandedEnv, fd, err)
+	}
+	ul, ok := l.(*net.UnixListener)
+	if !ok || ul.Addr().Network() != "unixpacket" {
+		l.Close()
+		return nil, "", errors.New("broker: " + brokerHandedEnv + ": not a Unix SOCK_SEQPACKET socket")
+	}
+	// Closing it leaves the file: the path, if any, is removed by name.
+	ul.SetUnlinkOnClose(false)
+	return ul, remove, nil
+}
