@@ -172,6 +172,12 @@ func killGroup(cmd *exec.Cmd) {
 	cmd.Wait()
 }
 
+// StatePath is the daemon's state file (see freshStatePath).
+func (b *FailClosedBed) StatePath() string {
+	b.t.Helper()
+	return freshStatePath(b.t, b.dir, b.Cfg.Table)
+}
+
 // StartDaemon starts `seqknockd run` and waits until the table is in
 // and every listener is locked.
 func (b *FailClosedBed) StartDaemon() {
@@ -179,20 +185,7 @@ func (b *FailClosedBed) StartDaemon() {
 	b.Log = &netnstest.Buffer{}
 	// The state directory must be root's and closed to others; b.dir
 	// may be open for the listener's user.
-	// The first start gets a state that says "nothing spent yet", so its
-	// knocks work at once: without one the daemon would count the
-	// window so far as spent. Later starts read what it saved.
-	stateDir := filepath.Join(b.dir, "state")
-	if err := os.MkdirAll(stateDir, 0o700); err != nil {
-		b.t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(stateDir, "state.json")); os.IsNotExist(err) {
-		fresh := fmt.Sprintf(`{"version":1,"table":%q,"high_unix_ms":0,"spent":[]}`+"\n", b.Cfg.Table)
-		if err := os.WriteFile(filepath.Join(stateDir, "state.json"), []byte(fresh), 0o600); err != nil {
-			b.t.Fatal(err)
-		}
-	}
-	cmd := b.Srv.Command(b.bin, "--config", b.Cfg.Path, "run", "--audit=false", "--state", filepath.Join(stateDir, "state.json"))
+	cmd := b.Srv.Command(b.bin, "--config", b.Cfg.Path, "run", "--audit=false", "--state", b.StatePath())
 	cmd.Stdout, cmd.Stderr = b.Log, b.Log
 	startGroup(b.t, cmd)
 	b.daemon = cmd
@@ -374,4 +367,25 @@ func (b *FailClosedBed) Event(name string, reps int, event, recover func(rep int
 	}
 	b.t.Logf("%s: %d plain connects of %d got in over %d repetitions; %d sessions of %d lost", name, in, tries, reps, lost, reps)
 	return in, lost
+}
+
+// freshStatePath returns parent/state/state.json, in a directory of mode
+// 0700 as the state check wants (parent may be open for a test user).
+// Until a daemon saved its own, the file holds a state of table that says
+// "nothing spent yet", so a daemon's first knocks work at once: without
+// one it counts the window so far as spent.
+func freshStatePath(t testing.TB, parent, table string) string {
+	t.Helper()
+	dir := filepath.Join(parent, "state")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "state.json")
+	if _, err := os.Stat(path); os.IsNotExist(err) {
+		fresh := fmt.Sprintf(`{"version":1,"table":%q,"high_unix_ms":0,"spent":[]}`+"\n", table)
+		if err := os.WriteFile(path, []byte(fresh), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return path
 }

@@ -157,7 +157,7 @@ func TestStatusRefusesUserRuntimeDir(t *testing.T) {
 	ucfg := u.WriteFile("c.toml", []byte("[[service]]\nport = 22\n[[user]]\nname = \"mallory\"\nkey_file = \"k.key\"\n"), 0o600)
 	runDir := filepath.Join(u.Home, "run")
 	log := &netnstest.Buffer{}
-	fake := u.Command(ns, bin, "--config", ucfg, "run", "--runtime-dir", runDir, "--state", filepath.Join(u.Home, "state.json"))
+	fake := u.Command(ns, bin, "--config", ucfg, "run", "--runtime-dir", runDir, "--state", NoState)
 	fake.Stderr = log
 	if err := fake.Start(); err != nil {
 		t.Fatal(err)

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -253,7 +252,7 @@ func TestTeardownUnlocks(t *testing.T) {
 	b := NewFailClosedBed(t, 178)
 	b.Signal(syscall.SIGTERM)
 	b.daemon.Wait()
-	out, err := b.Srv.Command(b.bin, "--config", b.Cfg.Path, "teardown", "--state", filepath.Join(b.dir, "state.json")).CombinedOutput()
+	out, err := b.Srv.Command(b.bin, "--config", b.Cfg.Path, "teardown", "--state", b.StatePath()).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "unlocked 2 listeners") {
 		t.Fatalf("teardown: %v: %s", err, out)
 	}

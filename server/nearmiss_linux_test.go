@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -33,7 +32,7 @@ func TestNearMissLogged(t *testing.T) {
 		Kernel:     b.k,
 		Now:        time.Now,
 		Log:        slog.New(slog.NewTextHandler(log, nil)),
-		StatePath:  filepath.Join(b.dir, "state.json"),
+		StatePath:  freshStatePath(t, b.dir, cfg.Table),
 		Audit:      &Auditor{Log: slog.New(slog.NewTextHandler(log, nil))},
 		NearMiss:   &NearMiss{Log: slog.New(slog.NewTextHandler(log, nil))},
 	}
