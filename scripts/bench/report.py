@@ -136,6 +136,16 @@ if lim_on and lim_off:
 for x in fig4:
     x["ratio"] = r(x["flood"].get("median_ms"), x["quiet"].get("median_ms"))
 f4 = median(x["ratio"] for x in fig4)
+def bench_metric(text, bench, unit):
+    m = re.search(r"^%s-\d+\s.*?([0-9.]+) %s(\s|$)" % (bench, re.escape(unit)), text, re.M)
+    return float(m.group(1)) if m else None
+fig5_text = open(os.path.join(tmp, "fig5.out")).read() if os.path.exists(os.path.join(tmp, "fig5.out")) else ""
+socks_gbit = bench_metric(fig5_text, "BenchmarkSocksThroughput", "ratio-1gbit")
+gw_gbit = bench_metric(fig5_text, "BenchmarkGatewayThroughput", "ratio-1gbit")
+socks_ttfb = bench_metric(fig5_text, "BenchmarkSocksFirstByte", "ratio")
+goal(5, "bulk throughput through seqknock socks / direct knocked connection, 1 Gbit/s link", fmt(socks_gbit), "at least 0.9", None if socks_gbit is None else socks_gbit >= 0.9)
+goal(5, "bulk throughput through seqknock gateway / direct knocked connection, 1 Gbit/s link", fmt(gw_gbit), "at least 0.9", None if gw_gbit is None else gw_gbit >= 0.9)
+goal(5, "time to first byte through seqknock socks / seqknock proxy", fmt(socks_ttfb), "at most 1.1", None if socks_ttfb is None else socks_ttfb <= 1.1)
 goal(4, "legitimate client's time to first byte during the flood / without (median of the rounds' ratios)", fmt(f4), "at most 1.5", None if f4 is None else f4 <= 1.5)
 # Figure 2: "NAME SENT DROPS START END TICKS HZ" per flood turn, "small|big
 # elements=N" per sync. (p), (b) and (c) take several rounds of turns: each
@@ -327,6 +337,17 @@ if fig2:
         w("- seqknock in-process dialer, median time to first byte with %s valid knocks: %.2f ms; with %s: %.2f ms (ratio %s; %d connections each)\n" % (
             fig2_valid.get("small", "?"), f2small["median_ms"], fig2_valid.get("big", "?"), f2big["median_ms"], fmt(r(f2big["median_ms"], f2small["median_ms"])), f2small["n"]))
     w("The small table is one user's knocks with figure 1's settings (256 slots, 3 counters: 768), not 12: the dialer needs a slot per connection.\n")
+else:
+    w("Not measured in this run.\n")
+w("## Figure 5: reach\n")
+fig5_path = os.path.join(tmp, "fig5.out")
+fig5 = open(fig5_path).read() if os.path.exists(fig5_path) else ""
+if fig5:
+    w("`seqknock socks` and `seqknock gateway` against a direct knocked connection (bulk throughput, over the bare veths, where the two cores the ends share set the pace, and over a link shaped to 1 Gbit/s, as a real network), and the proxy's time to first byte against starting `seqknock proxy` (`go test ./integration -run '^$' -bench 'SocksThroughput|SocksFirstByte|GatewayThroughput'`):\n")
+    for l in fig5.splitlines():
+        if "_test.go:" in l and ": " in l:
+            w("- " + l.split(": ", 1)[1].strip())
+    w("")
 else:
     w("Not measured in this run.\n")
 steps = []

@@ -390,6 +390,9 @@ done
 # Throwaway keys, 50,000 of them at the largest size: too many for one rm argument list.
 find "$tmp" -path "$tmp/u*/u*.key" -delete
 
+log "figure 5: reach, seqknock socks and seqknock gateway (go test -bench)"
+go test -run '^$' -bench 'SocksThroughput|SocksFirstByte|GatewayThroughput' -benchtime 1x -v ./integration/ >"$tmp/fig5.out" 2>&1 || true
+
 log "report"
 python3 "$repo/scripts/bench/report.py" "$tmp" "$repo/BENCHMARKS.md" "$repo/BENCHMARKS.json"
 log "done"
