@@ -78,7 +78,7 @@ type Daemon struct {
 	cfg *Config
 	// installed is the config the last sync installed, through the
 	// counter installedEnd, with no failure and no foreign change seen
-	// since; nil: the next sync is whole. watching: Kernel.Watch is
+	// since; nil: the next sync is whole. watching: Table.Watch is
 	// running, so a foreign change is seen (a rotation relies on it).
 	installed    *Config
 	installedEnd uint64
@@ -106,7 +106,7 @@ type Daemon struct {
 	retryAt      time.Time
 }
 
-// Run syncs now, then at every period boundary, and whenever Kernel.Watch
+// Run syncs now, then at every period boundary, and whenever Table.Watch
 // reports that someone else changed the table, until ctx ends. A value on
 // reload makes it reload the config and keys: a bad new config is logged
 // and the old one kept. A failed sync is logged and retried at once, then
@@ -154,27 +154,21 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 	startWatch := func() {
 		watch, watchRetry = nil, nil
 		d.watching, d.installed = false, nil
-		if d.Kernel.Watch == nil {
-			return
-		}
-		ch, err := d.Kernel.Watch(ctx, d.cfg.Table)
+		ch, err := d.Kernel.Table.Watch(ctx, d.cfg.Table)
 		if err != nil {
 			d.Log.Error("cannot watch nftables; retrying in 1s (until then the table is only checked at each boundary)", "err", err)
 			watchRetry = after(time.Second)
 			return
 		}
-		watch, d.watching = ch, true
+		watch, d.watching = ch, ch != nil
 	}
 	// Watch first: a change made while the first sync runs is not missed.
 	startWatch()
 	var lost <-chan struct{}
 	var refresh <-chan time.Time
-	if d.Kernel.ConntrackLost != nil {
-		ch, err := d.Kernel.ConntrackLost(ctx)
-		if err != nil {
-			d.Log.Warn("cannot watch conntrack; connections it forgets are found again at the next sync only", "err", err)
-		}
-		lost = ch
+	lost, err = d.Kernel.Feeds.ConntrackLost(ctx)
+	if err != nil {
+		d.Log.Warn("cannot watch conntrack; connections it forgets are found again at the next sync only", "err", err)
 	}
 	ready := false
 	// The listeners of signed services get their key before the daemon
@@ -414,10 +408,7 @@ func (d *Daemon) saveState() {
 func (d *Daemon) openFeed() {
 	d.feed = nil
 	d.openDrops()
-	if d.Kernel.Admissions == nil {
-		return
-	}
-	f, err := d.Kernel.Admissions(uint16(d.cfg.LogGroup))
+	f, err := d.Kernel.Feeds.Admissions(uint16(d.cfg.LogGroup))
 	if err != nil {
 		d.Log.Error("cannot read admissions from the kernel; spent knocks are learned at each sync only", "log_group", d.cfg.LogGroup, "err", err)
 		return
@@ -432,10 +423,10 @@ func (d *Daemon) openDrops() {
 		d.drops.Close()
 		d.drops = nil
 	}
-	if d.Audit == nil || d.Kernel.Admissions == nil {
+	if d.Audit == nil {
 		return
 	}
-	f, err := d.Kernel.Admissions(uint16(d.cfg.DropLogGroup()))
+	f, err := d.Kernel.Feeds.Admissions(uint16(d.cfg.DropLogGroup()))
 	if err != nil {
 		d.Log.Error("cannot read the drop samples from the kernel; drops are only counted", "group", d.cfg.DropLogGroup(), "err", err)
 		return
@@ -504,8 +495,8 @@ func (d *Daemon) drainFeed() {
 	// the next refill: until then, a mid-stream pickup of one (conntrack
 	// -F) would be dropped, or in reset mode answered with a reset that
 	// ends it.
-	if len(sessions) > 0 && d.Kernel.AddSessions != nil {
-		if err := d.Kernel.AddSessions(d.cfg.Table, sessions); err != nil {
+	if len(sessions) > 0 {
+		if err := d.Kernel.Sessions.AddSessions(d.cfg.Table, sessions); err != nil {
 			d.Log.Warn("cannot add admitted connections to the sessions sets; the next refill will", "err", err)
 		}
 	}
@@ -517,16 +508,13 @@ func (d *Daemon) drainFeed() {
 // connection whose packet the table drops meanwhile retransmits it. On
 // failure (no table, say) the whole table is synced.
 func (d *Daemon) refreshSessions() {
-	if d.Kernel.Sessions == nil || d.Kernel.ApplySessions == nil {
-		return
-	}
 	ports := make([]uint16, 0, len(d.cfg.Services))
 	for _, s := range d.cfg.Services {
 		ports = append(ports, s.Port)
 	}
-	ss, err := d.Kernel.Sessions(ports)
+	ss, err := d.Kernel.Sessions.Established(ports)
 	if err == nil {
-		err = d.Kernel.ApplySessions(d.cfg.Table, ss)
+		err = d.Kernel.Sessions.ApplySessions(d.cfg.Table, ss)
 	}
 	if err != nil {
 		d.Log.Warn("cannot refresh the sessions sets; syncing", "err", err)
@@ -665,7 +653,7 @@ func (d *Daemon) sync(why string) error {
 	if res.RulesRebuilt {
 		attrs = append(attrs, "rules_rebuilt", true)
 	}
-	if live, err := d.Kernel.Counters(d.cfg.Table); err == nil {
+	if live, err := d.Kernel.Table.ReadCounters(d.cfg.Table); err == nil {
 		a, dr := live.Admitted.Packets, live.Dropped.Packets
 		if a < d.lastAdmit || dr < d.lastDropped || res.RulesRebuilt {
 			d.lastAdmit, d.lastDropped = 0, 0 // counters were reset
@@ -692,7 +680,7 @@ func (d *Daemon) housekeep() {
 		d.Audit.FlushDrops(d.clock())
 	}
 	if d.Metrics != nil {
-		if live, err := d.Kernel.Counters(d.cfg.Table); err == nil {
+		if live, err := d.Kernel.Table.ReadCounters(d.cfg.Table); err == nil {
 			d.Metrics.Counters(live)
 		}
 	}
@@ -732,13 +720,11 @@ func (d *Daemon) exit() error {
 	}
 	// The used set goes with the table: keep its knocks first.
 	d.drainFeed()
-	if d.Kernel.Spent != nil {
-		if live, err := d.Kernel.Spent(d.cfg.Table, d.clock()); err == nil {
-			d.state.Merge(live)
-		}
+	if live, err := d.Kernel.Table.Spent(d.cfg.Table, d.clock()); err == nil {
+		d.state.Merge(live)
 	}
 	d.saveState()
-	if _, err := d.Kernel.Teardown(d.cfg.Table); err != nil {
+	if _, err := d.Kernel.Table.Teardown(d.cfg.Table); err != nil {
 		return fmt.Errorf("teardown on exit: %w", err)
 	}
 	UnlockOnce(d.Kernel, d.cfg, d.Log)

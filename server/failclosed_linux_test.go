@@ -217,7 +217,7 @@ func (b *FailClosedBed) Locked() bool {
 func (b *FailClosedBed) WaitInForce(limit time.Duration) (time.Duration, bool) {
 	start := time.Now()
 	for time.Since(start) < limit {
-		if live, err := b.K.Counters(b.Cfg.Table); err == nil && live.Exists && live.RulesCurrent && b.Locked() {
+		if live, err := b.K.Table.ReadCounters(b.Cfg.Table); err == nil && live.Exists && live.RulesCurrent && b.Locked() {
 			return time.Since(start), true
 		}
 		time.Sleep(2 * time.Millisecond)

@@ -207,7 +207,7 @@ print("ready", flush=True)`, 1)
 	if l, err := lines.ReadString('\n'); l != "ready\n" {
 		t.Fatalf("user's service: %q, %v", l, err)
 	}
-	ls, err := b.K.Listeners(22, nil)
+	ls, err := b.K.Listeners.List(22, nil)
 	if err != nil || len(ls) != 2 {
 		t.Fatalf("listeners: %v, %v", ls, err)
 	}

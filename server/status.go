@@ -60,7 +60,7 @@ type Status struct {
 // GetStatus reads the live table named by cfg and compares it with what
 // cfg wants at now.
 func GetStatus(k Kernel, cfg *Config, now time.Time) (*Status, error) {
-	live, err := k.Read(cfg.Table)
+	live, err := k.Table.Read(cfg.Table)
 	if err != nil {
 		return nil, fmt.Errorf("status: %w", err)
 	}

@@ -25,7 +25,7 @@ import (
 // ours says whether the live table is the daemon's again, whole: its
 // rules, knocks installed, and every key of spent in its used set.
 func ours(k Kernel, spent []nftgen.Key) bool {
-	live, err := k.Read("seqknock")
+	live, err := k.Table.Read("seqknock")
 	if err != nil || !live.Exists || live.Foreign != "" || !live.RulesCurrent || live.ValidCount == 0 {
 		return false
 	}
@@ -169,7 +169,7 @@ func (f *inForce) knockUntil(t *testing.T, slot int, limit time.Duration) time.D
 func TestForeignTableReplacedAtOnce(t *testing.T) {
 	f := newInForce(t, 82, "slots = 32\n"+fmt.Sprintf(tbConfig, "30s", 1))
 	conn, srv := f.knockedSession(t)
-	live, err := f.k.Read("seqknock")
+	live, err := f.k.Table.Read("seqknock")
 	if err != nil || len(live.UsedKeys) != 1 {
 		t.Fatalf("used set after the knocked session: %+v, %v", live, err)
 	}
