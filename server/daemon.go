@@ -210,14 +210,14 @@ func (d *Daemon) start(ctx context.Context) error {
 	// reports ready, so a unit ordered before ssh.service sees them signed
 	// when sshd is already up, and at least once a SignCheck later.
 	d.synced(d.sync("start"))
-	lockTick, stopLockTick := d.lockTicker()
-	d.lockTick, d.stopTicks = lockTick, stopLockTick
+	d.lockTick, d.stopTicks = d.lockTicker()
 	d.resetSignTick()
 	if d.Watchdog > 0 {
 		d.ping = d.after(d.Watchdog / 2)
 	}
 	if d.Metrics != nil || d.Audit != nil {
 		t := time.NewTicker(housekeeping)
+		stopLockTick := d.stopTicks
 		d.tick, d.stopTicks = t.C, func() { t.Stop(); stopLockTick() }
 	}
 	return nil

@@ -19,20 +19,16 @@ type Kernel struct {
 	Listeners Listeners
 }
 
-// Table is the daemon's nftables table (an *nftgen.Conn).
+// Table is the daemon's nftables table: an *nftgen.Conn, whose methods
+// say what each does. A nil channel from Watch reports no change, so
+// every sync is whole.
 type Table interface {
 	Apply(s nftgen.State, now time.Time) (nftgen.Result, error)
-	// AddValid adds s's knocks to the valid set, flushing nothing (a
-	// rotation); an error wrapping nftgen.ErrStale: the table is not
-	// current, sync it whole.
 	AddValid(s nftgen.State, now time.Time) (nftgen.Result, error)
 	Read(table string) (*nftgen.Live, error)         // with element counts
 	ReadCounters(table string) (*nftgen.Live, error) // without them: cheap
 	Teardown(table string) (bool, error)
-	// Watch reports changes to table made by anyone but this Table; a nil
-	// channel: changes are not reported, so every sync is whole.
 	Watch(ctx context.Context, table string) (<-chan struct{}, error)
-	// Spent reads the knocks in table's used set.
 	Spent(table string, now time.Time) ([]nftgen.Element, error)
 }
 
@@ -60,9 +56,7 @@ type Sessions interface {
 	// Established returns the connections on the host to ports (see
 	// package hostconns).
 	Established(ports []uint16) ([]nftgen.Session, error)
-	// ApplySessions refills only the table's sessions sets.
-	ApplySessions(table string, ss []nftgen.Session) error
-	// AddSessions adds to the sessions sets, flushing nothing.
+	ApplySessions(table string, ss []nftgen.Session) error // nftgen.Conn's
 	AddSessions(table string, ss []nftgen.Session) error
 }
 

@@ -78,10 +78,6 @@ func (k *listeners) Sign(port uint16, key []byte) ([]ListenerState, error) {
 	return out, err
 }
 
-func (k *listeners) OtherNetns(port uint16) ([]string, error) {
-	return otherNetnsListeners(k.netns, port)
-}
-
 // lockers are Listeners.Lock and Unlock. The socket is
 // taken from whichever process holds it (the filter is no secret, unlike
 // a signing key, and a protected port admits no unknocked SYN whoever
@@ -142,14 +138,14 @@ func (k *lockers) Unlock(inode uint32) (bool, error) {
 	return listenlock.Detach(fd)
 }
 
-// otherNetnsListeners looks, for each network namespace other than netns
-// (0: this thread's) that a process here is in, for listeners of port,
-// through the namespace of the first such process.
-func otherNetnsListeners(netns int, port uint16) ([]string, error) {
+// OtherNetns looks, for each network namespace other than k's (0: this
+// thread's) that a process here is in, for listeners of port, through the
+// namespace of the first such process.
+func (k *listeners) OtherNetns(port uint16) ([]string, error) {
 	var own unix.Stat_t
 	var err error
-	if netns != 0 {
-		err = unix.Fstat(netns, &own)
+	if k.netns != 0 {
+		err = unix.Fstat(k.netns, &own)
 	} else {
 		err = unix.Stat("/proc/thread-self/ns/net", &own)
 	}
