@@ -200,7 +200,7 @@ func (b *FailClosedBed) Signal(sig syscall.Signal) {
 // Locked reports whether every listener of the protected port is locked
 // (and there is one).
 func (b *FailClosedBed) Locked() bool {
-	ls, err := lockedListeners(b.K, b.Cfg)
+	ls, err := LockedListeners(b.K, b.Cfg)
 	if err != nil || len(ls) == 0 {
 		return false
 	}

@@ -180,10 +180,10 @@ func LockOnce(k Kernel, cfg *Config, log *slog.Logger) int {
 	return n
 }
 
-// lockedListeners lists the listeners of cfg's protected ports with
+// LockedListeners lists the listeners of cfg's protected ports with
 // whether each is locked and why not, reading only (status and
 // check-config), sorted by port and address.
-func lockedListeners(k Kernel, cfg *Config) ([]LockedListener, error) {
+func LockedListeners(k Kernel, cfg *Config) ([]LockedListener, error) {
 	out := []LockedListener{}
 	bit := cfg.PacketMark()
 	for _, port := range protectedPorts(cfg) {
@@ -234,11 +234,6 @@ func lockDifferences(ls []LockedListener) []string {
 		}
 	}
 	return diff
-}
-
-// LockedListeners is lockedListeners for check-config.
-func LockedListeners(k Kernel, cfg *Config) ([]LockedListener, error) {
-	return lockedListeners(k, cfg)
 }
 
 // UnlockOnce removes the lock from the listeners of cfg's protected ports

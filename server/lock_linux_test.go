@@ -257,7 +257,7 @@ func TestTeardownUnlocks(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "unlocked 2 listeners") {
 		t.Fatalf("teardown: %v: %s", err, out)
 	}
-	ls, err := lockedListeners(b.K, b.Cfg)
+	ls, err := LockedListeners(b.K, b.Cfg)
 	if err != nil || len(ls) != 2 || ls[0].Locked || ls[1].Locked {
 		t.Errorf("after teardown: %+v, %v", ls, err)
 	}
@@ -323,7 +323,7 @@ func TestLockOtherNetns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ls, err := lockedListeners(k, cfg)
+	ls, err := LockedListeners(k, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -140,7 +140,7 @@ func TestLockedListenersStatus(t *testing.T) {
 	f.locked[1] = 1 << 5
 	f.locked[2] = 1 << 6 // an older bit
 	cfg := lockConfig(t)
-	ls, err := lockedListeners(f.kernel(), cfg)
+	ls, err := LockedListeners(f.kernel(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -69,7 +69,7 @@ func GetStatus(k Kernel, cfg *Config, now time.Time) (*Status, error) {
 		return nil, err
 	}
 	st.Differences = append(st.Differences, signDifferences(st.SignedListeners)...)
-	if st.Listeners, err = lockedListeners(k, cfg); err != nil {
+	if st.Listeners, err = LockedListeners(k, cfg); err != nil {
 		return nil, fmt.Errorf("status: %w", err)
 	}
 	st.Differences = append(st.Differences, lockDifferences(st.Listeners)...)

@@ -129,7 +129,7 @@ func (f *inForce) lendListeners(t *testing.T) {
 		}
 	}
 	waitForLong(t, "the listeners of ports 22 and 2222 locked", 5*time.Second, func() bool {
-		ls, err := lockedListeners(f.k, f.cfg)
+		ls, err := LockedListeners(f.k, f.cfg)
 		locked := 0
 		for _, l := range ls {
 			if l.Locked {
