@@ -38,12 +38,12 @@ func BenchmarkKnockTTFBLock(b *testing.B) {
 	if _, err := Sync(k, cfg, time.Now()); err != nil {
 		b.Fatal(err)
 	}
-	ls, err := k.Listeners(22, nil)
+	ls, err := k.Listeners.List(22, nil)
 	if err != nil || len(ls) != 2 {
 		b.Fatalf("listeners of 22: %v, %v", ls, err)
 	}
 	for _, l := range ls {
-		if r := k.LockListener(l.Inode, cfg.PacketMark(), true); !r.Locked {
+		if r := k.Listeners.Lock(l.Inode, cfg.PacketMark(), true); !r.Locked {
 			b.Fatalf("lock %s: %v", l.Local, r.Err)
 		}
 	}

@@ -83,7 +83,7 @@ type Daemon struct {
 	cfg *Config
 	// installed is the config the last sync installed, through the
 	// counter installedEnd, with no failure and no foreign change seen
-	// since; nil: the next sync is whole. watching: Kernel.Watch is
+	// since; nil: the next sync is whole. watching: Table.Watch is
 	// running, so a foreign change is seen (a rotation relies on it).
 	installed    *Config
 	installedEnd uint64
@@ -111,9 +111,11 @@ type Daemon struct {
 	failures     int
 	backoff      time.Duration
 	retryAt      time.Time
+
+	loop
 }
 
-// Run syncs now, then at every period boundary, and whenever Kernel.Watch
+// Run syncs now, then at every period boundary, and whenever Table.Watch
 // reports that someone else changed the table, until ctx ends. A value on
 // reload makes it reload the config and keys: a bad new config is logged
 // and the old one kept. A failed sync is logged and retried at once, then
@@ -124,211 +126,262 @@ type Daemon struct {
 // Notify gets READY=1 after the first good sync and WATCHDOG=1 while the
 // loop is healthy.
 func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
-	cfg, err := d.Load(d.ConfigPath)
-	if err != nil {
+	if err := d.start(ctx); err != nil {
 		return err
 	}
-	release := func() {}
-	if d.Lock != nil {
-		if release, err = d.Lock(cfg.Table); err != nil {
-			return err
-		}
-	}
-	defer func() { release() }()
-	d.cfg = cfg
-	d.onConfig()
-	if err := d.loadState(); err != nil {
-		return err
-	}
-	d.startTruth(ctx)
-	d.openFeed()
-	defer func() {
-		if d.feed != nil {
-			d.feed.Close()
-		}
-		if d.drops != nil {
-			d.drops.Close()
-		}
-	}()
-	if d.Metrics != nil && d.Audit != nil {
-		d.Metrics.Admitted = d.Audit.AdmittedCounts
-	}
-	after := d.After
-	if after == nil {
-		after = time.After
-	}
-	var watch <-chan struct{}
-	var watchRetry <-chan time.Time
-	startWatch := func() {
-		watch, watchRetry = nil, nil
-		d.watching, d.installed = false, nil
-		if d.Kernel.Watch == nil {
-			return
-		}
-		ch, err := d.Kernel.Watch(ctx, d.cfg.Table)
-		if err != nil {
-			d.Log.Error("cannot watch nftables; retrying in 1s (until then the table is only checked at each boundary)", "err", err)
-			watchRetry = after(time.Second)
-			return
-		}
-		watch, d.watching = ch, true
-	}
-	// Watch first: a change made while the first sync runs is not missed.
-	startWatch()
-	var lost <-chan struct{}
-	var refresh <-chan time.Time
-	if d.Kernel.ConntrackLost != nil {
-		ch, err := d.Kernel.ConntrackLost(ctx)
-		if err != nil {
-			d.Log.Warn("cannot watch conntrack; connections it forgets are found again at the next sync only", "err", err)
-		}
-		lost = ch
-	}
-	ready := false
-	// The listeners of signed services get their key before the daemon
-	// reports ready, so a unit ordered before ssh.service sees them signed
-	// when sshd is already up, and at least once a SignCheck later.
-	startErr := d.sync("start")
-	d.signServices()
-	d.lockListeners(true)
-	lockTick, stopLockTick := d.lockTicker()
-	defer stopLockTick()
-	if startErr == nil {
-		ready = true
-		d.notify("READY=1")
-	}
-	var signTick <-chan time.Time
-	resetSignTick := func() {
-		signTick = nil
-		if hasSigned(d.cfg) {
-			signTick = after(SignCheck)
-		}
-	}
-	resetSignTick()
-	var ping <-chan time.Time
-	if d.Watchdog > 0 {
-		ping = after(d.Watchdog / 2)
-	}
-	var tick <-chan time.Time
-	if d.Metrics != nil || d.Audit != nil {
-		t := time.NewTicker(housekeeping)
-		defer t.Stop()
-		tick = t.C
-	}
+	defer d.stop()
 	for {
-		wait, why := d.untilNext(), "rotate"
-		if d.failing {
-			if r := d.retryAt.Sub(d.clock()); r < wait {
-				wait, why = max(r, 0), "retry"
-			}
-		}
-		wake := after(wait)
-		var err error
-		synced := false
+		wait, why := d.nextWake()
+		wake := d.after(wait)
 		select {
 		case <-ctx.Done():
 			d.notify("STOPPING=1")
 			return d.exit()
-		case <-tick:
+		case <-d.tick:
 			d.housekeep()
-		case <-signTick:
-			d.signServices()
-			resetSignTick()
-		case <-lockTick:
+		case <-d.signTick:
+			d.signCheck()
+		case <-d.lockTick:
 			d.pollLocks()
 		case <-reload:
-			cfg, lerr := d.Load(d.ConfigPath)
-			if lerr != nil {
-				d.Log.Error("reload failed, keeping the previous config", "err", lerr)
-				continue
-			}
-			if cfg.Table != d.cfg.Table && d.Lock != nil {
-				rel, lerr := d.Lock(cfg.Table)
-				if lerr != nil {
-					d.Log.Error("reload failed, keeping the previous config", "err", lerr)
-					continue
-				}
-				release()
-				release = rel
-			}
-			old := d.cfg
-			d.cfg = cfg
-			d.onConfig()
-			if cfg.Table != old.Table {
-				d.Log.Warn("table renamed; the old table stays until `seqknockd teardown --table` removes it", "old", old.Table, "new", cfg.Table)
-				high := d.state.High
-				if err := d.loadState(); err != nil {
-					d.Log.Error("cannot use the new table's state file; knocks of the window so far count as spent", "err", err)
-					d.state = &State{Table: cfg.Table}
-					d.state.Before = FailClosedFloor(cfg, d.clock())
-				}
-				if high.After(d.state.High) {
-					d.state.High = high
-				}
-				startWatch()
-			}
-			if cfg.LogGroup != old.LogGroup {
-				if d.feed != nil {
-					d.feed.Close()
-				}
-				d.openFeed()
-			}
-			d.lastAdmit, d.lastDropped = 0, 0
-			resetSignTick()
-			d.Log.Info("config reloaded", append(UserChanges(old, cfg), "users", len(cfg.Users), "services", len(cfg.Services))...)
-			err, synced = d.sync("reload"), true
-		case _, ok := <-watch:
-			if !ok {
-				d.Log.Error("nftables watch ended; watching again")
-				startWatch()
-				err, synced = d.sync("repair"), true
-				break
-			}
-			// Someone else changed the table (removed it, say): repair it
-			// now, whole, without waiting for a pending retry. Our own
-			// failed attempts change nothing and so report nothing.
-			d.installed = nil
-			err, synced = d.sync("repair"), true
-		case <-watchRetry:
-			startWatch()
-			if watch != nil {
-				err, synced = d.sync("repair"), true
-			}
+			d.reload(ctx)
+		case _, ok := <-d.watch:
+			d.tableChanged(ctx, ok)
+		case <-d.watchRetry:
+			d.retryWatch(ctx)
 		case <-wake:
-			err, synced = d.sync(why), true
+			d.synced(d.sync(why))
 		case <-d.feedReady():
 			d.drainFeed()
 		case <-d.dropsReady():
 			d.drainDrops()
-		case _, ok := <-lost:
-			if !ok {
-				lost = nil
-				continue
-			}
-			// Conntrack destroys entries all the time (every closed
-			// connection): refresh at most every SessionsDelay, which
-			// is shorter than TCP's first retransmission.
-			if refresh == nil {
-				refresh = after(SessionsDelay)
-			}
-		case <-refresh:
-			refresh = nil
+		case _, ok := <-d.lost:
+			d.conntrackLost(ok)
+		case <-d.refresh:
 			d.refreshSessions()
-		case <-ping:
-			if d.healthy(d.clock()) {
-				d.notify("WATCHDOG=1")
-			}
-			ping = after(d.Watchdog / 2)
-		}
-		if synced {
-			d.signServices()
-			d.lockListeners(true)
-		}
-		if synced && err == nil && !ready {
-			ready = true
-			d.notify("READY=1")
+		case <-d.ping:
+			d.pingWatchdog()
 		}
 	}
+}
+
+// loop is what Run waits on besides the clock, each nil while off.
+type loop struct {
+	after      func(time.Duration) <-chan time.Time // Daemon.After or time.After
+	release    func()                               // the table's lock
+	stopTicks  func()
+	ready      bool // READY=1 was sent
+	watch      <-chan struct{}
+	watchRetry <-chan time.Time
+	lost       <-chan struct{} // conntrack forgot connections
+	refresh    <-chan time.Time
+	tick       <-chan time.Time // housekeeping
+	lockTick   <-chan time.Time
+	signTick   <-chan time.Time
+	ping       <-chan time.Time // the watchdog's
+}
+
+// start takes the config, the table's lock and the state, opens the
+// feeds and the watches, and syncs for the first time.
+func (d *Daemon) start(ctx context.Context) error {
+	cfg, err := d.Load(d.ConfigPath)
+	if err != nil {
+		return err
+	}
+	d.loop = loop{after: d.After, release: func() {}}
+	if d.after == nil {
+		d.after = time.After
+	}
+	if d.Lock != nil {
+		if d.release, err = d.Lock(cfg.Table); err != nil {
+			return err
+		}
+	}
+	d.cfg = cfg
+	d.onConfig()
+	if err := d.loadState(); err != nil {
+		d.release()
+		return err
+	}
+	d.startTruth(ctx)
+	d.openFeed()
+	if d.Metrics != nil && d.Audit != nil {
+		d.Metrics.Admitted = d.Audit.AdmittedCounts
+	}
+	// Watch first: a change made while the first sync runs is not missed.
+	d.startWatch(ctx)
+	d.lost, err = d.Kernel.Feeds.ConntrackLost(ctx)
+	if err != nil {
+		d.Log.Warn("cannot watch conntrack; connections it forgets are found again at the next sync only", "err", err)
+	}
+	// The listeners of signed services get their key before the daemon
+	// reports ready, so a unit ordered before ssh.service sees them signed
+	// when sshd is already up, and at least once a SignCheck later.
+	d.synced(d.sync("start"))
+	d.lockTick, d.stopTicks = d.lockTicker()
+	d.resetSignTick()
+	if d.Watchdog > 0 {
+		d.ping = d.after(d.Watchdog / 2)
+	}
+	if d.Metrics != nil || d.Audit != nil {
+		t := time.NewTicker(housekeeping)
+		stopLockTick := d.stopTicks
+		d.tick, d.stopTicks = t.C, func() { t.Stop(); stopLockTick() }
+	}
+	return nil
+}
+
+// stop ends what start began.
+func (d *Daemon) stop() {
+	d.stopTicks()
+	if d.feed != nil {
+		d.feed.Close()
+	}
+	if d.drops != nil {
+		d.drops.Close()
+	}
+	d.release()
+}
+
+// nextWake is how long until the loop syncs unless something else comes
+// first, and why it will: the period boundary, or a pending retry.
+func (d *Daemon) nextWake() (time.Duration, string) {
+	wait, why := d.untilNext(), "rotate"
+	if d.failing {
+		if r := d.retryAt.Sub(d.clock()); r < wait {
+			wait, why = max(r, 0), "retry"
+		}
+	}
+	return wait, why
+}
+
+// synced follows each sync of the loop: the listeners get their key and
+// their lock (a reload may have changed the services), and the first
+// good sync reports ready.
+func (d *Daemon) synced(err error) {
+	d.signServices()
+	d.lockListeners(true)
+	if err == nil && !d.ready {
+		d.ready = true
+		d.notify("READY=1")
+	}
+}
+
+// startWatch (re)starts the watch for foreign changes to the table; until
+// it runs, every sync is whole.
+func (d *Daemon) startWatch(ctx context.Context) {
+	d.watch, d.watchRetry = nil, nil
+	d.watching, d.installed = false, nil
+	ch, err := d.Kernel.Table.Watch(ctx, d.cfg.Table)
+	if err != nil {
+		d.Log.Error("cannot watch nftables; retrying in 1s (until then the table is only checked at each boundary)", "err", err)
+		d.watchRetry = d.after(time.Second)
+		return
+	}
+	d.watch, d.watching = ch, ch != nil
+}
+
+// retryWatch starts the watch again after it could not start, and
+// repairs the table once it runs.
+func (d *Daemon) retryWatch(ctx context.Context) {
+	d.startWatch(ctx)
+	if d.watch != nil {
+		d.synced(d.sync("repair"))
+	}
+}
+
+// tableChanged repairs the table, whole, after someone else changed it
+// (removed it, say), without waiting for a pending retry; our own failed
+// attempts change nothing and so report nothing. !ok: the watch ended,
+// and starts again.
+func (d *Daemon) tableChanged(ctx context.Context, ok bool) {
+	if !ok {
+		d.Log.Error("nftables watch ended; watching again")
+		d.startWatch(ctx)
+	}
+	d.installed = nil
+	d.synced(d.sync("repair"))
+}
+
+// reload takes the config again (SIGHUP) and syncs it; a config that
+// does not load, or a new table whose lock another daemon holds, is
+// logged and the old config kept.
+func (d *Daemon) reload(ctx context.Context) {
+	cfg, lerr := d.Load(d.ConfigPath)
+	if lerr != nil {
+		d.Log.Error("reload failed, keeping the previous config", "err", lerr)
+		return
+	}
+	if cfg.Table != d.cfg.Table && d.Lock != nil {
+		rel, lerr := d.Lock(cfg.Table)
+		if lerr != nil {
+			d.Log.Error("reload failed, keeping the previous config", "err", lerr)
+			return
+		}
+		d.release()
+		d.release = rel
+	}
+	old := d.cfg
+	d.cfg = cfg
+	d.onConfig()
+	if cfg.Table != old.Table {
+		d.Log.Warn("table renamed; the old table stays until `seqknockd teardown --table` removes it", "old", old.Table, "new", cfg.Table)
+		high := d.state.High
+		if err := d.loadState(); err != nil {
+			d.Log.Error("cannot use the new table's state file; knocks of the window so far count as spent", "err", err)
+			d.state = &State{Table: cfg.Table}
+			d.state.Before = FailClosedFloor(cfg, d.clock())
+		}
+		if high.After(d.state.High) {
+			d.state.High = high
+		}
+		d.startWatch(ctx)
+	}
+	if cfg.LogGroup != old.LogGroup {
+		if d.feed != nil {
+			d.feed.Close()
+		}
+		d.openFeed()
+	}
+	d.lastAdmit, d.lastDropped = 0, 0
+	d.resetSignTick()
+	d.Log.Info("config reloaded", append(UserChanges(old, cfg), "users", len(cfg.Users), "services", len(cfg.Services))...)
+	d.synced(d.sync("reload"))
+}
+
+// conntrackLost schedules a refresh of the sessions sets. Conntrack
+// destroys entries all the time (every closed connection): the refresh
+// comes at most every SessionsDelay, which is shorter than TCP's first
+// retransmission. !ok: the conntrack watch ended.
+func (d *Daemon) conntrackLost(ok bool) {
+	if !ok {
+		d.lost = nil
+		return
+	}
+	if d.refresh == nil {
+		d.refresh = d.after(SessionsDelay)
+	}
+}
+
+// signCheck signs the listeners of the signed services every SignCheck.
+func (d *Daemon) signCheck() {
+	d.signServices()
+	d.resetSignTick()
+}
+
+func (d *Daemon) resetSignTick() {
+	d.signTick = nil
+	if hasSigned(d.cfg) {
+		d.signTick = d.after(SignCheck)
+	}
+}
+
+// pingWatchdog feeds systemd's watchdog while the loop is healthy.
+func (d *Daemon) pingWatchdog() {
+	if d.healthy(d.clock()) {
+		d.notify("WATCHDOG=1")
+	}
+	d.ping = d.after(d.Watchdog / 2)
 }
 
 func (d *Daemon) onConfig() {
@@ -422,10 +475,7 @@ func (d *Daemon) saveState() {
 func (d *Daemon) openFeed() {
 	d.feed = nil
 	d.openDrops()
-	if d.Kernel.Admissions == nil {
-		return
-	}
-	f, err := d.Kernel.Admissions(uint16(d.cfg.LogGroup))
+	f, err := d.Kernel.Feeds.Admissions(uint16(d.cfg.LogGroup))
 	if err != nil {
 		d.Log.Error("cannot read admissions from the kernel; spent knocks are learned at each sync only", "log_group", d.cfg.LogGroup, "err", err)
 		return
@@ -440,10 +490,10 @@ func (d *Daemon) openDrops() {
 		d.drops.Close()
 		d.drops = nil
 	}
-	if d.Audit == nil || d.Kernel.Admissions == nil {
+	if d.Audit == nil {
 		return
 	}
-	f, err := d.Kernel.Admissions(uint16(d.cfg.DropLogGroup()))
+	f, err := d.Kernel.Feeds.Admissions(uint16(d.cfg.DropLogGroup()))
 	if err != nil {
 		d.Log.Error("cannot read the drop samples from the kernel; drops are only counted", "group", d.cfg.DropLogGroup(), "err", err)
 		return
@@ -518,8 +568,8 @@ func (d *Daemon) drainFeed() {
 	// the next refill: until then, a mid-stream pickup of one (conntrack
 	// -F) would be dropped, or in reset mode answered with a reset that
 	// ends it.
-	if len(sessions) > 0 && d.Kernel.AddSessions != nil {
-		if err := d.Kernel.AddSessions(d.cfg.Table, sessions); err != nil {
+	if len(sessions) > 0 {
+		if err := d.Kernel.Sessions.AddSessions(d.cfg.Table, sessions); err != nil {
 			d.Log.Warn("cannot add admitted connections to the sessions sets; the next refill will", "err", err)
 		}
 	}
@@ -531,16 +581,14 @@ func (d *Daemon) drainFeed() {
 // connection whose packet the table drops meanwhile retransmits it. On
 // failure (no table, say) the whole table is synced.
 func (d *Daemon) refreshSessions() {
-	if d.Kernel.Sessions == nil || d.Kernel.ApplySessions == nil {
-		return
-	}
+	d.refresh = nil
 	ports := make([]uint16, 0, len(d.cfg.Services))
 	for _, s := range d.cfg.Services {
 		ports = append(ports, s.Port)
 	}
-	ss, err := d.Kernel.Sessions(ports)
+	ss, err := d.Kernel.Sessions.Established(ports)
 	if err == nil {
-		err = d.Kernel.ApplySessions(d.cfg.Table, ss)
+		err = d.Kernel.Sessions.ApplySessions(d.cfg.Table, ss)
 	}
 	if err != nil {
 		d.Log.Warn("cannot refresh the sessions sets; syncing", "err", err)
@@ -680,7 +728,7 @@ func (d *Daemon) sync(why string) error {
 	if res.RulesRebuilt {
 		attrs = append(attrs, "rules_rebuilt", true)
 	}
-	if live, err := d.Kernel.Counters(d.cfg.Table); err == nil {
+	if live, err := d.Kernel.Table.ReadCounters(d.cfg.Table); err == nil {
 		a, dr := live.Admitted.Packets, live.Dropped.Packets
 		if a < d.lastAdmit || dr < d.lastDropped || res.RulesRebuilt {
 			d.lastAdmit, d.lastDropped = 0, 0 // counters were reset
@@ -708,7 +756,7 @@ func (d *Daemon) housekeep() {
 		d.Audit.FlushDrops(d.clock())
 	}
 	if d.Metrics != nil {
-		if live, err := d.Kernel.Counters(d.cfg.Table); err == nil {
+		if live, err := d.Kernel.Table.ReadCounters(d.cfg.Table); err == nil {
 			d.Metrics.Counters(live)
 		}
 	}
@@ -748,13 +796,11 @@ func (d *Daemon) exit() error {
 	}
 	// The used set goes with the table: keep its knocks first.
 	d.drainFeed()
-	if d.Kernel.Spent != nil {
-		if live, err := d.Kernel.Spent(d.cfg.Table, d.clock()); err == nil {
-			d.state.Merge(live)
-		}
+	if live, err := d.Kernel.Table.Spent(d.cfg.Table, d.clock()); err == nil {
+		d.state.Merge(live)
 	}
 	d.saveState()
-	if _, err := d.Kernel.Teardown(d.cfg.Table); err != nil {
+	if _, err := d.Kernel.Table.Teardown(d.cfg.Table); err != nil {
 		return fmt.Errorf("teardown on exit: %w", err)
 	}
 	UnlockOnce(d.Kernel, d.cfg, d.Log)

@@ -105,33 +105,49 @@ type scriptedKernel struct {
 	clock   *fakeClock
 	fail    bool
 	block   chan struct{} // non-nil: Apply waits on it
+	foreign chan struct{} // what Watch returns: nil, the table is not watched
 	applies []time.Time
 	states  []nftgen.State
+	added   []nftgen.State // by AddValid
 }
 
-func (k *scriptedKernel) kernel() Kernel {
-	return Kernel{
-		Apply: func(s nftgen.State, now time.Time) (nftgen.Result, error) {
-			k.mu.Lock()
-			block := k.block
-			k.mu.Unlock()
-			if block != nil {
-				<-block
-			}
-			k.mu.Lock()
-			defer k.mu.Unlock()
-			k.applies = append(k.applies, k.clock.Now())
-			s.Valid, s.Knocks = s.ValidList(), nil // derive them, as Apply does
-			k.states = append(k.states, s)
-			if k.fail {
-				return nftgen.Result{}, errors.New("kernel says no")
-			}
-			return nftgen.Result{}, nil
-		},
-		Counters: func(string) (*nftgen.Live, error) { return &nftgen.Live{Exists: true}, nil },
-		Teardown: func(string) (bool, error) { return true, nil },
+func (k *scriptedKernel) kernel() Kernel { return tableOnly(k) }
+
+func (k *scriptedKernel) Apply(s nftgen.State, now time.Time) (nftgen.Result, error) {
+	k.mu.Lock()
+	block := k.block
+	k.mu.Unlock()
+	if block != nil {
+		<-block
 	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.applies = append(k.applies, k.clock.Now())
+	s.Valid, s.Knocks = s.ValidList(), nil // derive them, as Apply does
+	k.states = append(k.states, s)
+	if k.fail {
+		return nftgen.Result{}, errors.New("kernel says no")
+	}
+	return nftgen.Result{}, nil
 }
+
+func (k *scriptedKernel) AddValid(s nftgen.State, now time.Time) (nftgen.Result, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	s.Valid, s.Knocks = s.ValidList(), nil
+	k.added = append(k.added, s)
+	return nftgen.Result{Elements: len(s.Valid)}, nil
+}
+
+func (k *scriptedKernel) Read(string) (*nftgen.Live, error) { return &nftgen.Live{Exists: true}, nil }
+func (k *scriptedKernel) ReadCounters(string) (*nftgen.Live, error) {
+	return &nftgen.Live{Exists: true}, nil
+}
+func (k *scriptedKernel) Teardown(string) (bool, error) { return true, nil }
+func (k *scriptedKernel) Watch(context.Context, string) (<-chan struct{}, error) {
+	return k.foreign, nil
+}
+func (k *scriptedKernel) Spent(string, time.Time) ([]nftgen.Element, error) { return nil, nil }
 
 func (k *scriptedKernel) set(fn func()) { k.mu.Lock(); fn(); k.mu.Unlock() }
 
@@ -301,11 +317,9 @@ func TestDaemonClockBack(t *testing.T) {
 // not at the retry.
 func TestDaemonRepairsDuringBackoff(t *testing.T) {
 	clock := newFakeClock(time.Unix(1_800_000_000, 0).Add(time.Second))
-	sk := &scriptedKernel{clock: clock, fail: true}
-	k := sk.kernel()
 	events := make(chan struct{}, 1)
-	k.Watch = func(context.Context, string) (<-chan struct{}, error) { return events, nil }
-	_, stop := startDaemon(t, clock, k, &notes{}, 0, "60s")
+	sk := &scriptedKernel{clock: clock, fail: true, foreign: events}
+	_, stop := startDaemon(t, clock, sk.kernel(), &notes{}, 0, "60s")
 	defer stop()
 	waitFor(t, "first sync", func() bool { return sk.count() >= 1 })
 	// Into the backoff: the next retry is 20, then 40 ms away, and more.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/seqknock/seqknock/admitlog"
 	"github.com/seqknock/seqknock/internal/netnstest"
 	"github.com/seqknock/seqknock/nftgen"
 )
@@ -20,27 +22,67 @@ type fakeKernel struct {
 	mu       sync.Mutex
 	applied  []nftgen.State
 	torn     []string
+	used     []nftgen.Element // what Spent returns
 	failNext bool
 }
 
-func (f *fakeKernel) kernel() Kernel {
-	return Kernel{
-		Apply: func(s nftgen.State, now time.Time) (nftgen.Result, error) {
-			f.mu.Lock()
-			defer f.mu.Unlock()
-			if f.failNext {
-				f.failNext = false
-				return nftgen.Result{}, errors.New("kernel says no")
-			}
-			s.Valid, s.Knocks = s.ValidList(), nil // derive them, as Apply does
-			f.applied = append(f.applied, s)
-			return nftgen.Result{Elements: len(s.Valid)}, nil
-		},
-		Read:     func(string) (*nftgen.Live, error) { return &nftgen.Live{Exists: true}, nil },
-		Counters: func(string) (*nftgen.Live, error) { return &nftgen.Live{Exists: true}, nil },
-		Teardown: func(t string) (bool, error) { f.mu.Lock(); f.torn = append(f.torn, t); f.mu.Unlock(); return true, nil },
-	}
+func (f *fakeKernel) kernel() Kernel { return tableOnly(f) }
+
+// tableOnly is a Kernel with t and nothing else: no admissions, no
+// connections, no listeners.
+func tableOnly(t Table) Kernel {
+	return Kernel{Table: t, Feeds: quietFeeds{}, Sessions: noSessions{}, Listeners: NoListeners}
 }
+
+func (f *fakeKernel) Apply(s nftgen.State, now time.Time) (nftgen.Result, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failNext {
+		f.failNext = false
+		return nftgen.Result{}, errors.New("kernel says no")
+	}
+	s.Valid, s.Knocks = s.ValidList(), nil // derive them, as Apply does
+	f.applied = append(f.applied, s)
+	return nftgen.Result{Elements: len(s.Valid)}, nil
+}
+
+// AddValid is never called: the table is not watched.
+func (f *fakeKernel) AddValid(nftgen.State, time.Time) (nftgen.Result, error) {
+	return nftgen.Result{}, fmt.Errorf("fake: %w", nftgen.ErrStale)
+}
+func (f *fakeKernel) Read(string) (*nftgen.Live, error) { return &nftgen.Live{Exists: true}, nil }
+func (f *fakeKernel) ReadCounters(string) (*nftgen.Live, error) {
+	return &nftgen.Live{Exists: true}, nil
+}
+func (f *fakeKernel) Teardown(t string) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.torn = append(f.torn, t)
+	return true, nil
+}
+func (f *fakeKernel) Watch(context.Context, string) (<-chan struct{}, error) { return nil, nil }
+func (f *fakeKernel) Spent(string, time.Time) ([]nftgen.Element, error)      { return f.used, nil }
+
+// quietFeeds are Feeds on which nothing ever arrives.
+type quietFeeds struct{}
+
+func (quietFeeds) Admissions(uint16) (AdmissionFeed, error) { return quietFeed{}, nil }
+func (quietFeeds) ConntrackLost(context.Context) (<-chan struct{}, error) {
+	return nil, nil
+}
+
+type quietFeed struct{}
+
+func (quietFeed) Ready() <-chan struct{}               { return nil }
+func (quietFeed) Drain() ([]admitlog.Admission, error) { return nil, nil }
+func (quietFeed) Close() error                         { return nil }
+
+// noSessions are the Sessions of a host with no connections.
+type noSessions struct{}
+
+func (noSessions) Established([]uint16) ([]nftgen.Session, error) { return nil, nil }
+func (noSessions) ApplySessions(string, []nftgen.Session) error   { return nil }
+func (noSessions) AddSessions(string, []nftgen.Session) error     { return nil }
 
 func (f *fakeKernel) count() int { f.mu.Lock(); defer f.mu.Unlock(); return len(f.applied) }
 

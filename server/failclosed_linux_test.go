@@ -208,7 +208,7 @@ func (b *FailClosedBed) Signal(sig syscall.Signal) {
 // Locked reports whether every listener of the protected port is locked
 // (and there is one).
 func (b *FailClosedBed) Locked() bool {
-	ls, err := lockedListeners(b.K, b.Cfg)
+	ls, err := LockedListeners(b.K, b.Cfg)
 	if err != nil || len(ls) == 0 {
 		return false
 	}
@@ -225,7 +225,7 @@ func (b *FailClosedBed) Locked() bool {
 func (b *FailClosedBed) WaitInForce(limit time.Duration) (time.Duration, bool) {
 	start := time.Now()
 	for time.Since(start) < limit {
-		if live, err := b.K.Counters(b.Cfg.Table); err == nil && live.Exists && live.RulesCurrent && b.Locked() {
+		if live, err := b.K.Table.ReadCounters(b.Cfg.Table); err == nil && live.Exists && live.RulesCurrent && b.Locked() {
 			return time.Since(start), true
 		}
 		time.Sleep(2 * time.Millisecond)

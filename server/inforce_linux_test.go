@@ -139,16 +139,7 @@ func (f *inForce) start(t testing.TB, o daemonOpts) {
 	t.Helper()
 	f.log = &netnstest.Buffer{}
 	k := f.k
-	failing := func(apply func(nftgen.State, time.Time) (nftgen.Result, error)) func(nftgen.State, time.Time) (nftgen.Result, error) {
-		return func(s nftgen.State, now time.Time) (nftgen.Result, error) {
-			if f.failNext.Load() > 0 {
-				f.failNext.Add(-1)
-				return nftgen.Result{}, errors.New("injected failure")
-			}
-			return apply(s, now)
-		}
-	}
-	k.Apply, k.AddValid = failing(k.Apply), failing(k.AddValid)
+	k.Table = failingTable{k.Table, &f.failNext}
 	if o.now == nil {
 		o.now = time.Now
 	}
@@ -400,4 +391,33 @@ func pingBoth(t testing.TB, c, s net.Conn, step string) {
 			t.Fatalf("%s: session broken, %s: %q %v", step, dir.name, buf, err)
 		}
 	}
+}
+
+// failingTable is a Table whose Apply and AddValid fail while *fail > 0,
+// one call each.
+type failingTable struct {
+	Table
+	fail *atomic.Int32
+}
+
+func (t failingTable) failed() bool {
+	if t.fail.Load() > 0 {
+		t.fail.Add(-1)
+		return true
+	}
+	return false
+}
+
+func (t failingTable) Apply(s nftgen.State, now time.Time) (nftgen.Result, error) {
+	if t.failed() {
+		return nftgen.Result{}, errors.New("injected failure")
+	}
+	return t.Table.Apply(s, now)
+}
+
+func (t failingTable) AddValid(s nftgen.State, now time.Time) (nftgen.Result, error) {
+	if t.failed() {
+		return nftgen.Result{}, errors.New("injected failure")
+	}
+	return t.Table.AddValid(s, now)
 }

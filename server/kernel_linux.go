@@ -23,54 +23,62 @@ import (
 // current one).
 func NewKernel(netns int) Kernel {
 	c := &nftgen.Conn{NetNS: netns}
-	locks := &lockers{}
 	return Kernel{
-		Apply:    c.Apply,
-		AddValid: c.AddValid,
-		Read:     c.Read,
-		Counters: c.ReadCounters,
-		Teardown: c.Teardown,
-		Watch:    c.Watch,
-		Spent:    c.Spent,
-		Admissions: func(group uint16) (AdmissionFeed, error) {
-			return admitlog.Listen(netns, group)
-		},
-		Sessions: func(ports []uint16) ([]nftgen.Session, error) {
-			conns, err := hostconns.Established(netns, ports)
-			out := make([]nftgen.Session, len(conns))
-			for i, c := range conns {
-				out[i] = nftgen.Session{Src: c.Remote, Dst: c.Local}
-			}
-			return out, err
-		},
-		ApplySessions: c.ApplySessions,
-		AddSessions:   c.AddSessions,
-		ConntrackLost: func(ctx context.Context) (<-chan struct{}, error) {
-			return hostconns.WatchLost(ctx, netns)
-		},
-		Listeners: func(port uint16, key []byte) ([]ListenerState, error) {
-			ls, err := tcpsign.Listeners(netns, port)
-			out := make([]ListenerState, len(ls))
-			for i, l := range ls {
-				out[i] = ListenerState{Local: l.Local, Inode: l.Inode, Signed: l.SignedWith(key)}
-			}
-			return out, err
-		},
-		SignListeners: func(port uint16, key []byte) ([]ListenerState, error) {
-			rs, err := tcpsign.Sign(netns, port, key)
-			out := make([]ListenerState, len(rs))
-			for i, r := range rs {
-				out[i] = ListenerState{Local: r.Listener.Local, Inode: r.Listener.Inode, PID: r.PID, Signed: r.Signed, Changed: r.Changed, Err: r.Err}
-			}
-			return out, err
-		},
-		LockListener:        locks.lock,
-		OtherNetnsListeners: func(port uint16) ([]string, error) { return otherNetnsListeners(netns, port) },
-		UnlockListener:      locks.unlock,
+		Table:     c,
+		Feeds:     feeds(netns),
+		Sessions:  sessions{c},
+		Listeners: &listeners{netns: netns},
 	}
 }
 
-// lockers are Kernel.LockListener and UnlockListener. The socket is
+// feeds are the Feeds of the network namespace (0: the current one).
+type feeds int
+
+func (n feeds) Admissions(group uint16) (AdmissionFeed, error) {
+	return admitlog.Listen(int(n), group)
+}
+
+func (n feeds) ConntrackLost(ctx context.Context) (<-chan struct{}, error) {
+	return hostconns.WatchLost(ctx, int(n))
+}
+
+// sessions are the Sessions of c's network namespace.
+type sessions struct{ *nftgen.Conn }
+
+func (s sessions) Established(ports []uint16) ([]nftgen.Session, error) {
+	conns, err := hostconns.Established(s.NetNS, ports)
+	out := make([]nftgen.Session, len(conns))
+	for i, c := range conns {
+		out[i] = nftgen.Session{Src: c.Remote, Dst: c.Local}
+	}
+	return out, err
+}
+
+// listeners are the Listeners of the network namespace netns.
+type listeners struct {
+	netns int
+	lockers
+}
+
+func (k *listeners) List(port uint16, key []byte) ([]ListenerState, error) {
+	ls, err := tcpsign.Listeners(k.netns, port)
+	out := make([]ListenerState, len(ls))
+	for i, l := range ls {
+		out[i] = ListenerState{Local: l.Local, Inode: l.Inode, Signed: l.SignedWith(key)}
+	}
+	return out, err
+}
+
+func (k *listeners) Sign(port uint16, key []byte) ([]ListenerState, error) {
+	rs, err := tcpsign.Sign(k.netns, port, key)
+	out := make([]ListenerState, len(rs))
+	for i, r := range rs {
+		out[i] = ListenerState{Local: r.Listener.Local, Inode: r.Listener.Inode, PID: r.PID, Signed: r.Signed, Changed: r.Changed, Err: r.Err}
+	}
+	return out, err
+}
+
+// lockers are Listeners.Lock and Unlock. The socket is
 // taken from whichever process holds it (the filter is no secret, unlike
 // a signing key, and a protected port admits no unknocked SYN whoever
 // listens on it). Each listener's holder is remembered, so the check every
@@ -101,7 +109,7 @@ func (k *lockers) dup(inode uint32) (int, int, error) {
 	return fd, h.PID, nil
 }
 
-func (k *lockers) lock(inode, bit uint32, attach bool) LockResult {
+func (k *lockers) Lock(inode, bit uint32, attach bool) LockResult {
 	fd, pid, err := k.dup(inode)
 	if err != nil {
 		return LockResult{PID: pid, Err: err}
@@ -121,7 +129,7 @@ func (k *lockers) lock(inode, bit uint32, attach bool) LockResult {
 	return LockResult{PID: pid, Locked: err == nil, Changed: changed, Err: err}
 }
 
-func (k *lockers) unlock(inode uint32) (bool, error) {
+func (k *lockers) Unlock(inode uint32) (bool, error) {
 	fd, _, err := k.dup(inode)
 	if err != nil {
 		return false, err
@@ -130,14 +138,14 @@ func (k *lockers) unlock(inode uint32) (bool, error) {
 	return listenlock.Detach(fd)
 }
 
-// otherNetnsListeners looks, for each network namespace other than netns
-// (0: this thread's) that a process here is in, for listeners of port,
-// through the namespace of the first such process.
-func otherNetnsListeners(netns int, port uint16) ([]string, error) {
+// OtherNetns looks, for each network namespace other than k's (0: this
+// thread's) that a process here is in, for listeners of port, through the
+// namespace of the first such process.
+func (k *listeners) OtherNetns(port uint16) ([]string, error) {
 	var own unix.Stat_t
 	var err error
-	if netns != 0 {
-		err = unix.Fstat(netns, &own)
+	if k.netns != 0 {
+		err = unix.Fstat(k.netns, &own)
 	} else {
 		err = unix.Stat("/proc/thread-self/ns/net", &own)
 	}

@@ -371,7 +371,7 @@ func TestEstablishedSurvives(t *testing.T) {
 		fresh.Close()
 		t.Fatal("a connection without a knock got through")
 	}
-	if _, err := b.k.Teardown(changed.Table); err != nil {
+	if _, err := b.k.Table.Teardown(changed.Table); err != nil {
 		t.Fatal(err)
 	}
 	ping("after-teardown")

@@ -21,7 +21,7 @@ const LockPoll = 50 * time.Millisecond
 // read back, and a listener that could not be locked is tried again.
 const LockRecheck = time.Second
 
-// LockResult is what Kernel.LockListener found or did for one listener.
+// LockResult is what Listeners.Lock found or did for one listener.
 type LockResult struct {
 	PID int
 	// Locked: the listener has the filter for the packet mark bit;
@@ -79,9 +79,6 @@ func protectedPorts(cfg *Config) []uint16 {
 // Each listener is logged once when locked and once for each new reason
 // it cannot be.
 func (d *Daemon) lockListeners(all bool) {
-	if d.Kernel.LockListener == nil || d.Kernel.Listeners == nil {
-		return
-	}
 	if d.locks == nil {
 		d.locks = map[uint32]*lockEntry{}
 	}
@@ -92,7 +89,7 @@ func (d *Daemon) lockListeners(all bool) {
 	seen := map[uint32]bool{}
 	locked, unlocked := map[uint16]int{}, map[uint16]int{}
 	for _, port := range protectedPorts(d.cfg) {
-		ls, err := d.Kernel.Listeners(port, nil)
+		ls, err := d.Kernel.Listeners.List(port, nil)
 		if err != nil {
 			if all {
 				d.Log.Error("cannot list the listeners to lock", "port", port, "err", err)
@@ -117,7 +114,7 @@ func (d *Daemon) lockListeners(all bool) {
 				e = &lockEntry{port: port, local: l.Local, logged: "-"}
 				d.locks[l.Inode] = e
 			}
-			r := d.Kernel.LockListener(l.Inode, bit, true)
+			r := d.Kernel.Listeners.Lock(l.Inode, bit, true)
 			e.locked = r.Locked && r.Err == nil
 			count(locked, unlocked, port, e.locked)
 			switch {
@@ -153,7 +150,7 @@ func count(locked, unlocked map[uint16]int, port uint16, ok bool) {
 // lockTicker returns the fast poll's channel (nil when listeners are not
 // locked) and its stop.
 func (d *Daemon) lockTicker() (<-chan time.Time, func()) {
-	if d.Kernel.LockListener == nil || d.Kernel.Listeners == nil {
+	if d.Kernel.Listeners == NoListeners {
 		return nil, func() {}
 	}
 	t := time.NewTicker(LockPoll)
@@ -183,34 +180,29 @@ func LockOnce(k Kernel, cfg *Config, log *slog.Logger) int {
 	return n
 }
 
-// lockedListeners lists the listeners of cfg's protected ports with
+// LockedListeners lists the listeners of cfg's protected ports with
 // whether each is locked and why not, reading only (status and
 // check-config), sorted by port and address.
-func lockedListeners(k Kernel, cfg *Config) ([]LockedListener, error) {
+func LockedListeners(k Kernel, cfg *Config) ([]LockedListener, error) {
 	out := []LockedListener{}
-	if k.Listeners == nil || k.LockListener == nil {
-		return out, nil
-	}
 	bit := cfg.PacketMark()
 	for _, port := range protectedPorts(cfg) {
-		ls, err := k.Listeners(port, nil)
+		ls, err := k.Listeners.List(port, nil)
 		if err != nil {
 			return nil, fmt.Errorf("listeners of port %d: %w", port, err)
 		}
 		if len(ls) == 0 {
 			out = append(out, LockedListener{Port: port, Reason: NoListener})
-			if k.OtherNetnsListeners != nil {
-				others, err := k.OtherNetnsListeners(port)
-				if err != nil {
-					return nil, fmt.Errorf("listeners of port %d: %w", port, err)
-				}
-				for _, o := range others {
-					out = append(out, LockedListener{Port: port, Address: o, Reason: OtherNetns})
-				}
+			others, err := k.Listeners.OtherNetns(port)
+			if err != nil {
+				return nil, fmt.Errorf("listeners of port %d: %w", port, err)
+			}
+			for _, o := range others {
+				out = append(out, LockedListener{Port: port, Address: o, Reason: OtherNetns})
 			}
 		}
 		for _, l := range ls {
-			r := k.LockListener(l.Inode, bit, false)
+			r := k.Listeners.Lock(l.Inode, bit, false)
 			ll := LockedListener{Port: port, Address: l.Local.String(), Locked: r.Locked && r.Err == nil}
 			if r.Err != nil {
 				ll.Reason = r.Err.Error()
@@ -244,27 +236,19 @@ func lockDifferences(ls []LockedListener) []string {
 	return diff
 }
 
-// LockedListeners is lockedListeners for check-config.
-func LockedListeners(k Kernel, cfg *Config) ([]LockedListener, error) {
-	return lockedListeners(k, cfg)
-}
-
 // UnlockOnce removes the lock from the listeners of cfg's protected ports
 // (seqknockd teardown: without the table, a locked listener would admit
 // nobody), logging each, and returns how many it unlocked.
 func UnlockOnce(k Kernel, cfg *Config, log *slog.Logger) int {
-	if k.Listeners == nil || k.UnlockListener == nil {
-		return 0
-	}
 	n := 0
 	for _, port := range protectedPorts(cfg) {
-		ls, err := k.Listeners(port, nil)
+		ls, err := k.Listeners.List(port, nil)
 		if err != nil {
 			log.Error("cannot list the listeners to unlock", "port", port, "err", err)
 			continue
 		}
 		for _, l := range ls {
-			ok, err := k.UnlockListener(l.Inode)
+			ok, err := k.Listeners.Unlock(l.Inode)
 			switch {
 			case err != nil:
 				log.Warn("cannot unlock listener; it admits only SYNs a table marks until the service restarts", "port", port, "listener", l.Local.String(), "err", err)

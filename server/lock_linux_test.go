@@ -206,7 +206,7 @@ print("ready", flush=True)`, 1)
 	if l, err := lines.ReadString('\n'); l != "ready\n" {
 		t.Fatalf("user's service: %q, %v", l, err)
 	}
-	ls, err := b.K.Listeners(22, nil)
+	ls, err := b.K.Listeners.List(22, nil)
 	if err != nil || len(ls) != 2 {
 		t.Fatalf("listeners: %v, %v", ls, err)
 	}
@@ -256,7 +256,7 @@ func TestTeardownUnlocks(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "unlocked 2 listeners") {
 		t.Fatalf("teardown: %v: %s", err, out)
 	}
-	ls, err := lockedListeners(b.K, b.Cfg)
+	ls, err := LockedListeners(b.K, b.Cfg)
 	if err != nil || len(ls) != 2 || ls[0].Locked || ls[1].Locked {
 		t.Errorf("after teardown: %+v, %v", ls, err)
 	}
@@ -322,7 +322,7 @@ func TestLockOtherNetns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ls, err := lockedListeners(k, cfg)
+	ls, err := LockedListeners(k, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

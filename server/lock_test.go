@@ -21,24 +21,37 @@ type fakeListeners struct {
 	reads  int            // LockListener calls without attach
 }
 
-func (f *fakeListeners) kernel() Kernel {
-	return Kernel{
-		Listeners: func(port uint16, key []byte) ([]ListenerState, error) { return f.ports[port], nil },
-		LockListener: func(inode, bit uint32, attach bool) LockResult {
-			if !attach {
-				f.reads++
-				return LockResult{Locked: f.locked[inode] == bit}
-			}
-			f.calls[inode]++
-			if err := f.fail[inode]; err != nil {
-				return LockResult{Err: err}
-			}
-			changed := f.locked[inode] != bit
-			f.locked[inode] = bit
-			return LockResult{PID: 100, Locked: true, Changed: changed}
-		},
-	}
+func (f *fakeListeners) kernel() Kernel { return Kernel{Listeners: f} }
+
+func (f *fakeListeners) List(port uint16, key []byte) ([]ListenerState, error) {
+	return f.ports[port], nil
 }
+
+func (f *fakeListeners) Lock(inode, bit uint32, attach bool) LockResult {
+	if !attach {
+		f.reads++
+		return LockResult{Locked: f.locked[inode] == bit}
+	}
+	f.calls[inode]++
+	if err := f.fail[inode]; err != nil {
+		return LockResult{Err: err}
+	}
+	changed := f.locked[inode] != bit
+	f.locked[inode] = bit
+	return LockResult{PID: 100, Locked: true, Changed: changed}
+}
+
+func (f *fakeListeners) Unlock(inode uint32) (bool, error) {
+	_, ok := f.locked[inode]
+	delete(f.locked, inode)
+	return ok, nil
+}
+
+// Sign is never called: lockConfig signs no service.
+func (f *fakeListeners) Sign(uint16, []byte) ([]ListenerState, error) {
+	return nil, errors.New("fake: not signing")
+}
+func (f *fakeListeners) OtherNetns(uint16) ([]string, error) { return nil, nil }
 
 func newFakeListeners() *fakeListeners {
 	ap := netip.MustParseAddrPort
@@ -127,7 +140,7 @@ func TestLockedListenersStatus(t *testing.T) {
 	f.locked[1] = 1 << 5
 	f.locked[2] = 1 << 6 // an older bit
 	cfg := lockConfig(t)
-	ls, err := lockedListeners(f.kernel(), cfg)
+	ls, err := LockedListeners(f.kernel(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

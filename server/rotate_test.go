@@ -1,9 +1,7 @@
 package server
 
 import (
-	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,22 +28,12 @@ func TestDaemonRotationAddsOnlyNewCounter(t *testing.T) {
 	for _, watched := range []bool{true, false} {
 		clock := newFakeClock(t0)
 		sk := &scriptedKernel{clock: clock}
-		k := sk.kernel()
-		var mu sync.Mutex
-		var added []nftgen.State
-		k.AddValid = func(s nftgen.State, now time.Time) (nftgen.Result, error) {
-			mu.Lock()
-			defer mu.Unlock()
-			s.Valid, s.Knocks = s.ValidList(), nil
-			added = append(added, s)
-			return nftgen.Result{Elements: len(s.Valid)}, nil
-		}
-		nAdded := func() int { mu.Lock(); defer mu.Unlock(); return len(added) }
 		foreign := make(chan struct{}, 1)
 		if watched {
-			k.Watch = func(context.Context, string) (<-chan struct{}, error) { return foreign, nil }
+			sk.foreign = foreign
 		}
-		_, stop := startDaemon(t, clock, k, &notes{}, 0, "60s")
+		nAdded := func() int { sk.mu.Lock(); defer sk.mu.Unlock(); return len(sk.added) }
+		_, stop := startDaemon(t, clock, sk.kernel(), &notes{}, 0, "60s")
 		waitFor(t, "first sync", func() bool { return sk.count() == 1 })
 		clock.run(60*time.Second, 100*time.Millisecond)
 		if !watched {
@@ -69,10 +57,10 @@ func TestDaemonRotationAddsOnlyNewCounter(t *testing.T) {
 				want[k] = true
 			}
 		}
-		mu.Lock()
-		got := keys(added[0])
-		kc := added[0].KnockCount
-		mu.Unlock()
+		sk.mu.Lock()
+		got := keys(sk.added[0])
+		kc := sk.added[0].KnockCount
+		sk.mu.Unlock()
 		if len(got) != len(want) || len(want) == 0 {
 			t.Errorf("rotation added %d knocks, want the new counter's %d", len(got), len(want))
 		}

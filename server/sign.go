@@ -21,7 +21,7 @@ type SignedListener struct {
 	Signed  bool   `json:"signed"`
 }
 
-// ListenerState is what Kernel.SignListeners found or did for one
+// ListenerState is what Listeners.Sign found or did for one
 // listener; it never holds a key.
 type ListenerState struct {
 	Local netip.AddrPort
@@ -41,10 +41,7 @@ func signedListeners(k Kernel, cfg *Config) ([]SignedListener, error) {
 		if svc.Sign == "" {
 			continue
 		}
-		if k.Listeners == nil {
-			return nil, fmt.Errorf("status: listeners: not supported here")
-		}
-		ls, err := k.Listeners(svc.Port, svc.SignKey)
+		ls, err := k.Listeners.List(svc.Port, svc.SignKey)
 		if err != nil {
 			return nil, fmt.Errorf("status: %w", err)
 		}
@@ -77,9 +74,6 @@ func signDifferences(ls []SignedListener) []string {
 // it, logging each listener once when it gets the key and once for each
 // new reason it cannot.
 func (d *Daemon) signServices() {
-	if d.Kernel.SignListeners == nil {
-		return
-	}
 	if d.signLogged == nil {
 		d.signLogged = map[string]string{}
 	}
@@ -88,7 +82,7 @@ func (d *Daemon) signServices() {
 		if svc.Sign == "" {
 			continue
 		}
-		states, err := d.Kernel.SignListeners(svc.Port, svc.SignKey)
+		states, err := d.Kernel.Listeners.Sign(svc.Port, svc.SignKey)
 		if err != nil {
 			d.logSignOnce(fmt.Sprintf("%d", svc.Port), err.Error(), seen, func() {
 				d.Log.Error("cannot list the listeners to sign", "port", svc.Port, "err", err)

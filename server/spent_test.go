@@ -215,16 +215,13 @@ func TestSyncAfterLostState(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Unix(1_800_000_007, 0)
-	var applied nftgen.State
-	k := Kernel{Apply: func(s nftgen.State, _ time.Time) (nftgen.Result, error) {
-		s.Valid, s.Knocks = s.ValidList(), nil
-		applied = s
-		return nftgen.Result{}, nil
-	}}
+	fk := &fakeKernel{}
+	k := fk.kernel()
 	spent := Spent{Before: FailClosedFloor(cfg, now)}
 	if _, err := SyncKeeping(k, cfg, now, &spent); err != nil {
 		t.Fatal(err)
 	}
+	applied := fk.applied[len(fk.applied)-1]
 	if len(applied.Valid) != 0 {
 		t.Errorf("%d knocks installed below the floor", len(applied.Valid))
 	}
@@ -232,6 +229,7 @@ func TestSyncAfterLostState(t *testing.T) {
 	if _, err := SyncKeeping(k, cfg, later, &spent); err != nil {
 		t.Fatal(err)
 	}
+	applied = fk.applied[len(fk.applied)-1]
 	first := spent.FirstCounter(cfg.Period)
 	n := 0
 	EachKnock(cfg, later, func(k Knock) {
@@ -249,6 +247,7 @@ func TestSyncAfterLostState(t *testing.T) {
 	if _, err := SyncKeeping(k, cfg, now, &big); err != nil {
 		t.Fatal(err)
 	}
+	applied = fk.applied[len(fk.applied)-1]
 	if len(applied.Spent) != 0 || len(applied.Valid) != 0 || !big.Before.Equal(FailClosedFloor(cfg, now)) {
 		t.Errorf("an oversized list: %d spent and %d valid applied, floor %v", len(applied.Spent), len(applied.Valid), big.Before)
 	}
@@ -264,21 +263,14 @@ func TestSyncKeepingLeavesSpentOut(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	all := Desired(cfg, now).Valid
 	fromState, fromKernel := all[0], all[5]
-	var applied nftgen.State
-	k := Kernel{
-		Apply: func(s nftgen.State, _ time.Time) (nftgen.Result, error) {
-			s.Valid, s.Knocks = s.ValidList(), nil
-			applied = s
-			return nftgen.Result{}, nil
-		},
-		Spent: func(string, time.Time) ([]nftgen.Element, error) { return []nftgen.Element{fromKernel}, nil },
-	}
+	fk := &fakeKernel{used: []nftgen.Element{fromKernel}}
 	var spent Spent
 	spent.Add(fromState.Port, fromState.ISN, now.Add(time.Minute))
 	spent.Add(22, 99, now.Add(-time.Second)) // over: forgotten
-	if _, err := SyncKeeping(k, cfg, now, &spent); err != nil {
+	if _, err := SyncKeeping(fk.kernel(), cfg, now, &spent); err != nil {
 		t.Fatal(err)
 	}
+	applied := fk.applied[0]
 	if len(applied.Spent) != 2 || spent.Len() != 2 {
 		t.Fatalf("spent applied %v, kept %d", applied.Spent, spent.Len())
 	}

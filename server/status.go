@@ -63,7 +63,7 @@ type Status struct {
 // GetStatus reads the live table named by cfg and compares it with what
 // cfg wants at now.
 func GetStatus(k Kernel, cfg *Config, now time.Time) (*Status, error) {
-	live, err := k.Read(cfg.Table)
+	live, err := k.Table.Read(cfg.Table)
 	if err != nil {
 		return nil, fmt.Errorf("status: %w", err)
 	}
@@ -72,7 +72,7 @@ func GetStatus(k Kernel, cfg *Config, now time.Time) (*Status, error) {
 		return nil, err
 	}
 	st.Differences = append(st.Differences, signDifferences(st.SignedListeners)...)
-	if st.Listeners, err = lockedListeners(k, cfg); err != nil {
+	if st.Listeners, err = LockedListeners(k, cfg); err != nil {
 		return nil, fmt.Errorf("status: %w", err)
 	}
 	st.Differences = append(st.Differences, lockDifferences(st.Listeners)...)

@@ -26,31 +26,26 @@ func SyncKeeping(k Kernel, cfg *Config, now time.Time, spent *Spent) (nftgen.Res
 // no second derivation); onKnock may be nil. The knocks are derived as the
 // batch is written (nftgen.State.Knocks), never all held at once.
 func SyncKeepingWith(k Kernel, cfg *Config, now time.Time, spent *Spent, onKnock func(Knock)) (nftgen.Result, error) {
-	return syncWith(k, k.Apply, cfg, now, 0, spent, onKnock)
+	return syncWith(k, k.Table.Apply, cfg, now, 0, spent, onKnock)
 }
 
 // RotateKeepingWith is a rotation: SyncKeepingWith, but it writes only the
 // knocks of counters from `from` on (the ones the last sync did not
 // install) and adds them to the valid set without flushing it; the knocks
 // already there expire by their own timeouts. It writes O(new knocks), not
-// O(all). When the table is not otherwise current, or the Kernel cannot
-// add (no AddValid), it writes nothing and returns an error that wraps
-// nftgen.ErrStale: the caller syncs whole instead.
+// O(all). When the table is not otherwise current, it writes nothing and
+// returns an error that wraps nftgen.ErrStale: the caller syncs whole
+// instead.
 func RotateKeepingWith(k Kernel, cfg *Config, now time.Time, from uint64, spent *Spent, onKnock func(Knock)) (nftgen.Result, error) {
-	if k.AddValid == nil {
-		return nftgen.Result{}, fmt.Errorf("rotate: %w", nftgen.ErrStale)
-	}
-	return syncWith(k, k.AddValid, cfg, now, from, spent, onKnock)
+	return syncWith(k, k.Table.AddValid, cfg, now, from, spent, onKnock)
 }
 
 func syncWith(k Kernel, apply func(nftgen.State, time.Time) (nftgen.Result, error), cfg *Config, now time.Time, from uint64, spent *Spent, onKnock func(Knock)) (nftgen.Result, error) {
-	if k.Spent != nil {
-		live, err := k.Spent(cfg.Table, now)
-		if err != nil {
-			return nftgen.Result{}, fmt.Errorf("sync: %w", err)
-		}
-		spent.Merge(live)
+	live, err := k.Table.Spent(cfg.Table, now)
+	if err != nil {
+		return nftgen.Result{}, fmt.Errorf("sync: %w", err)
 	}
+	spent.Merge(live)
 	spent.Prune(now)
 	// The used set holds MaxSpent knocks: a longer list would make the
 	// sync fail, so it gives way to "every knock so far is spent".
@@ -58,12 +53,8 @@ func syncWith(k Kernel, apply func(nftgen.State, time.Time) (nftgen.Result, erro
 	from = max(from, spent.FirstCounter(cfg.Period))
 	s := streamed(cfg, now, from, onKnock)
 	s.Spent = spent.List()
-	if k.Sessions != nil {
-		ss, err := k.Sessions(s.Ports)
-		if err != nil {
-			return nftgen.Result{}, fmt.Errorf("sync: %w", err)
-		}
-		s.Sessions = ss
+	if s.Sessions, err = k.Sessions.Established(s.Ports); err != nil {
+		return nftgen.Result{}, fmt.Errorf("sync: %w", err)
 	}
 	res, err := apply(s, now)
 	if err != nil {

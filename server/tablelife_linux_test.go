@@ -25,7 +25,7 @@ import (
 // ours says whether the live table is the daemon's again, whole: its
 // rules, knocks installed, and every key of spent in its used set.
 func ours(k Kernel, spent []nftgen.Key) bool {
-	live, err := k.Read("seqknock")
+	live, err := k.Table.Read("seqknock")
 	if err != nil || !live.Exists || live.Foreign != "" || !live.RulesCurrent || live.ValidCount == 0 {
 		return false
 	}
@@ -129,7 +129,7 @@ func (f *inForce) lendListeners(t *testing.T) {
 		}
 	}
 	waitForLong(t, "the listeners of ports 22 and 2222 locked", 5*time.Second, func() bool {
-		ls, err := lockedListeners(f.k, f.cfg)
+		ls, err := LockedListeners(f.k, f.cfg)
 		locked := 0
 		for _, l := range ls {
 			if l.Locked {
@@ -169,7 +169,7 @@ func (f *inForce) knockUntil(t *testing.T, slot int, limit time.Duration) time.D
 func TestForeignTableReplacedAtOnce(t *testing.T) {
 	f := newInForce(t, 82, "slots = 32\n"+fmt.Sprintf(tbConfig, "30s", 1))
 	conn, srv := f.knockedSession(t)
-	live, err := f.k.Read("seqknock")
+	live, err := f.k.Table.Read("seqknock")
 	if err != nil || len(live.UsedKeys) != 1 {
 		t.Fatalf("used set after the knocked session: %+v, %v", live, err)
 	}

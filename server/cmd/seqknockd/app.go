@@ -296,7 +296,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					if err != nil && !errors.Is(err, fs.ErrNotExist) {
 						return err
 					}
-					live, err := k.Spent(table, time.Now())
+					live, err := k.Table.Spent(table, time.Now())
 					if err != nil {
 						return err
 					}
@@ -304,7 +304,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					if err := st.Save(path); err != nil {
 						return err
 					}
-					removed, err := k.Teardown(table)
+					removed, err := k.Table.Teardown(table)
 					if err != nil {
 						return err
 					}

@@ -73,18 +73,16 @@ func admissionsCommand(runtimeDir cli.Flag) *cli.Command {
 				return err
 			}
 			var open []server.SessionTuple
-			if k := server.NewKernel(0); k.Sessions != nil {
-				ports := make([]uint16, len(cfg.Services))
-				for i, s := range cfg.Services {
-					ports[i] = s.Port
-				}
-				ss, err := k.Sessions(ports)
-				if err != nil {
-					return fmt.Errorf("admissions: %w", err)
-				}
-				for _, s := range ss {
-					open = append(open, server.SessionTuple{Src: s.Src, Dst: s.Dst})
-				}
+			ports := make([]uint16, len(cfg.Services))
+			for i, s := range cfg.Services {
+				ports[i] = s.Port
+			}
+			ss, err := server.NewKernel(0).Sessions.Established(ports)
+			if err != nil {
+				return fmt.Errorf("admissions: %w", err)
+			}
+			for _, s := range ss {
+				open = append(open, server.SessionTuple{Src: s.Src, Dst: s.Dst})
 			}
 			as := server.Admissions(info, open)
 			if c.Bool("json") {
