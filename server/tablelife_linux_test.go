@@ -19,6 +19,7 @@ import (
 	"github.com/seqknock/seqknock/client"
 	"github.com/seqknock/seqknock/internal/netnstest"
 	"github.com/seqknock/seqknock/nftgen"
+	"github.com/seqknock/seqknock/totp"
 	"golang.org/x/sys/unix"
 )
 
@@ -168,6 +169,13 @@ func (f *inForce) knockUntil(t *testing.T, slot int, limit time.Duration) time.D
 // loop through all of it and for 2 s after get in 0 times.
 func TestForeignTableReplacedAtOnce(t *testing.T) {
 	f := newInForce(t, 82, "slots = 32\n"+fmt.Sprintf(tbConfig, "30s", 1))
+	// The replay at the end knocks with the counter of this session's
+	// knock, wherever the clock is by then: not within a second of a
+	// period boundary, so the session's knock has the counter of at.
+	if rest := time.Until(totp.NextBoundary(time.Now(), 30*time.Second)); rest < time.Second {
+		time.Sleep(rest + 10*time.Millisecond)
+	}
+	at := time.Now()
 	conn, srv := f.knockedSession(t)
 	live, err := f.k.Table.Read("seqknock")
 	if err != nil || len(live.UsedKeys) != 1 {
@@ -209,7 +217,8 @@ func TestForeignTableReplacedAtOnce(t *testing.T) {
 		t.Errorf("%d connections accepted, want the %d knocked ones", n, reps)
 	}
 	// The knock spent before the replacements is refused.
-	replay := client.Dialer{Key: aliceKey, Realm: "lab", Resolve: literal, Reserve: fixedSlot(0), Slots: 1, SynTimeout: 300 * time.Millisecond}
+	replay := client.Dialer{Key: aliceKey, Realm: "lab", Resolve: literal, Reserve: fixedSlot(0), Slots: 1, SynTimeout: 300 * time.Millisecond,
+		Now: func() time.Time { return at }}
 	if err := f.cli.Do(func() error {
 		c, err := replay.Dial(context.Background(), f.cl.A4, 22)
 		if err == nil {
