@@ -139,7 +139,13 @@ LogLevel ERROR
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.sshd = w.srv.Command(sshd, "-D", "-e", "-f", w.path("sshd_config"))
+	// sshd in a mount namespace of its own where root's shell startup
+	// files read as empty: a session's bash sources ~/.bashrc, and what a
+	// host's root keeps there (a pyenv rehash, say) must not write into
+	// the sessions' output.
+	w.sshd = w.srv.Command("unshare", "--mount", "--propagation", "private", "sh", "-c",
+		`for f in /root/.bashrc /root/.profile /root/.bash_profile /root/.bash_login; do [ -e "$f" ] && mount --bind /dev/null "$f"; done; exec "$0" "$@"`,
+		sshd, "-D", "-e", "-f", w.path("sshd_config"))
 	w.sshd.Stderr = &netnstest.Buffer{}
 	if err := w.sshd.Start(); err != nil {
 		t.Fatal(err)
