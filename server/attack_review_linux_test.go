@@ -1,0 +1,157 @@
+//go:build linux
+
+package server
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/seqknock/seqknock/internal/netnstest"
+)
+
+// inflightListeners, run as an unprivileged user, opens argv[1]
+// listeners on 0.0.0.0:argv[3] in one SO_REUSEPORT group, passes each
+// over a unix socket pair to itself and closes its own descriptor: the
+// listening sockets are then held by no process, only by the messages
+// in flight, so no search of /proc finds them. It also holds argv[2]
+// descriptors of /dev/null, which each such search has to read. It
+// prints "ready" and waits.
+const inflightListeners = `
+import os, socket, sys
+n, pad, port = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+for i in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("0.0.0.0", port))
+    s.listen(64)
+    socket.send_fds(a, [b"x"], [s.fileno()])
+    s.close()
+null = os.open("/dev/null", os.O_RDONLY)
+for i in range(pad):
+    os.dup(null)
+print("ready", flush=True)
+sys.stdin.read()
+`
+
+// repairTime deletes the daemon's table and returns how long the daemon
+// took to put it back (limit when it did not).
+func repairTime(b *FailClosedBed, limit time.Duration) time.Duration {
+	b.t.Helper()
+	b.Nft("", "delete", "table", "inet", b.Cfg.Table)
+	start := time.Now()
+	for time.Since(start) < limit {
+		if live, err := b.K.Counters(b.Cfg.Table); err == nil && live.Exists && live.RulesCurrent {
+			return time.Since(start)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return limit
+}
+
+// TestReviewUnfindableListenersStallTheLoop: a local unprivileged user
+// listens on a protected port of 1024 or more that no service holds
+// (8022 here) with listeners no process holds (passed over a unix socket
+// and closed: held only by the message in flight), and holds many
+// descriptors. The daemon searches every process's descriptors in /proc
+// for each such listener at every LockRecheck and after every sync, in
+// its one loop, so the loop stalls: the table's repair after a removal
+// waits for the searches, and so does the lock of the port-22 service's
+// new listener after a restart. With the careless admin's `nft flush
+// ruleset` and a restart of the service, unknocked SYNs reach port 22.
+func TestReviewUnfindableListenersStallTheLoop(t *testing.T) {
+	b := NewFailClosedBed(t, 232)
+	os.WriteFile(b.Cfg.Path, []byte(failClosedConfig+"[[service]]\nport = 8022\n"), 0o600)
+	b.Signal(syscall.SIGHUP)
+	for start := time.Now(); !strings.Contains(b.Srv.MustRun("nft", "list", "set", "inet", b.Cfg.Table, "ports"), "8022"); {
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("port 8022 not protected after the reload:\n%s", b.Log)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	var base time.Duration
+	for i := 0; i < 3; i++ {
+		base = max(base, repairTime(b, 5*time.Second))
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("repair after a table removal, before the attack: worst %v of 3", base)
+	if in := flushAndRestart(b); in != 0 {
+		t.Fatalf("before the attack, %d plain connects got in at a flush and restart: the test proves nothing", in)
+	}
+	t.Log("before the attack: 0 plain connects to port 22 got in during and 2 s after the flush and restart")
+
+	u := netnstest.NewUser(t)
+	const listeners, pad, padders = 40, 19000, 2
+	for i := 0; i < padders; i++ {
+		n := 0
+		if i == 0 {
+			n = listeners
+		}
+		startUser(t, u.Command(b.Srv, "python3", "-c", inflightListeners, fmt.Sprint(n), fmt.Sprint(pad), "8022"))
+	}
+	if ls, err := b.K.Listeners(8022, nil); err != nil || len(ls) != listeners {
+		t.Fatalf("listeners on port 8022: %d, %v; want the user's %d", len(ls), err, listeners)
+	}
+	time.Sleep(2 * time.Second) // the daemon meets them
+	if n := strings.Count(b.Log.String(), "listener not locked"); n == 0 {
+		t.Errorf("the daemon did not warn of the listeners it cannot lock:\n%s", b.Log)
+	} else {
+		t.Logf("the daemon warned of %d unlocked listeners", n)
+	}
+	worst := repairTime(b, 6*time.Second)
+	t.Logf("repair after a table removal, with %d unfindable listeners and %d descriptors held: %v (limit 6 s)", listeners, padders*pad, worst)
+
+	in := flushAndRestart(b)
+	t.Logf("after the attack: %d plain connects to port 22 got in during and 2 s after the flush and restart", in)
+	if worst > 10*base+200*time.Millisecond {
+		t.Errorf("an unprivileged user's listeners stall the daemon's loop: the table came back after %v (before: %v)", worst, base)
+	}
+	if in > 0 {
+		t.Errorf("%d unknocked connects got in to port 22", in)
+	}
+}
+
+// flushAndRestart is the careless admin: while plain connects go to
+// port 22, it reloads the firewall (`nft flush ruleset`) and restarts the
+// port-22 service. It returns the plain connects that got in during and
+// FailClosedAfter after.
+func flushAndRestart(b *FailClosedBed) (in int) {
+	b.t.Helper()
+	time.Sleep(500 * time.Millisecond)
+	stop := make(chan struct{})
+	done := make(chan int)
+	go func() { in, _ := b.PlainFlood(stop); done <- in }()
+	time.Sleep(20 * time.Millisecond)
+	b.Nft("", "flush", "ruleset")
+	b.StopService()
+	b.StartService()
+	time.Sleep(FailClosedAfter)
+	close(stop)
+	in = <-done
+	return in
+}
+
+// startUser starts cmd with its standard input an open pipe (the
+// scripts wait for its end) and waits for its "ready" line.
+func startUser(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	w, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	startGroup(t, cmd)
+	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "ready\n" {
+		t.Fatalf("user's process: %q, %v", line, err)
+	}
+}
