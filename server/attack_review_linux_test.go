@@ -155,3 +155,83 @@ func startUser(t *testing.T, cmd *exec.Cmd) {
 		t.Fatalf("user's process: %q, %v", line, err)
 	}
 }
+
+// markProbe tries, on a socket of its own, to set the packet mark
+// (SO_MARK) to argv[2] and IP_TRANSPARENT, then connects to 127.0.0.1
+// port argv[1] with that mark when it was allowed. It prints one line
+// per step: "mark ok|EPERM...", "transparent ok|...", "connect in|timeout|...".
+const markProbe = `
+import socket, sys
+port, mark = int(sys.argv[1]), int(sys.argv[2], 0)
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+try:
+    s.setsockopt(socket.SOL_SOCKET, 36, mark)  # SO_MARK
+    print("mark ok")
+except OSError as e:
+    print("mark", e.strerror)
+t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+try:
+    t.setsockopt(socket.SOL_IP, 19, 1)  # IP_TRANSPARENT
+    print("transparent ok")
+except OSError as e:
+    print("transparent", e.strerror)
+s.settimeout(1.0)
+try:
+    s.connect(("127.0.0.1", port))
+    print("connect in")
+except socket.timeout:
+    print("connect timeout")
+except OSError as e:
+    print("connect", e.strerror)
+`
+
+// TestReviewLocalMarkNeedsCapNetAdmin: the lock trusts the packet mark
+// bit. Over loopback a socket's SO_MARK becomes its SYN's packet mark,
+// so with the table flushed (and no daemon) a process that may set
+// SO_MARK reaches a locked listener without a knock: root (with
+// CAP_NET_ADMIN) does. An unprivileged user may set neither SO_MARK nor
+// IP_TRANSPARENT, not even as root of a user namespace of their own in
+// the same network namespace, and their connect times out.
+func TestReviewLocalMarkNeedsCapNetAdmin(t *testing.T) {
+	netnstest.RequireRoot(t, "python3", "unshare")
+	ns := netnstest.New(t, "rmk")
+	ns.MustRun("ip", "link", "set", "lo", "up")
+	startService(t, ns, 22)
+	k := NewKernel(ns.FD())
+	const bit = 1 << 24 // the default packet_mark_bit
+	ls, err := k.Listeners(22, nil)
+	if err != nil || len(ls) != 2 {
+		t.Fatalf("listeners: %v, %v", ls, err)
+	}
+	for _, l := range ls {
+		if r := k.LockListener(l.Inode, bit, true); !r.Locked {
+			t.Fatalf("lock %v: %+v", l.Local, r)
+		}
+	}
+	u := netnstest.NewUser(t)
+	probe := func(name string, cmd *exec.Cmd) string {
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v: %s", name, err, out)
+		}
+		t.Logf("%s: %q", name, out)
+		return string(out)
+	}
+	py := []string{"python3", "-c", markProbe, "22", fmt.Sprint(bit)}
+	if out := probe("root", ns.Command(py[0], py[1:]...)); !strings.Contains(out, "connect in") {
+		t.Errorf("root with SO_MARK did not get in; the test proves nothing: %q", out)
+	}
+	for _, c := range []struct {
+		name string
+		cmd  *exec.Cmd
+	}{
+		{"user", u.Command(ns, py[0], py[1:]...)},
+		{"user in a user namespace", u.Command(ns, "unshare", append([]string{"-Ur"}, py...)...)},
+	} {
+		out := probe(c.name, c.cmd)
+		if !strings.Contains(out, "mark Operation not permitted") || !strings.Contains(out, "transparent Operation not permitted") ||
+			!strings.Contains(out, "connect timeout") {
+			t.Errorf("%s: %q; want SO_MARK and IP_TRANSPARENT refused and the connect timed out", c.name, out)
+		}
+	}
+}
