@@ -105,3 +105,54 @@ func TestReviewStateDirUnderUserParent(t *testing.T) {
 		t.Error("the check never refused the swapped directory: the loop did not run")
 	}
 }
+
+// TestReviewRuntimeDirUnderUserParent: the same for the single-daemon
+// lock (--runtime-dir): a directory of root's, mode 0700, under a
+// directory an unprivileged user owns. LockTable checks the directory
+// by its path and then opens the lock file by path, so while the user
+// swaps the directory with a symlink to one of their own, two LockTable
+// calls (two daemons of one table in one namespace) may both get a
+// lock, each on a file of its own.
+func TestReviewRuntimeDirUnderUserParent(t *testing.T) {
+	netnstest.RequireRoot(t, "python3")
+	u := netnstest.NewUser(t)
+	tmp := t.TempDir()
+	os.Chmod(tmp, 0o755)
+	os.Chmod(filepath.Dir(tmp), 0o755)
+	parent := filepath.Join(tmp, "shared")
+	os.Mkdir(parent, 0o755)
+	os.Chown(parent, u.UID, u.GID)
+	dir := filepath.Join(parent, "run")
+	release, err := LockTable(dir, "seqknock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	for _, c := range [][]string{{"mkdir", filepath.Join(parent, "own")}, {"ln", "-s", "own", filepath.Join(parent, "link")}} {
+		if out, err := u.Command(nil, c[0], c[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v: %s", c, err, out)
+		}
+	}
+	cmd := u.Command(nil, "python3", "-c", exchangeLoop, dir, filepath.Join(parent, "link"))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	startGroup(t, cmd)
+	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "ready\n" {
+		t.Fatalf("user's loop: %q, %v", line, err)
+	}
+	const tries = 2000
+	second := 0
+	for i := 0; i < tries; i++ {
+		if rel, err := LockTable(dir, "seqknock"); err == nil {
+			second++
+			rel()
+		}
+	}
+	killGroup(cmd)
+	t.Logf("of %d second daemons started while the first holds the lock, %d got a lock of their own", tries, second)
+	if second > 0 {
+		t.Errorf("a runtime directory under a user's directory: %d of %d second daemons got the lock", second, tries)
+	}
+}
