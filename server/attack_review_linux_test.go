@@ -291,3 +291,37 @@ func TestReviewMPTCPListener(t *testing.T) {
 	b.Nft("", "flush", "ruleset")
 	t.Logf("table flushed, daemon stopped, MPTCP listener: %d plain connects got in within 1 s (documented: only the table protects it)", plain())
 }
+
+// TestReviewOwnedForeignTable: the careless admin's tool holds a
+// `table inet seqknock` with the owner flag (nft -i here, which keeps
+// its netlink socket open): only that socket may change or delete it,
+// so the daemon cannot replace it. The lock must keep every plain
+// connect out all the while; the daemon's retries are counted.
+func TestReviewOwnedForeignTable(t *testing.T) {
+	b := NewFailClosedBed(t, 240)
+	nft := b.Srv.Command("nft", "-i")
+	in, err := nft.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	startGroup(t, nft)
+	defer in.Close()
+	stop := make(chan struct{})
+	done := make(chan int)
+	go func() { n, _ := b.PlainFlood(stop); done <- n }()
+	time.Sleep(20 * time.Millisecond)
+	logBefore := len(b.Log.String())
+	fmt.Fprintln(in, "delete table inet seqknock")
+	fmt.Fprintln(in, "add table inet seqknock { flags owner; chain input { type filter hook input priority filter - 20; policy accept; }; chain pre { type filter hook prerouting priority raw - 1; policy accept; tcp dport 22 accept; }; }")
+	time.Sleep(3 * time.Second)
+	close(stop)
+	got := <-done
+	listing := b.Srv.MustRun("nft", "list", "table", "inet", "seqknock")
+	logs := b.Log.String()[logBefore:]
+	t.Logf("owned foreign table for 3 s: %d plain connects got in; the table is now %s; %d log lines, %d repairs:\n%.1500s",
+		got, map[bool]string{true: "the owner's", false: "seqknock's"}[strings.Contains(listing, "flags owner")],
+		strings.Count(logs, "\n"), strings.Count(logs, "why=repair"), logs)
+	if got != 0 {
+		t.Errorf("%d plain connects got in while a foreign table with the owner flag was in place", got)
+	}
+}
