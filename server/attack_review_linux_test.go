@@ -325,3 +325,115 @@ func TestReviewOwnedForeignTable(t *testing.T) {
 		t.Errorf("%d plain connects got in while a foreign table with the owner flag was in place", got)
 	}
 }
+
+// handoff: process A listens on 0.0.0.0:argv[1] and forks B, which has
+// no copy of the listener. When A reads a line it passes the listener to
+// B over a unix socket and exits; B keeps it under another descriptor
+// number, prints "held FD", and on SIGUSR1 removes the filter from it
+// and prints "detached".
+const handoff = `
+import os, signal, socket, sys
+a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+pid = os.fork()
+if pid == 0:
+    a.close()
+    _, fds, _, _ = socket.recv_fds(b, 1, 1)
+    fd = os.dup2(fds[0], 77)
+    os.close(fds[0])
+    ln = socket.socket(fileno=fd)
+    def detach(*_):
+        ln.setsockopt(socket.SOL_SOCKET, 27, 0)  # SO_DETACH_FILTER
+        print("detached", flush=True)
+    signal.signal(signal.SIGUSR1, detach)
+    print("held %d" % fd, flush=True)
+    while True:
+        signal.pause()
+b.close()
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.listen(64)
+print("ready %d" % os.getpid(), flush=True)
+sys.stdin.readline()
+socket.send_fds(a, [b"x"], [s.fileno()])
+os._exit(0)
+`
+
+// TestReviewHandedOffListener: the daemon remembers each listener's
+// holder (pid, descriptor). The service that opened the listener passes
+// it to another process under another descriptor number and exits; that
+// process then removes the filter. The daemon must find the new holder
+// and lock the listener again within LockRecheck and a margin.
+func TestReviewHandedOffListener(t *testing.T) {
+	b := NewFailClosedBed(t, 242)
+	b.StopService()
+	cmd := b.Srv.Command("python3", "-c", handoff, "22")
+	w, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	startGroup(t, cmd)
+	lines := bufio.NewReader(out)
+	if l, err := lines.ReadString('\n'); !strings.HasPrefix(l, "ready") {
+		t.Fatalf("handoff: %q, %v", l, err)
+	}
+	wait := func(what string, limit time.Duration) {
+		t.Helper()
+		start := time.Now()
+		for !b.Locked() {
+			if time.Since(start) > limit {
+				t.Fatalf("%s: not locked after %v:\n%s", what, limit, b.Log)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		t.Logf("%s: locked after %v", what, time.Since(start))
+	}
+	wait("the first holder's listener", time.Second)
+	fmt.Fprintln(w, "go")
+	if l, err := lines.ReadString('\n'); l != "held 77\n" {
+		t.Fatalf("handoff: %q, %v", l, err)
+	}
+	// The second process is the forked child; its pid is the only other
+	// one in the group.
+	pids, err := exec.Command("pgrep", "-g", fmt.Sprint(cmd.Process.Pid)).Output()
+	if err != nil {
+		t.Fatalf("pgrep: %v", err)
+	}
+	var holder int
+	for _, f := range strings.Fields(string(pids)) {
+		if p := atoiOr0(f); p != cmd.Process.Pid {
+			holder = p
+		}
+	}
+	// A exits (a zombie until the cleanup reaps it, holding no descriptor).
+	for start := time.Now(); ; time.Sleep(5 * time.Millisecond) {
+		st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid))
+		if f := strings.Fields(string(st)); len(f) > 2 && f[2] == "Z" {
+			break
+		}
+		if time.Since(start) > 2*time.Second {
+			t.Fatal("the first holder did not exit")
+		}
+	}
+	if holder == 0 {
+		t.Fatal("no second process")
+	}
+	syscall.Kill(holder, syscall.SIGUSR1)
+	if l, err := lines.ReadString('\n'); l != "detached\n" {
+		t.Fatalf("handoff: %q, %v", l, err)
+	}
+	if b.Locked() {
+		t.Fatal("SO_DETACH_FILTER did not remove the filter: the test proves nothing")
+	}
+	wait("after the new holder removed the filter", LockRecheck+500*time.Millisecond)
+}
+
+func atoiOr0(s string) int {
+	n := 0
+	fmt.Sscan(s, &n)
+	return n
+}
