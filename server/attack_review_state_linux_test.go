@@ -6,11 +6,20 @@ import (
 	"bufio"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/seqknock/seqknock/internal/netnstest"
 )
+
+// asDaemonUser makes the state and runtime directory walks trust uid's
+// directories as the daemon's user's, until t ends.
+func asDaemonUser(t *testing.T, uid int) {
+	old := daemonUID
+	daemonUID = func() int { return uid }
+	t.Cleanup(func() { daemonUID = old })
+}
 
 // exchangeLoop, run as an unprivileged user, swaps argv[1] (root's state
 // directory) and argv[2] (a symlink to the user's own directory) with
@@ -47,6 +56,15 @@ func TestReviewStateDirUnderUserParent(t *testing.T) {
 	os.Mkdir(parent, 0o755)
 	os.Chown(parent, u.UID, u.GID)
 	path := filepath.Join(parent, "state", "seqknock.json")
+	// A directory above the state that the user owns is refused outright,
+	// naming it and the fix: whoever can rename entries there can swap
+	// the state directory for another of root's (an old copy) too.
+	if err := CheckStateDir(path); err == nil || !strings.Contains(err.Error(), "directory "+parent+" is owned by uid "+itoa(u.UID)) || !strings.Contains(err.Error(), "chown root "+parent) {
+		t.Fatalf("a state directory under a user's directory: %v; want a refusal naming %s and the fix", err, parent)
+	}
+	// The swaps, against the walk and the descriptor-relative opens on
+	// their own: the daemon trusts the user's directory as its own user's.
+	asDaemonUser(t, u.UID)
 	if err := CheckStateDir(path); err != nil {
 		t.Fatal(err)
 	}
@@ -123,6 +141,13 @@ func TestReviewRuntimeDirUnderUserParent(t *testing.T) {
 	os.Mkdir(parent, 0o755)
 	os.Chown(parent, u.UID, u.GID)
 	dir := filepath.Join(parent, "run")
+	// Refused outright, naming the user's directory and the fix.
+	if _, err := LockTable(dir, "seqknock"); err == nil || !strings.Contains(err.Error(), "directory "+parent+" is owned by uid "+itoa(u.UID)) || !strings.Contains(err.Error(), "chown root "+parent) {
+		t.Fatalf("a runtime directory under a user's directory: %v; want a refusal naming %s and the fix", err, parent)
+	}
+	// The swaps, against the walk and the descriptor-relative opens on
+	// their own: the daemon trusts the user's directory as its own user's.
+	asDaemonUser(t, u.UID)
 	release, err := LockTable(dir, "seqknock")
 	if err != nil {
 		t.Fatal(err)
