@@ -40,12 +40,14 @@ while True:
 
 // TestReviewStateDirUnderUserParent: the careless admin puts the state
 // (--state) in a directory of root's, mode 0700, whose parent an
-// unprivileged user owns (a home, a shared data directory). The state
-// directory's check looks at the directory alone, and the file is then
-// opened by its path: the user swaps the directory with a symlink to a
-// directory of their own between the two, and the daemon reads the
-// user's state file: one without the spent knocks, which a restart after
-// a lost table then admits again.
+// unprivileged user owns (a home, a shared data directory). The user can
+// swap the state directory with a symlink to a directory of their own
+// between the check and the open, and the daemon would read the user's
+// state: one without the spent knocks, which a restart after a lost
+// table then admits again. The parent is refused, naming it; and with
+// that check set aside (the user taken for the daemon's), a check then a
+// load in a loop against the swaps never reads the user's state, since
+// the file is opened relative to the directory checked.
 func TestReviewStateDirUnderUserParent(t *testing.T) {
 	netnstest.RequireRoot(t, "python3")
 	u := netnstest.NewUser(t)
@@ -126,11 +128,12 @@ func TestReviewStateDirUnderUserParent(t *testing.T) {
 
 // TestReviewRuntimeDirUnderUserParent: the same for the single-daemon
 // lock (--runtime-dir): a directory of root's, mode 0700, under a
-// directory an unprivileged user owns. LockTable checks the directory
-// by its path and then opens the lock file by path, so while the user
-// swaps the directory with a symlink to one of their own, two LockTable
-// calls (two daemons of one table in one namespace) may both get a
-// lock, each on a file of its own.
+// directory an unprivileged user owns. While the user swaps the directory
+// with a symlink to one of their own, a LockTable that opened the lock
+// file by its path after checking the directory could get a lock on a
+// file of the user's directory: two daemons of one table in one
+// namespace. The parent is refused, naming it; and with that check set
+// aside, no second LockTable gets a lock while the first holds it.
 func TestReviewRuntimeDirUnderUserParent(t *testing.T) {
 	netnstest.RequireRoot(t, "python3")
 	u := netnstest.NewUser(t)
