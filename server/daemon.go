@@ -461,7 +461,7 @@ func (d *Daemon) saveState() {
 	if err == nil {
 		return
 	}
-	if rerr := os.Remove(d.statePath); rerr == nil {
+	if rerr := removeState(d.statePath); rerr == nil {
 		d.Log.Error("cannot write the state file; removed the stale one, so a restart counts the window so far as spent", "err", err)
 	} else {
 		d.Log.Error("cannot write the state file", "err", err)

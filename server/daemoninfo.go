@@ -2,7 +2,9 @@ package server
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -83,28 +85,43 @@ func daemonFile(dir, table, ext string) (string, error) {
 }
 
 // WriteInfo writes info to path atomically (a temporary file renamed over
-// it), readable by root alone.
+// it), readable by root alone. Both are written relative to path's
+// directory, walked and checked as the lock's (openRuntimeDir).
 func WriteInfo(path string, info *DaemonInfo) error {
 	b, err := json.Marshal(info)
 	if err != nil {
 		return fmt.Errorf("daemon info: %w", err)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("daemon info: %w", err)
+	d, err := openRuntimeDir(filepath.Dir(path), false, "daemon info")
+	if err != nil {
+		return err
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
+	defer d.Close()
+	if err := writeFileAt(d, filepath.Base(path), b); err != nil {
 		return fmt.Errorf("daemon info: %w", err)
 	}
 	return nil
 }
 
-// ReadInfo reads the daemon info at path; a missing file is no info, not
-// an error.
+// ReadInfo reads the daemon info at path, relative to its directory walked
+// and checked as the lock's (openRuntimeDir); a missing file is no info,
+// not an error.
 func ReadInfo(path string) (*DaemonInfo, error) {
-	b, err := os.ReadFile(path)
-	if os.IsNotExist(err) {
+	d, err := openRuntimeDir(filepath.Dir(path), false, "daemon info")
+	if errors.Is(err, fs.ErrNotExist) {
+		return &DaemonInfo{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	return readInfoAt(d, filepath.Base(path))
+}
+
+// readInfoAt reads the daemon info file name in the runtime directory d.
+func readInfoAt(d *os.File, name string) (*DaemonInfo, error) {
+	b, err := readFileAt(d, name)
+	if errors.Is(err, fs.ErrNotExist) {
 		return &DaemonInfo{}, nil
 	}
 	if err != nil {
@@ -112,7 +129,7 @@ func ReadInfo(path string) (*DaemonInfo, error) {
 	}
 	var info DaemonInfo
 	if err := json.Unmarshal(b, &info); err != nil {
-		return nil, fmt.Errorf("daemon info: %s: %w", path, err)
+		return nil, fmt.Errorf("daemon info: %s: %w", filepath.Join(d.Name(), name), err)
 	}
 	return &info, nil
 }

@@ -5,11 +5,13 @@ package server
 import (
 	"errors"
 	"fmt"
-	"os"
+	"io/fs"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/seqknock/seqknock/internal/strictfile"
 	"golang.org/x/sys/unix"
 )
 
@@ -25,18 +27,21 @@ func ProbeDaemon(dir, table string, now time.Time) (DaemonState, *DaemonInfo, er
 		return DaemonState{}, nil, fmt.Errorf("daemon: %w", err)
 	}
 	// Only root (or the caller) can make a lock here that counts: in a
-	// directory someone else may write, anyone could hold a lock and pose
-	// as the daemon.
-	var dst unix.Stat_t
-	if err := unix.Lstat(dir, &dst); errors.Is(err, unix.ENOENT) {
+	// directory someone else may write or rename, anyone could hold a lock
+	// and pose as the daemon. The directory is walked and checked as
+	// LockTable's, and the lock and info files opened relative to it.
+	d, err := strictfile.OpenDir(dir, daemonUID(), false, func(st *unix.Stat_t) error {
+		return trustedDaemonFile(dir, st, unix.S_IFDIR)
+	})
+	if errors.Is(err, fs.ErrNotExist) {
 		return DaemonState{}, nil, nil
+	} else if errors.Is(err, strictfile.ErrRefused) {
+		return DaemonState{}, nil, fmt.Errorf("daemon: %w; cannot tell whether seqknockd runs", err)
 	} else if err != nil {
-		return DaemonState{}, nil, fmt.Errorf("daemon: %w", err)
-	}
-	if err := trustedDaemonFile(dir, &dst, unix.S_IFDIR); err != nil {
 		return DaemonState{}, nil, err
 	}
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	defer d.Close()
+	fd, err := unix.Openat(int(d.Fd()), filepath.Base(path), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if errors.Is(err, unix.ENOENT) {
 		return DaemonState{}, nil, nil
 	}
@@ -63,7 +68,7 @@ func ProbeDaemon(dir, table string, now time.Time) (DaemonState, *DaemonInfo, er
 	pid, _ := strconv.Atoi(strings.TrimSpace(string(b[:max(n, 0)])))
 	var info *DaemonInfo
 	if ip, err := InfoPath(dir, table); err == nil {
-		info, _ = ReadInfo(ip) // without it, status still knows the daemon lives
+		info, _ = readInfoAt(d, filepath.Base(ip)) // without it, status still knows the daemon lives
 	}
 	return daemonState(true, pid, info, now), info, nil
 }
@@ -72,7 +77,7 @@ func ProbeDaemon(dir, table string, now time.Time) (DaemonState, *DaemonInfo, er
 // with st, is of type typ, owned by root or the caller, and writable by no
 // one else.
 func trustedDaemonFile(path string, st *unix.Stat_t, typ uint32) error {
-	uid := os.Geteuid()
+	uid := daemonUID()
 	switch {
 	case st.Mode&unix.S_IFMT != typ:
 		return fmt.Errorf("daemon: %s: not a %s; cannot tell whether seqknockd runs", path, map[uint32]string{unix.S_IFDIR: "directory", unix.S_IFREG: "regular file"}[typ])

@@ -168,7 +168,7 @@ func TestStatusRefusesUserRuntimeDir(t *testing.T) {
 	})
 	for _, args := range [][]string{{"status"}, {"status", "--no-daemon"}, {"teardown"}} {
 		out, errOut, code := runBin(t, ns.Command(bin, append([]string{"--config", cfg}, append(args, "--runtime-dir", runDir)...)...))
-		if code != 1 || !strings.Contains(errOut, runDir+": owned by uid "+itoa(u.UID)+", not root") || strings.Contains(out, "seqknockd run, pid") {
+		if code != 1 || !strings.Contains(errOut, runDir+": ") || !strings.Contains(errOut, "owned by uid "+itoa(u.UID)+", not root") || strings.Contains(out, "seqknockd run, pid") {
 			t.Errorf("%v with the user's runtime directory: exit %d, stdout %q, stderr %q", args, code, out, errOut)
 		}
 	}

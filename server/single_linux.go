@@ -5,11 +5,13 @@ package server
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 
+	"github.com/seqknock/seqknock/internal/strictfile"
 	"golang.org/x/sys/unix"
 )
 
@@ -37,34 +39,25 @@ func NetNSInode() (uint64, error) {
 // kernel drops the lock then: no stale lock survives a crash). The lock is
 // an open file description lock (F_OFD_SETLK) on dir/run.TABLE.net-INODE.lock,
 // INODE being the namespace's (NetNSInode), which holds the holder's pid.
-// dir is created 0700 if missing, and must be owned by root or the
-// caller, and writable by no one else, so no other user can take or hold
-// the lock; the file is opened without following a symlink. A lock held
-// by another daemon is one line naming its pid, wrapping
+// dir is walked and checked by openRuntimeDir (created 0700 if missing),
+// so no other user can take or hold the lock, and the lock file is opened
+// relative to the directory checked, without following a symlink. A lock
+// held by another daemon is one line naming its pid, wrapping
 // ErrAlreadyRunning.
 func LockTable(dir, table string) (release func(), err error) {
 	ino, err := NetNSInode()
 	if err != nil {
 		return nil, fmt.Errorf("lock: %w", err)
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("lock: %w", err)
+	d, err := openRuntimeDir(dir, true, "lock")
+	if err != nil {
+		return nil, err
 	}
-	var dst unix.Stat_t
-	if err := unix.Lstat(dir, &dst); err != nil {
-		return nil, fmt.Errorf("lock: %w", err)
-	}
-	uid := os.Geteuid()
-	switch {
-	case dst.Mode&unix.S_IFMT != unix.S_IFDIR:
-		return nil, fmt.Errorf("lock: %s: not a directory", dir)
-	case dst.Uid != 0 && int(dst.Uid) != uid:
-		return nil, fmt.Errorf("lock: %s: owned by uid %d, not root or uid %d; run: chown root %s", dir, dst.Uid, uid, dir)
-	case dst.Mode&0o022 != 0:
-		return nil, fmt.Errorf("lock: %s: writable by group or others (mode %04o); run: chmod 700 %s", dir, dst.Mode&0o7777, dir)
-	}
-	path := filepath.Join(dir, fmt.Sprintf("run.%s.net-%d.lock", table, ino))
-	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0o600)
+	defer d.Close()
+	uid := daemonUID()
+	name := fmt.Sprintf("run.%s.net-%d.lock", table, ino)
+	path := filepath.Join(dir, name)
+	fd, err := unix.Openat(int(d.Fd()), name, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("lock: open %s: %w", path, err)
 	}
@@ -86,6 +79,78 @@ func LockTable(dir, table string) (release func(), err error) {
 		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
 	return func() { f.Close() }, nil
+}
+
+// openRuntimeDir opens the runtime directory dir, which holds the lock and
+// the info file, after walking every directory above it as key files are
+// walked (strictfile.OpenDir: from / without following a symlink, each
+// owned by root or the daemon's user and writable by no one else unless
+// sticky; with create, missing ones made mode 0700). dir itself must be a
+// directory of root's or the daemon's user that group and others cannot
+// write. Every file in it is then opened, renamed and removed relative to
+// the descriptor returned, so a directory swapped after the check is never
+// used. op prefixes the errors.
+func openRuntimeDir(dir string, create bool, op string) (*os.File, error) {
+	uid := daemonUID()
+	var bad error // the directory's own check's refusal, already prefixed
+	d, err := strictfile.OpenDir(dir, uid, create, func(st *unix.Stat_t) error {
+		switch {
+		case st.Uid != 0 && int(st.Uid) != uid:
+			bad = fmt.Errorf("%s: %s: owned by uid %d, not root or uid %d; run: chown root %s", op, dir, st.Uid, uid, dir)
+		case st.Mode&0o022 != 0:
+			bad = fmt.Errorf("%s: %s: writable by group or others (mode %04o); run: chmod 700 %s", op, dir, st.Mode&0o7777, dir)
+		}
+		return bad
+	})
+	if err != nil && err != bad {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	return d, err
+}
+
+// writeFileAt replaces the file name in the directory d with data, mode
+// 0600: a temporary file beside it, renamed over it, each relative to d.
+func writeFileAt(d *os.File, name string, data []byte) error {
+	dfd := int(d.Fd())
+	tmp := name + ".tmp"
+	fd, err := unix.Openat(dfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: filepath.Join(d.Name(), tmp), Err: err}
+	}
+	f := os.NewFile(uintptr(fd), filepath.Join(d.Name(), tmp))
+	_, werr := f.Write(data)
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		if err := unix.Renameat(dfd, tmp, dfd, name); err != nil {
+			werr = &os.LinkError{Op: "rename", Old: tmp, New: filepath.Join(d.Name(), name), Err: err}
+		}
+	}
+	if werr != nil {
+		unix.Unlinkat(dfd, tmp, 0)
+	}
+	return werr
+}
+
+// readFileAt reads the regular file name in the directory d, opened
+// without following a symlink or blocking; a missing file is an error
+// wrapping fs.ErrNotExist.
+func readFileAt(d *os.File, name string) ([]byte, error) {
+	path := filepath.Join(d.Name(), name)
+	fd, err := unix.Openat(int(d.Fd()), name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		if err == nil {
+			err = errors.New("not a regular file")
+		}
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return io.ReadAll(f)
 }
 
 // holder reads the pid the lock's holder wrote in f.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"sort"
 	"time"
@@ -169,7 +168,12 @@ func LoadState(path, table string) (*State, error) {
 	if path == "" || path == NoState {
 		return st, nil
 	}
-	f, err := os.OpenFile(path, os.O_RDONLY|syscallNoFollow|syscallNonBlock, 0)
+	dir, err := openStateDir(filepath.Dir(path), false)
+	if err != nil {
+		return st, fmt.Errorf("state %s: %w", path, err)
+	}
+	defer dir.Close()
+	f, err := openStateFile(dir, filepath.Base(path))
 	if err != nil {
 		return st, fmt.Errorf("state %s: %w", path, err)
 	}
@@ -264,23 +268,25 @@ func VetState(st *State, err error, now time.Time, window time.Duration, max int
 // CheckStateDir makes sure the directory of the state file path exists
 // (created 0700) and that only its owner can use it: it must be a
 // directory owned by root or the daemon's user, with no permission for
-// group or others. Anyone else who can write there could replace the
-// state and revive spent knocks.
+// group or others, and so must every directory above it (owned by root or
+// the daemon's user, writable by no one else unless sticky; see
+// openStateDir). Anyone else who can write there, or rename the directory
+// or one above it, could replace the state and revive spent knocks.
 func CheckStateDir(path string) error {
 	if path == "" || path == NoState {
 		return nil
 	}
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("state directory %s: %w", dir, err)
+	dir, err := openStateDir(filepath.Dir(path), true)
+	if err != nil {
+		return err
 	}
-	return checkStateDir(dir)
+	return dir.Close()
 }
 
 // Save writes the state to path atomically: a new file beside it, written,
-// synced and closed, renamed over the old one, then the directory synced.
-// Any error leaves the old file as it was. The file is mode 0600; the
-// directory must pass CheckStateDir.
+// synced and closed, renamed over the old one, then the directory synced,
+// every step relative to the directory CheckStateDir checks. Any error
+// leaves the old file as it was. The file is mode 0600.
 func (st *State) Save(path string) error {
 	if path == "" || path == NoState {
 		return nil
@@ -299,52 +305,13 @@ func (st *State) Save(path string) error {
 	if err != nil {
 		return fmt.Errorf("state %s: %w", path, err)
 	}
-	if err := CheckStateDir(path); err != nil {
+	dir, err := openStateDir(filepath.Dir(path), true)
+	if err != nil {
 		return err
 	}
-	if err := writeAtomic(path, append(b, '\n')); err != nil {
+	defer dir.Close()
+	if err := writeAtomic(dir, filepath.Base(path), append(b, '\n')); err != nil {
 		return fmt.Errorf("state %s: %w", path, err)
 	}
 	return nil
-}
-
-// writeAtomic replaces path with data: temp file, write, fsync, close,
-// rename, fsync of the directory, each error checked; the temp file is
-// removed on failure.
-func writeAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".state-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	renamed := false
-	defer func() {
-		if !renamed {
-			os.Remove(tmp)
-		}
-	}()
-	_, werr := f.Write(data)
-	if werr == nil {
-		werr = f.Sync()
-	}
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr != nil {
-		return werr
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	renamed = true
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	serr := d.Sync()
-	if cerr := d.Close(); serr == nil {
-		serr = cerr
-	}
-	return serr
 }

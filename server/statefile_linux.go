@@ -3,36 +3,112 @@
 package server
 
 import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
 
+	"github.com/seqknock/seqknock/internal/strictfile"
 	"golang.org/x/sys/unix"
 )
 
-// The open flags of the state file: a symlink or a FIFO planted in its
-// place is refused, not followed or waited on.
-const (
-	syscallNoFollow = unix.O_NOFOLLOW
-	syscallNonBlock = unix.O_NONBLOCK
-)
+// daemonUID is the user who, besides root, may own the directories the
+// state and runtime directories are walked through: the daemon's. A seam
+// for tests.
+var daemonUID = os.Geteuid
 
-func checkStateDir(dir string) error {
-	var st unix.Stat_t
-	if err := unix.Lstat(dir, &st); err != nil {
-		return fmt.Errorf("state directory %s: %w", dir, err)
+// openStateDir opens the state directory dir (strictfile.OpenDir: every
+// directory above it walked from / without following a symlink, each owned
+// by root or the daemon's user and writable by no one else unless sticky;
+// with create, missing ones made mode 0700), and checks that it is a
+// directory of root's or the daemon's user, mode 0700. The state file is
+// then read, written, renamed and removed relative to the descriptor
+// returned, so a directory swapped for another after the check is never
+// used.
+func openStateDir(dir string, create bool) (*os.File, error) {
+	uid := daemonUID()
+	f, err := strictfile.OpenDir(dir, uid, create, func(st *unix.Stat_t) error {
+		switch {
+		case st.Uid != 0 && int(st.Uid) != uid:
+			return fmt.Errorf("state directory %s is owned by uid %d, not root: chown root: %s", dir, st.Uid, dir)
+		case st.Mode&0o077 != 0:
+			return fmt.Errorf("state directory %s is mode %#o, open to group or others: chmod 0700 %s", dir, st.Mode&0o7777, dir)
+		}
+		return nil
+	})
+	if errors.Is(err, strictfile.ErrRefused) || errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("state directory %w", err)
 	}
-	euid := uint32(os.Geteuid())
-	switch {
-	case st.Mode&unix.S_IFMT != unix.S_IFDIR:
-		return fmt.Errorf("state directory %s is not a directory (a symlink?): make it a directory of root's, mode 0700", dir)
-	case st.Uid != 0 && st.Uid != euid:
-		return fmt.Errorf("state directory %s is owned by uid %d, not root: chown root: %s", dir, st.Uid, dir)
-	case st.Mode&0o077 != 0:
-		return fmt.Errorf("state directory %s is mode %#o, open to group or others: chmod 0700 %s", dir, st.Mode&0o7777, dir)
+	return f, err
+}
+
+// openStateFile opens the state file name in the directory dir for
+// reading, without following a symlink or blocking.
+func openStateFile(dir *os.File, name string) (*os.File, error) {
+	fd, err := unix.Openat(int(dir.Fd()), name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: filepath.Join(dir.Name(), name), Err: err}
 	}
-	return nil
+	return os.NewFile(uintptr(fd), filepath.Join(dir.Name(), name)), nil
+}
+
+// writeAtomic replaces the file name in the directory dir with data: a
+// temporary file made beside it, written, fsynced and closed, renamed over
+// name, then the directory fsynced; each error is checked and the
+// temporary file removed on failure. Every step is relative to dir.
+func writeAtomic(dir *os.File, name string, data []byte) error {
+	dfd := int(dir.Fd())
+	var rnd [8]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return err
+	}
+	tmp := ".state-" + hex.EncodeToString(rnd[:])
+	fd, err := unix.Openat(dfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return &os.PathError{Op: "create", Path: filepath.Join(dir.Name(), tmp), Err: err}
+	}
+	f := os.NewFile(uintptr(fd), filepath.Join(dir.Name(), tmp))
+	renamed := false
+	defer func() {
+		if !renamed {
+			unix.Unlinkat(dfd, tmp, 0)
+		}
+	}()
+	_, werr := f.Write(data)
+	if werr == nil {
+		werr = f.Sync()
+	}
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		return werr
+	}
+	if err := unix.Renameat(dfd, tmp, dfd, name); err != nil {
+		return &os.LinkError{Op: "rename", Old: tmp, New: filepath.Join(dir.Name(), name), Err: err}
+	}
+	renamed = true
+	return dir.Sync()
+}
+
+// removeState removes the state file path relative to its directory,
+// walked as openStateDir walks it. The directory's own mode is not held
+// against it (the save that failed may have failed on it): removing a
+// stale state only makes the next start fail closed.
+func removeState(path string) error {
+	dir, err := strictfile.OpenDir(filepath.Dir(path), daemonUID(), false, func(*unix.Stat_t) error { return nil })
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	if err := unix.Unlinkat(int(dir.Fd()), filepath.Base(path), 0); err != nil {
+		return &os.PathError{Op: "remove", Path: path, Err: err}
+	}
+	return dir.Sync()
 }
 
 // NetNSName names the network namespace the calling thread is in, for the

@@ -68,8 +68,9 @@ func OpenOwned(path string, uid int) (*os.File, error) {
 // once, and its descriptor kept until Close, so the files of one directory
 // (a config's thousands of key files) cost one open each.
 type Dirs struct {
-	uid int
-	fds map[string]int // checked directories, by resolved path
+	uid    int
+	create bool           // make missing directories (OpenDir)
+	fds    map[string]int // checked directories, by resolved path
 }
 
 // NewDirs returns a Dirs checking ownership against uid.
@@ -145,6 +146,9 @@ func (d *Dirs) dir(dir, file string) (int, error) {
 		return -1, err
 	}
 	fd, err := unix.Openat(parent, filepath.Base(dir), unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) && d.create {
+		fd, err = d.openat(parent, filepath.Base(dir))
+	}
 	if err != nil {
 		return -1, openError(dir, err)
 	}
@@ -162,6 +166,11 @@ func checkDir(fd int, name, file string, uid int) error {
 	if err := unix.Fstat(fd, &st); err != nil {
 		return &os.PathError{Op: "stat", Path: name, Err: err}
 	}
+	return checkStat(&st, name, file, uid)
+}
+
+// checkStat is checkDir's rule on the directory name's fstat.
+func checkStat(st *unix.Stat_t, name, file string, uid int) error {
 	if st.Uid != 0 && int(st.Uid) != uid {
 		return refuse(file, fmt.Sprintf("directory %s is owned by uid %d, not root or uid %d; run: chown root %s", name, st.Uid, uid, name))
 	}
@@ -208,4 +217,89 @@ func openError(path string, err error) error {
 		return refuse(path, "is a symlink, which is not followed; name the file it points to")
 	}
 	return &os.PathError{Op: "open", Path: path, Err: err}
+}
+
+// OpenDir opens the directory path for use as the base of *at calls
+// (openat, renameat, unlinkat), after walking every directory above it as
+// OpenOwned does: each opened relative to the one above without following
+// a symlink, owned by root or uid, and not writable by group or others
+// unless sticky. The directories above it are first resolved (symlinks
+// there are allowed); path itself is opened without following a symlink,
+// so a directory swapped for a symlink is refused, and the descriptor
+// returned stays on the directory checked whatever later happens to its
+// name. With create, missing directories are made mode 0700 on the way
+// down, each relative to the one above. check vets path's own fstat (nil:
+// the rule of the directories above); its error is returned as is.
+func OpenDir(path string, uid int, create bool, check func(*unix.Stat_t) error) (*os.File, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	abs = filepath.Clean(abs)
+	if abs == "/" {
+		return nil, refuse(path, "is /; name a directory of its own")
+	}
+	parent, base := filepath.Split(abs)
+	parent, err = resolveExisting(parent)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	d := NewDirs(uid)
+	d.create = create
+	defer d.Close()
+	pfd, err := d.dir(parent, path)
+	if err != nil {
+		return nil, err
+	}
+	fd, err := d.openat(pfd, base)
+	if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
+		return nil, refuse(path, "is not a directory (a symlink, which is not followed?); name a directory of root's")
+	}
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, &os.PathError{Op: "stat", Path: path, Err: err}
+	}
+	if check == nil {
+		check = func(st *unix.Stat_t) error { return checkStat(st, path, path, uid) }
+	}
+	if err := check(&st); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), path), nil
+}
+
+// openat opens the directory name in the directory at parent without
+// following a symlink, first making it (mode 0700) when d creates missing
+// directories. The descriptor can be read and fsynced, and is the base of
+// *at calls.
+func (d *Dirs) openat(parent int, name string) (int, error) {
+	const flags = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	fd, err := unix.Openat(parent, name, flags, 0)
+	if errors.Is(err, unix.ENOENT) && d.create {
+		if err := unix.Mkdirat(parent, name, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
+			return -1, err
+		}
+		fd, err = unix.Openat(parent, name, flags, 0)
+	}
+	return fd, err
+}
+
+// resolveExisting resolves the symlinks of dir's longest existing prefix
+// and appends the rest as it is: the directories a create walk will make.
+func resolveExisting(dir string) (string, error) {
+	dir = filepath.Clean(dir)
+	r, err := filepath.EvalSymlinks(dir)
+	if err == nil || !errors.Is(err, os.ErrNotExist) || dir == "/" {
+		return r, err
+	}
+	up, err := resolveExisting(filepath.Dir(dir))
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(up, filepath.Base(dir)), nil
 }

@@ -233,3 +233,60 @@ func TestDirsReuse(t *testing.T) {
 		t.Errorf("the refused %s kept as checked", u.Home)
 	}
 }
+
+// TestOpenDir: OpenDir refuses a directory below one a real unprivileged
+// user owns (the user could rename it and put another in its place),
+// naming that directory and the fix, before it makes anything; refuses a
+// symlink in the directory's place; makes missing directories 0700 on
+// the way down; and its descriptor stays on the directory it checked
+// after the name is swapped for a symlink to another.
+func TestOpenDir(t *testing.T) {
+	u := netnstest.NewUser(t)
+	uid := os.Geteuid()
+	under := filepath.Join(u.Home, "state", "deeper")
+	_, err := OpenDir(under, uid, true, nil)
+	wantRefused(t, "a directory below the user's home", err, "directory "+u.Home+" is owned by uid "+itoa(u.UID)+", not root or uid 0; run: chown root "+u.Home)
+	if _, err := os.Lstat(filepath.Join(u.Home, "state")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a refused walk made a directory: %v", err)
+	}
+
+	root := t.TempDir()
+	made := filepath.Join(root, "a", "b")
+	d, err := OpenDir(made, uid, true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{filepath.Join(root, "a"), made} {
+		if fi, err := os.Lstat(p); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 {
+			t.Errorf("%s: %v, %v; want a directory made mode 0700", p, fi, err)
+		}
+	}
+	// Swap the name for a symlink to another directory: the descriptor
+	// still names the one checked, and the name is now refused.
+	other := filepath.Join(root, "other")
+	os.Mkdir(other, 0o700)
+	if err := os.Rename(made, filepath.Join(root, "a", "old")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(other, made); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := syscall.Openat(int(d.Fd()), "f", syscall.O_CREAT|syscall.O_WRONLY|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	syscall.Close(fd)
+	d.Close()
+	if _, err := os.Stat(filepath.Join(root, "a", "old", "f")); err != nil {
+		t.Errorf("the file made through the descriptor is not in the directory checked: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(other, "f")); err == nil {
+		t.Error("the file made through the descriptor followed the swapped name")
+	}
+	_, err = OpenDir(made, uid, false, nil)
+	wantRefused(t, "a symlink in the directory's place", err, made+": is not a directory")
+	// A missing directory without create is not made, and not found.
+	if _, err := OpenDir(filepath.Join(root, "none"), uid, false, nil); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a missing directory without create: %v, want not found", err)
+	}
+}

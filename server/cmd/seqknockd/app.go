@@ -83,7 +83,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 	}
 	stateDirFlag := &cli.StringFlag{
 		Name: "state-dir", Value: server.DefaultStateDir, EnvVars: []string{"SEQKNOCKD_STATE_DIR"},
-		Usage: "`DIR` of the default state file: root's, mode 0700 (refused otherwise)",
+		Usage: "`DIR` of the default state file: root's, mode 0700, every directory above root's and not group- or other-writable (refused otherwise)",
 	}
 	app := &cli.App{
 		Name:  "seqknockd",
@@ -154,7 +154,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					&cli.StringFlag{Name: "metrics-textfile", EnvVars: []string{"SEQKNOCKD_METRICS_TEXTFILE"},
 						Usage: "write the metrics to `FILE` for node_exporter's textfile collector, at every sync and every 10s"},
 					&cli.StringFlag{Name: "runtime-dir", Value: server.DefaultRuntimeDir, EnvVars: []string{"SEQKNOCKD_RUNTIME_DIR"},
-						Usage: "keep in `DIR` (created 0700) the lock that makes this the only `seqknockd run` of its table in its network namespace"},
+						Usage: "keep in `DIR` (created 0700; it and every directory above root's, not group- or other-writable) the lock that makes this the only `seqknockd run` of its table in its network namespace"},
 				},
 				Action: func(c *cli.Context) error {
 					if err := noArgs(c); err != nil {
