@@ -193,7 +193,7 @@ func BenchmarkDial(b *testing.B) {
 	// benchmark's thread locked to the namespace among the server's
 	// goroutines; and beside them the floor of a broker request here: a
 	// bare Unix SOCK_SEQPACKET round trip to a process that serves its
-	// socket as the broker's accepting thread does and does nothing else
+	// socket with the least work a server can do and nothing else
 	// (client/testdata/echoseq).
 	echo := startEchoSeq(b)
 	loop := netnstest.Build(b, "client/testdata/dialloop")

@@ -6,11 +6,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/user"
 	"strconv"
 	"strings"
-	"sync/atomic"
+
 	"syscall"
 	"time"
 
@@ -21,11 +23,8 @@ import (
 const BrokerTimeout = 2 * time.Second
 
 // BrokerClient asks a broker to set the ISN of this process's sockets.
-// Each request has a connection of its own. The request goes out right
-// after connect() and the write side is shut at once, so the broker,
-// woken by the connection, finds the request there and the end of the
-// connection after it, and answers it on the spot (greeting and answer
-// together): one local round trip.
+// Each request has a connection of its own: connect, the request, the
+// write side shut, then the greeting and the answer.
 type BrokerClient struct {
 	Path string
 	// noPick leaves the source port to the broker (a client from before
@@ -51,8 +50,7 @@ func (e *BrokerError) Error() string {
 	return "broker " + e.Path + ": " + e.Reason
 }
 
-// Available says, without connecting (a connection wakes the broker,
-// which is to find the request there when it does), whether this process
+// Available says, without connecting, whether this process
 // could connect to the broker: a socket at the path that it may write to.
 // No broker, or a socket mode that keeps the user out, fails here, at
 // once; the broker's own answer comes with the first request.
@@ -85,8 +83,8 @@ func (b *BrokerClient) connectError(err error) *BrokerError {
 // Check connects to the broker and waits for its greeting, "ok" when it
 // will serve this process. No socket is sent.
 func (b *BrokerClient) Check() error {
-	return b.retryBusy(func(c *brokerConn) error {
-		if err := unix.Shutdown(c.fd, unix.SHUT_WR); err != nil {
+	return b.retryBusy(func(c *net.UnixConn) error {
+		if err := c.CloseWrite(); err != nil {
 			return &BrokerError{Path: b.Path, Reason: errReason(err)}
 		}
 		return b.answer(c, nil)
@@ -199,11 +197,11 @@ func (b *BrokerClient) setISNFrom(fd int, isn uint32, sport uint16) error {
 	binary.BigEndian.PutUint32(msg[len(brokerMagic):], isn)
 	binary.BigEndian.PutUint16(msg[brokerRequestLen:], sport)
 	rights := unix.UnixRights(fd)
-	return b.retryBusy(func(c *brokerConn) error {
-		werr := c.send(msg[:], rights)
+	return b.retryBusy(func(c *net.UnixConn) error {
+		_, _, werr := c.WriteMsgUnix(msg[:], rights, nil)
 		if werr == nil {
 			// The last request: the broker sees the end right after it.
-			werr = unix.Shutdown(c.fd, unix.SHUT_WR)
+			werr = c.CloseWrite()
 		}
 		// The greeting, then the answer. A broker that refuses (not a
 		// member, busy) answers and closes without reading what was sent:
@@ -219,13 +217,13 @@ func (b *BrokerClient) setISNFrom(fd int, isn uint32, sport uint16) error {
 // with "busy" (too many connections in flight), or whose backlog is full,
 // is connected to again and do repeated, after 1 ms doubling, for up to
 // BrokerTimeout.
-func (b *BrokerClient) retryBusy(do func(c *brokerConn) error) error {
+func (b *BrokerClient) retryBusy(do func(c *net.UnixConn) error) error {
 	deadline := time.Now().Add(BrokerTimeout)
 	for wait := time.Millisecond; ; wait *= 2 {
 		c, err := b.dial(deadline)
 		if err == nil {
 			err = do(c)
-			c.close()
+			c.Close()
 		}
 		var be *BrokerError
 		if err == nil || !errors.As(err, &be) || !strings.HasPrefix(be.Reason, brokerRefused+"busy") || time.Now().Add(wait).After(deadline) {
@@ -235,131 +233,35 @@ func (b *BrokerClient) retryBusy(do func(c *brokerConn) error) error {
 	}
 }
 
-// brokerConn is one connection to the broker: a non-blocking
-// SOCK_SEQPACKET socket, sent on directly. Its answer comes within
-// microseconds, and a goroutine parked in Go's network poller costs more
-// than that in thread hand-offs (twice as much when the caller's thread
-// is locked, as a dial made inside a network namespace's thread is), so a
-// request waits with poll(2) on its own thread, holding it for at most
-// BrokerTimeout. Only maxThreadWaits requests of a process wait that way
-// at once; the others wait in the network poller, so many requests at
-// once (a flood of dials in one process) hold goroutines, not threads.
-type brokerConn struct {
-	fd       int
-	f        *os.File // made for a wait in the network poller
-	deadline time.Time
-}
-
-// threadWaits counts this process's requests waiting in poll(2).
-var threadWaits atomic.Int32
-
-const maxThreadWaits = 4
-
-// dial connects to the broker; a full backlog is a "busy" refusal.
-func (b *BrokerClient) dial(deadline time.Time) (*brokerConn, error) {
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
-	if err != nil {
-		return nil, &BrokerError{Path: b.Path, Reason: "socket: " + errReason(err)}
-	}
-	for {
-		err = unix.Connect(fd, &unix.SockaddrUnix{Name: b.Path})
-		if err != unix.EINTR {
-			break
-		}
-	}
-	if err == unix.EAGAIN {
-		unix.Close(fd)
+// dial connects to the broker, every later read and write bounded by
+// deadline; a full backlog is a "busy" refusal.
+func (b *BrokerClient) dial(deadline time.Time) (*net.UnixConn, error) {
+	d := net.Dialer{Deadline: deadline}
+	c, err := d.Dial("unixpacket", b.Path)
+	if errors.Is(err, unix.EAGAIN) {
 		return nil, &BrokerError{Path: b.Path, Reason: brokerRefused + "busy: the broker's backlog is full"}
 	}
 	if err != nil {
-		unix.Close(fd)
 		return nil, b.connectError(err)
 	}
-	return &brokerConn{fd: fd, deadline: deadline}, nil
-}
-
-func (c *brokerConn) send(msg, oob []byte) error {
-	for {
-		// A fresh connection: the broker's queue for it is empty.
-		err := unix.Sendmsg(c.fd, msg, oob, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
-		if err != unix.EINTR {
-			return err
-		}
-	}
-}
-
-// recv reads one message, waiting until the deadline in poll(2) or, with
-// maxThreadWaits other requests waiting so already, in the network
-// poller. An answer already there costs no more than the read.
-func (c *brokerConn) recv(buf []byte) (int, error) {
-	n, _, _, err := recvDontwait(c.fd, buf, nil, 0)
-	if err != unix.EAGAIN && err != unix.EINTR {
-		return n, err
-	}
-	defer threadWaits.Add(-1)
-	if threadWaits.Add(1) > maxThreadWaits {
-		return c.recvPoller(buf)
-	}
-	for {
-		left := time.Until(c.deadline)
-		if left <= 0 {
-			return 0, os.ErrDeadlineExceeded
-		}
-		// Whole milliseconds, rounded up: poll never returns early.
-		ms := int((left + time.Millisecond - 1) / time.Millisecond)
-		pfd := []unix.PollFd{{Fd: int32(c.fd), Events: unix.POLLIN}}
-		if _, err := unix.Poll(pfd, ms); err != nil && err != unix.EINTR {
-			return 0, err
-		}
-		n, _, _, err := recvDontwait(c.fd, buf, nil, 0)
-		if err != unix.EAGAIN && err != unix.EINTR {
-			return n, err
-		}
-	}
-}
-
-// recvPoller waits for a message in Go's network poller.
-func (c *brokerConn) recvPoller(buf []byte) (int, error) {
-	if c.f == nil {
-		c.f = os.NewFile(uintptr(c.fd), "seqknock broker")
-	}
-	rc, err := c.f.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
-	c.f.SetReadDeadline(c.deadline)
-	var n int
-	var rerr error
-	if err := rc.Read(func(fd uintptr) bool {
-		n, _, _, rerr = recvDontwait(int(fd), buf, nil, 0)
-		return rerr != unix.EAGAIN && rerr != unix.EINTR
-	}); err != nil {
-		return 0, err
-	}
-	return n, rerr
-}
-
-func (c *brokerConn) close() {
-	if c.f != nil {
-		c.f.Close()
-		return
-	}
-	unix.Close(c.fd)
+	uc := c.(*net.UnixConn)
+	uc.SetDeadline(deadline)
+	return uc, nil
 }
 
 // answer reads one answer (the greeting, or that of a request). After a
 // refusal the broker closes: its answer comes after the reset its close
 // reports, and after a failed write (werr).
-func (b *BrokerClient) answer(c *brokerConn, werr error) error {
+func (b *BrokerClient) answer(c *net.UnixConn, werr error) error {
 	var buf [brokerMaxReply]byte
-	n, err := c.recv(buf[:])
-	if err == unix.ECONNRESET {
-		n, err = c.recv(buf[:])
+	n, _, _, err := readMsg(c, buf[:], nil)
+	if errors.Is(err, syscall.ECONNRESET) {
+		n, _, _, err = readMsg(c, buf[:], nil)
 	}
 	if err != nil || n == 0 {
 		if werr != nil {
 			err = werr
-		} else if err == nil {
+		} else if err == nil || err == io.EOF {
 			err = errors.New("closed without an answer")
 		}
 		return &BrokerError{Path: b.Path, Reason: errReason(err)}

@@ -104,26 +104,17 @@
 // On connecting, the caller first gets a greeting, an answer: "ok" when it
 // will be served, or a refusal, after which the broker closes. The client
 // (BrokerClient) makes one connection per request: connect, the request,
-// shutdown(SHUT_WR), then the greeting and the answer: one local round
-// trip per dial. A check is a connection shut without a request, answered
-// by the greeting alone.
+// shutdown(SHUT_WR), then the greeting and the answer. A check is a
+// connection shut without a request, answered by the greeting alone.
 // Before a dial spends a slot it only checks that the socket exists and
-// that it may connect to it (Available; no connection, which would wake
-// the broker before the request is there).
+// that it may connect to it (Available; no connection).
 //
-// The broker accepts on one OS thread of its own (poll and accept4, not
-// Go's network poller, at SCHED_BATCH so that a caller's connect() does
-// not hand it the CPU before the request is sent) and answers a request
-// that is already there on the spot, with calls that never block; the
-// greeting and the answer leave in one sendmmsg. Any other connection
-// goes on in a goroutine of its own (poll with the read deadline), so a
-// slow caller blocks no one. "Never block" has one exception: the
-// broker's calls on a socket wait for the socket's lock, which another
-// thread of the caller can hold as long as it likes (a setsockopt whose
-// copy from memory waits on a page of a FUSE file it serves); a
-// connection that holds the accepting thread 100 ms has another thread
-// take over accepting, and the held one ends with that connection
-// (TestBrokerLockedSocket).
+// Both sides wait in Go's network poller, every read and write with a
+// deadline. The broker serves each connection in a goroutine of its own,
+// so a slow caller blocks no one, and neither does one whose socket's lock
+// another of its threads holds (a setsockopt whose copy from memory waits
+// on a page of a FUSE file it serves): that holds one goroutine's thread,
+// never the accepting one (TestBrokerLockedSocket).
 //
 //	check:   "skb1"                               (4 bytes, no descriptor)
 //	set ISN: "skb1" || u32be(isn) [|| u16be(sport)] (8 or 10 bytes) + exactly one descriptor (SCM_RIGHTS)
