@@ -1,6 +1,6 @@
 //go:build linux
 
-package client
+package broker
 
 import (
 	"context"
@@ -21,34 +21,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The broker's wire format (see doc.go, "The broker").
-const (
-	brokerMagic      = "skb1"
-	brokerRequestLen = 8   // magic, u32be ISN
-	brokerPortLen    = 10  // magic, u32be ISN, u16be source port
-	brokerMaxReply   = 256 // bytes of one answer
-	brokerOK         = "ok"
-	brokerRefused    = "refused: "
-	// brokerPortInUse, followed by the port, refuses a source port that
-	// is in use here: the client skips that knock's slot.
-	brokerPortInUse = brokerRefused + "source port in use: "
-	// brokerNotMember ends the refusal of a caller outside the group,
-	// followed by the group's name: the client names it in its advice.
-	brokerNotMember = " is neither root nor in group "
-	// brokerMaxFDs is how many descriptors one read makes room for, so
-	// that a request carrying more than one is seen (and every one of them
-	// closed) rather than cut by the kernel.
-	brokerMaxFDs = 8
-	// brokerMaxRequests bounds the requests of one connection.
-	brokerMaxRequests = 64
-	// brokerMinPort is the lowest source port a request may name: the
-	// ports below it are privileged, and no knock reserves one.
-	brokerMinPort = 1024
-)
-
-// Broker lends one privilege: it sets the initial sequence number of a TCP
+// Server lends one privilege: it sets the initial sequence number of a TCP
 // socket its caller sends it, for root and the members of one group.
-type Broker struct {
+type Server struct {
 	// GID is the group whose members may ask (root always may).
 	GID int
 	// GroupName names it in refusals.
@@ -82,7 +57,7 @@ type Broker struct {
 	suppressed int
 }
 
-func (b *Broker) defaults() {
+func (b *Server) defaults() {
 	if b.ReadTimeout == 0 {
 		b.ReadTimeout = 2 * time.Second
 	}
@@ -112,7 +87,7 @@ func (b *Broker) defaults() {
 // goroutine, not the broker. A caller whose socket keeps that goroutine's
 // thread waiting (its lock held by another of the caller's threads) holds
 // one thread, never the accepting one.
-func (b *Broker) Serve(ctx context.Context, ln *net.UnixListener) error {
+func (b *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 	b.defaults()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -165,24 +140,8 @@ func dupListener(ln *net.UnixListener) (int, error) {
 	return fd, err
 }
 
-// readMsg reads one message of a SOCK_SEQPACKET connection, read again
-// once when it reports the end of the connection: the kernel looks at the
-// queue before it looks for the peer's shutdown, so a read that runs
-// while the peer sends its last message and shuts down (or closes) can
-// report the end with that message in the queue; the second read finds
-// it. The end is io.EOF.
-func readMsg(c *net.UnixConn, p, oob []byte) (n, oobn, flags int, err error) {
-	for range 2 {
-		n, oobn, flags, _, err = c.ReadMsgUnix(p, oob)
-		if err != nil && err != io.EOF || n > 0 || oobn > 0 {
-			return n, oobn, flags, err
-		}
-	}
-	return n, oobn, flags, err
-}
-
 // admit takes a slot for a connection of uid, or says why not.
-func (b *Broker) admit(uid uint32) string {
+func (b *Server) admit(uid uint32) string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.inFlight >= b.MaxInFlight {
@@ -199,7 +158,7 @@ func (b *Broker) admit(uid uint32) string {
 	return ""
 }
 
-func (b *Broker) release(uid uint32) {
+func (b *Server) release(uid uint32) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.inFlight--
@@ -213,7 +172,7 @@ func (b *Broker) release(uid uint32) {
 
 // refusedLog logs a refusal, at most 10 lines a second; the lines left out
 // are counted in the next one.
-func (b *Broker) refusedLog(why string, args ...any) {
+func (b *Server) refusedLog(why string, args ...any) {
 	b.mu.Lock()
 	now := time.Now()
 	if now.Sub(b.logged) >= time.Second {
@@ -237,7 +196,7 @@ func (b *Broker) refusedLog(why string, args ...any) {
 // the broker: root, or a member of the group (its effective gid or one of
 // its supplementary groups, as they were when it connected; those are
 // read, SO_PEERGROUPS, only when the uid and gid do not settle it).
-func (b *Broker) allowed(cfd int, cred *unix.Ucred) (bool, error) {
+func (b *Server) allowed(cfd int, cred *unix.Ucred) (bool, error) {
 	if cred.Uid == 0 || cred.Gid == uint32(b.GID) {
 		return true, nil
 	}
@@ -256,7 +215,7 @@ func (b *Broker) allowed(cfd int, cred *unix.Ucred) (bool, error) {
 // serveConn serves one connection (closed when it returns): the caller's
 // credentials, the admission, the greeting, then up to brokerMaxRequests
 // requests, each waited for up to ReadTimeout.
-func (b *Broker) serveConn(c *net.UnixConn) {
+func (b *Server) serveConn(c *net.UnixConn) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(b.ReadTimeout))
 	rc, err := c.SyscallConn()
@@ -321,7 +280,7 @@ func (b *Broker) serveConn(c *net.UnixConn) {
 
 // handle answers one request: the message bytes and the descriptors it
 // carried (all closed by the caller afterwards, whatever the answer).
-func (b *Broker) handle(msg []byte, fds []int, flags int, rightsErr error) string {
+func (b *Server) handle(msg []byte, fds []int, flags int, rightsErr error) string {
 	switch {
 	case len(msg) < len(brokerMagic) || string(msg[:len(brokerMagic)]) != brokerMagic:
 		return brokerRefused + "not a seqknock broker request"
@@ -562,6 +521,10 @@ func bindSource(fd int, sport uint16) error {
 	return nil
 }
 
+// tcpSendQueue is TCP_SEND_QUEUE, the TCP_REPAIR_QUEUE value that selects
+// the send queue; x/sys/unix does not define it.
+const tcpSendQueue = 2
+
 // applyISN is the broker's TCP_REPAIR sequence on a socket its caller
 // still holds, and so may use at the same time. A socket in repair mode
 // is a privilege of its own: connect() makes it established without a
@@ -631,12 +594,12 @@ func disarm(fd int, err error) error {
 	return fmt.Errorf("%w; the socket could not be disconnected", err)
 }
 
-// ListenBroker listens on path, a Unix SOCK_SEQPACKET socket of mode 0660
+// Listen listens on path, a Unix SOCK_SEQPACKET socket of mode 0660
 // and group gid, in a directory it makes (0755) if missing. An old socket
 // at path is replaced; anything else there (a symbolic link, a file) is
 // refused, as is a directory that others may write to. Closing the
 // listener leaves the file: its maker removes it when the broker is done.
-func ListenBroker(path string, gid int) (*net.UnixListener, error) {
+func Listen(path string, gid int) (*net.UnixListener, error) {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
@@ -709,17 +672,4 @@ func ActivatedListener() (*net.UnixListener, error) {
 		return nil, errors.New("broker: activated socket: want a Unix SOCK_SEQPACKET socket (ListenSequentialPacket=)")
 	}
 	return ul, nil
-}
-
-// CheckBrokerCapability says whether this process may serve as the
-// broker: CAP_NET_ADMIN in its effective set (CheckCapability, which opens
-// no socket: the broker's unit allows only Unix sockets).
-func CheckBrokerCapability() error {
-	if err := CheckCapability(); err != nil {
-		if errors.Is(err, ErrNoCapability) {
-			return errors.New("broker: needs CAP_NET_ADMIN: run it as root, or start seqknock-broker.socket")
-		}
-		return fmt.Errorf("broker: %w", err)
-	}
-	return nil
 }

@@ -1,9 +1,8 @@
 //go:build linux
 
-package client
+package broker
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -19,13 +18,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// BrokerTimeout bounds one exchange with the broker.
-const BrokerTimeout = 2 * time.Second
+// Timeout bounds one exchange with the broker.
+const Timeout = 2 * time.Second
 
-// BrokerClient asks a broker to set the ISN of this process's sockets.
+// Client asks a broker to set the ISN of this process's sockets.
 // Each request has a connection of its own: connect, the request, the
 // write side shut, then the greeting and the answer.
-type BrokerClient struct {
+type Client struct {
 	Path string
 	// noPick leaves the source port to the broker (a client from before
 	// pickPort): only a benchmark's baseline sets it.
@@ -35,8 +34,8 @@ type BrokerClient struct {
 	pick func(fd int) (uint16, error)
 }
 
-// BrokerError is the broker's refusal, or why it could not be asked.
-type BrokerError struct {
+// Error is the broker's refusal, or why it could not be asked.
+type Error struct {
 	Path   string
 	Reason string
 	// Missing says there is no broker at Path.
@@ -46,15 +45,22 @@ type BrokerError struct {
 	Group string
 }
 
-func (e *BrokerError) Error() string {
+func (e *Error) Error() string {
 	return "broker " + e.Path + ": " + e.Reason
 }
+
+// Busy says the broker had too many requests in flight (or a full
+// backlog): the caller may try again.
+func (e *Error) Busy() bool { return strings.HasPrefix(e.Reason, brokerRefused+"busy") }
+
+// Refusal is Reason without the refusal's prefix.
+func (e *Error) Refusal() string { return strings.TrimPrefix(e.Reason, brokerRefused) }
 
 // Available says, without connecting, whether this process
 // could connect to the broker: a socket at the path that it may write to.
 // No broker, or a socket mode that keeps the user out, fails here, at
 // once; the broker's own answer comes with the first request.
-func (b *BrokerClient) Available() error {
+func (b *Client) Available() error {
 	var st unix.Stat_t
 	err := unix.Stat(b.Path, &st)
 	if err == nil && st.Mode&unix.S_IFMT != unix.S_IFSOCK {
@@ -71,8 +77,8 @@ func (b *BrokerClient) Available() error {
 	return nil
 }
 
-func (b *BrokerClient) connectError(err error) *BrokerError {
-	be := &BrokerError{Path: b.Path, Reason: errReason(err)}
+func (b *Client) connectError(err error) *Error {
+	be := &Error{Path: b.Path, Reason: errReason(err)}
 	be.Missing = errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED)
 	if errors.Is(err, os.ErrPermission) {
 		be.Group = socketGroup(b.Path)
@@ -82,10 +88,10 @@ func (b *BrokerClient) connectError(err error) *BrokerError {
 
 // Check connects to the broker and waits for its greeting, "ok" when it
 // will serve this process. No socket is sent.
-func (b *BrokerClient) Check() error {
+func (b *Client) Check() error {
 	return b.retryBusy(func(c *net.UnixConn) error {
 		if err := c.CloseWrite(); err != nil {
-			return &BrokerError{Path: b.Path, Reason: errReason(err)}
+			return &Error{Path: b.Path, Reason: errReason(err)}
 		}
 		return b.answer(c, nil)
 	})
@@ -94,7 +100,7 @@ func (b *BrokerClient) Check() error {
 // SetISN has the broker set the ISN of fd, an unbound, unconnected TCP
 // socket, which the broker binds to a source port this process picks
 // (SetISNFrom with sport 0).
-func (b *BrokerClient) SetISN(fd int, isn uint32) error {
+func (b *Client) SetISN(fd int, isn uint32) error {
 	return b.SetISNFrom(fd, isn, 0)
 }
 
@@ -114,7 +120,7 @@ const pickTries = 8
 // neither) and names it in the request; the broker binds exactly that
 // port with the kernel's normal checks. A port taken in between is picked
 // again, up to pickTries times.
-func (b *BrokerClient) SetISNFrom(fd int, isn uint32, sport uint16) error {
+func (b *Client) SetISNFrom(fd int, isn uint32, sport uint16) error {
 	if sport != 0 || b.noPick {
 		return b.setISNFrom(fd, isn, sport)
 	}
@@ -191,11 +197,8 @@ func pickPort(fd int) (uint16, error) {
 
 // setISNFrom is one request: bind fd to sport (0: the broker's pick, as
 // a client before pickPort asked) and set its ISN.
-func (b *BrokerClient) setISNFrom(fd int, isn uint32, sport uint16) error {
-	var msg [brokerPortLen]byte
-	copy(msg[:], brokerMagic)
-	binary.BigEndian.PutUint32(msg[len(brokerMagic):], isn)
-	binary.BigEndian.PutUint16(msg[brokerRequestLen:], sport)
+func (b *Client) setISNFrom(fd int, isn uint32, sport uint16) error {
+	msg := encodeRequest(isn, sport)
 	rights := unix.UnixRights(fd)
 	return b.retryBusy(func(c *net.UnixConn) error {
 		_, _, werr := c.WriteMsgUnix(msg[:], rights, nil)
@@ -216,17 +219,17 @@ func (b *BrokerClient) setISNFrom(fd int, isn uint32, sport uint16) error {
 // retryBusy connects and runs do on the connection; a broker that greets
 // with "busy" (too many connections in flight), or whose backlog is full,
 // is connected to again and do repeated, after 1 ms doubling, for up to
-// BrokerTimeout.
-func (b *BrokerClient) retryBusy(do func(c *net.UnixConn) error) error {
-	deadline := time.Now().Add(BrokerTimeout)
+// Timeout.
+func (b *Client) retryBusy(do func(c *net.UnixConn) error) error {
+	deadline := time.Now().Add(Timeout)
 	for wait := time.Millisecond; ; wait *= 2 {
 		c, err := b.dial(deadline)
 		if err == nil {
 			err = do(c)
 			c.Close()
 		}
-		var be *BrokerError
-		if err == nil || !errors.As(err, &be) || !strings.HasPrefix(be.Reason, brokerRefused+"busy") || time.Now().Add(wait).After(deadline) {
+		var be *Error
+		if err == nil || !errors.As(err, &be) || !be.Busy() || time.Now().Add(wait).After(deadline) {
 			return err
 		}
 		time.Sleep(min(wait, 100*time.Millisecond))
@@ -235,11 +238,11 @@ func (b *BrokerClient) retryBusy(do func(c *net.UnixConn) error) error {
 
 // dial connects to the broker, every later read and write bounded by
 // deadline; a full backlog is a "busy" refusal.
-func (b *BrokerClient) dial(deadline time.Time) (*net.UnixConn, error) {
+func (b *Client) dial(deadline time.Time) (*net.UnixConn, error) {
 	d := net.Dialer{Deadline: deadline}
 	c, err := d.Dial("unixpacket", b.Path)
 	if errors.Is(err, unix.EAGAIN) {
-		return nil, &BrokerError{Path: b.Path, Reason: brokerRefused + "busy: the broker's backlog is full"}
+		return nil, &Error{Path: b.Path, Reason: brokerRefused + "busy: the broker's backlog is full"}
 	}
 	if err != nil {
 		return nil, b.connectError(err)
@@ -252,7 +255,7 @@ func (b *BrokerClient) dial(deadline time.Time) (*net.UnixConn, error) {
 // answer reads one answer (the greeting, or that of a request). After a
 // refusal the broker closes: its answer comes after the reset its close
 // reports, and after a failed write (werr).
-func (b *BrokerClient) answer(c *net.UnixConn, werr error) error {
+func (b *Client) answer(c *net.UnixConn, werr error) error {
 	var buf [brokerMaxReply]byte
 	n, _, _, err := readMsg(c, buf[:], nil)
 	if errors.Is(err, syscall.ECONNRESET) {
@@ -264,18 +267,18 @@ func (b *BrokerClient) answer(c *net.UnixConn, werr error) error {
 		} else if err == nil || err == io.EOF {
 			err = errors.New("closed without an answer")
 		}
-		return &BrokerError{Path: b.Path, Reason: errReason(err)}
+		return &Error{Path: b.Path, Reason: errReason(err)}
 	}
 	ans := string(buf[:n])
 	switch {
 	case ans == brokerOK:
 		return nil
 	case strings.HasPrefix(ans, brokerPortInUse):
-		return fmt.Errorf("%w: %w", syscall.EADDRINUSE, &BrokerError{Path: b.Path, Reason: ans})
+		return fmt.Errorf("%w: %w", syscall.EADDRINUSE, &Error{Path: b.Path, Reason: ans})
 	case strings.HasPrefix(ans, brokerRefused):
-		return &BrokerError{Path: b.Path, Reason: ans, Group: refusedGroup(ans)}
+		return &Error{Path: b.Path, Reason: ans, Group: refusedGroup(ans)}
 	}
-	return &BrokerError{Path: b.Path, Reason: fmt.Sprintf("unexpected answer %q", ans)}
+	return &Error{Path: b.Path, Reason: fmt.Sprintf("unexpected answer %q", ans)}
 }
 
 // refusedGroup is the group a broker's refusal of a non-member names
@@ -308,92 +311,7 @@ func errReason(err error) string {
 		return se.Err.Error()
 	}
 	if errors.Is(err, os.ErrDeadlineExceeded) || err == unix.EAGAIN {
-		return "no answer within " + BrokerTimeout.String()
+		return "no answer within " + Timeout.String()
 	}
 	return err.Error()
-}
-
-// NoPrivilegeError says that this process may not set an ISN itself and
-// the broker did not do it for it, with both fixes. It wraps
-// ErrNoCapability.
-type NoPrivilegeError struct {
-	Broker string
-	// Err is the broker's answer or why it could not be asked.
-	Err *BrokerError
-}
-
-func (e *NoPrivilegeError) Error() string {
-	// The group the broker is configured with, when it or its socket told;
-	// the default one otherwise (no broker installed yet).
-	group := e.Err.Group
-	if group == "" {
-		group = DefaultBrokerGroup
-	}
-	var why string
-	if e.Err.Missing {
-		why = "and there is no broker at " + e.Broker + ": install it (systemctl enable --now seqknock-broker.socket) and join its group (" + group + ")"
-	} else {
-		why = "and the broker at " + e.Broker + " refused: " + strings.TrimPrefix(e.Err.Reason, brokerRefused) +
-			": join its group (" + group + "), then log in again"
-	}
-	return "setting the TCP initial sequence number needs CAP_NET_ADMIN, " + why +
-		", or give seqknock the capability: sudo setcap cap_net_admin+ep $(command -v seqknock)"
-}
-
-func (e *NoPrivilegeError) Unwrap() error { return ErrNoCapability }
-
-// privilege picks how this dial sets ISNs, before any slot is reserved or
-// packet sent: with CheckCapability set (a seam), that check and SetISN;
-// otherwise this process itself when it holds CAP_NET_ADMIN, else the
-// broker at d.Broker when this process may connect to it (Available,
-// which does not connect), else a NoPrivilegeError. It does not ask the
-// broker (that would cost a round trip of every dial): a non-member is
-// kept out by the socket's mode and fails here; the broker's own refusal
-// (with a socket open to all) comes with the first request, before any
-// packet is sent but after a slot was reserved in the slot store.
-func (d *Dialer) privilege() (set func(fd int, isn uint32, sport uint16) error, err error) {
-	if d.CheckCapability != nil {
-		return d.SetISN, d.CheckCapability()
-	}
-	if d.SetISN != nil {
-		return d.SetISN, nil
-	}
-	if err := CheckCapability(); !errors.Is(err, ErrNoCapability) {
-		return nil, err
-	}
-	path := d.Broker
-	if path == "" {
-		path = DefaultBrokerPath
-	}
-	bc := &BrokerClient{Path: path}
-	if err := bc.Available(); err != nil {
-		be, ok := err.(*BrokerError)
-		if !ok {
-			be = &BrokerError{Path: path, Reason: err.Error()}
-		}
-		return nil, &NoPrivilegeError{Broker: path, Err: be}
-	}
-	if d.OnBroker != nil {
-		d.OnBroker(path)
-	}
-	return bc.SetISNFrom, nil
-}
-
-// PrivilegeNote says in one line how seqknock, run by this user, will set
-// the ISN: "" when this process holds CAP_NET_ADMIN (setcap, root), the
-// broker at path when it answers, or what is missing.
-func PrivilegeNote(path string) string {
-	if CheckCapability() == nil {
-		return ""
-	}
-	bc := &BrokerClient{Path: path}
-	err := bc.Check()
-	if err == nil {
-		return "needs neither sudo nor setcap: the broker at " + path + " sets the ISN"
-	}
-	be, ok := err.(*BrokerError)
-	if !ok {
-		be = &BrokerError{Path: path, Reason: err.Error()}
-	}
-	return "not ready: " + (&NoPrivilegeError{Broker: path, Err: be}).Error()
 }
