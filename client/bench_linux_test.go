@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/seqknock/seqknock/client/broker"
 	"github.com/seqknock/seqknock/internal/netnstest"
 	"github.com/seqknock/seqknock/totp"
 	"golang.org/x/sys/unix"
@@ -90,7 +91,7 @@ func BenchmarkDial(b *testing.B) {
 		// the broker, then connect to it, have it set the ISN of its socket
 		// (one round trip), connect that socket.
 		{"broker, port unprotected", func() (net.Conn, error) {
-			bc := &BrokerClient{Path: sock}
+			bc := &broker.Client{Path: sock}
 			dBroker.CheckCapability, dBroker.SetISN = bc.Available, bc.SetISNFrom
 			return dBroker.Dial(context.Background(), h.link.A4, plainPort)
 		}},
@@ -193,7 +194,7 @@ func BenchmarkDial(b *testing.B) {
 	// benchmark's thread locked to the namespace among the server's
 	// goroutines; and beside them the floor of a broker request here: a
 	// bare Unix SOCK_SEQPACKET round trip to a process that serves its
-	// socket as the broker's accepting thread does and does nothing else
+	// socket with the least work a server can do and nothing else
 	// (client/testdata/echoseq).
 	echo := startEchoSeq(b)
 	loop := netnstest.Build(b, "client/testdata/dialloop")
@@ -228,7 +229,7 @@ func BenchmarkDial(b *testing.B) {
 	if err := h.client.Do(func() error {
 		for i := 0; i < 10; i++ {
 			c, took, err := coldBrokerDial(b, bin, func(sock string) (net.Conn, error) {
-				bc := &BrokerClient{Path: sock}
+				bc := &broker.Client{Path: sock}
 				dBroker.CheckCapability, dBroker.SetISN = bc.Available, bc.SetISNFrom
 				return dBroker.Dial(context.Background(), h.link.A4, plainPort)
 			})
@@ -266,7 +267,7 @@ func startBenchBroker(b *testing.B, bin string) string {
 	}
 	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if (&BrokerClient{Path: sock}).Check() == nil {
+		if (&broker.Client{Path: sock}).Check() == nil {
 			return sock
 		}
 		if time.Now().After(deadline) {
@@ -303,7 +304,7 @@ func startEchoSeq(b *testing.B) string {
 // from the start of the process to the established connection.
 func coldBrokerDial(b *testing.B, bin string, dial func(sock string) (net.Conn, error)) (net.Conn, time.Duration, error) {
 	sock := filepath.Join(b.TempDir(), "broker.sock")
-	ln, err := ListenBroker(sock, 0)
+	ln, err := broker.Listen(sock, 0)
 	if err != nil {
 		return nil, 0, err
 	}

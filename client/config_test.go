@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/seqknock/seqknock/client/broker"
 )
 
 const clientConfig = `# client config
@@ -88,7 +90,7 @@ func TestClientConfigBroker(t *testing.T) {
 		{"broker = \"/srv/b.sock\"\n", "", "/srv/b.sock"},
 		{"broker = \"~/b.sock\"\n[[host]]\nmatch = \"x\"\nkey_file = \"k\"\n", "", "/h/b.sock"},
 		{"broker = \"/srv/b.sock\"\n", "/flag.sock", "/flag.sock"},
-		{"", "", DefaultBrokerPath},
+		{"", "", broker.DefaultPath},
 	} {
 		c, err := ParseConfig("c.toml", []byte(tc.text), "/h")
 		if err != nil {

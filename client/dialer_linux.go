@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/seqknock/seqknock/client/broker"
 	"github.com/seqknock/seqknock/tcpsign"
 	"github.com/seqknock/seqknock/totp"
 )
@@ -88,13 +89,13 @@ type Dialer struct {
 	CheckCapability func() error
 	// SetISN binds an unbound, unconnected socket to source port sport
 	// when that is not 0 (BindSourcePort) and sets its ISN (default:
-	// TCP_REPAIR in this process; a BrokerClient's SetISNFrom asks the
+	// TCP_REPAIR in this process; a broker.Client's SetISNFrom asks the
 	// broker, which binds every socket). A port in use fails with an error
 	// that wraps syscall.EADDRINUSE. With CheckCapability nil, Dial picks
 	// it: this process when it holds CAP_NET_ADMIN, else the broker at
 	// Broker when it answers.
 	SetISN func(fd int, isn uint32, sport uint16) error
-	// Broker is the broker's socket (default DefaultBrokerPath).
+	// Broker is the broker's socket (default broker.DefaultPath).
 	Broker string
 	// OnBroker is told when the broker sets the ISNs of this dial.
 	OnBroker  func(path string)
@@ -353,9 +354,9 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (*net.TCPCo
 				if errors.Is(err, ErrNoCapability) {
 					return nil, ErrNoCapability
 				}
-				var be *BrokerError
+				var be *broker.Error
 				if errors.As(err, &be) {
-					if strings.HasPrefix(be.Reason, brokerRefused+"busy") {
+					if be.Busy() {
 						return nil, be
 					}
 					// Not served: both fixes, in one line.

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/seqknock/seqknock/client/broker"
 	"github.com/seqknock/seqknock/tcpsign"
 	"github.com/seqknock/seqknock/totp"
 	"github.com/seqknock/seqknock/totp/keyfile"
@@ -57,7 +58,7 @@ type Settings struct {
 	Network        string // "tcp", "tcp4" or "tcp6"
 	// Broker is the broker's socket, asked when this process may not set
 	// an ISN itself: --broker, else the config's broker, else
-	// DefaultBrokerPath.
+	// broker.DefaultPath.
 	Broker      string
 	SynTimeout  time.Duration
 	Attempts    int
@@ -134,7 +135,7 @@ func Knock(f Flags) (realm string, period time.Duration, slots int, err error) {
 }
 
 // BrokerPath is the broker's socket: flag (--broker) if given, else the
-// config's broker, else DefaultBrokerPath.
+// config's broker, else broker.DefaultPath.
 func BrokerPath(cfg *Config, flag string) string {
 	switch {
 	case flag != "":
@@ -142,7 +143,7 @@ func BrokerPath(cfg *Config, flag string) string {
 	case cfg != nil && cfg.Broker != "":
 		return cfg.Broker
 	}
-	return DefaultBrokerPath
+	return broker.DefaultPath
 }
 
 // Resolve turns the client config and the flags into the settings of a

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/seqknock/seqknock/client/broker"
 	"github.com/seqknock/seqknock/totp/keyfile"
 )
 
@@ -25,7 +26,7 @@ type Stanza struct {
 	// FDPass uses ProxyUseFdpass; Sudo runs seqknock with sudo -n.
 	FDPass bool
 	Sudo   bool
-	// Broker, when set and not DefaultBrokerPath, goes into the
+	// Broker, when set and not broker.DefaultPath, goes into the
 	// ProxyCommand as --broker.
 	Broker string
 	// Note is a comment on how seqknock will set the ISN (PrivilegeNote).
@@ -80,7 +81,7 @@ func SSHConfig(s Stanza) (string, error) {
 	if s.ConfigFile != "" {
 		cmd += " --config " + absPath(s.ConfigFile)
 	}
-	if s.Broker != "" && s.Broker != DefaultBrokerPath {
+	if s.Broker != "" && s.Broker != broker.DefaultPath {
 		cmd += " --broker " + absPath(s.Broker)
 	}
 	if s.KeyFile != "" {

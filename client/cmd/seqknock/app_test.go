@@ -142,33 +142,3 @@ func TestSSHConfigExplains(t *testing.T) {
 		t.Errorf("key file readable by others: exit %d, %q, %q", code, out, e)
 	}
 }
-
-// TestConnectingCommandAlone: run builds proxy, fdpass and exec alone when
-// they come first; what they print (help, usage errors, completion) and
-// their exit status are those of the whole app.
-func TestConnectingCommandAlone(t *testing.T) {
-	full := func(args ...string) (string, string, int) {
-		var o, e strings.Builder
-		code := cliconv.Run(newApp(strings.NewReader(""), &o, &e), append([]string{"seqknock"}, args...), &e)
-		return o.String(), e.String(), code
-	}
-	for name := range connecting {
-		for _, args := range [][]string{
-			{name, "--help"}, {name, "-h"}, {name, "--bogus"}, {name, "host"}, {name, "--period", "x", "h", "22"},
-			{name, "-4", "-6", "--key-file", "/nonexistent", "h", "22"}, {name, "h", "0"},
-			{name, "--generate-bash-completion"}, {name, "--ke", "--generate-bash-completion"},
-		} {
-			if len(args) > 0 && args[len(args)-1] == "--generate-bash-completion" {
-				// urfave/cli's completion reads os.Args itself.
-				saved := os.Args
-				os.Args = append([]string{"seqknock"}, args...)
-				defer func() { os.Args = saved }()
-			}
-			o, e, code := runCLI(t, args...)
-			wo, we, wcode := full(args...)
-			if o != wo || e != we || code != wcode {
-				t.Errorf("%v: alone exit %d %q %q; the whole app exit %d %q %q", args, code, o, e, wcode, wo, we)
-			}
-		}
-	}
-}

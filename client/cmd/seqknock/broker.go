@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"strconv"
 
 	"github.com/seqknock/seqknock/client"
+	"github.com/seqknock/seqknock/client/broker"
 	"github.com/urfave/cli/v2"
 )
 
@@ -23,8 +25,8 @@ func brokerCommand() *cli.Command {
 			"gives up every capability but CAP_NET_ADMIN. Source ports below 1024 are refused. " +
 			"Refused under sudo and from a setcap copy run by a user who is not root: its callers must not be able to stop it.",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "listen", Value: client.DefaultBrokerPath, Usage: "the socket `PATH` (when not socket-activated)"},
-			&cli.StringFlag{Name: "group", Value: client.DefaultBrokerGroup, Usage: "the `GROUP` (name or gid) whose members may ask"},
+			&cli.StringFlag{Name: "listen", Value: broker.DefaultPath, Usage: "the socket `PATH` (when not socket-activated)"},
+			&cli.StringFlag{Name: "group", Value: broker.DefaultGroup, Usage: "the `GROUP` (name or gid) whose members may ask"},
 			&cli.DurationFlag{Name: "exit-idle", Usage: "exit after this long without a connection (0: never; systemd starts it again on demand)"},
 		},
 		Action: func(c *cli.Context) error {
@@ -45,8 +47,12 @@ func brokerCommand() *cli.Command {
 			if err := client.GuardCapabilities(); err != nil {
 				return err
 			}
-			if err := client.CheckBrokerCapability(); err != nil {
-				return err
+			// CAP_NET_ADMIN in the effective set (no socket is opened: the
+			// unit allows only Unix sockets).
+			if err := client.CheckCapability(); errors.Is(err, client.ErrNoCapability) {
+				return errors.New("broker: needs CAP_NET_ADMIN: run it as root, or start seqknock-broker.socket")
+			} else if err != nil {
+				return fmt.Errorf("broker: %w", err)
 			}
 			name := c.String("group")
 			g, err := user.LookupGroup(name)
@@ -58,17 +64,17 @@ func brokerCommand() *cli.Command {
 			gid, _ := strconv.Atoi(g.Gid)
 			// The socket: handed over by this binary's own image (below),
 			// from systemd, or made here.
-			ln, made, err := client.BrokerHanded()
+			ln, made, err := broker.Handed()
 			if err != nil {
 				return err
 			}
 			if ln == nil {
-				if ln, err = client.ActivatedListener(); err != nil {
+				if ln, err = broker.ActivatedListener(); err != nil {
 					return err
 				}
 			}
 			if ln == nil {
-				if ln, err = client.ListenBroker(c.String("listen"), gid); err != nil {
+				if ln, err = broker.Listen(c.String("listen"), gid); err != nil {
 					return err
 				}
 				made = c.String("listen")
@@ -80,7 +86,7 @@ func brokerCommand() *cli.Command {
 			// Run by hand as root: every capability but CAP_NET_ADMIN goes
 			// (after the socket, whose group takes CAP_CHOWN), so that the
 			// kernel's own checks apply to the binds it makes for callers.
-			if err := client.KeepOnlyNetAdmin(ln, made); err != nil {
+			if err := broker.KeepOnlyNetAdmin(ln, made); err != nil {
 				return err
 			}
 			log := slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{
@@ -94,7 +100,7 @@ func brokerCommand() *cli.Command {
 			log.Info("broker serving", "socket", ln.Addr().String(), "group", g.Name, "gid", gid)
 			ctx, cancel := signalContext()
 			defer cancel()
-			b := &client.Broker{GID: gid, GroupName: g.Name, IdleExit: c.Duration("exit-idle"), Log: log}
+			b := &broker.Server{GID: gid, GroupName: g.Name, IdleExit: c.Duration("exit-idle"), Log: log}
 			err = b.Serve(ctx, ln)
 			if err == nil {
 				log.Info("broker stopped")

@@ -8,31 +8,14 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// commandMakers build the commands, in the order --help lists them.
-var commandMakers = []struct {
-	name string
-	make func() *cli.Command
-}{
-	{"keygen", keygenCommand},
-	{"isn", isnCommand},
-	{"proxy", proxyCommand},
-	{"fdpass", fdpassCommand},
-	{"exec", execCommand},
-	{"ssh-config", sshConfigCommand},
-	{"fingerprint", fingerprintCommand},
-	{"broker", brokerCommand},
-	{"gateway", gatewayCommand},
-	{"socks", socksCommand},
-}
-
-// commands builds every command, or with only set, that command alone.
-func commands(only string) []*cli.Command {
+// commands builds every command, in the order --help lists them.
+func commands() []*cli.Command {
 	var cmds []*cli.Command
-	for _, m := range commandMakers {
-		if only != "" && m.name != only {
-			continue
-		}
-		c := m.make()
+	for _, mk := range []func() *cli.Command{
+		keygenCommand, isnCommand, proxyCommand, fdpassCommand, execCommand,
+		sshConfigCommand, fingerprintCommand, brokerCommand, gatewayCommand, socksCommand,
+	} {
+		c := mk()
 		switch c.Name {
 		case "proxy", "fdpass", "exec", "ssh-config", "fingerprint":
 			c.BashComplete = cliconv.Complete(hostOperand)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/seqknock/seqknock/client"
+	"github.com/seqknock/seqknock/client/broker"
 	"github.com/seqknock/seqknock/internal/cliconv"
 	"github.com/seqknock/seqknock/internal/covhook"
 	"github.com/urfave/cli/v2"
@@ -35,7 +36,7 @@ func dialFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "bind-source-port", Usage: "knock from the source port each knock reserves, as a server service with bind_source_port = true requires (overrides the config's bind_source_port; --bind-source-port=false turns it off)"},
 		&cli.StringFlag{Name: "sign-key-file", Usage: "sign the connection with TCP-MD5 using the service's key `FILE` (as sign = \"tcp-md5\" with sign_key_file in the config; overrides it)"},
 		&cli.StringFlag{Name: "alias", Usage: "the `NAME` given to ssh (its %n), looked up in the config before HOST"},
-		&cli.StringFlag{Name: "broker", Usage: "the broker's socket `PATH`, asked when seqknock holds no CAP_NET_ADMIN (overrides the config; default " + client.DefaultBrokerPath + ")"},
+		&cli.StringFlag{Name: "broker", Usage: "the broker's socket `PATH`, asked when seqknock holds no CAP_NET_ADMIN (overrides the config; default " + broker.DefaultPath + ")"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "say on stderr which [[host]] matched and each knock tried (address, counter, slot, wait)"},
 	}...)...)
 }
@@ -354,7 +355,7 @@ func sshConfigCommand() *cli.Command {
 			&cli.BoolFlag{Name: "sudo", Usage: "run seqknock with sudo -n (when the binary has no cap_net_admin file capability); needs a NOPASSWD sudoers rule, printed as a comment"},
 			&cli.StringFlag{Name: "config", Usage: "client config `FILE` (default ~/.config/seqknock/client.toml)"},
 			&cli.StringFlag{Name: "key-file", Usage: "key `FILE`, for a host with no [[host]] entry"},
-			&cli.StringFlag{Name: "broker", Usage: "the broker's socket `PATH` (overrides the config; default " + client.DefaultBrokerPath + ")"},
+			&cli.StringFlag{Name: "broker", Usage: "the broker's socket `PATH` (overrides the config; default " + broker.DefaultPath + ")"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/seqknock/seqknock/client"
+	"github.com/seqknock/seqknock/client/broker"
 	"github.com/seqknock/seqknock/client/socks"
 	"github.com/urfave/cli/v2"
 )
@@ -35,7 +36,7 @@ func socksCommand() *cli.Command {
 			&cli.IntFlag{Name: "attempts", Value: client.DefaultAttempts, Usage: "knocks to send for each connect, each on a slot of its own, before giving up (each spends a slot of the period)"},
 			&cli.DurationFlag{Name: "timeout", Usage: "give up a whole connect after this long (default: when the attempts are spent)"},
 			&cli.DurationFlag{Name: "clock-offset", Usage: "add this to the clock, to correct a known skew (e.g. -4s)"},
-			&cli.StringFlag{Name: "broker", Usage: "the broker's socket `PATH`, asked when seqknock holds no CAP_NET_ADMIN (overrides the config; default " + client.DefaultBrokerPath + ")"},
+			&cli.StringFlag{Name: "broker", Usage: "the broker's socket `PATH`, asked when seqknock holds no CAP_NET_ADMIN (overrides the config; default " + broker.DefaultPath + ")"},
 			&cli.DurationFlag{Name: "handshake-timeout", Value: socks.DefaultHandshakeTimeout, Usage: "close a client that has not sent a whole request after this long"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log each knock tried"},
 		},

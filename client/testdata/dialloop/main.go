@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/seqknock/seqknock/client"
+	"github.com/seqknock/seqknock/client/broker"
 	"golang.org/x/sys/unix"
 )
 
@@ -41,7 +42,7 @@ func main() {
 			Reserve: func(string, uint64, int) (int, error) { slot++; return (slot - 1) % 256, nil }}
 	}
 	inProcess, viaBroker := newDialer(), newDialer()
-	bc := &client.BrokerClient{Path: os.Args[3]}
+	bc := &broker.Client{Path: os.Args[3]}
 	viaBroker.CheckCapability, viaBroker.SetISN = bc.Available, bc.SetISNFrom
 	plain := &net.Dialer{Timeout: 2 * time.Second}
 	target := net.JoinHostPort(addr.String(), os.Args[2])
@@ -76,9 +77,8 @@ func closed[C interface{ Close() error }](c C, err error) error {
 	return c.Close()
 }
 
-// echo is a broker request without the broker's work, waited for as
-// BrokerClient waits: a non-blocking SOCK_SEQPACKET socket, connect, send,
-// poll, read, close.
+// echo is a broker request without the broker's work: a SOCK_SEQPACKET
+// socket, connect, send, poll, read, close.
 func echo(path string) error {
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 	if err != nil {

@@ -1,8 +1,8 @@
 // Command echoseq is the broker benchmark's floor: a process that serves
-// a Unix SOCK_SEQPACKET socket the way the broker's accepting thread does
-// (a locked thread at SCHED_BATCH, poll, accept4, one read, one answer,
-// close; a request not there yet is waited for) and does nothing else, so a round trip to it is the least a
-// broker request can cost on this machine.
+// a Unix SOCK_SEQPACKET socket with the least work a server can do (a
+// locked thread at SCHED_BATCH, poll, accept4, one read, one answer,
+// close) and nothing else, so a round trip to it is the least a broker
+// request can cost on this machine.
 //
 //	echoseq PATH
 package main

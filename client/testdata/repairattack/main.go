@@ -29,7 +29,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/seqknock/seqknock/client"
+	"github.com/seqknock/seqknock/client/broker"
 	"golang.org/x/sys/unix"
 )
 
@@ -138,16 +138,16 @@ func grab(fd, port int, stop *atomic.Bool, landed func()) (bound, listening bool
 func setcap(bin string, port, tries int) {
 	home, _ := os.UserHomeDir()
 	sock := filepath.Join(home, "own-broker.sock")
-	broker := exec.Command(bin, "broker", "--listen", sock, "--group", strconv.Itoa(os.Getgid()))
+	own := exec.Command(bin, "broker", "--listen", sock, "--group", strconv.Itoa(os.Getgid()))
 	var stderr strings.Builder
-	broker.Stderr = &stderr
-	if err := broker.Start(); err != nil {
+	own.Stderr = &stderr
+	if err := own.Start(); err != nil {
 		fmt.Println("held: start:", err)
 		return
 	}
 	exited := make(chan struct{})
-	go func() { broker.Wait(); close(exited) }()
-	defer func() { broker.Process.Kill(); <-exited }()
+	go func() { own.Wait(); close(exited) }()
+	defer func() { own.Process.Kill(); <-exited }()
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		select {
 		case <-exited:
@@ -163,8 +163,8 @@ func setcap(bin string, port, tries int) {
 			return
 		}
 	}
-	bc := &client.BrokerClient{Path: sock}
-	pid := broker.Process.Pid
+	bc := &broker.Client{Path: sock}
+	pid := own.Process.Pid
 	for i := 1; i <= tries; i++ {
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
@@ -212,7 +212,7 @@ func setcap(bin string, port, tries int) {
 // for at least min, until at least 10,000 requests were answered "ok"
 // (or 6 times min passed).
 func race(sock string, port int, min time.Duration) {
-	bc := &client.BrokerClient{Path: sock}
+	bc := &broker.Client{Path: sock}
 	var tries, ok, binds, listens int
 	start := time.Now()
 	for {

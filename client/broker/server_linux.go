@@ -1,55 +1,29 @@
 //go:build linux
 
-package client
+package broker
 
 import (
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
-// The broker's wire format (see doc.go, "The broker").
-const (
-	brokerMagic      = "skb1"
-	brokerRequestLen = 8   // magic, u32be ISN
-	brokerPortLen    = 10  // magic, u32be ISN, u16be source port
-	brokerMaxReply   = 256 // bytes of one answer
-	brokerOK         = "ok"
-	brokerRefused    = "refused: "
-	// brokerPortInUse, followed by the port, refuses a source port that
-	// is in use here: the client skips that knock's slot.
-	brokerPortInUse = brokerRefused + "source port in use: "
-	// brokerNotMember ends the refusal of a caller outside the group,
-	// followed by the group's name: the client names it in its advice.
-	brokerNotMember = " is neither root nor in group "
-	// brokerMaxFDs is how many descriptors one read makes room for, so
-	// that a request carrying more than one is seen (and every one of them
-	// closed) rather than cut by the kernel.
-	brokerMaxFDs = 8
-	// brokerMaxRequests bounds the requests of one connection.
-	brokerMaxRequests = 64
-	// brokerMinPort is the lowest source port a request may name: the
-	// ports below it are privileged, and no knock reserves one.
-	brokerMinPort = 1024
-)
-
-// Broker lends one privilege: it sets the initial sequence number of a TCP
+// Server lends one privilege: it sets the initial sequence number of a TCP
 // socket its caller sends it, for root and the members of one group.
-type Broker struct {
+type Server struct {
 	// GID is the group whose members may ask (root always may).
 	GID int
 	// GroupName names it in refusals.
@@ -83,7 +57,7 @@ type Broker struct {
 	suppressed int
 }
 
-func (b *Broker) defaults() {
+func (b *Server) defaults() {
 	if b.ReadTimeout == 0 {
 		b.ReadTimeout = 2 * time.Second
 	}
@@ -105,185 +79,49 @@ func (b *Broker) defaults() {
 }
 
 // Serve answers requests on ln until ctx ends or (with IdleExit) the
-// broker has been idle that long, and returns nil then. It closes ln as
-// soon as it starts (it polls a descriptor of the socket of its own), and
-// the socket when it returns; it never removes the socket's file.
+// broker has been idle that long, and returns nil then. It closes ln when
+// it returns; it never removes the socket's file.
 //
-// Connections are accepted on one OS thread of their own with plain
-// blocking syscalls (poll, accept4), not Go's network poller: a wake-up
-// through the poller and a hand-off to another goroutine cost a broker
-// dial more than the broker's own work. A caller that connected and sent
-// its request at once (as BrokerClient does) is answered right there,
-// with calls that never block: the credentials, the greeting, the request
-// read with MSG_DONTWAIT, the checks, the answer. Any other connection (a
-// request not there yet, more requests to come) goes on in a goroutine of
-// its own with per-read deadlines, so a slow caller blocks no one; a
-// caller whose socket keeps the accepting thread waiting anyway (its lock
-// held by another of the caller's threads) has another thread take over
-// accepting (acceptLoop).
-func (b *Broker) Serve(ctx context.Context, ln *net.UnixListener) error {
+// Each connection is served in a goroutine of its own, every read and
+// write with a deadline in Go's network poller, so a slow caller holds a
+// goroutine, not the broker. A caller whose socket keeps that goroutine's
+// thread waiting (its lock held by another of the caller's threads) holds
+// one thread, never the accepting one.
+func (b *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 	b.defaults()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	// A descriptor of the listening socket of its own, non-blocking (as Go
-	// keeps it), polled with a wake-up descriptor that ends the loop.
-	lfd, err := dupListener(ln)
-	if err != nil {
-		return fmt.Errorf("broker: %w", err)
-	}
-	defer unix.Close(lfd)
-	// Go's network poller watches ln's own descriptor: every connection
-	// would wake one of its threads for nothing, besides the accepting
-	// thread that serves it. Closed here, it leaves the poller; the
-	// socket stays open through lfd, and its file stays where it is
-	// (ListenBroker's listener does not remove it on close).
-	ln.Close()
-	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
-	if err != nil {
-		return fmt.Errorf("broker: eventfd: %w", err)
-	}
-	defer unix.Close(wake)
-	// The watcher of ctx wakes the loop; it is waited for before wake is
-	// closed, so it never writes to a descriptor number used again.
-	stopped, watched := make(chan struct{}), make(chan struct{})
-	defer func() { close(stopped); <-watched }()
-	go func() {
-		defer close(watched)
-		select {
-		case <-ctx.Done():
-			unix.Write(wake, []byte{1, 0, 0, 0, 0, 0, 0, 0})
-		case <-stopped:
-		}
-	}()
 	if b.IdleExit > 0 {
 		b.mu.Lock()
 		b.idle = time.AfterFunc(b.IdleExit, cancel)
 		b.mu.Unlock()
 	}
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	defer ln.Close()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	// Loops: the one accepting, and those held by a caller's socket
-	// (acceptLoop). The first error ends them all.
-	var loops sync.WaitGroup
-	var errOnce sync.Once
-	var loopErr error
-	var current atomic.Pointer[acceptState]
-	start := func() {
-		st := new(acceptState)
-		current.Store(st)
-		loops.Add(1)
-		go func() {
-			defer loops.Done()
-			if err := b.acceptLoop(ctx, lfd, wake, &wg, st); err != nil {
-				errOnce.Do(func() { loopErr = err })
-				cancel()
-			}
-		}()
-	}
-	start()
-	// The watchdog: a loop held acceptStall by one connection is taken
-	// over by a new one.
-	tick := time.NewTicker(acceptStall / 2)
-	defer tick.Stop()
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			st := current.Load()
-			if s := st.since.Load(); s > 0 && time.Since(time.Unix(0, s)) >= acceptStall && st.since.CompareAndSwap(s, -1) {
-				start()
-			}
-		}
-	}()
-	loops.Wait()
-	return loopErr
-}
-
-// acceptState is what the watchdog sees of an accepting loop: since is
-// when the connection it serves was accepted (Unix ns), 0 between
-// connections, -1 once another loop took over.
-type acceptState struct{ since atomic.Int64 }
-
-// acceptStall is how long a connection may hold the accepting thread
-// before another thread takes over accepting (checked every half of it).
-const acceptStall = 100 * time.Millisecond
-
-// acceptLoop accepts and serves connections on a locked OS thread until
-// wake or ctx says stop. A caller can hold the thread: the socket it
-// sends may be locked by another of its threads (a setsockopt whose
-// copy from memory waits on a page of a FUSE file it serves), and the
-// broker's calls on it wait for that lock. So a connection that holds
-// the loop acceptStall long has the watchdog start another loop, and the
-// held loop ends once that connection is done: one loop accepts at a time,
-// plus one per connection held, and those are bounded by MaxInFlight.
-func (b *Broker) acceptLoop(ctx context.Context, lfd, wake int, wg *sync.WaitGroup, st *acceptState) error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	defer batchThread()()
-	pfds := []unix.PollFd{{Fd: int32(lfd), Events: unix.POLLIN}, {Fd: int32(wake), Events: unix.POLLIN}}
 	for {
-		if _, err := unix.Poll(pfds, -1); err != nil && err != unix.EINTR {
-			return fmt.Errorf("broker: poll: %w", err)
-		}
-		if pfds[1].Revents != 0 || ctx.Err() != nil {
-			return nil
-		}
-		if pfds[0].Revents&(unix.POLLERR|unix.POLLNVAL) != 0 {
-			return fmt.Errorf("broker: listening socket: poll events %#x", pfds[0].Revents)
-		}
-		if pfds[0].Revents == 0 {
-			continue
-		}
-		// Accepted non-blocking, so no call on it can hold this thread.
-		cfd, _, err := unix.Accept4(lfd, unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)
+		c, err := ln.AcceptUnix()
 		switch {
-		case err == unix.EAGAIN || err == unix.EINTR || err == unix.ECONNABORTED:
-			continue
-		case err == unix.EMFILE || err == unix.ENFILE || err == unix.ENOBUFS || err == unix.ENOMEM:
+		case ctx.Err() != nil:
+			if c != nil {
+				c.Close()
+			}
+			return nil
+		case errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) || errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ENOMEM):
 			b.Log.Warn("broker accept", "err", err)
 			time.Sleep(10 * time.Millisecond)
 			continue
 		case err != nil:
 			return fmt.Errorf("broker: accept: %w", err)
 		}
-		t0 := time.Now().UnixNano()
-		st.since.Store(t0)
-		more := b.serveFast(cfd)
-		held := !st.since.CompareAndSwap(t0, 0)
-		if more != nil {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				more()
-			}()
-		}
-		if held {
-			// Another loop accepts now.
-			return nil
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b.serveConn(c)
+		}()
 	}
-}
-
-// batchThread makes the calling thread SCHED_BATCH, a policy without
-// wake-up preemption, and returns the function that restores its policy.
-// A caller's connect() wakes the broker: a broker that preempted the
-// caller right there would look for the request before the caller could
-// send it, and serve it in a goroutine, later. Best effort: where the
-// policy cannot be set (a seccomp filter), nothing changes but the speed.
-func batchThread() (restore func()) {
-	attr, err := unix.SchedGetAttr(0, 0)
-	if err != nil || attr.Policy != unix.SCHED_NORMAL {
-		return func() {}
-	}
-	batch := *attr
-	batch.Policy = unix.SCHED_BATCH
-	if unix.SchedSetAttr(0, &batch, 0) != nil {
-		return func() {}
-	}
-	return func() { unix.SchedSetAttr(0, attr, 0) }
 }
 
 // dupListener returns a descriptor of ln's socket of its own.
@@ -302,151 +140,8 @@ func dupListener(ln *net.UnixListener) (int, error) {
 	return fd, err
 }
 
-// serveFast serves a connection just accepted (cfd, non-blocking) as far
-// as it can without waiting: the caller's credentials, the admission, the
-// greeting, and a request already sent. It returns nil when it is done
-// with the connection (and closed it), or the function that serves the
-// rest of it, to run in a goroutine.
-func (b *Broker) serveFast(cfd int) (more func()) {
-	cred, err := unix.GetsockoptUcred(cfd, unix.SOL_SOCKET, unix.SO_PEERCRED)
-	if err != nil {
-		unix.Close(cfd)
-		b.refusedLog("peer credentials", "err", err)
-		return nil
-	}
-	if why := b.admit(cred.Uid); why != "" {
-		// One short message to a fresh socket does not block.
-		sendAnswers(cfd, brokerRefused+why)
-		unix.Close(cfd)
-		b.refusedLog(why, "uid", cred.Uid, "pid", cred.Pid)
-		return nil
-	}
-	done := func() {
-		unix.Close(cfd)
-		b.release(cred.Uid)
-	}
-	if ok, err := b.allowed(cfd, cred); !ok {
-		if err != nil {
-			b.refusedLog("peer groups", "uid", cred.Uid, "pid", cred.Pid, "err", err)
-		}
-		why := fmt.Sprintf("uid %d%s%s", cred.Uid, brokerNotMember, b.GroupName)
-		sendAnswers(cfd, brokerRefused+why)
-		b.refusedLog(why, "uid", cred.Uid, "pid", cred.Pid)
-		done()
-		return nil
-	}
-	// The greeting ("ok": a caller knows it will be served before it
-	// spends a knock) goes with the answer to a request already there, in
-	// one call: the caller is woken once, and finds both.
-	buf := make([]byte, brokerPortLen)
-	oob := make([]byte, unix.CmsgSpace(4*brokerMaxFDs))
-	n, oobn, flags, err := recvDontwait(cfd, buf, oob, unix.MSG_CMSG_CLOEXEC)
-	switch {
-	case err == unix.EAGAIN || err == unix.EINTR:
-		// Not sent yet: greeted now, the rest waits in a goroutine of its
-		// own.
-		if sendAnswers(cfd, brokerOK) != nil {
-			done()
-			return nil
-		}
-		return func() { defer b.release(cred.Uid); b.serveConn(cfd, cred, 0) }
-	case err == nil && n == 0 && oobn == 0:
-		// The end of the connection: a check (the greeting is its answer)
-		// or a caller gone.
-		sendAnswers(cfd, brokerOK)
-		done()
-		return nil
-	}
-	if !b.answer(cfd, cred, buf, oob, n, oobn, flags, err, true) {
-		done()
-		return nil
-	}
-	// A caller may ask again on the same connection; one that closed it
-	// (BrokerClient, once answered) is done here.
-	if n, _, _, err := recvDontwait(cfd, buf[:1], nil, unix.MSG_PEEK); n <= 0 && err != unix.EAGAIN && err != unix.EINTR {
-		done()
-		return nil
-	}
-	return func() { defer b.release(cred.Uid); b.serveConn(cfd, cred, 1) }
-}
-
-// answer handles one read of a request (n, oobn, flags, err as Recvmsg
-// returned them) and sends its answer, after the greeting when greet. It
-// reports whether the connection may carry another request.
-func (b *Broker) answer(cfd int, cred *unix.Ucred, buf, oob []byte, n, oobn, flags int, err error, greet bool) bool {
-	// A failed read reports -1: never slice with it.
-	n, oobn = max(n, 0), max(oobn, 0)
-	fds, perr := rightsOf(oob[:oobn])
-	if err != nil || n == 0 && oobn == 0 {
-		closeAll(fds)
-		// EOF or a broken peer: nothing to answer.
-		if err != nil && err != unix.ECONNRESET {
-			b.refusedLog("read", "uid", cred.Uid, "pid", cred.Pid, "err", err)
-		}
-		return false
-	}
-	ans := b.handle(buf[:n], fds, flags, perr)
-	closeAll(fds)
-	if ans != brokerOK {
-		b.refusedLog(ans, "uid", cred.Uid, "pid", cred.Pid)
-	}
-	if greet {
-		return sendAnswers(cfd, brokerOK, ans) == nil
-	}
-	return sendAnswers(cfd, ans) == nil
-}
-
-// recvDontwait is recvmsg with MSG_DONTWAIT on a SOCK_SEQPACKET socket,
-// read again once when it reports the end of the connection: the kernel
-// looks at the queue before it looks for the peer's shutdown, so a read
-// that runs while the peer sends its last message and shuts down (or
-// closes) can report the end with that message in the queue (seen about
-// once in 1,000 dials); the second read finds it. A zero-length message
-// read first leaves the second read's answer.
-func recvDontwait(fd int, p, oob []byte, flags int) (n, oobn, rflags int, err error) {
-	for range 2 {
-		n, oobn, rflags, _, err = unix.Recvmsg(fd, p, oob, flags|unix.MSG_DONTWAIT)
-		if err != nil || n > 0 || oobn > 0 {
-			return n, oobn, rflags, err
-		}
-	}
-	return n, oobn, rflags, err
-}
-
-// sendAnswers sends each of msgs (one or two) as a message of its own,
-// in one sendmmsg call: a caller woken by the first finds the second
-// there too. It never waits: a caller that does not read its answers
-// fills its own socket's queue and gets no more.
-func sendAnswers(cfd int, msgs ...string) error {
-	var hdrs [2]unix.Mmsghdr
-	var iovs [2]unix.Iovec
-	bufs := make([][]byte, len(msgs))
-	for i, m := range msgs {
-		bufs[i] = []byte(m)
-		iovs[i].Base = &bufs[i][0]
-		iovs[i].SetLen(len(bufs[i]))
-		hdrs[i].Hdr.Iov = &iovs[i]
-		hdrs[i].Hdr.SetIovlen(1)
-	}
-	for sent := 0; sent < len(msgs); {
-		n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(cfd), uintptr(unsafe.Pointer(&hdrs[sent])), uintptr(len(msgs)-sent),
-			unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, 0, 0)
-		switch {
-		case e == unix.EINTR:
-		case e != 0:
-			return e
-		case n == 0:
-			return unix.EAGAIN
-		default:
-			sent += int(n)
-		}
-	}
-	runtime.KeepAlive(bufs)
-	return nil
-}
-
 // admit takes a slot for a connection of uid, or says why not.
-func (b *Broker) admit(uid uint32) string {
+func (b *Server) admit(uid uint32) string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.inFlight >= b.MaxInFlight {
@@ -463,7 +158,7 @@ func (b *Broker) admit(uid uint32) string {
 	return ""
 }
 
-func (b *Broker) release(uid uint32) {
+func (b *Server) release(uid uint32) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.inFlight--
@@ -477,7 +172,7 @@ func (b *Broker) release(uid uint32) {
 
 // refusedLog logs a refusal, at most 10 lines a second; the lines left out
 // are counted in the next one.
-func (b *Broker) refusedLog(why string, args ...any) {
+func (b *Server) refusedLog(why string, args ...any) {
 	b.mu.Lock()
 	now := time.Now()
 	if now.Sub(b.logged) >= time.Second {
@@ -501,7 +196,7 @@ func (b *Broker) refusedLog(why string, args ...any) {
 // the broker: root, or a member of the group (its effective gid or one of
 // its supplementary groups, as they were when it connected; those are
 // read, SO_PEERGROUPS, only when the uid and gid do not settle it).
-func (b *Broker) allowed(cfd int, cred *unix.Ucred) (bool, error) {
+func (b *Server) allowed(cfd int, cred *unix.Ucred) (bool, error) {
 	if cred.Uid == 0 || cred.Gid == uint32(b.GID) {
 		return true, nil
 	}
@@ -517,30 +212,67 @@ func (b *Broker) allowed(cfd int, cred *unix.Ucred) (bool, error) {
 	return false, nil
 }
 
-// serveConn serves the rest of a connection (cfd, non-blocking, closed
-// when it returns) of which served requests were answered: it waits for
-// each further request up to ReadTimeout, in Go's network poller (a slow
-// caller holds a goroutine, not a thread).
-func (b *Broker) serveConn(cfd int, cred *unix.Ucred, served int) {
-	f := os.NewFile(uintptr(cfd), "broker connection")
-	defer f.Close()
-	rc, err := f.SyscallConn()
+// serveConn serves one connection (closed when it returns): the caller's
+// credentials, the admission, the greeting, then up to brokerMaxRequests
+// requests, each waited for up to ReadTimeout.
+func (b *Server) serveConn(c *net.UnixConn) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(b.ReadTimeout))
+	rc, err := c.SyscallConn()
 	if err != nil {
+		return
+	}
+	var cred *unix.Ucred
+	var ok bool
+	var cerr, gerr error
+	if err := rc.Control(func(fd uintptr) {
+		if cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED); cerr == nil {
+			ok, gerr = b.allowed(int(fd), cred)
+		}
+	}); err != nil || cerr != nil {
+		b.refusedLog("peer credentials", "err", errors.Join(err, cerr))
+		return
+	}
+	if why := b.admit(cred.Uid); why != "" {
+		c.Write([]byte(brokerRefused + why))
+		b.refusedLog(why, "uid", cred.Uid, "pid", cred.Pid)
+		return
+	}
+	defer b.release(cred.Uid)
+	if !ok {
+		if gerr != nil {
+			b.refusedLog("peer groups", "uid", cred.Uid, "pid", cred.Pid, "err", gerr)
+		}
+		why := fmt.Sprintf("uid %d%s%s", cred.Uid, brokerNotMember, b.GroupName)
+		c.Write([]byte(brokerRefused + why))
+		b.refusedLog(why, "uid", cred.Uid, "pid", cred.Pid)
+		return
+	}
+	// The greeting: a caller knows it will be served before it spends a
+	// knock. A check ends here, with the end of its connection.
+	if _, err := c.Write([]byte(brokerOK)); err != nil {
 		return
 	}
 	buf := make([]byte, brokerPortLen)
 	oob := make([]byte, unix.CmsgSpace(4*brokerMaxFDs))
-	for i := served; i < brokerMaxRequests; i++ {
-		f.SetReadDeadline(time.Now().Add(b.ReadTimeout))
-		var n, oobn, flags int
-		var rerr error
-		if err := rc.Read(func(fd uintptr) bool {
-			n, oobn, flags, rerr = recvDontwait(int(fd), buf, oob, unix.MSG_CMSG_CLOEXEC)
-			return rerr != unix.EAGAIN && rerr != unix.EINTR
-		}); err != nil {
-			return // the deadline, or the broker closing
+	for range brokerMaxRequests {
+		c.SetDeadline(time.Now().Add(b.ReadTimeout))
+		n, oobn, flags, err := readMsg(c, buf, oob)
+		fds, perr := rightsOf(oob[:oobn])
+		if err != nil || n == 0 && oobn == 0 {
+			closeAll(fds)
+			// EOF, the deadline, or a broken peer: nothing to answer.
+			if err != nil && err != io.EOF && !errors.Is(err, unix.ECONNRESET) && !errors.Is(err, os.ErrDeadlineExceeded) {
+				b.refusedLog("read", "uid", cred.Uid, "pid", cred.Pid, "err", err)
+			}
+			return
 		}
-		if !b.answer(cfd, cred, buf, oob, n, oobn, flags, rerr, false) {
+		ans := b.handle(buf[:n], fds, flags, perr)
+		closeAll(fds)
+		if ans != brokerOK {
+			b.refusedLog(ans, "uid", cred.Uid, "pid", cred.Pid)
+		}
+		if _, err := c.Write([]byte(ans)); err != nil {
 			return
 		}
 	}
@@ -548,7 +280,7 @@ func (b *Broker) serveConn(cfd int, cred *unix.Ucred, served int) {
 
 // handle answers one request: the message bytes and the descriptors it
 // carried (all closed by the caller afterwards, whatever the answer).
-func (b *Broker) handle(msg []byte, fds []int, flags int, rightsErr error) string {
+func (b *Server) handle(msg []byte, fds []int, flags int, rightsErr error) string {
 	switch {
 	case len(msg) < len(brokerMagic) || string(msg[:len(brokerMagic)]) != brokerMagic:
 		return brokerRefused + "not a seqknock broker request"
@@ -789,6 +521,10 @@ func bindSource(fd int, sport uint16) error {
 	return nil
 }
 
+// tcpSendQueue is TCP_SEND_QUEUE, the TCP_REPAIR_QUEUE value that selects
+// the send queue; x/sys/unix does not define it.
+const tcpSendQueue = 2
+
 // applyISN is the broker's TCP_REPAIR sequence on a socket its caller
 // still holds, and so may use at the same time. A socket in repair mode
 // is a privilege of its own: connect() makes it established without a
@@ -858,12 +594,12 @@ func disarm(fd int, err error) error {
 	return fmt.Errorf("%w; the socket could not be disconnected", err)
 }
 
-// ListenBroker listens on path, a Unix SOCK_SEQPACKET socket of mode 0660
+// Listen listens on path, a Unix SOCK_SEQPACKET socket of mode 0660
 // and group gid, in a directory it makes (0755) if missing. An old socket
 // at path is replaced; anything else there (a symbolic link, a file) is
 // refused, as is a directory that others may write to. Closing the
 // listener leaves the file: its maker removes it when the broker is done.
-func ListenBroker(path string, gid int) (*net.UnixListener, error) {
+func Listen(path string, gid int) (*net.UnixListener, error) {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
@@ -936,17 +672,4 @@ func ActivatedListener() (*net.UnixListener, error) {
 		return nil, errors.New("broker: activated socket: want a Unix SOCK_SEQPACKET socket (ListenSequentialPacket=)")
 	}
 	return ul, nil
-}
-
-// CheckBrokerCapability says whether this process may serve as the
-// broker: CAP_NET_ADMIN in its effective set (CheckCapability, which opens
-// no socket: the broker's unit allows only Unix sockets).
-func CheckBrokerCapability() error {
-	if err := CheckCapability(); err != nil {
-		if errors.Is(err, ErrNoCapability) {
-			return errors.New("broker: needs CAP_NET_ADMIN: run it as root, or start seqknock-broker.socket")
-		}
-		return fmt.Errorf("broker: %w", err)
-	}
-	return nil
 }

@@ -1,6 +1,6 @@
 //go:build linux
 
-package client
+package broker
 
 import (
 	"context"
@@ -25,11 +25,11 @@ import (
 // directory, for group g.
 type brokerBed struct {
 	path string
-	b    *Broker
+	b    *Server
 	g    *netnstest.Group
 }
 
-func newBrokerBed(t testing.TB, b *Broker) *brokerBed {
+func newBrokerBed(t testing.TB, b *Server) *brokerBed {
 	t.Helper()
 	netnstest.RequireRoot(t)
 	g := netnstest.NewGroup(t)
@@ -40,7 +40,7 @@ func newBrokerBed(t testing.TB, b *Broker) *brokerBed {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	os.Chmod(dir, 0o755)
 	bed := &brokerBed{path: filepath.Join(dir, "broker.sock"), b: b, g: g}
-	ln, err := ListenBroker(bed.path, g.GID)
+	ln, err := Listen(bed.path, g.GID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +93,7 @@ func (bed *brokerBed) wellFormed(t *testing.T, after string) {
 		t.Fatal(err)
 	}
 	defer unix.Close(fd)
-	c := &BrokerClient{Path: bed.path}
+	c := &Client{Path: bed.path}
 	const isn = 0xdeadbeef
 	if err := c.SetISN(fd, isn); err != nil {
 		t.Fatalf("after %s: well-formed request: %v", after, err)
@@ -168,7 +168,7 @@ func openFDs(t *testing.T, want int) int {
 // peer is gone), no descriptor it sent stays open in the broker, and a
 // well-formed request is answered after each.
 func TestBrokerRefusesBadRequests(t *testing.T) {
-	bed := newBrokerBed(t, &Broker{ReadTimeout: 5 * time.Second})
+	bed := newBrokerBed(t, &Server{ReadTimeout: 5 * time.Second})
 	bed.wellFormed(t, "start")
 
 	lnTCP, err := net.Listen("tcp4", "127.0.0.1:0")
@@ -281,7 +281,7 @@ func TestBrokerRefusesBadRequests(t *testing.T) {
 // answer; the next caller of that user beyond its limit is told "busy" at
 // once.
 func TestBrokerSlowCallerBlocksNoOne(t *testing.T) {
-	bed := newBrokerBed(t, &Broker{ReadTimeout: 10 * time.Second, MaxPerUID: 8, MaxInFlight: 100})
+	bed := newBrokerBed(t, &Server{ReadTimeout: 10 * time.Second, MaxPerUID: 8, MaxInFlight: 100})
 	u := netnstest.NewUser(t)
 	u.Join(bed.g)
 	var slow []*net.UnixConn
@@ -305,7 +305,7 @@ func TestBrokerSlowCallerBlocksNoOne(t *testing.T) {
 		t.Errorf("over the limit: %q after %v", got, time.Since(start))
 	}
 	// Another user is served at once.
-	ask := netnstest.Build(t, "client/testdata/brokerask")
+	ask := netnstest.Build(t, "client/broker/testdata/brokerask")
 	start = time.Now()
 	out, err := u.Command(nil, ask, bed.path).CombinedOutput()
 	if err != nil || string(out) != "ok\n" || time.Since(start) > 3*time.Second {
@@ -323,7 +323,7 @@ func TestBrokerSlowCallerBlocksNoOne(t *testing.T) {
 // the ISN set) or "busy" (after the client's retries for up to 2 s), and a
 // well-formed request is answered after.
 func TestBrokerFlood(t *testing.T) {
-	bed := newBrokerBed(t, &Broker{})
+	bed := newBrokerBed(t, &Server{})
 	baseline := openFDs(t, 0)
 	const n = 1000
 	var wg sync.WaitGroup
@@ -341,7 +341,7 @@ func TestBrokerFlood(t *testing.T) {
 				return
 			}
 			defer unix.Close(fd)
-			c := &BrokerClient{Path: bed.path}
+			c := &Client{Path: bed.path}
 			err = c.SetISN(fd, uint32(i+1))
 			a := "ok"
 			if err != nil {
@@ -384,8 +384,8 @@ func sendSeqQuiet(fd int) uint32 {
 // the caller's as it connects (SO_PEERCRED, SO_PEERGROUPS), not the user
 // database's.
 func TestBrokerPeerAccess(t *testing.T) {
-	bed := newBrokerBed(t, &Broker{})
-	ask := netnstest.Build(t, "client/testdata/brokerask")
+	bed := newBrokerBed(t, &Server{})
+	ask := netnstest.Build(t, "client/broker/testdata/brokerask")
 	member, outsider := netnstest.NewUser(t), netnstest.NewUser(t)
 	member.Join(bed.g)
 	// run runs brokerask as u, with its groups from the user database, or
@@ -450,10 +450,10 @@ func TestListenBrokerPath(t *testing.T) {
 	os.WriteFile(target, []byte("precious\n"), 0o644)
 	link := filepath.Join(dir, "link.sock")
 	os.Symlink(target, link)
-	if _, err := ListenBroker(link, 0); err == nil || !strings.Contains(err.Error(), "is not a socket") {
+	if _, err := Listen(link, 0); err == nil || !strings.Contains(err.Error(), "is not a socket") {
 		t.Errorf("symbolic link: %v", err)
 	}
-	if _, err := ListenBroker(target, 0); err == nil {
+	if _, err := Listen(target, 0); err == nil {
 		t.Error("regular file: no error")
 	}
 	if b, _ := os.ReadFile(target); string(b) != "precious\n" {
@@ -462,17 +462,17 @@ func TestListenBrokerPath(t *testing.T) {
 	open := filepath.Join(dir, "open")
 	os.Mkdir(open, 0o777)
 	os.Chmod(open, 0o777)
-	if _, err := ListenBroker(filepath.Join(open, "b.sock"), 0); err == nil || !strings.Contains(err.Error(), "only its owner may write") {
+	if _, err := Listen(filepath.Join(open, "b.sock"), 0); err == nil || !strings.Contains(err.Error(), "only its owner may write") {
 		t.Errorf("world-writable directory: %v", err)
 	}
 	p := filepath.Join(dir, "sub", "b.sock")
-	ln, err := ListenBroker(p, 0)
+	ln, err := Listen(p, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ln.SetUnlinkOnClose(false)
 	ln.Close()
-	ln, err = ListenBroker(p, 0)
+	ln, err = Listen(p, 0)
 	if err != nil {
 		t.Fatalf("over an old socket: %v", err)
 	}
@@ -491,7 +491,7 @@ func TestListenBrokerPath(t *testing.T) {
 // A socket connected by a real handshake (connect() after the broker was
 // done) is the caller's own business.
 func TestBrokerCallerRacesConnect(t *testing.T) {
-	bed := newBrokerBed(t, &Broker{})
+	bed := newBrokerBed(t, &Server{})
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -529,7 +529,7 @@ func TestBrokerCallerRacesConnect(t *testing.T) {
 			}
 			unix.Connect(fd, sa)
 		}()
-		c := &BrokerClient{Path: bed.path}
+		c := &Client{Path: bed.path}
 		if err := c.Check(); err != nil {
 			t.Fatal(err)
 		}
@@ -585,30 +585,6 @@ func TestBrokerCallerRacesConnect(t *testing.T) {
 	bed.wellFormed(t, "racing callers")
 }
 
-// setcapCopy copies bin to a fresh directory that everyone may read and
-// gives the copy cap_net_admin+ep.
-func setcapCopy(t *testing.T, bin string) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "seqknock-capcopy-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
-	src, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cp := filepath.Join(dir, "seqknock")
-	if err := os.WriteFile(cp, src, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("setcap", "cap_net_admin+ep", cp).CombinedOutput(); err != nil {
-		t.Fatalf("setcap: %v: %s", err, out)
-	}
-	return cp
-}
-
 // TestBrokerCommand runs `seqknock broker` (both builds): by hand on a
 // path it makes, and socket-activated (LISTEN_PID, LISTEN_FDS, fd 3); it
 // serves a member, exits 0 after --exit-idle, and refuses an unknown group,
@@ -618,7 +594,7 @@ func TestBrokerCommand(t *testing.T) {
 	g := netnstest.NewGroup(t)
 	u := netnstest.NewUser(t)
 	u.Join(g)
-	ask := netnstest.Build(t, "client/testdata/brokerask")
+	ask := netnstest.Build(t, "client/broker/testdata/brokerask")
 	for _, build := range builds {
 		t.Run(build.name, func(t *testing.T) {
 			bin := build.build(t, "client/cmd/seqknock")
@@ -672,7 +648,7 @@ func TestBrokerCommand(t *testing.T) {
 				t.Error("the socket stays after the broker exited")
 			}
 			// Socket-activated: the socket is systemd's (here: the test's).
-			ln, err := ListenBroker(path, g.GID)
+			ln, err := Listen(path, g.GID)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -717,37 +693,31 @@ func TestBrokerCommand(t *testing.T) {
 	}
 }
 
-// TestBrokerServeLeavesListener: Serve closes the listener it is given as
-// soon as it serves (so Go's network poller, which watches the
-// listener's descriptor, is not woken by every connection that the
-// accepting thread serves), answers on its own descriptor of the socket,
-// and leaves the socket's file in place when it returns.
+// TestBrokerServeLeavesListener: Serve answers on the listener it is
+// given until its context ends, then returns nil with the listener closed
+// and the socket's file left in place (its maker removes it).
 func TestBrokerServeLeavesListener(t *testing.T) {
 	netnstest.RequireRoot(t)
 	path := filepath.Join(t.TempDir(), "broker.sock")
-	ln, err := ListenBroker(path, 0)
+	ln, err := Listen(path, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- (&Broker{GID: 0, GroupName: "root"}).Serve(ctx, ln) }()
-	bc := &BrokerClient{Path: path}
+	go func() { done <- (&Server{GID: 0, GroupName: "root"}).Serve(ctx, ln) }()
+	bc := &Client{Path: path}
 	for deadline := time.Now().Add(10 * time.Second); bc.Check() != nil; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the broker did not answer")
 		}
 	}
-	ln.SetDeadline(time.Now().Add(200 * time.Millisecond))
-	if _, err := ln.Accept(); !errors.Is(err, net.ErrClosed) {
-		t.Errorf("the listener given to Serve: Accept: %v, want it closed", err)
-	}
-	if err := bc.Check(); err != nil {
-		t.Errorf("after the listener was closed: %v", err)
-	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Serve: %v", err)
+	}
+	if _, err := ln.Accept(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("the listener after Serve: Accept: %v, want it closed", err)
 	}
 	if _, err := os.Lstat(path); err != nil {
 		t.Errorf("Serve removed the socket's file: %v", err)
@@ -823,7 +793,7 @@ func TestBrokerDisarm(t *testing.T) {
 // it serves) holds the broker's calls on that socket; other callers are
 // still answered.
 func TestBrokerLockedSocket(t *testing.T) {
-	bed := newBrokerBed(t, &Broker{})
+	bed := newBrokerBed(t, &Server{})
 	fd := tcpSocket(t)
 	uffd, _, e := unix.Syscall(unix.SYS_USERFAULTFD, unix.O_CLOEXEC|unix.O_NONBLOCK, 0, 0)
 	if e != 0 {
@@ -855,7 +825,7 @@ func TestBrokerLockedSocket(t *testing.T) {
 	}()
 	time.Sleep(100 * time.Millisecond)
 	held := make(chan error, 1)
-	go func() { held <- (&BrokerClient{Path: bed.path}).SetISN(fd, 1) }()
+	go func() { held <- (&Client{Path: bed.path}).SetISN(fd, 1) }()
 	time.Sleep(300 * time.Millisecond)
 	bed.wellFormed(t, "a caller whose socket is locked")
 	// Released: the held request ends too.
@@ -864,3 +834,34 @@ func TestBrokerLockedSocket(t *testing.T) {
 	<-held
 	unix.Munmap(mem)
 }
+
+// setcapCopy copies bin to a fresh directory that everyone may read and
+// gives the copy cap_net_admin+ep.
+func setcapCopy(t *testing.T, bin string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "seqknock-capcopy-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	src, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := filepath.Join(dir, "seqknock")
+	if err := os.WriteFile(cp, src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("setcap", "cap_net_admin+ep", cp).CombinedOutput(); err != nil {
+		t.Fatalf("setcap: %v: %s", err, out)
+	}
+	return cp
+}
+
+// builds are the two ways the client is built: CGO_ENABLED=0 (the release
+// build) and with cgo (plain go build or go install where a C compiler is).
+var builds = []struct {
+	name  string
+	build func(t testing.TB, pkg string) string
+}{{"static", netnstest.Build}, {"cgo", netnstest.BuildCgo}}

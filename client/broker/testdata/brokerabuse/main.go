@@ -29,7 +29,7 @@
 //	    and prints how many were answered ok, and how many of those the
 //	    broker bound to a port in LO-HI.
 //	brokerabuse clientdials PATH N [LO HI]
-//	    the same through client.BrokerClient.SetISN, as a seqknock dial
+//	    the same through broker.Client.SetISN, as a seqknock dial
 //	    asks (the port picked in this namespace); also prints the lowest
 //	    and highest port bound.
 package main
@@ -43,7 +43,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/seqknock/seqknock/client"
+	"github.com/seqknock/seqknock/client/broker"
 	"golang.org/x/sys/unix"
 )
 
@@ -277,7 +277,7 @@ func dials(path string, n, lo, hi int) {
 }
 
 func clientDials(path string, n, lo, hi int) {
-	bc := &client.BrokerClient{Path: path}
+	bc := &broker.Client{Path: path}
 	ok, in, low, high := 0, 0, 65536, 0
 	var last string
 	for range n {

@@ -1,6 +1,6 @@
 //go:build linux
 
-package client
+package broker
 
 import (
 	"bufio"
@@ -42,7 +42,7 @@ func unitBroker(t *testing.T, g *netnstest.Group) string {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	os.Chmod(dir, 0o755)
 	sock := filepath.Join(dir, "broker.sock")
-	ln, err := ListenBroker(sock, g.GID)
+	ln, err := Listen(sock, g.GID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +88,7 @@ func firstLine(t *testing.T, cmd *exec.Cmd) string {
 // the unit runs it (no CAP_NET_BIND_SERVICE) or by hand as root.
 func TestReviewBrokerPrivilegedSourcePort(t *testing.T) {
 	netnstest.RequireRoot(t, "setpriv", "ip", "sh")
-	abuse := netnstest.Build(t, "client/testdata/brokerabuse")
+	abuse := netnstest.Build(t, "client/broker/testdata/brokerabuse")
 	for _, mode := range []string{"unit", "root"} {
 		t.Run(mode, func(t *testing.T) {
 			ns := netnstest.New(t, "lowport")
@@ -97,7 +97,7 @@ func TestReviewBrokerPrivilegedSourcePort(t *testing.T) {
 			if mode == "unit" {
 				sock = unitBroker(t, g)
 			} else {
-				bed := newBrokerBed(t, &Broker{})
+				bed := newBrokerBed(t, &Server{})
 				sock, g = bed.path, bed.g
 			}
 			member := netnstest.NewUser(t)
@@ -121,7 +121,7 @@ func TestReviewBrokerPrivilegedSourcePort(t *testing.T) {
 func TestReviewBrokerReuseRace(t *testing.T) {
 	netnstest.RequireRoot(t, "setpriv", "ip", "sh")
 	ns := netnstest.New(t, "reuse")
-	abuse := netnstest.Build(t, "client/testdata/brokerabuse")
+	abuse := netnstest.Build(t, "client/broker/testdata/brokerabuse")
 	const port = 18081
 	victim := netnstest.NewUser(t)
 	if line := firstLine(t, victim.Command(ns, abuse, "serve", strconv.Itoa(port))); line != "serving" {
@@ -151,12 +151,12 @@ func TestReviewBrokerReuseRace(t *testing.T) {
 // all but 28 of the broker's 28,232 ports (two processes, no privilege);
 // while an ordinary connect (the kernel's pick of port) still finds one,
 // another member's broker dials must too: requests without a port (the
-// broker's pick) and the client's own (BrokerClient picks the port).
+// broker's pick) and the client's own (Client picks the port).
 func TestReviewBrokerPortExhaustion(t *testing.T) {
 	netnstest.RequireRoot(t, "setpriv", "ip", "sh")
 	ns := netnstest.New(t, "exhaust")
-	abuse := netnstest.Build(t, "client/testdata/brokerabuse")
-	bed := newBrokerBed(t, &Broker{})
+	abuse := netnstest.Build(t, "client/broker/testdata/brokerabuse")
+	bed := newBrokerBed(t, &Server{})
 	hog, member := netnstest.NewUser(t), netnstest.NewUser(t)
 	member.Join(bed.g)
 	const free = 28
@@ -196,7 +196,7 @@ func TestReviewBrokerPortExhaustion(t *testing.T) {
 	if ok != n {
 		t.Errorf("with %d of %d ports free, %d of %d of another member's broker dials failed (ordinary connects: all 20 made)", free, total, n-ok, n)
 	}
-	// The same through client.BrokerClient, which picks the port itself.
+	// The same through client.Client, which picks the port itself.
 	out, err = member.Command(ns, abuse, "clientdials", bed.path, "200").CombinedOutput()
 	t.Logf("the member's client dials: %s", strings.TrimSpace(string(out)))
 	if err != nil || !strings.HasPrefix(string(out), "ok=200 of 200") {
@@ -214,7 +214,7 @@ func TestReviewBrokerPortExhaustion(t *testing.T) {
 func TestReviewUserNamespaceSetcapBroker(t *testing.T) {
 	netnstest.RequireRoot(t, "setpriv", "setcap", "ip", "sh", "unshare")
 	ns := netnstest.New(t, "userns")
-	abuse := netnstest.Build(t, "client/testdata/brokerabuse")
+	abuse := netnstest.Build(t, "client/broker/testdata/brokerabuse")
 	capBin := setcapCopy(t, netnstest.Build(t, "client/cmd/seqknock"))
 	a := netnstest.NewUser(t)
 	sock := filepath.Join(a.Home, "own.sock")
@@ -244,7 +244,7 @@ func TestReviewUserNamespaceSetcapBroker(t *testing.T) {
 func TestReviewBrokerConnectRace(t *testing.T) {
 	netnstest.RequireRoot(t, "setpriv", "ip", "sh")
 	ns := netnstest.New(t, "connrace")
-	abuse := netnstest.Build(t, "client/testdata/brokerabuse")
+	abuse := netnstest.Build(t, "client/broker/testdata/brokerabuse")
 	g := netnstest.NewGroup(t)
 	sock := unitBroker(t, g)
 	member := netnstest.NewUser(t)
@@ -269,7 +269,7 @@ func TestReviewBrokerConnectRace(t *testing.T) {
 // the range of ports the kernel picks from (ip_local_port_range); the
 // kernel never picks a reserved port or one outside the range for a
 // connection of its own. The broker, in a namespace of its own, can read
-// neither: a member's ordinary dial (client.BrokerClient, which picks the
+// neither: a member's ordinary dial (client.Client, which picks the
 // port in its own namespace and names it) must not be bound to a reserved
 // port, nor outside the range. (A member naming a port binds only what it
 // could bind itself; a request without a port, from a client that does
@@ -277,7 +277,7 @@ func TestReviewBrokerConnectRace(t *testing.T) {
 func TestReviewBrokerReservedPorts(t *testing.T) {
 	netnstest.RequireRoot(t, "setpriv", "ip", "sh")
 	ns := netnstest.New(t, "reserved")
-	abuse := netnstest.Build(t, "client/testdata/brokerabuse")
+	abuse := netnstest.Build(t, "client/broker/testdata/brokerabuse")
 	const lo, hi = 32768, 46000
 	const rangeLo, rangeHi = 40000, 50000
 	if out, err := ns.Command("sh", "-c", "echo "+strconv.Itoa(lo)+"-"+strconv.Itoa(hi)+" > /proc/sys/net/ipv4/ip_local_reserved_ports && "+
@@ -322,7 +322,7 @@ func TestReviewBrokerReservedPorts(t *testing.T) {
 // exits (idle).
 func TestReviewRootBrokerKeepsNetAdmin(t *testing.T) {
 	netnstest.RequireRoot(t, "setpriv", "ip", "sh")
-	abuse := netnstest.Build(t, "client/testdata/brokerabuse")
+	abuse := netnstest.Build(t, "client/broker/testdata/brokerabuse")
 	ns := netnstest.New(t, "rootbroker")
 	if out, err := ns.Command("sh", "-c", "echo 2000 > /proc/sys/net/ipv4/ip_unprivileged_port_start").CombinedOutput(); err != nil {
 		t.Fatalf("ip_unprivileged_port_start: %v: %s", err, out)
@@ -408,7 +408,7 @@ func TestReviewRootBrokerKeepsNetAdmin(t *testing.T) {
 // client picks again (up to pickTries times), never binding a port in
 // use; a pick that stays taken fails with EADDRINUSE after pickTries.
 func TestBrokerClientPicksAgain(t *testing.T) {
-	bed := newBrokerBed(t, &Broker{})
+	bed := newBrokerBed(t, &Server{})
 	held, err := net.Listen("tcp4", "0.0.0.0:0")
 	if err != nil {
 		t.Fatal(err)
@@ -416,7 +416,7 @@ func TestBrokerClientPicksAgain(t *testing.T) {
 	defer held.Close()
 	taken := uint16(held.Addr().(*net.TCPAddr).Port)
 	calls := 0
-	bc := &BrokerClient{Path: bed.path, pick: func(fd int) (uint16, error) {
+	bc := &Client{Path: bed.path, pick: func(fd int) (uint16, error) {
 		calls++
 		if calls <= 2 {
 			return taken, nil

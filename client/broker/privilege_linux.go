@@ -1,6 +1,6 @@
 //go:build linux
 
-package client
+package broker
 
 import (
 	"errors"
@@ -46,7 +46,7 @@ const capNetAdminOnly = uint64(1) << unix.CAP_NET_ADMIN
 // thread the capabilities of the bounding set it inherits, CAP_NET_ADMIN
 // alone. Then KeepOnlyNetAdmin does not return; removePath, when not "",
 // is the socket's path, which the new image removes when it is done
-// (BrokerHanded).
+// (Handed).
 func KeepOnlyNetAdmin(ln *net.UnixListener, removePath string) error {
 	extra, err := extraCapabilities()
 	if err != nil || !extra {
@@ -160,11 +160,11 @@ func handOverBroker(ln *net.UnixListener, removePath string, drop []uintptr) err
 	return fmt.Errorf("broker: exec: %w", err)
 }
 
-// BrokerHanded returns the listening socket handOverBroker passed to this
+// Handed returns the listening socket handOverBroker passed to this
 // image and the path to remove when done ("" for none), or a nil listener
 // when there is none. It refuses one in a process that holds any
 // capability but CAP_NET_ADMIN: the hand-over exists to shed them.
-func BrokerHanded() (*net.UnixListener, string, error) {
+func Handed() (*net.UnixListener, string, error) {
 	s, ok := os.LookupEnv(brokerHandedEnv)
 	if !ok {
 		return nil, "", nil

@@ -1,16 +1,15 @@
 //go:build linux
 
-package client
+package broker
 
 import (
-	"context"
 	"net"
-	"net/netip"
 	"sort"
+	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
-	"github.com/seqknock/seqknock/totp"
 	"golang.org/x/sys/unix"
 )
 
@@ -41,19 +40,29 @@ func BenchmarkBrokerPreBind(b *testing.B) {
 		}
 	}()
 	port := uint16(ln.Addr().(*net.TCPAddr).Port)
-	binding, plain := newBrokerBed(b, &Broker{}), newBrokerBed(b, &Broker{noBind: true})
-	dialer := func(path string, noPick bool) *Dialer {
-		slot := 0
-		bc := &BrokerClient{Path: path, noPick: noPick}
-		return &Dialer{Key: testKey, Slots: totp.MaxSlots, SynTimeout: 2 * time.Second,
-			Resolve: func(context.Context, string, string) ([]netip.Addr, error) {
-				return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
-			},
-			Reserve:         func(string, uint64, int) (int, error) { slot++; return (slot - 1) % totp.MaxSlots, nil },
-			CheckCapability: bc.Available, SetISN: bc.SetISNFrom}
+	binding, plain := newBrokerBed(b, &Server{}), newBrokerBed(b, &Server{noBind: true})
+	// A dial as the client's Dialer makes it through the broker: the ISN
+	// set (and the port bound) in the socket's Control, then connect().
+	dialer := func(path string, noPick bool) func() (net.Conn, error) {
+		bc := &Client{Path: path, noPick: noPick}
+		var isn uint32
+		d := &net.Dialer{Timeout: 2 * time.Second, Control: func(_, _ string, c syscall.RawConn) error {
+			isn++
+			var serr error
+			if err := c.Control(func(fd uintptr) { serr = bc.SetISN(int(fd), isn) }); err != nil {
+				return err
+			}
+			return serr
+		}}
+		return func() (net.Conn, error) {
+			if err := bc.Available(); err != nil {
+				return nil, err
+			}
+			return d.Dial("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))))
+		}
 	}
 	// Served; neither; the broker's bind of its own pick alone.
-	modes := []*Dialer{dialer(binding.path, false), dialer(plain.path, true), dialer(binding.path, true)}
+	modes := []func() (net.Conn, error){dialer(binding.path, false), dialer(plain.path, true), dialer(binding.path, true)}
 	times := make([][]time.Duration, len(modes))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -62,7 +71,7 @@ func BenchmarkBrokerPreBind(b *testing.B) {
 		for k := range modes {
 			m := (i + k) % len(modes)
 			start := time.Now()
-			c, err := modes[m].Dial(context.Background(), "127.0.0.1", port)
+			c, err := modes[m]()
 			if err != nil {
 				b.Fatalf("dial %d: %v", i, err)
 			}

@@ -14,6 +14,7 @@ import (
 	"strconv"
 
 	"github.com/seqknock/seqknock/client"
+	"github.com/seqknock/seqknock/client/broker"
 	"golang.org/x/sys/unix"
 )
 
@@ -35,7 +36,7 @@ func main() {
 		fmt.Println(err)
 		os.Exit(1)
 	}
-	b := &client.BrokerClient{Path: os.Args[1]}
+	b := &broker.Client{Path: os.Args[1]}
 	if err := b.Check(); err != nil {
 		fmt.Println(err)
 		os.Exit(1)

@@ -1,0 +1,5 @@
+//go:build !cgo
+
+package broker
+
+const builtWithCgo = false
