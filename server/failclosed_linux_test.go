@@ -113,6 +113,7 @@ func NewFailClosedBed(t *testing.T, subnet int) *FailClosedBed {
 	b.CL = netnstest.Connect(t, b.Srv, b.Cli, subnet)
 	b.AL = netnstest.Connect(t, b.Srv, b.Atk, subnet+1)
 	b.K = NewKernel(b.Srv.FD())
+	os.Chmod(b.dir, 0o700) // the state directory: root's, mode 0700
 	b.bin = netnstest.Build(t, "server/cmd/seqknockd")
 	os.WriteFile(filepath.Join(b.dir, "alice.key"), []byte(base64.StdEncoding.EncodeToString(aliceKey)+"\n"), 0o600)
 	path := filepath.Join(b.dir, "seqknockd.toml")
