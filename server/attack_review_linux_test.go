@@ -47,7 +47,7 @@ func repairTime(b *FailClosedBed, limit time.Duration) time.Duration {
 	b.Nft("", "delete", "table", "inet", b.Cfg.Table)
 	start := time.Now()
 	for time.Since(start) < limit {
-		if live, err := b.K.Counters(b.Cfg.Table); err == nil && live.Exists && live.RulesCurrent {
+		if live, err := b.K.Table.ReadCounters(b.Cfg.Table); err == nil && live.Exists && live.RulesCurrent {
 			return time.Since(start)
 		}
 		time.Sleep(2 * time.Millisecond)
@@ -95,7 +95,7 @@ func TestReviewUnfindableListenersStallTheLoop(t *testing.T) {
 		}
 		startUser(t, u.Command(b.Srv, "python3", "-c", inflightListeners, fmt.Sprint(n), fmt.Sprint(pad), "8022"))
 	}
-	if ls, err := b.K.Listeners(8022, nil); err != nil || len(ls) != listeners {
+	if ls, err := b.K.Listeners.List(8022, nil); err != nil || len(ls) != listeners {
 		t.Fatalf("listeners on port 8022: %d, %v; want the user's %d", len(ls), err, listeners)
 	}
 	time.Sleep(2 * time.Second) // the daemon meets them
@@ -199,12 +199,12 @@ func TestReviewLocalMarkNeedsCapNetAdmin(t *testing.T) {
 	startService(t, ns, 22)
 	k := NewKernel(ns.FD())
 	const bit = 1 << 24 // the default packet_mark_bit
-	ls, err := k.Listeners(22, nil)
+	ls, err := k.Listeners.List(22, nil)
 	if err != nil || len(ls) != 2 {
 		t.Fatalf("listeners: %v, %v", ls, err)
 	}
 	for _, l := range ls {
-		if r := k.LockListener(l.Inode, bit, true); !r.Locked {
+		if r := k.Listeners.Lock(l.Inode, bit, true); !r.Locked {
 			t.Fatalf("lock %v: %+v", l.Local, r)
 		}
 	}
@@ -257,7 +257,7 @@ func TestReviewMPTCPListener(t *testing.T) {
 		t.Fatalf("MPTCP service: %q, %v", line, err)
 	}
 	time.Sleep(LockRecheck + 200*time.Millisecond)
-	ls, err := lockedListeners(b.K, b.Cfg)
+	ls, err := LockedListeners(b.K, b.Cfg)
 	if err != nil || len(ls) == 0 {
 		t.Fatalf("listeners: %v, %v", ls, err)
 	}
