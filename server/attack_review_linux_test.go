@@ -203,8 +203,8 @@ func TestReviewLocalMarkNeedsCapNetAdmin(t *testing.T) {
 	if err != nil || len(ls) != 2 {
 		t.Fatalf("listeners: %v, %v", ls, err)
 	}
-	for _, l := range ls {
-		if r := k.Listeners.Lock(l.Inode, bit, true); !r.Locked {
+	for i, r := range k.Listeners.Lock(ls, bit, true) {
+		if l := ls[i]; !r.Locked {
 			t.Fatalf("lock %v: %+v", l.Local, r)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/seqknock/seqknock/admitlog"
 	"github.com/seqknock/seqknock/hostconns"
@@ -64,7 +65,7 @@ func (k *listeners) List(port uint16, key []byte) ([]ListenerState, error) {
 	ls, err := tcpsign.Listeners(k.netns, port)
 	out := make([]ListenerState, len(ls))
 	for i, l := range ls {
-		out[i] = ListenerState{Local: l.Local, Inode: l.Inode, Signed: l.SignedWith(key)}
+		out[i] = ListenerState{Local: l.Local, Inode: l.Inode, UID: l.UID, Signed: l.SignedWith(key)}
 	}
 	return out, err
 }
@@ -73,69 +74,151 @@ func (k *listeners) Sign(port uint16, key []byte) ([]ListenerState, error) {
 	rs, err := tcpsign.Sign(k.netns, port, key)
 	out := make([]ListenerState, len(rs))
 	for i, r := range rs {
-		out[i] = ListenerState{Local: r.Listener.Local, Inode: r.Listener.Inode, PID: r.PID, Signed: r.Signed, Changed: r.Changed, Err: r.Err}
+		out[i] = ListenerState{Local: r.Listener.Local, Inode: r.Listener.Inode, UID: r.Listener.UID, PID: r.PID, Signed: r.Signed, Changed: r.Changed, Err: r.Err}
 	}
 	return out, err
 }
 
-// lockers are Listeners.Lock and Unlock. The socket is
-// taken from whichever process holds it (the filter is no secret, unlike
-// a signing key, and a protected port admits no unknocked SYN whoever
-// listens on it). Each listener's holder is remembered, so the check every
-// LockRecheck costs a pidfd_getfd, not a search through /proc.
+// lockers are Listeners.Lock and Unlock. The socket is taken from
+// whichever process holds it (the filter is no secret, unlike a signing
+// key, and a protected port admits no unknocked SYN whoever listens on
+// it). Each listener's holder is remembered, so the check every
+// LockRecheck costs a pidfd_getfd, not a search through /proc. The
+// listeners whose holder is not known are searched for together, in one
+// pass over /proc each: root's listeners among the processes whose real
+// uid is root, every round; other users' among their own processes, then
+// every listener still unfound in every process, each of these two at
+// most every HolderRetry. A listener found nowhere (held by no process,
+// only by a message in flight, or by a process in another PID namespace)
+// is not searched for again before the next such pass. So a local user's
+// listeners and descriptors cost at most two passes every HolderRetry,
+// and never slow the lock of a root service's new listener.
 type lockers struct {
 	mu      sync.Mutex
 	holders map[uint32]tcpsign.Holder
+	missing map[uint32]error // found nowhere at the last whole pass
+	// nextOthers and nextAll are when the pass among other users'
+	// processes, and the pass among every process, may run again.
+	nextOthers, nextAll time.Time
 }
 
-// maxHolders bounds the memory of holders: past it, it starts afresh.
+// HolderRetry is how often, at most, the daemon searches the processes
+// of users other than root, and then every process, for the holders of
+// listeners it has not found.
+const HolderRetry = 5 * time.Second
+
+// maxHolders bounds the memory of holders and missing: past it, each
+// starts afresh.
 const maxHolders = 4096
 
-func (k *lockers) dup(inode uint32) (int, int, error) {
-	k.mu.Lock()
-	hint := k.holders[inode]
-	k.mu.Unlock()
-	fd, h, err := tcpsign.DuplicateVia(inode, false, hint)
+// take duplicates each listener of ls from a process that holds it, and
+// calls use with each descriptor (closed after), or with the error that
+// says why there is none. thorough searches every process now, whatever
+// was searched when.
+func (k *lockers) take(ls []ListenerState, thorough bool, use func(i, fd, pid int, err error)) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.holders == nil || len(k.holders) >= maxHolders {
 		k.holders = map[uint32]tcpsign.Holder{}
 	}
-	if err != nil {
-		delete(k.holders, inode)
-		return -1, 0, err
+	if k.missing == nil || len(k.missing) >= maxHolders {
+		k.missing = map[uint32]error{}
 	}
-	k.holders[inode] = h
-	return fd, h.PID, nil
-}
-
-func (k *lockers) Lock(inode, bit uint32, attach bool) LockResult {
-	fd, pid, err := k.dup(inode)
-	if err != nil {
-		return LockResult{PID: pid, Err: err}
+	done := make([]bool, len(ls))
+	try := func(i int, h tcpsign.Holder) bool {
+		fd, err := tcpsign.Take(h, ls[i].Inode)
+		if err != nil {
+			return false
+		}
+		defer unix.Close(fd)
+		k.holders[ls[i].Inode] = h
+		delete(k.missing, ls[i].Inode)
+		done[i] = true
+		use(i, fd, h.PID, nil)
+		return true
 	}
-	defer unix.Close(fd)
-	if !attach {
-		st, err := listenlock.Check(fd, bit)
-		if err == nil && st != listenlock.Locked {
-			err = errors.New(st.String())
-			if st == listenlock.Unlocked {
-				err = nil
+	for i, l := range ls {
+		if h, ok := k.holders[l.Inode]; ok && !try(i, h) {
+			delete(k.holders, l.Inode)
+		}
+	}
+	now := time.Now()
+	for _, pass := range []struct {
+		owners, root bool
+		next         *time.Time
+	}{{true, true, nil}, {true, false, &k.nextOthers}, {false, false, &k.nextAll}} {
+		want := map[uint32]uint32{}
+		for i, l := range ls {
+			_, gone := k.missing[l.Inode]
+			if done[i] || (gone && !thorough && pass.next == nil) || (pass.owners && (l.UID == 0) != pass.root) {
+				continue
+			}
+			want[l.Inode] = l.UID
+		}
+		if len(want) == 0 {
+			continue
+		}
+		if pass.next != nil && !thorough {
+			if now.Before(*pass.next) {
+				continue
+			}
+			*pass.next = now.Add(HolderRetry)
+		}
+		found := tcpsign.FindHolders(want, pass.owners)
+		for i, l := range ls {
+			if h, ok := found[l.Inode]; ok && !done[i] {
+				try(i, h)
 			}
 		}
-		return LockResult{PID: pid, Locked: st == listenlock.Locked, Err: err}
+		if pass.next == &k.nextAll {
+			for ino := range want {
+				if _, ok := found[ino]; !ok {
+					k.missing[ino] = fmt.Errorf("socket inode %d: %w", ino, tcpsign.ErrNoHolder)
+				}
+			}
+		}
 	}
-	changed, err := listenlock.Attach(fd, bit)
-	return LockResult{PID: pid, Locked: err == nil, Changed: changed, Err: err}
+	for i, l := range ls {
+		if done[i] {
+			continue
+		}
+		err := k.missing[l.Inode]
+		if err == nil {
+			err = fmt.Errorf("socket inode %d: holder not found yet (the processes of other users are searched at most every %v): %w", l.Inode, HolderRetry, tcpsign.ErrNoHolder)
+		}
+		use(i, -1, 0, err)
+	}
 }
 
-func (k *lockers) Unlock(inode uint32) (bool, error) {
-	fd, _, err := k.dup(inode)
-	if err != nil {
-		return false, err
-	}
-	defer unix.Close(fd)
-	return listenlock.Detach(fd)
+func (k *lockers) Lock(ls []ListenerState, bit uint32, attach bool) []LockResult {
+	out := make([]LockResult, len(ls))
+	k.take(ls, false, func(i, fd, pid int, err error) {
+		switch {
+		case err != nil:
+			out[i] = LockResult{PID: pid, Err: err}
+		case !attach:
+			st, err := listenlock.Check(fd, bit)
+			if err == nil && st != listenlock.Locked && st != listenlock.Unlocked {
+				err = errors.New(st.String())
+			}
+			out[i] = LockResult{PID: pid, Locked: st == listenlock.Locked, Err: err}
+		default:
+			changed, err := listenlock.Attach(fd, bit)
+			out[i] = LockResult{PID: pid, Locked: err == nil, Changed: changed, Err: err}
+		}
+	})
+	return out
+}
+
+func (k *lockers) Unlock(inode uint32) (ok bool, err error) {
+	k.take([]ListenerState{{Inode: inode}}, true, func(_, fd, _ int, terr error) {
+		if terr != nil {
+			err = terr
+			return
+		}
+		ok, err = listenlock.Detach(fd)
+	})
+	return ok, err
 }
 
 // OtherNetns looks, for each network namespace other than k's (0: this

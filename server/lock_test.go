@@ -27,7 +27,15 @@ func (f *fakeListeners) List(port uint16, key []byte) ([]ListenerState, error) {
 	return f.ports[port], nil
 }
 
-func (f *fakeListeners) Lock(inode, bit uint32, attach bool) LockResult {
+func (f *fakeListeners) Lock(ls []ListenerState, bit uint32, attach bool) []LockResult {
+	out := make([]LockResult, len(ls))
+	for i, l := range ls {
+		out[i] = f.lock(l.Inode, bit, attach)
+	}
+	return out
+}
+
+func (f *fakeListeners) lock(inode, bit uint32, attach bool) LockResult {
 	if !attach {
 		f.reads++
 		return LockResult{Locked: f.locked[inode] == bit}
@@ -85,16 +93,18 @@ func TestLockListeners(t *testing.T) {
 	f.fail[3] = errors.New("no pidfd access")
 	var log bytes.Buffer
 	m := &Metrics{}
-	d := &Daemon{Kernel: f.kernel(), cfg: lockConfig(t), Log: slog.New(slog.NewTextHandler(&log, nil)), Metrics: m}
-	d.lockListeners(true)
+	cfg := lockConfig(t)
+	d := &locker{k: f, log: slog.New(slog.NewTextHandler(&log, nil)), metrics: m}
+	now := time.Unix(0, 0)
+	d.lock(cfg, true, now)
 	if f.locked[1] != 1<<5 || f.locked[2] != 1<<5 {
 		t.Fatalf("locked %v; want inodes 1 and 2 with bit 5", f.locked)
 	}
-	d.lockListeners(false)
+	d.lock(cfg, false, now)
 	if f.calls[1] != 1 || f.calls[3] != 1 {
 		t.Errorf("the fast poll touched known listeners: %v", f.calls)
 	}
-	d.lockListeners(true)
+	d.lock(cfg, true, now)
 	if f.calls[1] != 2 || f.calls[3] != 2 {
 		t.Errorf("a full check skipped listeners: %v", f.calls)
 	}
@@ -114,7 +124,7 @@ func TestLockListeners(t *testing.T) {
 	}
 	// The service restarted: a new listener on 22, the old ones gone.
 	f.ports[22] = []ListenerState{{Local: netip.MustParseAddrPort("0.0.0.0:22"), Inode: 4}}
-	d.lockListeners(false)
+	d.lock(cfg, false, now)
 	if f.locked[4] != 1<<5 {
 		t.Errorf("the fast poll did not lock the new listener")
 	}
@@ -123,11 +133,11 @@ func TestLockListeners(t *testing.T) {
 	}
 	// Someone removed the filter: the next full check puts it back.
 	delete(f.locked, 4)
-	d.lockListeners(true)
+	d.lock(cfg, true, now)
 	if f.locked[4] != 1<<5 {
 		t.Errorf("a full check did not put a removed filter back")
 	}
-	if n := LockOnce(f.kernel(), d.cfg, d.Log); n != 1 {
+	if n := LockOnce(f.kernel(), cfg, d.log); n != 1 {
 		t.Errorf("LockOnce: %d unlocked; want 1", n)
 	}
 }
