@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -167,4 +168,67 @@ func TestLockedListenersStatus(t *testing.T) {
 	if len(f.calls) != 0 {
 		t.Errorf("status attached filters: %v", f.calls)
 	}
+}
+
+// stuckListeners has one listener on each port; from its second call on,
+// Lock reports on entered and waits for gate, as a search of /proc that
+// takes long does.
+type stuckListeners struct {
+	mu      sync.Mutex
+	calls   int
+	entered chan struct{}
+	gate    chan struct{}
+}
+
+func (s *stuckListeners) List(port uint16, _ []byte) ([]ListenerState, error) {
+	return []ListenerState{{Local: netip.AddrPortFrom(netip.IPv4Unspecified(), port), Inode: uint32(port)}}, nil
+}
+
+func (s *stuckListeners) Lock(ls []ListenerState, _ uint32, _ bool) []LockResult {
+	s.mu.Lock()
+	s.calls++
+	stuck := s.calls > 1
+	s.mu.Unlock()
+	if stuck {
+		select {
+		case s.entered <- struct{}{}:
+		default:
+		}
+		<-s.gate
+	}
+	out := make([]LockResult, len(ls))
+	for i := range out {
+		out[i] = LockResult{Locked: true}
+	}
+	return out
+}
+
+func (s *stuckListeners) Sign(uint16, []byte) ([]ListenerState, error) { return nil, nil }
+func (s *stuckListeners) Unlock(uint32) (bool, error)                  { return false, nil }
+func (s *stuckListeners) OtherNetns(uint16) ([]string, error)          { return nil, nil }
+
+// TestLockNeverHoldsUpRepair: while the lock work is stuck (a long search
+// for a listener's holder), a foreign change to the table is still
+// repaired at once: the loop that repairs never waits for the locker.
+func TestLockNeverHoldsUpRepair(t *testing.T) {
+	clock := newFakeClock(time.Unix(1_800_000_000, 0).Add(time.Second))
+	events := make(chan struct{}, 1)
+	sk := &scriptedKernel{clock: clock, foreign: events}
+	sl := &stuckListeners{entered: make(chan struct{}, 1), gate: make(chan struct{})}
+	k := sk.kernel()
+	k.Listeners = sl
+	_, stop := startDaemon(t, clock, k, &notes{}, 0, "60s")
+	defer stop()
+	defer close(sl.gate) // before stop: the locker ends after its call
+	waitFor(t, "first sync", func() bool { return sk.count() >= 1 })
+	events <- struct{}{} // someone removed the table
+	waitFor(t, "the first repair", func() bool { return sk.count() >= 2 })
+	select {
+	case <-sl.entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the lock work never started")
+	}
+	n := sk.count()
+	events <- struct{}{} // and again, while the lock work is stuck
+	waitFor(t, "the repair while the lock work is stuck", func() bool { return sk.count() == n+1 })
 }
