@@ -83,23 +83,30 @@ func (k *listeners) Sign(port uint16, key []byte) ([]ListenerState, error) {
 // whichever process holds it (the filter is no secret, unlike a signing
 // key, and a protected port admits no unknocked SYN whoever listens on
 // it). Each listener's holder is remembered, so the check every
-// LockRecheck costs a pidfd_getfd, not a search through /proc. The
-// listeners whose holder is not known are searched for together, in one
-// pass over /proc each: root's listeners among the processes whose real
-// uid is root, every round; other users' among their own processes, then
-// every listener still unfound in every process, each of these two at
-// most every HolderRetry. A listener found nowhere (held by no process,
-// only by a message in flight, or by a process in another PID namespace)
-// is not searched for again before the next such pass. So a local user's
-// listeners and descriptors cost at most two passes every HolderRetry,
-// and never slow the lock of a root service's new listener.
+// LockRecheck costs a pidfd_getfd, not a search through /proc.
+//
+// The holders not known are searched for together, one pass over /proc
+// for all of them: root's listeners among the processes whose real uid is
+// root, at every call. The rest (other users' listeners, among their own
+// processes, then every listener still unfound among every process) is
+// the slow search, which a user's descriptors make long: the first call
+// makes it before it returns (status, check-config, `seqknockd sync` and
+// the daemon's start get a whole answer); later calls start it in the
+// background, at most every HolderRetry, and its holders serve the next
+// call, meanwhile the listener's result is Pending. A listener found
+// nowhere (held by no process, only by a message in flight, or only in
+// another PID namespace) waits for the next slow search. So a local
+// user's listeners and descriptors never hold up a call, nor the lock of
+// a root service's new listener.
 type lockers struct {
 	mu      sync.Mutex
 	holders map[uint32]tcpsign.Holder
-	missing map[uint32]error // found nowhere at the last whole pass
-	// nextOthers and nextAll are when the pass among other users'
-	// processes, and the pass among every process, may run again.
-	nextOthers, nextAll time.Time
+	missing map[uint32]error // found nowhere by the last slow search
+	// searched: a call was made (the first searches in full);
+	// searching: a slow search runs now; nextSlow: when the next may
+	// start.
+	searched, searching bool
+	nextSlow            time.Time
 }
 
 // HolderRetry is how often, at most, the daemon searches the processes
@@ -111,11 +118,15 @@ const HolderRetry = 5 * time.Second
 // starts afresh.
 const maxHolders = 4096
 
+// errPending is a listener's error while the slow search for its holder
+// is under way or due.
+var errPending = fmt.Errorf("holder not found among its owner's processes yet; every process is searched at most every %v: %w", HolderRetry, tcpsign.ErrNoHolder)
+
 // take duplicates each listener of ls from a process that holds it, and
 // calls use with each descriptor (closed after), or with the error that
-// says why there is none. thorough searches every process now, whatever
-// was searched when.
-func (k *lockers) take(ls []ListenerState, thorough bool, use func(i, fd, pid int, err error)) {
+// says why there is none (pending: the slow search may still find it).
+// thorough makes the slow search now, whatever was searched when.
+func (k *lockers) take(ls []ListenerState, thorough bool, use func(i, fd, pid int, pending bool, err error)) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.holders == nil || len(k.holders) >= maxHolders {
@@ -124,6 +135,8 @@ func (k *lockers) take(ls []ListenerState, thorough bool, use func(i, fd, pid in
 	if k.missing == nil || len(k.missing) >= maxHolders {
 		k.missing = map[uint32]error{}
 	}
+	first := !k.searched
+	k.searched = true
 	done := make([]bool, len(ls))
 	try := func(i int, h tcpsign.Holder) bool {
 		fd, err := tcpsign.Take(h, ls[i].Inode)
@@ -134,68 +147,110 @@ func (k *lockers) take(ls []ListenerState, thorough bool, use func(i, fd, pid in
 		k.holders[ls[i].Inode] = h
 		delete(k.missing, ls[i].Inode)
 		done[i] = true
-		use(i, fd, h.PID, nil)
+		use(i, fd, h.PID, false, nil)
 		return true
+	}
+	tryFound := func(found map[uint32]tcpsign.Holder) {
+		for i, l := range ls {
+			if h, ok := found[l.Inode]; ok && !done[i] {
+				try(i, h)
+			}
+		}
 	}
 	for i, l := range ls {
 		if h, ok := k.holders[l.Inode]; ok && !try(i, h) {
 			delete(k.holders, l.Inode)
 		}
 	}
+	root := map[uint32]uint32{}
+	for i, l := range ls {
+		if _, gone := k.missing[l.Inode]; !done[i] && l.UID == 0 && (!gone || thorough) {
+			root[l.Inode] = 0
+		}
+	}
+	if len(root) > 0 {
+		tryFound(tcpsign.FindHolders(root, true))
+	}
+	rest := map[uint32]uint32{}
+	for i, l := range ls {
+		if !done[i] {
+			rest[l.Inode] = l.UID
+		}
+	}
 	now := time.Now()
-	for _, pass := range []struct {
-		owners, root bool
-		next         *time.Time
-	}{{true, true, nil}, {true, false, &k.nextOthers}, {false, false, &k.nextAll}} {
-		want := map[uint32]uint32{}
-		for i, l := range ls {
-			_, gone := k.missing[l.Inode]
-			if done[i] || (gone && !thorough && pass.next == nil) || (pass.owners && (l.UID == 0) != pass.root) {
-				continue
-			}
-			want[l.Inode] = l.UID
-		}
-		if len(want) == 0 {
-			continue
-		}
-		if pass.next != nil && !thorough {
-			if now.Before(*pass.next) {
-				continue
-			}
-			*pass.next = now.Add(HolderRetry)
-		}
-		found := tcpsign.FindHolders(want, pass.owners)
-		for i, l := range ls {
-			if h, ok := found[l.Inode]; ok && !done[i] {
-				try(i, h)
-			}
-		}
-		if pass.next == &k.nextAll {
-			for ino := range want {
-				if _, ok := found[ino]; !ok {
-					k.missing[ino] = fmt.Errorf("socket inode %d: %w", ino, tcpsign.ErrNoHolder)
-				}
-			}
-		}
+	switch {
+	case len(rest) == 0:
+	case thorough || first:
+		k.nextSlow = now.Add(HolderRetry)
+		found, missing := slowSearch(rest)
+		k.record(found, missing)
+		tryFound(found)
+	case !k.searching && !now.Before(k.nextSlow):
+		k.searching, k.nextSlow = true, now.Add(HolderRetry)
+		go func() {
+			found, missing := slowSearch(rest)
+			k.mu.Lock()
+			defer k.mu.Unlock()
+			k.record(found, missing)
+			k.searching = false
+		}()
 	}
 	for i, l := range ls {
 		if done[i] {
 			continue
 		}
-		err := k.missing[l.Inode]
-		if err == nil {
-			err = fmt.Errorf("socket inode %d: holder not found yet (the processes of other users are searched at most every %v): %w", l.Inode, HolderRetry, tcpsign.ErrNoHolder)
+		if err := k.missing[l.Inode]; err != nil {
+			use(i, -1, 0, false, err)
+		} else {
+			use(i, -1, 0, true, errPending)
 		}
-		use(i, -1, 0, err)
+	}
+}
+
+// slowSearch looks for the holders of want (inode: owner uid) among
+// their owners' processes, then for those still unfound among every
+// process; it returns those found and, for the rest, why not.
+func slowSearch(want map[uint32]uint32) (map[uint32]tcpsign.Holder, map[uint32]error) {
+	found := tcpsign.FindHolders(want, true)
+	rest := map[uint32]uint32{}
+	for ino, uid := range want {
+		if _, ok := found[ino]; !ok {
+			rest[ino] = uid
+		}
+	}
+	missing := map[uint32]error{}
+	for ino, h := range tcpsign.FindHolders(rest, false) {
+		found[ino] = h
+	}
+	for ino := range rest {
+		if _, ok := found[ino]; !ok {
+			missing[ino] = fmt.Errorf("socket inode %d: %w", ino, tcpsign.ErrNoHolder)
+		}
+	}
+	return found, missing
+}
+
+// record keeps what a slow search found. Called with k.mu held.
+func (k *lockers) record(found map[uint32]tcpsign.Holder, missing map[uint32]error) {
+	for ino, h := range found {
+		if len(k.holders) < maxHolders {
+			k.holders[ino] = h
+		}
+		delete(k.missing, ino)
+	}
+	for ino, err := range missing {
+		if len(k.missing) < maxHolders {
+			k.missing[ino] = err
+		}
 	}
 }
 
 func (k *lockers) Lock(ls []ListenerState, bit uint32, attach bool) []LockResult {
 	out := make([]LockResult, len(ls))
-	k.take(ls, false, func(i, fd, pid int, err error) {
+	k.take(ls, false, func(i, fd, pid int, pending bool, err error) {
 		switch {
 		case err != nil:
-			out[i] = LockResult{PID: pid, Err: err}
+			out[i] = LockResult{PID: pid, Pending: pending, Err: err}
 		case !attach:
 			st, err := listenlock.Check(fd, bit)
 			if err == nil && st != listenlock.Locked && st != listenlock.Unlocked {
@@ -211,7 +266,7 @@ func (k *lockers) Lock(ls []ListenerState, bit uint32, attach bool) []LockResult
 }
 
 func (k *lockers) Unlock(inode uint32) (ok bool, err error) {
-	k.take([]ListenerState{{Inode: inode}}, true, func(_, fd, _ int, terr error) {
+	k.take([]ListenerState{{Inode: inode}}, true, func(_, fd, _ int, _ bool, terr error) {
 		if terr != nil {
 			err = terr
 			return

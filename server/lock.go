@@ -28,8 +28,10 @@ type LockResult struct {
 	// Locked: the listener has the filter for the packet mark bit;
 	// Changed: it got it in this call.
 	Locked, Changed bool
-	// Err says why it is not locked.
-	Err error
+	// Err says why it is not locked. Pending: the search for its
+	// holder is under way or due, so it may be locked at the next call.
+	Err     error
+	Pending bool
 }
 
 // LockedListener is one listener of a protected port as status and
@@ -58,7 +60,9 @@ type lockEntry struct {
 	port   uint16
 	local  netip.AddrPort
 	locked bool
-	logged string // the problem last logged ("" once locked)
+	// pending: the search for its holder goes on (see LockResult).
+	pending bool
+	logged  string // the problem last logged ("" once locked)
 }
 
 // protectedPorts returns cfg's protected ports, each once, in order.
@@ -89,7 +93,8 @@ type locker struct {
 
 // lock locks the listeners of cfg's protected ports that lack the
 // filter. all: every listener's lock is read back and a failed one tried
-// again; otherwise only listeners not seen before are (the fast poll).
+// again; otherwise only listeners not seen before, or whose holder is
+// still being searched for, are (the fast poll).
 // Each listener is logged once when locked and once for each new reason
 // it cannot be.
 func (lk *locker) lock(cfg *Config, all bool, now time.Time) {
@@ -118,7 +123,7 @@ func (lk *locker) lock(cfg *Config, all bool, now time.Time) {
 		for _, l := range ls {
 			seen[l.Inode] = true
 			e := lk.locks[l.Inode]
-			if e != nil && e.port == port && !all {
+			if e != nil && e.port == port && !all && !e.pending {
 				continue
 			}
 			if e == nil || e.port != port {
@@ -136,7 +141,10 @@ func (lk *locker) lock(cfg *Config, all bool, now time.Time) {
 		for i, r := range lk.k.Lock(todo, cfg.PacketMark(), true) {
 			e := lk.locks[todo[i].Inode]
 			e.locked = r.Locked && r.Err == nil
+			e.pending = r.Pending
 			switch {
+			case r.Pending:
+				// Not a reason yet: the search for its holder goes on.
 			case e.locked:
 				if r.Changed || e.logged != "" {
 					lk.log.Info("listener locked: only SYNs the table admitted reach it", "port", e.port, "listener", e.local.String(), "pid", r.PID)
