@@ -15,11 +15,13 @@ import (
 // fakeListeners is a host's listeners per port, and what locking each
 // inode does, for the lock logic without a kernel.
 type fakeListeners struct {
-	ports  map[uint16][]ListenerState
-	fail   map[uint32]error // inode: why it cannot be locked
-	locked map[uint32]uint32
-	calls  map[uint32]int // LockListener calls with attach, per inode
-	reads  int            // LockListener calls without attach
+	ports map[uint16][]ListenerState
+	fail  map[uint32]error // inode: why it cannot be locked
+	// pending: inodes whose holder is still being searched for
+	pending map[uint32]bool
+	locked  map[uint32]uint32
+	calls   map[uint32]int // LockListener calls with attach, per inode
+	reads   int            // LockListener calls without attach
 }
 
 func (f *fakeListeners) kernel() Kernel { return Kernel{Listeners: f} }
@@ -42,6 +44,9 @@ func (f *fakeListeners) lock(inode, bit uint32, attach bool) LockResult {
 		return LockResult{Locked: f.locked[inode] == bit}
 	}
 	f.calls[inode]++
+	if f.pending[inode] {
+		return LockResult{Pending: true, Err: errors.New("holder not found yet")}
+	}
 	if err := f.fail[inode]; err != nil {
 		return LockResult{Err: err}
 	}
@@ -69,9 +74,10 @@ func newFakeListeners() *fakeListeners {
 			22:   {{Local: ap("0.0.0.0:22"), Inode: 1}, {Local: ap("[::]:22"), Inode: 2}},
 			2222: {{Local: ap("0.0.0.0:2222"), Inode: 3}},
 		},
-		fail:   map[uint32]error{},
-		locked: map[uint32]uint32{},
-		calls:  map[uint32]int{},
+		fail:    map[uint32]error{},
+		pending: map[uint32]bool{},
+		locked:  map[uint32]uint32{},
+		calls:   map[uint32]int{},
 	}
 }
 
@@ -138,6 +144,22 @@ func TestLockListeners(t *testing.T) {
 	if f.locked[4] != 1<<5 {
 		t.Errorf("a full check did not put a removed filter back")
 	}
+	// A new listener whose holder is still being searched for: the fast
+	// poll asks again each time, without a warning, until it is locked.
+	f.ports[2222] = append(f.ports[2222], ListenerState{Local: netip.MustParseAddrPort("[::]:2222"), Inode: 5})
+	f.pending[5] = true
+	before := strings.Count(log.String(), "listener not locked")
+	d.lock(cfg, false, now)
+	d.lock(cfg, false, now)
+	if f.calls[5] != 2 || f.calls[3] != 3 {
+		t.Errorf("the fast poll: calls %v; want the pending listener asked twice, the failed one not", f.calls)
+	}
+	delete(f.pending, 5)
+	d.lock(cfg, false, now)
+	if f.locked[5] != 1<<5 || strings.Count(log.String(), "listener not locked") != before {
+		t.Errorf("pending listener: locked %v, log:\n%s", f.locked, log.String())
+	}
+	f.ports[2222] = f.ports[2222][:1]
 	if n := LockOnce(f.kernel(), cfg, d.log); n != 1 {
 		t.Errorf("LockOnce: %d unlocked; want 1", n)
 	}
