@@ -87,7 +87,7 @@ func (k *listeners) Sign(port uint16, key []byte) ([]ListenerState, error) {
 //
 // The holders not known are searched for together, one pass over /proc
 // for all of them: root's listeners among the processes whose real uid is
-// root, at every call. The rest (other users' listeners, among their own
+// root, at every call (no other user's process slows it). The rest (other users' listeners, among their own
 // processes, then every listener still unfound among every process) is
 // the slow search, which a user's descriptors make long: the first call
 // makes it before it returns (status, check-config, `seqknockd sync` and
@@ -164,7 +164,7 @@ func (k *lockers) take(ls []ListenerState, thorough bool, use func(i, fd, pid in
 	}
 	root := map[uint32]uint32{}
 	for i, l := range ls {
-		if _, gone := k.missing[l.Inode]; !done[i] && l.UID == 0 && (!gone || thorough) {
+		if !done[i] && l.UID == 0 {
 			root[l.Inode] = 0
 		}
 	}
