@@ -214,8 +214,9 @@ func (d *Daemon) start(ctx context.Context) error {
 	// The listeners of signed services get their key before the daemon
 	// reports ready, so a unit ordered before ssh.service sees them signed
 	// when sshd is already up, and at least once a SignCheck later.
-	d.startLocker()
-	d.synced(d.sync("start"))
+	err = d.sync("start")
+	d.startLocker() // the table first, the lock before READY
+	d.synced(err)
 	d.stopTicks = func() {}
 	d.resetSignTick()
 	if d.Watchdog > 0 {
