@@ -15,7 +15,9 @@ import (
 // socket: sock_diag's multicast groups report destroyed sockets only. One
 // poll is one sock_diag dump per protected port (a netlink round trip of
 // tens of microseconds for a handful of ports); only a listener not seen
-// before costs the /proc search and pidfd_getfd.
+// before, or whose holder is still searched for, costs a search of /proc
+// (for a root service's, among root's processes only; see lockers) and a
+// pidfd_getfd.
 const LockPoll = 50 * time.Millisecond
 
 // LockRecheck is how often (and at every sync) every listener's lock is
