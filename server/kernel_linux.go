@@ -138,27 +138,30 @@ func (k *lockers) take(ls []ListenerState, thorough bool, use func(i, fd, pid in
 	first := !k.searched
 	k.searched = true
 	done := make([]bool, len(ls))
-	try := func(i int, h tcpsign.Holder) bool {
+	// failed: why a holder a search found could not be taken (pidfd
+	// access refused, say), the listener's reason unless another is.
+	failed := make([]error, len(ls))
+	try := func(i int, h tcpsign.Holder) error {
 		fd, err := tcpsign.Take(h, ls[i].Inode)
 		if err != nil {
-			return false
+			return err
 		}
 		defer unix.Close(fd)
 		k.holders[ls[i].Inode] = h
 		delete(k.missing, ls[i].Inode)
 		done[i] = true
 		use(i, fd, h.PID, false, nil)
-		return true
+		return nil
 	}
 	tryFound := func(found map[uint32]tcpsign.Holder) {
 		for i, l := range ls {
 			if h, ok := found[l.Inode]; ok && !done[i] {
-				try(i, h)
+				failed[i] = try(i, h)
 			}
 		}
 	}
 	for i, l := range ls {
-		if h, ok := k.holders[l.Inode]; ok && !try(i, h) {
+		if h, ok := k.holders[l.Inode]; ok && try(i, h) != nil {
 			delete(k.holders, l.Inode)
 		}
 	}
@@ -169,7 +172,13 @@ func (k *lockers) take(ls []ListenerState, thorough bool, use func(i, fd, pid in
 		}
 	}
 	if len(root) > 0 {
-		tryFound(tcpsign.FindHolders(root, true))
+		found, denied := tcpsign.FindHolders(root, true)
+		tryFound(found)
+		for i, l := range ls {
+			if _, ok := root[l.Inode]; ok && !done[i] && failed[i] == nil && denied {
+				failed[i] = noAccess(l.Inode)
+			}
+		}
 	}
 	rest := map[uint32]uint32{}
 	for i, l := range ls {
@@ -199,7 +208,9 @@ func (k *lockers) take(ls []ListenerState, thorough bool, use func(i, fd, pid in
 		if done[i] {
 			continue
 		}
-		if err := k.missing[l.Inode]; err != nil {
+		if failed[i] != nil {
+			use(i, -1, 0, false, failed[i])
+		} else if err := k.missing[l.Inode]; err != nil {
 			use(i, -1, 0, false, err)
 		} else {
 			use(i, -1, 0, true, errPending)
@@ -211,7 +222,7 @@ func (k *lockers) take(ls []ListenerState, thorough bool, use func(i, fd, pid in
 // their owners' processes, then for those still unfound among every
 // process; it returns those found and, for the rest, why not.
 func slowSearch(want map[uint32]uint32) (map[uint32]tcpsign.Holder, map[uint32]error) {
-	found := tcpsign.FindHolders(want, true)
+	found, denied1 := tcpsign.FindHolders(want, true)
 	rest := map[uint32]uint32{}
 	for ino, uid := range want {
 		if _, ok := found[ino]; !ok {
@@ -219,15 +230,26 @@ func slowSearch(want map[uint32]uint32) (map[uint32]tcpsign.Holder, map[uint32]e
 		}
 	}
 	missing := map[uint32]error{}
-	for ino, h := range tcpsign.FindHolders(rest, false) {
+	more, denied2 := tcpsign.FindHolders(rest, false)
+	for ino, h := range more {
 		found[ino] = h
 	}
 	for ino := range rest {
-		if _, ok := found[ino]; !ok {
+		switch _, ok := found[ino]; {
+		case ok:
+		case denied1 || denied2:
+			missing[ino] = noAccess(ino)
+		default:
 			missing[ino] = fmt.Errorf("socket inode %d: %w", ino, tcpsign.ErrNoHolder)
 		}
 	}
 	return found, missing
+}
+
+// noAccess is the error for a listener not found where some process's
+// descriptors could not be read.
+func noAccess(inode uint32) error {
+	return fmt.Errorf("socket inode %d: not found, and %w: the descriptors of some processes cannot be read (seqknockd needs CAP_SYS_PTRACE)", inode, tcpsign.ErrNoAccess)
 }
 
 // record keeps what a slow search found. Called with k.mu held.

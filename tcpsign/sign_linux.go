@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -180,11 +181,13 @@ func findHolder(inode uint32, rootOnly bool) (pid, fd int, err error) {
 // service's listener is then looked for among root's processes alone, so
 // no other user's descriptors, however many, slow the search. Without,
 // it looks in every process (a service that dropped its privileges after
-// it listened). The holders are not checked: Take checks each.
-func FindHolders(want map[uint32]uint32, owners bool) map[uint32]Holder {
-	found := map[uint32]Holder{}
+// it listened). The holders are not checked: Take checks each. denied
+// says that the descriptors of some process it looked in could not be
+// read (the caller lacks CAP_SYS_PTRACE over it).
+func FindHolders(want map[uint32]uint32, owners bool) (found map[uint32]Holder, denied bool) {
+	found = map[uint32]Holder{}
 	if len(want) == 0 {
-		return found
+		return found, false
 	}
 	uids := map[uint32]bool{}
 	for _, uid := range want {
@@ -192,7 +195,7 @@ func FindHolders(want map[uint32]uint32, owners bool) map[uint32]Holder {
 	}
 	dirs, err := os.ReadDir(Proc)
 	if err != nil {
-		return found
+		return found, false
 	}
 	self := os.Getpid()
 	for _, d := range dirs {
@@ -207,11 +210,16 @@ func FindHolders(want map[uint32]uint32, owners bool) map[uint32]Holder {
 		}
 		fds, err := os.ReadDir(filepath.Join(Proc, d.Name(), "fd"))
 		if err != nil {
-			continue // gone, or a kernel thread
+			denied = denied || errors.Is(err, fs.ErrPermission)
+			continue // gone, a kernel thread, or no access
 		}
 		for _, f := range fds {
 			link, err := os.Readlink(filepath.Join(Proc, d.Name(), "fd", f.Name()))
-			if err != nil || !strings.HasPrefix(link, "socket:[") {
+			if err != nil {
+				denied = denied || errors.Is(err, fs.ErrPermission)
+				continue
+			}
+			if !strings.HasPrefix(link, "socket:[") {
 				continue
 			}
 			ino, err := strconv.ParseUint(strings.TrimSuffix(link[len("socket:["):], "]"), 10, 32)
@@ -232,7 +240,7 @@ func FindHolders(want map[uint32]uint32, owners bool) map[uint32]Holder {
 			break
 		}
 	}
-	return found
+	return found, denied
 }
 
 // realUID reads the real uid of pid from /proc/PID/status.
