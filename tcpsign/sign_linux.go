@@ -183,7 +183,8 @@ func findHolder(inode uint32, rootOnly bool) (pid, fd int, err error) {
 // it looks in every process (a service that dropped its privileges after
 // it listened). The holders are not checked: Take checks each. denied
 // says that the descriptors of some process it looked in could not be
-// read (the caller lacks CAP_SYS_PTRACE over it).
+// read and the caller lacks CAP_SYS_PTRACE (with it, a process it still
+// cannot read, a sandbox's init say, says nothing of the caller's setup).
 func FindHolders(want map[uint32]uint32, owners bool) (found map[uint32]Holder, denied bool) {
 	found = map[uint32]Holder{}
 	if len(want) == 0 {
@@ -240,7 +241,18 @@ func FindHolders(want map[uint32]uint32, owners bool) (found map[uint32]Holder, 
 			break
 		}
 	}
-	return found, denied
+	return found, denied && !hasCapSysPtrace()
+}
+
+// hasCapSysPtrace reports whether this process has CAP_SYS_PTRACE in its
+// effective set.
+func hasCapSysPtrace() bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false
+	}
+	return data[unix.CAP_SYS_PTRACE/32].Effective&(1<<(unix.CAP_SYS_PTRACE%32)) != 0
 }
 
 // realUID reads the real uid of pid from /proc/PID/status.
