@@ -81,10 +81,11 @@ func TestReviewUnfindableListenersStallTheLoop(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	t.Logf("repair after a table removal, before the attack: worst %v of 3", base)
-	if in := flushAndRestart(b); in != 0 {
+	in, lockedBase := flushAndRestart(b)
+	if in != 0 {
 		t.Fatalf("before the attack, %d plain connects got in at a flush and restart: the test proves nothing", in)
 	}
-	t.Log("before the attack: 0 plain connects to port 22 got in during and 2 s after the flush and restart")
+	t.Logf("before the attack: 0 plain connects to port 22 got in during and 2 s after the flush and restart; the new listeners were locked after %v", lockedBase)
 
 	u := netnstest.NewUser(t)
 	const listeners, pad, padders = 40, 19000, 2
@@ -107,8 +108,11 @@ func TestReviewUnfindableListenersStallTheLoop(t *testing.T) {
 	worst := repairTime(b, 6*time.Second)
 	t.Logf("repair after a table removal, with %d unfindable listeners and %d descriptors held: %v (limit 6 s)", listeners, padders*pad, worst)
 
-	in := flushAndRestart(b)
-	t.Logf("after the attack: %d plain connects to port 22 got in during and 2 s after the flush and restart", in)
+	in, lockedAfter := flushAndRestart(b)
+	t.Logf("after the attack: %d plain connects to port 22 got in during and 2 s after the flush and restart; the new listeners were locked after %v", in, lockedAfter)
+	if lockedAfter > 100*time.Millisecond {
+		t.Errorf("with the user's unfindable listeners and descriptors, the restarted service's listeners were locked after %v; want at most 100 ms", lockedAfter)
+	}
 	if worst > 10*base+200*time.Millisecond {
 		t.Errorf("an unprivileged user's listeners stall the daemon's loop: the table came back after %v (before: %v)", worst, base)
 	}
@@ -120,8 +124,9 @@ func TestReviewUnfindableListenersStallTheLoop(t *testing.T) {
 // flushAndRestart is the careless admin: while plain connects go to
 // port 22, it reloads the firewall (`nft flush ruleset`) and restarts the
 // port-22 service. It returns the plain connects that got in during and
-// FailClosedAfter after.
-func flushAndRestart(b *FailClosedBed) (in int) {
+// FailClosedAfter after, and how long after the restart the daemon
+// logged both new listeners locked (FailClosedAfter when it did not).
+func flushAndRestart(b *FailClosedBed) (in int, locked time.Duration) {
 	b.t.Helper()
 	time.Sleep(500 * time.Millisecond)
 	stop := make(chan struct{})
@@ -131,10 +136,21 @@ func flushAndRestart(b *FailClosedBed) (in int) {
 	b.Nft("", "flush", "ruleset")
 	b.StopService()
 	b.StartService()
-	time.Sleep(FailClosedAfter)
+	start := time.Now()
+	locked = FailClosedAfter
+	for time.Since(start) < FailClosedAfter {
+		pid := b.service.Process.Pid
+		if strings.Contains(b.Log.String(), fmt.Sprintf("listener=0.0.0.0:22 pid=%d", pid)) &&
+			strings.Contains(b.Log.String(), fmt.Sprintf("listener=[::]:22 pid=%d", pid)) {
+			locked = time.Since(start)
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(FailClosedAfter - time.Since(start))
 	close(stop)
 	in = <-done
-	return in
+	return in, locked
 }
 
 // startUser starts cmd with its standard input an open pipe (the
@@ -203,8 +219,8 @@ func TestReviewLocalMarkNeedsCapNetAdmin(t *testing.T) {
 	if err != nil || len(ls) != 2 {
 		t.Fatalf("listeners: %v, %v", ls, err)
 	}
-	for _, l := range ls {
-		if r := k.Listeners.Lock(l.Inode, bit, true); !r.Locked {
+	for i, r := range k.Listeners.Lock(ls, bit, true) {
+		if l := ls[i]; !r.Locked {
 			t.Fatalf("lock %v: %+v", l.Local, r)
 		}
 	}

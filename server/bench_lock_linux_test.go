@@ -42,8 +42,8 @@ func BenchmarkKnockTTFBLock(b *testing.B) {
 	if err != nil || len(ls) != 2 {
 		b.Fatalf("listeners of 22: %v, %v", ls, err)
 	}
-	for _, l := range ls {
-		if r := k.Listeners.Lock(l.Inode, cfg.PacketMark(), true); !r.Locked {
+	for i, r := range k.Listeners.Lock(ls, cfg.PacketMark(), true) {
+		if l := ls[i]; !r.Locked {
 			b.Fatalf("lock %s: %v", l.Local, r.Err)
 		}
 	}

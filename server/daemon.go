@@ -96,10 +96,10 @@ type Daemon struct {
 	signLogged map[string]string
 	info       DaemonInfo
 	infoFailed bool
-	// locks are the protected ports' listeners, by inode (see
-	// lockListeners).
-	locks     map[uint32]*lockEntry
-	lastLocks time.Time // the last full lock check
+	// lockReq takes the config to the locker's goroutine, stopLocker
+	// ends it (see startLocker); both nil when listeners are not locked.
+	lockReq    chan *Config
+	stopLocker func()
 
 	// The daemon's clock: never goes back (see clock).
 	lastMono, eff time.Time
@@ -141,8 +141,6 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 			d.housekeep()
 		case <-d.signTick:
 			d.signCheck()
-		case <-d.lockTick:
-			d.pollLocks()
 		case <-reload:
 			d.reload(ctx)
 		case _, ok := <-d.watch:
@@ -176,7 +174,6 @@ type loop struct {
 	lost       <-chan struct{} // conntrack forgot connections
 	refresh    <-chan time.Time
 	tick       <-chan time.Time // housekeeping
-	lockTick   <-chan time.Time
 	signTick   <-chan time.Time
 	ping       <-chan time.Time // the watchdog's
 }
@@ -217,8 +214,10 @@ func (d *Daemon) start(ctx context.Context) error {
 	// The listeners of signed services get their key before the daemon
 	// reports ready, so a unit ordered before ssh.service sees them signed
 	// when sshd is already up, and at least once a SignCheck later.
-	d.synced(d.sync("start"))
-	d.lockTick, d.stopTicks = d.lockTicker()
+	err = d.sync("start")
+	d.startLocker() // the table first, the lock before READY
+	d.synced(err)
+	d.stopTicks = func() {}
 	d.resetSignTick()
 	if d.Watchdog > 0 {
 		d.ping = d.after(d.Watchdog / 2)
@@ -233,6 +232,7 @@ func (d *Daemon) start(ctx context.Context) error {
 
 // stop ends what start began.
 func (d *Daemon) stop() {
+	d.endLocker()
 	d.stopTicks()
 	if d.feed != nil {
 		d.feed.Close()
@@ -260,7 +260,7 @@ func (d *Daemon) nextWake() (time.Duration, string) {
 // good sync reports ready.
 func (d *Daemon) synced(err error) {
 	d.signServices()
-	d.lockListeners(true)
+	d.requestLocks()
 	if err == nil && !d.ready {
 		d.ready = true
 		d.notify("READY=1")
@@ -789,6 +789,7 @@ func (d *Daemon) logExpired(now time.Time) {
 }
 
 func (d *Daemon) exit() error {
+	d.endLocker() // no lock is put on after the teardown's unlock
 	if !d.TeardownOnExit {
 		d.drainFeed()
 		d.Log.Info("stopping; the table stays and its knocks expire by themselves", "table", d.cfg.Table)

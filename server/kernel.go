@@ -68,10 +68,13 @@ type Listeners interface {
 	List(port uint16, key []byte) ([]ListenerState, error)
 	// Sign is List that also puts key on those that do not sign with it.
 	Sign(port uint16, key []byte) ([]ListenerState, error)
-	// Lock duplicates the listening socket inode from the process that
-	// holds it and reads whether it has the socket filter for packet mark
-	// bit; with attach it also puts the filter on.
-	Lock(inode uint32, bit uint32, attach bool) LockResult
+	// Lock duplicates each listening socket of ls from a process that
+	// holds it and reads whether it has the socket filter for packet
+	// mark bit; with attach it also puts the filter on. It returns a
+	// result per listener, in ls's order. One search of /proc serves all
+	// the listeners whose holder is not known, and a listener no process
+	// was found to hold is searched for again only after a while.
+	Lock(ls []ListenerState, bit uint32, attach bool) []LockResult
 	// Unlock removes that filter (for any bit; another filter stays) and
 	// reports whether there was one.
 	Unlock(inode uint32) (bool, error)
@@ -91,6 +94,8 @@ type noListeners struct{}
 
 func (noListeners) List(uint16, []byte) ([]ListenerState, error) { return nil, nil }
 func (noListeners) Sign(uint16, []byte) ([]ListenerState, error) { return nil, nil }
-func (noListeners) Lock(uint32, uint32, bool) LockResult         { return LockResult{} }
-func (noListeners) Unlock(uint32) (bool, error)                  { return false, nil }
-func (noListeners) OtherNetns(uint16) ([]string, error)          { return nil, nil }
+func (noListeners) Lock(ls []ListenerState, _ uint32, _ bool) []LockResult {
+	return make([]LockResult, len(ls))
+}
+func (noListeners) Unlock(uint32) (bool, error)         { return false, nil }
+func (noListeners) OtherNetns(uint16) ([]string, error) { return nil, nil }

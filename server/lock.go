@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -14,7 +15,9 @@ import (
 // socket: sock_diag's multicast groups report destroyed sockets only. One
 // poll is one sock_diag dump per protected port (a netlink round trip of
 // tens of microseconds for a handful of ports); only a listener not seen
-// before costs the /proc search and pidfd_getfd.
+// before, or whose holder is still searched for, costs a search of /proc
+// (for a root service's, among root's processes only; see lockers) and a
+// pidfd_getfd.
 const LockPoll = 50 * time.Millisecond
 
 // LockRecheck is how often (and at every sync) every listener's lock is
@@ -27,8 +30,10 @@ type LockResult struct {
 	// Locked: the listener has the filter for the packet mark bit;
 	// Changed: it got it in this call.
 	Locked, Changed bool
-	// Err says why it is not locked.
-	Err error
+	// Err says why it is not locked. Pending: the search for its
+	// holder is under way or due, so it may be locked at the next call.
+	Err     error
+	Pending bool
 }
 
 // LockedListener is one listener of a protected port as status and
@@ -57,7 +62,9 @@ type lockEntry struct {
 	port   uint16
 	local  netip.AddrPort
 	locked bool
-	logged string // the problem last logged ("" once locked)
+	// pending: the search for its holder goes on (see LockResult).
+	pending bool
+	logged  string // the problem last logged ("" once locked)
 }
 
 // protectedPorts returns cfg's protected ports, each once, in order.
@@ -73,95 +80,168 @@ func protectedPorts(cfg *Config) []uint16 {
 	return out
 }
 
-// lockListeners locks the listeners of the protected ports that lack the
+// locker locks the listeners of the protected ports: at each request
+// of the daemon's loop (after every sync) and on its own clock. It runs
+// in a goroutine of its own (see startLocker), so a search of /proc for a
+// listener's holder never holds up the loop that repairs the table.
+type locker struct {
+	k       Listeners
+	log     *slog.Logger
+	metrics *Metrics
+	// locks are the protected ports' listeners, by inode.
+	locks   map[uint32]*lockEntry
+	lastAll time.Time // the last full lock check
+}
+
+// lock locks the listeners of cfg's protected ports that lack the
 // filter. all: every listener's lock is read back and a failed one tried
-// again; otherwise only listeners not seen before are (the fast poll).
+// again; otherwise only listeners not seen before, or whose holder is
+// still being searched for, are (the fast poll).
 // Each listener is logged once when locked and once for each new reason
 // it cannot be.
-func (d *Daemon) lockListeners(all bool) {
-	if d.locks == nil {
-		d.locks = map[uint32]*lockEntry{}
+func (lk *locker) lock(cfg *Config, all bool, now time.Time) {
+	if lk.locks == nil {
+		lk.locks = map[uint32]*lockEntry{}
 	}
 	if all {
-		d.lastLocks = time.Now()
+		lk.lastAll = now
 	}
-	bit := d.cfg.PacketMark()
 	seen := map[uint32]bool{}
-	locked, unlocked := map[uint16]int{}, map[uint16]int{}
-	for _, port := range protectedPorts(d.cfg) {
-		ls, err := d.Kernel.Listeners.List(port, nil)
+	var todo []ListenerState
+	for _, port := range protectedPorts(cfg) {
+		ls, err := lk.k.List(port, nil)
 		if err != nil {
 			if all {
-				d.Log.Error("cannot list the listeners to lock", "port", port, "err", err)
+				lk.log.Error("cannot list the listeners to lock", "port", port, "err", err)
 			}
 			// Keep what is known of this port's listeners.
-			for ino, e := range d.locks {
+			for ino, e := range lk.locks {
 				if e.port == port {
 					seen[ino] = true
-					count(locked, unlocked, port, e.locked)
 				}
 			}
 			continue
 		}
 		for _, l := range ls {
 			seen[l.Inode] = true
-			e := d.locks[l.Inode]
-			if e != nil && e.port == port && !all {
-				count(locked, unlocked, port, e.locked)
+			e := lk.locks[l.Inode]
+			if e != nil && e.port == port && !all && !e.pending {
 				continue
 			}
 			if e == nil || e.port != port {
-				e = &lockEntry{port: port, local: l.Local, logged: "-"}
-				d.locks[l.Inode] = e
+				lk.locks[l.Inode] = &lockEntry{port: port, local: l.Local, logged: "-"}
 			}
-			r := d.Kernel.Listeners.Lock(l.Inode, bit, true)
+			todo = append(todo, l)
+		}
+	}
+	for ino := range lk.locks {
+		if !seen[ino] {
+			delete(lk.locks, ino)
+		}
+	}
+	if len(todo) > 0 {
+		for i, r := range lk.k.Lock(todo, cfg.PacketMark(), true) {
+			e := lk.locks[todo[i].Inode]
 			e.locked = r.Locked && r.Err == nil
-			count(locked, unlocked, port, e.locked)
+			e.pending = r.Pending
 			switch {
+			case r.Pending:
+				// Not a reason yet: the search for its holder goes on.
 			case e.locked:
 				if r.Changed || e.logged != "" {
-					d.Log.Info("listener locked: only SYNs the table admitted reach it", "port", port, "listener", l.Local.String(), "pid", r.PID)
+					lk.log.Info("listener locked: only SYNs the table admitted reach it", "port", e.port, "listener", e.local.String(), "pid", r.PID)
 				}
 				e.logged = ""
 			case r.Err != nil && r.Err.Error() != e.logged:
 				e.logged = r.Err.Error()
-				d.Log.Warn("listener not locked; only the table protects it", "port", port, "listener", l.Local.String(), "err", r.Err)
+				lk.log.Warn("listener not locked; only the table protects it", "port", e.port, "listener", e.local.String(), "err", r.Err)
 			}
 		}
 	}
-	for ino := range d.locks {
-		if !seen[ino] {
-			delete(d.locks, ino)
+	if lk.metrics != nil {
+		locked, unlocked := map[uint16]int{}, map[uint16]int{}
+		for _, e := range lk.locks {
+			if e.locked {
+				locked[e.port]++
+			} else {
+				unlocked[e.port]++
+			}
+		}
+		lk.metrics.Listeners(locked, unlocked)
+	}
+}
+
+// unlocked counts the listeners known not to be locked.
+func (lk *locker) unlocked() int {
+	n := 0
+	for _, e := range lk.locks {
+		if !e.locked {
+			n++
 		}
 	}
-	if d.Metrics != nil {
-		d.Metrics.Listeners(locked, unlocked)
-	}
+	return n
 }
 
-func count(locked, unlocked map[uint16]int, port uint16, ok bool) {
-	if ok {
-		locked[port]++
-	} else {
-		unlocked[port]++
-	}
-}
-
-// lockTicker returns the fast poll's channel (nil when listeners are not
-// locked) and its stop.
-func (d *Daemon) lockTicker() (<-chan time.Time, func()) {
-	if d.Kernel.Listeners == NoListeners {
-		return nil, func() {}
-	}
+// run locks at each config sent on req (a full check) and every LockPoll
+// with the last one, cfg until then (the fast poll; a full check once
+// LockRecheck has passed), until ctx ends.
+func (lk *locker) run(ctx context.Context, cfg *Config, req <-chan *Config) {
 	t := time.NewTicker(LockPoll)
-	return t.C, t.Stop
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case cfg = <-req:
+			lk.lock(cfg, true, time.Now())
+		case now := <-t.C:
+			lk.lock(cfg, now.Sub(lk.lastAll) >= LockRecheck, now)
+		}
+	}
 }
 
-// pollLocks is one tick of the fast poll: new listeners only, and every
-// listener once LockRecheck has passed since the last full check.
-func (d *Daemon) pollLocks() {
-	all := time.Since(d.lastLocks) >= LockRecheck
-	d.lockListeners(all)
+// startLocker locks the listeners once, before the daemon reports ready
+// (a unit ordered before the service's finds its listeners locked when
+// it is already up), then starts the locker's goroutine. None when
+// listeners are not locked.
+func (d *Daemon) startLocker() {
+	if d.Kernel.Listeners == NoListeners {
+		return
+	}
+	lk := &locker{k: d.Kernel.Listeners, log: d.Log, metrics: d.Metrics}
+	lk.lock(d.cfg, true, time.Now())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	d.lockReq = make(chan *Config, 1)
+	go func() { defer close(done); lk.run(ctx, d.cfg, d.lockReq) }()
+	d.stopLocker = func() { cancel(); <-done }
+}
+
+// endLocker stops the locker's goroutine and waits for it to end.
+func (d *Daemon) endLocker() {
+	if d.stopLocker != nil {
+		d.stopLocker()
+		d.stopLocker, d.lockReq = nil, nil
+	}
+}
+
+// requestLocks asks the locker for a full check with the current config,
+// without waiting: a request not yet taken is replaced.
+func (d *Daemon) requestLocks() {
+	if d.lockReq == nil {
+		return
+	}
+	for {
+		select {
+		case d.lockReq <- d.cfg:
+			return
+		default:
+			select {
+			case <-d.lockReq:
+			default:
+			}
+		}
+	}
 }
 
 // LockOnce locks the listeners of cfg's protected ports, once (seqknockd
@@ -169,15 +249,9 @@ func (d *Daemon) pollLocks() {
 // logs what it did and each listener it could not lock, and returns how
 // many stay unlocked.
 func LockOnce(k Kernel, cfg *Config, log *slog.Logger) int {
-	d := &Daemon{Kernel: k, cfg: cfg, Log: log}
-	d.lockListeners(true)
-	n := 0
-	for _, e := range d.locks {
-		if !e.locked {
-			n++
-		}
-	}
-	return n
+	lk := &locker{k: k.Listeners, log: log}
+	lk.lock(cfg, true, time.Now())
+	return lk.unlocked()
 }
 
 // LockedListeners lists the listeners of cfg's protected ports with
@@ -201,8 +275,8 @@ func LockedListeners(k Kernel, cfg *Config) ([]LockedListener, error) {
 				out = append(out, LockedListener{Port: port, Address: o, Reason: OtherNetns})
 			}
 		}
-		for _, l := range ls {
-			r := k.Listeners.Lock(l.Inode, bit, false)
+		for i, r := range k.Listeners.Lock(ls, bit, false) {
+			l := ls[i]
 			ll := LockedListener{Port: port, Address: l.Local.String(), Locked: r.Locked && r.Err == nil}
 			if r.Err != nil {
 				ll.Reason = r.Err.Error()

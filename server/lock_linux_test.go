@@ -339,3 +339,23 @@ func TestLockOtherNetns(t *testing.T) {
 		t.Errorf("differences %q", d)
 	}
 }
+
+// TestLockReasonNoPidfdAccess: run without CAP_SYS_PTRACE, status cannot
+// take the service's listeners from it, and says so as each listener's
+// reason (not that no process holds it).
+func TestLockReasonNoPidfdAccess(t *testing.T) {
+	t.Parallel()
+	netnstest.RequireRoot(t, "setpriv")
+	b := NewFailClosedBed(t, 186)
+	out, _ := b.Srv.Command("setpriv", "--bounding-set=-sys_ptrace", "--inh-caps=-sys_ptrace", b.bin, "--config", b.Cfg.Path, "status").CombinedOutput()
+	t.Logf("status without CAP_SYS_PTRACE:\n%s", out)
+	n := 0
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, "lock:") && strings.Contains(line, "NOT locked") && strings.Contains(line, "no pidfd access") {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Errorf("status without CAP_SYS_PTRACE: %d listeners with the pidfd reason; want 2", n)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -14,11 +15,13 @@ import (
 // fakeListeners is a host's listeners per port, and what locking each
 // inode does, for the lock logic without a kernel.
 type fakeListeners struct {
-	ports  map[uint16][]ListenerState
-	fail   map[uint32]error // inode: why it cannot be locked
-	locked map[uint32]uint32
-	calls  map[uint32]int // LockListener calls with attach, per inode
-	reads  int            // LockListener calls without attach
+	ports map[uint16][]ListenerState
+	fail  map[uint32]error // inode: why it cannot be locked
+	// pending: inodes whose holder is still being searched for
+	pending map[uint32]bool
+	locked  map[uint32]uint32
+	calls   map[uint32]int // LockListener calls with attach, per inode
+	reads   int            // LockListener calls without attach
 }
 
 func (f *fakeListeners) kernel() Kernel { return Kernel{Listeners: f} }
@@ -27,12 +30,23 @@ func (f *fakeListeners) List(port uint16, key []byte) ([]ListenerState, error) {
 	return f.ports[port], nil
 }
 
-func (f *fakeListeners) Lock(inode, bit uint32, attach bool) LockResult {
+func (f *fakeListeners) Lock(ls []ListenerState, bit uint32, attach bool) []LockResult {
+	out := make([]LockResult, len(ls))
+	for i, l := range ls {
+		out[i] = f.lock(l.Inode, bit, attach)
+	}
+	return out
+}
+
+func (f *fakeListeners) lock(inode, bit uint32, attach bool) LockResult {
 	if !attach {
 		f.reads++
 		return LockResult{Locked: f.locked[inode] == bit}
 	}
 	f.calls[inode]++
+	if f.pending[inode] {
+		return LockResult{Pending: true, Err: errors.New("holder not found yet")}
+	}
 	if err := f.fail[inode]; err != nil {
 		return LockResult{Err: err}
 	}
@@ -60,9 +74,10 @@ func newFakeListeners() *fakeListeners {
 			22:   {{Local: ap("0.0.0.0:22"), Inode: 1}, {Local: ap("[::]:22"), Inode: 2}},
 			2222: {{Local: ap("0.0.0.0:2222"), Inode: 3}},
 		},
-		fail:   map[uint32]error{},
-		locked: map[uint32]uint32{},
-		calls:  map[uint32]int{},
+		fail:    map[uint32]error{},
+		pending: map[uint32]bool{},
+		locked:  map[uint32]uint32{},
+		calls:   map[uint32]int{},
 	}
 }
 
@@ -85,16 +100,18 @@ func TestLockListeners(t *testing.T) {
 	f.fail[3] = errors.New("no pidfd access")
 	var log bytes.Buffer
 	m := &Metrics{}
-	d := &Daemon{Kernel: f.kernel(), cfg: lockConfig(t), Log: slog.New(slog.NewTextHandler(&log, nil)), Metrics: m}
-	d.lockListeners(true)
+	cfg := lockConfig(t)
+	d := &locker{k: f, log: slog.New(slog.NewTextHandler(&log, nil)), metrics: m}
+	now := time.Unix(0, 0)
+	d.lock(cfg, true, now)
 	if f.locked[1] != 1<<5 || f.locked[2] != 1<<5 {
 		t.Fatalf("locked %v; want inodes 1 and 2 with bit 5", f.locked)
 	}
-	d.lockListeners(false)
+	d.lock(cfg, false, now)
 	if f.calls[1] != 1 || f.calls[3] != 1 {
 		t.Errorf("the fast poll touched known listeners: %v", f.calls)
 	}
-	d.lockListeners(true)
+	d.lock(cfg, true, now)
 	if f.calls[1] != 2 || f.calls[3] != 2 {
 		t.Errorf("a full check skipped listeners: %v", f.calls)
 	}
@@ -114,7 +131,7 @@ func TestLockListeners(t *testing.T) {
 	}
 	// The service restarted: a new listener on 22, the old ones gone.
 	f.ports[22] = []ListenerState{{Local: netip.MustParseAddrPort("0.0.0.0:22"), Inode: 4}}
-	d.lockListeners(false)
+	d.lock(cfg, false, now)
 	if f.locked[4] != 1<<5 {
 		t.Errorf("the fast poll did not lock the new listener")
 	}
@@ -123,11 +140,27 @@ func TestLockListeners(t *testing.T) {
 	}
 	// Someone removed the filter: the next full check puts it back.
 	delete(f.locked, 4)
-	d.lockListeners(true)
+	d.lock(cfg, true, now)
 	if f.locked[4] != 1<<5 {
 		t.Errorf("a full check did not put a removed filter back")
 	}
-	if n := LockOnce(f.kernel(), d.cfg, d.Log); n != 1 {
+	// A new listener whose holder is still being searched for: the fast
+	// poll asks again each time, without a warning, until it is locked.
+	f.ports[2222] = append(f.ports[2222], ListenerState{Local: netip.MustParseAddrPort("[::]:2222"), Inode: 5})
+	f.pending[5] = true
+	before := strings.Count(log.String(), "listener not locked")
+	d.lock(cfg, false, now)
+	d.lock(cfg, false, now)
+	if f.calls[5] != 2 || f.calls[3] != 3 {
+		t.Errorf("the fast poll: calls %v; want the pending listener asked twice, the failed one not", f.calls)
+	}
+	delete(f.pending, 5)
+	d.lock(cfg, false, now)
+	if f.locked[5] != 1<<5 || strings.Count(log.String(), "listener not locked") != before {
+		t.Errorf("pending listener: locked %v, log:\n%s", f.locked, log.String())
+	}
+	f.ports[2222] = f.ports[2222][:1]
+	if n := LockOnce(f.kernel(), cfg, d.log); n != 1 {
 		t.Errorf("LockOnce: %d unlocked; want 1", n)
 	}
 }
@@ -157,4 +190,67 @@ func TestLockedListenersStatus(t *testing.T) {
 	if len(f.calls) != 0 {
 		t.Errorf("status attached filters: %v", f.calls)
 	}
+}
+
+// stuckListeners has one listener on each port; from its second call on,
+// Lock reports on entered and waits for gate, as a search of /proc that
+// takes long does.
+type stuckListeners struct {
+	mu      sync.Mutex
+	calls   int
+	entered chan struct{}
+	gate    chan struct{}
+}
+
+func (s *stuckListeners) List(port uint16, _ []byte) ([]ListenerState, error) {
+	return []ListenerState{{Local: netip.AddrPortFrom(netip.IPv4Unspecified(), port), Inode: uint32(port)}}, nil
+}
+
+func (s *stuckListeners) Lock(ls []ListenerState, _ uint32, _ bool) []LockResult {
+	s.mu.Lock()
+	s.calls++
+	stuck := s.calls > 1
+	s.mu.Unlock()
+	if stuck {
+		select {
+		case s.entered <- struct{}{}:
+		default:
+		}
+		<-s.gate
+	}
+	out := make([]LockResult, len(ls))
+	for i := range out {
+		out[i] = LockResult{Locked: true}
+	}
+	return out
+}
+
+func (s *stuckListeners) Sign(uint16, []byte) ([]ListenerState, error) { return nil, nil }
+func (s *stuckListeners) Unlock(uint32) (bool, error)                  { return false, nil }
+func (s *stuckListeners) OtherNetns(uint16) ([]string, error)          { return nil, nil }
+
+// TestLockNeverHoldsUpRepair: while the lock work is stuck (a long search
+// for a listener's holder), a foreign change to the table is still
+// repaired at once: the loop that repairs never waits for the locker.
+func TestLockNeverHoldsUpRepair(t *testing.T) {
+	clock := newFakeClock(time.Unix(1_800_000_000, 0).Add(time.Second))
+	events := make(chan struct{}, 1)
+	sk := &scriptedKernel{clock: clock, foreign: events}
+	sl := &stuckListeners{entered: make(chan struct{}, 1), gate: make(chan struct{})}
+	k := sk.kernel()
+	k.Listeners = sl
+	_, stop := startDaemon(t, clock, k, &notes{}, 0, "60s")
+	defer stop()
+	defer close(sl.gate) // before stop: the locker ends after its call
+	waitFor(t, "first sync", func() bool { return sk.count() >= 1 })
+	events <- struct{}{} // someone removed the table
+	waitFor(t, "the first repair", func() bool { return sk.count() >= 2 })
+	select {
+	case <-sl.entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the lock work never started")
+	}
+	n := sk.count()
+	events <- struct{}{} // and again, while the lock work is stuck
+	waitFor(t, "the repair while the lock work is stuck", func() bool { return sk.count() == n+1 })
 }

@@ -26,7 +26,9 @@ type SignedListener struct {
 type ListenerState struct {
 	Local netip.AddrPort
 	Inode uint32
-	PID   int
+	// UID is the socket's owner, the user that created it.
+	UID uint32
+	PID int
 	// Signed: the listener signs with the service's key; Changed: it got
 	// the key just now.
 	Signed, Changed bool

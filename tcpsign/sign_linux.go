@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -170,6 +171,116 @@ func findHolder(inode uint32, rootOnly bool) (pid, fd int, err error) {
 		return 0, 0, fmt.Errorf("socket inode %d: %w", inode, ErrNoHolder)
 	}
 	return pid, fd, nil
+}
+
+// FindHolders looks through /proc once for processes that hold the
+// sockets in want (inode: the socket's owner uid, as sock_diag reports
+// it) and returns a holder of each it found, stopping once it has them
+// all. With owners, it lists the descriptors only of the processes whose
+// real uid owns a wanted socket, read from /proc/PID/status first: a root
+// service's listener is then looked for among root's processes alone, so
+// no other user's descriptors, however many, slow the search. Without,
+// it looks in every process (a service that dropped its privileges after
+// it listened). The holders are not checked: Take checks each. denied
+// says that the descriptors of some process it looked in could not be
+// read and the caller lacks CAP_SYS_PTRACE (with it, a process it still
+// cannot read, a sandbox's init say, says nothing of the caller's setup).
+func FindHolders(want map[uint32]uint32, owners bool) (found map[uint32]Holder, denied bool) {
+	found = map[uint32]Holder{}
+	if len(want) == 0 {
+		return found, false
+	}
+	uids := map[uint32]bool{}
+	for _, uid := range want {
+		uids[uid] = true
+	}
+	dirs, err := os.ReadDir(Proc)
+	if err != nil {
+		return found, false
+	}
+	self := os.Getpid()
+	for _, d := range dirs {
+		p, err := strconv.Atoi(d.Name())
+		if err != nil || p == self {
+			continue
+		}
+		if owners {
+			if uid, ok := realUID(p); !ok || !uids[uid] {
+				continue
+			}
+		}
+		fds, err := os.ReadDir(filepath.Join(Proc, d.Name(), "fd"))
+		if err != nil {
+			denied = denied || errors.Is(err, fs.ErrPermission)
+			continue // gone, a kernel thread, or no access
+		}
+		for _, f := range fds {
+			link, err := os.Readlink(filepath.Join(Proc, d.Name(), "fd", f.Name()))
+			if err != nil {
+				denied = denied || errors.Is(err, fs.ErrPermission)
+				continue
+			}
+			if !strings.HasPrefix(link, "socket:[") {
+				continue
+			}
+			ino, err := strconv.ParseUint(strings.TrimSuffix(link[len("socket:["):], "]"), 10, 32)
+			if err != nil {
+				continue
+			}
+			if _, ok := want[uint32(ino)]; !ok {
+				continue
+			}
+			if _, ok := found[uint32(ino)]; ok {
+				continue
+			}
+			if n, err := strconv.Atoi(f.Name()); err == nil {
+				found[uint32(ino)] = Holder{p, n}
+			}
+		}
+		if len(found) == len(want) {
+			break
+		}
+	}
+	return found, denied && !hasCapSysPtrace()
+}
+
+// hasCapSysPtrace reports whether this process has CAP_SYS_PTRACE in its
+// effective set.
+func hasCapSysPtrace() bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false
+	}
+	return data[unix.CAP_SYS_PTRACE/32].Effective&(1<<(unix.CAP_SYS_PTRACE%32)) != 0
+}
+
+// realUID reads the real uid of pid from /proc/PID/status.
+func realUID(pid int) (uint32, bool) {
+	f, err := os.Open(filepath.Join(Proc, strconv.Itoa(pid), "status"))
+	if err != nil {
+		return 0, false
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if rest, ok := strings.CutPrefix(s.Text(), "Uid:"); ok {
+			ids := strings.Fields(rest)
+			if len(ids) == 0 {
+				return 0, false
+			}
+			uid, err := strconv.ParseUint(ids[0], 10, 32)
+			return uint32(uid), err == nil
+		}
+	}
+	return 0, false
+}
+
+// Take duplicates the socket with inode from its holder h (pidfd_open,
+// pidfd_getfd), checked to be that socket, still listening. The caller
+// closes fd.
+func Take(h Holder, inode uint32) (fd int, err error) {
+	return grab(h.PID, h.FD, inode)
 }
 
 // allRoot reports whether the real, effective, saved and file-system uids

@@ -282,3 +282,67 @@ func release() string {
 
 // HasKeys reports whether the socket has any TCP-MD5 key.
 func (l Listener) HasKeys() bool { return len(l.keys) > 0 }
+
+// TestFindHolders: one pass finds the holders of several listeners. With
+// owners it looks only in the processes whose real uid owns the socket:
+// root's listener held by root and a user's held by that user are found,
+// a root socket held by a process that dropped to uid 65534 is not;
+// without, all three are, each in its own process.
+func TestFindHolders(t *testing.T) {
+	netnstest.RequireRoot(t, "python3")
+	ns := netnstest.New(t, "tsfh")
+	u := netnstest.NewUser(t)
+	ns.MustRun("sysctl", "-qw", "net.ipv4.ip_unprivileged_port_start=0")
+	dropped := `import os, socket
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.bind(("127.0.0.1", 2313))
+s.listen(4)
+os.setgid(65534); os.setuid(65534)
+print("listening", flush=True)
+import time; time.sleep(60)
+`
+	cmd := ns.Command("/usr/bin/python3", "-c", dropped)
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	buf := make([]byte, 10)
+	if n, err := out.Read(buf); err != nil || !strings.HasPrefix(string(buf[:n]), "listening") {
+		t.Fatalf("listener: %v %q", err, buf[:n])
+	}
+	pids := map[uint16]int{
+		2311: listener(t, ns, 2311).Process.Pid,
+		2312: listener(t, ns, 2312, "setpriv", "--reuid="+fmt.Sprint(u.UID), "--regid="+fmt.Sprint(u.GID), "--clear-groups").Process.Pid,
+		2313: cmd.Process.Pid,
+	}
+	want := map[uint32]uint32{}
+	port := map[uint32]uint16{}
+	for p := range pids {
+		ls, err := Listeners(ns.FD(), p)
+		if err != nil || len(ls) != 1 {
+			t.Fatalf("listeners of %d: %v, %v", p, ls, err)
+		}
+		want[ls[0].Inode], port[ls[0].Inode] = ls[0].UID, p
+	}
+	for _, owners := range []bool{true, false} {
+		got, denied := FindHolders(want, owners)
+		if denied {
+			t.Errorf("owners %v: denied as root", owners)
+		}
+		for ino, p := range port {
+			h, ok := got[ino]
+			wantFound := !owners || p != 2313
+			if ok != wantFound || (ok && h.PID != pids[p]) {
+				t.Errorf("owners %v: port %d (socket uid %d): found %v %+v; want found %v in pid %d", owners, p, want[ino], ok, h, wantFound, pids[p])
+			}
+			if ok {
+				if fd, err := Take(h, ino); err != nil {
+					t.Errorf("take port %d from %+v: %v", p, h, err)
+				} else {
+					unix.Close(fd)
+				}
+			}
+		}
+	}
+}

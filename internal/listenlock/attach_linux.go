@@ -71,7 +71,9 @@ func Filter(fd int) ([]unix.SockFilter, error) {
 }
 
 // Check reads the state of the socket fd's filter against packet mark bit
-// bit.
+// bit. An eBPF filter, which the kernel does not show (EACCES), is
+// Foreign; a Multipath TCP listener without a filter is Unlocked with
+// ErrMPTCP, since it takes none.
 func Check(fd int, bit uint32) (State, error) {
 	want, err := Program(bit)
 	if err != nil {
@@ -79,9 +81,16 @@ func Check(fd int, bit uint32) (State, error) {
 	}
 	got, err := Filter(fd)
 	switch {
+	case errors.Is(err, unix.EACCES):
+		// The kernel does not show an eBPF filter (SO_ATTACH_BPF):
+		// the service's own, like any filter that is not this one.
+		return Foreign, nil
 	case err != nil:
 		return Unlocked, err
 	case got == nil:
+		if proto, perr := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL); perr == nil && proto == unix.IPPROTO_MPTCP {
+			return Unlocked, ErrMPTCP
+		}
 		return Unlocked, nil
 	case Equal(got, want):
 		return Locked, nil
@@ -127,6 +136,9 @@ func Attach(fd int, bit uint32) (changed bool, err error) {
 // filter stays.
 func Detach(fd int) (bool, error) {
 	got, err := Filter(fd)
+	if errors.Is(err, unix.EACCES) {
+		return false, nil // an eBPF filter: not this package's
+	}
 	if err != nil {
 		return false, fmt.Errorf("unlock listener: %w", err)
 	}
