@@ -400,6 +400,9 @@ func ParseConfig(path string, data []byte, loadKey func(string) ([]byte, error))
 	if c.Services, err = parseServices(parts, c.Users, loadKey); err != nil {
 		return nil, err
 	}
+	if raw.NearMissPeriods == nil {
+		c.NearMissPeriods = defaultNearMissPeriods(c)
+	}
 	return c, nil
 }
 

@@ -20,6 +20,12 @@ import (
 const (
 	DefaultNearMissPeriods = 10
 	MaxNearMissPeriods     = 120
+	// MaxDefaultNearMissKnocks bounds the index a config gets when it does
+	// not set near_miss_periods: 1,048,576 knocks, 8 MiB. A config whose
+	// knocks of ±DefaultNearMissPeriods would take more gets fewer
+	// periods, down to 0 (off): the memory guards of a large daemon
+	// (64 MiB at 10,000 users, 128 MiB at 50,000) hold with the default.
+	MaxDefaultNearMissKnocks = 1 << 20
 )
 
 // The causes of a near miss.
@@ -400,4 +406,20 @@ func nearMissFamily(counts func() map[NearMissKey]uint64) metric {
 		f.samples = append(f.samples, sample{fmt.Sprintf(`{user=%s,cause=%s}`, labelValue(k.User), labelValue(k.Cause)), float64(c[k])})
 	}
 	return f
+}
+
+// defaultNearMissPeriods is near_miss_periods when the config does not
+// set it: DefaultNearMissPeriods, or as many periods as keep the index
+// within MaxDefaultNearMissKnocks.
+func defaultNearMissPeriods(cfg *Config) int {
+	perCounter := 0
+	ports := userPorts(cfg)
+	for _, u := range cfg.Users {
+		perCounter += len(u.Keys) * len(ports(u.Name)) * cfg.Slots
+	}
+	if perCounter == 0 {
+		return DefaultNearMissPeriods
+	}
+	fit := (MaxDefaultNearMissKnocks/perCounter - 1) / 2
+	return max(0, min(DefaultNearMissPeriods, fit))
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -171,4 +172,59 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestDefaultNearMissPeriods: a config that does not set near_miss_periods
+// gets ±DefaultNearMissPeriods, or as many periods as keep the index
+// within MaxDefaultNearMissKnocks; a config that sets it gets what it set.
+func TestDefaultNearMissPeriods(t *testing.T) {
+	cfg := func(users, ports int) *Config {
+		c := &Config{Slots: 4}
+		for i := range users {
+			c.Users = append(c.Users, User{Name: fmt.Sprint("u", i), Keys: []UserKey{{Key: []byte("k")}}})
+		}
+		for p := range ports {
+			c.Services = append(c.Services, Service{Port: uint16(22 + p)})
+		}
+		return c
+	}
+	for _, tc := range []struct{ users, ports, want int }{
+		{1, 1, DefaultNearMissPeriods},
+		{10_000, 1, DefaultNearMissPeriods}, // 40,000 a counter: 21 counters fit
+		{10_000, 2, 6},                      // 80,000 a counter: 13 fit
+		{50_000, 1, 2},                      // 200,000: 5 fit
+		{50_000, 2, 0},                      // 400,000: 2 fit, not 3
+	} {
+		if got := defaultNearMissPeriods(cfg(tc.users, tc.ports)); got != tc.want {
+			t.Errorf("%d users, %d ports: %d periods, want %d", tc.users, tc.ports, got, tc.want)
+		}
+		if c := cfg(tc.users, tc.ports); (2*defaultNearMissPeriods(c)+1)*tc.users*tc.ports*4 > MaxDefaultNearMissKnocks && defaultNearMissPeriods(c) > 0 {
+			t.Errorf("%d users, %d ports: the index outgrows its bound", tc.users, tc.ports)
+		}
+	}
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		extra string
+		want  int
+	}{
+		{"", DefaultNearMissPeriods},
+		{"near_miss_periods = 20\n", 20},
+		{"near_miss_periods = 0\n", 0},
+		// 200 ports of 256 slots: 51,200 knocks a counter, 20 counters fit.
+		{"slots = 256\n" + manyServices(200), 9},
+	} {
+		c, err := ParseConfig(filepath.Join(dir, "c.toml"), []byte(tc.extra+"[[service]]\nport = 22\n[[user]]\nname = \"a\"\nkey_file = \"a.key\"\n"), func(string) ([]byte, error) { return []byte("0123456789abcdef0123456789abcdef"), nil })
+		if err != nil || c.NearMissPeriods != tc.want {
+			t.Errorf("%q: %v periods, %v; want %d", tc.extra, c, err, tc.want)
+		}
+	}
+}
+
+// manyServices is n [[service]] tables, ports 1000 and up.
+func manyServices(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "[[service]]\nport = %d\n", 1000+i)
+	}
+	return b.String()
 }
