@@ -212,8 +212,11 @@ func (d *Daemon) startLocker() {
 	lk.lock(d.cfg, true, time.Now())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	d.lockReq = make(chan *Config, 1)
-	go func() { defer close(done); lk.run(ctx, d.cfg, d.lockReq) }()
+	// The config and channel are read here, not in the goroutine, which
+	// would race with a reload's write of d.cfg.
+	cfg, req := d.cfg, make(chan *Config, 1)
+	d.lockReq = req
+	go func() { defer close(done); lk.run(ctx, cfg, req) }()
 	d.stopLocker = func() { cancel(); <-done }
 }
 
