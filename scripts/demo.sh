@@ -25,6 +25,8 @@ srv=skdemo-srv-$tag cli=skdemo-cli-$tag
 veth_s=skds$tag veth_c=skdc$tag
 addr_s=198.18.200.1 addr_c=198.18.200.2
 tmp=$(mktemp -d)
+# seqknockd run's lock and info files in this directory, not /run.
+export SEQKNOCKD_RUNTIME_DIR="$tmp/run"
 pids=()
 cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done

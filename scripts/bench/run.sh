@@ -40,6 +40,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 tmp=$(mktemp -d /tmp/seqknock-bench.XXXXXX)
+# seqknockd run's lock and info files in the bench's directory, not /run.
+export SEQKNOCKD_RUNTIME_DIR="$tmp/run"
 chmod 755 "$tmp"
 sfx=$$
 S=skb-srv-$sfx C=skb-cli-$sfx

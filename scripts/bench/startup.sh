@@ -26,6 +26,8 @@ N=${N:-300}
 [ "$(id -u)" = 0 ] || { echo "startup.sh: run as root (namespaces, TCP_REPAIR)" >&2; exit 1; }
 
 tmp=$(mktemp -d /tmp/seqknock-startup.XXXXXX)
+# seqknockd run's lock and info files in this directory, not /run.
+export SEQKNOCKD_RUNTIME_DIR="$tmp/run"
 chmod 755 "$tmp"
 sfx=$$
 S=sks-srv-$sfx C=sks-cli-$sfx
