@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -32,7 +31,7 @@ func TestSetcapDialSealed(t *testing.T) {
 	kf := u.WriteFile(".config/seqknock/own.key", keyText(testKey), 0o600)
 	for _, build := range builds {
 		t.Run(build.name, func(t *testing.T) {
-			capBin := setcapCopy(t, build.build(t, "client/cmd/seqknock"))
+			capBin := netnstest.SetcapCopy(t, build.build(t, "client/cmd/seqknock"))
 			probe := func(what string, cmd *exec.Cmd, ready func() bool) string {
 				t.Helper()
 				if err := cmd.Start(); err != nil {
@@ -84,28 +83,4 @@ func tcpConnecting(pid int) bool {
 		}
 	}
 	return false
-}
-
-// setcapCopy copies bin to a fresh directory that everyone may read and
-// gives the copy cap_net_admin+ep.
-func setcapCopy(t *testing.T, bin string) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "seqknock-capcopy-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
-	src, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cp := filepath.Join(dir, "seqknock")
-	if err := os.WriteFile(cp, src, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("setcap", "cap_net_admin+ep", cp).CombinedOutput(); err != nil {
-		t.Fatalf("setcap: %v: %s", err, out)
-	}
-	return cp
 }

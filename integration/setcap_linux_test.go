@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -41,7 +40,7 @@ func TestSSHSetcapAndSudo(t *testing.T) {
 			u.WriteFile(".ssh/id", id, 0o600)
 			builds := []struct{ name, bin string }{{"static", w.seqknock}, {"cgo", netnstest.BuildCgo(t, "client/cmd/seqknock")}}
 			for _, b := range builds {
-				capBin := setcapCopy(t, b.bin)
+				capBin := netnstest.SetcapCopy(t, b.bin)
 				u.AllowSudo(b.bin)
 				for _, run := range []struct{ mode, cmd string }{{"setcap", capBin}, {"sudo", "sudo -n " + b.bin}} {
 					for _, host := range []string{w.cl.A4, w.cl.A6} {
@@ -72,28 +71,4 @@ func TestSSHSetcapAndSudo(t *testing.T) {
 			}
 		})
 	}
-}
-
-// setcapCopy copies bin into a fresh directory everyone may read and
-// gives the copy cap_net_admin+ep.
-func setcapCopy(t *testing.T, bin string) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "seqknock-capcopy-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
-	src, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cp := filepath.Join(dir, "seqknock")
-	if err := os.WriteFile(cp, src, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("setcap", "cap_net_admin+ep", cp).CombinedOutput(); err != nil {
-		t.Fatalf("setcap: %v: %s", err, out)
-	}
-	return cp
 }

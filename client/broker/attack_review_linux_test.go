@@ -215,7 +215,7 @@ func TestReviewUserNamespaceSetcapBroker(t *testing.T) {
 	netnstest.RequireRoot(t, "setpriv", "setcap", "ip", "sh", "unshare")
 	ns := netnstest.New(t, "userns")
 	abuse := netnstest.Build(t, "client/broker/testdata/brokerabuse")
-	capBin := setcapCopy(t, netnstest.Build(t, "client/cmd/seqknock"))
+	capBin := netnstest.SetcapCopy(t, netnstest.Build(t, "client/cmd/seqknock"))
 	a := netnstest.NewUser(t)
 	sock := filepath.Join(a.Home, "own.sock")
 	script := `unshare -Ur "$0" broker --listen "$1" --group 0 2>"$HOME/broker.log" & ` +

@@ -206,7 +206,7 @@ func TestSetcapBrokerAttack(t *testing.T) {
 	netnstest.RequireRoot(t, "setpriv", "setcap", "ip")
 	ns := netnstest.New(t, "hijack")
 	attack := netnstest.Build(t, "client/testdata/repairattack")
-	capBin := setcapCopy(t, netnstest.Build(t, "client/cmd/seqknock"))
+	capBin := netnstest.SetcapCopy(t, netnstest.Build(t, "client/cmd/seqknock"))
 	const port = 18080
 	victimService(t, ns, attack, port)
 

@@ -602,7 +602,7 @@ func TestBrokerCommand(t *testing.T) {
 			defer os.RemoveAll(dir)
 			os.Chmod(dir, 0o755)
 			path := filepath.Join(dir, "run", "broker.sock")
-			capBin := setcapCopy(t, bin)
+			capBin := netnstest.SetcapCopy(t, bin)
 
 			serve := func(cmd *exec.Cmd) {
 				t.Helper()
@@ -833,30 +833,6 @@ func TestBrokerLockedSocket(t *testing.T) {
 	<-locked
 	<-held
 	unix.Munmap(mem)
-}
-
-// setcapCopy copies bin to a fresh directory that everyone may read and
-// gives the copy cap_net_admin+ep.
-func setcapCopy(t *testing.T, bin string) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "seqknock-capcopy-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
-	src, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cp := filepath.Join(dir, "seqknock")
-	if err := os.WriteFile(cp, src, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("setcap", "cap_net_admin+ep", cp).CombinedOutput(); err != nil {
-		t.Fatalf("setcap: %v: %s", err, out)
-	}
-	return cp
 }
 
 // builds are the two ways the client is built: CGO_ENABLED=0 (the release

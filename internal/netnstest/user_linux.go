@@ -147,3 +147,27 @@ func (u *User) Join(g *Group) {
 		u.t.Fatalf("usermod -aG %s %s: %v: %s", g.Name, u.Name, err, out)
 	}
 }
+
+// SetcapCopy copies bin to a fresh directory that everyone may read and
+// gives the copy cap_net_admin+ep (the setcap mode), removed when t ends.
+func SetcapCopy(t testing.TB, bin string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "seqknock-capcopy-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	src, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := filepath.Join(dir, "seqknock")
+	if err := os.WriteFile(cp, src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("setcap", "cap_net_admin+ep", cp).CombinedOutput(); err != nil {
+		t.Fatalf("setcap: %v: %s", err, out)
+	}
+	return cp
+}
