@@ -35,35 +35,7 @@ func unitBroker(t *testing.T, g *netnstest.Group) string {
 	brokerNS := netnstest.New(t, "rvbroker")
 	bin := netnstest.Build(t, "client/cmd/seqknock")
 	bu := netnstest.NewUser(t)
-	dir, err := os.MkdirTemp("", "seqknock-review-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
-	sock := filepath.Join(dir, "broker.sock")
-	ln, err := Listen(sock, g.GID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, _ := ln.File()
-	ln.Close()
-	broker := brokerNS.Command("setpriv", "--reuid="+strconv.Itoa(bu.UID), "--regid="+strconv.Itoa(bu.GID), "--clear-groups",
-		"--inh-caps=-all,+net_admin", "--ambient-caps=-all,+net_admin", "--bounding-set=-all,+net_admin", "--no-new-privs",
-		"sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" broker --group "$1"`, bin, g.Name)
-	broker.ExtraFiles = []*os.File{f}
-	brokerLog := &netnstest.Buffer{}
-	broker.Stderr = brokerLog
-	if err := broker.Start(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	t.Cleanup(func() { broker.Process.Kill(); broker.Wait() })
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(brokerLog.String(), "broker serving"); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("broker did not start: %s", brokerLog)
-		}
-	}
+	sock, _ := startUnitBroker(t, brokerNS, bin, g, bu)
 	return sock
 }
 

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -252,35 +253,7 @@ func TestBrokerRaceBindListen(t *testing.T) {
 	g := netnstest.NewGroup(t)
 	bu, member := netnstest.NewUser(t), netnstest.NewUser(t)
 	member.Join(g)
-	dir, err := os.MkdirTemp("", "seqknock-race-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
-	sock := filepath.Join(dir, "broker.sock")
-	ln, err := Listen(sock, g.GID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, _ := ln.File()
-	ln.Close()
-	broker := brokerNS.Command("setpriv", "--reuid="+strconv.Itoa(bu.UID), "--regid="+strconv.Itoa(bu.GID), "--clear-groups",
-		"--inh-caps=-all,+net_admin", "--ambient-caps=-all,+net_admin", "--bounding-set=-all,+net_admin", "--no-new-privs",
-		"sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" broker --group "$1"`, bin, g.Name)
-	broker.ExtraFiles = []*os.File{f}
-	brokerLog := &netnstest.Buffer{}
-	broker.Stderr = brokerLog
-	if err := broker.Start(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	t.Cleanup(func() { broker.Process.Kill(); broker.Wait() })
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(brokerLog.String(), "broker serving"); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("broker did not start: %s", brokerLog)
-		}
-	}
+	sock, broker := startUnitBroker(t, brokerNS, bin, g, bu)
 	// The member cannot signal the broker.
 	if out, err := member.Command(nil, "kill", "-STOP", strconv.Itoa(broker.Process.Pid)).CombinedOutput(); err == nil {
 		t.Fatalf("the member stopped the broker: %s", out)
@@ -399,4 +372,42 @@ func TestBrokerSourcePort(t *testing.T) {
 	if _, port := bound(fd); port != 0 {
 		t.Errorf("a port in use: the socket was bound to port %d", port)
 	}
+}
+
+// startUnitBroker starts the broker as its unit runs it: socket-activated with
+// a socket of group g in a fresh directory everyone may enter, as user bu
+// with CAP_NET_ADMIN alone (ambient and bounding), no_new_privs, in ns.
+// It returns the socket's path and the broker's process, once it serves.
+func startUnitBroker(t *testing.T, ns *netnstest.NS, bin string, g *netnstest.Group, bu *netnstest.User) (sock string, broker *exec.Cmd) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "seqknock-unitbroker-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	sock = filepath.Join(dir, "broker.sock")
+	ln, err := Listen(sock, g.GID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, _ := ln.File()
+	ln.Close()
+	broker = ns.Command("setpriv", "--reuid="+strconv.Itoa(bu.UID), "--regid="+strconv.Itoa(bu.GID), "--clear-groups",
+		"--inh-caps=-all,+net_admin", "--ambient-caps=-all,+net_admin", "--bounding-set=-all,+net_admin", "--no-new-privs",
+		"sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" broker --group "$1"`, bin, g.Name)
+	broker.ExtraFiles = []*os.File{f}
+	brokerLog := &netnstest.Buffer{}
+	broker.Stderr = brokerLog
+	if err := broker.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	t.Cleanup(func() { broker.Process.Kill(); broker.Wait() })
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(brokerLog.String(), "broker serving"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("broker did not start: %s", brokerLog)
+		}
+	}
+	return sock, broker
 }
