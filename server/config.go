@@ -205,7 +205,7 @@ var userName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$`)
 //
 // The config and the files it includes are opened without following a
 // symlink or blocking, and refused unless they are regular files that
-// others cannot write; the key files as LoadKey does.
+// others cannot write; the key files as loadKeyIn does.
 func LoadConfig(path string) (*Config, error) {
 	data, err := readConfigFile(path)
 	if err != nil {
@@ -216,19 +216,13 @@ func LoadConfig(path string) (*Config, error) {
 	return ParseConfig(path, data, func(key string) ([]byte, error) { return loadKeyIn(dirs, key) })
 }
 
-// LoadKey loads the key file path as the daemon trusts it: as
+// loadKeyIn loads the key file path as the daemon trusts it: as
 // keyfile.Load, after the checks of OpenSSH's StrictModes (see
 // strictfile.OpenOwned): the file and every directory above it are owned
 // by root or the daemon's user, and none is writable by group or others,
 // except a sticky directory (/tmp). The file is opened without following
-// a symlink or blocking, and read from the descriptor checked.
-func LoadKey(path string) ([]byte, error) {
-	dirs := strictfile.NewDirs(os.Geteuid())
-	defer dirs.Close()
-	return loadKeyIn(dirs, path)
-}
-
-// loadKeyIn is LoadKey with the directories dirs has checked already.
+// a symlink or blocking, and read from the descriptor checked; dirs holds
+// the directories checked already.
 func loadKeyIn(dirs *strictfile.Dirs, path string) ([]byte, error) {
 	f, err := dirs.OpenOwned(path)
 	if err != nil {

@@ -58,13 +58,9 @@ func spentKey(sport, port uint16, isn uint32) uint64 {
 	return uint64(sport)<<48 | uint64(port)<<32 | uint64(isn)
 }
 
-// Add records that the knock (port, isn) is spent until until; a later
-// until wins. It reports whether anything changed.
-func (s *Spent) Add(port uint16, isn uint32, until time.Time) bool {
-	return s.AddBound(0, port, isn, until)
-}
-
-// AddBound is Add for a knock bound to source port sport (0: not bound).
+// AddBound records that the knock (port, isn), bound to source port sport
+// (0: not bound), is spent until until; a later until wins. It reports
+// whether anything changed.
 func (s *Spent) AddBound(sport, port uint16, isn uint32, until time.Time) bool {
 	if s.m == nil {
 		s.m = map[uint64]time.Time{}
