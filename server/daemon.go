@@ -415,30 +415,16 @@ func (d *Daemon) loadState() error {
 	if path == "" && d.StateDir == "" {
 		path = NoState
 	}
-	if path != NoState {
-		var err error
-		if path, err = StatePath(path, d.StateDir, d.cfg.Table); err != nil {
-			return err
-		}
-		if err := CheckStateDir(path); err != nil {
-			return err
-		}
+	path, err := StatePath(path, d.StateDir, d.cfg.Table)
+	if err != nil {
+		return err
 	}
 	d.statePath = path
-	st, err := LoadState(path, d.cfg.Table)
-	now := d.Now()
-	if path == NoState {
-		if d.StatePath == NoState {
-			d.Log.Warn("no state file (--state " + NoState + "): knocks spent before a restart or a lost table may be admitted again while their window lasts")
-		}
-	} else {
-		var why string
-		st, why = VetState(st, err, now, d.cfg.WindowLength(), MaxSpent(d.cfg, now), FailClosedFloor(d.cfg, now))
-		if why != "" {
-			d.Log.Warn("state not trusted; every knock of a counter that began before spent_before counts as spent (clients wait at most a window)",
-				"state", path, "why", why, "spent_before", st.Before.UTC().Format(time.RFC3339))
-		}
+	if d.StatePath == NoState {
+		d.Log.Warn("no state file (--state " + NoState + "): knocks spent before a restart or a lost table may be admitted again while their window lasts")
 	}
+	now := d.Now()
+	st := LoadVetted(path, d.cfg, now, d.Log)
 	d.state = st
 	if st.High.After(now) {
 		d.lastMono, d.eff = time.Now(), st.High

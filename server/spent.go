@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"path/filepath"
 	"sort"
 	"time"
@@ -259,6 +260,22 @@ func VetState(st *State, err error, now time.Time, window time.Duration, max int
 		st.Before = floor
 	}
 	return st, why
+}
+
+// LoadVetted is LoadState, then VetState for cfg at now: the state a sync
+// may use, with one warning when the file was not trusted. NoState gives
+// an empty state.
+func LoadVetted(path string, cfg *Config, now time.Time, log *slog.Logger) *State {
+	st, err := LoadState(path, cfg.Table)
+	if path == NoState {
+		return st
+	}
+	st, why := VetState(st, err, now, cfg.WindowLength(), MaxSpent(cfg, now), FailClosedFloor(cfg, now))
+	if why != "" {
+		log.Warn("state not trusted; every knock of a counter that began before spent_before counts as spent (clients wait at most a window)",
+			"state", path, "why", why, "spent_before", st.Before.UTC().Format(time.RFC3339))
+	}
+	return st
 }
 
 // CheckStateDir makes sure the directory of the state file path exists

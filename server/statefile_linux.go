@@ -3,6 +3,7 @@
 package server
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -135,17 +136,14 @@ func NetNSName() (string, error) {
 
 // StatePath is the state file to use: path when set, else the default one
 // for table and the calling thread's network namespace in dir
-// (DefaultStateDir when "").
+// (DefaultStateDir when ""). Its directory is made to pass CheckStateDir.
 func StatePath(path, dir, table string) (string, error) {
-	if path != "" {
-		return path, nil
+	if path == "" {
+		ns, err := NetNSName()
+		if err != nil {
+			return "", err
+		}
+		path = filepath.Join(cmp.Or(dir, DefaultStateDir), StateFileName(table, ns))
 	}
-	if dir == "" {
-		dir = DefaultStateDir
-	}
-	ns, err := NetNSName()
-	if err != nil {
-		return "", err
-	}
-	return filepath.Join(dir, StateFileName(table, ns)), nil
+	return path, CheckStateDir(path)
 }

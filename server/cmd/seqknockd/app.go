@@ -110,16 +110,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					if err != nil {
 						return err
 					}
-					st, err := server.LoadState(path, cfg.Table)
 					now := time.Now()
-					if path != server.NoState {
-						var why string
-						st, why = server.VetState(st, err, now, cfg.WindowLength(), server.MaxSpent(cfg, now), server.FailClosedFloor(cfg, now))
-						if why != "" {
-							server.NewLogger(c.App.ErrWriter).Warn("state not trusted; every knock of a counter that began before spent_before counts as spent (clients wait at most a window)",
-								"state", path, "why", why, "spent_before", st.Before.UTC().Format(time.RFC3339))
-						}
-					}
+					log := server.NewLogger(c.App.ErrWriter)
+					st := server.LoadVetted(path, cfg, now, log)
 					if st.High.After(now) {
 						now = st.High // the clock went back: never install an older window
 					}
@@ -132,7 +125,6 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					if err := st.Save(path); err != nil {
 						return err
 					}
-					log := server.NewLogger(c.App.ErrWriter)
 					log.Info("sync", "table", cfg.Table, "elements", res.Elements,
 						"created", res.Created, "rules_rebuilt", res.RulesRebuilt)
 					// The filters stay on the listeners after this
@@ -358,17 +350,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 }
 
 // statePath is the state file the command uses for table: --state, or
-// the default one in --state-dir, whose directory passes
-// server.CheckStateDir.
+// the default one in --state-dir.
 func statePath(c *cli.Context, table string) (string, error) {
-	if c.String("state") == server.NoState {
-		return server.NoState, nil
-	}
-	path, err := server.StatePath(c.String("state"), c.String("state-dir"), table)
-	if err != nil {
-		return "", err
-	}
-	return path, server.CheckStateDir(path)
+	return server.StatePath(c.String("state"), c.String("state-dir"), table)
 }
 
 // printOdds writes each port's odds against random guessing, and warns
