@@ -3,9 +3,9 @@ package server
 import (
 	"cmp"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
-	"sort"
 	"sync"
 	"time"
 
@@ -245,15 +245,8 @@ func (a *Auditor) FlushDrops(now time.Time) int {
 	drops := a.drops
 	a.drops, a.lastRound = nil, now
 	a.mu.Unlock()
-	srcs := make([]netip.Addr, 0, len(drops))
-	for s := range drops {
-		srcs = append(srcs, s)
-	}
-	sort.Slice(srcs, func(i, j int) bool {
-		if drops[srcs[i]].n != drops[srcs[j]].n {
-			return drops[srcs[i]].n > drops[srcs[j]].n
-		}
-		return srcs[i].Less(srcs[j])
+	srcs := slices.SortedFunc(maps.Keys(drops), func(x, y netip.Addr) int {
+		return cmp.Or(cmp.Compare(drops[y].n, drops[x].n), x.Compare(y))
 	})
 	lines := 0
 	var restN uint64
@@ -263,11 +256,7 @@ func (a *Auditor) FlushDrops(now time.Time) int {
 			restN += d.n
 			continue
 		}
-		ports := make([]int, 0, len(d.ports))
-		for p := range d.ports {
-			ports = append(ports, int(p))
-		}
-		sort.Ints(ports)
+		ports := slices.Sorted(maps.Keys(d.ports))
 		a.Log.Warn("unknocked packets dropped", "src", s.String(), "sampled", d.n, "ports", ports, "interval", interval.String())
 		lines++
 	}
@@ -282,9 +271,5 @@ func (a *Auditor) FlushDrops(now time.Time) int {
 func (a *Auditor) AdmittedCounts() map[AdmitKey]uint64 {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	out := make(map[AdmitKey]uint64, len(a.admitted))
-	for k, v := range a.admitted {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(a.admitted)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/seqknock/seqknock/admitlog"
@@ -371,7 +372,7 @@ func (d *Daemon) signCheck() {
 
 func (d *Daemon) resetSignTick() {
 	d.signTick = nil
-	if hasSigned(d.cfg) {
+	if slices.ContainsFunc(d.cfg.Services, func(s Service) bool { return s.Sign != "" }) {
 		d.signTick = d.after(SignCheck)
 	}
 }

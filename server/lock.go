@@ -1,11 +1,13 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"sort"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -289,11 +291,8 @@ func LockedListeners(k Kernel, cfg *Config) ([]LockedListener, error) {
 			out = append(out, ll)
 		}
 	}
-	sort.SliceStable(out, func(i, j int) bool {
-		if out[i].Port != out[j].Port {
-			return out[i].Port < out[j].Port
-		}
-		return out[i].Address < out[j].Address
+	slices.SortStableFunc(out, func(x, y LockedListener) int {
+		return cmp.Or(cmp.Compare(x.Port, y.Port), strings.Compare(x.Address, y.Address))
 	})
 	return out, nil
 }

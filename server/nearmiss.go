@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"net/netip"
 	"slices"
@@ -383,11 +384,7 @@ func (n *NearMiss) Sample(src netip.Addr, dport uint16, isn uint32, now time.Tim
 func (n *NearMiss) Counts() map[NearMissKey]uint64 {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	out := make(map[NearMissKey]uint64, len(n.counts))
-	for k, v := range n.counts {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(n.counts)
 }
 
 // nearMissFamily is the metric of the near misses, by user and cause.
@@ -397,12 +394,9 @@ func nearMissFamily(counts func() map[NearMissKey]uint64) metric {
 		return f
 	}
 	c := counts()
-	keys := make([]NearMissKey, 0, len(c))
-	for k := range c {
-		keys = append(keys, k)
-	}
-	slices.SortFunc(keys, func(x, y NearMissKey) int { return cmp.Or(cmp.Compare(x.User, y.User), cmp.Compare(x.Cause, y.Cause)) })
-	for _, k := range keys {
+	for _, k := range slices.SortedFunc(maps.Keys(c), func(x, y NearMissKey) int {
+		return cmp.Or(cmp.Compare(x.User, y.User), cmp.Compare(x.Cause, y.Cause))
+	}) {
 		f.samples = append(f.samples, sample{fmt.Sprintf(`{user=%s,cause=%s}`, labelValue(k.User), labelValue(k.Cause)), float64(c[k])})
 	}
 	return f
