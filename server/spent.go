@@ -170,7 +170,7 @@ func LoadState(path, table string) (*State, error) {
 		return st, fmt.Errorf("state %s: %w", path, err)
 	}
 	defer dir.Close()
-	f, err := openStateFile(dir, filepath.Base(path))
+	f, err := openFileAt(dir, filepath.Base(path))
 	if err != nil {
 		return st, fmt.Errorf("state %s: %w", path, err)
 	}
