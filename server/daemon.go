@@ -150,9 +150,9 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 			d.retryWatch(ctx)
 		case <-wake:
 			d.synced(d.sync(why))
-		case <-d.feedReady():
+		case <-ready(d.feed):
 			d.drainFeed()
-		case <-d.dropsReady():
+		case <-ready(d.drops):
 			d.drainDrops()
 		case _, ok := <-d.lost:
 			d.conntrackLost(ok)
@@ -488,11 +488,12 @@ func (d *Daemon) openDrops() {
 	d.drops = f
 }
 
-func (d *Daemon) dropsReady() <-chan struct{} {
-	if d.drops == nil {
+// ready is f's Ready; nil, which never fires, without f.
+func ready(f AdmissionFeed) <-chan struct{} {
+	if f == nil {
 		return nil
 	}
-	return d.drops.Ready()
+	return f.Ready()
 }
 
 // drainDrops counts the sampled drops per source; housekeep logs them.
@@ -505,13 +506,6 @@ func (d *Daemon) drainDrops() {
 		d.Audit.Dropped(p.Src.Addr(), p.Dst.Port())
 		d.noteDrop(p)
 	}
-}
-
-func (d *Daemon) feedReady() <-chan struct{} {
-	if d.feed == nil {
-		return nil
-	}
-	return d.feed.Ready()
 }
 
 // drainFeed records every admission the kernel has logged so far as a
@@ -777,13 +771,12 @@ func (d *Daemon) logExpired(now time.Time) {
 
 func (d *Daemon) exit() error {
 	d.endLocker() // no lock is put on after the teardown's unlock
+	d.drainFeed()
 	if !d.TeardownOnExit {
-		d.drainFeed()
 		d.Log.Info("stopping; the table stays and its knocks expire by themselves", "table", d.cfg.Table)
 		return nil
 	}
 	// The used set goes with the table: keep its knocks first.
-	d.drainFeed()
 	if live, err := d.Kernel.Table.Spent(d.cfg.Table, d.clock()); err == nil {
 		d.state.Merge(live)
 	}

@@ -233,18 +233,23 @@ func (d *Daemon) endLocker() {
 // requestLocks asks the locker for a full check with the current config,
 // without waiting: a request not yet taken is replaced.
 func (d *Daemon) requestLocks() {
-	if d.lockReq == nil {
-		return
+	if d.lockReq != nil {
+		sendLatest(d.lockReq, d.cfg)
 	}
+}
+
+// sendLatest puts v in ch, a channel of capacity 1, without blocking: a
+// value not yet taken is replaced.
+func sendLatest[T any](ch chan T, v T) {
 	for {
 		select {
-		case d.lockReq <- d.cfg:
+		case ch <- v:
 			return
 		default:
-			select {
-			case <-d.lockReq:
-			default:
-			}
+		}
+		select {
+		case <-ch:
+		default:
 		}
 	}
 }

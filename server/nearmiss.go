@@ -340,13 +340,9 @@ func (n *NearMiss) Run(ctx context.Context) {
 
 // advance moves ix to u, and logs a whole build (a new config).
 func (n *NearMiss) advance(ix *nearIndex, u nearUpdate) {
-	if ix.cfg == u.cfg {
-		ix.advance(u.cfg, u.now)
-		return
-	}
-	start := time.Now()
+	rebuild, start := ix.cfg != u.cfg, time.Now()
 	ix.advance(u.cfg, u.now)
-	if u.cfg.NearMissPeriods > 0 {
+	if rebuild && u.cfg.NearMissPeriods > 0 {
 		n.Log.Info("near-miss index built", "periods", u.cfg.NearMissPeriods, "knocks", ix.entries(),
 			"took", time.Since(start).Round(time.Millisecond).String())
 	}
@@ -356,17 +352,7 @@ func (n *NearMiss) advance(ix *nearIndex, u nearUpdate) {
 // latest update waits, so the caller never blocks.
 func (n *NearMiss) Update(cfg *Config, now time.Time) {
 	n.init()
-	for {
-		select {
-		case n.updates <- nearUpdate{cfg, now}:
-			return
-		default:
-		}
-		select {
-		case <-n.updates: // replace the one not yet taken
-		default:
-		}
-	}
+	sendLatest(n.updates, nearUpdate{cfg, now})
 }
 
 // Sample hands the worker a dropped SYN from src to dport with sequence

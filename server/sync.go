@@ -92,16 +92,11 @@ func WindowEnd(cfg *Config, now time.Time) uint64 {
 // of the window and every slot, one valid element that expires when its
 // counter leaves the window or at its key's not_after, whichever is first.
 // It is pure: the same config and time give the same state.
-func Desired(cfg *Config, now time.Time) nftgen.State { return desired(cfg, now, nil) }
-
-func desired(cfg *Config, now time.Time, onKnock func(Knock)) nftgen.State {
+func Desired(cfg *Config, now time.Time) nftgen.State {
 	s := header(cfg)
 	s.Valid = make([]nftgen.Element, 0, knockCount(cfg, now))
 	EachKnock(cfg, now, func(k Knock) {
 		s.Valid = append(s.Valid, nftgen.Element{SPort: k.SPort, Port: k.Port, ISN: k.ISN, Expires: k.Expires})
-		if onKnock != nil {
-			onKnock(k)
-		}
 	})
 	return s
 }
