@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"sort"
 	"strings"
@@ -458,22 +459,12 @@ func readDropIns(main *tomlerr.Doc, patterns []string) ([]configPart, error) {
 			if err := d.Decode(&raw); err != nil {
 				return nil, err
 			}
-			for _, k := range []struct {
-				name string
-				set  bool
-			}{
-				{"include", raw.Include != nil}, {"period", raw.Period != nil}, {"tolerance", raw.Tolerance != nil},
-				{"lookahead", raw.Lookahead != nil}, {"slots", raw.Slots != nil}, {"realm", raw.Realm != nil},
-				{"table", raw.Table != nil}, {"ct_mark_bit", raw.CtMarkBit != nil},
-				{"packet_mark_bit", raw.PacketMarkBit != nil},
-				{"log_group", raw.LogGroup != nil}, {"guess_limit", raw.GuessLimit != nil},
-				{"guess_burst", raw.GuessBurst != nil}, {"guess_prefix4", raw.GuessPrefix4 != nil},
-				{"guess_prefix6", raw.GuessPrefix6 != nil}, {"guess_global_limit", raw.GuessGlobalLimit != nil},
-				{"lockout_lookup_limit", raw.LockoutLookup != nil},
-				{"near_miss_periods", raw.NearMissPeriods != nil},
-			} {
-				if k.set {
-					return nil, d.At("", 0, k.name, k.name, fmt.Errorf("only [[user]] and [[service]] tables may be in a drop-in; set it in %s", main.File))
+			// Every key but the tables, in rawConfig's order.
+			rv := reflect.ValueOf(raw)
+			for i := range rv.NumField() {
+				name := rv.Type().Field(i).Tag.Get("toml")
+				if name != "user" && name != "service" && !rv.Field(i).IsNil() {
+					return nil, d.At("", 0, name, name, fmt.Errorf("only [[user]] and [[service]] tables may be in a drop-in; set it in %s", main.File))
 				}
 			}
 			parts = append(parts, configPart{doc: d, users: raw.User, services: raw.Service})
