@@ -208,13 +208,9 @@ var userName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$`)
 // symlink or blocking, and refused unless they are regular files that
 // others cannot write; the key files as loadKeyIn does.
 func LoadConfig(path string) (*Config, error) {
-	data, err := readConfigFile(path)
-	if err != nil {
-		return nil, &ConfigError{File: path, Err: err}
-	}
 	dirs := strictfile.NewDirs(os.Geteuid())
 	defer dirs.Close()
-	return ParseConfig(path, data, func(key string) ([]byte, error) { return loadKeyIn(dirs, key) })
+	return loadConfig(path, func(key string) ([]byte, error) { return loadKeyIn(dirs, key) })
 }
 
 // loadKeyIn loads the key file path as the daemon trusts it: as
@@ -261,15 +257,20 @@ func readConfigFile(path string) ([]byte, error) {
 // own files have distinct knocks as they would with the real keys, and the
 // knock values mean nothing.
 func LoadConfigWithoutKeys(path string) (*Config, error) {
+	return loadConfig(path, func(keyFile string) ([]byte, error) {
+		sum := sha256.Sum256([]byte("seqknock/placeholder-key\x00" + keyFile))
+		return sum[:], nil
+	})
+}
+
+// loadConfig is ParseConfig of the config file at path, read by
+// readConfigFile.
+func loadConfig(path string, loadKey func(string) ([]byte, error)) (*Config, error) {
 	data, err := readConfigFile(path)
 	if err != nil {
 		return nil, &ConfigError{File: path, Err: err}
 	}
-	placeholder := func(keyFile string) ([]byte, error) {
-		sum := sha256.Sum256([]byte("seqknock/placeholder-key\x00" + keyFile))
-		return sum[:], nil
-	}
-	return ParseConfig(path, data, placeholder)
+	return ParseConfig(path, data, loadKey)
 }
 
 // ParseConfig checks config text; path names it in errors and anchors
@@ -497,7 +498,11 @@ func parseUsers(parts []configPart, loadKey func(string) ([]byte, error)) ([]Use
 			u := User{Name: *ru.Name}
 			refs, key, sub, err := keyRefs(ru)
 			if err != nil {
-				return nil, fail(keyLine(ru, key), sub, err)
+				line := key // none (the header) when the key is missing
+				if (key == "key_file" && ru.KeyFile == nil) || (key == "key_files" && ru.KeyFiles == nil) {
+					line = ""
+				}
+				return nil, fail(line, sub, err)
 			}
 			seen := map[string]bool{}
 			for j, ref := range refs {
@@ -526,15 +531,6 @@ func parseUsers(parts []configPart, loadKey func(string) ([]byte, error)) ([]Use
 		return nil, &ConfigError{File: parts[0].doc.File, Field: "user", Err: errors.New("no [[user]]: nobody could knock")}
 	}
 	return users, nil
-}
-
-// keyLine is the key whose line an error in key names: none (the header)
-// when it is missing.
-func keyLine(ru rawUser, key string) string {
-	if (key == "key_file" && ru.KeyFile == nil) || (key == "key_files" && ru.KeyFiles == nil) {
-		return ""
-	}
-	return key
 }
 
 // keyRef is one entry of key_files before its key is loaded.

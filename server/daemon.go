@@ -225,8 +225,7 @@ func (d *Daemon) start(ctx context.Context) error {
 	}
 	if d.Metrics != nil || d.Audit != nil {
 		t := time.NewTicker(housekeeping)
-		stopLockTick := d.stopTicks
-		d.tick, d.stopTicks = t.C, func() { t.Stop(); stopLockTick() }
+		d.tick, d.stopTicks = t.C, t.Stop
 	}
 	return nil
 }
@@ -529,7 +528,7 @@ func (d *Daemon) drainFeed() {
 		if d.Audit != nil {
 			user = d.Audit.Admitted(a.Src, a.Dst, a.Seq)
 		}
-		d.noteAdmission(user, a.Src, a.Dst)
+		d.info.Admitted(AdmissionRecord{Time: d.Now(), User: user, Src: a.Src, Dst: a.Dst})
 		var sport uint16 // a 48-bit knock is spent with its source port
 		if bound[a.Dst.Port()] {
 			sport = a.Src.Port()
@@ -563,11 +562,7 @@ func (d *Daemon) drainFeed() {
 // failure (no table, say) the whole table is synced.
 func (d *Daemon) refreshSessions() {
 	d.refresh = nil
-	ports := make([]uint16, 0, len(d.cfg.Services))
-	for _, s := range d.cfg.Services {
-		ports = append(ports, s.Port)
-	}
-	ss, err := d.Kernel.Sessions.Established(ports)
+	ss, err := d.Kernel.Sessions.Established(protectedPorts(d.cfg))
 	if err == nil {
 		err = d.Kernel.Sessions.ApplySessions(d.cfg.Table, ss)
 	}

@@ -173,17 +173,6 @@ func (lk *locker) lock(cfg *Config, all bool, now time.Time) {
 	}
 }
 
-// unlocked counts the listeners known not to be locked.
-func (lk *locker) unlocked() int {
-	n := 0
-	for _, e := range lk.locks {
-		if !e.locked {
-			n++
-		}
-	}
-	return n
-}
-
 // run locks at each config sent on req (a full check) and every LockPoll
 // with the last one, cfg until then (the fast poll; a full check once
 // LockRecheck has passed), until ctx ends.
@@ -261,7 +250,13 @@ func sendLatest[T any](ch chan T, v T) {
 func LockOnce(k Kernel, cfg *Config, log *slog.Logger) int {
 	lk := &locker{k: k.Listeners, log: log}
 	lk.lock(cfg, true, time.Now())
-	return lk.unlocked()
+	n := 0
+	for _, e := range lk.locks {
+		if !e.locked {
+			n++
+		}
+	}
+	return n
 }
 
 // LockedListeners lists the listeners of cfg's protected ports with

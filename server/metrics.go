@@ -191,18 +191,17 @@ func (m *Metrics) WriteTextfile(path string, now time.Time) error {
 		return fmt.Errorf("metrics: %w", err)
 	}
 	defer os.Remove(tmp.Name())
-	if err := m.Write(tmp, now); err != nil {
-		tmp.Close()
-		return fmt.Errorf("metrics: %w", err)
+	err = m.Write(tmp, now)
+	if err == nil {
+		err = tmp.Chmod(0o644)
 	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return fmt.Errorf("metrics: %w", err)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
 	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("metrics: %w", err)
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
 	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
 	return nil

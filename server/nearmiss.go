@@ -218,7 +218,7 @@ func (ix *nearIndex) diagnose(dport uint16, isn uint32, src netip.Addr, now time
 		for ; i < len(ks) && ks[i].isn == isn; i++ {
 			ref := ix.refs[ks[i].ref/uint32(cfg.Slots)]
 			delta := int64(t.counter) - c
-			score := abs64(delta)
+			score := max(delta, -delta)
 			if ref.port != dport {
 				score += 1 << 32 // another port's knock only when no knock of this port matches
 			}
@@ -239,26 +239,14 @@ func (ix *nearIndex) diagnose(dport uint16, isn uint32, src netip.Addr, now time
 				r.Cause = CauseReplay
 			default:
 				r.Cause, r.Periods = CauseClock, delta
-				r.Skew = clockSkew(now, t.counter, cfg.Period)
+				// To the middle of the knock's period: how far ahead
+				// (negative: behind) the client's clock is.
+				r.Skew = totp.Start(t.counter, cfg.Period).Add(cfg.Period / 2).Sub(now)
 			}
 			best, bestScore, found = r, score, true
 		}
 	}
 	return best, found
-}
-
-// clockSkew is how far ahead (negative: behind) a clock is that made a knock
-// of counter at now: from now to the middle of the counter's period.
-func clockSkew(now time.Time, counter uint64, period time.Duration) time.Duration {
-	mid := totp.Start(counter, period).Add(period / 2)
-	return mid.Sub(now)
-}
-
-func abs64(x int64) int64 {
-	if x < 0 {
-		return -x
-	}
-	return x
 }
 
 // NearMiss diagnoses the sampled dropped SYNs off the packet path: a

@@ -59,18 +59,6 @@ func signedListeners(k Kernel, cfg *Config) ([]SignedListener, error) {
 	return out, nil
 }
 
-// signDifferences are status differences for the signed services: a
-// listener that does not sign with its service's key.
-func signDifferences(ls []SignedListener) []string {
-	var diff []string
-	for _, l := range ls {
-		if !l.Signed {
-			diff = append(diff, fmt.Sprintf("port %d listener %s is not signed (%s)", l.Port, l.Address, l.Mode))
-		}
-	}
-	return diff
-}
-
 // signServices puts each signed service's key on its listeners that lack
 // it, logging each listener once when it gets the key and once for each
 // new reason it cannot.

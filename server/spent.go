@@ -231,11 +231,7 @@ func MaxSpent(cfg *Config, now time.Time) int {
 // clock was set far back); the spent knocks listed are kept, since a spent
 // knock only ever keeps a knock out.
 func VetState(st *State, err error, now time.Time, window time.Duration, max int, floor time.Time) (*State, string) {
-	fresh := func() *State {
-		out := &State{Table: st.Table}
-		out.Before = floor
-		return out
-	}
+	fresh := func() *State { return &State{Table: st.Table, Spent: Spent{Before: floor}} }
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return fresh(), "no state file"

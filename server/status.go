@@ -71,7 +71,11 @@ func GetStatus(k Kernel, cfg *Config, now time.Time) (*Status, error) {
 	if st.SignedListeners, err = signedListeners(k, cfg); err != nil {
 		return nil, err
 	}
-	st.Differences = append(st.Differences, signDifferences(st.SignedListeners)...)
+	for _, l := range st.SignedListeners {
+		if !l.Signed {
+			st.Differences = append(st.Differences, fmt.Sprintf("port %d listener %s is not signed (%s)", l.Port, l.Address, l.Mode))
+		}
+	}
 	if st.Listeners, err = LockedListeners(k, cfg); err != nil {
 		return nil, fmt.Errorf("status: %w", err)
 	}

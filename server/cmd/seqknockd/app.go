@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -50,10 +49,6 @@ func noArgs(c *cli.Context) error {
 // configPath is --config, given before or after the command.
 func configPath(c *cli.Context) string { return cliconv.AppString(c, "config") }
 
-func loadConfig(c *cli.Context) (*server.Config, error) {
-	return server.LoadConfig(configPath(c))
-}
-
 // withConfig is the action of a command that takes no arguments and works
 // from the loaded config.
 func withConfig(fn func(c *cli.Context, cfg *server.Config) error) cli.ActionFunc {
@@ -61,7 +56,7 @@ func withConfig(fn func(c *cli.Context, cfg *server.Config) error) cli.ActionFun
 		if err := noArgs(c); err != nil {
 			return err
 		}
-		cfg, err := loadConfig(c)
+		cfg, err := server.LoadConfig(configPath(c))
 		if err != nil {
 			return err
 		}
@@ -215,9 +210,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					}
 					st.Daemon = &ds
 					if c.Bool("json") {
-						enc := json.NewEncoder(c.App.Writer)
-						enc.SetIndent("", "  ")
-						if err := enc.Encode(st); err != nil {
+						if err := printJSON(c.App.Writer, st); err != nil {
 							return err
 						}
 					} else {
@@ -263,7 +256,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					var cfg *server.Config
 					if table == "" {
 						var err error
-						if cfg, err = loadConfig(c); err != nil {
+						if cfg, err = server.LoadConfig(configPath(c)); err != nil {
 							return fmt.Errorf("%w (or name the table with --table)", err)
 						}
 						table = cfg.Table
