@@ -229,14 +229,7 @@ const maxDropTracked = 4096
 // MaxDropSources, then one line for the others), so each source gets at
 // most one line an interval. It returns the number of lines logged.
 func (a *Auditor) FlushDrops(now time.Time) int {
-	interval := a.DropInterval
-	if interval == 0 {
-		interval = time.Minute
-	}
-	max := a.MaxDropSources
-	if max == 0 {
-		max = 5
-	}
+	interval, max := cmp.Or(a.DropInterval, time.Minute), cmp.Or(a.MaxDropSources, 5)
 	a.mu.Lock()
 	if len(a.drops) == 0 || now.Sub(a.lastRound) < interval {
 		a.mu.Unlock()

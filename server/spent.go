@@ -41,16 +41,13 @@ func (s *Spent) FirstCounter(period time.Duration) uint64 {
 // Bound keeps the list within max knocks: over it, it forgets the list and
 // makes every knock of a counter that begins before floor spent instead
 // (floor: FailClosedFloor at now covers every knock ever valid until now).
-// It reports whether it had to.
-func (s *Spent) Bound(max int, floor time.Time) bool {
-	if len(s.m) <= max {
-		return false
+func (s *Spent) Bound(max int, floor time.Time) {
+	if len(s.m) > max {
+		s.m = nil
+		if floor.After(s.Before) {
+			s.Before = floor
+		}
 	}
-	s.m = nil
-	if floor.After(s.Before) {
-		s.Before = floor
-	}
-	return true
 }
 
 // spentKey is a knock's identity: its source port (0 for a knock not bound
@@ -75,14 +72,10 @@ func (s *Spent) AddBound(sport, port uint16, isn uint32, until time.Time) bool {
 }
 
 // Merge adds every element (Expires: when it stops being spent).
-func (s *Spent) Merge(els []nftgen.Element) bool {
-	changed := false
+func (s *Spent) Merge(els []nftgen.Element) {
 	for _, e := range els {
-		if s.AddBound(e.SPort, e.Port, e.ISN, e.Expires) {
-			changed = true
-		}
+		s.AddBound(e.SPort, e.Port, e.ISN, e.Expires)
 	}
-	return changed
 }
 
 // Prune forgets knocks whose used entry has ended by now.
