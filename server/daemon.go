@@ -116,16 +116,13 @@ type Daemon struct {
 	loop
 }
 
-// Run syncs now, then at every period boundary, and whenever Table.Watch
-// reports that someone else changed the table, until ctx ends. A value on
-// reload makes it reload the config and keys: a bad new config is logged
-// and the old one kept. A failed sync is logged and retried at once, then
-// after FirstRetry, doubling up to MaxRetry; meanwhile the knocks already
-// installed expire on their own. A foreign change to the table is repaired
-// at once, also while a retry is pending. With Lock set, Run first takes
-// the table's lock and returns its error when another daemon holds it.
-// Notify gets READY=1 after the first good sync and WATCHDOG=1 while the
-// loop is healthy.
+// Run syncs now, then at every period boundary and whenever Table.Watch
+// reports a foreign change (repaired at once, also while a retry is
+// pending), until ctx ends. A value on reload reloads the config and keys;
+// a bad one is logged and the old kept. A failed sync is retried at once,
+// then after FirstRetry, doubling up to MaxRetry. With Lock set, Run first
+// takes the table's lock, or returns its error. Notify gets READY=1 after
+// the first good sync and WATCHDOG=1 while the loop is healthy.
 func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 	if err := d.start(ctx); err != nil {
 		return err

@@ -12,14 +12,10 @@ import (
 )
 
 // LockPoll is how often `seqknockd run` looks for new listeners on the
-// protected ports, so a restarted service's new listener is locked within
-// about this long. It polls because the kernel announces no new listening
-// socket: sock_diag's multicast groups report destroyed sockets only. One
-// poll is one sock_diag dump per protected port (a netlink round trip of
-// tens of microseconds for a handful of ports); only a listener not seen
-// before, or whose holder is still searched for, costs a search of /proc
-// (for a root service's, among root's processes only; see lockers) and a
-// pidfd_getfd.
+// protected ports (the kernel announces none: sock_diag's multicast groups
+// report destroyed sockets only), so a restarted service's new listener is
+// locked within about this long. A poll is one sock_diag dump per port;
+// only a listener not seen before costs a search of /proc (see lockers).
 const LockPoll = 50 * time.Millisecond
 
 // LockRecheck is how often (and at every sync) every listener's lock is

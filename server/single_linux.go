@@ -34,15 +34,12 @@ func daemonFile(dir, table, ext string) (string, error) {
 }
 
 // LockTable makes the caller the only `seqknockd run` of table in its
-// network namespace, until release is called or the process ends (the
-// kernel drops the lock then: no stale lock survives a crash). The lock is
-// an open file description lock (F_OFD_SETLK) on dir/run.TABLE.net-INODE.lock,
-// INODE being the namespace's (daemonFile), which holds the holder's pid.
-// dir is walked and checked by openRuntimeDir (created 0700 if missing),
-// so no other user can take or hold the lock, and the lock file is opened
-// relative to the directory checked, without following a symlink. A lock
-// held by another daemon is one line naming its pid, wrapping
-// ErrAlreadyRunning.
+// network namespace until release is called or the process ends (the
+// kernel drops the lock: no stale lock survives a crash): an F_OFD_SETLK
+// lock on the file daemonFile names, which holds the holder's pid, opened
+// without following a symlink in dir as openRuntimeDir checks it (created
+// 0700 if missing), so no other user can take or hold it. A lock held by
+// another daemon is one line naming its pid, wrapping ErrAlreadyRunning.
 func LockTable(dir, table string) (release func(), err error) {
 	path, err := daemonFile(dir, table, "lock")
 	if err != nil {
@@ -81,13 +78,10 @@ func LockTable(dir, table string) (release func(), err error) {
 
 // openRuntimeDir opens the runtime directory dir, which holds the lock and
 // the info file, after walking every directory above it as key files are
-// walked (strictfile.OpenDir: from / without following a symlink, each
-// owned by root or the daemon's user and writable by no one else unless
-// sticky; with create, missing ones made mode 0700). dir itself must be a
-// directory of root's or the daemon's user that group and others cannot
-// write. Every file in it is then opened, renamed and removed relative to
-// the descriptor returned, so a directory swapped after the check is never
-// used. op prefixes the errors.
+// walked (strictfile.OpenDir; with create, missing ones made 0700). dir
+// itself must be root's or the daemon's user's, not writable by group or
+// others. Its files are then used relative to the descriptor returned, so
+// a directory swapped after the check is never used. op prefixes errors.
 func openRuntimeDir(dir string, create bool, op string) (*os.File, error) {
 	uid := daemonUID()
 	var bad error // the directory's own check's refusal, already prefixed

@@ -268,12 +268,9 @@ func LoadVetted(path string, cfg *Config, now time.Time, log *slog.Logger) *Stat
 }
 
 // CheckStateDir makes sure the directory of the state file path exists
-// (created 0700) and that only its owner can use it: it must be a
-// directory owned by root or the daemon's user, with no permission for
-// group or others, and so must every directory above it (owned by root or
-// the daemon's user, writable by no one else unless sticky; see
-// openStateDir). Anyone else who can write there, or rename the directory
-// or one above it, could replace the state and revive spent knocks.
+// (created 0700) and passes openStateDir's checks: anyone else who could
+// write there, or rename it or a directory above it, could replace the
+// state and revive spent knocks.
 func CheckStateDir(path string) error {
 	if path == "" || path == NoState {
 		return nil

@@ -47,8 +47,6 @@ func syncWith(k Kernel, apply func(nftgen.State, time.Time) (nftgen.Result, erro
 	}
 	spent.Merge(live)
 	spent.Prune(now)
-	// The used set holds MaxSpent knocks: a longer list would make the
-	// sync fail, so it gives way to "every knock so far is spent".
 	spent.Bound(MaxSpent(cfg, now), FailClosedFloor(cfg, now))
 	from = max(from, spent.FirstCounter(cfg.Period))
 	s := streamed(cfg, now, from, onKnock)
