@@ -689,17 +689,13 @@ func (d *Daemon) sync(why string) error {
 		d.failing = false
 	}
 	attrs := []any{"why", why, "counter", totp.Counter(now, d.cfg.Period), "elements", res.Elements}
-	if rotate {
-		attrs = append(attrs, "added_only", true)
-	}
-	if res.Created {
-		attrs = append(attrs, "created", true)
-	}
-	if res.Replaced {
-		attrs = append(attrs, "replaced_foreign_table", true)
-	}
-	if res.RulesRebuilt {
-		attrs = append(attrs, "rules_rebuilt", true)
+	for _, f := range []struct {
+		key string
+		on  bool
+	}{{"added_only", rotate}, {"created", res.Created}, {"replaced_foreign_table", res.Replaced}, {"rules_rebuilt", res.RulesRebuilt}} {
+		if f.on {
+			attrs = append(attrs, f.key, true)
+		}
 	}
 	if live, err := d.Kernel.Table.ReadCounters(d.cfg.Table); err == nil {
 		a, dr := live.Admitted.Packets, live.Dropped.Packets
