@@ -3,9 +3,9 @@ package server
 import (
 	"cmp"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
-	"sort"
 	"sync"
 	"time"
 
@@ -229,14 +229,7 @@ const maxDropTracked = 4096
 // MaxDropSources, then one line for the others), so each source gets at
 // most one line an interval. It returns the number of lines logged.
 func (a *Auditor) FlushDrops(now time.Time) int {
-	interval := a.DropInterval
-	if interval == 0 {
-		interval = time.Minute
-	}
-	max := a.MaxDropSources
-	if max == 0 {
-		max = 5
-	}
+	interval, max := cmp.Or(a.DropInterval, time.Minute), cmp.Or(a.MaxDropSources, 5)
 	a.mu.Lock()
 	if len(a.drops) == 0 || now.Sub(a.lastRound) < interval {
 		a.mu.Unlock()
@@ -245,15 +238,8 @@ func (a *Auditor) FlushDrops(now time.Time) int {
 	drops := a.drops
 	a.drops, a.lastRound = nil, now
 	a.mu.Unlock()
-	srcs := make([]netip.Addr, 0, len(drops))
-	for s := range drops {
-		srcs = append(srcs, s)
-	}
-	sort.Slice(srcs, func(i, j int) bool {
-		if drops[srcs[i]].n != drops[srcs[j]].n {
-			return drops[srcs[i]].n > drops[srcs[j]].n
-		}
-		return srcs[i].Less(srcs[j])
+	srcs := slices.SortedFunc(maps.Keys(drops), func(x, y netip.Addr) int {
+		return cmp.Or(cmp.Compare(drops[y].n, drops[x].n), x.Compare(y))
 	})
 	lines := 0
 	var restN uint64
@@ -263,11 +249,7 @@ func (a *Auditor) FlushDrops(now time.Time) int {
 			restN += d.n
 			continue
 		}
-		ports := make([]int, 0, len(d.ports))
-		for p := range d.ports {
-			ports = append(ports, int(p))
-		}
-		sort.Ints(ports)
+		ports := slices.Sorted(maps.Keys(d.ports))
 		a.Log.Warn("unknocked packets dropped", "src", s.String(), "sampled", d.n, "ports", ports, "interval", interval.String())
 		lines++
 	}
@@ -282,9 +264,5 @@ func (a *Auditor) FlushDrops(now time.Time) int {
 func (a *Auditor) AdmittedCounts() map[AdmitKey]uint64 {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	out := make(map[AdmitKey]uint64, len(a.admitted))
-	for k, v := range a.admitted {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(a.admitted)
 }

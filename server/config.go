@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"sort"
 	"strings"
@@ -205,30 +206,20 @@ var userName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$`)
 //
 // The config and the files it includes are opened without following a
 // symlink or blocking, and refused unless they are regular files that
-// others cannot write; the key files as LoadKey does.
+// others cannot write; the key files as loadKeyIn does.
 func LoadConfig(path string) (*Config, error) {
-	data, err := readConfigFile(path)
-	if err != nil {
-		return nil, &ConfigError{File: path, Err: err}
-	}
 	dirs := strictfile.NewDirs(os.Geteuid())
 	defer dirs.Close()
-	return ParseConfig(path, data, func(key string) ([]byte, error) { return loadKeyIn(dirs, key) })
+	return loadConfig(path, func(key string) ([]byte, error) { return loadKeyIn(dirs, key) })
 }
 
-// LoadKey loads the key file path as the daemon trusts it: as
+// loadKeyIn loads the key file path as the daemon trusts it: as
 // keyfile.Load, after the checks of OpenSSH's StrictModes (see
 // strictfile.OpenOwned): the file and every directory above it are owned
 // by root or the daemon's user, and none is writable by group or others,
 // except a sticky directory (/tmp). The file is opened without following
-// a symlink or blocking, and read from the descriptor checked.
-func LoadKey(path string) ([]byte, error) {
-	dirs := strictfile.NewDirs(os.Geteuid())
-	defer dirs.Close()
-	return loadKeyIn(dirs, path)
-}
-
-// loadKeyIn is LoadKey with the directories dirs has checked already.
+// a symlink or blocking, and read from the descriptor checked; dirs holds
+// the directories checked already.
 func loadKeyIn(dirs *strictfile.Dirs, path string) ([]byte, error) {
 	f, err := dirs.OpenOwned(path)
 	if err != nil {
@@ -266,15 +257,20 @@ func readConfigFile(path string) ([]byte, error) {
 // own files have distinct knocks as they would with the real keys, and the
 // knock values mean nothing.
 func LoadConfigWithoutKeys(path string) (*Config, error) {
+	return loadConfig(path, func(keyFile string) ([]byte, error) {
+		sum := sha256.Sum256([]byte("seqknock/placeholder-key\x00" + keyFile))
+		return sum[:], nil
+	})
+}
+
+// loadConfig is ParseConfig of the config file at path, read by
+// readConfigFile.
+func loadConfig(path string, loadKey func(string) ([]byte, error)) (*Config, error) {
 	data, err := readConfigFile(path)
 	if err != nil {
 		return nil, &ConfigError{File: path, Err: err}
 	}
-	placeholder := func(keyFile string) ([]byte, error) {
-		sum := sha256.Sum256([]byte("seqknock/placeholder-key\x00" + keyFile))
-		return sum[:], nil
-	}
-	return ParseConfig(path, data, placeholder)
+	return ParseConfig(path, data, loadKey)
 }
 
 // ParseConfig checks config text; path names it in errors and anchors
@@ -464,22 +460,12 @@ func readDropIns(main *tomlerr.Doc, patterns []string) ([]configPart, error) {
 			if err := d.Decode(&raw); err != nil {
 				return nil, err
 			}
-			for _, k := range []struct {
-				name string
-				set  bool
-			}{
-				{"include", raw.Include != nil}, {"period", raw.Period != nil}, {"tolerance", raw.Tolerance != nil},
-				{"lookahead", raw.Lookahead != nil}, {"slots", raw.Slots != nil}, {"realm", raw.Realm != nil},
-				{"table", raw.Table != nil}, {"ct_mark_bit", raw.CtMarkBit != nil},
-				{"packet_mark_bit", raw.PacketMarkBit != nil},
-				{"log_group", raw.LogGroup != nil}, {"guess_limit", raw.GuessLimit != nil},
-				{"guess_burst", raw.GuessBurst != nil}, {"guess_prefix4", raw.GuessPrefix4 != nil},
-				{"guess_prefix6", raw.GuessPrefix6 != nil}, {"guess_global_limit", raw.GuessGlobalLimit != nil},
-				{"lockout_lookup_limit", raw.LockoutLookup != nil},
-				{"near_miss_periods", raw.NearMissPeriods != nil},
-			} {
-				if k.set {
-					return nil, d.At("", 0, k.name, k.name, fmt.Errorf("only [[user]] and [[service]] tables may be in a drop-in; set it in %s", main.File))
+			// Every key but the tables, in rawConfig's order.
+			rv := reflect.ValueOf(raw)
+			for i := range rv.NumField() {
+				name := rv.Type().Field(i).Tag.Get("toml")
+				if name != "user" && name != "service" && !rv.Field(i).IsNil() {
+					return nil, d.At("", 0, name, name, fmt.Errorf("only [[user]] and [[service]] tables may be in a drop-in; set it in %s", main.File))
 				}
 			}
 			parts = append(parts, configPart{doc: d, users: raw.User, services: raw.Service})
@@ -512,7 +498,11 @@ func parseUsers(parts []configPart, loadKey func(string) ([]byte, error)) ([]Use
 			u := User{Name: *ru.Name}
 			refs, key, sub, err := keyRefs(ru)
 			if err != nil {
-				return nil, fail(keyLine(ru, key), sub, err)
+				line := key // none (the header) when the key is missing
+				if (key == "key_file" && ru.KeyFile == nil) || (key == "key_files" && ru.KeyFiles == nil) {
+					line = ""
+				}
+				return nil, fail(line, sub, err)
 			}
 			seen := map[string]bool{}
 			for j, ref := range refs {
@@ -541,15 +531,6 @@ func parseUsers(parts []configPart, loadKey func(string) ([]byte, error)) ([]Use
 		return nil, &ConfigError{File: parts[0].doc.File, Field: "user", Err: errors.New("no [[user]]: nobody could knock")}
 	}
 	return users, nil
-}
-
-// keyLine is the key whose line an error in key names: none (the header)
-// when it is missing.
-func keyLine(ru rawUser, key string) string {
-	if (key == "key_file" && ru.KeyFile == nil) || (key == "key_files" && ru.KeyFiles == nil) {
-		return ""
-	}
-	return key
 }
 
 // keyRef is one entry of key_files before its key is loaded.

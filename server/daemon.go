@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/seqknock/seqknock/admitlog"
@@ -115,16 +116,13 @@ type Daemon struct {
 	loop
 }
 
-// Run syncs now, then at every period boundary, and whenever Table.Watch
-// reports that someone else changed the table, until ctx ends. A value on
-// reload makes it reload the config and keys: a bad new config is logged
-// and the old one kept. A failed sync is logged and retried at once, then
-// after FirstRetry, doubling up to MaxRetry; meanwhile the knocks already
-// installed expire on their own. A foreign change to the table is repaired
-// at once, also while a retry is pending. With Lock set, Run first takes
-// the table's lock and returns its error when another daemon holds it.
-// Notify gets READY=1 after the first good sync and WATCHDOG=1 while the
-// loop is healthy.
+// Run syncs now, then at every period boundary and whenever Table.Watch
+// reports a foreign change (repaired at once, also while a retry is
+// pending), until ctx ends. A value on reload reloads the config and keys;
+// a bad one is logged and the old kept. A failed sync is retried at once,
+// then after FirstRetry, doubling up to MaxRetry. With Lock set, Run first
+// takes the table's lock, or returns its error. Notify gets READY=1 after
+// the first good sync and WATCHDOG=1 while the loop is healthy.
 func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 	if err := d.start(ctx); err != nil {
 		return err
@@ -149,9 +147,9 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan os.Signal) error {
 			d.retryWatch(ctx)
 		case <-wake:
 			d.synced(d.sync(why))
-		case <-d.feedReady():
+		case <-ready(d.feed):
 			d.drainFeed()
-		case <-d.dropsReady():
+		case <-ready(d.drops):
 			d.drainDrops()
 		case _, ok := <-d.lost:
 			d.conntrackLost(ok)
@@ -224,8 +222,7 @@ func (d *Daemon) start(ctx context.Context) error {
 	}
 	if d.Metrics != nil || d.Audit != nil {
 		t := time.NewTicker(housekeeping)
-		stopLockTick := d.stopTicks
-		d.tick, d.stopTicks = t.C, func() { t.Stop(); stopLockTick() }
+		d.tick, d.stopTicks = t.C, t.Stop
 	}
 	return nil
 }
@@ -371,7 +368,7 @@ func (d *Daemon) signCheck() {
 
 func (d *Daemon) resetSignTick() {
 	d.signTick = nil
-	if hasSigned(d.cfg) {
+	if slices.ContainsFunc(d.cfg.Services, func(s Service) bool { return s.Sign != "" }) {
 		d.signTick = d.after(SignCheck)
 	}
 }
@@ -415,30 +412,16 @@ func (d *Daemon) loadState() error {
 	if path == "" && d.StateDir == "" {
 		path = NoState
 	}
-	if path != NoState {
-		var err error
-		if path, err = StatePath(path, d.StateDir, d.cfg.Table); err != nil {
-			return err
-		}
-		if err := CheckStateDir(path); err != nil {
-			return err
-		}
+	path, err := StatePath(path, d.StateDir, d.cfg.Table)
+	if err != nil {
+		return err
 	}
 	d.statePath = path
-	st, err := LoadState(path, d.cfg.Table)
-	now := d.Now()
-	if path == NoState {
-		if d.StatePath == NoState {
-			d.Log.Warn("no state file (--state " + NoState + "): knocks spent before a restart or a lost table may be admitted again while their window lasts")
-		}
-	} else {
-		var why string
-		st, why = VetState(st, err, now, d.cfg.WindowLength(), MaxSpent(d.cfg, now), FailClosedFloor(d.cfg, now))
-		if why != "" {
-			d.Log.Warn("state not trusted; every knock of a counter that began before spent_before counts as spent (clients wait at most a window)",
-				"state", path, "why", why, "spent_before", st.Before.UTC().Format(time.RFC3339))
-		}
+	if d.StatePath == NoState {
+		d.Log.Warn("no state file (--state " + NoState + "): knocks spent before a restart or a lost table may be admitted again while their window lasts")
 	}
+	now := d.Now()
+	st := LoadVetted(path, d.cfg, now, d.Log)
 	d.state = st
 	if st.High.After(now) {
 		d.lastMono, d.eff = time.Now(), st.High
@@ -501,11 +484,12 @@ func (d *Daemon) openDrops() {
 	d.drops = f
 }
 
-func (d *Daemon) dropsReady() <-chan struct{} {
-	if d.drops == nil {
+// ready is f's Ready; nil, which never fires, without f.
+func ready(f AdmissionFeed) <-chan struct{} {
+	if f == nil {
 		return nil
 	}
-	return d.drops.Ready()
+	return f.Ready()
 }
 
 // drainDrops counts the sampled drops per source; housekeep logs them.
@@ -518,13 +502,6 @@ func (d *Daemon) drainDrops() {
 		d.Audit.Dropped(p.Src.Addr(), p.Dst.Port())
 		d.noteDrop(p)
 	}
-}
-
-func (d *Daemon) feedReady() <-chan struct{} {
-	if d.feed == nil {
-		return nil
-	}
-	return d.feed.Ready()
 }
 
 // drainFeed records every admission the kernel has logged so far as a
@@ -548,7 +525,7 @@ func (d *Daemon) drainFeed() {
 		if d.Audit != nil {
 			user = d.Audit.Admitted(a.Src, a.Dst, a.Seq)
 		}
-		d.noteAdmission(user, a.Src, a.Dst)
+		d.info.Admitted(AdmissionRecord{Time: d.Now(), User: user, Src: a.Src, Dst: a.Dst})
 		var sport uint16 // a 48-bit knock is spent with its source port
 		if bound[a.Dst.Port()] {
 			sport = a.Src.Port()
@@ -582,11 +559,7 @@ func (d *Daemon) drainFeed() {
 // failure (no table, say) the whole table is synced.
 func (d *Daemon) refreshSessions() {
 	d.refresh = nil
-	ports := make([]uint16, 0, len(d.cfg.Services))
-	for _, s := range d.cfg.Services {
-		ports = append(ports, s.Port)
-	}
-	ss, err := d.Kernel.Sessions.Established(ports)
+	ss, err := d.Kernel.Sessions.Established(protectedPorts(d.cfg))
 	if err == nil {
 		err = d.Kernel.Sessions.ApplySessions(d.cfg.Table, ss)
 	}
@@ -716,17 +689,13 @@ func (d *Daemon) sync(why string) error {
 		d.failing = false
 	}
 	attrs := []any{"why", why, "counter", totp.Counter(now, d.cfg.Period), "elements", res.Elements}
-	if rotate {
-		attrs = append(attrs, "added_only", true)
-	}
-	if res.Created {
-		attrs = append(attrs, "created", true)
-	}
-	if res.Replaced {
-		attrs = append(attrs, "replaced_foreign_table", true)
-	}
-	if res.RulesRebuilt {
-		attrs = append(attrs, "rules_rebuilt", true)
+	for _, f := range []struct {
+		key string
+		on  bool
+	}{{"added_only", rotate}, {"created", res.Created}, {"replaced_foreign_table", res.Replaced}, {"rules_rebuilt", res.RulesRebuilt}} {
+		if f.on {
+			attrs = append(attrs, f.key, true)
+		}
 	}
 	if live, err := d.Kernel.Table.ReadCounters(d.cfg.Table); err == nil {
 		a, dr := live.Admitted.Packets, live.Dropped.Packets
@@ -790,13 +759,12 @@ func (d *Daemon) logExpired(now time.Time) {
 
 func (d *Daemon) exit() error {
 	d.endLocker() // no lock is put on after the teardown's unlock
+	d.drainFeed()
 	if !d.TeardownOnExit {
-		d.drainFeed()
 		d.Log.Info("stopping; the table stays and its knocks expire by themselves", "table", d.cfg.Table)
 		return nil
 	}
 	// The used set goes with the table: keep its knocks first.
-	d.drainFeed()
 	if live, err := d.Kernel.Table.Spent(d.cfg.Table, d.clock()); err == nil {
 		d.state.Merge(live)
 	}

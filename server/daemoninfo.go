@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/netip"
 	"os"
@@ -74,16 +75,6 @@ func InfoPath(dir, table string) (string, error) {
 	return daemonFile(dir, table, "json")
 }
 
-// daemonFile is dir/run.TABLE.net-INODE.EXT, INODE the calling thread's
-// network namespace's: the names LockTable uses.
-func daemonFile(dir, table, ext string) (string, error) {
-	ino, err := NetNSInode()
-	if err != nil {
-		return "", err
-	}
-	return filepath.Join(dir, fmt.Sprintf("run.%s.net-%d.%s", table, ino, ext)), nil
-}
-
 // WriteInfo writes info to path atomically (a temporary file renamed over
 // it), readable by root alone. Both are written relative to path's
 // directory, walked and checked as the lock's (openRuntimeDir).
@@ -97,7 +88,7 @@ func WriteInfo(path string, info *DaemonInfo) error {
 		return err
 	}
 	defer d.Close()
-	if err := writeFileAt(d, filepath.Base(path), b); err != nil {
+	if err := writeAtomic(d, filepath.Base(path), b); err != nil {
 		return fmt.Errorf("daemon info: %w", err)
 	}
 	return nil
@@ -120,16 +111,28 @@ func ReadInfo(path string) (*DaemonInfo, error) {
 
 // readInfoAt reads the daemon info file name in the runtime directory d.
 func readInfoAt(d *os.File, name string) (*DaemonInfo, error) {
-	b, err := readFileAt(d, name)
+	f, err := openFileAt(d, name)
 	if errors.Is(err, fs.ErrNotExist) {
 		return &DaemonInfo{}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("daemon info: %w", err)
 	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = errors.New("not a regular file")
+	}
 	var info DaemonInfo
-	if err := json.Unmarshal(b, &info); err != nil {
-		return nil, fmt.Errorf("daemon info: %s: %w", filepath.Join(d.Name(), name), err)
+	var b []byte
+	if err == nil {
+		b, err = io.ReadAll(f)
+	}
+	if err == nil {
+		err = json.Unmarshal(b, &info)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("daemon info: %s: %w", f.Name(), err)
 	}
 	return &info, nil
 }

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"net/netip"
 	"os"
 	"time"
 
@@ -43,11 +42,6 @@ func (d *Daemon) afterSync(err error) {
 	}
 	d.info.Synced(d.Now(), err)
 	d.writeInfo()
-}
-
-// noteAdmission records an admission of user's knock (user "": unknown).
-func (d *Daemon) noteAdmission(user string, src, dst netip.AddrPort) {
-	d.info.Admitted(AdmissionRecord{Time: d.Now(), User: user, Src: src, Dst: dst})
 }
 
 // noteDrop hands a sampled dropped SYN to the near-miss diagnosis, with

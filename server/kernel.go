@@ -71,9 +71,7 @@ type Listeners interface {
 	// Lock duplicates each listening socket of ls from a process that
 	// holds it and reads whether it has the socket filter for packet
 	// mark bit; with attach it also puts the filter on. It returns a
-	// result per listener, in ls's order. One search of /proc serves all
-	// the listeners whose holder is not known, and a listener no process
-	// was found to hold is searched for again only after a while.
+	// result per listener, in ls's order.
 	Lock(ls []ListenerState, bit uint32, attach bool) []LockResult
 	// Unlock removes that filter (for any bit; another filter stays) and
 	// reports whether there was one.

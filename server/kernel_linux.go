@@ -82,22 +82,16 @@ func (k *listeners) Sign(port uint16, key []byte) ([]ListenerState, error) {
 // lockers are Listeners.Lock and Unlock. The socket is taken from
 // whichever process holds it (the filter is no secret, unlike a signing
 // key, and a protected port admits no unknocked SYN whoever listens on
-// it). Each listener's holder is remembered, so the check every
-// LockRecheck costs a pidfd_getfd, not a search through /proc.
+// it), and each holder is remembered, so a recheck costs a pidfd_getfd,
+// not a search through /proc.
 //
-// The holders not known are searched for together, one pass over /proc
-// for all of them: root's listeners among the processes whose real uid is
-// root, at every call (no other user's process slows it). The rest (other users' listeners, among their own
-// processes, then every listener still unfound among every process) is
-// the slow search, which a user's descriptors make long: the first call
-// makes it before it returns (status, check-config, `seqknockd sync` and
-// the daemon's start get a whole answer); later calls start it in the
-// background, at most every HolderRetry, and its holders serve the next
-// call, meanwhile the listener's result is Pending. A listener found
-// nowhere (held by no process, only by a message in flight, or only in
-// another PID namespace) waits for the next slow search. So a local
-// user's listeners and descriptors never hold up a call, nor the lock of
-// a root service's new listener.
+// Unknown holders are searched for in one pass over /proc: root's
+// listeners among root's processes at every call; the rest (the slow
+// search: each owner's processes, then every process) before the first
+// call returns, later in the background at most every HolderRetry, the
+// listener's result Pending meanwhile. A listener found nowhere waits for
+// the next slow search. So no local user's listeners or descriptors hold
+// up a call, nor the lock of a root service's new listener.
 type lockers struct {
 	mu      sync.Mutex
 	holders map[uint32]tcpsign.Holder

@@ -1,23 +1,21 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"sort"
+	"slices"
+	"strings"
 	"time"
 )
 
 // LockPoll is how often `seqknockd run` looks for new listeners on the
-// protected ports, so a restarted service's new listener is locked within
-// about this long. It polls because the kernel announces no new listening
-// socket: sock_diag's multicast groups report destroyed sockets only. One
-// poll is one sock_diag dump per protected port (a netlink round trip of
-// tens of microseconds for a handful of ports); only a listener not seen
-// before, or whose holder is still searched for, costs a search of /proc
-// (for a root service's, among root's processes only; see lockers) and a
-// pidfd_getfd.
+// protected ports (the kernel announces none: sock_diag's multicast groups
+// report destroyed sockets only), so a restarted service's new listener is
+// locked within about this long. A poll is one sock_diag dump per port;
+// only a listener not seen before costs a search of /proc (see lockers).
 const LockPoll = 50 * time.Millisecond
 
 // LockRecheck is how often (and at every sync) every listener's lock is
@@ -171,17 +169,6 @@ func (lk *locker) lock(cfg *Config, all bool, now time.Time) {
 	}
 }
 
-// unlocked counts the listeners known not to be locked.
-func (lk *locker) unlocked() int {
-	n := 0
-	for _, e := range lk.locks {
-		if !e.locked {
-			n++
-		}
-	}
-	return n
-}
-
 // run locks at each config sent on req (a full check) and every LockPoll
 // with the last one, cfg until then (the fast poll; a full check once
 // LockRecheck has passed), until ctx ends.
@@ -231,18 +218,23 @@ func (d *Daemon) endLocker() {
 // requestLocks asks the locker for a full check with the current config,
 // without waiting: a request not yet taken is replaced.
 func (d *Daemon) requestLocks() {
-	if d.lockReq == nil {
-		return
+	if d.lockReq != nil {
+		sendLatest(d.lockReq, d.cfg)
 	}
+}
+
+// sendLatest puts v in ch, a channel of capacity 1, without blocking: a
+// value not yet taken is replaced.
+func sendLatest[T any](ch chan T, v T) {
 	for {
 		select {
-		case d.lockReq <- d.cfg:
+		case ch <- v:
 			return
 		default:
-			select {
-			case <-d.lockReq:
-			default:
-			}
+		}
+		select {
+		case <-ch:
+		default:
 		}
 	}
 }
@@ -254,7 +246,13 @@ func (d *Daemon) requestLocks() {
 func LockOnce(k Kernel, cfg *Config, log *slog.Logger) int {
 	lk := &locker{k: k.Listeners, log: log}
 	lk.lock(cfg, true, time.Now())
-	return lk.unlocked()
+	n := 0
+	for _, e := range lk.locks {
+		if !e.locked {
+			n++
+		}
+	}
+	return n
 }
 
 // LockedListeners lists the listeners of cfg's protected ports with
@@ -289,11 +287,8 @@ func LockedListeners(k Kernel, cfg *Config) ([]LockedListener, error) {
 			out = append(out, ll)
 		}
 	}
-	sort.SliceStable(out, func(i, j int) bool {
-		if out[i].Port != out[j].Port {
-			return out[i].Port < out[j].Port
-		}
-		return out[i].Address < out[j].Address
+	slices.SortStableFunc(out, func(x, y LockedListener) int {
+		return cmp.Or(cmp.Compare(x.Port, y.Port), strings.Compare(x.Address, y.Address))
 	})
 	return out, nil
 }

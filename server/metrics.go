@@ -2,13 +2,14 @@ package server
 
 import (
 	"bufio"
+	"cmp"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -55,18 +56,13 @@ func (m *Metrics) Listeners(locked, unlocked map[uint16]int) {
 
 // portSamples are a per-port count as samples, by port, with 0 for a
 // port only other has. Called with m.mu held.
-func portSamples(counts, other map[uint16]int) []sample {
-	var ports []int
-	for _, m := range []map[uint16]int{counts, other} {
-		for p := range m {
-			ports = append(ports, int(p))
-		}
-	}
-	sort.Ints(ports)
+func portSamples[V int | uint64](counts, other map[uint16]V) []sample {
+	ports := slices.AppendSeq(slices.Collect(maps.Keys(counts)), maps.Keys(other))
+	slices.Sort(ports)
 	ports = slices.Compact(ports)
 	out := make([]sample, len(ports))
 	for i, p := range ports {
-		out[i] = sample{fmt.Sprintf(`{port="%d"}`, p), float64(counts[uint16(p)])}
+		out[i] = sample{fmt.Sprintf(`{port="%d"}`, p), float64(counts[p])}
 	}
 	return out
 }
@@ -130,7 +126,7 @@ func (m *Metrics) Write(w io.Writer, now time.Time) error {
 		{"seqknock_admitted_syns_total", "counter", "SYNs admitted by the knock rule (its nftables counter; resets when the rules are rewritten).",
 			[]sample{{"", float64(m.admittedRule)}}},
 		{"seqknock_unknocked_packets_total", "counter", "Packets to a protected port that neither carried a valid knock nor belonged to an admitted connection, dropped or answered with a reset, per port (counters of the unknocked set; they reset only when the table is recreated).",
-			m.unknockedSamples()},
+			portSamples(m.unknocked, nil)},
 		{"seqknock_lockout_drops_total", "counter", "Unknocked SYNs of sources over the guess limit, dropped (or reset in reset mode) by the lockout (rule counters; reset when the rules are rewritten).",
 			[]sample{{"", float64(m.lockout)}}},
 		{"seqknock_locked_out_sources", "gauge", "Sources (addresses or prefixes) locked out by the guess limit or the global cap now.",
@@ -156,17 +152,9 @@ func (m *Metrics) Write(w io.Writer, now time.Time) error {
 	m.mu.Unlock()
 	if m.Admitted != nil {
 		admitted := m.Admitted()
-		keys := make([]AdmitKey, 0, len(admitted))
-		for k := range admitted {
-			keys = append(keys, k)
-		}
-		sort.Slice(keys, func(i, j int) bool {
-			if keys[i].User != keys[j].User {
-				return keys[i].User < keys[j].User
-			}
-			return keys[i].Port < keys[j].Port
-		})
-		for _, k := range keys {
+		for _, k := range slices.SortedFunc(maps.Keys(admitted), func(x, y AdmitKey) int {
+			return cmp.Or(cmp.Compare(x.User, y.User), cmp.Compare(x.Port, y.Port))
+		}) {
 			families[0].samples = append(families[0].samples,
 				sample{fmt.Sprintf(`{user=%s,port="%d"}`, labelValue(k.User), k.Port), float64(admitted[k])})
 		}
@@ -180,21 +168,6 @@ func (m *Metrics) Write(w io.Writer, now time.Time) error {
 		}
 	}
 	return bw.Flush()
-}
-
-// unknockedSamples are the per-port unknocked counts, by port. Called with
-// m.mu held.
-func (m *Metrics) unknockedSamples() []sample {
-	ports := make([]int, 0, len(m.unknocked))
-	for p := range m.unknocked {
-		ports = append(ports, int(p))
-	}
-	sort.Ints(ports)
-	out := make([]sample, 0, len(ports))
-	for _, p := range ports {
-		out = append(out, sample{fmt.Sprintf(`{port="%d"}`, p), float64(m.unknocked[uint16(p)])})
-	}
-	return out
 }
 
 func unixOrZero(t time.Time) float64 {
@@ -218,18 +191,17 @@ func (m *Metrics) WriteTextfile(path string, now time.Time) error {
 		return fmt.Errorf("metrics: %w", err)
 	}
 	defer os.Remove(tmp.Name())
-	if err := m.Write(tmp, now); err != nil {
-		tmp.Close()
-		return fmt.Errorf("metrics: %w", err)
+	err = m.Write(tmp, now)
+	if err == nil {
+		err = tmp.Chmod(0o644)
 	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return fmt.Errorf("metrics: %w", err)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
 	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("metrics: %w", err)
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
 	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"net/netip"
 	"slices"
@@ -217,7 +218,7 @@ func (ix *nearIndex) diagnose(dport uint16, isn uint32, src netip.Addr, now time
 		for ; i < len(ks) && ks[i].isn == isn; i++ {
 			ref := ix.refs[ks[i].ref/uint32(cfg.Slots)]
 			delta := int64(t.counter) - c
-			score := abs64(delta)
+			score := max(delta, -delta)
 			if ref.port != dport {
 				score += 1 << 32 // another port's knock only when no knock of this port matches
 			}
@@ -238,26 +239,14 @@ func (ix *nearIndex) diagnose(dport uint16, isn uint32, src netip.Addr, now time
 				r.Cause = CauseReplay
 			default:
 				r.Cause, r.Periods = CauseClock, delta
-				r.Skew = clockSkew(now, t.counter, cfg.Period)
+				// To the middle of the knock's period: how far ahead
+				// (negative: behind) the client's clock is.
+				r.Skew = totp.Start(t.counter, cfg.Period).Add(cfg.Period / 2).Sub(now)
 			}
 			best, bestScore, found = r, score, true
 		}
 	}
 	return best, found
-}
-
-// clockSkew is how far ahead (negative: behind) a clock is that made a knock
-// of counter at now: from now to the middle of the counter's period.
-func clockSkew(now time.Time, counter uint64, period time.Duration) time.Duration {
-	mid := totp.Start(counter, period).Add(period / 2)
-	return mid.Sub(now)
-}
-
-func abs64(x int64) int64 {
-	if x < 0 {
-		return -x
-	}
-	return x
 }
 
 // NearMiss diagnoses the sampled dropped SYNs off the packet path: a
@@ -339,13 +328,9 @@ func (n *NearMiss) Run(ctx context.Context) {
 
 // advance moves ix to u, and logs a whole build (a new config).
 func (n *NearMiss) advance(ix *nearIndex, u nearUpdate) {
-	if ix.cfg == u.cfg {
-		ix.advance(u.cfg, u.now)
-		return
-	}
-	start := time.Now()
+	rebuild, start := ix.cfg != u.cfg, time.Now()
 	ix.advance(u.cfg, u.now)
-	if u.cfg.NearMissPeriods > 0 {
+	if rebuild && u.cfg.NearMissPeriods > 0 {
 		n.Log.Info("near-miss index built", "periods", u.cfg.NearMissPeriods, "knocks", ix.entries(),
 			"took", time.Since(start).Round(time.Millisecond).String())
 	}
@@ -355,17 +340,7 @@ func (n *NearMiss) advance(ix *nearIndex, u nearUpdate) {
 // latest update waits, so the caller never blocks.
 func (n *NearMiss) Update(cfg *Config, now time.Time) {
 	n.init()
-	for {
-		select {
-		case n.updates <- nearUpdate{cfg, now}:
-			return
-		default:
-		}
-		select {
-		case <-n.updates: // replace the one not yet taken
-		default:
-		}
-	}
+	sendLatest(n.updates, nearUpdate{cfg, now})
 }
 
 // Sample hands the worker a dropped SYN from src to dport with sequence
@@ -383,11 +358,7 @@ func (n *NearMiss) Sample(src netip.Addr, dport uint16, isn uint32, now time.Tim
 func (n *NearMiss) Counts() map[NearMissKey]uint64 {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	out := make(map[NearMissKey]uint64, len(n.counts))
-	for k, v := range n.counts {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(n.counts)
 }
 
 // nearMissFamily is the metric of the near misses, by user and cause.
@@ -397,12 +368,9 @@ func nearMissFamily(counts func() map[NearMissKey]uint64) metric {
 		return f
 	}
 	c := counts()
-	keys := make([]NearMissKey, 0, len(c))
-	for k := range c {
-		keys = append(keys, k)
-	}
-	slices.SortFunc(keys, func(x, y NearMissKey) int { return cmp.Or(cmp.Compare(x.User, y.User), cmp.Compare(x.Cause, y.Cause)) })
-	for _, k := range keys {
+	for _, k := range slices.SortedFunc(maps.Keys(c), func(x, y NearMissKey) int {
+		return cmp.Or(cmp.Compare(x.User, y.User), cmp.Compare(x.Cause, y.Cause))
+	}) {
 		f.samples = append(f.samples, sample{fmt.Sprintf(`{user=%s,cause=%s}`, labelValue(k.User), labelValue(k.Cause)), float64(c[k])})
 	}
 	return f

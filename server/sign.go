@@ -1,10 +1,12 @@
 package server
 
 import (
+	"cmp"
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"sort"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -51,25 +53,10 @@ func signedListeners(k Kernel, cfg *Config) ([]SignedListener, error) {
 			out = append(out, SignedListener{Port: svc.Port, Mode: svc.Sign, Address: l.Local.String(), Signed: l.Signed})
 		}
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Port != out[j].Port {
-			return out[i].Port < out[j].Port
-		}
-		return out[i].Address < out[j].Address
+	slices.SortStableFunc(out, func(x, y SignedListener) int {
+		return cmp.Or(cmp.Compare(x.Port, y.Port), strings.Compare(x.Address, y.Address))
 	})
 	return out, nil
-}
-
-// signDifferences are status differences for the signed services: a
-// listener that does not sign with its service's key.
-func signDifferences(ls []SignedListener) []string {
-	var diff []string
-	for _, l := range ls {
-		if !l.Signed {
-			diff = append(diff, fmt.Sprintf("port %d listener %s is not signed (%s)", l.Port, l.Address, l.Mode))
-		}
-	}
-	return diff
 }
 
 // signServices puts each signed service's key on its listeners that lack
@@ -137,14 +124,4 @@ func SignOnce(k Kernel, cfg *Config, log *slog.Logger) error {
 		}
 	}
 	return nil
-}
-
-// hasSigned reports whether any service of cfg is signed.
-func hasSigned(cfg *Config) bool {
-	for _, s := range cfg.Services {
-		if s.Sign != "" {
-			return true
-		}
-	}
-	return false
 }

@@ -5,7 +5,6 @@ package server
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -24,28 +23,25 @@ const DefaultRuntimeDir = "/run/seqknock"
 // holds the lock.
 var ErrAlreadyRunning = errors.New("already running")
 
-// NetNSInode returns the inode of the calling thread's network
-// namespace: the identity of the namespace on the host.
-func NetNSInode() (uint64, error) {
+// daemonFile is dir/run.TABLE.net-INODE.EXT, INODE the inode of the
+// calling thread's network namespace (its identity on the host).
+func daemonFile(dir, table, ext string) (string, error) {
 	var st unix.Stat_t
 	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
-		return 0, fmt.Errorf("network namespace: %w", err)
+		return "", fmt.Errorf("network namespace: %w", err)
 	}
-	return st.Ino, nil
+	return filepath.Join(dir, fmt.Sprintf("run.%s.net-%d.%s", table, st.Ino, ext)), nil
 }
 
 // LockTable makes the caller the only `seqknockd run` of table in its
-// network namespace, until release is called or the process ends (the
-// kernel drops the lock then: no stale lock survives a crash). The lock is
-// an open file description lock (F_OFD_SETLK) on dir/run.TABLE.net-INODE.lock,
-// INODE being the namespace's (NetNSInode), which holds the holder's pid.
-// dir is walked and checked by openRuntimeDir (created 0700 if missing),
-// so no other user can take or hold the lock, and the lock file is opened
-// relative to the directory checked, without following a symlink. A lock
-// held by another daemon is one line naming its pid, wrapping
-// ErrAlreadyRunning.
+// network namespace until release is called or the process ends (the
+// kernel drops the lock: no stale lock survives a crash): an F_OFD_SETLK
+// lock on the file daemonFile names, which holds the holder's pid, opened
+// without following a symlink in dir as openRuntimeDir checks it (created
+// 0700 if missing), so no other user can take or hold it. A lock held by
+// another daemon is one line naming its pid, wrapping ErrAlreadyRunning.
 func LockTable(dir, table string) (release func(), err error) {
-	ino, err := NetNSInode()
+	path, err := daemonFile(dir, table, "lock")
 	if err != nil {
 		return nil, fmt.Errorf("lock: %w", err)
 	}
@@ -55,8 +51,7 @@ func LockTable(dir, table string) (release func(), err error) {
 	}
 	defer d.Close()
 	uid := daemonUID()
-	name := fmt.Sprintf("run.%s.net-%d.lock", table, ino)
-	path := filepath.Join(dir, name)
+	name := filepath.Base(path)
 	fd, err := unix.Openat(int(d.Fd()), name, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("lock: open %s: %w", path, err)
@@ -83,13 +78,10 @@ func LockTable(dir, table string) (release func(), err error) {
 
 // openRuntimeDir opens the runtime directory dir, which holds the lock and
 // the info file, after walking every directory above it as key files are
-// walked (strictfile.OpenDir: from / without following a symlink, each
-// owned by root or the daemon's user and writable by no one else unless
-// sticky; with create, missing ones made mode 0700). dir itself must be a
-// directory of root's or the daemon's user that group and others cannot
-// write. Every file in it is then opened, renamed and removed relative to
-// the descriptor returned, so a directory swapped after the check is never
-// used. op prefixes the errors.
+// walked (strictfile.OpenDir; with create, missing ones made 0700). dir
+// itself must be root's or the daemon's user's, not writable by group or
+// others. Its files are then used relative to the descriptor returned, so
+// a directory swapped after the check is never used. op prefixes errors.
 func openRuntimeDir(dir string, create bool, op string) (*os.File, error) {
 	uid := daemonUID()
 	var bad error // the directory's own check's refusal, already prefixed
@@ -106,51 +98,6 @@ func openRuntimeDir(dir string, create bool, op string) (*os.File, error) {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
 	return d, err
-}
-
-// writeFileAt replaces the file name in the directory d with data, mode
-// 0600: a temporary file beside it, renamed over it, each relative to d.
-func writeFileAt(d *os.File, name string, data []byte) error {
-	dfd := int(d.Fd())
-	tmp := name + ".tmp"
-	fd, err := unix.Openat(dfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return &os.PathError{Op: "open", Path: filepath.Join(d.Name(), tmp), Err: err}
-	}
-	f := os.NewFile(uintptr(fd), filepath.Join(d.Name(), tmp))
-	_, werr := f.Write(data)
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr == nil {
-		if err := unix.Renameat(dfd, tmp, dfd, name); err != nil {
-			werr = &os.LinkError{Op: "rename", Old: tmp, New: filepath.Join(d.Name(), name), Err: err}
-		}
-	}
-	if werr != nil {
-		unix.Unlinkat(dfd, tmp, 0)
-	}
-	return werr
-}
-
-// readFileAt reads the regular file name in the directory d, opened
-// without following a symlink or blocking; a missing file is an error
-// wrapping fs.ErrNotExist.
-func readFileAt(d *os.File, name string) ([]byte, error) {
-	path := filepath.Join(d.Name(), name)
-	fd, err := unix.Openat(int(d.Fd()), name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: path, Err: err}
-	}
-	f := os.NewFile(uintptr(fd), path)
-	defer f.Close()
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-		if err == nil {
-			err = errors.New("not a regular file")
-		}
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return io.ReadAll(f)
 }
 
 // holder reads the pid the lock's holder wrote in f.

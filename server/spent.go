@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"path/filepath"
 	"sort"
 	"time"
@@ -40,16 +41,13 @@ func (s *Spent) FirstCounter(period time.Duration) uint64 {
 // Bound keeps the list within max knocks: over it, it forgets the list and
 // makes every knock of a counter that begins before floor spent instead
 // (floor: FailClosedFloor at now covers every knock ever valid until now).
-// It reports whether it had to.
-func (s *Spent) Bound(max int, floor time.Time) bool {
-	if len(s.m) <= max {
-		return false
+func (s *Spent) Bound(max int, floor time.Time) {
+	if len(s.m) > max {
+		s.m = nil
+		if floor.After(s.Before) {
+			s.Before = floor
+		}
 	}
-	s.m = nil
-	if floor.After(s.Before) {
-		s.Before = floor
-	}
-	return true
 }
 
 // spentKey is a knock's identity: its source port (0 for a knock not bound
@@ -58,13 +56,9 @@ func spentKey(sport, port uint16, isn uint32) uint64 {
 	return uint64(sport)<<48 | uint64(port)<<32 | uint64(isn)
 }
 
-// Add records that the knock (port, isn) is spent until until; a later
-// until wins. It reports whether anything changed.
-func (s *Spent) Add(port uint16, isn uint32, until time.Time) bool {
-	return s.AddBound(0, port, isn, until)
-}
-
-// AddBound is Add for a knock bound to source port sport (0: not bound).
+// AddBound records that the knock (port, isn), bound to source port sport
+// (0: not bound), is spent until until; a later until wins. It reports
+// whether anything changed.
 func (s *Spent) AddBound(sport, port uint16, isn uint32, until time.Time) bool {
 	if s.m == nil {
 		s.m = map[uint64]time.Time{}
@@ -78,14 +72,10 @@ func (s *Spent) AddBound(sport, port uint16, isn uint32, until time.Time) bool {
 }
 
 // Merge adds every element (Expires: when it stops being spent).
-func (s *Spent) Merge(els []nftgen.Element) bool {
-	changed := false
+func (s *Spent) Merge(els []nftgen.Element) {
 	for _, e := range els {
-		if s.AddBound(e.SPort, e.Port, e.ISN, e.Expires) {
-			changed = true
-		}
+		s.AddBound(e.SPort, e.Port, e.ISN, e.Expires)
 	}
-	return changed
 }
 
 // Prune forgets knocks whose used entry has ended by now.
@@ -173,7 +163,7 @@ func LoadState(path, table string) (*State, error) {
 		return st, fmt.Errorf("state %s: %w", path, err)
 	}
 	defer dir.Close()
-	f, err := openStateFile(dir, filepath.Base(path))
+	f, err := openFileAt(dir, filepath.Base(path))
 	if err != nil {
 		return st, fmt.Errorf("state %s: %w", path, err)
 	}
@@ -234,11 +224,7 @@ func MaxSpent(cfg *Config, now time.Time) int {
 // clock was set far back); the spent knocks listed are kept, since a spent
 // knock only ever keeps a knock out.
 func VetState(st *State, err error, now time.Time, window time.Duration, max int, floor time.Time) (*State, string) {
-	fresh := func() *State {
-		out := &State{Table: st.Table}
-		out.Before = floor
-		return out
-	}
+	fresh := func() *State { return &State{Table: st.Table, Spent: Spent{Before: floor}} }
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return fresh(), "no state file"
@@ -265,13 +251,26 @@ func VetState(st *State, err error, now time.Time, window time.Duration, max int
 	return st, why
 }
 
+// LoadVetted is LoadState, then VetState for cfg at now: the state a sync
+// may use, with one warning when the file was not trusted. NoState gives
+// an empty state.
+func LoadVetted(path string, cfg *Config, now time.Time, log *slog.Logger) *State {
+	st, err := LoadState(path, cfg.Table)
+	if path == NoState {
+		return st
+	}
+	st, why := VetState(st, err, now, cfg.WindowLength(), MaxSpent(cfg, now), FailClosedFloor(cfg, now))
+	if why != "" {
+		log.Warn("state not trusted; every knock of a counter that began before spent_before counts as spent (clients wait at most a window)",
+			"state", path, "why", why, "spent_before", st.Before.UTC().Format(time.RFC3339))
+	}
+	return st
+}
+
 // CheckStateDir makes sure the directory of the state file path exists
-// (created 0700) and that only its owner can use it: it must be a
-// directory owned by root or the daemon's user, with no permission for
-// group or others, and so must every directory above it (owned by root or
-// the daemon's user, writable by no one else unless sticky; see
-// openStateDir). Anyone else who can write there, or rename the directory
-// or one above it, could replace the state and revive spent knocks.
+// (created 0700) and passes openStateDir's checks: anyone else who could
+// write there, or rename it or a directory above it, could replace the
+// state and revive spent knocks.
 func CheckStateDir(path string) error {
 	if path == "" || path == NoState {
 		return nil

@@ -16,6 +16,11 @@ import (
 	"github.com/seqknock/seqknock/nftgen"
 )
 
+// Add is AddBound for a knock not bound to a source port.
+func (s *Spent) Add(port uint16, isn uint32, until time.Time) bool {
+	return s.AddBound(0, port, isn, until)
+}
+
 func TestSpentAddPruneList(t *testing.T) {
 	t0 := time.Unix(1_800_000_000, 0)
 	var s Spent

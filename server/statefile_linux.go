@@ -3,6 +3,7 @@
 package server
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -46,9 +47,9 @@ func openStateDir(dir string, create bool) (*os.File, error) {
 	return f, err
 }
 
-// openStateFile opens the state file name in the directory dir for
-// reading, without following a symlink or blocking.
-func openStateFile(dir *os.File, name string) (*os.File, error) {
+// openFileAt opens the file name in the directory dir for reading,
+// without following a symlink or blocking.
+func openFileAt(dir *os.File, name string) (*os.File, error) {
 	fd, err := unix.Openat(int(dir.Fd()), name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: filepath.Join(dir.Name(), name), Err: err}
@@ -56,10 +57,10 @@ func openStateFile(dir *os.File, name string) (*os.File, error) {
 	return os.NewFile(uintptr(fd), filepath.Join(dir.Name(), name)), nil
 }
 
-// writeAtomic replaces the file name in the directory dir with data: a
-// temporary file made beside it, written, fsynced and closed, renamed over
-// name, then the directory fsynced; each error is checked and the
-// temporary file removed on failure. Every step is relative to dir.
+// writeAtomic replaces the file name in the directory dir with data, mode
+// 0600: a temporary file made beside it, written, fsynced and closed,
+// renamed over name, then the directory fsynced; each error is checked and
+// the temporary file removed on failure. Every step is relative to dir.
 func writeAtomic(dir *os.File, name string, data []byte) error {
 	dfd := int(dir.Fd())
 	var rnd [8]byte
@@ -135,17 +136,14 @@ func NetNSName() (string, error) {
 
 // StatePath is the state file to use: path when set, else the default one
 // for table and the calling thread's network namespace in dir
-// (DefaultStateDir when "").
+// (DefaultStateDir when ""). Its directory is made to pass CheckStateDir.
 func StatePath(path, dir, table string) (string, error) {
-	if path != "" {
-		return path, nil
+	if path == "" {
+		ns, err := NetNSName()
+		if err != nil {
+			return "", err
+		}
+		path = filepath.Join(cmp.Or(dir, DefaultStateDir), StateFileName(table, ns))
 	}
-	if dir == "" {
-		dir = DefaultStateDir
-	}
-	ns, err := NetNSName()
-	if err != nil {
-		return "", err
-	}
-	return filepath.Join(dir, StateFileName(table, ns)), nil
+	return path, CheckStateDir(path)
 }

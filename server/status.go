@@ -71,7 +71,11 @@ func GetStatus(k Kernel, cfg *Config, now time.Time) (*Status, error) {
 	if st.SignedListeners, err = signedListeners(k, cfg); err != nil {
 		return nil, err
 	}
-	st.Differences = append(st.Differences, signDifferences(st.SignedListeners)...)
+	for _, l := range st.SignedListeners {
+		if !l.Signed {
+			st.Differences = append(st.Differences, fmt.Sprintf("port %d listener %s is not signed (%s)", l.Port, l.Address, l.Mode))
+		}
+	}
 	if st.Listeners, err = LockedListeners(k, cfg); err != nil {
 		return nil, fmt.Errorf("status: %w", err)
 	}
@@ -112,7 +116,7 @@ func CompareStatus(live *nftgen.Live, cfg *Config, now time.Time) *Status {
 		st.Users = append(st.Users, u.Name)
 	}
 	bound := map[uint16]bool{}
-	for _, k := range append(append([]nftgen.Key(nil), live.ValidKeys...), live.UsedKeys...) {
+	for _, k := range slices.Concat(live.ValidKeys, live.UsedKeys) {
 		if k.SPort != 0 {
 			bound[k.Port] = true
 		}
@@ -168,10 +172,7 @@ func differences(live *nftgen.Live, cfg *Config, now time.Time, rulesCurrent boo
 	// too, so a status read at a boundary, just before the daemon's sync,
 	// is not a difference.
 	inTable := make(map[nftgen.Key]bool, len(live.ValidKeys)+len(live.UsedKeys))
-	for _, k := range live.ValidKeys {
-		inTable[k] = true
-	}
-	for _, k := range live.UsedKeys {
+	for _, k := range slices.Concat(live.ValidKeys, live.UsedKeys) {
 		inTable[k] = true
 	}
 	known := make(map[nftgen.Key]bool, len(live.ValidKeys))
@@ -187,7 +188,8 @@ func differences(live *nftgen.Live, cfg *Config, now time.Time, rulesCurrent boo
 	EachKnock(cfg, now.Add(-cfg.Period), note)
 	ports := userPorts(cfg)
 	for _, u := range cfg.Users {
-		if !present[u.Name] && hasValidKey(u, now) && len(ports(u.Name)) > 0 {
+		valid := slices.ContainsFunc(u.Keys, func(k UserKey) bool { return k.ValidAt(now) })
+		if !present[u.Name] && valid && len(ports(u.Name)) > 0 {
 			diff = append(diff, fmt.Sprintf("user %s has no knocks in the table", u.Name))
 		}
 	}
@@ -201,13 +203,4 @@ func differences(live *nftgen.Live, cfg *Config, now time.Time, rulesCurrent boo
 		diff = append(diff, fmt.Sprintf("%d valid knocks are not from the config (a removed user or key, or another realm, period or port)", foreign))
 	}
 	return diff
-}
-
-func hasValidKey(u User, now time.Time) bool {
-	for _, k := range u.Keys {
-		if k.ValidAt(now) {
-			return true
-		}
-	}
-	return false
 }

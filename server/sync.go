@@ -47,8 +47,6 @@ func syncWith(k Kernel, apply func(nftgen.State, time.Time) (nftgen.Result, erro
 	}
 	spent.Merge(live)
 	spent.Prune(now)
-	// The used set holds MaxSpent knocks: a longer list would make the
-	// sync fail, so it gives way to "every knock so far is spent".
 	spent.Bound(MaxSpent(cfg, now), FailClosedFloor(cfg, now))
 	from = max(from, spent.FirstCounter(cfg.Period))
 	s := streamed(cfg, now, from, onKnock)
@@ -92,16 +90,11 @@ func WindowEnd(cfg *Config, now time.Time) uint64 {
 // of the window and every slot, one valid element that expires when its
 // counter leaves the window or at its key's not_after, whichever is first.
 // It is pure: the same config and time give the same state.
-func Desired(cfg *Config, now time.Time) nftgen.State { return desired(cfg, now, nil) }
-
-func desired(cfg *Config, now time.Time, onKnock func(Knock)) nftgen.State {
+func Desired(cfg *Config, now time.Time) nftgen.State {
 	s := header(cfg)
 	s.Valid = make([]nftgen.Element, 0, knockCount(cfg, now))
 	EachKnock(cfg, now, func(k Knock) {
 		s.Valid = append(s.Valid, nftgen.Element{SPort: k.SPort, Port: k.Port, ISN: k.ISN, Expires: k.Expires})
-		if onKnock != nil {
-			onKnock(k)
-		}
 	})
 	return s
 }

@@ -2,9 +2,10 @@ package server
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -43,12 +44,7 @@ func OnCalendar(dirs []string, unit string) (specs []string, path string, err er
 			}
 		}
 	}
-	names := make([]string, 0, len(dropins))
-	for n := range dropins {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
+	for _, n := range slices.Sorted(maps.Keys(dropins)) {
 		files = append(files, dropins[n])
 	}
 	for _, f := range files {

@@ -83,10 +83,7 @@ func Users(cfg *Config, info *DaemonInfo, now time.Time) []UserReport {
 	ports := userPorts(cfg)
 	out := make([]UserReport, 0, len(cfg.Users))
 	for _, u := range cfg.Users {
-		r := UserReport{Name: u.Name, Ports: slices.Clone(ports(u.Name)), Keys: []KeyReport{}}
-		if r.Ports == nil {
-			r.Ports = []uint16{}
-		}
+		r := UserReport{Name: u.Name, Ports: append([]uint16{}, ports(u.Name)...), Keys: []KeyReport{}}
 		for _, k := range u.Keys {
 			r.Keys = append(r.Keys, KeyReport{File: k.File, Fingerprint: totp.Fingerprint(k.Key), NotAfter: k.NotAfter, Expired: !k.ValidAt(now)})
 		}

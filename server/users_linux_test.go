@@ -12,8 +12,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/seqknock/seqknock/internal/strictfile"
 	"github.com/seqknock/seqknock/totp"
 )
+
+// LoadKey loads the key file path as the daemon trusts it (loadKeyIn).
+func LoadKey(path string) ([]byte, error) {
+	dirs := strictfile.NewDirs(os.Geteuid())
+	defer dirs.Close()
+	return loadKeyIn(dirs, path)
+}
 
 // TestUsersAndAdmissionsCommands runs a real `seqknockd run`, knocks over
 // loopback in its namespace with alice's key, and checks `users` (alice's

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -50,10 +49,6 @@ func noArgs(c *cli.Context) error {
 // configPath is --config, given before or after the command.
 func configPath(c *cli.Context) string { return cliconv.AppString(c, "config") }
 
-func loadConfig(c *cli.Context) (*server.Config, error) {
-	return server.LoadConfig(configPath(c))
-}
-
 // withConfig is the action of a command that takes no arguments and works
 // from the loaded config.
 func withConfig(fn func(c *cli.Context, cfg *server.Config) error) cli.ActionFunc {
@@ -61,7 +56,7 @@ func withConfig(fn func(c *cli.Context, cfg *server.Config) error) cli.ActionFun
 		if err := noArgs(c); err != nil {
 			return err
 		}
-		cfg, err := loadConfig(c)
+		cfg, err := server.LoadConfig(configPath(c))
 		if err != nil {
 			return err
 		}
@@ -110,16 +105,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					if err != nil {
 						return err
 					}
-					st, err := server.LoadState(path, cfg.Table)
 					now := time.Now()
-					if path != server.NoState {
-						var why string
-						st, why = server.VetState(st, err, now, cfg.WindowLength(), server.MaxSpent(cfg, now), server.FailClosedFloor(cfg, now))
-						if why != "" {
-							server.NewLogger(c.App.ErrWriter).Warn("state not trusted; every knock of a counter that began before spent_before counts as spent (clients wait at most a window)",
-								"state", path, "why", why, "spent_before", st.Before.UTC().Format(time.RFC3339))
-						}
-					}
+					log := server.NewLogger(c.App.ErrWriter)
+					st := server.LoadVetted(path, cfg, now, log)
 					if st.High.After(now) {
 						now = st.High // the clock went back: never install an older window
 					}
@@ -132,7 +120,6 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					if err := st.Save(path); err != nil {
 						return err
 					}
-					log := server.NewLogger(c.App.ErrWriter)
 					log.Info("sync", "table", cfg.Table, "elements", res.Elements,
 						"created", res.Created, "rules_rebuilt", res.RulesRebuilt)
 					// The filters stay on the listeners after this
@@ -223,9 +210,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					}
 					st.Daemon = &ds
 					if c.Bool("json") {
-						enc := json.NewEncoder(c.App.Writer)
-						enc.SetIndent("", "  ")
-						if err := enc.Encode(st); err != nil {
+						if err := printJSON(c.App.Writer, st); err != nil {
 							return err
 						}
 					} else {
@@ -271,7 +256,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					var cfg *server.Config
 					if table == "" {
 						var err error
-						if cfg, err = loadConfig(c); err != nil {
+						if cfg, err = server.LoadConfig(configPath(c)); err != nil {
 							return fmt.Errorf("%w (or name the table with --table)", err)
 						}
 						table = cfg.Table
@@ -358,17 +343,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 }
 
 // statePath is the state file the command uses for table: --state, or
-// the default one in --state-dir, whose directory passes
-// server.CheckStateDir.
+// the default one in --state-dir.
 func statePath(c *cli.Context, table string) (string, error) {
-	if c.String("state") == server.NoState {
-		return server.NoState, nil
-	}
-	path, err := server.StatePath(c.String("state"), c.String("state-dir"), table)
-	if err != nil {
-		return "", err
-	}
-	return path, server.CheckStateDir(path)
+	return server.StatePath(c.String("state"), c.String("state-dir"), table)
 }
 
 // printOdds writes each port's odds against random guessing, and warns

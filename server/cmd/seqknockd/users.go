@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -87,13 +88,7 @@ func admissionsCommand(runtimeDir cli.Flag) *cli.Command {
 			as := server.Admissions(info, open)
 			if c.Bool("json") {
 				if c.Bool("open") {
-					kept := as[:0]
-					for _, a := range as {
-						if a.Open {
-							kept = append(kept, a)
-						}
-					}
-					as = kept
+					as = slices.DeleteFunc(as, func(a server.AdmissionReport) bool { return !a.Open })
 				}
 				return printJSON(c.App.Writer, as)
 			}
