@@ -47,26 +47,10 @@ func OpenNotWritableByOthers(path string) (*os.File, error) {
 	return f, nil
 }
 
-// OpenOwned opens path as Open does, after checking every directory above
-// it and the file itself as OpenSSH's StrictModes does: each must be owned
-// by root or by uid (the daemon's user), and neither group nor others may
-// write it. A directory that group or others may write is accepted only
-// when it is sticky (mode +t, as /tmp): there, others may add names of
-// their own but cannot remove or rename ours, and the next step of the
-// walk checks that the name it takes is ours. The directories are first
-// resolved (symlinks above the file are allowed, as in /var/run); the walk
-// then opens each relative to the one above without following a symlink,
-// so a directory swapped for a symlink after the check is refused, not
-// followed.
-func OpenOwned(path string, uid int) (*os.File, error) {
-	d := NewDirs(uid)
-	defer d.Close()
-	return d.OpenOwned(path)
-}
-
-// Dirs is OpenOwned for many files: each directory is walked and checked
-// once, and its descriptor kept until Close, so the files of one directory
-// (a config's thousands of key files) cost one open each.
+// Dirs opens files after checking the directories above them, each
+// directory walked and checked once and its descriptor kept until Close,
+// so the files of one directory (a config's thousands of key files) cost
+// one open each.
 type Dirs struct {
 	uid    int
 	create bool           // make missing directories (OpenDir)
@@ -84,8 +68,17 @@ func (d *Dirs) Close() {
 	d.fds = map[string]int{}
 }
 
-// OpenOwned is the package's OpenOwned, reusing the directories checked
-// before.
+// OpenOwned opens path as Open does, after checking every directory above
+// it and the file itself as OpenSSH's StrictModes does: each must be owned
+// by root or by d's uid (the daemon's user), and neither group nor others may
+// write it. A directory that group or others may write is accepted only
+// when it is sticky (mode +t, as /tmp): there, others may add names of
+// their own but cannot remove or rename ours, and the next step of the
+// walk checks that the name it takes is ours. The directories are first
+// resolved (symlinks above the file are allowed, as in /var/run); the walk
+// then opens each relative to the one above without following a symlink,
+// so a directory swapped for a symlink after the check is refused, not
+// followed.
 func (d *Dirs) OpenOwned(path string) (*os.File, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -129,25 +122,19 @@ func (d *Dirs) dir(dir, file string) (int, error) {
 	if fd, ok := d.fds[dir]; ok {
 		return fd, nil
 	}
+	var fd int
+	var err error
 	if dir == "/" {
-		fd, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return -1, &os.PathError{Op: "open", Path: "/", Err: err}
+		fd, err = unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	} else {
+		parent, perr := d.dir(filepath.Dir(dir), file)
+		if perr != nil {
+			return -1, perr
 		}
-		if err := checkDir(fd, "/", file, d.uid); err != nil {
-			unix.Close(fd)
-			return -1, err
+		fd, err = unix.Openat(parent, filepath.Base(dir), unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if errors.Is(err, unix.ENOENT) && d.create {
+			fd, err = d.openat(parent, filepath.Base(dir))
 		}
-		d.fds[dir] = fd
-		return fd, nil
-	}
-	parent, err := d.dir(filepath.Dir(dir), file)
-	if err != nil {
-		return -1, err
-	}
-	fd, err := unix.Openat(parent, filepath.Base(dir), unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if errors.Is(err, unix.ENOENT) && d.create {
-		fd, err = d.openat(parent, filepath.Base(dir))
 	}
 	if err != nil {
 		return -1, openError(dir, err)

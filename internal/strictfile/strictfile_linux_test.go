@@ -290,3 +290,10 @@ func TestOpenDir(t *testing.T) {
 		t.Errorf("a missing directory without create: %v, want not found", err)
 	}
 }
+
+// OpenOwned is Dirs.OpenOwned for one file.
+func OpenOwned(path string, uid int) (*os.File, error) {
+	d := NewDirs(uid)
+	defer d.Close()
+	return d.OpenOwned(path)
+}
