@@ -1,7 +1,6 @@
 package tomlerr
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -150,11 +149,7 @@ type span struct {
 // whole file. Only mistakes ask for lines, so a config without one never
 // comes here.
 func (d *Doc) index() {
-	sc := bufio.NewScanner(bytes.NewReader(d.data))
-	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
-	for sc.Scan() {
-		d.lines = append(d.lines, sc.Text())
-	}
+	d.lines = strings.Split(string(d.data), "\n")
 	d.spans = []span{{name: ""}}
 	for i, raw := range d.lines {
 		s := strings.TrimSpace(raw)
