@@ -227,10 +227,20 @@ func (r Rules) ruleList() []ruleDesc {
 	mark := fmt.Sprintf("0x%08x", r.MarkBit)
 	var out []ruleDesc
 	add := func(ds ...ruleDesc) { out = append(out, ds...) }
+	syn := tcpFlags("syn / fin,syn,rst,ack", tcpFIN|tcpSYN|tcpRST|tcpACK, tcpSYN)
+	// The knocks' sets: valid and used, and with SourcePort the 48-bit
+	// knocks' valid_sp and used_sp.
+	type knockSets struct {
+		key         string
+		load        func() []expr.Any
+		valid, used string
+	}
+	knocks := []knockSets{{dportSeqKeyText, loadDportSeq, SetValid, SetUsed}}
+	if r.SourcePort {
+		knocks = append(knocks, knockSets{sportKeyText, loadSportDportSeq, SetValidSP, SetUsedSP})
+	}
 
-	add(rule(ChainInput,
-		part{"tcp dport @ports", append(isTCP(), loadDport(), &expr.Lookup{SourceRegister: regKey, SetName: SetPorts})},
-		jump(ChainKnock)))
+	add(rule(ChainInput, dportIn(SetPorts, false), jump(ChainKnock)))
 
 	// The admitted-flow rule comes first: a SYN retransmitted after the
 	// server's SYN-ACK went out is "ct state established" (conntrack saw
@@ -241,45 +251,27 @@ func (r Rules) ruleList() []ruleDesc {
 		accept()),
 		rule(ChainKnock,
 			ctState("established,related", ctStateEstablished|ctStateRelated),
-			accept()),
-		rule(ChainKnock,
-			tcpFlags("syn / fin,syn,rst,ack", tcpFIN|tcpSYN|tcpRST|tcpACK, tcpSYN),
-			ctState("new", ctStateNew),
-			part{"tcp dport . tcp sequence @valid", append(loadDportSeq(), &expr.Lookup{SourceRegister: regKey, SetName: SetValid})},
-			part{"tcp dport . tcp sequence != @used", append(loadDportSeq(), &expr.Lookup{SourceRegister: regKey, SetName: SetUsed, Invert: true})},
-			part{"add @used { tcp dport . tcp sequence }", append(loadDportSeq(), &expr.Dynset{SrcRegKey: regKey, SetName: SetUsed, Operation: unix.NFT_DYNSET_OP_ADD})},
-			r.markAdmitted(mark),
-			r.markPacket(),
-			r.logAdmitted(),
-			counter(),
-			accept()).as(roleAdmit))
-	if r.SourcePort {
+			accept()))
+	for _, k := range knocks {
 		add(rule(ChainKnock,
-			tcpFlags("syn / fin,syn,rst,ack", tcpFIN|tcpSYN|tcpRST|tcpACK, tcpSYN),
+			syn,
 			ctState("new", ctStateNew),
-			part{sportKeyText + " @" + SetValidSP, append(loadSportDportSeq(), &expr.Lookup{SourceRegister: regKey, SetName: SetValidSP})},
-			part{sportKeyText + " != @" + SetUsedSP, append(loadSportDportSeq(), &expr.Lookup{SourceRegister: regKey, SetName: SetUsedSP, Invert: true})},
-			part{"add @" + SetUsedSP + " { " + sportKeyText + " }", append(loadSportDportSeq(), &expr.Dynset{SrcRegKey: regKey, SetName: SetUsedSP, Operation: unix.NFT_DYNSET_OP_ADD})},
+			part{k.key + " @" + k.valid, append(k.load(), &expr.Lookup{SourceRegister: regKey, SetName: k.valid})},
+			part{k.key + " != @" + k.used, append(k.load(), &expr.Lookup{SourceRegister: regKey, SetName: k.used, Invert: true})},
+			part{"add @" + k.used + " { " + k.key + " }", append(k.load(), &expr.Dynset{SrcRegKey: regKey, SetName: k.used, Operation: unix.NFT_DYNSET_OP_ADD})},
 			r.markAdmitted(mark),
 			r.markPacket(),
 			r.logAdmitted(),
 			counter(),
 			accept()).as(roleAdmit))
 	}
-	add(rule(ChainKnock,
-		tcpFlags("! syn", tcpSYN, 0),
-		ctState("new", ctStateNew),
-		sessionLookup(false),
-		accept()),
-		rule(ChainKnock,
-			tcpFlags("! syn", tcpSYN, 0),
-			ctState("new", ctStateNew),
-			sessionLookup(true),
-			accept()))
+	for _, v6 := range []bool{false, true} {
+		add(rule(ChainKnock, tcpFlags("! syn", tcpSYN, 0), ctState("new", ctStateNew), sessionLookup(v6), accept()))
+	}
 	add(r.unknocked(ChainKnock)...)
 
 	add(rule(ChainPre,
-		tcpFlags("syn / fin,syn,rst,ack", tcpFIN|tcpSYN|tcpRST|tcpACK, tcpSYN),
+		syn,
 		part{"tcp dport @ports", []expr.Any{loadDport(), &expr.Lookup{SourceRegister: regKey, SetName: SetPorts}}},
 		part{"fib daddr type local", []expr.Any{
 			&expr.Fib{Register: regKey, ResultADDRTYPE: true, FlagDADDR: true},
@@ -292,25 +284,15 @@ func (r Rules) ruleList() []ruleDesc {
 	// is dropped (or reset) unlooked.
 	limits := !r.Guess.Off() || !r.Global.Off()
 	if limits {
-		for _, v6 := range []bool{false, true} {
-			lock := SetLimited4
-			if v6 {
-				lock = SetLimited6
-			}
-			add(rule(ChainSyn, r.source(v6, "@"+lock), jump(ChainLockedOut)))
+		for _, f := range families {
+			add(rule(ChainSyn, r.source(f.v6, "@"+f.limited), jump(ChainLockedOut)))
 		}
 	}
-	add(rule(ChainSyn,
-		part{"tcp dport . tcp sequence @valid", append(append(isTCP(), loadDportSeq()...), &expr.Lookup{SourceRegister: regKey, SetName: SetValid})},
-		accept()),
-		rule(ChainSyn,
-			part{"tcp dport . tcp sequence @used", append(append(isTCP(), loadDportSeq()...), &expr.Lookup{SourceRegister: regKey, SetName: SetUsed})},
-			accept()))
-	if r.SourcePort {
-		// The 48-bit knocks pass the limiters as the others do.
-		for _, set := range []string{SetValidSP, SetUsedSP} {
+	// The 48-bit knocks pass the limiters as the others do.
+	for _, k := range knocks {
+		for _, set := range []string{k.valid, k.used} {
 			add(rule(ChainSyn,
-				part{sportKeyText + " @" + set, append(append(isTCP(), loadSportDportSeq()...), &expr.Lookup{SourceRegister: regKey, SetName: set})},
+				part{k.key + " @" + set, append(append(isTCP(), k.load()...), &expr.Lookup{SourceRegister: regKey, SetName: set})},
 				accept()))
 		}
 	}
@@ -318,46 +300,43 @@ func (r Rules) ruleList() []ruleDesc {
 	// a source's allowance. Each ends in a reset at a port in reset mode,
 	// as a closed port answers, and in a drop elsewhere.
 	if !r.Guess.Off() {
-		for _, v6 := range []bool{false, true} {
-			meter, lock := SetGuess4, SetLimited4
-			if v6 {
-				meter, lock = SetGuess6, SetLimited6
-			}
-			add(rule(ChainSyn, resetPort(), r.meter(v6, meter), r.lockout(v6, lock, true), counter(), reject()).as(roleLockout),
-				rule(ChainSyn, notResetPort(), r.meter(v6, meter), r.lockout(v6, lock, true), counter(), drop()).as(roleLockout))
+		for _, f := range families {
+			add(rule(ChainSyn, dportIn(SetReset, false), r.meter(f.v6, f.guess), r.lockout(f.v6, f.limited, true), counter(), reject()).as(roleLockout),
+				rule(ChainSyn, dportIn(SetReset, true), r.meter(f.v6, f.guess), r.lockout(f.v6, f.limited, true), counter(), drop()).as(roleLockout))
 		}
 	}
 	if !r.Global.Off() {
-		add(rule(ChainSyn, limitOver(r.Global), jump(ChainLockout)))
+		add(rule(ChainSyn, limit(r.Global, true), jump(ChainLockout)))
 	}
 	add(r.unknocked(ChainSyn)...)
 	if limits {
-		for _, v6 := range []bool{false, true} {
-			lock := SetLimited4
-			if v6 {
-				lock = SetLimited6
-			}
-			add(rule(ChainLockout, resetPort(), r.lockout(v6, lock, false), counter(), reject()).as(roleLockout),
-				rule(ChainLockout, r.lockout(v6, lock, false), counter(), drop()).as(roleLockout))
+		for _, f := range families {
+			add(rule(ChainLockout, dportIn(SetReset, false), r.lockout(f.v6, f.limited, false), counter(), reject()).as(roleLockout),
+				rule(ChainLockout, r.lockout(f.v6, f.limited, false), counter(), drop()).as(roleLockout))
 		}
 		if !r.LockedLookup.Off() {
-			add(rule(ChainLockedOut, limitUnder(r.LockedLookup), verdictReturn()))
+			add(rule(ChainLockedOut, limit(r.LockedLookup, false), verdictReturn()))
 		}
-		add(rule(ChainLockedOut, resetPort(), counter(), reject()).as(roleLockout),
+		add(rule(ChainLockedOut, dportIn(SetReset, false), counter(), reject()).as(roleLockout),
 			rule(ChainLockedOut, counter(), drop()).as(roleLockout))
 	}
 	return out
 }
 
-// resetPort is "tcp dport @rstports": the port is in reset mode. The
-// ports sets are bitmaps, so the lookup costs next to nothing.
-func resetPort() part {
-	return part{"tcp dport @" + SetReset, append(isTCP(), loadDport(), &expr.Lookup{SourceRegister: regKey, SetName: SetReset})}
-}
+// families are the address families' meters and lockout sets.
+var families = []struct {
+	v6             bool
+	guess, limited string
+}{{false, SetGuess4, SetLimited4}, {true, SetGuess6, SetLimited6}}
 
-// notResetPort is "tcp dport != @rstports".
-func notResetPort() part {
-	return part{"tcp dport != @" + SetReset, append(isTCP(), loadDport(), &expr.Lookup{SourceRegister: regKey, SetName: SetReset, Invert: true})}
+// dportIn is "tcp dport @SET", or with not "tcp dport != @SET". The ports
+// sets are bitmaps, so the lookup costs next to nothing.
+func dportIn(set string, not bool) part {
+	op := " @"
+	if not {
+		op = " != @"
+	}
+	return part{"tcp dport" + op + set, append(isTCP(), loadDport(), &expr.Lookup{SourceRegister: regKey, SetName: set, Invert: not})}
 }
 
 func reject() part {
@@ -368,8 +347,7 @@ func reject() part {
 // admitted: counted per port, sampled to the drop log, answered with a
 // reset at a port in reset mode, dropped at the others.
 func (r Rules) unknocked(chain string) []ruleDesc {
-	out := []ruleDesc{rule(chain,
-		part{"tcp dport @" + SetUnknocked, append(isTCP(), loadDport(), &expr.Lookup{SourceRegister: regKey, SetName: SetUnknocked})})}
+	out := []ruleDesc{rule(chain, dportIn(SetUnknocked, false))}
 	if r.DropLogGroup != 0 {
 		out = append(out, rule(chain,
 			part{fmt.Sprintf("limit rate %d/second", DropLogRate), []expr.Any{
@@ -378,7 +356,7 @@ func (r Rules) unknocked(chain string) []ruleDesc {
 			logGroup(r.DropLogGroup)))
 	}
 	return append(out,
-		rule(chain, resetPort(), counter(), reject()).as(roleReject),
+		rule(chain, dportIn(SetReset, false), counter(), reject()).as(roleReject),
 		rule(chain, counter(), drop()).as(roleDrop))
 }
 
@@ -445,7 +423,7 @@ func (r Rules) source(v6 bool, set string) part {
 // the source's meter counts the packet and matches when it is over.
 func (r Rules) meter(v6 bool, set string) part {
 	text, ex := r.sourceKey(v6)
-	lim := limitOver(r.Guess)
+	lim := limit(r.Guess, true)
 	return part{"update @" + set + " { " + text + " " + lim.text + " }", append(ex, &expr.Dynset{
 		SrcRegKey: regKey, SetName: set, Operation: unix.NFT_DYNSET_OP_UPDATE, Exprs: lim.exprs,
 	})}
@@ -463,24 +441,18 @@ func (r Rules) lockout(v6 bool, set string, checked bool) part {
 	})}
 }
 
-// limitOver is "limit rate over R/UNIT [burst B packets]" (nft leaves its
-// default burst of 5 out).
-func limitOver(l Limit) part {
+// limit is "limit rate [over ]R/UNIT [burst B packets]" (nft leaves its
+// default burst of 5 out): with over, the packet is over the limit;
+// without, it is within it (and takes a token from it).
+func limit(l Limit, over bool) part {
 	unit, _ := l.Unit.expr()
-	text := fmt.Sprintf("limit rate over %d/%s", l.Rate, l.Unit)
+	text := "limit rate "
+	if over {
+		text += "over "
+	}
+	text += fmt.Sprintf("%d/%s", l.Rate, l.Unit)
 	if l.Burst != 0 && l.Burst != 5 {
 		text += fmt.Sprintf(" burst %d packets", l.Burst)
 	}
-	return part{text, []expr.Any{&expr.Limit{Type: expr.LimitTypePkts, Rate: uint64(l.Rate), Over: true, Unit: unit, Burst: l.Burst}}}
-}
-
-// limitUnder is "limit rate R/UNIT [burst B packets]": the packet is
-// within the limit (and takes a token from it).
-func limitUnder(l Limit) part {
-	unit, _ := l.Unit.expr()
-	text := fmt.Sprintf("limit rate %d/%s", l.Rate, l.Unit)
-	if l.Burst != 0 && l.Burst != 5 {
-		text += fmt.Sprintf(" burst %d packets", l.Burst)
-	}
-	return part{text, []expr.Any{&expr.Limit{Type: expr.LimitTypePkts, Rate: uint64(l.Rate), Unit: unit, Burst: l.Burst}}}
+	return part{text, []expr.Any{&expr.Limit{Type: expr.LimitTypePkts, Rate: uint64(l.Rate), Over: over, Unit: unit, Burst: l.Burst}}}
 }
