@@ -11,34 +11,35 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Open opens path for reading without following a symlink at its last
+// open opens name in the directory at dirfd (unix.AT_FDCWD: the
+// working directory) for reading without following a symlink at its last
 // component and without blocking, and refuses it unless it is a regular
-// file.
-func Open(path string) (*os.File, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+// file; path names it in errors.
+func open(dirfd int, name, path string) (*os.File, *unix.Stat_t, error) {
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, openError(path, err)
-	}
-	f := os.NewFile(uintptr(fd), path)
-	if _, err := regular(f, path); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return f, nil
-}
-
-// OpenNotWritableByOthers is Open that also refuses a file others (not
-// its owner, not its group) may write: the config and the files it
-// includes.
-func OpenNotWritableByOthers(path string) (*os.File, error) {
-	f, err := Open(path)
-	if err != nil {
-		return nil, err
+		return nil, nil, openError(path, err)
 	}
 	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		f.Close()
-		return nil, &os.PathError{Op: "stat", Path: path, Err: err}
+	if err = unix.Fstat(fd, &st); err != nil {
+		err = &os.PathError{Op: "stat", Path: path, Err: err}
+	} else if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		err = refuse(path, "not a regular file (a FIFO, socket, device or directory); name a regular file")
+	}
+	if err != nil {
+		unix.Close(fd)
+		return nil, nil, err
+	}
+	return os.NewFile(uintptr(fd), path), &st, nil
+}
+
+// OpenNotWritableByOthers opens path as open does, and also refuses a
+// file others (not its owner, not its group) may write: the config and
+// the files it includes.
+func OpenNotWritableByOthers(path string) (*os.File, error) {
+	f, st, err := open(unix.AT_FDCWD, path, path)
+	if err != nil {
+		return nil, err
 	}
 	if st.Mode&0o002 != 0 {
 		f.Close()
@@ -96,23 +97,19 @@ func (d *Dirs) OpenOwned(path string) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	ffd, err := unix.Openat(fd, base, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, openError(path, err)
-	}
-	f := os.NewFile(uintptr(ffd), path)
-	st, err := regular(f, path)
-	if err == nil {
-		err = checkOwner(st, path, d.uid, "chown root "+path)
-	}
-	if err == nil && st.Mode&0o022 != 0 {
-		err = refuse(path, fmt.Sprintf("writable by group or others (mode %04o); run: chmod go-w %s", st.Mode&0o7777, path))
-	}
-	if err != nil {
-		f.Close()
+	f, st, err := open(fd, base, path)
+	switch {
+	case err != nil:
 		return nil, err
+	case st.Uid != 0 && int(st.Uid) != d.uid:
+		err = refuse(path, fmt.Sprintf("owned by uid %d, not root or uid %d (the daemon's user); run: chown root %s", st.Uid, d.uid, path))
+	case st.Mode&0o022 != 0:
+		err = refuse(path, fmt.Sprintf("writable by group or others (mode %04o); run: chmod go-w %s", st.Mode&0o7777, path))
+	default:
+		return f, nil
 	}
-	return f, nil
+	f.Close()
+	return nil, err
 }
 
 // dir returns a descriptor of the resolved directory dir, walked from /
@@ -165,25 +162,6 @@ func checkStat(st *unix.Stat_t, name, file string, uid int) error {
 		return refuse(file, fmt.Sprintf("directory %s is writable by group or others and not sticky (mode %04o); run: chmod go-w %s", name, st.Mode&0o7777, name))
 	}
 	return nil
-}
-
-func checkOwner(st *unix.Stat_t, name string, uid int, fix string) error {
-	if st.Uid == 0 || int(st.Uid) == uid {
-		return nil
-	}
-	return refuse(name, fmt.Sprintf("owned by uid %d, not root or uid %d (the daemon's user); run: %s", st.Uid, uid, fix))
-}
-
-// regular fstats f and refuses it unless it is a regular file.
-func regular(f *os.File, path string) (*unix.Stat_t, error) {
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		return nil, &os.PathError{Op: "stat", Path: path, Err: err}
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return nil, refuse(path, "not a regular file (a FIFO, socket, device or directory); name a regular file")
-	}
-	return &st, nil
 }
 
 // ErrRefused is wrapped by every refusal of a file this package makes.
