@@ -261,7 +261,7 @@ func (r Rules) ruleList() []ruleDesc {
 			part{"add @" + k.used + " { " + k.key + " }", append(k.load(), &expr.Dynset{SrcRegKey: regKey, SetName: k.used, Operation: unix.NFT_DYNSET_OP_ADD})},
 			r.markAdmitted(mark),
 			r.markPacket(),
-			r.logAdmitted(),
+			logGroup(r.LogGroup),
 			counter(),
 			accept()).as(roleAdmit))
 	}
