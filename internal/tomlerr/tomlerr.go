@@ -31,10 +31,10 @@ func (e *Error) Error() string {
 	if e.Line > 0 {
 		loc = fmt.Sprintf("%s:%d", e.File, e.Line)
 	}
-	if e.Field == "" {
-		return oneLine.Replace(fmt.Sprintf("config %s: %v", loc, e.Err))
+	if e.Field != "" {
+		loc += ": " + e.Field
 	}
-	return oneLine.Replace(fmt.Sprintf("config %s: %s: %v", loc, e.Field, e.Err))
+	return oneLine.Replace(fmt.Sprintf("config %s: %v", loc, e.Err))
 }
 
 func (e *Error) Unwrap() error { return e.Err }
