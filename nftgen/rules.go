@@ -170,59 +170,12 @@ func (d ruleDesc) as(r role) ruleDesc { d.role = r; return d }
 // not a meter per source, because a per-source budget would give a
 // guesser with many addresses that many budgets.
 //
-// What an unknocked SYN costs (scripts/bench/synrules.sh on the
-// 2-core VM, kernel 6.18, 2026-11-24: each shape built with nft -f in a
-// throwaway namespace, 400,000 random-ISN SYNs from benchtool flood pinned
-// to one CPU, perf cpu-clock samples of that CPU; medians of 5 interleaved
-// rounds, ns per SYN, inflated alike by the sampling; net_rx_action is the
-// SYN's whole receive path, with its ratio to the plain drop):
-//
-//	ruleset at priority raw                         nft_do_chain  net_rx_action
-//	plain "tcp dport 2202 drop" (no seqknock table)          531     1011 (1.00)
-//	pre: tcp flags syn ... tcp dport @ports drop             440      943 (0.93)
-//	+ fib daddr type local                                   671     1163 (1.15)
-//	+ jump syn, "counter drop" there                         757     1194 (1.18)
-//	+ @valid and @used lookups (accept)                     1227     1740 (1.72)
-//	+ tcp dport @unknocked (per-port counter)               1438     1931 (1.91)
-//	+ drop log limit, @rstports, counter drop: limits off   1650     2171 (2.15)
-//	limits on, the flooder locked out (@limited4 drop)       985     1539 (1.52)
-//	  the same with @limited4 before the fib check           701     1245 (1.23)
-//
-// Those lockout rows drop a locked-out SYN before any lookup. The order
-// built here (bounded lookups: the jump to lockedout, its limit rule and
-// the drop there) against that and against a lookup of every SYN before
-// any lockout ("knocks first"), interleaved in one run (ONLY="0 7 8 10"
-// synrules.sh 9 200000, 2026-12-07, 200,000 SYNs a round, the VM loaded by
-// other work, so rounds vary by up to 2x; medians):
-//
-//	plain "tcp dport 2202 drop"                               85      256 (1.00)
-//	limits on, the flooder locked out, knocks first          317      469 (1.83)
-//	  lockout before any lookup                              201      366 (1.43)
-//	  bounded lookups (this order)                           295      448 (1.75)
-//
-// Per round, bounded lookups / knocks first was 0.96 (median of 9 rounds'
-// ratios; three more runs gave 0.57, 1.04 and 0.88) and bounded lookups /
-// lockout first 1.24 (1.18, 1.38, 1.29): about what every SYN looked up
-// costs, since the limit rule (a spinlock and a clock read) and the jump
-// take the place of the valid and used lookups, and about 1.25x the
-// receive path of the order that gave the victim of a spoofed flood no
-// lookup.
-//
-// Each lookup in a hash set (valid, used, unknocked, limited4) costs about
-// 100-250 ns, the fib check about 230-330 ns; the ports bitmap is nearly
-// free. Runs vary: an earlier set of 5 rounds (the full table, by hand)
-// gave 2.27 for limits off, 1.29 for the locked-out path and 0.98 with
-// @limited4 first. Under a one-source flood the guess limiter makes the
-// path a shorter one: with the lockout before any lookup 1.5-1.6x a plain
-// drop in the bench's figure 2 (which counts the CPU's softirq time), with
-// bounded lookups about 1.25x that (table above). What is left there is
-// the fib check, the lockout lookup and the budget's limit rule. Checking
-// limited4/6 before the fib check saves the fib check's ~0.3 of it, but
-// would drop a locked-out source's forwarded SYNs to the protected port
-// numbers too, so a spoofed source could be cut off from hosts behind
-// this one; it is not done. A flood from many
-// (spoofed) sources, each new to the meters, takes the long path with two
-// set insertions per SYN: not measured.
+// The order is measured (scripts/bench/synrules.sh; the figures are in
+// docs/development.md): the bounded lookups cost about what a lookup of
+// every SYN costs. Checking limited4/6 before the fib check would save
+// about 0.3 of a plain drop's cost on a locked-out SYN's path, but would
+// drop a locked-out (possibly spoofed) source's forwarded SYNs to the
+// protected port numbers too, so it is not done.
 func (r Rules) ruleList() []ruleDesc {
 	mark := fmt.Sprintf("0x%08x", r.MarkBit)
 	var out []ruleDesc
