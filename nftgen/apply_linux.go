@@ -89,7 +89,7 @@ func (c *Conn) replace(s State, now time.Time, live *Live) (Result, error) {
 		if err != nil {
 			return Result{}, fmt.Errorf("replace %s: %w", s.Table, err)
 		}
-		carry = keysOfLen(els, len(dportSeqKey(0, 0)))
+		carry = keysOfLen(els, len(elementKey(0, 0, 0)))
 	}
 	if live.SPSets && s.SourcePort {
 		els, err := c.usedElements(s.Table, SetUsedSP)

@@ -526,7 +526,7 @@ func Elements(valid []Element, now time.Time) []nftables.SetElement {
 	var out []nftables.SetElement
 	eachUnique(valid, now, nil, func(sport, port uint16, isn uint32, ttl time.Duration) {
 		if sport == 0 {
-			out = append(out, nftables.SetElement{Key: dportSeqKey(port, isn), Timeout: ttl})
+			out = append(out, nftables.SetElement{Key: elementKey(0, port, isn), Timeout: ttl})
 		}
 	})
 	return out

@@ -104,14 +104,12 @@ func appendDportSeq(b []byte, port uint16, isn uint32) []byte {
 	return binary.BigEndian.AppendUint32(b, isn)
 }
 
-func dportSeqKey(port uint16, isn uint32) []byte { return appendDportSeq(nil, port, isn) }
-
 // elementKey is an element's key in valid or used (sport 0) or in
 // valid_sp or used_sp: "tcp sport . tcp dport . tcp sequence", the source
 // port in the first 4-byte slot.
 func elementKey(sport, port uint16, isn uint32) []byte {
 	if sport == 0 {
-		return dportSeqKey(port, isn)
+		return appendDportSeq(nil, port, isn)
 	}
 	return appendDportSeq(append(binary.BigEndian.AppendUint16(nil, sport), 0, 0), port, isn)
 }
