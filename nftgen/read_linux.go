@@ -191,6 +191,7 @@ func (c *Conn) readRules(nc *nftables.Conn, t *nftables.Table, live *Live) error
 			live.Rules, live.RulesCurrent = r, true
 		}
 	}
+	sums := map[role]*Counter{roleAdmit: &live.Admitted, roleDrop: &live.Dropped, roleReject: &live.Rejected, roleLockout: &live.Lockout}
 	for ch, rs := range rules {
 		for i, r := range rs {
 			var counter *expr.Counter
@@ -212,19 +213,8 @@ func (c *Conn) readRules(nc *nftables.Conn, t *nftables.Table, live *Live) error
 					}
 				}
 			}
-			if counter == nil {
-				continue
-			}
-			c := Counter{Packets: counter.Packets, Bytes: counter.Bytes}
-			switch ro {
-			case roleAdmit:
-				live.Admitted.add(c)
-			case roleDrop:
-				live.Dropped.add(c)
-			case roleReject:
-				live.Rejected.add(c)
-			case roleLockout:
-				live.Lockout.add(c)
+			if sum := sums[ro]; counter != nil && sum != nil {
+				sum.add(Counter{Packets: counter.Packets, Bytes: counter.Bytes})
 			}
 		}
 	}
