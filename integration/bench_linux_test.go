@@ -47,13 +47,28 @@ func nftScript(s nftgen.State, now time.Time) string {
 }
 
 // nftElements writes the valid set's elements at now as nft does:
-// "PORT . ISN timeout Nms".
+// "PORT . ISN timeout Nms", one per (port, isn) with the latest expiry
+// where two coincide, as Apply writes them.
 func nftElements(valid []nftgen.Element, now time.Time) []string {
+	best := map[[2]uint32]time.Time{}
+	var keys [][2]uint32
+	for _, e := range valid {
+		if e.SPort != 0 {
+			continue // valid_sp's
+		}
+		k := [2]uint32{uint32(e.Port), e.ISN}
+		if t, ok := best[k]; !ok {
+			keys = append(keys, k)
+		} else if !e.Expires.After(t) {
+			continue
+		}
+		best[k] = e.Expires
+	}
 	var out []string
-	for _, e := range nftgen.Elements(valid, now) {
-		port := int(e.Key[0])<<8 | int(e.Key[1])
-		isn := uint32(e.Key[4])<<24 | uint32(e.Key[5])<<16 | uint32(e.Key[6])<<8 | uint32(e.Key[7])
-		out = append(out, fmt.Sprintf("%d . %d timeout %dms", port, isn, e.Timeout.Milliseconds()))
+	for _, k := range keys {
+		if ttl := best[k].Sub(now).Truncate(time.Millisecond); ttl > 0 {
+			out = append(out, fmt.Sprintf("%d . %d timeout %dms", k[0], k[1], ttl.Milliseconds()))
+		}
 	}
 	return out
 }

@@ -5,6 +5,7 @@ package nftgen
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/nftables"
@@ -74,12 +75,7 @@ func (c *Conn) Apply(s State, now time.Time) (Result, error) {
 // object of the table into the shape asked for (a base chain's hook or
 // priority, a set's key or flags), which a replacement can do.
 func refusedInPlace(err error) bool {
-	for _, e := range []error{unix.EOPNOTSUPP, unix.EEXIST, unix.EINVAL, unix.ENOENT, unix.EBUSY} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc([]error{unix.EOPNOTSUPP, unix.EEXIST, unix.EINVAL, unix.ENOENT, unix.EBUSY}, func(e error) bool { return errors.Is(err, e) })
 }
 
 // replace deletes the table live describes and creates s in its place, in
@@ -93,7 +89,7 @@ func (c *Conn) replace(s State, now time.Time, live *Live) (Result, error) {
 		if err != nil {
 			return Result{}, fmt.Errorf("replace %s: %w", s.Table, err)
 		}
-		carry = keysOfLen(els, len(dportSeqKey(0, 0)))
+		carry = keysOfLen(els, len(elementKey(0, 0, 0)))
 	}
 	if live.SPSets && s.SourcePort {
 		els, err := c.usedElements(s.Table, SetUsedSP)
@@ -118,13 +114,7 @@ func (c *Conn) replace(s State, now time.Time, live *Live) (Result, error) {
 // keysOfLen returns the elements of els whose key is n bytes long: a
 // foreign used set may hold keys of another type, which ours cannot.
 func keysOfLen(els []nftables.SetElement, n int) []nftables.SetElement {
-	out := els[:0:0]
-	for _, e := range els {
-		if len(e.Key) == n {
-			out = append(out, e)
-		}
-	}
-	return out
+	return slices.DeleteFunc(els, func(e nftables.SetElement) bool { return len(e.Key) != n })
 }
 
 // ErrStale is AddValid's answer when the live table is not the one s

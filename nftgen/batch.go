@@ -29,21 +29,12 @@ type batch struct {
 // deletes the table, whatever it holds, and live must describe no table:
 // the table is created afresh in the same transaction.
 func buildBatch(s State, now time.Time, live *Live, usedCarry, usedSPCarry []nftables.SetElement, replace bool) (batch, error) {
-	var res Result
-	res.Created = !live.Exists && !replace
-	res.Replaced = replace
-	res.RulesRebuilt = !live.RulesCurrent || live.Rules != s.Rules
 	recreateUsed := usedRecreated(s, live)
-	res.UsedRecreated = recreateUsed
-	if recreateUsed {
-		res.RulesRebuilt = true // rules refer to the set; they go first
-	}
+	res := Result{Created: !live.Exists && !replace, Replaced: replace, UsedRecreated: recreateUsed,
+		// The rules refer to the used set: they go first.
+		RulesRebuilt: !live.RulesCurrent || live.Rules != s.Rules || recreateUsed}
 
-	w := newBatchWriter()
-	nc, err := nftables.New(nftables.WithTestDial(w.record))
-	if err != nil {
-		return batch{}, err
-	}
+	w, nc := recorder()
 	if replace {
 		nc.DelTable(Table(s.Table))
 	}
@@ -60,6 +51,7 @@ func buildBatch(s State, now time.Time, live *Live, usedCarry, usedSPCarry []nft
 	if recreateUsed {
 		nc.DelSet(&nftables.Set{Table: t, Name: SetUsed})
 	}
+	var err error
 	if res.Elements, err = addSets(nc, w, t, s, live, res.RulesRebuilt, usedCarry, usedSPCarry, now); err != nil {
 		return batch{}, err
 	}
@@ -72,22 +64,26 @@ func buildBatch(s State, now time.Time, live *Live, usedCarry, usedSPCarry []nft
 	return w.finish(nc, res)
 }
 
+// recorder returns a google/nftables Conn whose Flush hands its messages
+// to a new batch writer (nftables.New fails only for a lasting Conn).
+func recorder() (*batchWriter, *nftables.Conn) {
+	w := newBatchWriter()
+	nc, _ := nftables.New(nftables.WithTestDial(w.record))
+	return w, nc
+}
+
 // buildAddBatch returns the transaction of a rotation: s's valid knocks
 // added to the valid set, which is not flushed (the knocks already there
 // expire by their own timeouts), and the sessions sets refilled. Nothing
 // else is written: the caller has checked that the table is otherwise
 // what s describes.
 func buildAddBatch(s State, now time.Time) (batch, error) {
-	w := newBatchWriter()
-	nc, err := nftables.New(nftables.WithTestDial(w.record))
+	w, nc := recorder()
+	n, err := addSets(nc, w, nc.AddTable(Table(s.Table)), s, nil, false, nil, nil, now)
 	if err != nil {
 		return batch{}, err
 	}
-	var res Result
-	if res.Elements, err = addSets(nc, w, nc.AddTable(Table(s.Table)), s, nil, false, nil, nil, now); err != nil {
-		return batch{}, err
-	}
-	return w.finish(nc, res)
+	return w.finish(nc, Result{Elements: n})
 }
 
 // addSets adds the table's sets for s, in order, with their elements,

@@ -516,3 +516,18 @@ func BenchmarkEncodeRotation(b *testing.B) {
 		b.Logf("80,000 knocks: fresh %v, reused %v, ratio %.2f", times[false], times[true], times[true].Seconds()/times[false].Seconds())
 	}
 }
+
+// Elements returns the valid set's elements at now: one per distinct
+// (port, isn), with the latest expiry where two coincide, each timing out
+// when its knock leaves the window (rounded down to the millisecond the
+// kernel counts in). Elements already expired at now are left out, and so
+// are those bound to a source port (valid_sp's).
+func Elements(valid []Element, now time.Time) []nftables.SetElement {
+	var out []nftables.SetElement
+	eachUnique(valid, now, nil, func(sport, port uint16, isn uint32, ttl time.Duration) {
+		if sport == 0 {
+			out = append(out, nftables.SetElement{Key: elementKey(0, port, isn), Timeout: ttl})
+		}
+	})
+	return out
+}

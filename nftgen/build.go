@@ -34,23 +34,11 @@ func SessionElements(ss []Session) (v4, v6 []nftables.SetElement) {
 // PortKey is the ports set key for port.
 func portKey(port uint16) []byte { return binary.BigEndian.AppendUint16(nil, port) }
 
-// Elements returns the valid set's elements at now: one per distinct
-// (port, isn), with the latest expiry where two coincide, each timing out
-// when its knock leaves the window (rounded down to the millisecond the
-// kernel counts in). Elements already expired at now are left out, and so
-// are those bound to a source port (valid_sp's).
-func Elements(valid []Element, now time.Time) []nftables.SetElement {
-	var out []nftables.SetElement
-	eachUnique(valid, now, nil, func(sport, port uint16, isn uint32, ttl time.Duration) {
-		if sport == 0 {
-			out = append(out, nftables.SetElement{Key: dportSeqKey(port, isn), Timeout: ttl})
-		}
-	})
-	return out
-}
-
-// eachUnique calls fn with the elements Elements describes, in order,
-// leaving out the keys in skip; those bound to a source port too.
+// eachUnique calls fn, in order, with the valid and valid_sp sets'
+// elements at now: one per distinct (sport, port, isn), with the latest
+// expiry where two coincide, each timing out when its knock leaves the
+// window (rounded down to the millisecond the kernel counts in). Elements
+// already expired at now are left out, and so are the keys in skip.
 func eachUnique(valid []Element, now time.Time, skip map[uint64]bool, fn func(sport, port uint16, isn uint32, ttl time.Duration)) {
 	// The latest expiry of each (sport, port, isn); duplicates are rare
 	// (two users whose knocks collide).
@@ -73,7 +61,7 @@ func eachUnique(valid []Element, now time.Time, skip map[uint64]bool, fn func(sp
 }
 
 // eachValid calls fn with every element the valid and valid_sp sets get
-// from s at now: Valid's as Elements describes them, then what Knocks
+// from s at now: Valid's as eachUnique gives them, then what Knocks
 // yields, each with its remaining time; expired knocks and those in
 // s.Spent are left out. sport is 0 for valid's.
 func (s State) eachValid(now time.Time, fn func(sport, port uint16, isn uint32, ttl time.Duration)) {
@@ -116,14 +104,12 @@ func appendDportSeq(b []byte, port uint16, isn uint32) []byte {
 	return binary.BigEndian.AppendUint32(b, isn)
 }
 
-func dportSeqKey(port uint16, isn uint32) []byte { return appendDportSeq(nil, port, isn) }
-
 // elementKey is an element's key in valid or used (sport 0) or in
 // valid_sp or used_sp: "tcp sport . tcp dport . tcp sequence", the source
 // port in the first 4-byte slot.
 func elementKey(sport, port uint16, isn uint32) []byte {
 	if sport == 0 {
-		return dportSeqKey(port, isn)
+		return appendDportSeq(nil, port, isn)
 	}
 	return appendDportSeq(append(binary.BigEndian.AppendUint16(nil, sport), 0, 0), port, isn)
 }

@@ -2,7 +2,7 @@
 // docs/design.md ("The ruleset"), applies it in one netlink transaction, renders
 // the same ruleset as nft text, and reads the live state back.
 //
-// The builders (the table's shape, the rule list, Elements, Render) are
+// The builders (the table's shape, the rule list, the elements, Render) are
 // pure: they take a State and a time and return google/nftables objects or
 // text, and are tested without root. Applying (Apply, Teardown) and reading
 // (Read) live in _linux.go files and talk to the kernel.

@@ -139,17 +139,12 @@ func setBit(text string, load, store expr.Any, bit uint32) part {
 	return part{text, []expr.Any{load, &expr.Bitwise{SourceRegister: regKey, DestRegister: regKey, Len: 4, Mask: ne32(^bit), Xor: ne32(bit)}, store}}
 }
 
-// logAdmitted is "log group N" (the packet's headers to nflog group N),
-// or nothing when no group is set.
-func (r Rules) logAdmitted() part {
-	if r.LogGroup == 0 {
+// logGroup is "log group N": the packet's headers to nflog group N; nothing
+// when n is 0.
+func logGroup(n uint16) part {
+	if n == 0 {
 		return part{}
 	}
-	return logGroup(r.LogGroup)
-}
-
-// logGroup is "log group N": the packet's headers to nflog group N.
-func logGroup(n uint16) part {
 	return part{fmt.Sprintf("log group %d", n), []expr.Any{
 		&expr.Log{Key: 1 << unix.NFTA_LOG_GROUP, Group: n},
 	}}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/google/nftables/userdata"
 )
 
 // String spells the parameters as the fingerprint stores them:
@@ -111,7 +113,7 @@ const udataRuleFingerprint = 0xf0
 // fingerprint is the rule user data that marks rules built by this version
 // of the package for r.
 func (r Rules) fingerprint() []byte {
-	return tlv(udataRuleFingerprint, []byte(RulesVersion+" "+r.String()))
+	return userdata.Append(nil, udataRuleFingerprint, []byte(RulesVersion+" "+r.String()))
 }
 
 // parseFingerprint returns the parameters a fingerprint was made for, and

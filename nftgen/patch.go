@@ -9,12 +9,10 @@ import (
 )
 
 // patchSetUserData gives the NEWSET messages of the concatenated sets the
-// typeof user data nft writes. See the package documentation.
+// typeof user data nft writes, in place. See the package documentation.
 func patchSetUserData(msgs []netlink.Message) ([]netlink.Message, error) {
 	newset := netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWSET)
-	out := make([]netlink.Message, len(msgs))
-	copy(out, msgs)
-	for i, m := range out {
+	for i, m := range msgs {
 		if m.Header.Type != newset || len(m.Data) < 4 {
 			continue
 		}
@@ -32,7 +30,7 @@ func patchSetUserData(msgs []netlink.Message) ([]netlink.Message, error) {
 		var udata []byte
 		switch x.typ {
 		case "typeof " + dportSeqKeyText:
-			udata = dportSeqUserData()
+			udata = concatUserData(false)
 		case "typeof " + sportKeyText:
 			udata = concatUserData(true)
 		default:
@@ -50,7 +48,7 @@ func patchSetUserData(msgs []netlink.Message) ([]netlink.Message, error) {
 			return nil, fmt.Errorf("patch set message: %w", err)
 		}
 		data := append(append([]byte(nil), m.Data[:4]...), b...)
-		out[i] = netlink.Message{Header: m.Header, Data: data}
+		msgs[i] = netlink.Message{Header: m.Header, Data: data}
 	}
-	return out, nil
+	return msgs, nil
 }

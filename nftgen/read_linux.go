@@ -191,6 +191,7 @@ func (c *Conn) readRules(nc *nftables.Conn, t *nftables.Table, live *Live) error
 			live.Rules, live.RulesCurrent = r, true
 		}
 	}
+	sums := map[role]*Counter{roleAdmit: &live.Admitted, roleDrop: &live.Dropped, roleReject: &live.Rejected, roleLockout: &live.Lockout}
 	for ch, rs := range rules {
 		for i, r := range rs {
 			var counter *expr.Counter
@@ -212,19 +213,8 @@ func (c *Conn) readRules(nc *nftables.Conn, t *nftables.Table, live *Live) error
 					}
 				}
 			}
-			if counter == nil {
-				continue
-			}
-			c := Counter{Packets: counter.Packets, Bytes: counter.Bytes}
-			switch ro {
-			case roleAdmit:
-				live.Admitted.add(c)
-			case roleDrop:
-				live.Dropped.add(c)
-			case roleReject:
-				live.Rejected.add(c)
-			case roleLockout:
-				live.Lockout.add(c)
+			if sum := sums[ro]; counter != nil && sum != nil {
+				sum.add(Counter{Packets: counter.Packets, Bytes: counter.Bytes})
 			}
 		}
 	}
@@ -245,30 +235,34 @@ func (c *Conn) usedElements(table, name string) ([]nftables.SetElement, error) {
 	if err != nil {
 		return nil, err
 	}
+	var out []nftables.SetElement
+	err = readUsed(nc, table, name, func(key []byte, left time.Duration) {
+		out = append(out, nftables.SetElement{Key: key, Timeout: left})
+	})
+	return out, err
+}
+
+// readUsed calls fn with each element of the used set name on nc that
+// has time left (the kernel's expiry, else its timeout).
+func readUsed(nc *nftables.Conn, table, name string, fn func(key []byte, left time.Duration)) error {
 	s, err := nc.GetSetByName(Table(table), name)
 	if err != nil {
-		return nil, fmt.Errorf("read set %s: %w", name, err)
+		return fmt.Errorf("read set %s: %w", name, err)
 	}
 	els, err := nc.GetSetElements(s)
 	if err != nil {
-		return nil, fmt.Errorf("read set %s: %w", name, err)
+		return fmt.Errorf("read set %s: %w", name, err)
 	}
-	out := make([]nftables.SetElement, 0, len(els))
 	for _, e := range els {
-		if left := remaining(e); left > 0 {
-			out = append(out, nftables.SetElement{Key: e.Key, Timeout: left})
+		left := e.Expires
+		if left <= 0 {
+			left = e.Timeout
+		}
+		if left > 0 {
+			fn(e.Key, left)
 		}
 	}
-	return out, nil
-}
-
-// remaining is the time e has left in its set: the kernel's expiry, else
-// its timeout.
-func remaining(e nftables.SetElement) time.Duration {
-	if e.Expires > 0 {
-		return e.Expires
-	}
-	return e.Timeout
+	return nil
 }
 
 // portsOf returns the ports of a ports set's elements, sorted.
@@ -303,27 +297,13 @@ func (c *Conn) Spent(table string, now time.Time) ([]Element, error) {
 	defer nc.CloseLasting()
 	var out []Element
 	for _, name := range []string{SetUsed, SetUsedSP} {
-		s, err := nc.GetSetByName(Table(table), name)
-		if err != nil {
-			if isNotExist(err) {
-				continue
+		err := readUsed(nc, table, name, func(key []byte, left time.Duration) {
+			if k, ok := keyOf(key); ok {
+				out = append(out, Element{SPort: k.SPort, Port: k.Port, ISN: k.ISN, Expires: now.Add(left)})
 			}
-			return nil, fmt.Errorf("read set %s: %w", name, err)
-		}
-		els, err := nc.GetSetElements(s)
-		if err != nil {
-			if isNotExist(err) {
-				continue
-			}
-			return nil, fmt.Errorf("read set %s: %w", name, err)
-		}
-		for _, e := range els {
-			left := remaining(e)
-			k, ok := keyOf(e.Key)
-			if left <= 0 || !ok {
-				continue
-			}
-			out = append(out, Element{SPort: k.SPort, Port: k.Port, ISN: k.ISN, Expires: now.Add(left)})
+		})
+		if err != nil && !isNotExist(err) {
+			return nil, err
 		}
 	}
 	return out, nil

@@ -170,67 +170,30 @@ func (d ruleDesc) as(r role) ruleDesc { d.role = r; return d }
 // not a meter per source, because a per-source budget would give a
 // guesser with many addresses that many budgets.
 //
-// What an unknocked SYN costs (scripts/bench/synrules.sh on the
-// 2-core VM, kernel 6.18, 2026-11-24: each shape built with nft -f in a
-// throwaway namespace, 400,000 random-ISN SYNs from benchtool flood pinned
-// to one CPU, perf cpu-clock samples of that CPU; medians of 5 interleaved
-// rounds, ns per SYN, inflated alike by the sampling; net_rx_action is the
-// SYN's whole receive path, with its ratio to the plain drop):
-//
-//	ruleset at priority raw                         nft_do_chain  net_rx_action
-//	plain "tcp dport 2202 drop" (no seqknock table)          531     1011 (1.00)
-//	pre: tcp flags syn ... tcp dport @ports drop             440      943 (0.93)
-//	+ fib daddr type local                                   671     1163 (1.15)
-//	+ jump syn, "counter drop" there                         757     1194 (1.18)
-//	+ @valid and @used lookups (accept)                     1227     1740 (1.72)
-//	+ tcp dport @unknocked (per-port counter)               1438     1931 (1.91)
-//	+ drop log limit, @rstports, counter drop: limits off   1650     2171 (2.15)
-//	limits on, the flooder locked out (@limited4 drop)       985     1539 (1.52)
-//	  the same with @limited4 before the fib check           701     1245 (1.23)
-//
-// Those lockout rows drop a locked-out SYN before any lookup. The order
-// built here (bounded lookups: the jump to lockedout, its limit rule and
-// the drop there) against that and against a lookup of every SYN before
-// any lockout ("knocks first"), interleaved in one run (ONLY="0 7 8 10"
-// synrules.sh 9 200000, 2026-12-07, 200,000 SYNs a round, the VM loaded by
-// other work, so rounds vary by up to 2x; medians):
-//
-//	plain "tcp dport 2202 drop"                               85      256 (1.00)
-//	limits on, the flooder locked out, knocks first          317      469 (1.83)
-//	  lockout before any lookup                              201      366 (1.43)
-//	  bounded lookups (this order)                           295      448 (1.75)
-//
-// Per round, bounded lookups / knocks first was 0.96 (median of 9 rounds'
-// ratios; three more runs gave 0.57, 1.04 and 0.88) and bounded lookups /
-// lockout first 1.24 (1.18, 1.38, 1.29): about what every SYN looked up
-// costs, since the limit rule (a spinlock and a clock read) and the jump
-// take the place of the valid and used lookups, and about 1.25x the
-// receive path of the order that gave the victim of a spoofed flood no
-// lookup.
-//
-// Each lookup in a hash set (valid, used, unknocked, limited4) costs about
-// 100-250 ns, the fib check about 230-330 ns; the ports bitmap is nearly
-// free. Runs vary: an earlier set of 5 rounds (the full table, by hand)
-// gave 2.27 for limits off, 1.29 for the locked-out path and 0.98 with
-// @limited4 first. Under a one-source flood the guess limiter makes the
-// path a shorter one: with the lockout before any lookup 1.5-1.6x a plain
-// drop in the bench's figure 2 (which counts the CPU's softirq time), with
-// bounded lookups about 1.25x that (table above). What is left there is
-// the fib check, the lockout lookup and the budget's limit rule. Checking
-// limited4/6 before the fib check saves the fib check's ~0.3 of it, but
-// would drop a locked-out source's forwarded SYNs to the protected port
-// numbers too, so a spoofed source could be cut off from hosts behind
-// this one; it is not done. A flood from many
-// (spoofed) sources, each new to the meters, takes the long path with two
-// set insertions per SYN: not measured.
+// The order is measured (scripts/bench/synrules.sh; the figures are in
+// docs/development.md): the bounded lookups cost about what a lookup of
+// every SYN costs. Checking limited4/6 before the fib check would save
+// about 0.3 of a plain drop's cost on a locked-out SYN's path, but would
+// drop a locked-out (possibly spoofed) source's forwarded SYNs to the
+// protected port numbers too, so it is not done.
 func (r Rules) ruleList() []ruleDesc {
 	mark := fmt.Sprintf("0x%08x", r.MarkBit)
 	var out []ruleDesc
 	add := func(ds ...ruleDesc) { out = append(out, ds...) }
+	syn := tcpFlags("syn / fin,syn,rst,ack", tcpFIN|tcpSYN|tcpRST|tcpACK, tcpSYN)
+	// The knocks' sets: valid and used, and with SourcePort the 48-bit
+	// knocks' valid_sp and used_sp.
+	type knockSets struct {
+		key         string
+		load        func() []expr.Any
+		valid, used string
+	}
+	knocks := []knockSets{{dportSeqKeyText, loadDportSeq, SetValid, SetUsed}}
+	if r.SourcePort {
+		knocks = append(knocks, knockSets{sportKeyText, loadSportDportSeq, SetValidSP, SetUsedSP})
+	}
 
-	add(rule(ChainInput,
-		part{"tcp dport @ports", append(isTCP(), loadDport(), &expr.Lookup{SourceRegister: regKey, SetName: SetPorts})},
-		jump(ChainKnock)))
+	add(rule(ChainInput, dportIn(SetPorts, false), jump(ChainKnock)))
 
 	// The admitted-flow rule comes first: a SYN retransmitted after the
 	// server's SYN-ACK went out is "ct state established" (conntrack saw
@@ -241,45 +204,27 @@ func (r Rules) ruleList() []ruleDesc {
 		accept()),
 		rule(ChainKnock,
 			ctState("established,related", ctStateEstablished|ctStateRelated),
-			accept()),
-		rule(ChainKnock,
-			tcpFlags("syn / fin,syn,rst,ack", tcpFIN|tcpSYN|tcpRST|tcpACK, tcpSYN),
-			ctState("new", ctStateNew),
-			part{"tcp dport . tcp sequence @valid", append(loadDportSeq(), &expr.Lookup{SourceRegister: regKey, SetName: SetValid})},
-			part{"tcp dport . tcp sequence != @used", append(loadDportSeq(), &expr.Lookup{SourceRegister: regKey, SetName: SetUsed, Invert: true})},
-			part{"add @used { tcp dport . tcp sequence }", append(loadDportSeq(), &expr.Dynset{SrcRegKey: regKey, SetName: SetUsed, Operation: unix.NFT_DYNSET_OP_ADD})},
-			r.markAdmitted(mark),
-			r.markPacket(),
-			r.logAdmitted(),
-			counter(),
-			accept()).as(roleAdmit))
-	if r.SourcePort {
+			accept()))
+	for _, k := range knocks {
 		add(rule(ChainKnock,
-			tcpFlags("syn / fin,syn,rst,ack", tcpFIN|tcpSYN|tcpRST|tcpACK, tcpSYN),
+			syn,
 			ctState("new", ctStateNew),
-			part{sportKeyText + " @" + SetValidSP, append(loadSportDportSeq(), &expr.Lookup{SourceRegister: regKey, SetName: SetValidSP})},
-			part{sportKeyText + " != @" + SetUsedSP, append(loadSportDportSeq(), &expr.Lookup{SourceRegister: regKey, SetName: SetUsedSP, Invert: true})},
-			part{"add @" + SetUsedSP + " { " + sportKeyText + " }", append(loadSportDportSeq(), &expr.Dynset{SrcRegKey: regKey, SetName: SetUsedSP, Operation: unix.NFT_DYNSET_OP_ADD})},
+			part{k.key + " @" + k.valid, append(k.load(), &expr.Lookup{SourceRegister: regKey, SetName: k.valid})},
+			part{k.key + " != @" + k.used, append(k.load(), &expr.Lookup{SourceRegister: regKey, SetName: k.used, Invert: true})},
+			part{"add @" + k.used + " { " + k.key + " }", append(k.load(), &expr.Dynset{SrcRegKey: regKey, SetName: k.used, Operation: unix.NFT_DYNSET_OP_ADD})},
 			r.markAdmitted(mark),
 			r.markPacket(),
-			r.logAdmitted(),
+			logGroup(r.LogGroup),
 			counter(),
 			accept()).as(roleAdmit))
 	}
-	add(rule(ChainKnock,
-		tcpFlags("! syn", tcpSYN, 0),
-		ctState("new", ctStateNew),
-		sessionLookup(false),
-		accept()),
-		rule(ChainKnock,
-			tcpFlags("! syn", tcpSYN, 0),
-			ctState("new", ctStateNew),
-			sessionLookup(true),
-			accept()))
+	for _, v6 := range []bool{false, true} {
+		add(rule(ChainKnock, tcpFlags("! syn", tcpSYN, 0), ctState("new", ctStateNew), sessionLookup(v6), accept()))
+	}
 	add(r.unknocked(ChainKnock)...)
 
 	add(rule(ChainPre,
-		tcpFlags("syn / fin,syn,rst,ack", tcpFIN|tcpSYN|tcpRST|tcpACK, tcpSYN),
+		syn,
 		part{"tcp dport @ports", []expr.Any{loadDport(), &expr.Lookup{SourceRegister: regKey, SetName: SetPorts}}},
 		part{"fib daddr type local", []expr.Any{
 			&expr.Fib{Register: regKey, ResultADDRTYPE: true, FlagDADDR: true},
@@ -292,25 +237,15 @@ func (r Rules) ruleList() []ruleDesc {
 	// is dropped (or reset) unlooked.
 	limits := !r.Guess.Off() || !r.Global.Off()
 	if limits {
-		for _, v6 := range []bool{false, true} {
-			lock := SetLimited4
-			if v6 {
-				lock = SetLimited6
-			}
-			add(rule(ChainSyn, r.source(v6, "@"+lock), jump(ChainLockedOut)))
+		for _, f := range families {
+			add(rule(ChainSyn, r.source(f.v6, "@"+f.limited), jump(ChainLockedOut)))
 		}
 	}
-	add(rule(ChainSyn,
-		part{"tcp dport . tcp sequence @valid", append(append(isTCP(), loadDportSeq()...), &expr.Lookup{SourceRegister: regKey, SetName: SetValid})},
-		accept()),
-		rule(ChainSyn,
-			part{"tcp dport . tcp sequence @used", append(append(isTCP(), loadDportSeq()...), &expr.Lookup{SourceRegister: regKey, SetName: SetUsed})},
-			accept()))
-	if r.SourcePort {
-		// The 48-bit knocks pass the limiters as the others do.
-		for _, set := range []string{SetValidSP, SetUsedSP} {
+	// The 48-bit knocks pass the limiters as the others do.
+	for _, k := range knocks {
+		for _, set := range []string{k.valid, k.used} {
 			add(rule(ChainSyn,
-				part{sportKeyText + " @" + set, append(append(isTCP(), loadSportDportSeq()...), &expr.Lookup{SourceRegister: regKey, SetName: set})},
+				part{k.key + " @" + set, append(append(isTCP(), k.load()...), &expr.Lookup{SourceRegister: regKey, SetName: set})},
 				accept()))
 		}
 	}
@@ -318,46 +253,43 @@ func (r Rules) ruleList() []ruleDesc {
 	// a source's allowance. Each ends in a reset at a port in reset mode,
 	// as a closed port answers, and in a drop elsewhere.
 	if !r.Guess.Off() {
-		for _, v6 := range []bool{false, true} {
-			meter, lock := SetGuess4, SetLimited4
-			if v6 {
-				meter, lock = SetGuess6, SetLimited6
-			}
-			add(rule(ChainSyn, resetPort(), r.meter(v6, meter), r.lockout(v6, lock, true), counter(), reject()).as(roleLockout),
-				rule(ChainSyn, notResetPort(), r.meter(v6, meter), r.lockout(v6, lock, true), counter(), drop()).as(roleLockout))
+		for _, f := range families {
+			add(rule(ChainSyn, dportIn(SetReset, false), r.meter(f.v6, f.guess), r.lockout(f.v6, f.limited, true), counter(), reject()).as(roleLockout),
+				rule(ChainSyn, dportIn(SetReset, true), r.meter(f.v6, f.guess), r.lockout(f.v6, f.limited, true), counter(), drop()).as(roleLockout))
 		}
 	}
 	if !r.Global.Off() {
-		add(rule(ChainSyn, limitOver(r.Global), jump(ChainLockout)))
+		add(rule(ChainSyn, limit(r.Global, true), jump(ChainLockout)))
 	}
 	add(r.unknocked(ChainSyn)...)
 	if limits {
-		for _, v6 := range []bool{false, true} {
-			lock := SetLimited4
-			if v6 {
-				lock = SetLimited6
-			}
-			add(rule(ChainLockout, resetPort(), r.lockout(v6, lock, false), counter(), reject()).as(roleLockout),
-				rule(ChainLockout, r.lockout(v6, lock, false), counter(), drop()).as(roleLockout))
+		for _, f := range families {
+			add(rule(ChainLockout, dportIn(SetReset, false), r.lockout(f.v6, f.limited, false), counter(), reject()).as(roleLockout),
+				rule(ChainLockout, r.lockout(f.v6, f.limited, false), counter(), drop()).as(roleLockout))
 		}
 		if !r.LockedLookup.Off() {
-			add(rule(ChainLockedOut, limitUnder(r.LockedLookup), verdictReturn()))
+			add(rule(ChainLockedOut, limit(r.LockedLookup, false), verdictReturn()))
 		}
-		add(rule(ChainLockedOut, resetPort(), counter(), reject()).as(roleLockout),
+		add(rule(ChainLockedOut, dportIn(SetReset, false), counter(), reject()).as(roleLockout),
 			rule(ChainLockedOut, counter(), drop()).as(roleLockout))
 	}
 	return out
 }
 
-// resetPort is "tcp dport @rstports": the port is in reset mode. The
-// ports sets are bitmaps, so the lookup costs next to nothing.
-func resetPort() part {
-	return part{"tcp dport @" + SetReset, append(isTCP(), loadDport(), &expr.Lookup{SourceRegister: regKey, SetName: SetReset})}
-}
+// families are the address families' meters and lockout sets.
+var families = []struct {
+	v6             bool
+	guess, limited string
+}{{false, SetGuess4, SetLimited4}, {true, SetGuess6, SetLimited6}}
 
-// notResetPort is "tcp dport != @rstports".
-func notResetPort() part {
-	return part{"tcp dport != @" + SetReset, append(isTCP(), loadDport(), &expr.Lookup{SourceRegister: regKey, SetName: SetReset, Invert: true})}
+// dportIn is "tcp dport @SET", or with not "tcp dport != @SET". The ports
+// sets are bitmaps, so the lookup costs next to nothing.
+func dportIn(set string, not bool) part {
+	op := " @"
+	if not {
+		op = " != @"
+	}
+	return part{"tcp dport" + op + set, append(isTCP(), loadDport(), &expr.Lookup{SourceRegister: regKey, SetName: set, Invert: not})}
 }
 
 func reject() part {
@@ -368,8 +300,7 @@ func reject() part {
 // admitted: counted per port, sampled to the drop log, answered with a
 // reset at a port in reset mode, dropped at the others.
 func (r Rules) unknocked(chain string) []ruleDesc {
-	out := []ruleDesc{rule(chain,
-		part{"tcp dport @" + SetUnknocked, append(isTCP(), loadDport(), &expr.Lookup{SourceRegister: regKey, SetName: SetUnknocked})})}
+	out := []ruleDesc{rule(chain, dportIn(SetUnknocked, false))}
 	if r.DropLogGroup != 0 {
 		out = append(out, rule(chain,
 			part{fmt.Sprintf("limit rate %d/second", DropLogRate), []expr.Any{
@@ -378,7 +309,7 @@ func (r Rules) unknocked(chain string) []ruleDesc {
 			logGroup(r.DropLogGroup)))
 	}
 	return append(out,
-		rule(chain, resetPort(), counter(), reject()).as(roleReject),
+		rule(chain, dportIn(SetReset, false), counter(), reject()).as(roleReject),
 		rule(chain, counter(), drop()).as(roleDrop))
 }
 
@@ -445,7 +376,7 @@ func (r Rules) source(v6 bool, set string) part {
 // the source's meter counts the packet and matches when it is over.
 func (r Rules) meter(v6 bool, set string) part {
 	text, ex := r.sourceKey(v6)
-	lim := limitOver(r.Guess)
+	lim := limit(r.Guess, true)
 	return part{"update @" + set + " { " + text + " " + lim.text + " }", append(ex, &expr.Dynset{
 		SrcRegKey: regKey, SetName: set, Operation: unix.NFT_DYNSET_OP_UPDATE, Exprs: lim.exprs,
 	})}
@@ -463,24 +394,18 @@ func (r Rules) lockout(v6 bool, set string, checked bool) part {
 	})}
 }
 
-// limitOver is "limit rate over R/UNIT [burst B packets]" (nft leaves its
-// default burst of 5 out).
-func limitOver(l Limit) part {
+// limit is "limit rate [over ]R/UNIT [burst B packets]" (nft leaves its
+// default burst of 5 out): with over, the packet is over the limit;
+// without, it is within it (and takes a token from it).
+func limit(l Limit, over bool) part {
 	unit, _ := l.Unit.expr()
-	text := fmt.Sprintf("limit rate over %d/%s", l.Rate, l.Unit)
+	text := "limit rate "
+	if over {
+		text += "over "
+	}
+	text += fmt.Sprintf("%d/%s", l.Rate, l.Unit)
 	if l.Burst != 0 && l.Burst != 5 {
 		text += fmt.Sprintf(" burst %d packets", l.Burst)
 	}
-	return part{text, []expr.Any{&expr.Limit{Type: expr.LimitTypePkts, Rate: uint64(l.Rate), Over: true, Unit: unit, Burst: l.Burst}}}
-}
-
-// limitUnder is "limit rate R/UNIT [burst B packets]": the packet is
-// within the limit (and takes a token from it).
-func limitUnder(l Limit) part {
-	unit, _ := l.Unit.expr()
-	text := fmt.Sprintf("limit rate %d/%s", l.Rate, l.Unit)
-	if l.Burst != 0 && l.Burst != 5 {
-		text += fmt.Sprintf(" burst %d packets", l.Burst)
-	}
-	return part{text, []expr.Any{&expr.Limit{Type: expr.LimitTypePkts, Rate: uint64(l.Rate), Unit: unit, Burst: l.Burst}}}
+	return part{text, []expr.Any{&expr.Limit{Type: expr.LimitTypePkts, Rate: uint64(l.Rate), Over: over, Unit: unit, Burst: l.Burst}}}
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
 )
 
 func TestFingerprintRoundTrip(t *testing.T) {
@@ -78,12 +79,12 @@ func TestFingerprintRefusesOthers(t *testing.T) {
 		"seqknock/rules/v3 mark=0x00800000 log=23",                      // the shape before the raw chain
 		RulesVersion,
 	} {
-		b := tlv(udataRuleFingerprint, []byte(text))
+		b := userdata.Append(nil, udataRuleFingerprint, []byte(text))
 		if r, ok := parseFingerprint(b); ok {
 			t.Errorf("%q parsed as %+v", text, r)
 		}
 	}
-	if _, ok := parseFingerprint(tlv(0, []byte(good))); ok {
+	if _, ok := parseFingerprint(userdata.Append(nil, 0, []byte(good))); ok {
 		t.Error("a comment TLV parsed as a fingerprint")
 	}
 	if _, ok := parseFingerprint([]byte{udataRuleFingerprint, 9, 'x'}); ok {

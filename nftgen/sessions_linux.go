@@ -2,11 +2,7 @@
 
 package nftgen
 
-import (
-	"fmt"
-
-	"github.com/google/nftables"
-)
+import "fmt"
 
 // ApplySessions refills the sessions sets of table with ss, in one
 // transaction, and touches nothing else. The table must exist (Apply makes
@@ -24,11 +20,7 @@ func (c *Conn) AddSessions(table string, ss []Session) error {
 }
 
 func (c *Conn) putSessions(table string, ss []Session, flush bool) error {
-	w := newBatchWriter()
-	nc, err := nftables.New(nftables.WithTestDial(w.record))
-	if err != nil {
-		return fmt.Errorf("apply sessions: %w", err)
-	}
+	w, nc := recorder()
 	if err := putSessions(nc, Table(table), ss, flush); err != nil {
 		return fmt.Errorf("apply sessions: %w", err)
 	}

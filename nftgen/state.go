@@ -63,11 +63,7 @@ type Element struct {
 }
 
 // key is the element's identity: source port, port and ISN in one word.
-func (e Element) key() uint64 { return elemKey(e.SPort, e.Port, e.ISN) }
-
-func elemKey(sport, port uint16, isn uint32) uint64 {
-	return uint64(sport)<<48 | uint64(port)<<32 | uint64(isn)
-}
+func (e Element) key() uint64 { return uint64(e.SPort)<<48 | uint64(e.Port)<<32 | uint64(e.ISN) }
 
 // State is the desired content of the seqknock table.
 type State struct {

@@ -1,6 +1,10 @@
 package nftgen
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+
+	"github.com/google/nftables/userdata"
+)
 
 // The set user data nft writes for "typeof tcp dport . tcp sequence".
 //
@@ -21,9 +25,6 @@ import "encoding/binary"
 // typeof_test.go checks the result byte for byte against the NEWSET message
 // that `nft -f` sent on kernel 6.18 (captured with strace).
 const (
-	udataSetKeyByteorder = 0 // NFTNL_UDATA_SET_KEYBYTEORDER
-	udataSetKeyTypeof    = 3 // NFTNL_UDATA_SET_KEY_TYPEOF
-
 	udataTypeofExpr = 0 // NFTNL_UDATA_SET_TYPEOF_EXPR
 	udataTypeofData = 1 // NFTNL_UDATA_SET_TYPEOF_DATA
 
@@ -44,53 +45,31 @@ const (
 	tcpHdrSeq    = 3 // TCPHDR_SEQ
 )
 
-func tlv(typ byte, value []byte) []byte {
-	if len(value) > 255 {
-		panic("nftgen: udata TLV longer than 255 bytes")
-	}
-	return append([]byte{typ, byte(len(value))}, value...)
+// appendU32 appends a TLV of an integer, in host byte order as nft
+// writes it.
+func appendU32(b []byte, typ userdata.Type, v uint32) []byte {
+	return userdata.Append(b, typ, binary.NativeEndian.AppendUint32(nil, v))
 }
 
-func tlvU32(typ byte, v uint32) []byte {
-	return tlv(typ, binary.NativeEndian.AppendUint32(nil, v))
-}
-
-func cat(parts ...[]byte) []byte {
-	var out []byte
-	for _, p := range parts {
-		out = append(out, p...)
-	}
-	return out
-}
-
-// tcpPayloadUdata describes one "tcp FIELD" payload expression; bitLen is 0
-// where nft leaves the length out.
-func tcpPayloadUdata(field uint32, bitLen uint32) []byte {
-	d := cat(tlvU32(udataPayloadDesc, protoDescTCP), tlvU32(udataPayloadType, field))
-	if bitLen != 0 {
-		d = append(d, tlvU32(udataPayloadLen, bitLen)...)
-	}
-	return d
-}
-
-// dportSeqUserData returns the NFTA_SET_USERDATA nft writes for a set of
-// "typeof tcp dport . tcp sequence".
-func dportSeqUserData() []byte { return concatUserData(false) }
-
-// concatUserData is that of "typeof tcp dport . tcp sequence", or with
-// sport of "typeof tcp sport . tcp dport . tcp sequence".
+// concatUserData returns the NFTA_SET_USERDATA nft writes for a set of
+// "typeof tcp dport . tcp sequence", or with sport of "typeof tcp sport .
+// tcp dport . tcp sequence".
 func concatUserData(sport bool) []byte {
-	field := func(typ, bitLen uint32) []byte {
-		return cat(tlvU32(udataConcatSubType, exprPayload), tlv(udataConcatSubData, tcpPayloadUdata(typ, bitLen)))
-	}
-	fields := [][]byte{field(tcpHdrDport, 0), field(tcpHdrSeq, 32)}
+	var fields []uint32
 	if sport {
-		fields = append([][]byte{field(tcpHdrSport, 0)}, fields...)
+		fields = append(fields, tcpHdrSport)
 	}
 	var data []byte
-	for i, f := range fields {
-		data = append(data, tlv(udataConcatNest+byte(i), f)...)
+	for i, field := range append(fields, tcpHdrDport, tcpHdrSeq) {
+		// A "tcp FIELD" payload expression; nft gives the length of the
+		// sequence number alone.
+		p := appendU32(appendU32(nil, udataPayloadDesc, protoDescTCP), udataPayloadType, field)
+		if field == tcpHdrSeq {
+			p = appendU32(p, udataPayloadLen, 32)
+		}
+		sub := userdata.Append(appendU32(nil, udataConcatSubType, exprPayload), udataConcatSubData, p)
+		data = userdata.Append(data, udataConcatNest+userdata.Type(i), sub)
 	}
-	typeof := cat(tlvU32(udataTypeofExpr, exprConcat), tlv(udataTypeofData, data))
-	return cat(tlvU32(udataSetKeyByteorder, 0), tlv(udataSetKeyTypeof, typeof))
+	typeof := userdata.Append(appendU32(nil, udataTypeofExpr, exprConcat), udataTypeofData, data)
+	return userdata.Append(appendU32(nil, userdata.NFTNL_UDATA_SET_KEYBYTEORDER, 0), userdata.NFTNL_UDATA_SET_KEY_TYPEOF, typeof)
 }

@@ -146,17 +146,11 @@ func touchesTable(data []byte, table string) bool {
 	if len(data) < 4 || data[0] != unix.NFPROTO_INET {
 		return false
 	}
-	b := data[4:]
-	for len(b) >= 4 {
-		l := int(binary.NativeEndian.Uint16(b[0:2]))
-		typ := binary.NativeEndian.Uint16(b[2:4]) & 0x3fff
-		if l < 4 || l > len(b) {
-			return false
+	ad, err := netlink.NewAttributeDecoder(data[4:])
+	for err == nil && ad.Next() {
+		if ad.Type() == 1 {
+			return string(bytes.TrimRight(ad.Bytes(), "\x00")) == table
 		}
-		if typ == 1 {
-			return string(bytes.TrimRight(b[4:l], "\x00")) == table
-		}
-		b = b[(l+3)&^3:]
 	}
 	return false
 }

@@ -215,7 +215,7 @@ func LoadConfig(path string) (*Config, error) {
 
 // loadKeyIn loads the key file path as the daemon trusts it: as
 // keyfile.Load, after the checks of OpenSSH's StrictModes (see
-// strictfile.OpenOwned): the file and every directory above it are owned
+// strictfile.Dirs.OpenOwned): the file and every directory above it are owned
 // by root or the daemon's user, and none is writable by group or others,
 // except a sticky directory (/tmp). The file is opened without following
 // a symlink or blocking, and read from the descriptor checked; dirs holds

@@ -41,10 +41,11 @@ type Listener struct {
 	keys []md5Key
 }
 
+// md5Key is one of a socket's TCP-MD5 keys: its address family, prefix
+// length and key (SignedWith needs no address: it looks for prefix 0).
 type md5Key struct {
 	family int
 	prefix int
-	addr   netip.Addr
 	key    []byte
 }
 
@@ -136,11 +137,6 @@ func parseListener(b []byte) (Listener, bool) {
 			n := int(binary.NativeEndian.Uint16(e[2:4]))
 			if n > MaxKeyLen {
 				continue
-			}
-			if k.family == unix.AF_INET {
-				k.addr = netip.AddrFrom4([4]byte(e[4:8]))
-			} else {
-				k.addr = netip.AddrFrom16([16]byte(e[4:20]))
 			}
 			k.key = append([]byte(nil), e[20:20+n]...)
 			l.keys = append(l.keys, k)

@@ -3,12 +3,12 @@
 package tcpsign
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -71,106 +71,101 @@ func Sign(netns int, port uint16, key []byte) ([]Result, error) {
 // signListener finds a root process holding l, duplicates the socket from
 // it and sets the key.
 func signListener(l Listener, key []byte) (int, error) {
-	dup, pid, err := Duplicate(l.Inode, true)
+	h, err := findHolder(l.Inode)
 	if err != nil {
-		return pid, err
+		return 0, err
+	}
+	dup, err := Take(h, l.Inode)
+	if err != nil {
+		return h.PID, err
 	}
 	defer unix.Close(dup)
-	return pid, SetListenerKey(dup, key)
+	return h.PID, SetListenerKey(dup, key)
 }
 
-// ErrNoHolder is wrapped by Duplicate's error when no process this one
-// can see holds the socket: it belongs to a process in another PID
-// namespace (a container), or its holder closed it meanwhile.
+// ErrNoHolder is wrapped by the error of a search for a socket's holder
+// when no process this one can see holds the socket: it belongs to a
+// process in another PID namespace (a container), or its holder closed it
+// meanwhile.
 var ErrNoHolder = errors.New("no process in this PID namespace holds the socket")
 
-// ErrNoAccess is wrapped by Duplicate's error when pidfd_getfd is refused:
-// the caller lacks CAP_SYS_PTRACE over the holder (or a security module
+// ErrNoAccess is wrapped by Take's error when pidfd_getfd is refused: the
+// caller lacks CAP_SYS_PTRACE over the holder (or a security module
 // forbids it).
 var ErrNoAccess = errors.New("no pidfd access to the process that holds the socket")
-
-// Duplicate finds a process that holds the listening TCP socket with
-// inode and duplicates the socket from it into this process (pidfd_open,
-// pidfd_getfd), checked to be that socket, still listening. The caller
-// closes fd. With rootOnly, only a process whose uids are all 0 may be
-// the holder, and a holder of another user makes it refused (ErrNotRoot).
-// pid is the holder's, once found.
-func Duplicate(inode uint32, rootOnly bool) (fd, pid int, err error) {
-	fd, h, err := DuplicateVia(inode, rootOnly, Holder{})
-	return fd, h.PID, err
-}
 
 // Holder is a process and its descriptor of a socket.
 type Holder struct{ PID, FD int }
 
-// DuplicateVia is Duplicate that tries the holder last found first (when
-// its PID is not 0), which spares the search of every process's
-// descriptors in /proc while that process still holds the socket under
-// the same number; it returns the holder used. hint is trusted no more
-// than the search: the duplicate is checked to be the socket either way.
-// With rootOnly, the search is always made (a root process's descriptor
-// may since have been passed to another user's).
-func DuplicateVia(inode uint32, rootOnly bool, hint Holder) (fd int, h Holder, err error) {
-	if hint.PID != 0 && !rootOnly {
-		if fd, err := grab(hint.PID, hint.FD, inode); err == nil {
-			return fd, hint, nil
+// findHolder returns a process, and its descriptor, that holds the socket
+// with inode, among the processes whose uids are all 0; a process of
+// another user holding the same socket makes it refused (ErrNotRoot).
+func findHolder(inode uint32) (Holder, error) {
+	var h Holder
+	var refused error
+	_, err := eachSocket(nil, func(p, n int, ino uint32) bool {
+		if ino != inode {
+			return true
 		}
+		ids, err := statusUIDs(p)
+		switch {
+		case err != nil || len(ids) != 4: // gone meanwhile
+		case slices.ContainsFunc(ids, func(id string) bool { return id != "0" }):
+			refused = fmt.Errorf("%w: process %d, which holds it, does not run as root", ErrNotRoot, p)
+			return false
+		case h.PID == 0:
+			h = Holder{p, n}
+		}
+		return true
+	})
+	switch {
+	case err != nil:
+		return Holder{}, fmt.Errorf("find the listener's process: %w", err)
+	case refused != nil:
+		return Holder{}, refused
+	case h.PID == 0:
+		return Holder{}, fmt.Errorf("socket inode %d: %w", inode, ErrNoHolder)
 	}
-	pid, n, err := findHolder(inode, rootOnly)
-	if err != nil {
-		return -1, Holder{}, err
-	}
-	fd, err = grab(pid, n, inode)
-	return fd, Holder{pid, n}, err
+	return h, nil
 }
 
-// findHolder returns a process, and its descriptor, that holds the socket
-// with inode; with rootOnly, among the processes whose uids are all 0,
-// and a process of another user holding the same socket makes it refused.
-func findHolder(inode uint32, rootOnly bool) (pid, fd int, err error) {
-	target := fmt.Sprintf("socket:[%d]", inode)
+// eachSocket calls fn with each socket descriptor in /proc: the process,
+// the descriptor's number and the socket's inode, leaving out this
+// process and those skip names (before their descriptors are listed); fn
+// returns false to stop. denied says that the descriptors of some process
+// could not be read for lack of permission.
+func eachSocket(skip func(pid int) bool, fn func(pid, fd int, inode uint32) bool) (denied bool, err error) {
 	dirs, err := os.ReadDir(Proc)
 	if err != nil {
-		return 0, 0, fmt.Errorf("find the listener's process: %w", err)
+		return false, err
 	}
-	found := false
+	self := os.Getpid()
 	for _, d := range dirs {
 		p, err := strconv.Atoi(d.Name())
-		if err != nil || p == os.Getpid() {
+		if err != nil || p == self || (skip != nil && skip(p)) {
 			continue
 		}
-		fds, err := os.ReadDir(filepath.Join(Proc, d.Name(), "fd"))
+		dir := filepath.Join(Proc, d.Name(), "fd")
+		fds, err := os.ReadDir(dir)
 		if err != nil {
-			continue // gone, or a kernel thread
+			denied = denied || errors.Is(err, fs.ErrPermission)
+			continue // gone, a kernel thread, or no access
 		}
 		for _, f := range fds {
-			link, err := os.Readlink(filepath.Join(Proc, d.Name(), "fd", f.Name()))
-			if err != nil || link != target {
+			link, err := os.Readlink(filepath.Join(dir, f.Name()))
+			if err != nil {
+				denied = denied || errors.Is(err, fs.ErrPermission)
 				continue
 			}
-			n, err := strconv.Atoi(f.Name())
-			if err != nil {
-				continue
-			}
-			if !rootOnly {
-				return p, n, nil
-			}
-			root, err := allRoot(p)
-			if err != nil {
-				continue // gone meanwhile
-			}
-			if !root {
-				return 0, 0, fmt.Errorf("%w: process %d, which holds it, does not run as root", ErrNotRoot, p)
-			}
-			if !found {
-				pid, fd, found = p, n, true
+			rest, ok := strings.CutPrefix(link, "socket:[")
+			ino, err1 := strconv.ParseUint(strings.TrimSuffix(rest, "]"), 10, 32)
+			n, err2 := strconv.Atoi(f.Name())
+			if ok && err1 == nil && err2 == nil && !fn(p, n, uint32(ino)) {
+				return denied, nil
 			}
 		}
 	}
-	if !found {
-		return 0, 0, fmt.Errorf("socket inode %d: %w", inode, ErrNoHolder)
-	}
-	return pid, fd, nil
+	return denied, nil
 }
 
 // FindHolders looks through /proc once for processes that hold the
@@ -190,57 +185,25 @@ func FindHolders(want map[uint32]uint32, owners bool) (found map[uint32]Holder, 
 	if len(want) == 0 {
 		return found, false
 	}
-	uids := map[uint32]bool{}
-	for _, uid := range want {
-		uids[uid] = true
-	}
-	dirs, err := os.ReadDir(Proc)
-	if err != nil {
-		return found, false
-	}
-	self := os.Getpid()
-	for _, d := range dirs {
-		p, err := strconv.Atoi(d.Name())
-		if err != nil || p == self {
-			continue
+	var skip func(int) bool
+	if owners {
+		uids := map[string]bool{}
+		for _, uid := range want {
+			uids[strconv.FormatUint(uint64(uid), 10)] = true
 		}
-		if owners {
-			if uid, ok := realUID(p); !ok || !uids[uid] {
-				continue
-			}
-		}
-		fds, err := os.ReadDir(filepath.Join(Proc, d.Name(), "fd"))
-		if err != nil {
-			denied = denied || errors.Is(err, fs.ErrPermission)
-			continue // gone, a kernel thread, or no access
-		}
-		for _, f := range fds {
-			link, err := os.Readlink(filepath.Join(Proc, d.Name(), "fd", f.Name()))
-			if err != nil {
-				denied = denied || errors.Is(err, fs.ErrPermission)
-				continue
-			}
-			if !strings.HasPrefix(link, "socket:[") {
-				continue
-			}
-			ino, err := strconv.ParseUint(strings.TrimSuffix(link[len("socket:["):], "]"), 10, 32)
-			if err != nil {
-				continue
-			}
-			if _, ok := want[uint32(ino)]; !ok {
-				continue
-			}
-			if _, ok := found[uint32(ino)]; ok {
-				continue
-			}
-			if n, err := strconv.Atoi(f.Name()); err == nil {
-				found[uint32(ino)] = Holder{p, n}
-			}
-		}
-		if len(found) == len(want) {
-			break
+		skip = func(p int) bool {
+			ids, err := statusUIDs(p)
+			return err != nil || len(ids) == 0 || !uids[ids[0]]
 		}
 	}
+	denied, _ = eachSocket(skip, func(p, n int, ino uint32) bool {
+		if _, ok := want[ino]; ok {
+			if _, ok := found[ino]; !ok {
+				found[ino] = Holder{p, n}
+			}
+		}
+		return len(found) < len(want)
+	})
 	return found, denied && !hasCapSysPtrace()
 }
 
@@ -255,66 +218,29 @@ func hasCapSysPtrace() bool {
 	return data[unix.CAP_SYS_PTRACE/32].Effective&(1<<(unix.CAP_SYS_PTRACE%32)) != 0
 }
 
-// realUID reads the real uid of pid from /proc/PID/status.
-func realUID(pid int) (uint32, bool) {
-	f, err := os.Open(filepath.Join(Proc, strconv.Itoa(pid), "status"))
+// statusUIDs returns the fields of the Uid line of /proc/PID/status: the
+// real, effective, saved and file-system uids.
+func statusUIDs(pid int) ([]string, error) {
+	b, err := os.ReadFile(filepath.Join(Proc, strconv.Itoa(pid), "status"))
 	if err != nil {
-		return 0, false
+		return nil, err
 	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if rest, ok := strings.CutPrefix(s.Text(), "Uid:"); ok {
-			ids := strings.Fields(rest)
-			if len(ids) == 0 {
-				return 0, false
-			}
-			uid, err := strconv.ParseUint(ids[0], 10, 32)
-			return uint32(uid), err == nil
+	for line := range strings.Lines(string(b)) {
+		if rest, ok := strings.CutPrefix(line, "Uid:"); ok {
+			return strings.Fields(rest), nil
 		}
 	}
-	return 0, false
+	return nil, fmt.Errorf("%s/%d/status: no Uid line", Proc, pid)
 }
 
-// Take duplicates the socket with inode from its holder h (pidfd_open,
-// pidfd_getfd), checked to be that socket, still listening. The caller
-// closes fd.
-func Take(h Holder, inode uint32) (fd int, err error) {
-	return grab(h.PID, h.FD, inode)
-}
-
-// allRoot reports whether the real, effective, saved and file-system uids
-// of pid are all 0.
-func allRoot(pid int) (bool, error) {
-	f, err := os.Open(filepath.Join(Proc, strconv.Itoa(pid), "status"))
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if rest, ok := strings.CutPrefix(s.Text(), "Uid:"); ok {
-			ids := strings.Fields(rest)
-			if len(ids) != 4 {
-				return false, fmt.Errorf("%s/%d/status: Uid line %q", Proc, pid, rest)
-			}
-			for _, id := range ids {
-				if id != "0" {
-					return false, nil
-				}
-			}
-			return true, nil
-		}
-	}
-	return false, fmt.Errorf("%s/%d/status: no Uid line", Proc, pid)
-}
-
-// grab duplicates descriptor fd of process pid into this process
-// (close-on-exec) and checks that it is the TCP listening socket with
-// inode: between reading /proc and pidfd_getfd, the process may have
-// closed the descriptor and opened something else under its number, or
-// exited and its PID been reused.
-func grab(pid, fd int, inode uint32) (int, error) {
+// Take duplicates the socket with inode from its holder h into this
+// process (pidfd_open, pidfd_getfd, close-on-exec) and checks that it is
+// that TCP socket, still listening: between reading /proc and
+// pidfd_getfd, the process may have closed the descriptor and opened
+// something else under its number, or exited and its PID been reused.
+// The caller closes the descriptor.
+func Take(h Holder, inode uint32) (int, error) {
+	pid, fd := h.PID, h.FD
 	pidfd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
 		return -1, fmt.Errorf("pidfd_open %d: %w", pid, err)

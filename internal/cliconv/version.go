@@ -1,9 +1,6 @@
 package cliconv
 
-import (
-	"runtime/debug"
-	"strings"
-)
+import "runtime/debug"
 
 // Version describes this binary's build: the main module's version and, when
 // the build recorded one, its VCS revision, e.g.
@@ -40,13 +37,9 @@ func versionOf(bi *debug.BuildInfo) string {
 	if len(rev) > 12 {
 		rev = rev[:12]
 	}
-	var b strings.Builder
-	b.WriteString(v)
-	b.WriteString(" (revision ")
-	b.WriteString(rev)
+	v += " (revision " + rev
 	if modified {
-		b.WriteString(", modified")
+		v += ", modified"
 	}
-	b.WriteString(")")
-	return b.String()
+	return v + ")"
 }

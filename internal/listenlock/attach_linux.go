@@ -5,6 +5,7 @@ package listenlock
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -92,7 +93,7 @@ func Check(fd int, bit uint32) (State, error) {
 			return Unlocked, ErrMPTCP
 		}
 		return Unlocked, nil
-	case Equal(got, want):
+	case slices.Equal(got, want):
 		return Locked, nil
 	}
 	if _, ok := OwnBit(got); ok {

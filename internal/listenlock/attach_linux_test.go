@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -142,7 +143,7 @@ func TestAttachRefusesForeign(t *testing.T) {
 	if ok, err := Detach(fd); ok || err != nil {
 		t.Errorf("Detach of a foreign filter = %v, %v", ok, err)
 	}
-	if got, _ := Filter(fd); !Equal(got, foreign) {
+	if got, _ := Filter(fd); !slices.Equal(got, foreign) {
 		t.Errorf("the foreign filter was changed: %v", got)
 	}
 	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DETACH_FILTER, 0)

@@ -35,7 +35,7 @@
 // so accept returns the largest, which never trims: a GRO packet of a BIG
 // TCP connection may be longer than the 0x40000 tcpdump uses. Program is
 // pure; Attach, Check and Detach act on a socket (a listener duplicated
-// from the service's process by package tcpsign's Duplicate). A socket
+// from the service's process by package tcpsign's Take). A socket
 // whose filter is locked (SO_LOCK_FILTER) or is someone else's is
 // reported, never changed. The kernel takes no socket filter on a
 // Multipath TCP socket (ErrMPTCP).

@@ -1,9 +1,9 @@
 package listenlock
 
 import (
-	"encoding/binary"
 	"fmt"
 	"math/bits"
+	"slices"
 
 	"golang.org/x/sys/unix"
 )
@@ -48,31 +48,6 @@ func Program(bit uint32) ([]unix.SockFilter, error) {
 	}, nil
 }
 
-// Marshal returns prog as the kernel reads it: each instruction's struct
-// sock_filter (code, jt, jf, k) in the host's byte order.
-func Marshal(prog []unix.SockFilter) []byte {
-	out := make([]byte, 0, 8*len(prog))
-	for _, in := range prog {
-		out = binary.NativeEndian.AppendUint16(out, in.Code)
-		out = append(out, in.Jt, in.Jf)
-		out = binary.NativeEndian.AppendUint32(out, in.K)
-	}
-	return out
-}
-
-// Equal reports whether two programs are the same instructions.
-func Equal(a, b []unix.SockFilter) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // OwnBit returns the packet mark bit prog locks for, when prog is this
 // package's program for some bit (an older lock, before the bit changed).
 func OwnBit(prog []unix.SockFilter) (uint32, bool) {
@@ -81,7 +56,7 @@ func OwnBit(prog []unix.SockFilter) (uint32, bool) {
 	}
 	bit := prog[1].K
 	want, err := Program(bit)
-	if err != nil || !Equal(prog, want) {
+	if err != nil || !slices.Equal(prog, want) {
 		return 0, false
 	}
 	return bit, true

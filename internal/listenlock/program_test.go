@@ -136,3 +136,15 @@ func TestOwnBit(t *testing.T) {
 		t.Error("a changed program is taken for ours")
 	}
 }
+
+// Marshal returns prog as the kernel reads it: each instruction's struct
+// sock_filter (code, jt, jf, k) in the host's byte order.
+func Marshal(prog []unix.SockFilter) []byte {
+	out := make([]byte, 0, 8*len(prog))
+	for _, in := range prog {
+		out = binary.NativeEndian.AppendUint16(out, in.Code)
+		out = append(out, in.Jt, in.Jf)
+		out = binary.NativeEndian.AppendUint32(out, in.K)
+	}
+	return out
+}

@@ -11,34 +11,35 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Open opens path for reading without following a symlink at its last
+// open opens name in the directory at dirfd (unix.AT_FDCWD: the
+// working directory) for reading without following a symlink at its last
 // component and without blocking, and refuses it unless it is a regular
-// file.
-func Open(path string) (*os.File, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+// file; path names it in errors.
+func open(dirfd int, name, path string) (*os.File, *unix.Stat_t, error) {
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, openError(path, err)
-	}
-	f := os.NewFile(uintptr(fd), path)
-	if _, err := regular(f, path); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return f, nil
-}
-
-// OpenNotWritableByOthers is Open that also refuses a file others (not
-// its owner, not its group) may write: the config and the files it
-// includes.
-func OpenNotWritableByOthers(path string) (*os.File, error) {
-	f, err := Open(path)
-	if err != nil {
-		return nil, err
+		return nil, nil, openError(path, err)
 	}
 	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		f.Close()
-		return nil, &os.PathError{Op: "stat", Path: path, Err: err}
+	if err = unix.Fstat(fd, &st); err != nil {
+		err = &os.PathError{Op: "stat", Path: path, Err: err}
+	} else if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		err = refuse(path, "not a regular file (a FIFO, socket, device or directory); name a regular file")
+	}
+	if err != nil {
+		unix.Close(fd)
+		return nil, nil, err
+	}
+	return os.NewFile(uintptr(fd), path), &st, nil
+}
+
+// OpenNotWritableByOthers opens path as open does, and also refuses a
+// file others (not its owner, not its group) may write: the config and
+// the files it includes.
+func OpenNotWritableByOthers(path string) (*os.File, error) {
+	f, st, err := open(unix.AT_FDCWD, path, path)
+	if err != nil {
+		return nil, err
 	}
 	if st.Mode&0o002 != 0 {
 		f.Close()
@@ -47,26 +48,10 @@ func OpenNotWritableByOthers(path string) (*os.File, error) {
 	return f, nil
 }
 
-// OpenOwned opens path as Open does, after checking every directory above
-// it and the file itself as OpenSSH's StrictModes does: each must be owned
-// by root or by uid (the daemon's user), and neither group nor others may
-// write it. A directory that group or others may write is accepted only
-// when it is sticky (mode +t, as /tmp): there, others may add names of
-// their own but cannot remove or rename ours, and the next step of the
-// walk checks that the name it takes is ours. The directories are first
-// resolved (symlinks above the file are allowed, as in /var/run); the walk
-// then opens each relative to the one above without following a symlink,
-// so a directory swapped for a symlink after the check is refused, not
-// followed.
-func OpenOwned(path string, uid int) (*os.File, error) {
-	d := NewDirs(uid)
-	defer d.Close()
-	return d.OpenOwned(path)
-}
-
-// Dirs is OpenOwned for many files: each directory is walked and checked
-// once, and its descriptor kept until Close, so the files of one directory
-// (a config's thousands of key files) cost one open each.
+// Dirs opens files after checking the directories above them, each
+// directory walked and checked once and its descriptor kept until Close,
+// so the files of one directory (a config's thousands of key files) cost
+// one open each.
 type Dirs struct {
 	uid    int
 	create bool           // make missing directories (OpenDir)
@@ -84,8 +69,17 @@ func (d *Dirs) Close() {
 	d.fds = map[string]int{}
 }
 
-// OpenOwned is the package's OpenOwned, reusing the directories checked
-// before.
+// OpenOwned opens path as Open does, after checking every directory above
+// it and the file itself as OpenSSH's StrictModes does: each must be owned
+// by root or by d's uid (the daemon's user), and neither group nor others may
+// write it. A directory that group or others may write is accepted only
+// when it is sticky (mode +t, as /tmp): there, others may add names of
+// their own but cannot remove or rename ours, and the next step of the
+// walk checks that the name it takes is ours. The directories are first
+// resolved (symlinks above the file are allowed, as in /var/run); the walk
+// then opens each relative to the one above without following a symlink,
+// so a directory swapped for a symlink after the check is refused, not
+// followed.
 func (d *Dirs) OpenOwned(path string) (*os.File, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -103,23 +97,19 @@ func (d *Dirs) OpenOwned(path string) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	ffd, err := unix.Openat(fd, base, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, openError(path, err)
-	}
-	f := os.NewFile(uintptr(ffd), path)
-	st, err := regular(f, path)
-	if err == nil {
-		err = checkOwner(st, path, d.uid, "chown root "+path)
-	}
-	if err == nil && st.Mode&0o022 != 0 {
-		err = refuse(path, fmt.Sprintf("writable by group or others (mode %04o); run: chmod go-w %s", st.Mode&0o7777, path))
-	}
-	if err != nil {
-		f.Close()
+	f, st, err := open(fd, base, path)
+	switch {
+	case err != nil:
 		return nil, err
+	case st.Uid != 0 && int(st.Uid) != d.uid:
+		err = refuse(path, fmt.Sprintf("owned by uid %d, not root or uid %d (the daemon's user); run: chown root %s", st.Uid, d.uid, path))
+	case st.Mode&0o022 != 0:
+		err = refuse(path, fmt.Sprintf("writable by group or others (mode %04o); run: chmod go-w %s", st.Mode&0o7777, path))
+	default:
+		return f, nil
 	}
-	return f, nil
+	f.Close()
+	return nil, err
 }
 
 // dir returns a descriptor of the resolved directory dir, walked from /
@@ -129,25 +119,19 @@ func (d *Dirs) dir(dir, file string) (int, error) {
 	if fd, ok := d.fds[dir]; ok {
 		return fd, nil
 	}
+	var fd int
+	var err error
 	if dir == "/" {
-		fd, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return -1, &os.PathError{Op: "open", Path: "/", Err: err}
+		fd, err = unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	} else {
+		parent, perr := d.dir(filepath.Dir(dir), file)
+		if perr != nil {
+			return -1, perr
 		}
-		if err := checkDir(fd, "/", file, d.uid); err != nil {
-			unix.Close(fd)
-			return -1, err
+		fd, err = unix.Openat(parent, filepath.Base(dir), unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if errors.Is(err, unix.ENOENT) && d.create {
+			fd, err = d.openat(parent, filepath.Base(dir))
 		}
-		d.fds[dir] = fd
-		return fd, nil
-	}
-	parent, err := d.dir(filepath.Dir(dir), file)
-	if err != nil {
-		return -1, err
-	}
-	fd, err := unix.Openat(parent, filepath.Base(dir), unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if errors.Is(err, unix.ENOENT) && d.create {
-		fd, err = d.openat(parent, filepath.Base(dir))
 	}
 	if err != nil {
 		return -1, openError(dir, err)
@@ -178,25 +162,6 @@ func checkStat(st *unix.Stat_t, name, file string, uid int) error {
 		return refuse(file, fmt.Sprintf("directory %s is writable by group or others and not sticky (mode %04o); run: chmod go-w %s", name, st.Mode&0o7777, name))
 	}
 	return nil
-}
-
-func checkOwner(st *unix.Stat_t, name string, uid int, fix string) error {
-	if st.Uid == 0 || int(st.Uid) == uid {
-		return nil
-	}
-	return refuse(name, fmt.Sprintf("owned by uid %d, not root or uid %d (the daemon's user); run: %s", st.Uid, uid, fix))
-}
-
-// regular fstats f and refuses it unless it is a regular file.
-func regular(f *os.File, path string) (*unix.Stat_t, error) {
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		return nil, &os.PathError{Op: "stat", Path: path, Err: err}
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return nil, refuse(path, "not a regular file (a FIFO, socket, device or directory); name a regular file")
-	}
-	return &st, nil
 }
 
 // ErrRefused is wrapped by every refusal of a file this package makes.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/seqknock/seqknock/internal/netnstest"
+	"golang.org/x/sys/unix"
 )
 
 // within fails t unless fn returns within a second: nothing here may block.
@@ -289,4 +290,17 @@ func TestOpenDir(t *testing.T) {
 	if _, err := OpenDir(filepath.Join(root, "none"), uid, false, nil); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a missing directory without create: %v, want not found", err)
 	}
+}
+
+// OpenOwned is Dirs.OpenOwned for one file.
+func OpenOwned(path string, uid int) (*os.File, error) {
+	d := NewDirs(uid)
+	defer d.Close()
+	return d.OpenOwned(path)
+}
+
+// Open is open of a path.
+func Open(path string) (*os.File, error) {
+	f, _, err := open(unix.AT_FDCWD, path, path)
+	return f, err
 }

@@ -1,7 +1,6 @@
 package tomlerr
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -32,10 +31,10 @@ func (e *Error) Error() string {
 	if e.Line > 0 {
 		loc = fmt.Sprintf("%s:%d", e.File, e.Line)
 	}
-	if e.Field == "" {
-		return oneLine.Replace(fmt.Sprintf("config %s: %v", loc, e.Err))
+	if e.Field != "" {
+		loc += ": " + e.Field
 	}
-	return oneLine.Replace(fmt.Sprintf("config %s: %s: %v", loc, e.Field, e.Err))
+	return oneLine.Replace(fmt.Sprintf("config %s: %v", loc, e.Err))
 }
 
 func (e *Error) Unwrap() error { return e.Err }
@@ -150,11 +149,7 @@ type span struct {
 // whole file. Only mistakes ask for lines, so a config without one never
 // comes here.
 func (d *Doc) index() {
-	sc := bufio.NewScanner(bytes.NewReader(d.data))
-	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
-	for sc.Scan() {
-		d.lines = append(d.lines, sc.Text())
-	}
+	d.lines = strings.Split(string(d.data), "\n")
 	d.spans = []span{{name: ""}}
 	for i, raw := range d.lines {
 		s := strings.TrimSpace(raw)

@@ -331,7 +331,7 @@ if fig2:
             w("| %s | %d | %d | %s | %s |" % (label[k], x["turns"], x["sent"], fmt(x["syn_per_s"], "%.0f"), fmt(x["softirq_s_per_million"], "%.2f")))
     w("\n- SYNs handled per second: (c)/(a) %s; (c)/(b) round by round %s, median %s (ratio of the medians above %s)" % (
         fmt(r(rate("c"), rate("a"))), ", ".join(fmt(r(c["syn_per_s"], b["syn_per_s"])) for p, b, c in rounds), fmt(cb), fmt(r(rate("c"), rate("b")))))
-    w("- softirq time per SYN against a plain drop rule: (c)/(p) round by round %s, median %s (ratio of the medians above %s); (b)/(p) %s. The flooder is locked out by the guess limiter in (b) and (c), so its SYNs take the lockout drop; per-rule costs are in nftgen's rules.go" % (
+    w("- softirq time per SYN against a plain drop rule: (c)/(p) round by round %s, median %s (ratio of the medians above %s); (b)/(p) %s. The flooder is locked out by the guess limiter in (b) and (c), so its SYNs take the lockout drop; per-rule costs are in docs/development.md" % (
         ", ".join(fmt(r(c["softirq_s_per_million"], p["softirq_s_per_million"])) for p, b, c in rounds), fmt(cp), fmt(r(soft("c"), soft("p"))), fmt(r(soft("b"), soft("p")))))
     if f2small.get("n") and f2big.get("n"):
         w("- seqknock in-process dialer, median time to first byte with %s valid knocks: %.2f ms; with %s: %.2f ms (ratio %s; %d connections each)\n" % (

@@ -7,7 +7,7 @@
 # net_rx_action (the SYN's whole receive path), by function, so other work
 # on the CPU does not count. Shapes take turns for ROUNDS rounds; the
 # medians and the ratio to a plain drop rule are printed. The table in
-# nftgen/rules.go (ruleList's comment) came from this. As root:
+# docs/development.md came from this. As root:
 #
 #     scripts/bench/synrules.sh [ROUNDS [SYNS]]
 #
