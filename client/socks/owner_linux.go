@@ -8,11 +8,10 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
-	"syscall"
 
 	"github.com/seqknock/seqknock/hostconns"
+	"github.com/seqknock/seqknock/internal/strictfile"
 	"golang.org/x/sys/unix"
 )
 
@@ -69,7 +68,7 @@ func PeerUID(c net.Conn) (int, error) {
 // (RFC 1929). A file that group or others may read, or that is not a
 // regular file, is refused, as a key file is.
 func LoadPassword(path string) (string, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	f, err := strictfile.Open(path)
 	if err != nil {
 		return "", fmt.Errorf("load password: %w", err)
 	}
@@ -77,9 +76,6 @@ func LoadPassword(path string) (string, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return "", fmt.Errorf("load password: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		return "", fmt.Errorf("load password: %s: not a regular file", path)
 	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
 		return "", fmt.Errorf("load password: %s: readable by group or others (mode %04o); run: chmod 600 %s", path, perm, path)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -42,7 +43,6 @@ type Server struct {
 	// HandshakeTimeout: DefaultHandshakeTimeout when 0.
 	HandshakeTimeout time.Duration
 
-	wg sync.WaitGroup
 	// others counts the handshakes of peers that are not the owner.
 	others atomic.Int32
 }
@@ -69,16 +69,9 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 			}
 			return fmt.Errorf("accept: %w", err)
 		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.ServeConn(ctx, c)
-		}()
+		go s.ServeConn(ctx, c)
 	}
 }
-
-// Wait waits for the connections being served to end.
-func (s *Server) Wait() { s.wg.Wait() }
 
 func (s *Server) logf(format string, a ...any) {
 	if s.Logf != nil {
@@ -168,14 +161,7 @@ func (ss *session) socks5(ctx context.Context) {
 		ss.refuse([]byte{socksVersion, MethodNoneOK}, "%v", err)
 		return
 	}
-	offers := func(m byte) bool {
-		for _, o := range methods {
-			if o == m {
-				return true
-			}
-		}
-		return false
-	}
+	offers := func(m byte) bool { return slices.Contains(methods, m) }
 	switch {
 	case ss.owner && offers(MethodNone):
 		ss.c.Write([]byte{socksVersion, MethodNone})

@@ -71,10 +71,37 @@ func newRig(t *testing.T, owner bool, user, password string) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { l.Close(); r.srv.Wait() })
-	go r.srv.Serve(context.Background(), l)
+	var served sync.WaitGroup
+	t.Cleanup(func() { l.Close(); served.Wait() })
+	go r.srv.Serve(context.Background(), countingListener{l, &served})
 	r.addr = l.Addr().String()
 	return r
+}
+
+// countingListener counts each connection it accepts in wg until the
+// server closes it.
+type countingListener struct {
+	net.Listener
+	wg *sync.WaitGroup
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.wg.Add(1)
+	return &countedConn{TCPConn: c.(*net.TCPConn), done: sync.OnceFunc(l.wg.Done)}, nil
+}
+
+type countedConn struct {
+	*net.TCPConn
+	done func()
+}
+
+func (c *countedConn) Close() error {
+	defer c.done()
+	return c.TCPConn.Close()
 }
 
 // exchange connects, sends in, and returns everything the server sends
