@@ -97,13 +97,6 @@ func (b *Client) Check() error {
 	})
 }
 
-// SetISN has the broker set the ISN of fd, an unbound, unconnected TCP
-// socket, which the broker binds to a source port this process picks
-// (SetISNFrom with sport 0).
-func (b *Client) SetISN(fd int, isn uint32) error {
-	return b.SetISNFrom(fd, isn, 0)
-}
-
 // pickTries bounds the ports SetISNFrom picks for one request: each
 // fails only when another socket took the port between the pick and
 // the broker's bind.

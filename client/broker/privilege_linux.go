@@ -3,7 +3,6 @@
 package broker
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -52,17 +51,7 @@ func KeepOnlyNetAdmin(ln *net.UnixListener, removePath string) error {
 	if err != nil || !extra {
 		return err
 	}
-	// The capabilities above CAP_NET_ADMIN that the bounding set holds.
-	var drop []uintptr
-	for c := 0; c < 64; c++ {
-		in, err := unix.PrctlRetInt(unix.PR_CAPBSET_READ, uintptr(c), 0, 0, 0)
-		if err != nil {
-			break // past the kernel's last capability
-		}
-		if in == 1 && c != unix.CAP_NET_ADMIN {
-			drop = append(drop, uintptr(c))
-		}
-	}
+	drop := boundingExtras()
 	if builtWithCgo {
 		return handOverBroker(ln, removePath, drop)
 	}
@@ -106,16 +95,23 @@ func extraCapabilities() (bool, error) {
 			return true, nil
 		}
 	}
+	return len(boundingExtras()) > 0, nil
+}
+
+// boundingExtras lists the capabilities but CAP_NET_ADMIN that the
+// bounding set holds.
+func boundingExtras() []uintptr {
+	var extras []uintptr
 	for c := 0; c < 64; c++ {
 		in, err := unix.PrctlRetInt(unix.PR_CAPBSET_READ, uintptr(c), 0, 0, 0)
 		if err != nil {
-			break
+			break // past the kernel's last capability
 		}
 		if in == 1 && c != unix.CAP_NET_ADMIN {
-			return true, nil
+			extras = append(extras, uintptr(c))
 		}
 	}
-	return false, nil
+	return extras
 }
 
 // handOverBroker is KeepOnlyNetAdmin for a cgo build: on one locked
@@ -179,19 +175,6 @@ func Handed() (*net.UnixListener, string, error) {
 	if err != nil || fd < 3 {
 		return nil, "", fmt.Errorf("broker: %s=%q: not a descriptor", brokerHandedEnv, s)
 	}
-	unix.CloseOnExec(fd)
-	f := os.NewFile(uintptr(fd), "handed broker socket")
-	defer f.Close()
-	l, err := net.FileListener(f)
-	if err != nil {
-		return nil, "", fmt.Errorf("broker: %s=%d: %w", brokerHandedEnv, fd, err)
-	}
-	ul, ok := l.(*net.UnixListener)
-	if !ok || ul.Addr().Network() != "unixpacket" {
-		l.Close()
-		return nil, "", errors.New("broker: " + brokerHandedEnv + ": not a Unix SOCK_SEQPACKET socket")
-	}
-	// Closing it leaves the file: the path, if any, is removed by name.
-	ul.SetUnlinkOnClose(false)
-	return ul, remove, nil
+	ul, err := packetListener(fd, brokerHandedEnv+"="+s)
+	return ul, remove, err
 }

@@ -659,17 +659,24 @@ func ActivatedListener() (*net.UnixListener, error) {
 	if fds != "1" {
 		return nil, fmt.Errorf("broker: LISTEN_FDS=%s: want one socket", fds)
 	}
-	unix.CloseOnExec(3)
-	f := os.NewFile(3, "activated socket")
+	return packetListener(3, "activated socket")
+}
+
+// packetListener is the listening Unix SOCK_SEQPACKET socket at fd, which
+// it takes over (closing it on exec). Closing the listener leaves the
+// socket's file.
+func packetListener(fd int, name string) (*net.UnixListener, error) {
+	unix.CloseOnExec(fd)
+	f := os.NewFile(uintptr(fd), name)
 	defer f.Close()
 	l, err := net.FileListener(f)
 	if err != nil {
-		return nil, fmt.Errorf("broker: activated socket: %w", err)
+		return nil, fmt.Errorf("broker: %s: %w", name, err)
 	}
 	ul, ok := l.(*net.UnixListener)
 	if !ok || ul.Addr().Network() != "unixpacket" {
 		l.Close()
-		return nil, errors.New("broker: activated socket: want a Unix SOCK_SEQPACKET socket (ListenSequentialPacket=)")
+		return nil, fmt.Errorf("broker: %s: want a Unix SOCK_SEQPACKET socket (ListenSequentialPacket=)", name)
 	}
 	return ul, nil
 }
