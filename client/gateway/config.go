@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/seqknock/seqknock/internal/tomlerr"
@@ -220,11 +221,5 @@ func (c *Config) Lookup(dst netip.AddrPort) *Destination {
 
 // Allowed reports whether src may use d.
 func (d *Destination) Allowed(src netip.Addr) bool {
-	src = src.Unmap()
-	for _, p := range d.Allow {
-		if p.Contains(src) {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(d.Allow, func(p netip.Prefix) bool { return p.Contains(src.Unmap()) })
 }

@@ -4,11 +4,13 @@ package gateway
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -161,12 +163,7 @@ func markSocket(mark uint32) func(network, address string, c syscall.RawConn) er
 }
 
 func (g *Gateway) hasFamily(network string) bool {
-	for _, d := range g.Config.Dests {
-		if d.Addr.Addr().Is4() == (network == "tcp4") {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(g.Config.Dests, func(d Destination) bool { return d.Addr.Addr().Is4() == (network == "tcp4") })
 }
 
 // serve knocks on lan's original destination and relays.
@@ -222,49 +219,33 @@ func OriginalDst(c *net.TCPConn) (netip.AddrPort, error) {
 	if err != nil {
 		return netip.AddrPort{}, err
 	}
-	local := c.LocalAddr().(*net.TCPAddr)
-	var ap netip.AddrPort
-	var serr error
+	is4 := c.LocalAddr().(*net.TCPAddr).IP.To4() != nil
+	level, opt := unix.SOL_IPV6, ip6tSOOriginalDst
+	if is4 {
+		level, opt = unix.SOL_IP, unix.SO_ORIGINAL_DST
+	}
+	// struct sockaddr_in or sockaddr_in6: the family, the port (network
+	// order), then the IPv4 address, or the flow info and the IPv6 address.
+	var sa [unix.SizeofSockaddrInet6]byte
+	n := uint32(len(sa))
+	var errno unix.Errno
 	err = raw.Control(func(fd uintptr) {
-		if local.IP.To4() != nil {
-			var sa unix.RawSockaddrInet4
-			n := uint32(unix.SizeofSockaddrInet4)
-			serr = getsockopt(fd, unix.SOL_IP, unix.SO_ORIGINAL_DST, unsafe.Pointer(&sa), &n)
-			if serr == nil {
-				ap = netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), ntohs(sa.Port))
-			}
-			return
-		}
-		var sa unix.RawSockaddrInet6
-		n := uint32(unix.SizeofSockaddrInet6)
-		serr = getsockopt(fd, unix.SOL_IPV6, ip6tSOOriginalDst, unsafe.Pointer(&sa), &n)
-		if serr == nil {
-			ap = netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), ntohs(sa.Port))
-		}
+		_, _, errno = unix.Syscall6(unix.SYS_GETSOCKOPT, fd, uintptr(level), uintptr(opt),
+			uintptr(unsafe.Pointer(&sa[0])), uintptr(unsafe.Pointer(&n)), 0)
 	})
-	if err == nil {
-		err = serr
+	if err == nil && errno != 0 {
+		err = errno
 	}
 	if err != nil {
 		return netip.AddrPort{}, fmt.Errorf("original destination: %w", err)
 	}
-	return ap, nil
+	port := binary.BigEndian.Uint16(sa[2:4])
+	if is4 {
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte(sa[4:8])), port), nil
+	}
+	return netip.AddrPortFrom(netip.AddrFrom16([16]byte(sa[8:24])), port), nil
 }
 
 // ip6tSOOriginalDst is IP6T_SO_ORIGINAL_DST (linux/netfilter_ipv6/ip6_tables.h),
 // which x/sys does not define.
 const ip6tSOOriginalDst = 80
-
-func getsockopt(fd uintptr, level, opt int, p unsafe.Pointer, n *uint32) error {
-	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, uintptr(level), uintptr(opt), uintptr(p), uintptr(unsafe.Pointer(n)), 0)
-	if e != 0 {
-		return e
-	}
-	return nil
-}
-
-// ntohs reads a port as the kernel stores it in a sockaddr (network order).
-func ntohs(p uint16) uint16 {
-	b := (*[2]byte)(unsafe.Pointer(&p))
-	return uint16(b[0])<<8 | uint16(b[1])
-}
