@@ -61,14 +61,7 @@ func Dump(netns int, states uint32, ext uint8, sport uint16) ([][]byte, error) {
 	defer conn.Close()
 	var out [][]byte
 	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		req := make([]byte, 56) // struct inet_diag_req_v2
-		req[0], req[1], req[2] = family, unix.IPPROTO_TCP, ext
-		binary.NativeEndian.PutUint32(req[4:8], states)
-		binary.BigEndian.PutUint16(req[8:10], sport) // id.idiag_sport
-		msgs, err := conn.Execute(netlink.Message{
-			Header: netlink.Header{Type: unix.SOCK_DIAG_BY_FAMILY, Flags: netlink.Request | netlink.Dump},
-			Data:   req,
-		})
+		msgs, err := conn.Execute(diagRequest(family, states, ext, sport, netlink.Dump))
 		if err != nil {
 			return nil, fmt.Errorf("sock_diag dump: %w", err)
 		}
@@ -77,6 +70,16 @@ func Dump(netns int, states uint32, ext uint8, sport uint16) ([][]byte, error) {
 		}
 	}
 	return out, nil
+}
+
+// diagRequest asks for the TCP sockets of family that Dump's arguments
+// describe (struct inet_diag_req_v2).
+func diagRequest(family uint8, states uint32, ext uint8, sport uint16, flags netlink.HeaderFlags) netlink.Message {
+	req := make([]byte, 56)
+	req[0], req[1], req[2] = family, unix.IPPROTO_TCP, ext
+	binary.NativeEndian.PutUint32(req[4:8], states)
+	binary.BigEndian.PutUint16(req[8:10], sport) // id.idiag_sport
+	return netlink.Message{Header: netlink.Header{Type: unix.SOCK_DIAG_BY_FAMILY, Flags: netlink.Request | flags}, Data: req}
 }
 
 // parseDiagMsg reads a struct inet_diag_msg: family, state, timer, retrans,

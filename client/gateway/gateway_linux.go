@@ -3,6 +3,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -67,7 +68,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		}
 	}()
 	for _, fam := range []struct{ network, addr string }{{"tcp4", "0.0.0.0"}, {"tcp6", "[::]"}} {
-		if !g.hasFamily(fam.network) {
+		if !slices.ContainsFunc(g.Config.Dests, func(d Destination) bool { return d.Addr.Addr().Is4() == (fam.network == "tcp4") }) {
 			continue
 		}
 		lc := net.ListenConfig{Control: markSocket(g.Config.ListenMark)}
@@ -89,10 +90,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	poll := g.Poll
-	if poll == 0 {
-		poll = 5 * time.Second
-	}
+	poll := cmp.Or(g.Poll, 5*time.Second)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -152,18 +150,11 @@ func markSocket(mark uint32) func(network, address string, c syscall.RawConn) er
 		err := c.Control(func(fd uintptr) {
 			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark))
 		})
-		if err == nil {
-			err = serr
-		}
-		if err != nil {
+		if err = cmp.Or(err, serr); err != nil {
 			return fmt.Errorf("set SO_MARK: %w", err)
 		}
 		return nil
 	}
-}
-
-func (g *Gateway) hasFamily(network string) bool {
-	return slices.ContainsFunc(g.Config.Dests, func(d Destination) bool { return d.Addr.Addr().Is4() == (network == "tcp4") })
 }
 
 // serve knocks on lan's original destination and relays.
@@ -181,10 +172,7 @@ func (g *Gateway) serve(ctx context.Context, lan *net.TCPConn, conns *sync.Map) 
 		g.Log.Warn("refused", "src", src, "dst", dst, "reason", "not a destination of the gateway")
 		return
 	}
-	host := d.Host
-	if host == "" {
-		host = dst.Addr().String()
-	}
+	host := cmp.Or(d.Host, dst.Addr().String())
 	if !d.Allowed(src.Addr()) {
 		g.Log.Warn("refused", "src", src, "dst", dst, "host", host, "reason", "source not allowed")
 		return

@@ -126,18 +126,16 @@ func matchTCPPort(port uint16) []expr.Any {
 }
 
 // addrField is where the source (or destination) address is in the
-// network header of a's family.
+// network header of a's family: the destination follows the source.
 func addrField(a netip.Addr, dst bool) (offset, length uint32) {
+	offset, length = 8, 16
 	if a.Is4() {
-		if dst {
-			return 16, 4
-		}
-		return 12, 4
+		offset, length = 12, 4
 	}
 	if dst {
-		return 24, 16
+		offset += length
 	}
-	return 8, 16
+	return offset, length
 }
 
 // matchDest is ip daddr D tcp dport P (ip6 for an IPv6 D).

@@ -3,11 +3,9 @@
 package socks
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"strings"
 
 	"github.com/seqknock/seqknock/hostconns"
@@ -50,12 +48,7 @@ func PeerUID(c net.Conn) (int, error) {
 		}
 		return int(cred.Uid), nil
 	case *net.TCPConn:
-		local, err1 := netip.ParseAddrPort(c.LocalAddr().String())
-		remote, err2 := netip.ParseAddrPort(c.RemoteAddr().String())
-		if err := errors.Join(err1, err2); err != nil {
-			return -1, fmt.Errorf("peer uid: %w", err)
-		}
-		uid, err := hostconns.Owner(0, remote, local)
+		uid, err := hostconns.Owner(0, c.RemoteAddr().(*net.TCPAddr).AddrPort(), c.LocalAddr().(*net.TCPAddr).AddrPort())
 		if err != nil {
 			return -1, fmt.Errorf("peer uid: %w", err)
 		}

@@ -2,6 +2,7 @@ package socks
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"errors"
@@ -110,11 +111,7 @@ func (ss *session) refuse(answer []byte, format string, a ...any) {
 // ServeConn serves one client connection and closes it.
 func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 	defer c.Close()
-	timeout := s.HandshakeTimeout
-	if timeout == 0 {
-		timeout = DefaultHandshakeTimeout
-	}
-	c.SetDeadline(time.Now().Add(timeout))
+	c.SetDeadline(time.Now().Add(cmp.Or(s.HandshakeTimeout, DefaultHandshakeTimeout)))
 	ss := &session{s: s, c: c, r: bufio.NewReaderSize(c, 4096), from: c.RemoteAddr().String()}
 	if ss.from == "" || ss.from == "@" {
 		ss.from = "unix socket"
@@ -128,8 +125,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 	ss.from += " " + who
 	if !ss.owner {
 		n := s.others.Add(1)
-		var once sync.Once
-		ss.handshakeDone = func() { once.Do(func() { s.others.Add(-1) }) }
+		ss.handshakeDone = sync.OnceFunc(func() { s.others.Add(-1) })
 		defer ss.handshakeDone()
 		if n > MaxOtherHandshakes {
 			s.logf("refused %s: more than %d handshakes of other users at once", ss.from, MaxOtherHandshakes)
@@ -283,9 +279,8 @@ func (s *Server) dial(ctx context.Context, ss *session, d Dest) (*net.TCPConn, e
 	up, err := s.Dial(ctx, d)
 	if err != nil {
 		s.logf("failed %s: %s: %v", ss.from, d, err)
-		return nil, err
 	}
-	return up, nil
+	return up, err
 }
 
 // replyFor is the SOCKS5 reply code for a failed dial.
