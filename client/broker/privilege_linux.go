@@ -30,12 +30,9 @@ const capNetAdminOnly = uint64(1) << unix.CAP_NET_ADMIN
 
 // KeepOnlyNetAdmin gives up every capability but CAP_NET_ADMIN, on every
 // thread: the bounding set, the permitted, effective and inheritable sets
-// (and so the ambient set). A broker run by hand as root holds them all,
-// and would otherwise bind for its callers what they could not bind
-// themselves (a port below ip_unprivileged_port_start: CAP_NET_BIND_SERVICE);
-// without them, the kernel's own checks on the bind apply to it as to its
-// caller. A process that holds nothing else (the unit's broker) has
-// nothing to do.
+// (and so the ambient set), so that it binds nothing its callers could
+// not bind themselves. A process that holds nothing else (the unit's
+// broker) has nothing to do.
 //
 // In a CGO_ENABLED=0 build every thread is reached with
 // syscall.AllThreadsSyscall (PR_CAPBSET_DROP, then capset). A cgo build
@@ -85,17 +82,9 @@ func extraCapabilities() (bool, error) {
 	if err := unix.Capget(&hdr, &data[0]); err != nil {
 		return false, fmt.Errorf("broker: capget: %w", err)
 	}
-	set := func(lo, hi uint32) uint64 { return uint64(hi)<<32 | uint64(lo) }
-	for _, s := range []uint64{
-		set(data[0].Permitted, data[1].Permitted),
-		set(data[0].Effective, data[1].Effective),
-		set(data[0].Inheritable, data[1].Inheritable),
-	} {
-		if s&^capNetAdminOnly != 0 {
-			return true, nil
-		}
-	}
-	return len(boundingExtras()) > 0, nil
+	lo := data[0].Permitted | data[0].Effective | data[0].Inheritable
+	hi := data[1].Permitted | data[1].Effective | data[1].Inheritable
+	return (uint64(hi)<<32|uint64(lo))&^capNetAdminOnly != 0 || len(boundingExtras()) > 0, nil
 }
 
 // boundingExtras lists the capabilities but CAP_NET_ADMIN that the
