@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/mdlayher/netlink"
 	"github.com/seqknock/seqknock/internal/nlwatch"
@@ -32,17 +33,13 @@ var connectedStates = uint32(1<<1 | // ESTABLISHED
 // netns (a file descriptor; 0 is the calling thread's) whose local port is
 // one of ports, IPv4 and IPv6.
 func Established(netns int, ports []uint16) ([]Conn, error) {
-	want := map[uint16]bool{}
-	for _, p := range ports {
-		want[p] = true
-	}
 	msgs, err := Dump(netns, connectedStates, 0, 0)
 	if err != nil {
 		return nil, err
 	}
 	var out []Conn
 	for _, m := range msgs {
-		if c, ok := parseDiagMsg(m); ok && want[c.Local.Port()] {
+		if c, ok := parseDiagMsg(m); ok && slices.Contains(ports, c.Local.Port()) {
 			out = append(out, c)
 		}
 	}

@@ -211,10 +211,8 @@ func checkTableName(s string) error {
 // Lookup returns the destination dst, or nil.
 func (c *Config) Lookup(dst netip.AddrPort) *Destination {
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
-	for i := range c.Dests {
-		if c.Dests[i].Addr == dst {
-			return &c.Dests[i]
-		}
+	if i := slices.IndexFunc(c.Dests, func(d Destination) bool { return d.Addr == dst }); i >= 0 {
+		return &c.Dests[i]
 	}
 	return nil
 }

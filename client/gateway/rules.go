@@ -70,10 +70,8 @@ func Build(c *Config) *Ruleset {
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: native32(0)},
 		&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop},
 	})...)
-	// A new flow is accepted while the gateway listens, told by its
-	// listener's mark; with no listener (the gateway killed, its table
-	// left behind) it is dropped rather than answered with a reset, and a
-	// listener another user put on the port (no mark) gets nothing.
+	// A new flow is accepted while the gateway's marked listener is
+	// there, else dropped (the package doc says why).
 	add(input, slices.Concat(listen, ctNew(), []expr.Any{
 		&expr.Socket{Key: expr.SocketKeyMark, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: native32(c.ListenMark)},

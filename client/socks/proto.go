@@ -2,6 +2,7 @@ package socks
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
@@ -328,7 +329,7 @@ func clip(s string) string {
 
 // HTTPStatusLine is the status line and headers of a reply with status.
 func HTTPStatusLine(status int) []byte {
-	text := map[int]string{
+	text := cmp.Or(map[int]string{
 		200: "Connection established",
 		400: "Bad Request",
 		403: "Forbidden",
@@ -338,10 +339,7 @@ func HTTPStatusLine(status int) []byte {
 		431: "Request Header Fields Too Large",
 		502: "Bad Gateway",
 		504: "Gateway Timeout",
-	}[status]
-	if text == "" {
-		text = "Error"
-	}
+	}[status], "Error")
 	s := fmt.Sprintf("HTTP/1.1 %d %s\r\n", status, text)
 	switch {
 	case status == 407:

@@ -307,10 +307,8 @@ func replyFor(err error) byte {
 	return ReplyGeneralFailure
 }
 
-// relay copies between the client and up until both directions end:
-// each direction's end shuts the other side's write half, so either side
-// may still answer. io.Copy between *net.TCPConn and *net.TCPConn or
-// *net.UnixConn splices (ReadFrom, WriteTo): the bytes stay in the kernel.
+// relay copies (splices) between the client and up until both directions
+// end, each end shutting the other side's write half.
 func (ss *session) relay(up *net.TCPConn, d Dest) {
 	defer up.Close()
 	if ss.handshakeDone != nil {
