@@ -58,9 +58,8 @@ func KeepOnlyNetAdmin(ln *net.UnixListener, removePath string) error {
 		}
 	}
 	hdr := &unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	data := new([2]unix.CapUserData)
 	bit := uint32(capNetAdminOnly)
-	data[0] = unix.CapUserData{Effective: bit, Permitted: bit}
+	data := &[2]unix.CapUserData{{Effective: bit, Permitted: bit}}
 	_, _, e := syscall.AllThreadsSyscall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(hdr)), uintptr(unsafe.Pointer(&data[0])), 0)
 	runtime.KeepAlive(hdr)
 	runtime.KeepAlive(data)

@@ -593,8 +593,6 @@ func Listen(path string, gid int) (*net.UnixListener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
-	// Closing it leaves the file: Serve closes it as soon as it starts;
-	// whoever made it removes the file when the broker is done.
 	ln.SetUnlinkOnClose(false)
 	err = os.Chown(path, -1, gid)
 	if err == nil {
