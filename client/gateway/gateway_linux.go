@@ -44,7 +44,6 @@ func NewDialers(gc *Config, cc *client.Config, f client.Flags) (map[netip.AddrPo
 	slots := new(client.MemSlots)
 	out := map[netip.AddrPort]*client.Dialer{}
 	for i, d := range gc.Dests {
-		f := f
 		f.Alias = d.Host
 		f.IPv4, f.IPv6 = d.Addr.Addr().Is4(), d.Addr.Addr().Is6()
 		s, err := client.Resolve(cc, f, d.Addr.Addr().String(), d.Addr.Port())
@@ -71,8 +70,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		if !slices.ContainsFunc(g.Config.Dests, func(d Destination) bool { return d.Addr.Addr().Is4() == (fam.network == "tcp4") }) {
 			continue
 		}
-		lc := net.ListenConfig{Control: markSocket(g.Config.ListenMark)}
-		ln, err := lc.Listen(ctx, fam.network, fam.addr+":"+port)
+		ln, err := (&net.ListenConfig{Control: g.markSocket}).Listen(ctx, fam.network, fam.addr+":"+port)
 		if err != nil {
 			return fmt.Errorf("gateway: listen: %w", err)
 		}
@@ -143,18 +141,16 @@ func (g *Gateway) Run(ctx context.Context) error {
 	return err
 }
 
-// markSocket sets SO_MARK on a socket before it binds.
-func markSocket(mark uint32) func(network, address string, c syscall.RawConn) error {
-	return func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark))
-		})
-		if err = cmp.Or(err, serr); err != nil {
-			return fmt.Errorf("set SO_MARK: %w", err)
-		}
-		return nil
+// markSocket sets the listeners' SO_MARK on a socket before it binds.
+func (g *Gateway) markSocket(_, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(g.Config.ListenMark))
+	})
+	if err = cmp.Or(err, serr); err != nil {
+		return fmt.Errorf("set SO_MARK: %w", err)
 	}
+	return nil
 }
 
 // serve knocks on lan's original destination and relays.

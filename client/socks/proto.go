@@ -72,7 +72,6 @@ type ProtoError struct {
 }
 
 func (e *ProtoError) Error() string { return e.Err.Error() }
-func (e *ProtoError) Unwrap() error { return e.Err }
 
 func protoErr(reply int, format string, a ...any) error {
 	return &ProtoError{Reply: reply, Err: fmt.Errorf(format, a...)}
@@ -180,13 +179,10 @@ func (d *Dest) finish() error {
 	if d.Port == 0 {
 		return errors.New("port 0")
 	}
-	if d.IP.IsValid() {
-		d.Host = d.IP.String()
-		return nil
+	if a, err := netip.ParseAddr(d.Host); !d.IP.IsValid() && err == nil && a.Zone() == "" {
+		d.IP = a.Unmap() // a name that is an address is matched as an address
 	}
-	if a, err := netip.ParseAddr(d.Host); err == nil && a.Zone() == "" {
-		// A name that is an address is matched as an address.
-		d.IP = a.Unmap()
+	if d.IP.IsValid() {
 		d.Host = d.IP.String()
 		return nil
 	}
