@@ -90,21 +90,17 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer cancel()
 	poll := cmp.Or(g.Poll, 5*time.Second)
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	wg.Go(func() {
 		Keep(ctx, rs, poll,
 			func() { g.Log.Warn("table changed by someone else: written again", "table", "inet "+rs.Table.Name) },
 			func(err error) { g.Log.Error("table check", "err", err) })
-	}()
+	})
 	var conns sync.Map // *net.TCPConn -> struct{}
 	errc := make(chan error, len(lns))
 	for _, ln := range lns {
-		// The accept loops count in wg too, so each Add below happens
-		// while the count is above zero.
-		wg.Add(1)
-		go func(ln net.Listener) {
-			defer wg.Done()
+		// The accept loops count in wg too, so each connection's Go
+		// happens while the count is above zero.
+		wg.Go(func() {
 			for {
 				c, err := ln.Accept()
 				if err != nil {
@@ -113,14 +109,12 @@ func (g *Gateway) Run(ctx context.Context) error {
 				}
 				tc := c.(*net.TCPConn)
 				conns.Store(tc, struct{}{})
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
+				wg.Go(func() {
 					defer conns.Delete(tc)
 					g.serve(ctx, tc, &conns)
-				}()
+				})
 			}
-		}(ln)
+		})
 	}
 	g.Log.Info("gateway ready", "listen_port", g.Config.ListenPort, "table", "inet "+rs.Table.Name, "destinations", len(g.Config.Dests))
 	if g.Ready != nil {
