@@ -208,17 +208,8 @@ func (ss *session) socks5(ctx context.Context) {
 		ss.refuse(Reply(ReplyNotAllowed, netip.AddrPort{}), "%s: no [[host]] covers it", d)
 		return
 	}
-	up, err := s.dial(ctx, ss, d)
-	if err != nil {
-		ss.c.Write(Reply(replyFor(err), netip.AddrPort{}))
-		return
-	}
-	bound, _ := netip.ParseAddrPort(up.LocalAddr().String())
-	if _, err := ss.c.Write(Reply(ReplySucceeded, bound)); err != nil {
-		up.Close()
-		return
-	}
-	ss.relay(up, d)
+	ss.connect(ctx, d, func(err error) []byte { return Reply(replyFor(err), netip.AddrPort{}) },
+		func(up *net.TCPConn) []byte { return Reply(ReplySucceeded, up.LocalAddr().(*net.TCPAddr).AddrPort()) })
 }
 
 func (ss *session) http(ctx context.Context) {
@@ -254,16 +245,8 @@ func (ss *session) http(ctx context.Context) {
 		ss.refuse(HTTPStatusLine(403), "%s: no [[host]] covers it", req.Dest)
 		return
 	}
-	up, err := s.dial(ctx, ss, req.Dest)
-	if err != nil {
-		ss.c.Write(HTTPStatusLine(502))
-		return
-	}
-	if _, err := ss.c.Write(HTTPStatusLine(200)); err != nil {
-		up.Close()
-		return
-	}
-	ss.relay(up, req.Dest)
+	ss.connect(ctx, req.Dest, func(error) []byte { return HTTPStatusLine(502) },
+		func(*net.TCPConn) []byte { return HTTPStatusLine(200) })
 }
 
 func (s *Server) credentialsOK(user, password string) bool {
@@ -272,15 +255,22 @@ func (s *Server) credentialsOK(user, password string) bool {
 	return s.User != "" && u&p == 1
 }
 
-// dial connects to d; the handshake's deadline does not bound it (the
-// dialer has its own: --syn-timeout per knock, --timeout overall).
-func (s *Server) dial(ctx context.Context, ss *session, d Dest) (*net.TCPConn, error) {
+// connect dials d, answers with the reply that failed or ok makes, and
+// relays. The handshake's deadline does not bound the dial (the dialer has
+// its own: --syn-timeout per knock, --timeout overall).
+func (ss *session) connect(ctx context.Context, d Dest, failed func(error) []byte, ok func(up *net.TCPConn) []byte) {
 	ss.c.SetDeadline(time.Time{})
-	up, err := s.Dial(ctx, d)
+	up, err := ss.s.Dial(ctx, d)
 	if err != nil {
-		s.logf("failed %s: %s: %v", ss.from, d, err)
+		ss.s.logf("failed %s: %s: %v", ss.from, d, err)
+		ss.c.Write(failed(err))
+		return
 	}
-	return up, err
+	if _, err := ss.c.Write(ok(up)); err != nil {
+		up.Close()
+		return
+	}
+	ss.relay(up, d)
 }
 
 // replyFor is the SOCKS5 reply code for a failed dial.
