@@ -9,10 +9,7 @@
 // destroy events (NFNLGRP_CONNTRACK_DESTROY), after which the daemon reads
 // them again.
 //
-// Owner asks the same socket table which uid owns the socket with a given
-// address pair: for a connection accepted on loopback, the user at the
-// other end (`seqknock socks` serves its own user alone). It asks for the
-// one socket by its id (a hash lookup, not a dump of the whole table) and
-// checks the answer's state and four addresses, so only a connected
-// socket with exactly that pair counts.
+// Owner asks the same socket table which uid owns the connected socket
+// with a given address pair: for a connection accepted on loopback, the
+// user at the other end (`seqknock socks` serves its own user alone).
 package hostconns

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/mdlayher/netlink"
 	"github.com/seqknock/seqknock/internal/nlwatch"
@@ -32,17 +33,13 @@ var connectedStates = uint32(1<<1 | // ESTABLISHED
 // netns (a file descriptor; 0 is the calling thread's) whose local port is
 // one of ports, IPv4 and IPv6.
 func Established(netns int, ports []uint16) ([]Conn, error) {
-	want := map[uint16]bool{}
-	for _, p := range ports {
-		want[p] = true
-	}
 	msgs, err := Dump(netns, connectedStates, 0, 0)
 	if err != nil {
 		return nil, err
 	}
 	var out []Conn
 	for _, m := range msgs {
-		if c, ok := parseDiagMsg(m); ok && want[c.Local.Port()] {
+		if c, ok := parseDiagMsg(m); ok && slices.Contains(ports, c.Local.Port()) {
 			out = append(out, c)
 		}
 	}
@@ -61,14 +58,7 @@ func Dump(netns int, states uint32, ext uint8, sport uint16) ([][]byte, error) {
 	defer conn.Close()
 	var out [][]byte
 	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		req := make([]byte, 56) // struct inet_diag_req_v2
-		req[0], req[1], req[2] = family, unix.IPPROTO_TCP, ext
-		binary.NativeEndian.PutUint32(req[4:8], states)
-		binary.BigEndian.PutUint16(req[8:10], sport) // id.idiag_sport
-		msgs, err := conn.Execute(netlink.Message{
-			Header: netlink.Header{Type: unix.SOCK_DIAG_BY_FAMILY, Flags: netlink.Request | netlink.Dump},
-			Data:   req,
-		})
+		msgs, err := conn.Execute(diagRequest(family, states, ext, sport, netlink.Dump))
 		if err != nil {
 			return nil, fmt.Errorf("sock_diag dump: %w", err)
 		}
@@ -77,6 +67,16 @@ func Dump(netns int, states uint32, ext uint8, sport uint16) ([][]byte, error) {
 		}
 	}
 	return out, nil
+}
+
+// diagRequest asks for the TCP sockets of family that Dump's arguments
+// describe (struct inet_diag_req_v2).
+func diagRequest(family uint8, states uint32, ext uint8, sport uint16, flags netlink.HeaderFlags) netlink.Message {
+	req := make([]byte, 56)
+	req[0], req[1], req[2] = family, unix.IPPROTO_TCP, ext
+	binary.NativeEndian.PutUint32(req[4:8], states)
+	binary.BigEndian.PutUint16(req[8:10], sport) // id.idiag_sport
+	return netlink.Message{Header: netlink.Header{Type: unix.SOCK_DIAG_BY_FAMILY, Flags: netlink.Request | flags}, Data: req}
 }
 
 // parseDiagMsg reads a struct inet_diag_msg: family, state, timer, retrans,

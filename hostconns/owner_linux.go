@@ -34,19 +34,14 @@ func Owner(netns int, local, remote netip.AddrPort) (uint32, error) {
 	// One socket by its id, looked up in the kernel's hash (a dump would
 	// walk the whole table): struct inet_diag_req_v2 with the ports, the
 	// addresses and no cookie.
-	req := make([]byte, 56)
-	req[0], req[1] = family, unix.IPPROTO_TCP
-	binary.NativeEndian.PutUint32(req[4:8], connectedStates)
-	binary.BigEndian.PutUint16(req[8:10], local.Port())   // id.idiag_sport
+	msg := diagRequest(family, connectedStates, 0, local.Port(), 0)
+	req := msg.Data
 	binary.BigEndian.PutUint16(req[10:12], remote.Port()) // id.idiag_dport
-	putAddr(req[12:28], local.Addr())                     // id.idiag_src
-	putAddr(req[28:44], remote.Addr())                    // id.idiag_dst
+	copy(req[12:28], local.Addr().AsSlice())              // id.idiag_src
+	copy(req[28:44], remote.Addr().AsSlice())             // id.idiag_dst
 	binary.NativeEndian.PutUint32(req[48:52], ^uint32(0)) // id.idiag_cookie: INET_DIAG_NOCOOKIE
 	binary.NativeEndian.PutUint32(req[52:56], ^uint32(0))
-	msgs, err := conn.Execute(netlink.Message{
-		Header: netlink.Header{Type: unix.SOCK_DIAG_BY_FAMILY, Flags: netlink.Request},
-		Data:   req,
-	})
+	msgs, err := conn.Execute(msg)
 	if errors.Is(err, unix.ENOENT) {
 		return 0, fmt.Errorf("owner of %s -> %s: %w", local, remote, ErrNoSocket)
 	}
@@ -65,16 +60,4 @@ func Owner(netns int, local, remote netip.AddrPort) (uint32, error) {
 		return binary.NativeEndian.Uint32(m.Data[64:68]), nil
 	}
 	return 0, fmt.Errorf("owner of %s -> %s: %w", local, remote, ErrNoSocket)
-}
-
-// putAddr writes a as the kernel's 16-byte address field: IPv4 in the
-// first four bytes, IPv6 in all sixteen.
-func putAddr(b []byte, a netip.Addr) {
-	if a.Is4() {
-		v := a.As4()
-		copy(b, v[:])
-		return
-	}
-	v := a.As16()
-	copy(b, v[:])
 }

@@ -396,8 +396,8 @@ func TestBrokerClientPicksAgain(t *testing.T) {
 		return pickPort(fd)
 	}}
 	fd := tcpSocket(t)
-	if err := bc.SetISN(fd, 7); err != nil {
-		t.Fatalf("SetISN with two taken picks: %v", err)
+	if err := bc.SetISNFrom(fd, 7, 0); err != nil {
+		t.Fatalf("SetISNFrom with two taken picks: %v", err)
 	}
 	sa, _ := unix.Getsockname(fd)
 	if got := sa.(*unix.SockaddrInet4).Port; calls != 3 || got == int(taken) || got == 0 {
@@ -405,7 +405,7 @@ func TestBrokerClientPicksAgain(t *testing.T) {
 	}
 	calls = 0
 	bc.pick = func(int) (uint16, error) { calls++; return taken, nil }
-	err = bc.SetISN(tcpSocket(t), 7)
+	err = bc.SetISNFrom(tcpSocket(t), 7, 0)
 	if !errors.Is(err, syscall.EADDRINUSE) || calls != pickTries {
 		t.Errorf("a pick always taken: %v after %d picks, want EADDRINUSE after %d", err, calls, pickTries)
 	}

@@ -49,7 +49,7 @@ func BenchmarkBrokerPreBind(b *testing.B) {
 		d := &net.Dialer{Timeout: 2 * time.Second, Control: func(_, _ string, c syscall.RawConn) error {
 			isn++
 			var serr error
-			if err := c.Control(func(fd uintptr) { serr = bc.SetISN(int(fd), isn) }); err != nil {
+			if err := c.Control(func(fd uintptr) { serr = bc.SetISNFrom(int(fd), isn, 0) }); err != nil {
 				return err
 			}
 			return serr

@@ -97,13 +97,6 @@ func (b *Client) Check() error {
 	})
 }
 
-// SetISN has the broker set the ISN of fd, an unbound, unconnected TCP
-// socket, which the broker binds to a source port this process picks
-// (SetISNFrom with sport 0).
-func (b *Client) SetISN(fd int, isn uint32) error {
-	return b.SetISNFrom(fd, isn, 0)
-}
-
 // pickTries bounds the ports SetISNFrom picks for one request: each
 // fails only when another socket took the port between the pick and
 // the broker's bind.
@@ -111,15 +104,9 @@ const pickTries = 8
 
 // SetISNFrom has the broker bind fd, an unbound, unconnected TCP socket,
 // to source port sport and set its ISN. A port in use here fails with an
-// error that wraps syscall.EADDRINUSE.
-//
-// With sport 0, this process picks the port in its own network namespace
-// (pickPort: the kernel's pick for bind(port 0) on a socket of its own,
-// which honours this namespace's ip_local_port_range and
-// ip_local_reserved_ports; the broker, in a namespace of its own, sees
-// neither) and names it in the request; the broker binds exactly that
-// port with the kernel's normal checks. A port taken in between is picked
-// again, up to pickTries times.
+// error that wraps syscall.EADDRINUSE. With sport 0, this process picks
+// the port in its own network namespace (pickPort) and names it; a port
+// taken before the broker binds it is picked again, up to pickTries times.
 func (b *Client) SetISNFrom(fd int, isn uint32, sport uint16) error {
 	if sport != 0 || b.noPick {
 		return b.setISNFrom(fd, isn, sport)
@@ -142,12 +129,9 @@ func (b *Client) SetISNFrom(fd int, isn uint32, sport uint16) error {
 }
 
 // pickPort returns a free source port for fd (unbound, perhaps bound to
-// an address alone) in this thread's network namespace: the port the
+// an address alone) in this thread's network namespace: the one the
 // kernel gives bind(port 0) on a throwaway socket of fd's family, address
-// and IPV6_V6ONLY, which is closed at once (never connected, it leaves no
-// TIME_WAIT). The port is named to the broker, never left to a bind(port
-// 0) of fd itself: a port the kernel picks is given back by a disconnect,
-// which repair mode makes possible without a handshake.
+// and IPV6_V6ONLY, closed at once. The package doc says why.
 func pickPort(fd int) (uint16, error) {
 	sa, err := unix.Getsockname(fd)
 	if err != nil {

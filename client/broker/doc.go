@@ -40,18 +40,8 @@
 // picking again. 0 or absent (a client from before the pick) leaves the
 // port to the broker.
 //
-// The broker answers a request only for root and members of its group
-// (default seqknock: the gid or a supplementary group of the caller as it
-// connected, from SO_PEERCRED and SO_PEERGROUPS, never the user database).
-// It refuses a descriptor that is not an IPv4 or IPv6 SOCK_STREAM
-// IPPROTO_TCP socket in state CLOSE (TCP_INFO: not connected, connecting
-// or listening), a socket already bound to a port, a message longer than
-// 10 bytes (MSG_TRUNC), more than one
-// descriptor or a cut control message (MSG_CTRUNC): every descriptor a
-// message carried is closed whatever the answer. Each read has a deadline
-// (2 s); at most 256 connections are served at once and 32 per uid, and
-// one more is answered "busy" at once (the client retries), so a caller
-// that sends nothing holds only its own slots.
+// Who may ask (root and the members of its group, as they connected),
+// what is refused and the bounds on each caller: SECURITY.md, the broker.
 //
 // What a member can do with it: choose the ISN and the source port (1024
 // or above) of sockets it holds, nothing more. A process can only send descriptors it
@@ -125,17 +115,5 @@
 // run by a user who is not root (client.CheckNotFileCapability: a capability it
 // did not hold before execve, no no_new_privs, nothing in its ambient
 // set): that user could stop it and would lend the capability to their
-// own sockets (TestSetcapBrokerAttack). A setcap binary sets the ISN only
-// of sockets it makes itself: the socket is made by its dialer (close on
-// exec, never sent anywhere), and the process is non-dumpable from its
-// execve, so its user can neither trace it nor take a descriptor from it
-// (pidfd_getfd and /proc/PID/fd need the same ptrace access); stopped or
-// killed inside the window, it leaves a socket nobody else holds. With
-// bind_source_port it too binds the source port before repair mode.
-//
-// The path is created by systemd (or, run by hand, by Listen: an
-// old socket is replaced, a symbolic link or a file at the path refused,
-// the directory must be writable by its owner alone). A client follows
-// the path it is given (--broker, broker = in client.toml): pointing it at
-// another broker fools only that user.
+// own sockets (TestSetcapBrokerAttack).
 package broker

@@ -71,7 +71,7 @@ func TestBrokerWindowHoldsPort(t *testing.T) {
 		t.Helper()
 		fd = tcpSocket(t)
 		answered := make(chan error, 1)
-		go func() { answered <- (&Client{Path: bed.path}).SetISN(fd, 0x01020304) }()
+		go func() { answered <- (&Client{Path: bed.path}).SetISNFrom(fd, 0x01020304, 0) }()
 		select {
 		case <-frozen:
 		case err := <-answered:

@@ -3,7 +3,6 @@
 package broker
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -31,12 +30,9 @@ const capNetAdminOnly = uint64(1) << unix.CAP_NET_ADMIN
 
 // KeepOnlyNetAdmin gives up every capability but CAP_NET_ADMIN, on every
 // thread: the bounding set, the permitted, effective and inheritable sets
-// (and so the ambient set). A broker run by hand as root holds them all,
-// and would otherwise bind for its callers what they could not bind
-// themselves (a port below ip_unprivileged_port_start: CAP_NET_BIND_SERVICE);
-// without them, the kernel's own checks on the bind apply to it as to its
-// caller. A process that holds nothing else (the unit's broker) has
-// nothing to do.
+// (and so the ambient set), so that it binds nothing its callers could
+// not bind themselves. A process that holds nothing else (the unit's
+// broker) has nothing to do.
 //
 // In a CGO_ENABLED=0 build every thread is reached with
 // syscall.AllThreadsSyscall (PR_CAPBSET_DROP, then capset). A cgo build
@@ -52,17 +48,7 @@ func KeepOnlyNetAdmin(ln *net.UnixListener, removePath string) error {
 	if err != nil || !extra {
 		return err
 	}
-	// The capabilities above CAP_NET_ADMIN that the bounding set holds.
-	var drop []uintptr
-	for c := 0; c < 64; c++ {
-		in, err := unix.PrctlRetInt(unix.PR_CAPBSET_READ, uintptr(c), 0, 0, 0)
-		if err != nil {
-			break // past the kernel's last capability
-		}
-		if in == 1 && c != unix.CAP_NET_ADMIN {
-			drop = append(drop, uintptr(c))
-		}
-	}
+	drop := boundingExtras()
 	if builtWithCgo {
 		return handOverBroker(ln, removePath, drop)
 	}
@@ -72,9 +58,8 @@ func KeepOnlyNetAdmin(ln *net.UnixListener, removePath string) error {
 		}
 	}
 	hdr := &unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	data := new([2]unix.CapUserData)
 	bit := uint32(capNetAdminOnly)
-	data[0] = unix.CapUserData{Effective: bit, Permitted: bit}
+	data := &[2]unix.CapUserData{{Effective: bit, Permitted: bit}}
 	_, _, e := syscall.AllThreadsSyscall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(hdr)), uintptr(unsafe.Pointer(&data[0])), 0)
 	runtime.KeepAlive(hdr)
 	runtime.KeepAlive(data)
@@ -96,26 +81,25 @@ func extraCapabilities() (bool, error) {
 	if err := unix.Capget(&hdr, &data[0]); err != nil {
 		return false, fmt.Errorf("broker: capget: %w", err)
 	}
-	set := func(lo, hi uint32) uint64 { return uint64(hi)<<32 | uint64(lo) }
-	for _, s := range []uint64{
-		set(data[0].Permitted, data[1].Permitted),
-		set(data[0].Effective, data[1].Effective),
-		set(data[0].Inheritable, data[1].Inheritable),
-	} {
-		if s&^capNetAdminOnly != 0 {
-			return true, nil
-		}
-	}
+	lo := data[0].Permitted | data[0].Effective | data[0].Inheritable
+	hi := data[1].Permitted | data[1].Effective | data[1].Inheritable
+	return (uint64(hi)<<32|uint64(lo))&^capNetAdminOnly != 0 || len(boundingExtras()) > 0, nil
+}
+
+// boundingExtras lists the capabilities but CAP_NET_ADMIN that the
+// bounding set holds.
+func boundingExtras() []uintptr {
+	var extras []uintptr
 	for c := 0; c < 64; c++ {
 		in, err := unix.PrctlRetInt(unix.PR_CAPBSET_READ, uintptr(c), 0, 0, 0)
 		if err != nil {
-			break
+			break // past the kernel's last capability
 		}
 		if in == 1 && c != unix.CAP_NET_ADMIN {
-			return true, nil
+			extras = append(extras, uintptr(c))
 		}
 	}
-	return false, nil
+	return extras
 }
 
 // handOverBroker is KeepOnlyNetAdmin for a cgo build: on one locked
@@ -179,19 +163,6 @@ func Handed() (*net.UnixListener, string, error) {
 	if err != nil || fd < 3 {
 		return nil, "", fmt.Errorf("broker: %s=%q: not a descriptor", brokerHandedEnv, s)
 	}
-	unix.CloseOnExec(fd)
-	f := os.NewFile(uintptr(fd), "handed broker socket")
-	defer f.Close()
-	l, err := net.FileListener(f)
-	if err != nil {
-		return nil, "", fmt.Errorf("broker: %s=%d: %w", brokerHandedEnv, fd, err)
-	}
-	ul, ok := l.(*net.UnixListener)
-	if !ok || ul.Addr().Network() != "unixpacket" {
-		l.Close()
-		return nil, "", errors.New("broker: " + brokerHandedEnv + ": not a Unix SOCK_SEQPACKET socket")
-	}
-	// Closing it leaves the file: the path, if any, is removed by name.
-	ul.SetUnlinkOnClose(false)
-	return ul, remove, nil
+	ul, err := packetListener(fd, brokerHandedEnv+"="+s)
+	return ul, remove, err
 }

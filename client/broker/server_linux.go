@@ -3,6 +3,7 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -41,9 +42,8 @@ type Server struct {
 
 	// apply sets the ISN of a checked socket; nil means applyISN.
 	apply func(fd int, isn uint32) error
-	// noBind leaves the socket unbound before repair mode (the broker as
-	// it was before it bound sockets): only a benchmark's baseline sets
-	// it, never a served broker.
+	// noBind leaves the socket unbound before repair mode: only a
+	// benchmark's baseline sets it, never a served broker.
 	noBind bool
 
 	mu       sync.Mutex
@@ -58,21 +58,11 @@ type Server struct {
 }
 
 func (b *Server) defaults() {
-	if b.ReadTimeout == 0 {
-		b.ReadTimeout = 2 * time.Second
-	}
-	if b.MaxInFlight == 0 {
-		b.MaxInFlight = 256
-	}
-	if b.MaxPerUID == 0 {
-		b.MaxPerUID = 32
-	}
-	if b.Log == nil {
-		b.Log = slog.New(slog.DiscardHandler)
-	}
-	if b.GroupName == "" {
-		b.GroupName = "gid " + strconv.Itoa(b.GID)
-	}
+	b.ReadTimeout = cmp.Or(b.ReadTimeout, 2*time.Second)
+	b.MaxInFlight = cmp.Or(b.MaxInFlight, 256)
+	b.MaxPerUID = cmp.Or(b.MaxPerUID, 32)
+	b.Log = cmp.Or(b.Log, slog.New(slog.DiscardHandler))
+	b.GroupName = cmp.Or(b.GroupName, "gid "+strconv.Itoa(b.GID))
 	if b.perUID == nil {
 		b.perUID = map[uint32]int{}
 	}
@@ -80,13 +70,8 @@ func (b *Server) defaults() {
 
 // Serve answers requests on ln until ctx ends or (with IdleExit) the
 // broker has been idle that long, and returns nil then. It closes ln when
-// it returns; it never removes the socket's file.
-//
-// Each connection is served in a goroutine of its own, every read and
-// write with a deadline in Go's network poller, so a slow caller holds a
-// goroutine, not the broker. A caller whose socket keeps that goroutine's
-// thread waiting (its lock held by another of the caller's threads) holds
-// one thread, never the accepting one.
+// it returns; it never removes the socket's file. Each connection is
+// served in a goroutine of its own (the package doc says why).
 func (b *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 	b.defaults()
 	ctx, cancel := context.WithCancel(ctx)
@@ -434,23 +419,10 @@ const (
 )
 
 // bindSource binds fd, an unconnected TCP socket its caller still holds,
-// to a source port before it is put in repair mode, with the kernel's
-// normal conflict checks: sport when not 0 (the port ISN-v1 reserves for
-// the knock, or the one the client picked), else a free one the broker
-// picks. A socket in repair mode
-// binds and listens on a port another socket holds, even another user's
-// listening service; a bound one cannot be bound again, and its listen()
-// can take only its own port, which no other socket shares.
-//
-// The port is always named in bind(): a socket bound to port 0 (the
-// kernel picking the port) gives it back when it is disconnected, and in
-// repair mode a caller can connect (no handshake) and disconnect it, and
-// then bind it anywhere. A port named in bind() stays bound through a
-// disconnect. So a socket that comes bound already is refused: the broker
-// cannot tell how its port was chosen. One bound to an address alone
-// (IP_BIND_ADDRESS_NO_PORT: port 0) keeps its address. The port is never
-// shared (SO_REUSEADDR and SO_REUSEPORT are cleared first): a port that
-// any other socket holds, TIME_WAIT ones too, is in use.
+// to source port sport (when 0, a free one it picks) before repair mode,
+// with the kernel's normal conflict checks and never port 0; a socket
+// that comes bound to a port is refused, one bound to an address alone
+// (IP_BIND_ADDRESS_NO_PORT) keeps its address. The package doc says why.
 func bindSource(fd int, sport uint16) error {
 	sa, err := unix.Getsockname(fd)
 	if err != nil {
@@ -525,17 +497,11 @@ func bindSource(fd int, sport uint16) error {
 // the send queue; x/sys/unix does not define it.
 const tcpSendQueue = 2
 
-// applyISN is the broker's TCP_REPAIR sequence on a socket its caller
-// still holds, and so may use at the same time. A socket in repair mode
-// is a privilege of its own: connect() makes it established without a
-// handshake, and bind() takes a port another socket holds, even a
-// listening one (SK_FORCE_REUSE), which then gets that port's new
-// connections. So the socket comes bound to a port of its own
-// (bindSource) and cannot take another; the state is checked again while
-// repair mode is still on and after it is off, repair mode is turned off
-// without a window probe, and a socket the caller used in the meantime
-// (connected, or listening on its own port) is disarmed: never handed
-// back in repair mode.
+// applyISN is the broker's TCP_REPAIR sequence on a socket bindSource
+// bound, which its caller still holds and may use meanwhile: the state is
+// checked again with repair mode on and after it is off (no window
+// probe), and a socket found in use is disarmed, never handed back in
+// repair mode (the package doc says why).
 func applyISN(fd int, isn uint32) error {
 	if err := unix.SetsockoptInt(fd, unix.SOL_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_ON); err != nil {
 		return fmt.Errorf("set TCP_REPAIR: %w", err)
@@ -627,8 +593,6 @@ func Listen(path string, gid int) (*net.UnixListener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
-	// Closing it leaves the file: Serve closes it as soon as it starts;
-	// whoever made it removes the file when the broker is done.
 	ln.SetUnlinkOnClose(false)
 	err = os.Chown(path, -1, gid)
 	if err == nil {
@@ -659,17 +623,24 @@ func ActivatedListener() (*net.UnixListener, error) {
 	if fds != "1" {
 		return nil, fmt.Errorf("broker: LISTEN_FDS=%s: want one socket", fds)
 	}
-	unix.CloseOnExec(3)
-	f := os.NewFile(3, "activated socket")
+	return packetListener(3, "activated socket")
+}
+
+// packetListener is the listening Unix SOCK_SEQPACKET socket at fd, which
+// it takes over (closing it on exec). Closing the listener leaves the
+// socket's file.
+func packetListener(fd int, name string) (*net.UnixListener, error) {
+	unix.CloseOnExec(fd)
+	f := os.NewFile(uintptr(fd), name)
 	defer f.Close()
 	l, err := net.FileListener(f)
 	if err != nil {
-		return nil, fmt.Errorf("broker: activated socket: %w", err)
+		return nil, fmt.Errorf("broker: %s: %w", name, err)
 	}
 	ul, ok := l.(*net.UnixListener)
 	if !ok || ul.Addr().Network() != "unixpacket" {
 		l.Close()
-		return nil, errors.New("broker: activated socket: want a Unix SOCK_SEQPACKET socket (ListenSequentialPacket=)")
+		return nil, fmt.Errorf("broker: %s: want a Unix SOCK_SEQPACKET socket (ListenSequentialPacket=)", name)
 	}
 	return ul, nil
 }

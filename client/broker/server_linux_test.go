@@ -95,7 +95,7 @@ func (bed *brokerBed) wellFormed(t *testing.T, after string) {
 	defer unix.Close(fd)
 	c := &Client{Path: bed.path}
 	const isn = 0xdeadbeef
-	if err := c.SetISN(fd, isn); err != nil {
+	if err := c.SetISNFrom(fd, isn, 0); err != nil {
 		t.Fatalf("after %s: well-formed request: %v", after, err)
 	}
 	if got := sendSeq(t, fd); got != isn {
@@ -342,7 +342,7 @@ func TestBrokerFlood(t *testing.T) {
 			}
 			defer unix.Close(fd)
 			c := &Client{Path: bed.path}
-			err = c.SetISN(fd, uint32(i+1))
+			err = c.SetISNFrom(fd, uint32(i+1), 0)
 			a := "ok"
 			if err != nil {
 				a = err.Error()
@@ -534,7 +534,7 @@ func TestBrokerCallerRacesConnect(t *testing.T) {
 			t.Fatal(err)
 		}
 		close(start)
-		berr := c.SetISN(fd, 0x01020304)
+		berr := c.SetISNFrom(fd, 0x01020304, 0)
 		<-raced
 		info, _ := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
 		local, _ := unix.Getsockname(fd)
@@ -825,7 +825,7 @@ func TestBrokerLockedSocket(t *testing.T) {
 	}()
 	time.Sleep(100 * time.Millisecond)
 	held := make(chan error, 1)
-	go func() { held <- (&Client{Path: bed.path}).SetISN(fd, 1) }()
+	go func() { held <- (&Client{Path: bed.path}).SetISNFrom(fd, 1, 0) }()
 	time.Sleep(300 * time.Millisecond)
 	bed.wellFormed(t, "a caller whose socket is locked")
 	// Released: the held request ends too.

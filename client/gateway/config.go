@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/seqknock/seqknock/internal/tomlerr"
@@ -210,21 +211,13 @@ func checkTableName(s string) error {
 // Lookup returns the destination dst, or nil.
 func (c *Config) Lookup(dst netip.AddrPort) *Destination {
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
-	for i := range c.Dests {
-		if c.Dests[i].Addr == dst {
-			return &c.Dests[i]
-		}
+	if i := slices.IndexFunc(c.Dests, func(d Destination) bool { return d.Addr == dst }); i >= 0 {
+		return &c.Dests[i]
 	}
 	return nil
 }
 
 // Allowed reports whether src may use d.
 func (d *Destination) Allowed(src netip.Addr) bool {
-	src = src.Unmap()
-	for _, p := range d.Allow {
-		if p.Contains(src) {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(d.Allow, func(p netip.Prefix) bool { return p.Contains(src.Unmap()) })
 }

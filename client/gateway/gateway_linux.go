@@ -3,12 +3,15 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -41,7 +44,6 @@ func NewDialers(gc *Config, cc *client.Config, f client.Flags) (map[netip.AddrPo
 	slots := new(client.MemSlots)
 	out := map[netip.AddrPort]*client.Dialer{}
 	for i, d := range gc.Dests {
-		f := f
 		f.Alias = d.Host
 		f.IPv4, f.IPv6 = d.Addr.Addr().Is4(), d.Addr.Addr().Is6()
 		s, err := client.Resolve(cc, f, d.Addr.Addr().String(), d.Addr.Port())
@@ -65,11 +67,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 		}
 	}()
 	for _, fam := range []struct{ network, addr string }{{"tcp4", "0.0.0.0"}, {"tcp6", "[::]"}} {
-		if !g.hasFamily(fam.network) {
+		if !slices.ContainsFunc(g.Config.Dests, func(d Destination) bool { return d.Addr.Addr().Is4() == (fam.network == "tcp4") }) {
 			continue
 		}
-		lc := net.ListenConfig{Control: markSocket(g.Config.ListenMark)}
-		ln, err := lc.Listen(ctx, fam.network, fam.addr+":"+port)
+		ln, err := (&net.ListenConfig{Control: g.markSocket}).Listen(ctx, fam.network, fam.addr+":"+port)
 		if err != nil {
 			return fmt.Errorf("gateway: listen: %w", err)
 		}
@@ -87,26 +88,19 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	poll := g.Poll
-	if poll == 0 {
-		poll = 5 * time.Second
-	}
+	poll := cmp.Or(g.Poll, 5*time.Second)
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	wg.Go(func() {
 		Keep(ctx, rs, poll,
 			func() { g.Log.Warn("table changed by someone else: written again", "table", "inet "+rs.Table.Name) },
 			func(err error) { g.Log.Error("table check", "err", err) })
-	}()
+	})
 	var conns sync.Map // *net.TCPConn -> struct{}
 	errc := make(chan error, len(lns))
 	for _, ln := range lns {
-		// The accept loops count in wg too, so each Add below happens
-		// while the count is above zero.
-		wg.Add(1)
-		go func(ln net.Listener) {
-			defer wg.Done()
+		// The accept loops count in wg too, so each connection's Go
+		// happens while the count is above zero.
+		wg.Go(func() {
 			for {
 				c, err := ln.Accept()
 				if err != nil {
@@ -115,14 +109,12 @@ func (g *Gateway) Run(ctx context.Context) error {
 				}
 				tc := c.(*net.TCPConn)
 				conns.Store(tc, struct{}{})
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
+				wg.Go(func() {
 					defer conns.Delete(tc)
 					g.serve(ctx, tc, &conns)
-				}()
+				})
 			}
-		}(ln)
+		})
 	}
 	g.Log.Info("gateway ready", "listen_port", g.Config.ListenPort, "table", "inet "+rs.Table.Name, "destinations", len(g.Config.Dests))
 	if g.Ready != nil {
@@ -143,30 +135,16 @@ func (g *Gateway) Run(ctx context.Context) error {
 	return err
 }
 
-// markSocket sets SO_MARK on a socket before it binds.
-func markSocket(mark uint32) func(network, address string, c syscall.RawConn) error {
-	return func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark))
-		})
-		if err == nil {
-			err = serr
-		}
-		if err != nil {
-			return fmt.Errorf("set SO_MARK: %w", err)
-		}
-		return nil
+// markSocket sets the listeners' SO_MARK on a socket before it binds.
+func (g *Gateway) markSocket(_, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(g.Config.ListenMark))
+	})
+	if err = cmp.Or(err, serr); err != nil {
+		return fmt.Errorf("set SO_MARK: %w", err)
 	}
-}
-
-func (g *Gateway) hasFamily(network string) bool {
-	for _, d := range g.Config.Dests {
-		if d.Addr.Addr().Is4() == (network == "tcp4") {
-			return true
-		}
-	}
-	return false
+	return nil
 }
 
 // serve knocks on lan's original destination and relays.
@@ -184,10 +162,7 @@ func (g *Gateway) serve(ctx context.Context, lan *net.TCPConn, conns *sync.Map) 
 		g.Log.Warn("refused", "src", src, "dst", dst, "reason", "not a destination of the gateway")
 		return
 	}
-	host := d.Host
-	if host == "" {
-		host = dst.Addr().String()
-	}
+	host := cmp.Or(d.Host, dst.Addr().String())
 	if !d.Allowed(src.Addr()) {
 		g.Log.Warn("refused", "src", src, "dst", dst, "host", host, "reason", "source not allowed")
 		return
@@ -222,49 +197,33 @@ func OriginalDst(c *net.TCPConn) (netip.AddrPort, error) {
 	if err != nil {
 		return netip.AddrPort{}, err
 	}
-	local := c.LocalAddr().(*net.TCPAddr)
-	var ap netip.AddrPort
-	var serr error
+	is4 := c.LocalAddr().(*net.TCPAddr).IP.To4() != nil
+	level, opt := unix.SOL_IPV6, ip6tSOOriginalDst
+	if is4 {
+		level, opt = unix.SOL_IP, unix.SO_ORIGINAL_DST
+	}
+	// struct sockaddr_in or sockaddr_in6: the family, the port (network
+	// order), then the IPv4 address, or the flow info and the IPv6 address.
+	var sa [unix.SizeofSockaddrInet6]byte
+	n := uint32(len(sa))
+	var errno unix.Errno
 	err = raw.Control(func(fd uintptr) {
-		if local.IP.To4() != nil {
-			var sa unix.RawSockaddrInet4
-			n := uint32(unix.SizeofSockaddrInet4)
-			serr = getsockopt(fd, unix.SOL_IP, unix.SO_ORIGINAL_DST, unsafe.Pointer(&sa), &n)
-			if serr == nil {
-				ap = netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), ntohs(sa.Port))
-			}
-			return
-		}
-		var sa unix.RawSockaddrInet6
-		n := uint32(unix.SizeofSockaddrInet6)
-		serr = getsockopt(fd, unix.SOL_IPV6, ip6tSOOriginalDst, unsafe.Pointer(&sa), &n)
-		if serr == nil {
-			ap = netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), ntohs(sa.Port))
-		}
+		_, _, errno = unix.Syscall6(unix.SYS_GETSOCKOPT, fd, uintptr(level), uintptr(opt),
+			uintptr(unsafe.Pointer(&sa[0])), uintptr(unsafe.Pointer(&n)), 0)
 	})
-	if err == nil {
-		err = serr
+	if err == nil && errno != 0 {
+		err = errno
 	}
 	if err != nil {
 		return netip.AddrPort{}, fmt.Errorf("original destination: %w", err)
 	}
-	return ap, nil
+	port := binary.BigEndian.Uint16(sa[2:4])
+	if is4 {
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte(sa[4:8])), port), nil
+	}
+	return netip.AddrPortFrom(netip.AddrFrom16([16]byte(sa[8:24])), port), nil
 }
 
 // ip6tSOOriginalDst is IP6T_SO_ORIGINAL_DST (linux/netfilter_ipv6/ip6_tables.h),
 // which x/sys does not define.
 const ip6tSOOriginalDst = 80
-
-func getsockopt(fd uintptr, level, opt int, p unsafe.Pointer, n *uint32) error {
-	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, uintptr(level), uintptr(opt), uintptr(p), uintptr(unsafe.Pointer(n)), 0)
-	if e != 0 {
-		return e
-	}
-	return nil
-}
-
-// ntohs reads a port as the kernel stores it in a sockaddr (network order).
-func ntohs(p uint16) uint16 {
-	b := (*[2]byte)(unsafe.Pointer(&p))
-	return uint16(b[0])<<8 | uint16(b[1])
-}

@@ -5,10 +5,13 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
 )
 
@@ -49,34 +52,32 @@ func Build(c *Config) *Ruleset {
 	}
 	for _, d := range c.Dests {
 		for _, p := range d.Allow {
-			add(pre, concat(matchDest(d.Addr), matchSource(p), []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}})...)
+			add(pre, slices.Concat(matchDest(d.Addr), matchSource(p), []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}})...)
 		}
-		add(pre, concat(matchDest(d.Addr), []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}})...)
+		add(pre, slices.Concat(matchDest(d.Addr), []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}})...)
 	}
 	for _, d := range c.Dests {
-		add(nat, concat(matchDest(d.Addr), []expr.Any{
+		add(nat, slices.Concat(matchDest(d.Addr), []expr.Any{
 			&expr.Immediate{Register: 1, Data: binary.BigEndian.AppendUint16(nil, c.ListenPort)},
 			&expr.Redir{RegisterProtoMin: 1},
 		})...)
 	}
 	listen := matchTCPPort(c.ListenPort)
 	// Only redirected flows reach the listener.
-	add(input, concat(listen, []expr.Any{
+	add(input, slices.Concat(listen, []expr.Any{
 		&expr.Ct{Register: 1, Key: expr.CtKeySTATUS},
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: native32(ipsDstNAT), Xor: native32(0)},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: native32(0)},
 		&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop},
 	})...)
-	// A new flow is accepted while the gateway listens, told by its
-	// listener's mark; with no listener (the gateway killed, its table
-	// left behind) it is dropped rather than answered with a reset, and a
-	// listener another user put on the port (no mark) gets nothing.
-	add(input, concat(listen, ctNew(), []expr.Any{
+	// A new flow is accepted while the gateway's marked listener is
+	// there, else dropped (the package doc says why).
+	add(input, slices.Concat(listen, ctNew(), []expr.Any{
 		&expr.Socket{Key: expr.SocketKeyMark, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: native32(c.ListenMark)},
 		&expr.Verdict{Kind: expr.VerdictAccept},
 	})...)
-	add(input, concat(listen, ctNew(), []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}})...)
+	add(input, slices.Concat(listen, ctNew(), []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}})...)
 	rs.tag()
 	return rs
 }
@@ -93,23 +94,9 @@ func (rs *Ruleset) tag() {
 	}
 	fp := hex.EncodeToString(h.Sum(nil)[:8])
 	for i, r := range rs.Rules {
-		r.UserData = comment(fmt.Sprintf("seqknock-gw %s/%d", fp, i))
+		// A comment, so nft list shows it.
+		r.UserData = userdata.AppendString(nil, userdata.TypeComment, fmt.Sprintf("seqknock-gw %s/%d", fp, i))
 	}
-}
-
-// comment is nft's rule user data for a comment (NFTNL_UDATA_RULE_COMMENT,
-// a NUL-terminated string), so nft list shows it.
-func comment(s string) []byte {
-	b := append([]byte(s), 0)
-	return append([]byte{0, byte(len(b))}, b...)
-}
-
-func concat(parts ...[]expr.Any) []expr.Any {
-	var out []expr.Any
-	for _, p := range parts {
-		out = append(out, p...)
-	}
-	return out
 }
 
 func native32(v uint32) []byte { return binary.NativeEndian.AppendUint32(nil, v) }
@@ -137,24 +124,22 @@ func matchTCPPort(port uint16) []expr.Any {
 }
 
 // addrField is where the source (or destination) address is in the
-// network header of a's family.
+// network header of a's family: the destination follows the source.
 func addrField(a netip.Addr, dst bool) (offset, length uint32) {
+	offset, length = 8, 16
 	if a.Is4() {
-		if dst {
-			return 16, 4
-		}
-		return 12, 4
+		offset, length = 12, 4
 	}
 	if dst {
-		return 24, 16
+		offset += length
 	}
-	return 8, 16
+	return offset, length
 }
 
 // matchDest is ip daddr D tcp dport P (ip6 for an IPv6 D).
 func matchDest(ap netip.AddrPort) []expr.Any {
 	off, n := addrField(ap.Addr(), true)
-	return concat(matchFamily(ap.Addr()), []expr.Any{
+	return slices.Concat(matchFamily(ap.Addr()), []expr.Any{
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ap.Addr().AsSlice()},
 	}, matchTCPPort(ap.Port()))
@@ -168,12 +153,8 @@ func matchSource(p netip.Prefix) []expr.Any {
 	if p.Bits() == p.Addr().BitLen() {
 		return []expr.Any{load, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: p.Addr().AsSlice()}}
 	}
-	mask := make([]byte, n)
-	for i := 0; i < p.Bits(); i++ {
-		mask[i/8] |= 0x80 >> (i % 8)
-	}
 	return []expr.Any{load,
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: n, Mask: mask, Xor: make([]byte, n)},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: n, Mask: net.CIDRMask(p.Bits(), int(n)*8), Xor: make([]byte, n)},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: p.Masked().Addr().AsSlice()},
 	}
 }

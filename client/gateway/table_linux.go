@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/nftables"
@@ -68,13 +69,8 @@ func Intact(rs *Ruleset) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	n := 0
-	for _, ch := range chains {
-		if ch.Table.Name == rs.Table.Name {
-			n++
-		}
-	}
-	if n != len(rs.Chains) {
+	chains = slices.DeleteFunc(chains, func(ch *nftables.Chain) bool { return ch.Table.Name != rs.Table.Name })
+	if len(chains) != len(rs.Chains) {
 		return false, nil
 	}
 	i := 0
@@ -102,10 +98,9 @@ func Intact(rs *Ruleset) (bool, error) {
 // repaired is told of each rewrite, failed of each failure.
 func Keep(ctx context.Context, rs *Ruleset, poll time.Duration, repaired func(), failed func(error)) {
 	for ctx.Err() == nil {
-		changes, err := watch(ctx)
+		changes, err := watch(ctx) // nil on error: poll alone until the next try
 		if err != nil {
 			failed(err)
-			changes = nil // poll alone until the next try
 		}
 		tick := time.NewTicker(poll)
 		for open := true; open && ctx.Err() == nil; {

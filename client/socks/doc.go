@@ -63,13 +63,6 @@
 // The dial itself is bounded by the dialer (--syn-timeout per knock,
 // --timeout overall).
 //
-// # Privilege
-//
-// Each dial resolves the covering [[host]] as proxy does (keys read
-// afresh, bind_source_port and TCP-MD5 as the entry says, slots from the
-// same locked slot file) and sets the ISN the way proxy would: this
-// process's CAP_NET_ADMIN (root, setcap, sudo) or the broker. Unlike
-// proxy it cannot drop the capability after one connection, so with
-// setcap or sudo the process keeps CAP_NET_ADMIN while it runs
-// (non-dumpable, so its user cannot trace it); the broker leaves it none.
+// Each dial is made as proxy makes it, in the same privilege mode;
+// docs/socks.md says what each mode leaves this long-running process.
 package socks

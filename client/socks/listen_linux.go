@@ -3,6 +3,7 @@
 package socks
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -16,10 +17,7 @@ import (
 // seqknock/ under runtimeDir ($XDG_RUNTIME_DIR), or under /run/user/UID
 // when runtimeDir is "".
 func DefaultSocketPath(runtimeDir string, uid int) string {
-	if runtimeDir == "" {
-		runtimeDir = filepath.Join("/run/user", strconv.Itoa(uid))
-	}
-	return filepath.Join(runtimeDir, "seqknock", "socks.sock")
+	return filepath.Join(cmp.Or(runtimeDir, filepath.Join("/run/user", strconv.Itoa(uid))), "seqknock", "socks.sock")
 }
 
 // ListenUnix listens on the Unix socket path, mode 0600, in a directory

@@ -3,16 +3,13 @@
 package socks
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
-	"os"
 	"strings"
-	"syscall"
 
 	"github.com/seqknock/seqknock/hostconns"
+	"github.com/seqknock/seqknock/internal/strictfile"
 	"golang.org/x/sys/unix"
 )
 
@@ -51,12 +48,7 @@ func PeerUID(c net.Conn) (int, error) {
 		}
 		return int(cred.Uid), nil
 	case *net.TCPConn:
-		local, err1 := netip.ParseAddrPort(c.LocalAddr().String())
-		remote, err2 := netip.ParseAddrPort(c.RemoteAddr().String())
-		if err := errors.Join(err1, err2); err != nil {
-			return -1, fmt.Errorf("peer uid: %w", err)
-		}
-		uid, err := hostconns.Owner(0, remote, local)
+		uid, err := hostconns.Owner(0, c.RemoteAddr().(*net.TCPAddr).AddrPort(), c.LocalAddr().(*net.TCPAddr).AddrPort())
 		if err != nil {
 			return -1, fmt.Errorf("peer uid: %w", err)
 		}
@@ -69,7 +61,7 @@ func PeerUID(c net.Conn) (int, error) {
 // (RFC 1929). A file that group or others may read, or that is not a
 // regular file, is refused, as a key file is.
 func LoadPassword(path string) (string, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	f, err := strictfile.Open(path)
 	if err != nil {
 		return "", fmt.Errorf("load password: %w", err)
 	}
@@ -77,9 +69,6 @@ func LoadPassword(path string) (string, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return "", fmt.Errorf("load password: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		return "", fmt.Errorf("load password: %s: not a regular file", path)
 	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
 		return "", fmt.Errorf("load password: %s: readable by group or others (mode %04o); run: chmod 600 %s", path, perm, path)

@@ -2,11 +2,13 @@ package socks
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -70,7 +72,6 @@ type ProtoError struct {
 }
 
 func (e *ProtoError) Error() string { return e.Err.Error() }
-func (e *ProtoError) Unwrap() error { return e.Err }
 
 func protoErr(reply int, format string, a ...any) error {
 	return &ProtoError{Reply: reply, Err: fmt.Errorf(format, a...)}
@@ -137,39 +138,33 @@ func ReadRequest(r io.Reader) (Dest, error) {
 	if hdr[0] != socksVersion {
 		return Dest{}, protoErr(ReplyGeneralFailure, "socks5 request: version %d, want 5", hdr[0])
 	}
-	var d Dest
+	var n int // the address's length
 	switch hdr[3] {
 	case atypIPv4:
-		var a [4]byte
-		if _, err := io.ReadFull(r, a[:]); err != nil {
-			return Dest{}, fmt.Errorf("socks5 request: %w", err)
-		}
-		d.IP = netip.AddrFrom4(a)
+		n = 4
 	case atypIPv6:
-		var a [16]byte
-		if _, err := io.ReadFull(r, a[:]); err != nil {
-			return Dest{}, fmt.Errorf("socks5 request: %w", err)
-		}
-		// An IPv4-mapped address is the IPv4 address it maps.
-		d.IP = netip.AddrFrom16(a).Unmap()
+		n = 16
 	case atypDomain:
-		var n [1]byte
-		if _, err := io.ReadFull(r, n[:]); err != nil {
+		var b [1]byte
+		if _, err := io.ReadFull(r, b[:]); err != nil {
 			return Dest{}, fmt.Errorf("socks5 request: %w", err)
 		}
-		name := make([]byte, n[0])
-		if _, err := io.ReadFull(r, name); err != nil {
-			return Dest{}, fmt.Errorf("socks5 request: %w", err)
-		}
-		d.Host = string(name)
+		n = int(b[0])
 	default:
 		return Dest{}, protoErr(ReplyAddressUnsupported, "socks5 request: address type %d", hdr[3])
 	}
-	var p [2]byte
-	if _, err := io.ReadFull(r, p[:]); err != nil {
+	b := make([]byte, n+2) // the address, then the port
+	if _, err := io.ReadFull(r, b); err != nil {
 		return Dest{}, fmt.Errorf("socks5 request: %w", err)
 	}
-	d.Port = binary.BigEndian.Uint16(p[:])
+	d := Dest{Port: binary.BigEndian.Uint16(b[n:])}
+	if hdr[3] == atypDomain {
+		d.Host = string(b[:n])
+	} else {
+		// An IPv4-mapped address is the IPv4 address it maps.
+		ip, _ := netip.AddrFromSlice(b[:n])
+		d.IP = ip.Unmap()
+	}
 	if hdr[1] != cmdConnect {
 		return Dest{}, protoErr(ReplyCommandUnsupported, "socks5 request: command %d, only CONNECT (1) is served", hdr[1])
 	}
@@ -184,13 +179,10 @@ func (d *Dest) finish() error {
 	if d.Port == 0 {
 		return errors.New("port 0")
 	}
-	if d.IP.IsValid() {
-		d.Host = d.IP.String()
-		return nil
+	if a, err := netip.ParseAddr(d.Host); !d.IP.IsValid() && err == nil && a.Zone() == "" {
+		d.IP = a.Unmap() // a name that is an address is matched as an address
 	}
-	if a, err := netip.ParseAddr(d.Host); err == nil && a.Zone() == "" {
-		// A name that is an address is matched as an address.
-		d.IP = a.Unmap()
+	if d.IP.IsValid() {
 		d.Host = d.IP.String()
 		return nil
 	}
@@ -217,16 +209,14 @@ func checkName(name string) error {
 // address for a refusal).
 func Reply(code byte, bound netip.AddrPort) []byte {
 	a := bound.Addr().Unmap()
-	if a.Is6() {
-		b := a.As16()
-		out := append([]byte{socksVersion, code, 0, atypIPv6}, b[:]...)
-		return binary.BigEndian.AppendUint16(out, bound.Port())
+	out := []byte{socksVersion, code, 0, atypIPv4}
+	switch {
+	case a.Is6():
+		out[3] = atypIPv6
+	case !a.IsValid():
+		a = netip.IPv4Unspecified()
 	}
-	var b [4]byte
-	if a.Is4() {
-		b = a.As4()
-	}
-	out := append([]byte{socksVersion, code, 0, atypIPv4}, b[:]...)
+	out = append(out, a.AsSlice()...)
 	return binary.BigEndian.AppendUint16(out, bound.Port())
 }
 
@@ -256,8 +246,8 @@ func ReadHTTPConnect(r *bufio.Reader) (HTTPRequest, error) {
 		return HTTPRequest{}, protoErr(405, "http method %q: only CONNECT is served", clip(parts[0]))
 	}
 	var req HTTPRequest
-	host, port, ok := splitHostPort(parts[1])
-	if !ok {
+	host, port, err := net.SplitHostPort(parts[1])
+	if err != nil {
 		return HTTPRequest{}, protoErr(400, "http CONNECT target %q: want HOST:PORT", clip(parts[1]))
 	}
 	p, err := strconv.ParseUint(port, 10, 16)
@@ -293,22 +283,6 @@ func ReadHTTPConnect(r *bufio.Reader) (HTTPRequest, error) {
 			req.HasAuth = true
 		}
 	}
-}
-
-// splitHostPort splits "host:port" and "[v6]:port".
-func splitHostPort(s string) (host, port string, ok bool) {
-	if strings.HasPrefix(s, "[") {
-		end := strings.Index(s, "]:")
-		if end < 0 {
-			return "", "", false
-		}
-		return s[1:end], s[end+2:], true
-	}
-	i := strings.LastIndexByte(s, ':')
-	if i <= 0 || strings.Contains(s[:i], ":") {
-		return "", "", false
-	}
-	return s[:i], s[i+1:], true
 }
 
 // errTooLong is a request over its size bound.
@@ -351,7 +325,7 @@ func clip(s string) string {
 
 // HTTPStatusLine is the status line and headers of a reply with status.
 func HTTPStatusLine(status int) []byte {
-	text := map[int]string{
+	text := cmp.Or(map[int]string{
 		200: "Connection established",
 		400: "Bad Request",
 		403: "Forbidden",
@@ -361,10 +335,7 @@ func HTTPStatusLine(status int) []byte {
 		431: "Request Header Fields Too Large",
 		502: "Bad Gateway",
 		504: "Gateway Timeout",
-	}[status]
-	if text == "" {
-		text = "Error"
-	}
+	}[status], "Error")
 	s := fmt.Sprintf("HTTP/1.1 %d %s\r\n", status, text)
 	switch {
 	case status == 407:

@@ -2,6 +2,7 @@ package socks
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -42,7 +44,6 @@ type Server struct {
 	// HandshakeTimeout: DefaultHandshakeTimeout when 0.
 	HandshakeTimeout time.Duration
 
-	wg sync.WaitGroup
 	// others counts the handshakes of peers that are not the owner.
 	others atomic.Int32
 }
@@ -69,16 +70,9 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 			}
 			return fmt.Errorf("accept: %w", err)
 		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.ServeConn(ctx, c)
-		}()
+		go s.ServeConn(ctx, c)
 	}
 }
-
-// Wait waits for the connections being served to end.
-func (s *Server) Wait() { s.wg.Wait() }
 
 func (s *Server) logf(format string, a ...any) {
 	if s.Logf != nil {
@@ -117,11 +111,7 @@ func (ss *session) refuse(answer []byte, format string, a ...any) {
 // ServeConn serves one client connection and closes it.
 func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 	defer c.Close()
-	timeout := s.HandshakeTimeout
-	if timeout == 0 {
-		timeout = DefaultHandshakeTimeout
-	}
-	c.SetDeadline(time.Now().Add(timeout))
+	c.SetDeadline(time.Now().Add(cmp.Or(s.HandshakeTimeout, DefaultHandshakeTimeout)))
 	ss := &session{s: s, c: c, r: bufio.NewReaderSize(c, 4096), from: c.RemoteAddr().String()}
 	if ss.from == "" || ss.from == "@" {
 		ss.from = "unix socket"
@@ -135,8 +125,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 	ss.from += " " + who
 	if !ss.owner {
 		n := s.others.Add(1)
-		var once sync.Once
-		ss.handshakeDone = func() { once.Do(func() { s.others.Add(-1) }) }
+		ss.handshakeDone = sync.OnceFunc(func() { s.others.Add(-1) })
 		defer ss.handshakeDone()
 		if n > MaxOtherHandshakes {
 			s.logf("refused %s: more than %d handshakes of other users at once", ss.from, MaxOtherHandshakes)
@@ -168,14 +157,7 @@ func (ss *session) socks5(ctx context.Context) {
 		ss.refuse([]byte{socksVersion, MethodNoneOK}, "%v", err)
 		return
 	}
-	offers := func(m byte) bool {
-		for _, o := range methods {
-			if o == m {
-				return true
-			}
-		}
-		return false
-	}
+	offers := func(m byte) bool { return slices.Contains(methods, m) }
 	switch {
 	case ss.owner && offers(MethodNone):
 		ss.c.Write([]byte{socksVersion, MethodNone})
@@ -226,17 +208,8 @@ func (ss *session) socks5(ctx context.Context) {
 		ss.refuse(Reply(ReplyNotAllowed, netip.AddrPort{}), "%s: no [[host]] covers it", d)
 		return
 	}
-	up, err := s.dial(ctx, ss, d)
-	if err != nil {
-		ss.c.Write(Reply(replyFor(err), netip.AddrPort{}))
-		return
-	}
-	bound, _ := netip.ParseAddrPort(up.LocalAddr().String())
-	if _, err := ss.c.Write(Reply(ReplySucceeded, bound)); err != nil {
-		up.Close()
-		return
-	}
-	ss.relay(up, d)
+	ss.connect(ctx, d, func(err error) []byte { return Reply(replyFor(err), netip.AddrPort{}) },
+		func(up *net.TCPConn) []byte { return Reply(ReplySucceeded, up.LocalAddr().(*net.TCPAddr).AddrPort()) })
 }
 
 func (ss *session) http(ctx context.Context) {
@@ -272,16 +245,8 @@ func (ss *session) http(ctx context.Context) {
 		ss.refuse(HTTPStatusLine(403), "%s: no [[host]] covers it", req.Dest)
 		return
 	}
-	up, err := s.dial(ctx, ss, req.Dest)
-	if err != nil {
-		ss.c.Write(HTTPStatusLine(502))
-		return
-	}
-	if _, err := ss.c.Write(HTTPStatusLine(200)); err != nil {
-		up.Close()
-		return
-	}
-	ss.relay(up, req.Dest)
+	ss.connect(ctx, req.Dest, func(error) []byte { return HTTPStatusLine(502) },
+		func(*net.TCPConn) []byte { return HTTPStatusLine(200) })
 }
 
 func (s *Server) credentialsOK(user, password string) bool {
@@ -290,16 +255,22 @@ func (s *Server) credentialsOK(user, password string) bool {
 	return s.User != "" && u&p == 1
 }
 
-// dial connects to d; the handshake's deadline does not bound it (the
-// dialer has its own: --syn-timeout per knock, --timeout overall).
-func (s *Server) dial(ctx context.Context, ss *session, d Dest) (*net.TCPConn, error) {
+// connect dials d, answers with the reply that failed or ok makes, and
+// relays. The handshake's deadline does not bound the dial (the dialer has
+// its own: --syn-timeout per knock, --timeout overall).
+func (ss *session) connect(ctx context.Context, d Dest, failed func(error) []byte, ok func(up *net.TCPConn) []byte) {
 	ss.c.SetDeadline(time.Time{})
-	up, err := s.Dial(ctx, d)
+	up, err := ss.s.Dial(ctx, d)
 	if err != nil {
-		s.logf("failed %s: %s: %v", ss.from, d, err)
-		return nil, err
+		ss.s.logf("failed %s: %s: %v", ss.from, d, err)
+		ss.c.Write(failed(err))
+		return
 	}
-	return up, nil
+	if _, err := ss.c.Write(ok(up)); err != nil {
+		up.Close()
+		return
+	}
+	ss.relay(up, d)
 }
 
 // replyFor is the SOCKS5 reply code for a failed dial.
@@ -326,10 +297,8 @@ func replyFor(err error) byte {
 	return ReplyGeneralFailure
 }
 
-// relay copies between the client and up until both directions end:
-// each direction's end shuts the other side's write half, so either side
-// may still answer. io.Copy between *net.TCPConn and *net.TCPConn or
-// *net.UnixConn splices (ReadFrom, WriteTo): the bytes stay in the kernel.
+// relay copies (splices) between the client and up until both directions
+// end, each end shutting the other side's write half.
 func (ss *session) relay(up *net.TCPConn, d Dest) {
 	defer up.Close()
 	if ss.handshakeDone != nil {

@@ -71,10 +71,37 @@ func newRig(t *testing.T, owner bool, user, password string) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { l.Close(); r.srv.Wait() })
-	go r.srv.Serve(context.Background(), l)
+	var served sync.WaitGroup
+	t.Cleanup(func() { l.Close(); served.Wait() })
+	go r.srv.Serve(context.Background(), countingListener{l, &served})
 	r.addr = l.Addr().String()
 	return r
+}
+
+// countingListener counts each connection it accepts in wg until the
+// server closes it.
+type countingListener struct {
+	net.Listener
+	wg *sync.WaitGroup
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.wg.Add(1)
+	return &countedConn{TCPConn: c.(*net.TCPConn), done: sync.OnceFunc(l.wg.Done)}, nil
+}
+
+type countedConn struct {
+	*net.TCPConn
+	done func()
+}
+
+func (c *countedConn) Close() error {
+	defer c.done()
+	return c.TCPConn.Close()
 }
 
 // exchange connects, sends in, and returns everything the server sends
@@ -138,6 +165,39 @@ func TestServeSOCKS5Owner(t *testing.T) {
 	}
 	if l := r.logged(); !strings.Contains(l, `connected`) || !strings.Contains(l, `"srv.test" port 22`) {
 		t.Errorf("log: %s", l)
+	}
+}
+
+// TestServeDialFails: a dial that fails gets SOCKS5 the reply code of its
+// error (connection refused: 5) and HTTP 502, after the handshake's
+// answers, and one log line.
+func TestServeDialFails(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   []byte
+		want []byte
+	}{
+		{"socks5", append([]byte{5, 1, 0}, socksConnect("srv.test", 22)...), []byte{5, 0, 5, ReplyConnectionRefused, 0, 1, 0, 0, 0, 0, 0, 0}},
+		{"http", []byte("CONNECT srv.test:22 HTTP/1.1\r\n\r\n"), HTTPStatusLine(502)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, true, "", "")
+			closed, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.target = closed.Addr().String()
+			closed.Close()
+			if out := r.exchange(t, tc.in); !bytes.Equal(out, tc.want) {
+				t.Errorf("answer % x (%q), want % x", out, out, tc.want)
+			}
+			if l := r.logged(); !strings.HasPrefix(l, "failed ") || !strings.Contains(l, "connection refused") || strings.Contains(l, "\n") {
+				t.Errorf("log %q: want one line saying failed ... connection refused", l)
+			}
+			if n := r.dials.Load(); n != 1 {
+				t.Errorf("%d dials, want 1", n)
+			}
+		})
 	}
 }
 

@@ -33,6 +33,13 @@ func open(dirfd int, name, path string) (*os.File, *unix.Stat_t, error) {
 	return os.NewFile(uintptr(fd), path), &st, nil
 }
 
+// Open opens path for reading as open does: no symlink at its last
+// component, no blocking, a regular file only.
+func Open(path string) (*os.File, error) {
+	f, _, err := open(unix.AT_FDCWD, path, path)
+	return f, err
+}
+
 // OpenNotWritableByOthers opens path as open does, and also refuses a
 // file others (not its owner, not its group) may write: the config and
 // the files it includes.

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/seqknock/seqknock/internal/netnstest"
-	"golang.org/x/sys/unix"
 )
 
 // within fails t unless fn returns within a second: nothing here may block.
@@ -297,10 +296,4 @@ func OpenOwned(path string, uid int) (*os.File, error) {
 	d := NewDirs(uid)
 	defer d.Close()
 	return d.OpenOwned(path)
-}
-
-// Open is open of a path.
-func Open(path string) (*os.File, error) {
-	f, _, err := open(unix.AT_FDCWD, path, path)
-	return f, err
 }

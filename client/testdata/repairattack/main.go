@@ -179,7 +179,7 @@ func setcap(bin string, port, tries int) {
 			got <- result{b, l}
 		}()
 		done := make(chan struct{})
-		go func() { bc.SetISN(fd, 1); close(done) }()
+		go func() { bc.SetISNFrom(fd, 1, 0); close(done) }()
 		var r result
 		select {
 		case <-done:
@@ -231,7 +231,7 @@ func race(sock string, port int, min time.Duration) {
 			b, l := grab(fd, port, &stop, nil)
 			got <- [2]bool{b, l}
 		}()
-		err = bc.SetISN(fd, uint32(tries+1))
+		err = bc.SetISNFrom(fd, uint32(tries+1), 0)
 		stop.Store(true)
 		r := <-got
 		tries++

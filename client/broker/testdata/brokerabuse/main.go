@@ -29,7 +29,7 @@
 //	    and prints how many were answered ok, and how many of those the
 //	    broker bound to a port in LO-HI.
 //	brokerabuse clientdials PATH N [LO HI]
-//	    the same through broker.Client.SetISN, as a seqknock dial
+//	    the same through broker.Client.SetISNFrom, as a seqknock dial
 //	    asks (the port picked in this namespace); also prints the lowest
 //	    and highest port bound.
 package main
@@ -286,7 +286,7 @@ func clientDials(path string, n, lo, hi int) {
 			fmt.Println("socket:", err)
 			os.Exit(1)
 		}
-		if err := bc.SetISN(fd, 1); err == nil {
+		if err := bc.SetISNFrom(fd, 1, 0); err == nil {
 			ok++
 			if sa, err := unix.Getsockname(fd); err == nil {
 				p := sa.(*unix.SockaddrInet4).Port

@@ -41,7 +41,7 @@ func main() {
 		fmt.Println(err)
 		os.Exit(1)
 	}
-	if err := b.SetISN(fd, uint32(isn)); err != nil {
+	if err := b.SetISNFrom(fd, uint32(isn), 0); err != nil {
 		fmt.Println(err)
 		os.Exit(1)
 	}
