@@ -506,37 +506,3 @@ func (d *Dialer) attempt(ctx context.Context, ap netip.AddrPort, sport uint16, i
 	}
 	return c.(*net.TCPConn), nil
 }
-
-// Dialer returns the dialer for these settings, reserving slots with
-// reserve (nil: no store, slots counted in this process alone).
-func (s *Settings) Dialer(reserve func(id string, counter uint64, slots int) (int, error)) *Dialer {
-	d := &Dialer{
-		Key:            s.Key,
-		Fallback:       s.Fallback,
-		Realm:          s.Realm,
-		Period:         s.Period,
-		Slots:          s.Slots,
-		SynTimeout:     s.SynTimeout,
-		Attempts:       s.Attempts,
-		Timeout:        s.Timeout,
-		ClockOffset:    s.ClockOffset,
-		Network:        s.Network,
-		Broker:         s.Broker,
-		Reserve:        reserve,
-		SignKey:        s.SignKey,
-		BindSourcePort: s.BindSourcePort,
-	}
-	if s.Verbosef != nil {
-		synTimeout := d.SynTimeout
-		if synTimeout == 0 {
-			synTimeout = DefaultSynTimeout
-		}
-		d.OnBroker = func(path string) {
-			s.Verbosef("no CAP_NET_ADMIN here: the broker at %s sets the ISN", path)
-		}
-		d.OnAttempt = func(ap netip.AddrPort, counter uint64, slot int, _ uint32) {
-			s.Verbosef("knock %s counter %d slot %d (of %d), waiting %v for a SYN-ACK", ap, counter, slot, d.Slots, synTimeout)
-		}
-	}
-	return d
-}

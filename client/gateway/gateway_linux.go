@@ -44,11 +44,12 @@ func NewDialers(gc *Config, cc *client.Config, f client.Flags) (map[netip.AddrPo
 		f := f
 		f.Alias = d.Host
 		f.IPv4, f.IPv6 = d.Addr.Addr().Is4(), d.Addr.Addr().Is6()
-		s, err := client.Resolve(cc, f, d.Addr.Addr().String(), d.Addr.Port())
+		dd, err := client.Resolve(cc, f, d.Addr.Addr().String(), d.Addr.Port())
 		if err != nil {
 			return nil, fmt.Errorf("%s: destination[%d] %s: %w", gc.Path, i, d.Addr, err)
 		}
-		out[d.Addr] = s.Dialer(slots.Reserve)
+		dd.Reserve = slots.Reserve
+		out[d.Addr] = dd
 	}
 	return out, nil
 }

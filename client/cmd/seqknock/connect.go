@@ -102,13 +102,12 @@ func dialer(c *cli.Context, stderr io.Writer, inv *client.Invoker, host string, 
 		// One line each, never on stdout, which carries the connection.
 		f.Verbosef = func(format string, a ...any) { fmt.Fprintf(stderr, "seqknock: "+format+"\n", a...) }
 	}
-	s, err := client.Resolve(cfg, f, host, port)
+	d, err := client.Resolve(cfg, f, host, port)
 	if err != nil {
 		return nil, usageError(err)
 	}
 	store := inv.SlotStore()
-	d := s.Dialer(store.Reserve)
-	d.Admitted, d.LastAdmitted = store.Admit, store.LastAdmitted
+	d.Reserve, d.Admitted, d.LastAdmitted = store.Reserve, store.Admit, store.LastAdmitted
 	d.Warnf = func(format string, a ...any) { fmt.Fprintf(stderr, "seqknock: "+format+"\n", a...) }
 	// Said whether verbose or not: it costs a slot.
 	d.OnPortBusy = func(sport uint16, counter uint64, slot int) {

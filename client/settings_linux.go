@@ -1,7 +1,11 @@
+//go:build linux
+
 package client
 
 import (
+	"cmp"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -40,31 +44,6 @@ type Flags struct {
 	// Verbosef, when set, is told which [[host]] matched, where the key
 	// comes from, and (through the Dialer) each knock tried.
 	Verbosef func(format string, a ...any)
-}
-
-// Settings are everything one connection needs, resolved from the config
-// and the flags: checked, defaults applied, keys loaded.
-type Settings struct {
-	Key []byte
-	// Fallback are older keys, from the matching [[host]]'s key_files.
-	Fallback [][]byte
-	Realm    string
-	Period   time.Duration
-	Slots    int
-	// SignKey, when set, signs the connection with TCP-MD5.
-	SignKey tcpsign.Key
-	// BindSourcePort: each knock comes from its reserved source port.
-	BindSourcePort bool
-	Network        string // "tcp", "tcp4" or "tcp6"
-	// Broker is the broker's socket, asked when this process may not set
-	// an ISN itself: --broker, else the config's broker, else
-	// broker.DefaultPath.
-	Broker      string
-	SynTimeout  time.Duration
-	Attempts    int
-	Timeout     time.Duration
-	ClockOffset time.Duration
-	Verbosef    func(format string, a ...any)
 }
 
 // UsageError is a mistake in how seqknock was called (a flag out of range,
@@ -146,13 +125,14 @@ func BrokerPath(cfg *Config, flag string) string {
 	return broker.DefaultPath
 }
 
-// Resolve turns the client config and the flags into the settings of a
-// connection to host:port. The first [[host]] matching the alias, then the
+// Resolve turns the client config and the flags into the Dialer of a
+// connection to host:port, its Reserve left to the caller (nil: slots
+// counted in this process alone). The first [[host]] matching the alias, then the
 // host, gives the key, realm, period and slots; each flag given overrides
 // its field (--key-file also drops the entry's fallback keys). Mistakes in
 // the flags, or no key at all, are a UsageError; a key file that cannot be
 // used is an error from keyfile.Load.
-func Resolve(cfg *Config, f Flags, host string, port uint16) (*Settings, error) {
+func Resolve(cfg *Config, f Flags, host string, port uint16) (*Dialer, error) {
 	verbosef := f.Verbosef
 	if verbosef == nil {
 		verbosef = func(string, ...any) {}
@@ -191,7 +171,7 @@ func Resolve(cfg *Config, f Flags, host string, port uint16) (*Settings, error) 
 	if f.Attempts < 0 || f.Attempts > e.Slots {
 		return nil, usagef("--attempts %d out of range 1..%d (the slots per period)", f.Attempts, e.Slots)
 	}
-	s := &Settings{
+	d := &Dialer{
 		Realm:          e.Realm,
 		Period:         e.Period,
 		Slots:          e.Slots,
@@ -202,13 +182,12 @@ func Resolve(cfg *Config, f Flags, host string, port uint16) (*Settings, error) 
 		Attempts:       f.Attempts,
 		Timeout:        f.Timeout,
 		ClockOffset:    f.ClockOffset,
-		Verbosef:       f.Verbosef,
 	}
 	if f.IPv4 {
-		s.Network = "tcp4"
+		d.Network = "tcp4"
 	}
 	if f.IPv6 {
-		s.Network = "tcp6"
+		d.Network = "tcp6"
 	}
 	for i, file := range append([]string{e.KeyFile}, e.Fallback...) {
 		k, err := keyfile.Load(file)
@@ -216,9 +195,9 @@ func Resolve(cfg *Config, f Flags, host string, port uint16) (*Settings, error) 
 			return nil, err
 		}
 		if i == 0 {
-			s.Key = k
+			d.Key = k
 		} else {
-			s.Fallback = append(s.Fallback, k)
+			d.Fallback = append(d.Fallback, k)
 		}
 	}
 	if e.BindSourcePort {
@@ -229,8 +208,17 @@ func Resolve(cfg *Config, f Flags, host string, port uint16) (*Settings, error) 
 		if err != nil {
 			return nil, fmt.Errorf("sign key: %w", err)
 		}
-		s.SignKey = k
+		d.SignKey = k
 		verbosef("signing with %s, key from %s", e.Sign, e.SignKeyFile)
 	}
-	return s, nil
+	if f.Verbosef != nil {
+		synTimeout := cmp.Or(d.SynTimeout, DefaultSynTimeout)
+		d.OnBroker = func(path string) {
+			verbosef("no CAP_NET_ADMIN here: the broker at %s sets the ISN", path)
+		}
+		d.OnAttempt = func(ap netip.AddrPort, counter uint64, slot int, _ uint32) {
+			verbosef("knock %s counter %d slot %d (of %d), waiting %v for a SYN-ACK", ap, counter, slot, d.Slots, synTimeout)
+		}
+	}
+	return d, nil
 }
