@@ -3,6 +3,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -118,7 +119,7 @@ type Dialer struct {
 // twice in a period must not send the same knock twice.
 type derivedCache struct {
 	last  atomic.Pointer[derivedKeys]
-	slots MemSlots
+	slots SlotStore
 }
 
 // cache returns d's derivedCache, making it on first use.
@@ -198,19 +199,9 @@ func (e *SlotsSpentError) Error() string {
 
 func (e *SlotsSpentError) Unwrap() error { return ErrSlotsSpent }
 
-func (d *Dialer) period() time.Duration {
-	if d.Period == 0 {
-		return totp.DefaultPeriod
-	}
-	return d.Period
-}
+func (d *Dialer) period() time.Duration { return cmp.Or(d.Period, totp.DefaultPeriod) }
 
-func (d *Dialer) slots() int {
-	if d.Slots == 0 {
-		return totp.DefaultSlots
-	}
-	return d.Slots
-}
+func (d *Dialer) slots() int { return cmp.Or(d.Slots, totp.DefaultSlots) }
 
 func (d *Dialer) now() time.Time {
 	n := time.Now
@@ -221,10 +212,7 @@ func (d *Dialer) now() time.Time {
 }
 
 func (d *Dialer) resolve(ctx context.Context, host string) ([]netip.Addr, error) {
-	network := d.Network
-	if network == "" {
-		network = "tcp"
-	}
+	network := cmp.Or(d.Network, "tcp")
 	ipNet := map[string]string{"tcp": "ip", "tcp4": "ip4", "tcp6": "ip6"}[network]
 	if ipNet == "" {
 		return nil, fmt.Errorf("network %q: want tcp, tcp4 or tcp6", network)
@@ -289,10 +277,7 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (*net.TCPCo
 		// messages and on the wire.
 		addrs[i] = addrs[i].Unmap()
 	}
-	synTimeout := d.SynTimeout
-	if synTimeout == 0 {
-		synTimeout = DefaultSynTimeout
-	}
+	synTimeout := cmp.Or(d.SynTimeout, DefaultSynTimeout)
 	reserve := d.Reserve
 	if reserve == nil {
 		reserve = d.cache().slots.Reserve
@@ -362,12 +347,14 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (*net.TCPCo
 					// Not served: both fixes, in one line.
 					return nil, &NoPrivilegeError{Broker: be.Path, Err: be}
 				}
-				if errors.Is(err, syscall.ECONNREFUSED) || ctx.Err() != nil {
-					if ctx.Err() != nil {
-						return nil, fmt.Errorf("no SYN-ACK from %s: %w%s", net.JoinHostPort(host, strconv.Itoa(int(port))), ctx.Err(), d.hint())
+				if ctx.Err() != nil {
+					hint := ""
+					if d.BindSourcePort {
+						hint = "; " + SourcePortHint
 					}
-					return nil, fmt.Errorf("connect %s: %w", ap, err)
+					return nil, fmt.Errorf("no SYN-ACK from %s: %w%s", net.JoinHostPort(host, strconv.Itoa(int(port))), ctx.Err(), hint)
 				}
+				// A refusal, or anything but silence, ends the dial.
 				if !isTimeout(err) && !errors.Is(err, syscall.EHOSTUNREACH) && !errors.Is(err, syscall.ENETUNREACH) {
 					return nil, fmt.Errorf("connect %s: %w", ap, err)
 				}
@@ -476,14 +463,6 @@ func (e *NoAnswerError) Error() string {
 }
 
 func (e *NoAnswerError) Unwrap() error { return ErrNoAnswer }
-
-// hint is "; " and SourcePortHint with BindSourcePort on, else nothing.
-func (d *Dialer) hint() string {
-	if !d.BindSourcePort {
-		return ""
-	}
-	return "; " + SourcePortHint
-}
 
 func isTimeout(err error) bool {
 	var ne net.Error

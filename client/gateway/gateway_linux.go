@@ -38,7 +38,7 @@ type Gateway struct {
 // with flags' timeouts. Every destination must have a key. Slots are
 // counted in this process, shared by all connections.
 func NewDialers(gc *Config, cc *client.Config, f client.Flags) (map[netip.AddrPort]*client.Dialer, error) {
-	slots := new(client.MemSlots)
+	slots := new(client.SlotStore)
 	out := map[netip.AddrPort]*client.Dialer{}
 	for i, d := range gc.Dests {
 		f := f
