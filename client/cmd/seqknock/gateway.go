@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"log/slog"
-	"os"
 
 	"github.com/seqknock/seqknock/client"
 	"github.com/seqknock/seqknock/client/gateway"
@@ -57,14 +55,7 @@ func gatewayCommand() *cli.Command {
 				}
 				return nil
 			}
-			log := slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{
-				ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
-					if len(groups) == 0 && a.Key == slog.TimeKey && os.Getenv("JOURNAL_STREAM") != "" {
-						return slog.Attr{} // journald stamps every line
-					}
-					return a
-				},
-			}))
+			log := serviceLog(c.App.ErrWriter)
 			ctx, cancel := signalContext()
 			defer cancel()
 			g := &gateway.Gateway{Config: gc, Dialers: dialers, Log: log}
