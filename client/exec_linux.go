@@ -99,19 +99,14 @@ func Exec(conn *net.TCPConn, program string, args []string) error {
 	if err != nil {
 		return fmt.Errorf("exec %s: %w", path, err)
 	}
-	done := make(chan struct{})
-	defer close(done)
 	go func() {
-		for {
-			select {
-			case s := <-sigs:
-				cmd.Process.Signal(s)
-			case <-done:
-				return
-			}
+		for s := range sigs {
+			cmd.Process.Signal(s)
 		}
 	}()
 	err = cmd.Wait()
+	signal.Stop(sigs) // no signal is sent on sigs once it returns
+	close(sigs)
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {

@@ -6,18 +6,11 @@ import (
 	"net"
 )
 
-// halfCloser is a connection whose write side closes alone.
-type halfCloser interface {
-	io.ReadWriter
-	CloseWrite() error
-	CloseRead() error
-}
-
 // Relay copies in to conn and conn to out until both directions end. When in
 // reaches EOF the connection's write side is shut (the peer sees EOF, and
 // can still answer); when the peer closes, out is closed. It returns the
 // first error other than the normal end of a direction.
-func Relay(conn halfCloser, in io.Reader, out io.WriteCloser) error {
+func Relay(conn *net.TCPConn, in io.Reader, out io.WriteCloser) error {
 	errc := make(chan error, 2)
 	go func() {
 		_, err := io.Copy(conn, in)
