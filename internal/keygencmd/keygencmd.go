@@ -59,13 +59,10 @@ func Command(binary string, check func(*cli.Context) error) *cli.Command {
 			} else if c.IsSet("replaces") || c.IsSet("not-after") || c.IsSet("port") || c.IsSet("realm") || c.IsSet("bind-source-port") || c.IsSet("device") {
 				return cliconv.Usagef("keygen: --port, --realm, --bind-source-port, --replaces, --not-after and --device go with --stanzas")
 			}
-			key, err := keyfile.Generate()
-			if err != nil {
-				return err
-			}
+			key := keyfile.Generate()
 			out := c.String("output")
 			if out == "" {
-				_, err = c.App.Writer.Write(keyfile.Encode(key))
+				_, err := c.App.Writer.Write(keyfile.Encode(key))
 				return err
 			}
 			if err := keyfile.Write(out, key, c.Bool("force")); err != nil {

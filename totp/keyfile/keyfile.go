@@ -25,13 +25,12 @@ const maxFileSize = 4096
 // can read or write.
 var ErrUnsafeMode = errors.New("readable by group or others")
 
-// Generate returns a new random key of GenerateSize bytes.
-func Generate() ([]byte, error) {
+// Generate returns a new random key of GenerateSize bytes (crypto/rand
+// never fails: it ends the program first).
+func Generate() []byte {
 	k := make([]byte, GenerateSize)
-	if _, err := io.ReadFull(rand.Reader, k); err != nil {
-		return nil, fmt.Errorf("generate key: %w", err)
-	}
-	return k, nil
+	rand.Read(k)
+	return k
 }
 
 // Encode returns the key file text for key: one base64 line.
