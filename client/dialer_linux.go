@@ -374,8 +374,7 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (*net.TCPCo
 	}
 	if sent == 0 && busy == nil && spent != nil {
 		now := d.now()
-		next := time.Unix(int64(totp.Counter(now, d.period())+1)*int64(d.period()/time.Second), 0)
-		return nil, &SlotsSpentError{Slots: d.slots(), Wait: next.Sub(now)}
+		return nil, &SlotsSpentError{Slots: d.slots(), Wait: totp.NextBoundary(now, d.period()).Sub(now)}
 	}
 	if busy != nil && sent == 0 {
 		return nil, fmt.Errorf("no slot left to knock on %s: %w", net.JoinHostPort(host, strconv.Itoa(int(port))), busy)
@@ -392,7 +391,7 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (*net.TCPCo
 	}
 	if d.LastAdmitted != nil {
 		if c := d.LastAdmitted(keys[0].id); c != 0 {
-			e.AdmittedAt = time.Unix(int64(c)*int64(d.period()/time.Second), 0)
+			e.AdmittedAt = totp.Start(c, d.period())
 		}
 	}
 	if d.BindSourcePort {
@@ -469,16 +468,16 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// attempt sends one knock to ap, from source port sport when not 0.
+// attempt sends one knock to ap (an unmapped address), from source port
+// sport when not 0.
 func (d *Dialer) attempt(ctx context.Context, ap netip.AddrPort, sport uint16, isn uint32, synTimeout time.Duration, set func(int, uint32, uint16) error) (*net.TCPConn, error) {
 	// The source port is bound by set, before the ISN: the broker binds
 	// the sockets it is sent itself and refuses bound ones.
 	nd := net.Dialer{Timeout: synTimeout, Control: prepare(ap.Addr(), isn, sport, d.SignKey, set)}
 	network := "tcp4"
-	if ap.Addr().Is6() && !ap.Addr().Is4In6() {
+	if ap.Addr().Is6() {
 		network = "tcp6"
 	}
-	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	c, err := nd.DialContext(ctx, network, ap.String())
 	if err != nil {
 		return nil, err

@@ -4,14 +4,15 @@ package client
 
 import (
 	"fmt"
-	"github.com/seqknock/seqknock/internal/covhook"
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 
+	"github.com/seqknock/seqknock/internal/covhook"
 	"golang.org/x/sys/unix"
 )
 
@@ -50,12 +51,8 @@ func HandOver(conn *net.TCPConn, args []string) error {
 	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
 		return fmt.Errorf("drop privileges: %w", err)
 	}
-	env := []string{handedEnv + "=" + strconv.Itoa(fd)}
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, handedEnv+"=") {
-			env = append(env, kv)
-		}
-	}
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, handedEnv+"=") })
+	env = append([]string{handedEnv + "=" + strconv.Itoa(fd)}, env...)
 	covhook.Flush() // a coverage build's counters; nothing otherwise
 	err = syscall.Exec("/proc/self/exe", args, env)
 	runtime.KeepAlive(f)

@@ -7,6 +7,7 @@ import (
 	"github.com/seqknock/seqknock/internal/covhook"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -29,11 +30,7 @@ func BecomeEnv(env []string, inv *Invoker) []string {
 	havePath := false
 	for _, kv := range env {
 		k, _, _ := strings.Cut(kv, "=")
-		keep := strings.HasPrefix(k, "LC_")
-		for _, n := range keptEnv {
-			keep = keep || k == n
-		}
-		if keep {
+		if strings.HasPrefix(k, "LC_") || slices.Contains(keptEnv, k) {
 			out = append(out, kv)
 			havePath = havePath || k == "PATH"
 		}

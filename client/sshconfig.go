@@ -104,7 +104,7 @@ func SSHConfig(s Stanza) (string, error) {
 	// Connection sharing: each connection spends a knock, and a server
 	// allows a few per period, so repeated runs share one.
 	if cp := controlPath(s.Home); cp != "" {
-		if s.Home != "" && !isDir(filepath.Join(s.Home, ".ssh")) {
+		if fi, err := os.Stat(filepath.Join(s.Home, ".ssh")); s.Home != "" && (err != nil || !fi.IsDir()) {
 			// ssh gives up, rather than share nothing, when it cannot
 			// make the socket; it makes ~/.ssh only when run without -F.
 			fmt.Fprintf(&b, "    # %s does not exist: make it (mkdir -m 700 ~/.ssh), or ssh fails to start a shared connection.\n",
@@ -127,11 +127,6 @@ func SSHConfig(s Stanza) (string, error) {
 			"    # and you in group seqknock (sudo usermod -aG seqknock %s); see UNDER SUDO in seqknock(1).\n", s.Self, s.User)
 	}
 	return b.String(), nil
-}
-
-func isDir(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && fi.IsDir()
 }
 
 func absPath(p string) string {

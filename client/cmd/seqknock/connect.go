@@ -289,12 +289,9 @@ func proxyCommand() *cli.Command {
 			"the broker (seqknock broker) and membership of its group; "+
 			"gives up every privilege once connected.",
 		nil, noMoreArgs,
-		func(c *cli.Context, conn *net.TCPConn) error { return relay(conn, c.App.Reader, c.App.Writer) })
-}
-
-// relay is proxy's use of the connection: stdin to it, it to stdout.
-func relay(conn *net.TCPConn, stdin io.Reader, stdout io.Writer) error {
-	return client.Relay(conn, stdin, writeCloser(stdout))
+		func(c *cli.Context, conn *net.TCPConn) error {
+			return client.Relay(conn, c.App.Reader, writeCloser(c.App.Writer))
+		})
 }
 
 func fdpassCommand() *cli.Command {
