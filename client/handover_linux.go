@@ -22,16 +22,11 @@ const handedEnv = "SEQKNOCK_CONNECTED_FD"
 
 // HandOver gives conn to a fresh image of this binary that holds no
 // capability on any thread, for builds where they cannot be cleared
-// in-process (cgo). On one locked thread it clears that thread's capability
-// sets (and so its ambient set), sets PR_SET_NO_NEW_PRIVS (so a binary with
-// a file capability gains nothing from its own execve), lets conn's socket
-// survive exec, and execs /proc/self/exe with args and SEQKNOCK_CONNECTED_FD
-// naming the socket. execve replaces every thread with the credentials of
-// that one. It returns only on error.
-//
-// The variable needs no trust: it only makes the new image use a
-// descriptor the process already holds, and Handed refuses it in a process
-// that holds a capability.
+// in-process (cgo): from one locked thread with its sets cleared and
+// PR_SET_NO_NEW_PRIVS set, it execs /proc/self/exe with args and
+// SEQKNOCK_CONNECTED_FD naming the socket. It returns only on error. The
+// variable needs no trust: it names a descriptor the process already
+// holds, and Handed refuses it in a process that holds a capability.
 func HandOver(conn *net.TCPConn, args []string) error {
 	f, err := conn.File()
 	if err != nil {
