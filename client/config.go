@@ -228,16 +228,6 @@ func (c *Config) NoHost(what, remedy string) error {
 	return usagef("no [[host]] in %s matches %s; add one, or %s", c.Path, what, remedy)
 }
 
-// HasHost reports whether any entry matches host, on whatever port.
-func (c *Config) HasHost(host string) bool {
-	for i := range c.Hosts {
-		if c.Hosts[i].matches(host) {
-			return true
-		}
-	}
-	return false
-}
-
 func (e *HostEntry) matches(host string) bool {
 	ok, _ := path.Match(e.Match, host)
 	return ok

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/seqknock/seqknock/client/broker"
@@ -65,7 +66,8 @@ func controlPath(home string) string {
 // that no [[host]] matches, without a KeyFile, is a UsageError; a KeyFile
 // must be a usable key.
 func SSHConfig(s Stanza) (string, error) {
-	if !s.Config.HasHost(s.Host) && s.KeyFile == "" {
+	// A [[host]] for s.Host on whatever port.
+	if s.KeyFile == "" && !slices.ContainsFunc(s.Config.Hosts, func(e HostEntry) bool { return e.matches(s.Host) }) {
 		err := s.Config.NoHost(s.Host, "give --key-file")
 		return "", usagef("ssh-config: %w", err)
 	}

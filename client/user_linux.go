@@ -142,24 +142,19 @@ func (inv *Invoker) ForUser(name string) (*Invoker, error) {
 	return target, nil
 }
 
-// ConfigDir is $XDG_CONFIG_HOME/seqknock, or ~/.config/seqknock. Under sudo
-// the process has become the invoking user with a scrubbed environment
-// before it gets here (see Become), so this is that user's.
-func (inv *Invoker) ConfigDir() string {
-	if d := os.Getenv("XDG_CONFIG_HOME"); filepath.IsAbs(d) {
-		return filepath.Join(d, "seqknock")
-	}
-	return filepath.Join(inv.Home, ".config", "seqknock")
-}
-
 // LoadConfig loads the client config file, or with file "" the invoking
-// user's client.toml in ConfigDir, which may be missing (flags alone
-// suffice).
+// user's $XDG_CONFIG_HOME/seqknock/client.toml (or ~/.config/...), which
+// may be missing (flags alone suffice). Under sudo the process has become
+// that user, environment scrubbed, before it gets here (Become).
 func (inv *Invoker) LoadConfig(file string) (*Config, error) {
 	if file != "" {
 		return LoadConfig(file, inv.Home, false)
 	}
-	return LoadConfig(filepath.Join(inv.ConfigDir(), "client.toml"), inv.Home, true)
+	dir := filepath.Join(inv.Home, ".config")
+	if d := os.Getenv("XDG_CONFIG_HOME"); filepath.IsAbs(d) {
+		dir = d
+	}
+	return LoadConfig(filepath.Join(dir, "seqknock", "client.toml"), inv.Home, true)
 }
 
 // SlotStore returns the invoking user's slot store:
