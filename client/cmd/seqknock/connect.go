@@ -290,7 +290,7 @@ func proxyCommand() *cli.Command {
 			"gives up every privilege once connected.",
 		nil, noMoreArgs,
 		func(c *cli.Context, conn *net.TCPConn) error {
-			return client.Relay(conn, c.App.Reader, writeCloser(c.App.Writer))
+			return client.Relay(conn, c.App.Reader, c.App.Writer)
 		})
 }
 
@@ -394,15 +394,3 @@ func sshConfigCommand() *cli.Command {
 		},
 	}
 }
-
-// writeCloser is w, closed by Relay when the peer closes if w can be.
-func writeCloser(w io.Writer) io.WriteCloser {
-	if wc, ok := w.(io.WriteCloser); ok {
-		return wc
-	}
-	return nopCloser{w}
-}
-
-type nopCloser struct{ io.Writer }
-
-func (nopCloser) Close() error { return nil }
