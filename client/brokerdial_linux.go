@@ -21,10 +21,7 @@ type NoPrivilegeError struct {
 func (e *NoPrivilegeError) Error() string {
 	// The group the broker is configured with, when it or its socket told;
 	// the default one otherwise (no broker installed yet).
-	group := e.Err.Group
-	if group == "" {
-		group = broker.DefaultGroup
-	}
+	group := cmp.Or(e.Err.Group, broker.DefaultGroup)
 	var why string
 	if e.Err.Missing {
 		why = "and there is no broker at " + e.Broker + ": install it (systemctl enable --now seqknock-broker.socket) and join its group (" + group + ")"

@@ -47,9 +47,6 @@ func (e *ExitStatus) Error() string {
 	return fmt.Sprintf("program exited with status %d", e.Code)
 }
 
-// forwarded are the signals Exec passes on to the program while it waits.
-var forwarded = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH}
-
 // Exec runs program with the socket of conn on fds 6 (read) and 7 (write),
 // waits for it and returns nil or its *ExitStatus. The caller gives up its
 // privileges first (DropPrivileges): the program runs with the process's
@@ -91,7 +88,7 @@ func Exec(conn *net.TCPConn, program string, args []string) error {
 		}
 	}
 	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, forwarded...)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH)
 	defer signal.Stop(sigs)
 	err = cmd.Start()
 	f.Close()

@@ -8,9 +8,6 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// DefaultGatewayConfig is the gateway's config file.
-const DefaultGatewayConfig = "/etc/seqknock/gateway.toml"
-
 func gatewayCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "gateway",
@@ -21,7 +18,7 @@ func gatewayCommand() *cli.Command {
 			"keeps that table in force, knocks on each destination with the key of its [[host]] in the client config and " +
 			"relays; removes the table when it stops. Needs CAP_NET_ADMIN (root, or the seqknock-gateway.service unit).",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "config", Value: DefaultGatewayConfig, Usage: "the gateway config `FILE`"},
+			&cli.StringFlag{Name: "config", Value: "/etc/seqknock/gateway.toml", Usage: "the gateway config `FILE`"},
 			&cli.DurationFlag{Name: "syn-timeout", Value: client.DefaultSynTimeout, Usage: "wait this long for a SYN-ACK before trying the next slot"},
 			&cli.DurationFlag{Name: "timeout", Usage: "give up a connection's knocks after this long (default: when the slots are spent)"},
 			&cli.BoolFlag{Name: "check", Usage: "load the config, the client config and every key, print the destinations and exit; installs nothing"},
