@@ -18,6 +18,7 @@ import (
 	"github.com/seqknock/seqknock/client/broker"
 	"github.com/seqknock/seqknock/tcpsign"
 	"github.com/seqknock/seqknock/totp"
+	"github.com/seqknock/seqknock/totp/keyfile"
 )
 
 // DefaultSynTimeout is how long one knock waits for a SYN-ACK. A dropped
@@ -483,4 +484,102 @@ func (d *Dialer) attempt(ctx context.Context, ap netip.AddrPort, sport uint16, i
 		return nil, err
 	}
 	return c.(*net.TCPConn), nil
+}
+
+// Resolve turns the client config and the flags into the Dialer of a
+// connection to host:port, its Reserve left to the caller (nil: slots
+// counted in this process alone). The first [[host]] matching the alias, then the
+// host, gives the key, realm, period and slots; each flag given overrides
+// its field (--key-file also drops the entry's fallback keys). Mistakes in
+// the flags, or no key at all, are a UsageError; a key file that cannot be
+// used is an error from keyfile.Load.
+func Resolve(cfg *Config, f Flags, host string, port uint16) (*Dialer, error) {
+	verbosef := f.Verbosef
+	if verbosef == nil {
+		verbosef = func(string, ...any) {}
+	}
+	if f.IPv4 && f.IPv6 {
+		return nil, usagef("-4 and -6 exclude each other")
+	}
+	// The name given to ssh first (Host prod), then the one it connects to
+	// (its HostName, 203.0.113.7).
+	names := []string{host}
+	if f.Alias != "" && f.Alias != host {
+		names = []string{f.Alias, host}
+	}
+	e := newHostEntry()
+	for _, n := range names {
+		if m := cfg.Lookup(n, port); m != nil {
+			e = *m
+			verbosef("%s matches [[host]] match = %q in %s", n, m.Match, cfg.Path)
+			break
+		}
+	}
+	if f.KeyFile != "" {
+		e.KeyFile, e.Fallback = f.KeyFile, nil
+		verbosef("key from --key-file %s", f.KeyFile)
+	}
+	if f.SignKeyFile != "" {
+		e.Sign, e.SignKeyFile = tcpsign.ModeMD5, f.SignKeyFile
+	}
+	f.apply(&e)
+	if e.KeyFile == "" {
+		return nil, cfg.NoHost(fmt.Sprintf("%s port %d", strings.Join(names, " or "), port), "give --key-file")
+	}
+	if err := CheckKnockFlags(e.Realm, e.Period, e.Slots); err != nil {
+		return nil, err
+	}
+	if f.Attempts < 0 || f.Attempts > e.Slots {
+		return nil, usagef("--attempts %d out of range 1..%d (the slots per period)", f.Attempts, e.Slots)
+	}
+	d := &Dialer{
+		Realm:          e.Realm,
+		Period:         e.Period,
+		Slots:          e.Slots,
+		BindSourcePort: e.BindSourcePort,
+		Network:        "tcp",
+		Broker:         BrokerPath(cfg, f.Broker),
+		SynTimeout:     f.SynTimeout,
+		Attempts:       f.Attempts,
+		Timeout:        f.Timeout,
+		ClockOffset:    f.ClockOffset,
+	}
+	if f.IPv4 {
+		d.Network = "tcp4"
+	}
+	if f.IPv6 {
+		d.Network = "tcp6"
+	}
+	for i, file := range append([]string{e.KeyFile}, e.Fallback...) {
+		k, err := keyfile.Load(file)
+		if err != nil {
+			return nil, err
+		}
+		if i == 0 {
+			d.Key = k
+		} else {
+			d.Fallback = append(d.Fallback, k)
+		}
+	}
+	if e.BindSourcePort {
+		verbosef("bind_source_port: each knock comes from the source port it reserves")
+	}
+	if e.SignKeyFile != "" {
+		k, err := keyfile.Load(e.SignKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("sign key: %w", err)
+		}
+		d.SignKey = k
+		verbosef("signing with %s, key from %s", e.Sign, e.SignKeyFile)
+	}
+	if f.Verbosef != nil {
+		synTimeout := cmp.Or(d.SynTimeout, DefaultSynTimeout)
+		d.OnBroker = func(path string) {
+			verbosef("no CAP_NET_ADMIN here: the broker at %s sets the ISN", path)
+		}
+		d.OnAttempt = func(ap netip.AddrPort, counter uint64, slot int, _ uint32) {
+			verbosef("knock %s counter %d slot %d (of %d), waiting %v for a SYN-ACK", ap, counter, slot, d.Slots, synTimeout)
+		}
+	}
+	return d, nil
 }
