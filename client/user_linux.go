@@ -21,7 +21,7 @@ import (
 // in a set-user-ID run the real user, otherwise the process's own user.
 type Invoker struct {
 	UID, GID int
-	Groups   []int
+	Groups   []int // for Become: set for an elevated invoker only
 	// Name is the user's name; for a process acting for itself (not
 	// Elevated) it is left empty when $HOME is set.
 	Name string
@@ -86,9 +86,6 @@ func CurrentInvoker() (*Invoker, error) {
 		if u, err := user.LookupId(strconv.Itoa(ruid)); err == nil {
 			inv.Name, inv.Home = u.Username, u.HomeDir
 		}
-	}
-	if gs, err := syscall.Getgroups(); err == nil {
-		inv.Groups = gs
 	}
 	return inv, nil
 }
