@@ -3,6 +3,7 @@
 package client
 
 import (
+	"cmp"
 	"errors"
 
 	"github.com/seqknock/seqknock/client/broker"
@@ -20,10 +21,7 @@ type NoPrivilegeError struct {
 func (e *NoPrivilegeError) Error() string {
 	// The group the broker is configured with, when it or its socket told;
 	// the default one otherwise (no broker installed yet).
-	group := e.Err.Group
-	if group == "" {
-		group = broker.DefaultGroup
-	}
+	group := cmp.Or(e.Err.Group, broker.DefaultGroup)
 	var why string
 	if e.Err.Missing {
 		why = "and there is no broker at " + e.Broker + ": install it (systemctl enable --now seqknock-broker.socket) and join its group (" + group + ")"
@@ -56,17 +54,10 @@ func (d *Dialer) privilege() (set func(fd int, isn uint32, sport uint16) error, 
 	if err := CheckCapability(); !errors.Is(err, ErrNoCapability) {
 		return nil, err
 	}
-	path := d.Broker
-	if path == "" {
-		path = broker.DefaultPath
-	}
+	path := cmp.Or(d.Broker, broker.DefaultPath)
 	bc := &broker.Client{Path: path}
 	if err := bc.Available(); err != nil {
-		be, ok := err.(*broker.Error)
-		if !ok {
-			be = &broker.Error{Path: path, Reason: err.Error()}
-		}
-		return nil, &NoPrivilegeError{Broker: path, Err: be}
+		return nil, noPrivilege(path, err)
 	}
 	if d.OnBroker != nil {
 		d.OnBroker(path)
@@ -82,13 +73,18 @@ func PrivilegeNote(path string) string {
 		return ""
 	}
 	bc := &broker.Client{Path: path}
-	err := bc.Check()
-	if err == nil {
-		return "needs neither sudo nor setcap: the broker at " + path + " sets the ISN"
+	if err := bc.Check(); err != nil {
+		return "not ready: " + noPrivilege(path, err).Error()
 	}
+	return "needs neither sudo nor setcap: the broker at " + path + " sets the ISN"
+}
+
+// noPrivilege is the NoPrivilegeError for the broker at path, given why
+// it could not be used (a *broker.Error, or why it could not be asked).
+func noPrivilege(path string, err error) *NoPrivilegeError {
 	be, ok := err.(*broker.Error)
 	if !ok {
 		be = &broker.Error{Path: path, Reason: err.Error()}
 	}
-	return "not ready: " + (&NoPrivilegeError{Broker: path, Err: be}).Error()
+	return &NoPrivilegeError{Broker: path, Err: be}
 }

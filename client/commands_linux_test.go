@@ -3,6 +3,7 @@
 package client
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
@@ -133,6 +134,46 @@ func TestExecDropsPrivileges(t *testing.T) {
 	err = cmd.Run()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGTERM {
 		t.Errorf("program killed by SIGTERM: seqknock ended with %v", err)
+	}
+}
+
+// TestExecForwardsSignals: a signal seqknock exec gets while its program
+// runs (USR1) reaches the program, whose exit status is then seqknock's.
+func TestExecForwardsSignals(t *testing.T) {
+	h := newKnockHost(t, 171)
+	h.allowSlots(t, testKey, time.Now(), 32)
+	bin := netnstest.Build(t, "client/cmd/seqknock")
+	kf := filepath.Join(t.TempDir(), "k.key")
+	if err := os.WriteFile(kf, keyText(testKey), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := h.client.Command(bin, "exec", "--key-file", kf, "--slots", "32", "--syn-timeout", "2s", h.link.A4, "2222", "--",
+		"sh", "-c", `trap 'exit 42' USR1; echo ready; while :; do sleep 0.1; done`)
+	cmd.Env = []string{"HOME=" + t.TempDir(), "PATH=/usr/bin:/bin"}
+	// A group of its own, so the program goes too when the test ends.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	if line != "ready\n" {
+		t.Fatalf("program said %q, want ready", line)
+	}
+	cmd.Process.Signal(syscall.SIGUSR1)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil || cmd.ProcessState.ExitCode() != 42 {
+			t.Errorf("seqknock exec after SIGUSR1: %v, want exit status 42 (the program's trap)", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Error("seqknock exec still runs 20 s after SIGUSR1: the program did not get it")
 	}
 }
 

@@ -97,7 +97,7 @@ func ParseConfig(file string, data []byte, home string) (*Config, error) {
 	}
 	c := &Config{Path: file}
 	if raw.Broker != nil {
-		b := expandHome(*raw.Broker, home)
+		b := expandHome(*raw.Broker, home, "")
 		if !filepath.IsAbs(b) {
 			return nil, doc.At("", -1, "broker", "broker", fmt.Errorf("%q: want an absolute path", *raw.Broker))
 		}
@@ -117,10 +117,7 @@ func ParseConfig(file string, data []byte, home string) (*Config, error) {
 		return nil, doc.At("", -1, "socks_password_file", "socks_password_file", errors.New("missing or empty: socks_user is set"))
 	default:
 		c.SocksUser = *raw.SocksUser
-		c.SocksPasswordFile = expandHome(*raw.SocksPasswordFile, home)
-		if !filepath.IsAbs(c.SocksPasswordFile) {
-			c.SocksPasswordFile = filepath.Join(filepath.Dir(file), c.SocksPasswordFile)
-		}
+		c.SocksPasswordFile = expandHome(*raw.SocksPasswordFile, home, file)
 	}
 	for i, h := range raw.Host {
 		// Errors name the line of the entry's [[host]] header.
@@ -160,10 +157,7 @@ func ParseConfig(file string, data []byte, home string) (*Config, error) {
 				}
 				return nil, fail(fmt.Sprintf("key_files[%d]", j), "empty")
 			}
-			kf = expandHome(kf, home)
-			if !filepath.IsAbs(kf) {
-				kf = filepath.Join(filepath.Dir(file), kf)
-			}
+			kf = expandHome(kf, home, file)
 			if seen[kf] {
 				return nil, fail(fmt.Sprintf("key_files[%d]", j), "listed twice: %s", kf)
 			}
@@ -206,10 +200,7 @@ func ParseConfig(file string, data []byte, home string) (*Config, error) {
 			if h.SignKeyFile == nil || *h.SignKeyFile == "" {
 				return nil, fail("sign_key_file", "missing: a signed host needs the service's key file")
 			}
-			e.Sign, e.SignKeyFile = *h.Sign, expandHome(*h.SignKeyFile, home)
-			if !filepath.IsAbs(e.SignKeyFile) {
-				e.SignKeyFile = filepath.Join(filepath.Dir(file), e.SignKeyFile)
-			}
+			e.Sign, e.SignKeyFile = *h.Sign, expandHome(*h.SignKeyFile, home, file)
 		}
 		e.BindSourcePort = h.BindSourcePort != nil && *h.BindSourcePort
 		c.Hosts = append(c.Hosts, e)
@@ -237,27 +228,21 @@ func (c *Config) NoHost(what, remedy string) error {
 	return usagef("no [[host]] in %s matches %s; add one, or %s", c.Path, what, remedy)
 }
 
-// HasHost reports whether any entry matches host, on whatever port.
-func (c *Config) HasHost(host string) bool {
-	for i := range c.Hosts {
-		if c.Hosts[i].matches(host) {
-			return true
-		}
-	}
-	return false
-}
-
 func (e *HostEntry) matches(host string) bool {
 	ok, _ := path.Match(e.Match, host)
 	return ok
 }
 
-func expandHome(p, home string) string {
+// expandHome is p with a leading ~ made home and, when config is not "",
+// a relative path made relative to the config file's directory.
+func expandHome(p, home, config string) string {
 	if p == "~" {
-		return home
+		p = home
+	} else if rest, ok := strings.CutPrefix(p, "~/"); ok {
+		p = filepath.Join(home, rest)
 	}
-	if strings.HasPrefix(p, "~/") {
-		return filepath.Join(home, p[2:])
+	if config != "" && !filepath.IsAbs(p) {
+		p = filepath.Join(filepath.Dir(config), p)
 	}
 	return p
 }

@@ -3,6 +3,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"github.com/seqknock/seqknock/client/broker"
 	"github.com/seqknock/seqknock/tcpsign"
 	"github.com/seqknock/seqknock/totp"
+	"github.com/seqknock/seqknock/totp/keyfile"
 )
 
 // DefaultSynTimeout is how long one knock waits for a SYN-ACK. A dropped
@@ -118,7 +120,7 @@ type Dialer struct {
 // twice in a period must not send the same knock twice.
 type derivedCache struct {
 	last  atomic.Pointer[derivedKeys]
-	slots MemSlots
+	slots SlotStore
 }
 
 // cache returns d's derivedCache, making it on first use.
@@ -198,19 +200,9 @@ func (e *SlotsSpentError) Error() string {
 
 func (e *SlotsSpentError) Unwrap() error { return ErrSlotsSpent }
 
-func (d *Dialer) period() time.Duration {
-	if d.Period == 0 {
-		return totp.DefaultPeriod
-	}
-	return d.Period
-}
+func (d *Dialer) period() time.Duration { return cmp.Or(d.Period, totp.DefaultPeriod) }
 
-func (d *Dialer) slots() int {
-	if d.Slots == 0 {
-		return totp.DefaultSlots
-	}
-	return d.Slots
-}
+func (d *Dialer) slots() int { return cmp.Or(d.Slots, totp.DefaultSlots) }
 
 func (d *Dialer) now() time.Time {
 	n := time.Now
@@ -221,10 +213,7 @@ func (d *Dialer) now() time.Time {
 }
 
 func (d *Dialer) resolve(ctx context.Context, host string) ([]netip.Addr, error) {
-	network := d.Network
-	if network == "" {
-		network = "tcp"
-	}
+	network := cmp.Or(d.Network, "tcp")
 	ipNet := map[string]string{"tcp": "ip", "tcp4": "ip4", "tcp6": "ip6"}[network]
 	if ipNet == "" {
 		return nil, fmt.Errorf("network %q: want tcp, tcp4 or tcp6", network)
@@ -289,10 +278,7 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (*net.TCPCo
 		// messages and on the wire.
 		addrs[i] = addrs[i].Unmap()
 	}
-	synTimeout := d.SynTimeout
-	if synTimeout == 0 {
-		synTimeout = DefaultSynTimeout
-	}
+	synTimeout := cmp.Or(d.SynTimeout, DefaultSynTimeout)
 	reserve := d.Reserve
 	if reserve == nil {
 		reserve = d.cache().slots.Reserve
@@ -362,12 +348,14 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (*net.TCPCo
 					// Not served: both fixes, in one line.
 					return nil, &NoPrivilegeError{Broker: be.Path, Err: be}
 				}
-				if errors.Is(err, syscall.ECONNREFUSED) || ctx.Err() != nil {
-					if ctx.Err() != nil {
-						return nil, fmt.Errorf("no SYN-ACK from %s: %w%s", net.JoinHostPort(host, strconv.Itoa(int(port))), ctx.Err(), d.hint())
+				if ctx.Err() != nil {
+					hint := ""
+					if d.BindSourcePort {
+						hint = "; " + SourcePortHint
 					}
-					return nil, fmt.Errorf("connect %s: %w", ap, err)
+					return nil, fmt.Errorf("no SYN-ACK from %s: %w%s", net.JoinHostPort(host, strconv.Itoa(int(port))), ctx.Err(), hint)
 				}
+				// A refusal, or anything but silence, ends the dial.
 				if !isTimeout(err) && !errors.Is(err, syscall.EHOSTUNREACH) && !errors.Is(err, syscall.ENETUNREACH) {
 					return nil, fmt.Errorf("connect %s: %w", ap, err)
 				}
@@ -387,8 +375,7 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (*net.TCPCo
 	}
 	if sent == 0 && busy == nil && spent != nil {
 		now := d.now()
-		next := time.Unix(int64(totp.Counter(now, d.period())+1)*int64(d.period()/time.Second), 0)
-		return nil, &SlotsSpentError{Slots: d.slots(), Wait: next.Sub(now)}
+		return nil, &SlotsSpentError{Slots: d.slots(), Wait: totp.NextBoundary(now, d.period()).Sub(now)}
 	}
 	if busy != nil && sent == 0 {
 		return nil, fmt.Errorf("no slot left to knock on %s: %w", net.JoinHostPort(host, strconv.Itoa(int(port))), busy)
@@ -405,7 +392,7 @@ func (d *Dialer) Dial(ctx context.Context, host string, port uint16) (*net.TCPCo
 	}
 	if d.LastAdmitted != nil {
 		if c := d.LastAdmitted(keys[0].id); c != 0 {
-			e.AdmittedAt = time.Unix(int64(c)*int64(d.period()/time.Second), 0)
+			e.AdmittedAt = totp.Start(c, d.period())
 		}
 	}
 	if d.BindSourcePort {
@@ -477,29 +464,21 @@ func (e *NoAnswerError) Error() string {
 
 func (e *NoAnswerError) Unwrap() error { return ErrNoAnswer }
 
-// hint is "; " and SourcePortHint with BindSourcePort on, else nothing.
-func (d *Dialer) hint() string {
-	if !d.BindSourcePort {
-		return ""
-	}
-	return "; " + SourcePortHint
-}
-
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// attempt sends one knock to ap, from source port sport when not 0.
+// attempt sends one knock to ap (an unmapped address), from source port
+// sport when not 0.
 func (d *Dialer) attempt(ctx context.Context, ap netip.AddrPort, sport uint16, isn uint32, synTimeout time.Duration, set func(int, uint32, uint16) error) (*net.TCPConn, error) {
 	// The source port is bound by set, before the ISN: the broker binds
 	// the sockets it is sent itself and refuses bound ones.
 	nd := net.Dialer{Timeout: synTimeout, Control: prepare(ap.Addr(), isn, sport, d.SignKey, set)}
 	network := "tcp4"
-	if ap.Addr().Is6() && !ap.Addr().Is4In6() {
+	if ap.Addr().Is6() {
 		network = "tcp6"
 	}
-	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	c, err := nd.DialContext(ctx, network, ap.String())
 	if err != nil {
 		return nil, err
@@ -507,36 +486,100 @@ func (d *Dialer) attempt(ctx context.Context, ap netip.AddrPort, sport uint16, i
 	return c.(*net.TCPConn), nil
 }
 
-// Dialer returns the dialer for these settings, reserving slots with
-// reserve (nil: no store, slots counted in this process alone).
-func (s *Settings) Dialer(reserve func(id string, counter uint64, slots int) (int, error)) *Dialer {
-	d := &Dialer{
-		Key:            s.Key,
-		Fallback:       s.Fallback,
-		Realm:          s.Realm,
-		Period:         s.Period,
-		Slots:          s.Slots,
-		SynTimeout:     s.SynTimeout,
-		Attempts:       s.Attempts,
-		Timeout:        s.Timeout,
-		ClockOffset:    s.ClockOffset,
-		Network:        s.Network,
-		Broker:         s.Broker,
-		Reserve:        reserve,
-		SignKey:        s.SignKey,
-		BindSourcePort: s.BindSourcePort,
+// Resolve turns the client config and the flags into the Dialer of a
+// connection to host:port, its Reserve left to the caller (nil: slots
+// counted in this process alone). The first [[host]] matching the alias, then the
+// host, gives the key, realm, period and slots; each flag given overrides
+// its field (--key-file also drops the entry's fallback keys). Mistakes in
+// the flags, or no key at all, are a UsageError; a key file that cannot be
+// used is an error from keyfile.Load.
+func Resolve(cfg *Config, f Flags, host string, port uint16) (*Dialer, error) {
+	verbosef := f.Verbosef
+	if verbosef == nil {
+		verbosef = func(string, ...any) {}
 	}
-	if s.Verbosef != nil {
-		synTimeout := d.SynTimeout
-		if synTimeout == 0 {
-			synTimeout = DefaultSynTimeout
+	if f.IPv4 && f.IPv6 {
+		return nil, usagef("-4 and -6 exclude each other")
+	}
+	// The name given to ssh first (Host prod), then the one it connects to
+	// (its HostName, 203.0.113.7).
+	names := []string{host}
+	if f.Alias != "" && f.Alias != host {
+		names = []string{f.Alias, host}
+	}
+	e := newHostEntry()
+	for _, n := range names {
+		if m := cfg.Lookup(n, port); m != nil {
+			e = *m
+			verbosef("%s matches [[host]] match = %q in %s", n, m.Match, cfg.Path)
+			break
 		}
+	}
+	if f.KeyFile != "" {
+		e.KeyFile, e.Fallback = f.KeyFile, nil
+		verbosef("key from --key-file %s", f.KeyFile)
+	}
+	if f.SignKeyFile != "" {
+		e.Sign, e.SignKeyFile = tcpsign.ModeMD5, f.SignKeyFile
+	}
+	f.apply(&e)
+	if e.KeyFile == "" {
+		return nil, cfg.NoHost(fmt.Sprintf("%s port %d", strings.Join(names, " or "), port), "give --key-file")
+	}
+	if err := CheckKnockFlags(e.Realm, e.Period, e.Slots); err != nil {
+		return nil, err
+	}
+	if f.Attempts < 0 || f.Attempts > e.Slots {
+		return nil, usagef("--attempts %d out of range 1..%d (the slots per period)", f.Attempts, e.Slots)
+	}
+	d := &Dialer{
+		Realm:          e.Realm,
+		Period:         e.Period,
+		Slots:          e.Slots,
+		BindSourcePort: e.BindSourcePort,
+		Network:        "tcp",
+		Broker:         BrokerPath(cfg, f.Broker),
+		SynTimeout:     f.SynTimeout,
+		Attempts:       f.Attempts,
+		Timeout:        f.Timeout,
+		ClockOffset:    f.ClockOffset,
+	}
+	if f.IPv4 {
+		d.Network = "tcp4"
+	}
+	if f.IPv6 {
+		d.Network = "tcp6"
+	}
+	for i, file := range append([]string{e.KeyFile}, e.Fallback...) {
+		k, err := keyfile.Load(file)
+		if err != nil {
+			return nil, err
+		}
+		if i == 0 {
+			d.Key = k
+		} else {
+			d.Fallback = append(d.Fallback, k)
+		}
+	}
+	if e.BindSourcePort {
+		verbosef("bind_source_port: each knock comes from the source port it reserves")
+	}
+	if e.SignKeyFile != "" {
+		k, err := keyfile.Load(e.SignKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("sign key: %w", err)
+		}
+		d.SignKey = k
+		verbosef("signing with %s, key from %s", e.Sign, e.SignKeyFile)
+	}
+	if f.Verbosef != nil {
+		synTimeout := cmp.Or(d.SynTimeout, DefaultSynTimeout)
 		d.OnBroker = func(path string) {
-			s.Verbosef("no CAP_NET_ADMIN here: the broker at %s sets the ISN", path)
+			verbosef("no CAP_NET_ADMIN here: the broker at %s sets the ISN", path)
 		}
 		d.OnAttempt = func(ap netip.AddrPort, counter uint64, slot int, _ uint32) {
-			s.Verbosef("knock %s counter %d slot %d (of %d), waiting %v for a SYN-ACK", ap, counter, slot, d.Slots, synTimeout)
+			verbosef("knock %s counter %d slot %d (of %d), waiting %v for a SYN-ACK", ap, counter, slot, d.Slots, synTimeout)
 		}
 	}
-	return d
+	return d, nil
 }

@@ -6,38 +6,11 @@
 //
 // # Slots, and a knock that gets no answer
 //
-// A dial knocks once by default (Dialer.Attempts, --attempts): a knock the
-// server drops is silence, and what drops it (a wrong key, a skewed clock,
-// a dead server, the host firewall) drops every other slot's knock too, so
-// one SynTimeout (3 s; the kernel sends the SYN again after 1 s within it)
-// is all a failure costs. Its error, NoAnswerError, names the likely causes
-// in order, with how to check each: the key's fingerprint
-// (totp.Fingerprint) against the one seqknockd shows, the server's log of
-// near misses and --clock-offset, the realm and port, the host firewall.
-//
-// The rule for slots (SlotStore): a slot is marked used, under the file's
-// lock, before its SYN is sent, and stays used whatever came of it. The
-// server spends a knock at the first SYN it admits, and a SYN it admitted
-// may have lost its SYN-ACK, so a knock that got no answer may be spent
-// there: it is never sent again. What a failure spends is that one slot.
-// The slot file keeps the slots used per SlotID (port, realm and key: a
-// fixed key has slots of its own, fresh) and per period, for the last 64
-// periods and any ahead (a knock sent with a clock minutes ahead is not
-// sent again when the clock reaches its period), so after a fix the next
-// connect of the same period knocks on a slot never used.
-//
-// The file also keeps the last period in which each SlotID's knock got in
-// (written at most once a period). Two clients with one key keep separate
-// files and spend each other's slots, and that is what a client can see:
-// its knock gets no answer although this key got in on this port within a
-// day, or (with Attempts above 1) a knock times out and the next slot's
-// gets in at once. It then names that cause first (CollisionHint): give
-// each device its own key (keygen --stanzas --device).
-//
-// Connection sharing (the ControlMaster lines ssh-config prints) makes
-// repeated ssh runs spend one knock. ssh sends a ProxyCommand's error
-// output to /dev/null when ControlPersist is set; a failed connect is then
-// also written to the controlling terminal.
+// docs/design.md ("The client's side") has the rules: one knock a dial by
+// default (Dialer.Attempts), a slot marked used in the slot file
+// (SlotStore) before its SYN is sent and never sent again, the last
+// period each key got in, and the causes NoAnswerError and CollisionHint
+// name when a knock gets no answer.
 //
 // # Privilege
 //
@@ -96,14 +69,4 @@
 //
 // Refused outright when elevated: --user (only root, acting for itself, may
 // name another user), and keygen and isn, which need no privilege.
-//
-// State files are opened below the user's home (or $XDG_STATE_HOME) with
-// openat and O_NOFOLLOW|O_DIRECTORY per directory and O_NOFOLLOW on the file
-// (see SlotStore): a symbolic link there is refused, never followed.
-//
-// exec starts its program with fork/exec and an explicit file table (the
-// socket at fds 6 and 7, fds 3 to 5 closed), then waits for it and exits
-// the way it did. No descriptor of the running process is ever overwritten,
-// so the Go runtime's own descriptors (its epoll instance) stay intact,
-// whatever numbers they have.
 package client

@@ -47,9 +47,6 @@ func (e *ExitStatus) Error() string {
 	return fmt.Sprintf("program exited with status %d", e.Code)
 }
 
-// forwarded are the signals Exec passes on to the program while it waits.
-var forwarded = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH}
-
 // Exec runs program with the socket of conn on fds 6 (read) and 7 (write),
 // waits for it and returns nil or its *ExitStatus. The caller gives up its
 // privileges first (DropPrivileges): the program runs with the process's
@@ -91,7 +88,7 @@ func Exec(conn *net.TCPConn, program string, args []string) error {
 		}
 	}
 	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, forwarded...)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH)
 	defer signal.Stop(sigs)
 	err = cmd.Start()
 	f.Close()
@@ -99,19 +96,14 @@ func Exec(conn *net.TCPConn, program string, args []string) error {
 	if err != nil {
 		return fmt.Errorf("exec %s: %w", path, err)
 	}
-	done := make(chan struct{})
-	defer close(done)
 	go func() {
-		for {
-			select {
-			case s := <-sigs:
-				cmd.Process.Signal(s)
-			case <-done:
-				return
-			}
+		for s := range sigs {
+			cmd.Process.Signal(s)
 		}
 	}()
 	err = cmd.Wait()
+	signal.Stop(sigs) // no signal is sent on sigs once it returns
+	close(sigs)
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {

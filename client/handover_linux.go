@@ -4,14 +4,15 @@ package client
 
 import (
 	"fmt"
-	"github.com/seqknock/seqknock/internal/covhook"
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 
+	"github.com/seqknock/seqknock/internal/covhook"
 	"golang.org/x/sys/unix"
 )
 
@@ -21,16 +22,11 @@ const handedEnv = "SEQKNOCK_CONNECTED_FD"
 
 // HandOver gives conn to a fresh image of this binary that holds no
 // capability on any thread, for builds where they cannot be cleared
-// in-process (cgo). On one locked thread it clears that thread's capability
-// sets (and so its ambient set), sets PR_SET_NO_NEW_PRIVS (so a binary with
-// a file capability gains nothing from its own execve), lets conn's socket
-// survive exec, and execs /proc/self/exe with args and SEQKNOCK_CONNECTED_FD
-// naming the socket. execve replaces every thread with the credentials of
-// that one. It returns only on error.
-//
-// The variable needs no trust: it only makes the new image use a
-// descriptor the process already holds, and Handed refuses it in a process
-// that holds a capability.
+// in-process (cgo): from one locked thread with its sets cleared and
+// PR_SET_NO_NEW_PRIVS set, it execs /proc/self/exe with args and
+// SEQKNOCK_CONNECTED_FD naming the socket. It returns only on error. The
+// variable needs no trust: it names a descriptor the process already
+// holds, and Handed refuses it in a process that holds a capability.
 func HandOver(conn *net.TCPConn, args []string) error {
 	f, err := conn.File()
 	if err != nil {
@@ -50,12 +46,8 @@ func HandOver(conn *net.TCPConn, args []string) error {
 	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
 		return fmt.Errorf("drop privileges: %w", err)
 	}
-	env := []string{handedEnv + "=" + strconv.Itoa(fd)}
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, handedEnv+"=") {
-			env = append(env, kv)
-		}
-	}
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, handedEnv+"=") })
+	env = append([]string{handedEnv + "=" + strconv.Itoa(fd)}, env...)
 	covhook.Flush() // a coverage build's counters; nothing otherwise
 	err = syscall.Exec("/proc/self/exe", args, env)
 	runtime.KeepAlive(f)

@@ -22,9 +22,8 @@ var ErrNoCapability = errors.New("setting the TCP initial sequence number needs 
 	"run seqknock under sudo, or give it the capability: sudo setcap cap_net_admin+ep $(command -v seqknock)")
 
 // CheckCapability returns ErrNoCapability when this process may not set a
-// socket's ISN: when CAP_NET_ADMIN is not in its effective set. One capget
-// and no socket (a probe socket cost about 10 µs of every dial, most of its
-// fixed cost); no packet is sent and no slot is spent.
+// socket's ISN: when CAP_NET_ADMIN is not in its effective set. One capget,
+// no socket: no packet is sent and no slot is spent.
 func CheckCapability() error {
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	var data [2]unix.CapUserData

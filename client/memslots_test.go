@@ -5,10 +5,10 @@ import (
 	"testing"
 )
 
-// TestMemSlots: every dial takes the next slot of the period, none
+// TestMemorySlotStore: every dial takes the next slot of the period, none
 // twice; a new period starts again at 0; ids are apart.
-func TestMemSlots(t *testing.T) {
-	var s MemSlots
+func TestMemorySlotStore(t *testing.T) {
+	var s SlotStore
 	for want := 0; want < 4; want++ {
 		if got, err := s.Reserve("a", 7, 4); err != nil || got != want {
 			t.Fatalf("reserve %d: %d, %v", want, got, err)

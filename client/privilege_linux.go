@@ -7,6 +7,7 @@ import (
 	"github.com/seqknock/seqknock/internal/covhook"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -29,11 +30,7 @@ func BecomeEnv(env []string, inv *Invoker) []string {
 	havePath := false
 	for _, kv := range env {
 		k, _, _ := strings.Cut(kv, "=")
-		keep := strings.HasPrefix(k, "LC_")
-		for _, n := range keptEnv {
-			keep = keep || k == n
-		}
-		if keep {
+		if strings.HasPrefix(k, "LC_") || slices.Contains(keptEnv, k) {
 			out = append(out, kv)
 			havePath = havePath || k == "PATH"
 		}
@@ -44,23 +41,12 @@ func BecomeEnv(env []string, inv *Invoker) []string {
 	return out
 }
 
-// Become turns an elevated process into inv, keeping at most CAP_NET_ADMIN,
-// and starts this same binary afresh (execve of /proc/self/exe with args)
-// in that state. It returns only on error.
-//
-// On one locked thread: PR_SET_KEEPCAPS; setgroups, setresgid and
-// setresuid to inv on every thread (the Go runtime and, in cgo builds,
-// glibc apply these to all threads); then, when netAdmin, the thread's
-// permitted, effective and inheritable sets are cut to CAP_NET_ADMIN alone
-// and CAP_NET_ADMIN is raised in its ambient set. execve then replaces the
-// whole process with the credentials of that thread: a process of inv's
-// uid, gid and groups whose only capability is CAP_NET_ADMIN (held through
-// the ambient set), with a scrubbed environment (BecomeEnv). The new image
-// is an ordinary process of the user: it opens every file with the user's
-// rights alone and drops the capability once connected (DropPrivileges).
-// The user cannot ptrace it or read its memory while it holds the
-// capability: the kernel lets a tracer attach only if its permitted set
-// includes the tracee's.
+// Become turns an elevated process into inv, keeping at most CAP_NET_ADMIN
+// (when netAdmin, in the ambient set), and starts this same binary afresh
+// (execve of /proc/self/exe with args and BecomeEnv's environment) in that
+// state, as the package doc says. The Go runtime (and glibc in cgo builds)
+// applies setgroups, setresgid and setresuid to every thread. It returns
+// only on error.
 func Become(inv *Invoker, netAdmin bool, args []string) error {
 	if !inv.Elevated {
 		return nil

@@ -6,18 +6,12 @@ import (
 	"net"
 )
 
-// halfCloser is a connection whose write side closes alone.
-type halfCloser interface {
-	io.ReadWriter
-	CloseWrite() error
-	CloseRead() error
-}
-
 // Relay copies in to conn and conn to out until both directions end. When in
 // reaches EOF the connection's write side is shut (the peer sees EOF, and
-// can still answer); when the peer closes, out is closed. It returns the
-// first error other than the normal end of a direction.
-func Relay(conn halfCloser, in io.Reader, out io.WriteCloser) error {
+// can still answer); when the peer closes, out is closed if it is an
+// io.Closer. It returns the first error other than the normal end of a
+// direction.
+func Relay(conn *net.TCPConn, in io.Reader, out io.Writer) error {
 	errc := make(chan error, 2)
 	go func() {
 		_, err := io.Copy(conn, in)
@@ -28,8 +22,10 @@ func Relay(conn halfCloser, in io.Reader, out io.WriteCloser) error {
 	}()
 	go func() {
 		_, err := io.Copy(out, conn)
-		if cerr := out.Close(); err == nil {
-			err = cerr
+		if c, ok := out.(io.Closer); ok {
+			if cerr := c.Close(); err == nil {
+				err = cerr
+			}
 		}
 		conn.CloseRead()
 		errc <- err

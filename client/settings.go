@@ -2,13 +2,10 @@ package client
 
 import (
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/seqknock/seqknock/client/broker"
-	"github.com/seqknock/seqknock/tcpsign"
 	"github.com/seqknock/seqknock/totp"
-	"github.com/seqknock/seqknock/totp/keyfile"
 )
 
 // Flags are the command line's say in a connection: each overrides what
@@ -40,31 +37,6 @@ type Flags struct {
 	// Verbosef, when set, is told which [[host]] matched, where the key
 	// comes from, and (through the Dialer) each knock tried.
 	Verbosef func(format string, a ...any)
-}
-
-// Settings are everything one connection needs, resolved from the config
-// and the flags: checked, defaults applied, keys loaded.
-type Settings struct {
-	Key []byte
-	// Fallback are older keys, from the matching [[host]]'s key_files.
-	Fallback [][]byte
-	Realm    string
-	Period   time.Duration
-	Slots    int
-	// SignKey, when set, signs the connection with TCP-MD5.
-	SignKey tcpsign.Key
-	// BindSourcePort: each knock comes from its reserved source port.
-	BindSourcePort bool
-	Network        string // "tcp", "tcp4" or "tcp6"
-	// Broker is the broker's socket, asked when this process may not set
-	// an ISN itself: --broker, else the config's broker, else
-	// broker.DefaultPath.
-	Broker      string
-	SynTimeout  time.Duration
-	Attempts    int
-	Timeout     time.Duration
-	ClockOffset time.Duration
-	Verbosef    func(format string, a ...any)
 }
 
 // UsageError is a mistake in how seqknock was called (a flag out of range,
@@ -144,93 +116,4 @@ func BrokerPath(cfg *Config, flag string) string {
 		return cfg.Broker
 	}
 	return broker.DefaultPath
-}
-
-// Resolve turns the client config and the flags into the settings of a
-// connection to host:port. The first [[host]] matching the alias, then the
-// host, gives the key, realm, period and slots; each flag given overrides
-// its field (--key-file also drops the entry's fallback keys). Mistakes in
-// the flags, or no key at all, are a UsageError; a key file that cannot be
-// used is an error from keyfile.Load.
-func Resolve(cfg *Config, f Flags, host string, port uint16) (*Settings, error) {
-	verbosef := f.Verbosef
-	if verbosef == nil {
-		verbosef = func(string, ...any) {}
-	}
-	if f.IPv4 && f.IPv6 {
-		return nil, usagef("-4 and -6 exclude each other")
-	}
-	// The name given to ssh first (Host prod), then the one it connects to
-	// (its HostName, 203.0.113.7).
-	names := []string{host}
-	if f.Alias != "" && f.Alias != host {
-		names = []string{f.Alias, host}
-	}
-	e := newHostEntry()
-	for _, n := range names {
-		if m := cfg.Lookup(n, port); m != nil {
-			e = *m
-			verbosef("%s matches [[host]] match = %q in %s", n, m.Match, cfg.Path)
-			break
-		}
-	}
-	if f.KeyFile != "" {
-		e.KeyFile, e.Fallback = f.KeyFile, nil
-		verbosef("key from --key-file %s", f.KeyFile)
-	}
-	if f.SignKeyFile != "" {
-		e.Sign, e.SignKeyFile = tcpsign.ModeMD5, f.SignKeyFile
-	}
-	f.apply(&e)
-	if e.KeyFile == "" {
-		return nil, cfg.NoHost(fmt.Sprintf("%s port %d", strings.Join(names, " or "), port), "give --key-file")
-	}
-	if err := CheckKnockFlags(e.Realm, e.Period, e.Slots); err != nil {
-		return nil, err
-	}
-	if f.Attempts < 0 || f.Attempts > e.Slots {
-		return nil, usagef("--attempts %d out of range 1..%d (the slots per period)", f.Attempts, e.Slots)
-	}
-	s := &Settings{
-		Realm:          e.Realm,
-		Period:         e.Period,
-		Slots:          e.Slots,
-		BindSourcePort: e.BindSourcePort,
-		Network:        "tcp",
-		Broker:         BrokerPath(cfg, f.Broker),
-		SynTimeout:     f.SynTimeout,
-		Attempts:       f.Attempts,
-		Timeout:        f.Timeout,
-		ClockOffset:    f.ClockOffset,
-		Verbosef:       f.Verbosef,
-	}
-	if f.IPv4 {
-		s.Network = "tcp4"
-	}
-	if f.IPv6 {
-		s.Network = "tcp6"
-	}
-	for i, file := range append([]string{e.KeyFile}, e.Fallback...) {
-		k, err := keyfile.Load(file)
-		if err != nil {
-			return nil, err
-		}
-		if i == 0 {
-			s.Key = k
-		} else {
-			s.Fallback = append(s.Fallback, k)
-		}
-	}
-	if e.BindSourcePort {
-		verbosef("bind_source_port: each knock comes from the source port it reserves")
-	}
-	if e.SignKeyFile != "" {
-		k, err := keyfile.Load(e.SignKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("sign key: %w", err)
-		}
-		s.SignKey = k
-		verbosef("signing with %s, key from %s", e.Sign, e.SignKeyFile)
-	}
-	return s, nil
 }

@@ -9,8 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -53,6 +55,10 @@ func SlotID(key []byte, realm string, port uint16) string {
 // missing) and must belong to the process's user; the file is opened with
 // O_NOFOLLOW, created with mode 0600, and must be a regular file of that
 // user. A symbolic link anywhere below Base is refused, never followed.
+//
+// With Base "" the store keeps its entries in memory, for the dials of one
+// process: a Dialer without a Reserve uses one of its own, and the gateway
+// one for all its connections. The zero value is such a store.
 type SlotStore struct {
 	Base string
 	Sub  []string
@@ -62,6 +68,9 @@ type SlotStore struct {
 	// Admitted, so Admit writes only once per period and LastAdmitted
 	// reads no file.
 	admitted map[string]uint64
+
+	memMu sync.Mutex
+	mem   map[string]slotEntry // the entries of a store with Base ""
 }
 
 const slotFile = "slots.json"
@@ -93,16 +102,6 @@ const (
 // maxSlotFile bounds what Reserve reads of the file: far more than the
 // entries of 64 periods of any real number of servers.
 const maxSlotFile = 1 << 20
-
-// parseSlots reads the slot file, {"ID":{"counter":C,"next":N,...},...},
-// and returns nil when it is damaged.
-func parseSlots(b []byte) map[string]slotEntry {
-	var m map[string]slotEntry
-	if err := json.Unmarshal(b, &m); err != nil || m == nil {
-		return nil
-	}
-	return m
-}
 
 // used returns e's slots used per period, Counter's Next included (a
 // record written by an older version has Counter and Next alone).
@@ -149,11 +148,7 @@ func (s *SlotStore) Reserve(id string, counter uint64, slots int) (int, error) {
 		used[counter]++
 		for len(used) > maxUsedPeriods {
 			// A clock gone wild: forget the lowest period first.
-			low := counter
-			for c := range used {
-				low = min(low, c)
-			}
-			delete(used, low)
+			delete(used, slices.Min(slices.Collect(maps.Keys(used))))
 		}
 		e.Counter, e.Next, e.Used = counter, used[counter], used
 		entries[id] = e
@@ -208,6 +203,14 @@ func (s *SlotStore) remember(id string, admitted uint64) {
 // update reads the slot file under its lock, lets change change the
 // entries, and writes them back unless change fails.
 func (s *SlotStore) update(change func(map[string]slotEntry) error) error {
+	if s.Base == "" {
+		s.memMu.Lock()
+		defer s.memMu.Unlock()
+		if s.mem == nil {
+			s.mem = map[string]slotEntry{}
+		}
+		return change(s.mem)
+	}
 	f, err := s.open()
 	if err != nil {
 		return fmt.Errorf("slot state: %w", err)
@@ -228,8 +231,8 @@ func (s *SlotStore) update(change func(map[string]slotEntry) error) error {
 		if err != nil {
 			return fmt.Errorf("slot state: read %s: %w", path, err)
 		}
-		if entries = parseSlots(b); entries == nil {
-			// A damaged file only costs slot reuse: start afresh.
+		// A damaged file (or null) only costs slot reuse: start afresh.
+		if json.Unmarshal(b, &entries) != nil || entries == nil {
 			entries = map[string]slotEntry{}
 		}
 	}
@@ -343,38 +346,4 @@ func openDirAt(dir int, name, path string, uid int) (int, error) {
 		return -1, fmt.Errorf("%s belongs to uid %d, not to uid %d; refusing it", path, st.Uid, uid)
 	}
 	return fd, nil
-}
-
-// MemSlots reserves slots in memory, for the dials of one process: a
-// Dialer without a Reserve uses one of its own, and the gateway one for
-// all its connections. The zero value is ready to use.
-type MemSlots struct {
-	mu sync.Mutex
-	m  map[string]memSlotUse
-}
-
-// memSlotUse is the counter of the last period used and its next free slot.
-type memSlotUse struct {
-	counter uint64
-	next    int
-}
-
-// Reserve returns the next free slot of counter for id and marks it used.
-func (s *MemSlots) Reserve(id string, counter uint64, slots int) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	u := s.m[id]
-	if u.counter != counter {
-		u = memSlotUse{counter: counter}
-	}
-	if u.next >= slots {
-		return 0, fmt.Errorf("%d slots used: %w", slots, ErrSlotsSpent)
-	}
-	if s.m == nil {
-		s.m = map[string]memSlotUse{}
-	}
-	slot := u.next
-	u.next++
-	s.m[id] = u
-	return slot, nil
 }

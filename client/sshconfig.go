@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/seqknock/seqknock/client/broker"
@@ -65,7 +66,8 @@ func controlPath(home string) string {
 // that no [[host]] matches, without a KeyFile, is a UsageError; a KeyFile
 // must be a usable key.
 func SSHConfig(s Stanza) (string, error) {
-	if !s.Config.HasHost(s.Host) && s.KeyFile == "" {
+	// A [[host]] for s.Host on whatever port.
+	if s.KeyFile == "" && !slices.ContainsFunc(s.Config.Hosts, func(e HostEntry) bool { return e.matches(s.Host) }) {
 		err := s.Config.NoHost(s.Host, "give --key-file")
 		return "", usagef("ssh-config: %w", err)
 	}
@@ -104,7 +106,7 @@ func SSHConfig(s Stanza) (string, error) {
 	// Connection sharing: each connection spends a knock, and a server
 	// allows a few per period, so repeated runs share one.
 	if cp := controlPath(s.Home); cp != "" {
-		if s.Home != "" && !isDir(filepath.Join(s.Home, ".ssh")) {
+		if fi, err := os.Stat(filepath.Join(s.Home, ".ssh")); s.Home != "" && (err != nil || !fi.IsDir()) {
 			// ssh gives up, rather than share nothing, when it cannot
 			// make the socket; it makes ~/.ssh only when run without -F.
 			fmt.Fprintf(&b, "    # %s does not exist: make it (mkdir -m 700 ~/.ssh), or ssh fails to start a shared connection.\n",
@@ -127,11 +129,6 @@ func SSHConfig(s Stanza) (string, error) {
 			"    # and you in group seqknock (sudo usermod -aG seqknock %s); see UNDER SUDO in seqknock(1).\n", s.Self, s.User)
 	}
 	return b.String(), nil
-}
-
-func isDir(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && fi.IsDir()
 }
 
 func absPath(p string) string {

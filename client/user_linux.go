@@ -21,7 +21,7 @@ import (
 // in a set-user-ID run the real user, otherwise the process's own user.
 type Invoker struct {
 	UID, GID int
-	Groups   []int
+	Groups   []int // for Become: set for an elevated invoker only
 	// Name is the user's name; for a process acting for itself (not
 	// Elevated) it is left empty when $HOME is set.
 	Name string
@@ -87,9 +87,6 @@ func CurrentInvoker() (*Invoker, error) {
 			inv.Name, inv.Home = u.Username, u.HomeDir
 		}
 	}
-	if gs, err := syscall.Getgroups(); err == nil {
-		inv.Groups = gs
-	}
 	return inv, nil
 }
 
@@ -142,24 +139,19 @@ func (inv *Invoker) ForUser(name string) (*Invoker, error) {
 	return target, nil
 }
 
-// ConfigDir is $XDG_CONFIG_HOME/seqknock, or ~/.config/seqknock. Under sudo
-// the process has become the invoking user with a scrubbed environment
-// before it gets here (see Become), so this is that user's.
-func (inv *Invoker) ConfigDir() string {
-	if d := os.Getenv("XDG_CONFIG_HOME"); filepath.IsAbs(d) {
-		return filepath.Join(d, "seqknock")
-	}
-	return filepath.Join(inv.Home, ".config", "seqknock")
-}
-
 // LoadConfig loads the client config file, or with file "" the invoking
-// user's client.toml in ConfigDir, which may be missing (flags alone
-// suffice).
+// user's $XDG_CONFIG_HOME/seqknock/client.toml (or ~/.config/...), which
+// may be missing (flags alone suffice). Under sudo the process has become
+// that user, environment scrubbed, before it gets here (Become).
 func (inv *Invoker) LoadConfig(file string) (*Config, error) {
 	if file != "" {
 		return LoadConfig(file, inv.Home, false)
 	}
-	return LoadConfig(filepath.Join(inv.ConfigDir(), "client.toml"), inv.Home, true)
+	dir := filepath.Join(inv.Home, ".config")
+	if d := os.Getenv("XDG_CONFIG_HOME"); filepath.IsAbs(d) {
+		dir = d
+	}
+	return LoadConfig(filepath.Join(dir, "seqknock", "client.toml"), inv.Home, true)
 }
 
 // SlotStore returns the invoking user's slot store:
@@ -172,17 +164,10 @@ func (inv *Invoker) SlotStore() *SlotStore {
 }
 
 // DropPrivileges gives up every capability once conn is connected, on
-// every thread. The process is by then its user's own (Become ran before
-// anything else), so nothing else is left to give up. Root acting for
-// itself has nothing to drop; a process that holds no capability has
-// nothing to do.
-//
-// In a CGO_ENABLED=0 build it clears the permitted, effective and
-// inheritable (and so the ambient) sets of every thread with one capset
-// through syscall.AllThreadsSyscall. A cgo build cannot reach the threads
-// the C runtime made that way, so it hands conn over to a fresh image of
-// this binary instead (HandOver), which starts with no capability at all;
-// then DropPrivileges does not return.
+// every thread (one capset through syscall.AllThreadsSyscall; a cgo build
+// hands conn to a fresh image instead, HandOver, and does not return).
+// Root acting for itself, or a process that holds nothing, has nothing to
+// drop.
 func DropPrivileges(conn *net.TCPConn) error {
 	if os.Geteuid() == 0 && os.Getuid() == 0 {
 		return nil
@@ -191,11 +176,7 @@ func DropPrivileges(conn *net.TCPConn) error {
 	if err != nil || !held {
 		return err
 	}
-	// Threads lose the capability one after another (capset on each, or
-	// HandOver's one thread before its execve): a thread that has dropped
-	// could be traced by the user (and the memory it shares with those
-	// that still hold the capability written through its
-	// /proc/PID/task/TID/mem) unless the process is non-dumpable.
+	// Threads lose the capability one after another: see GuardCapabilities.
 	if err := GuardCapabilities(); err != nil {
 		return err
 	}
@@ -219,17 +200,11 @@ func DropPrivileges(conn *net.TCPConn) error {
 }
 
 // GuardCapabilities makes a process that holds a capability, and is not
-// root, non-dumpable (PR_SET_DUMPABLE 0), and keeps it so: then no thread
-// of it can be traced, and none of its /proc/PID files (mem, environ, fd)
-// opened, by its user, and it leaves no core file. The kernel already does
-// this for a setcap binary, but not for the image Become starts (its uids
-// do not change in that execve, and its capabilities do not grow), and the
-// ptrace rule that protects a thread holding a capability (the tracer's
-// permitted set must include the tracee's) holds thread by thread: while
-// DropPrivileges clears one thread after another, a thread already cleared
-// of a dumpable process could be traced, and the memory it shares with the
-// threads still holding CAP_NET_ADMIN written. A program the process
-// starts is dumpable again (execve resets it).
+// root, non-dumpable (PR_SET_DUMPABLE 0): then its user can trace no
+// thread of it, nor open its /proc/PID files, and it leaves no core file.
+// The image Become starts is dumpable, and while DropPrivileges clears one
+// thread after another a cleared thread could otherwise be traced and the
+// memory it shares with the others written (the package doc has more).
 func GuardCapabilities() error {
 	if os.Geteuid() == 0 && os.Getuid() == 0 {
 		return nil

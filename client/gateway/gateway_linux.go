@@ -41,16 +41,17 @@ type Gateway struct {
 // with flags' timeouts. Every destination must have a key. Slots are
 // counted in this process, shared by all connections.
 func NewDialers(gc *Config, cc *client.Config, f client.Flags) (map[netip.AddrPort]*client.Dialer, error) {
-	slots := new(client.MemSlots)
+	slots := new(client.SlotStore)
 	out := map[netip.AddrPort]*client.Dialer{}
 	for i, d := range gc.Dests {
 		f.Alias = d.Host
 		f.IPv4, f.IPv6 = d.Addr.Addr().Is4(), d.Addr.Addr().Is6()
-		s, err := client.Resolve(cc, f, d.Addr.Addr().String(), d.Addr.Port())
+		dd, err := client.Resolve(cc, f, d.Addr.Addr().String(), d.Addr.Port())
 		if err != nil {
 			return nil, fmt.Errorf("%s: destination[%d] %s: %w", gc.Path, i, d.Addr, err)
 		}
-		out[d.Addr] = s.Dialer(slots.Reserve)
+		dd.Reserve = slots.Reserve
+		out[d.Addr] = dd
 	}
 	return out, nil
 }

@@ -59,13 +59,10 @@ func Command(binary string, check func(*cli.Context) error) *cli.Command {
 			} else if c.IsSet("replaces") || c.IsSet("not-after") || c.IsSet("port") || c.IsSet("realm") || c.IsSet("bind-source-port") || c.IsSet("device") {
 				return cliconv.Usagef("keygen: --port, --realm, --bind-source-port, --replaces, --not-after and --device go with --stanzas")
 			}
-			key, err := keyfile.Generate()
-			if err != nil {
-				return err
-			}
+			key := keyfile.Generate()
 			out := c.String("output")
 			if out == "" {
-				_, err = c.App.Writer.Write(keyfile.Encode(key))
+				_, err := c.App.Writer.Write(keyfile.Encode(key))
 				return err
 			}
 			if err := keyfile.Write(out, key, c.Bool("force")); err != nil {
@@ -185,6 +182,7 @@ func clientKeyPath(serverPath string) string {
 func (st *stanzaArgs) text() string {
 	q := tomlQuote
 	var b strings.Builder
+	keys := "key_file = " + q(clientKeyPath(st.keyFile))
 	if st.device != "" {
 		fmt.Fprintf(&b, "# Server: a key of its own for %s's device %s (fingerprint %s). Every key a [[user]]\n"+
 			"# lists works: list this one with %s's other keys in /etc/seqknock/seqknockd.toml (key_file = \"A\"\n"+
@@ -194,34 +192,27 @@ func (st *stanzaArgs) text() string {
 		fmt.Fprintf(&b, "\n# Client: give %s the file %s over a secure channel, to keep on %s alone as %s (mode 0600),\n",
 			st.user, st.keyFile, st.device, clientKeyPath(st.keyFile))
 		fmt.Fprintf(&b, "# and this in ~/.config/seqknock/client.toml there (seqknock fingerprint shows %s):\n", st.fingerprint)
-		fmt.Fprintf(&b, "[[host]]\nmatch = %s\nport = %d\nkey_file = %s\nrealm = %s\n",
-			q(st.host), st.port, q(clientKeyPath(st.keyFile)), q(st.realm))
-		if st.bound {
-			fmt.Fprintf(&b, "bind_source_port = true\n")
+	} else {
+		fmt.Fprintf(&b, "# Server: add to /etc/seqknock/seqknockd.toml (or a drop-in it includes), then systemctl reload seqknockd.\n")
+		fmt.Fprintf(&b, "# The key's fingerprint: %s (seqknock fingerprint shows the same on the client).\n", st.fingerprint)
+		if st.replaces == "" {
+			fmt.Fprintf(&b, "[[user]]\nname = %s\nkey_file = %s\n", q(st.user), q(st.keyFile))
+		} else {
+			fmt.Fprintf(&b, "# This replaces the [[user]] table of %s: both keys work until %s, then only the new one.\n",
+				st.user, st.notAfter.UTC().Format(time.RFC3339))
+			fmt.Fprintf(&b, "[[user]]\nname = %s\nkey_files = [\n  %s,\n  { file = %s, not_after = %s },\n]\n",
+				q(st.user), q(st.keyFile), q(st.replaces), st.notAfter.UTC().Format(time.RFC3339))
 		}
-		return b.String()
+		fmt.Fprintf(&b, "\n# Client: give %s the file %s over a secure channel, to keep as %s (mode 0600),\n",
+			st.user, st.keyFile, clientKeyPath(st.keyFile))
+		if st.replaces == "" {
+			fmt.Fprintf(&b, "# and this in ~/.config/seqknock/client.toml:\n")
+		} else {
+			fmt.Fprintf(&b, "# and this in ~/.config/seqknock/client.toml in place of the old [[host]] (new key first, old as fallback):\n")
+			keys = fmt.Sprintf("key_files = [%s, %s]", q(clientKeyPath(st.keyFile)), q(clientKeyPath(st.replaces)))
+		}
 	}
-	fmt.Fprintf(&b, "# Server: add to /etc/seqknock/seqknockd.toml (or a drop-in it includes), then systemctl reload seqknockd.\n")
-	fmt.Fprintf(&b, "# The key's fingerprint: %s (seqknock fingerprint shows the same on the client).\n", st.fingerprint)
-	if st.replaces == "" {
-		fmt.Fprintf(&b, "[[user]]\nname = %s\nkey_file = %s\n", q(st.user), q(st.keyFile))
-	} else {
-		fmt.Fprintf(&b, "# This replaces the [[user]] table of %s: both keys work until %s, then only the new one.\n",
-			st.user, st.notAfter.UTC().Format(time.RFC3339))
-		fmt.Fprintf(&b, "[[user]]\nname = %s\nkey_files = [\n  %s,\n  { file = %s, not_after = %s },\n]\n",
-			q(st.user), q(st.keyFile), q(st.replaces), st.notAfter.UTC().Format(time.RFC3339))
-	}
-	fmt.Fprintf(&b, "\n# Client: give %s the file %s over a secure channel, to keep as %s (mode 0600),\n",
-		st.user, st.keyFile, clientKeyPath(st.keyFile))
-	if st.replaces == "" {
-		fmt.Fprintf(&b, "# and this in ~/.config/seqknock/client.toml:\n")
-		fmt.Fprintf(&b, "[[host]]\nmatch = %s\nport = %d\nkey_file = %s\nrealm = %s\n",
-			q(st.host), st.port, q(clientKeyPath(st.keyFile)), q(st.realm))
-	} else {
-		fmt.Fprintf(&b, "# and this in ~/.config/seqknock/client.toml in place of the old [[host]] (new key first, old as fallback):\n")
-		fmt.Fprintf(&b, "[[host]]\nmatch = %s\nport = %d\nkey_files = [%s, %s]\nrealm = %s\n",
-			q(st.host), st.port, q(clientKeyPath(st.keyFile)), q(clientKeyPath(st.replaces)), q(st.realm))
-	}
+	fmt.Fprintf(&b, "[[host]]\nmatch = %s\nport = %d\n%s\nrealm = %s\n", q(st.host), st.port, keys, q(st.realm))
 	if st.bound {
 		fmt.Fprintf(&b, "bind_source_port = true\n")
 	}

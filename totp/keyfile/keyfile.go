@@ -25,13 +25,12 @@ const maxFileSize = 4096
 // can read or write.
 var ErrUnsafeMode = errors.New("readable by group or others")
 
-// Generate returns a new random key of GenerateSize bytes.
-func Generate() ([]byte, error) {
+// Generate returns a new random key of GenerateSize bytes (crypto/rand
+// never fails: it ends the program first).
+func Generate() []byte {
 	k := make([]byte, GenerateSize)
-	if _, err := io.ReadFull(rand.Reader, k); err != nil {
-		return nil, fmt.Errorf("generate key: %w", err)
-	}
-	return k, nil
+	rand.Read(k)
+	return k
 }
 
 // Encode returns the key file text for key: one base64 line.
@@ -52,15 +51,7 @@ func Write(path string, key []byte, force bool) error {
 			}
 			return fmt.Errorf("write key: %w", err)
 		}
-		if _, err = writeData(f, data); err == nil {
-			err = f.Sync()
-		}
-		if err != nil {
-			f.Close()
-			os.Remove(path)
-			return fmt.Errorf("write key: %s: %w", path, err)
-		}
-		if err := f.Close(); err != nil {
+		if err := writeSynced(f, data); err != nil {
 			os.Remove(path)
 			return fmt.Errorf("write key: %s: %w", path, err)
 		}
@@ -71,12 +62,13 @@ func Write(path string, key []byte, force bool) error {
 	if err != nil {
 		return fmt.Errorf("write key: %w", err)
 	}
-	if err := writeSynced(f, data); err != nil {
+	// O_CREATE keeps the mode of a file that already existed.
+	if err = f.Chmod(0o600); err == nil {
+		err = writeSynced(f, data)
+	} else {
 		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("write key: %s: %w", tmp, err)
 	}
-	if err := f.Close(); err != nil {
+	if err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("write key: %s: %w", tmp, err)
 	}
@@ -87,17 +79,17 @@ func Write(path string, key []byte, force bool) error {
 	return syncDir(filepath.Dir(path))
 }
 
-// writeSynced gives f mode 0600 (O_CREATE keeps the mode of a file that
-// already existed), writes data and flushes it to the disk: only a whole,
-// durable key is renamed over the old one.
+// writeSynced writes data to f, flushes it to the disk and closes f: only
+// a whole, durable key is kept (or renamed over the old one).
 func writeSynced(f *os.File, data []byte) error {
-	if err := f.Chmod(0o600); err != nil {
-		return err
+	_, err := writeData(f, data)
+	if err == nil {
+		err = f.Sync()
 	}
-	if _, err := writeData(f, data); err != nil {
-		return err
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
-	return f.Sync()
+	return err
 }
 
 // writeData is f.Write; tests make it fail.

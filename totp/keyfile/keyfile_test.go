@@ -13,10 +13,7 @@ import (
 func TestGenerateWriteLoad(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "k")
-	key, err := Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
+	key := Generate()
 	if len(key) != GenerateSize {
 		t.Fatalf("generated %d bytes", len(key))
 	}
@@ -37,7 +34,7 @@ func TestGenerateWriteLoad(t *testing.T) {
 	if !bytes.Equal(got, key) {
 		t.Fatal("loaded key differs from written key")
 	}
-	k2, _ := Generate()
+	k2 := Generate()
 	if bytes.Equal(k2, key) {
 		t.Fatal("two generated keys are equal")
 	}
@@ -157,9 +154,9 @@ func TestWriteAndLoadRefuseWhatTheyShould(t *testing.T) {
 	if _, err := Load(big); err == nil || !strings.Contains(err.Error(), "too large for a key file") {
 		t.Errorf("large file: %v", err)
 	}
-	if k1, err := Generate(); err != nil || len(k1) != GenerateSize {
-		t.Errorf("generate: %d bytes, %v", len(k1), err)
-	} else if k2, _ := Generate(); bytes.Equal(k1, k2) {
+	if k1 := Generate(); len(k1) != GenerateSize {
+		t.Errorf("generate: %d bytes", len(k1))
+	} else if k2 := Generate(); bytes.Equal(k1, k2) {
 		t.Error("two generated keys are equal")
 	}
 }
@@ -170,10 +167,7 @@ func TestWriteAndLoadRefuseWhatTheyShould(t *testing.T) {
 func TestWriteFailureKeepsOldKey(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "key")
-	old, err := Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
+	old := Generate()
 	if err := Write(path, old, false); err != nil {
 		t.Fatal(err)
 	}
@@ -182,10 +176,7 @@ func TestWriteFailureKeepsOldKey(t *testing.T) {
 		n, _ := f.Write(b[:5])
 		return n, errors.New("no space left on device")
 	}
-	k2, err := Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
+	k2 := Generate()
 	if err := Write(path, k2, true); err == nil || !strings.Contains(err.Error(), "no space left") {
 		t.Errorf("forced write: error %v, want the write's", err)
 	}

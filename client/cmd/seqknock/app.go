@@ -2,6 +2,8 @@ package main
 
 import (
 	"io"
+	"log/slog"
+	"os"
 
 	"github.com/seqknock/seqknock/internal/cliconv"
 	"github.com/urfave/cli/v2"
@@ -9,6 +11,19 @@ import (
 
 // usagef is a mistake in how the command was called: exit status 2.
 func usagef(format string, a ...any) error { return cliconv.Usagef(format, a...) }
+
+// serviceLog is the logger of the commands that run as a service (broker,
+// gateway): under journald, which stamps every line, without a time.
+func serviceLog(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && a.Key == slog.TimeKey && os.Getenv("JOURNAL_STREAM") != "" {
+				return slog.Attr{}
+			}
+			return a
+		},
+	}))
+}
 
 // newApp builds the command tree. Every command's action is a thin layer over
 // the client and totp packages.

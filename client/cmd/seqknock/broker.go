@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/user"
 	"strconv"
@@ -89,14 +88,7 @@ func brokerCommand() *cli.Command {
 			if err := broker.KeepOnlyNetAdmin(ln, made); err != nil {
 				return err
 			}
-			log := slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{
-				ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
-					if len(groups) == 0 && a.Key == slog.TimeKey && os.Getenv("JOURNAL_STREAM") != "" {
-						return slog.Attr{} // journald stamps every line
-					}
-					return a
-				},
-			}))
+			log := serviceLog(c.App.ErrWriter)
 			log.Info("broker serving", "socket", ln.Addr().String(), "group", g.Name, "gid", gid)
 			ctx, cancel := signalContext()
 			defer cancel()

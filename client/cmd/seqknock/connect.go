@@ -102,13 +102,12 @@ func dialer(c *cli.Context, stderr io.Writer, inv *client.Invoker, host string, 
 		// One line each, never on stdout, which carries the connection.
 		f.Verbosef = func(format string, a ...any) { fmt.Fprintf(stderr, "seqknock: "+format+"\n", a...) }
 	}
-	s, err := client.Resolve(cfg, f, host, port)
+	d, err := client.Resolve(cfg, f, host, port)
 	if err != nil {
 		return nil, usageError(err)
 	}
 	store := inv.SlotStore()
-	d := s.Dialer(store.Reserve)
-	d.Admitted, d.LastAdmitted = store.Admit, store.LastAdmitted
+	d.Reserve, d.Admitted, d.LastAdmitted = store.Reserve, store.Admit, store.LastAdmitted
 	d.Warnf = func(format string, a ...any) { fmt.Fprintf(stderr, "seqknock: "+format+"\n", a...) }
 	// Said whether verbose or not: it costs a slot.
 	d.OnPortBusy = func(sport uint16, counter uint64, slot int) {
@@ -290,12 +289,9 @@ func proxyCommand() *cli.Command {
 			"the broker (seqknock broker) and membership of its group; "+
 			"gives up every privilege once connected.",
 		nil, noMoreArgs,
-		func(c *cli.Context, conn *net.TCPConn) error { return relay(conn, c.App.Reader, c.App.Writer) })
-}
-
-// relay is proxy's use of the connection: stdin to it, it to stdout.
-func relay(conn *net.TCPConn, stdin io.Reader, stdout io.Writer) error {
-	return client.Relay(conn, stdin, writeCloser(stdout))
+		func(c *cli.Context, conn *net.TCPConn) error {
+			return client.Relay(conn, c.App.Reader, c.App.Writer)
+		})
 }
 
 func fdpassCommand() *cli.Command {
@@ -398,15 +394,3 @@ func sshConfigCommand() *cli.Command {
 		},
 	}
 }
-
-// writeCloser is w, closed by Relay when the peer closes if w can be.
-func writeCloser(w io.Writer) io.WriteCloser {
-	if wc, ok := w.(io.WriteCloser); ok {
-		return wc
-	}
-	return nopCloser{w}
-}
-
-type nopCloser struct{ io.Writer }
-
-func (nopCloser) Close() error { return nil }

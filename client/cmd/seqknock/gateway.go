@@ -2,16 +2,11 @@ package main
 
 import (
 	"fmt"
-	"log/slog"
-	"os"
 
 	"github.com/seqknock/seqknock/client"
 	"github.com/seqknock/seqknock/client/gateway"
 	"github.com/urfave/cli/v2"
 )
-
-// DefaultGatewayConfig is the gateway's config file.
-const DefaultGatewayConfig = "/etc/seqknock/gateway.toml"
 
 func gatewayCommand() *cli.Command {
 	return &cli.Command{
@@ -23,7 +18,7 @@ func gatewayCommand() *cli.Command {
 			"keeps that table in force, knocks on each destination with the key of its [[host]] in the client config and " +
 			"relays; removes the table when it stops. Needs CAP_NET_ADMIN (root, or the seqknock-gateway.service unit).",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "config", Value: DefaultGatewayConfig, Usage: "the gateway config `FILE`"},
+			&cli.StringFlag{Name: "config", Value: "/etc/seqknock/gateway.toml", Usage: "the gateway config `FILE`"},
 			&cli.DurationFlag{Name: "syn-timeout", Value: client.DefaultSynTimeout, Usage: "wait this long for a SYN-ACK before trying the next slot"},
 			&cli.DurationFlag{Name: "timeout", Usage: "give up a connection's knocks after this long (default: when the slots are spent)"},
 			&cli.BoolFlag{Name: "check", Usage: "load the config, the client config and every key, print the destinations and exit; installs nothing"},
@@ -57,14 +52,7 @@ func gatewayCommand() *cli.Command {
 				}
 				return nil
 			}
-			log := slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{
-				ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
-					if len(groups) == 0 && a.Key == slog.TimeKey && os.Getenv("JOURNAL_STREAM") != "" {
-						return slog.Attr{} // journald stamps every line
-					}
-					return a
-				},
-			}))
+			log := serviceLog(c.App.ErrWriter)
 			ctx, cancel := signalContext()
 			defer cancel()
 			g := &gateway.Gateway{Config: gc, Dialers: dialers, Log: log}

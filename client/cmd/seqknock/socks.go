@@ -90,14 +90,14 @@ func runSocks(c *cli.Context) error {
 			// Resolve sees the covering entry alone, whatever else
 			// its name would match.
 			one := &client.Config{Path: cfg.Path, Broker: cfg.Broker, Hosts: []client.HostEntry{*e}}
-			s, err := client.Resolve(one, client.Flags{
+			dd, err := client.Resolve(one, client.Flags{
 				SynTimeout: c.Duration("syn-timeout"), Timeout: c.Duration("timeout"), Attempts: c.Int("attempts"),
 				ClockOffset: c.Duration("clock-offset"), Broker: c.String("broker"), Verbosef: verbosef,
 			}, name, d.Port)
 			if err != nil {
 				return nil, err
 			}
-			dd := s.Dialer(slots.Reserve)
+			dd.Reserve = slots.Reserve
 			dd.OnPortBusy = func(sport uint16, counter uint64, slot int) {
 				logger.Printf("source port %d (counter %d slot %d) is in use here; bind_source_port moves to the next slot", sport, counter, slot)
 			}
