@@ -15,7 +15,18 @@ import (
 	"time"
 
 	"github.com/seqknock/seqknock/internal/netnstest"
+	"github.com/seqknock/seqknock/totp"
 )
+
+// onePeriod waits past the next boundary of cmdConfig's 30 s period when
+// it is less than 10 s away: a test that counts the valid knocks after a
+// sync needs them all still there (at a boundary the oldest counter's
+// expire in the kernel).
+func onePeriod() {
+	if rest := time.Until(totp.NextBoundary(time.Now(), 30*time.Second)); rest < 10*time.Second {
+		time.Sleep(rest + 50*time.Millisecond)
+	}
+}
 
 // cmdConfig is a config with one user and two ports, its key file next to
 // it.
@@ -53,6 +64,7 @@ func TestCommandsInNamespace(t *testing.T) {
 	ns := netnstest.New(t, "dcmd")
 	cfg := cmdConfig(t)
 	t.Setenv("SEQKNOCKD_RUNTIME_DIR", t.TempDir())
+	onePeriod()
 
 	out, e, code := runIn(t, ns, "-c", cfg, "check-config")
 	if want := cfg + ": ok: 1 users, 2 services, period 30s, tolerance 1, 4 slots, table skcmd\n"; code != 0 || !strings.HasPrefix(out, want) {
@@ -200,8 +212,8 @@ func TestRulesetBoundMatchesNft(t *testing.T) {
 	text, _ := os.ReadFile(cfg)
 	os.WriteFile(cfg, bytes.Replace(text, []byte("port = 2222\n"), []byte("port = 2222\nbind_source_port = true\n"), 1), 0o600)
 	// Within one period: the ruleset printed and the one installed hold
-	// the same window (a rotation between them would not change the text,
-	// but the element count in the comment would be compared by nothing).
+	// the same window, and the counts below are the whole window's.
+	onePeriod()
 	ruleset, _, code := runIn(t, ns, "-c", cfg, "ruleset")
 	if code != 0 || !strings.Contains(ruleset, "# valid: 24 elements at ") || !strings.Contains(ruleset, "set valid_sp {") {
 		t.Fatalf("ruleset: exit %d\n%s", code, ruleset)
