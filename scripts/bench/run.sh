@@ -318,7 +318,9 @@ pids=()
 # namespaces), and seqknockd run's peak RSS and CPU at 10,000 and 50,000 users.
 USERS=${USERS-1 1000 10000 50000}
 log "figure 3: cold sync, rotation and nft -f at ${USERS:-no} users (go test -bench)"
-[ -n "$USERS" ] && SEQKNOCK_BENCH_USERS=$USERS go test -run '^$' -bench 'ColdSync10kUsers|Rotation10kUsers|SyncSizes' -benchtime 1x -v ./integration/ >"$tmp/fig3-bench.out" 2>&1 || true
+[ -n "$USERS" ] && SEQKNOCK_BENCH_USERS=$USERS go test -run '^$' -bench 'ColdSync10kUsers|SyncSizes' -benchtime 1x -v ./integration/ >"$tmp/fig3-bench.out" 2>&1 || true
+# The rotation's time is the median of 5 (the report reads the last line).
+[ -n "$USERS" ] && go test -run '^$' -bench 'Rotation10kUsers' -benchtime 5x -v ./integration/ >>"$tmp/fig3-bench.out" 2>&1 || true
 # The near-miss index at 10,000 users: the daemon's peak RSS and CPU with
 # it off, at the default and at 20 periods, and the index alone.
 [ -n "$USERS" ] && go test -run '^$' -bench 'NearMissRSS10kUsers|NearMiss10kUsers' -benchtime 1x -v ./server/ >"$tmp/fig3-nearmiss.out" 2>&1 || true
