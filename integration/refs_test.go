@@ -85,3 +85,15 @@ func TestNoReferenceOutsideTheRepository(t *testing.T) {
 		t.Errorf("only %d references checked: the patterns find nothing", checked)
 	}
 }
+
+// TestREADMEFirstThingsOnly: the README holds what a newcomer reads first,
+// at most 300 lines; the rest is in docs/ and the man pages.
+func TestREADMEFirstThingsOnly(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(b), "\n"); n > 300 {
+		t.Errorf("README.md is %d lines, over 300: move the detail to docs/ or the man pages", n)
+	}
+}
