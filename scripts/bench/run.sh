@@ -12,7 +12,7 @@
 # message naming them. Traffic stays in two namespaces it creates (addresses
 # in 198.18.0.0/15) and removes on exit; keys are throwaway, made here.
 # N (default 200) is the connections per method of figure 1; FLOOD2
-# (default 600000) the SYNs of each flood turn of figure 2, R2 (default 5)
+# (default 3000000) the SYNs of each flood turn of figure 2, R2 (default 5)
 # its rounds of turns; R4 (default 5) the rounds of figure 4 and
 # N4 (default 100, at most 128) their connections each way; USERS (default
 # "1 1000 10000 50000") the sizes of figure 3 ("" skips figure 3); P3
@@ -255,7 +255,12 @@ pids=()
 # (p), (b) and (c) take R2 (default 5) rounds of turns, p b c p b c ..., and
 # the goals take the median of the rounds' ratios: one turn of each is too
 # noisy for a ratio near 1 (the flood's path is the same in (b) and (c)).
-FLOOD2=${FLOOD2:-600000}
+# A turn floods FLOOD2 SYNs or for 8 s. The kernel here samples softirq
+# time at each timer tick (tick accounting, HZ 250, no
+# CONFIG_IRQ_TIME_ACCOUNTING): (p)'s 600,000 SYNs were about 48 ticks, and
+# (c)/(p) swung from 1.6 to 2.5 between the rounds of one run; 3,000,000
+# make (p)'s turn about 240 ticks.
+FLOOD2=${FLOOD2:-3000000}
 R2=${R2:-5}
 log "figure 2: kernel cost under a SYN flood"
 ins "$tmp/seqknockd" --config "$tmp/seqknockd.toml" teardown --state none >/dev/null 2>&1 || true
