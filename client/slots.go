@@ -56,9 +56,11 @@ func SlotID(key []byte, realm string, port uint16) string {
 // O_NOFOLLOW, created with mode 0600, and must be a regular file of that
 // user. A symbolic link anywhere below Base is refused, never followed.
 //
-// With Base "" the store keeps its entries in memory, for the dials of one
-// process: a Dialer without a Reserve uses one of its own, and the gateway
-// one for all its connections. The zero value is such a store.
+// The zero value (no Base, no Sub) keeps its entries in memory, for the
+// dials of one process: a Dialer without a Reserve uses one of its own, and
+// the gateway one for all its connections. A store with a Sub but no Base
+// (a user without a home) refuses to reserve: kept in memory, each run
+// would start again at slot 0.
 type SlotStore struct {
 	Base string
 	Sub  []string
@@ -70,7 +72,7 @@ type SlotStore struct {
 	admitted map[string]uint64
 
 	memMu sync.Mutex
-	mem   map[string]slotEntry // the entries of a store with Base ""
+	mem   map[string]slotEntry // the entries of the zero value
 }
 
 const slotFile = "slots.json"
@@ -203,7 +205,7 @@ func (s *SlotStore) remember(id string, admitted uint64) {
 // update reads the slot file under its lock, lets change change the
 // entries, and writes them back unless change fails.
 func (s *SlotStore) update(change func(map[string]slotEntry) error) error {
-	if s.Base == "" {
+	if s.Base == "" && len(s.Sub) == 0 {
 		s.memMu.Lock()
 		defer s.memMu.Unlock()
 		if s.mem == nil {
@@ -261,6 +263,9 @@ func (s *SlotStore) update(change func(map[string]slotEntry) error) error {
 // open opens (creating where missing) the slot file without following a
 // symbolic link anywhere below Base.
 func (s *SlotStore) open() (*os.File, error) {
+	if s.Base == "" {
+		return nil, errors.New("slot store: no home directory to keep the slots in; set HOME or XDG_STATE_HOME")
+	}
 	uid := os.Geteuid()
 	dir, err := unix.Open(s.Base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if errors.Is(err, unix.ENOENT) {
