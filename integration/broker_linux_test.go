@@ -40,18 +40,7 @@ func TestSSHThroughBroker(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	os.Chmod(dir, 0o755)
 	sock := filepath.Join(dir, "run", "broker.sock")
-	broker := exec.Command(w.seqknock, "broker", "--listen", sock, "--group", g.Name)
-	brokerLog := &netnstest.Buffer{}
-	broker.Stderr = brokerLog
-	if err := broker.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { broker.Process.Kill(); broker.Wait() })
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(brokerLog.String(), "broker serving"); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("broker did not start: %s", brokerLog)
-		}
-	}
+	startBroker(t, w.seqknock, sock, g.Name)
 
 	key, _ := os.ReadFile(w.path("alice.key"))
 	id, _ := os.ReadFile(w.path("id"))
@@ -194,4 +183,23 @@ func findProxy(t *testing.T, uid int, bin string) int {
 	}
 	t.Fatalf("no seqknock proxy process of uid %d", uid)
 	return 0
+}
+
+// startBroker starts bin's broker on sock for group's members, waits until
+// it serves, and stops it when the test ends; its log is returned.
+func startBroker(t *testing.T, bin, sock, group string) *netnstest.Buffer {
+	t.Helper()
+	broker := exec.Command(bin, "broker", "--listen", sock, "--group", group)
+	log := &netnstest.Buffer{}
+	broker.Stderr = log
+	if err := broker.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { broker.Process.Kill(); broker.Wait() })
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(log.String(), "broker serving"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("broker did not start: %s", log)
+		}
+	}
+	return log
 }

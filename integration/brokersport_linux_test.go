@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -38,18 +37,7 @@ func TestSSHThroughBrokerSourcePort(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	os.Chmod(dir, 0o755)
 	sock := filepath.Join(dir, "run", "broker.sock")
-	broker := exec.Command(w.seqknock, "broker", "--listen", sock, "--group", g.Name)
-	brokerLog := &netnstest.Buffer{}
-	broker.Stderr = brokerLog
-	if err := broker.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { broker.Process.Kill(); broker.Wait() })
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(brokerLog.String(), "broker serving"); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("broker did not start: %s", brokerLog)
-		}
-	}
+	brokerLog := startBroker(t, w.seqknock, sock, g.Name)
 	member := netnstest.NewUser(t)
 	member.Join(g)
 	key, _ := os.ReadFile(w.path("alice.key"))

@@ -404,18 +404,7 @@ func TestSocksUnprivileged(t *testing.T) {
 	}
 	g := netnstest.NewGroup(t)
 	sock := filepath.Join(dir, "run", "broker.sock")
-	broker := exec.Command(w.seqknock, "broker", "--listen", sock, "--group", g.Name)
-	brokerLog := &netnstest.Buffer{}
-	broker.Stderr = brokerLog
-	if err := broker.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { broker.Process.Kill(); broker.Wait() })
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(brokerLog.String(), "broker serving"); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("broker did not start: %s", brokerLog)
-		}
-	}
+	startBroker(t, w.seqknock, sock, g.Name)
 	// Every user here knocks with alice's key, each with a slot file of
 	// its own: a knock another already spent is dropped, so the proxy
 	// sends up to 4 (--attempts), each after --syn-timeout.
