@@ -205,24 +205,7 @@ time.sleep(60)
 func TestSignRootSocketUserProcess(t *testing.T) {
 	netnstest.RequireRoot(t, "python3")
 	ns := netnstest.New(t, "tsigu")
-	script := `import os, socket
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-s.bind(("127.0.0.1", 2302))
-s.listen(4)
-os.setgid(65534); os.setuid(65534)
-print("listening", flush=True)
-import time; time.sleep(60)
-`
-	cmd := ns.Command("/usr/bin/python3", "-c", script)
-	out, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	buf := make([]byte, 10)
-	if n, err := out.Read(buf); err != nil || !strings.HasPrefix(string(buf[:n]), "listening") {
-		t.Fatalf("listener: %v %q", err, buf[:n])
-	}
+	droppedListener(t, ns, 2302)
 	res, err := Sign(ns.FD(), 2302, signKey)
 	if err != nil || len(res) != 1 || res[0].Signed || !errors.Is(res[0].Err, ErrNotRoot) || res[0].Listener.UID != 0 {
 		t.Fatalf("sign: %+v %v", res, err)
@@ -293,24 +276,7 @@ func TestFindHolders(t *testing.T) {
 	ns := netnstest.New(t, "tsfh")
 	u := netnstest.NewUser(t)
 	ns.MustRun("sysctl", "-qw", "net.ipv4.ip_unprivileged_port_start=0")
-	dropped := `import os, socket
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-s.bind(("127.0.0.1", 2313))
-s.listen(4)
-os.setgid(65534); os.setuid(65534)
-print("listening", flush=True)
-import time; time.sleep(60)
-`
-	cmd := ns.Command("/usr/bin/python3", "-c", dropped)
-	out, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	buf := make([]byte, 10)
-	if n, err := out.Read(buf); err != nil || !strings.HasPrefix(string(buf[:n]), "listening") {
-		t.Fatalf("listener: %v %q", err, buf[:n])
-	}
+	cmd := droppedListener(t, ns, 2313)
 	pids := map[uint16]int{
 		2311: listener(t, ns, 2311).Process.Pid,
 		2312: listener(t, ns, 2312, "setpriv", "--reuid="+fmt.Sprint(u.UID), "--regid="+fmt.Sprint(u.GID), "--clear-groups").Process.Pid,
@@ -345,4 +311,30 @@ import time; time.sleep(60)
 			}
 		}
 	}
+}
+
+// droppedListener starts a listener on 127.0.0.1:port that root binds and
+// then hands to nobody (setuid 65534), as a service that drops its
+// privileges after binding does.
+func droppedListener(t *testing.T, ns *netnstest.NS, port int) *exec.Cmd {
+	t.Helper()
+	script := fmt.Sprintf(`import os, socket
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.bind(("127.0.0.1", %d))
+s.listen(4)
+os.setgid(65534); os.setuid(65534)
+print("listening", flush=True)
+import time; time.sleep(60)
+`, port)
+	cmd := ns.Command("/usr/bin/python3", "-c", script)
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	buf := make([]byte, 10)
+	if n, err := out.Read(buf); err != nil || !strings.HasPrefix(string(buf[:n]), "listening") {
+		t.Fatalf("listener: %v %q", err, buf[:n])
+	}
+	return cmd
 }
