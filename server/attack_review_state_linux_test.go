@@ -5,6 +5,7 @@ package server
 import (
 	"bufio"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -50,13 +51,7 @@ while True:
 // the file is opened relative to the directory checked.
 func TestReviewStateDirUnderUserParent(t *testing.T) {
 	netnstest.RequireRoot(t, "python3")
-	u := netnstest.NewUser(t)
-	tmp := t.TempDir()
-	os.Chmod(tmp, 0o755)
-	os.Chmod(filepath.Dir(tmp), 0o755)
-	parent := filepath.Join(tmp, "shared")
-	os.Mkdir(parent, 0o755)
-	os.Chown(parent, u.UID, u.GID)
+	u, parent := userParent(t)
 	path := filepath.Join(parent, "state", "seqknock.json")
 	// A directory above the state that the user owns is refused outright,
 	// naming it and the fix: whoever can rename entries there can swap
@@ -94,15 +89,7 @@ func TestReviewStateDirUnderUserParent(t *testing.T) {
 		t.Logf("refused before any swap: %v", err)
 		return
 	}
-	cmd := u.Command(nil, "python3", "-c", exchangeLoop, filepath.Join(parent, "state"), filepath.Join(parent, "link"))
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	startGroup(t, cmd)
-	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "ready\n" {
-		t.Fatalf("user's loop: %q, %v", line, err)
-	}
+	cmd := startExchange(t, u, filepath.Join(parent, "state"), filepath.Join(parent, "link"))
 	const tries = 2000
 	checked, forged := 0, 0
 	for i := 0; i < tries; i++ {
@@ -136,13 +123,7 @@ func TestReviewStateDirUnderUserParent(t *testing.T) {
 // aside, no second LockTable gets a lock while the first holds it.
 func TestReviewRuntimeDirUnderUserParent(t *testing.T) {
 	netnstest.RequireRoot(t, "python3")
-	u := netnstest.NewUser(t)
-	tmp := t.TempDir()
-	os.Chmod(tmp, 0o755)
-	os.Chmod(filepath.Dir(tmp), 0o755)
-	parent := filepath.Join(tmp, "shared")
-	os.Mkdir(parent, 0o755)
-	os.Chown(parent, u.UID, u.GID)
+	u, parent := userParent(t)
 	dir := filepath.Join(parent, "run")
 	// Refused outright, naming the user's directory and the fix.
 	if _, err := LockTable(dir, "seqknock"); err == nil || !strings.Contains(err.Error(), "directory "+parent+" is owned by uid "+itoa(u.UID)) || !strings.Contains(err.Error(), "chown root "+parent) {
@@ -161,15 +142,7 @@ func TestReviewRuntimeDirUnderUserParent(t *testing.T) {
 			t.Fatalf("%v: %v: %s", c, err, out)
 		}
 	}
-	cmd := u.Command(nil, "python3", "-c", exchangeLoop, dir, filepath.Join(parent, "link"))
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	startGroup(t, cmd)
-	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "ready\n" {
-		t.Fatalf("user's loop: %q, %v", line, err)
-	}
+	cmd := startExchange(t, u, dir, filepath.Join(parent, "link"))
 	const tries = 2000
 	second := 0
 	for i := 0; i < tries; i++ {
@@ -183,4 +156,34 @@ func TestReviewRuntimeDirUnderUserParent(t *testing.T) {
 	if second > 0 {
 		t.Errorf("a runtime directory under a user's directory: %d of %d second daemons got the lock", second, tries)
 	}
+}
+
+// userParent makes an unprivileged user and a directory of theirs, parent,
+// under a temporary directory everyone may enter.
+func userParent(t *testing.T) (*netnstest.User, string) {
+	t.Helper()
+	u := netnstest.NewUser(t)
+	tmp := t.TempDir()
+	os.Chmod(tmp, 0o755)
+	os.Chmod(filepath.Dir(tmp), 0o755)
+	parent := filepath.Join(tmp, "shared")
+	os.Mkdir(parent, 0o755)
+	os.Chown(parent, u.UID, u.GID)
+	return u, parent
+}
+
+// startExchange starts exchangeLoop as u, swapping a and b, and returns
+// once it runs; the caller ends it with killGroup.
+func startExchange(t *testing.T, u *netnstest.User, a, b string) *exec.Cmd {
+	t.Helper()
+	cmd := u.Command(nil, "python3", "-c", exchangeLoop, a, b)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	startGroup(t, cmd)
+	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "ready\n" {
+		t.Fatalf("user's loop: %q, %v", line, err)
+	}
+	return cmd
 }
