@@ -2,12 +2,12 @@ package gateway
 
 import (
 	"net/netip"
-	"os"
 	"path/filepath"
 	"reflect"
-	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/seqknock/seqknock/internal/cliconv/clitest"
 )
 
 const goodConfig = `listen_port = 7100
@@ -80,41 +80,5 @@ func TestParseConfigErrors(t *testing.T) {
 // TestManPageNamesEveryGatewayKey: seqknock(1)'s GATEWAY section names
 // every key of the gateway config in bold.
 func TestManPageNamesEveryGatewayKey(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join("..", "..", "man", "seqknock.1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	page := string(b)
-	start := strings.Index(page, "\n.SH GATEWAY\n")
-	if start < 0 {
-		t.Fatal("seqknock.1: no GATEWAY section")
-	}
-	section := page[start+1:]
-	if end := strings.Index(section[1:], "\n.SH "); end >= 0 {
-		section = section[:end+1]
-	}
-	var keys []string
-	var walk func(reflect.Type)
-	walk = func(typ reflect.Type) {
-		for i := 0; i < typ.NumField(); i++ {
-			f := typ.Field(i)
-			if f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Struct {
-				walk(f.Type.Elem())
-				continue
-			}
-			if key := strings.Split(f.Tag.Get("toml"), ",")[0]; key != "" {
-				keys = append(keys, key)
-			}
-		}
-	}
-	walk(reflect.TypeOf(rawConfig{}))
-	if len(keys) < 7 {
-		t.Fatalf("found only %d keys: %v", len(keys), keys)
-	}
-	for _, key := range keys {
-		bold := regexp.MustCompile(`(?m)^\.BR? (.* )?` + regexp.QuoteMeta(strings.ReplaceAll(key, "-", `\-`)) + `( |$)`)
-		if !bold.MatchString(section) {
-			t.Errorf("seqknock.1, GATEWAY: key %s is not named in bold", key)
-		}
-	}
+	clitest.CheckConfigKeys(t, filepath.Join("..", "..", "man", "seqknock.1"), "GATEWAY", reflect.TypeOf(rawConfig{}), 7)
 }

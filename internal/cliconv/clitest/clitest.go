@@ -6,6 +6,9 @@ package clitest
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
+	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -99,6 +102,51 @@ func Lint(t *testing.T, path string) {
 		cmd.Stderr = &stderr
 		if err := cmd.Run(); err != nil || stderr.Len() > 0 {
 			t.Errorf("%s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+		}
+	}
+}
+
+// CheckConfigKeys fails t for each TOML key of typ (and of the structs of
+// its arrays of tables) that the section named section of the roff page
+// at path does not name in bold (.B or .BR), and when typ has fewer than
+// min keys: a sign that the walk found nothing.
+func CheckConfigKeys(t *testing.T, path, section string, typ reflect.Type, min int) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := string(b)
+	start := strings.Index(page, "\n.SH "+section+"\n")
+	if start < 0 {
+		t.Fatalf("%s: no %s section", path, section)
+	}
+	text := page[start+1:]
+	if end := strings.Index(text[1:], "\n.SH "); end >= 0 {
+		text = text[:end+1]
+	}
+	var keys []string
+	var walk func(reflect.Type)
+	walk = func(typ reflect.Type) {
+		for i := 0; i < typ.NumField(); i++ {
+			f := typ.Field(i)
+			if f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Struct {
+				walk(f.Type.Elem())
+				continue
+			}
+			if key := strings.Split(f.Tag.Get("toml"), ",")[0]; key != "" {
+				keys = append(keys, key)
+			}
+		}
+	}
+	walk(typ)
+	if len(keys) < min {
+		t.Fatalf("found only %d keys in %s: %v", len(keys), typ, keys)
+	}
+	for _, key := range keys {
+		bold := regexp.MustCompile(`(?m)^\.BR? (.* )?` + regexp.QuoteMeta(strings.ReplaceAll(key, "-", `\-`)) + `( |$)`)
+		if !bold.MatchString(text) {
+			t.Errorf("%s, %s: key %s is not named in bold", filepath.Base(path), section, key)
 		}
 	}
 }
